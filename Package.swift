@@ -1,0 +1,63 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "whisperd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "whisperd", targets: ["whisperd"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure: no Foundation, no Glibc, no clock. Everything here is a function of its inputs.
+        .target(name: "WhisperCore", swiftSettings: strictSettings),
+        // Roster file -> WhisperCore types; every problem reported at once.
+        .target(
+            name: "WhisperConfig",
+            dependencies: ["WhisperCore", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings
+        ),
+        // The one place that calls vfork/execve, pidfd, epoll and friends.
+        .target(name: "CWhisperLinux"),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
+        .target(
+            name: "WhisperSystem",
+            dependencies: ["WhisperCore", "CWhisperLinux", "CSystemd"],
+            swiftSettings: strictSettings
+        ),
+        // The imperative shell that runs the core against the OS.
+        .target(
+            name: "WhisperDaemon",
+            dependencies: ["WhisperCore", "WhisperConfig", "WhisperSystem"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "WhisperWorker",
+            dependencies: ["WhisperSystem"],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "whisperd",
+            dependencies: [
+                "WhisperDaemon", "WhisperWorker", "WhisperConfig", "WhisperCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore"], swiftSettings: strictSettings),
+        .testTarget(name: "IntegrationTests", dependencies: ["WhisperSystem"], swiftSettings: strictSettings),
+    ]
+)

@@ -1,0 +1,79 @@
+#ifndef CWHISPERLINUX_H
+#define CWHISPERLINUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+
+/// What the child does between fork and exec. Everything is prepared by the parent:
+/// the child only makes async-signal-safe system calls.
+typedef struct whisper_spawn_request {
+    const char *path;            /* absolute path of the program */
+    char *const *argv;
+    char *const *envp;
+    const char *working_directory;
+    int stdin_fd;                /* dup2'ed to 0 (e.g. /dev/null) */
+    int stdout_fd;               /* dup2'ed to 1 */
+    int stderr_fd;               /* dup2'ed to 2 */
+    /* cgroup.procs files (already open, one per hierarchy) the child writes "0" into
+       before exec, so it is inside its cgroups before the program's first instruction. */
+    const int *cgroup_procs_fds;
+    int cgroup_procs_count;
+    int new_process_group;       /* setpgid(0, 0) */
+    long long nofile_soft;       /* >= 0: RLIMIT_NOFILE soft limit to restore (whisperd raises its own) */
+} whisper_spawn_request;
+
+typedef struct whisper_spawn_result {
+    pid_t pid;          /* > 0 on success */
+    int pidfd;          /* pidfd of the child, -1 if the kernel has none */
+    int error;          /* errno of the step that failed, 0 on success */
+    int failed_step;    /* 0 none, 1 fork, 2 chdir, 3 cgroup, 4 dup2, 5 exec */
+} whisper_spawn_result;
+
+/// vfork + exec with a pre-exec cgroup join. Never runs Swift code in the child.
+whisper_spawn_result whisper_spawn(const whisper_spawn_request *request);
+
+int whisper_pidfd_open(pid_t pid);
+int whisper_pidfd_send_signal(int pidfd, int sig);
+/// waitid(P_PIDFD, …, WEXITED|WNOHANG): 1 reaped (code/status set), 0 still running, -1 error.
+int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal);
+
+/// signalfd for the given signals, which are also blocked in the calling thread.
+int whisper_signalfd(const int *signals, int count);
+/// Reads one signal number from a signalfd; -1 if none.
+int whisper_signalfd_read(int fd);
+
+/// timerfd on CLOCK_MONOTONIC; arm at an absolute time (ns), or disarm with a negative one.
+int whisper_timerfd_create(void);
+int whisper_timerfd_arm_absolute(int fd, int64_t monotonic_ns);
+int64_t whisper_monotonic_ns(void);
+int64_t whisper_realtime_ns(void);
+
+/// Datagram socket bound at path with SO_PASSCRED; nonblocking, close-on-exec.
+int whisper_notify_socket_bind(const char *path);
+/// Receives one datagram with the sender's credentials; returns length or -1 (errno).
+ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t *sender_pid, uid_t *sender_uid);
+/// Sends a datagram to an AF_UNIX path (abstract if it starts with '@').
+int whisper_notify_send(const char *socket_path, const char *message, size_t length);
+
+/// Nonblocking, close-on-exec TCP listener on an IPv4/IPv6 literal address.
+int whisper_tcp_listen(const char *host, int port, int backlog);
+/// Nonblocking TCP connect to a literal address; returns fd (connect may be in progress).
+int whisper_tcp_connect(const char *host, int port);
+/// Nonblocking, close-on-exec Unix stream listener, created with the given mode.
+int whisper_unix_listen(const char *path, int mode, int backlog);
+int whisper_accept(int fd);
+int whisper_socket_error(int fd);
+
+/// A pipe with both ends close-on-exec; the read end nonblocking.
+int whisper_pipe(int fds[2]);
+int whisper_set_nonblocking(int fd, int on);
+
+int whisper_ignore_sigpipe(void);
+#endif

@@ -1,0 +1,436 @@
+import Foundation
+import WhisperCore
+import Yams
+
+/// One thing wrong with a roster, with where it is.
+public struct RosterProblem: Hashable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    /// Dotted key path, e.g. `characters.elena.limits.memory`.
+    public var key: String
+    public var message: String
+
+    public var description: String {
+        let location = line.map { "\(file):\($0)" } ?? file
+        return key.isEmpty ? "\(location): \(message)" : "\(location): \(key): \(message)"
+    }
+}
+
+/// Every problem found in one pass; the roster is rejected whole.
+public struct RosterError: Error, Sendable, CustomStringConvertible {
+    public var problems: [RosterProblem]
+    public var description: String {
+        "roster rejected (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+            + problems.map { "  - \($0)" }.joined(separator: "\n")
+    }
+}
+
+/// A roster read and checked, with what the daemon needs besides the specs.
+public struct LoadedRoster: Sendable {
+    public var roster: Roster
+    public var path: String
+    public var charactersDirectory: String
+    /// Per service: variable → the layer that set it (`base`, `.env:3`, `env`, `whisperd`).
+    public var environmentOrigins: [ServiceName: [String: String]]
+}
+
+/// Reads `roster.yaml`: YAML → typed settings → resolved specs, and the pre-flight check.
+public struct RosterLoader: Sendable {
+    /// The whisperd binary, used for built-in workers and for `command: [whisperd, …]`.
+    public var selfExecutable: String
+    /// whisperd's own environment: the source of the base layer (PATH, LANG, TZ, HOME).
+    public var hostEnvironment: [String: String]
+
+    public init(selfExecutable: String, hostEnvironment: [String: String]) {
+        self.selfExecutable = selfExecutable
+        self.hostEnvironment = hostEnvironment
+    }
+
+    public static let maxFileSize = 4 << 20
+
+    public func load(path: String) -> Result<LoadedRoster, RosterError> {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let file = (absolute as NSString).lastPathComponent
+        func fail(_ message: String) -> Result<LoadedRoster, RosterError> {
+            .failure(RosterError(problems: [RosterProblem(file: file, line: nil, key: "", message: message)]))
+        }
+        var info = stat()
+        guard stat(absolute, &info) == 0 else { return fail("cannot read \(absolute): \(String(cString: strerror(errno)))") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return fail("\(absolute) is not a regular file") }
+        guard info.st_size <= Self.maxFileSize else { return fail("file is \(info.st_size) bytes; the limit is \(Self.maxFileSize)") }
+        guard let data = FileManager.default.contents(atPath: absolute) else { return fail("cannot read \(absolute)") }
+        guard let text = String(data: data, encoding: .utf8) else { return fail("file is not valid UTF-8") }
+        return parse(text, path: absolute)
+    }
+
+    /// Parses and validates roster text as if it lived at `path` (relative paths resolve from there).
+    public func parse(_ text: String, path: String) -> Result<LoadedRoster, RosterError> {
+        var reader = RosterReader(file: (path as NSString).lastPathComponent)
+        let baseDirectory = (path as NSString).deletingLastPathComponent
+        if text.utf8.contains(0) {
+            reader.report(nil, "", "file contains a NUL byte")
+            return .failure(RosterError(problems: reader.problems))
+        }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            reader.report(nil, "", "not valid YAML: \(Self.describe(error))")
+            return .failure(RosterError(problems: reader.problems))
+        } catch {
+            reader.report(nil, "", "not valid YAML: \(error)")
+            return .failure(RosterError(problems: reader.problems))
+        }
+        guard let root else {
+            reader.report(nil, "", "the roster is empty; it needs at least `characters:`")
+            return .failure(RosterError(problems: reader.problems))
+        }
+        let document = reader.readDocument(root)
+        var resolver = RosterResolver(
+            loader: self, reader: reader, baseDirectory: baseDirectory, document: document)
+        let result = resolver.resolve()
+        guard resolver.reader.problems.isEmpty, var result else {
+            return .failure(RosterError(problems: resolver.reader.problems))
+        }
+        result.path = path
+        return .success(result)
+    }
+
+    static func describe(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(let context, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)" + (context.map { " \($0.text)" } ?? "")
+        case .parser(let context, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)" + (context.map { " \($0.text)" } ?? "")
+        default:
+            return "\(error)"
+        }
+    }
+}
+
+// MARK: - YAML → raw document
+
+/// The roster's shape, still with source lines, before defaults and files are applied.
+struct RosterDocument {
+    struct Entry {
+        var name: String
+        var line: Int?
+        var isJob: Bool
+        var settings: RosterSettings
+        var command: [String]?
+        var port: Int?
+        var after: [(String, Int?)] = []
+        var workingDirectory: String?
+        var jobRun: JobRunMode?
+    }
+
+    var version: Int?
+    var charactersDirectory: String?
+    var defaults = RosterSettings()
+    var entries: [Entry] = []
+}
+
+struct RosterReader {
+    let file: String
+    var problems: [RosterProblem] = []
+
+    init(file: String) { self.file = file }
+
+    mutating func report(_ node: Node?, _ key: String, _ message: String) {
+        problems.append(RosterProblem(file: file, line: node?.mark?.line, key: key, message: message))
+    }
+
+    static let topKeys = ["version", "characters_dir", "defaults", "jobs", "characters"]
+    static let settingKeys = [
+        "restart", "restart_delay", "restart_delay_max", "restart_reset_after", "restart_budget", "stop_signal",
+        "stop_grace", "limits", "health", "env_file", "env", "logs",
+    ]
+    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir"]
+    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir"]
+
+    /// The pairs of a mapping, with unknown and duplicate keys reported.
+    mutating func pairs(_ node: Node, _ path: String, allowed: [String]?) -> [(key: String, keyNode: Node, value: Node)] {
+        guard case .mapping(let mapping) = node else {
+            report(node, path, "expected a mapping (key: value), found \(kind(of: node))")
+            return []
+        }
+        var seen: Set<String> = []
+        var result: [(String, Node, Node)] = []
+        for (keyNode, value) in mapping {
+            guard case .scalar(let scalar) = keyNode else {
+                report(keyNode, path, "keys must be plain strings")
+                continue
+            }
+            let key = scalar.string
+            let keyPath = path.isEmpty ? key : "\(path).\(key)"
+            if !seen.insert(key).inserted {
+                report(keyNode, keyPath, "duplicate key")
+                continue
+            }
+            if let allowed, !allowed.contains(key) {
+                let hint = closest(key, in: allowed).map { " (did you mean `\($0)`?)" } ?? ""
+                report(keyNode, keyPath, "unknown key `\(key)`\(hint)")
+                continue
+            }
+            result.append((key, keyNode, value))
+        }
+        return result
+    }
+
+    func kind(of node: Node) -> String {
+        switch node {
+        case .scalar(let scalar): return "`\(scalar.string.prefix(40))`"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    private func closest(_ key: String, in candidates: [String]) -> String? {
+        func distance(_ a: String, _ b: String) -> Int {
+            let a = Array(a), b = Array(b)
+            var previous = Array(0...b.count)
+            for i in 1...max(a.count, 1) where !a.isEmpty {
+                var current = [i] + Array(repeating: 0, count: b.count)
+                for j in stride(from: 1, through: b.count, by: 1) {
+                    current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                }
+                previous = current
+            }
+            return previous[b.count]
+        }
+        let scored = candidates.map { ($0, distance(key, $0)) }.min { $0.1 < $1.1 }
+        return scored.flatMap { $0.1 <= 3 ? $0.0 : nil }
+    }
+
+    mutating func string(_ node: Node, _ path: String) -> String? {
+        guard case .scalar(let scalar) = node else {
+            report(node, path, "expected a string, found \(kind(of: node))")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func int(_ node: Node, _ path: String, _ range: ClosedRange<Int>) -> Int? {
+        guard let text = string(node, path) else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            report(node, path, "expected a whole number in \(range.lowerBound)...\(range.upperBound), found `\(text.prefix(40))`")
+            return nil
+        }
+        return value
+    }
+
+    mutating func duration(_ node: Node, _ path: String) -> Duration? {
+        guard let text = string(node, path) else { return nil }
+        guard let value = Units.parseDuration(text) else {
+            report(node, path, "`\(text.prefix(40))` is not a duration (use 250ms, 10s, 5m, 1h)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func size(_ node: Node, _ path: String) -> UInt64? {
+        guard let text = string(node, path) else { return nil }
+        guard let value = Units.parseSize(text) else {
+            report(node, path, "`\(text.prefix(40))` is not a size (use 512M, 1G, 1.5G)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func choice<T: RawRepresentable & CaseIterable>(_ node: Node, _ path: String, _: T.Type) -> T?
+    where T.RawValue == String {
+        guard let text = string(node, path) else { return nil }
+        guard let value = T(rawValue: text) else {
+            let options = T.allCases.map(\.rawValue).joined(separator: " | ")
+            report(node, path, "`\(text.prefix(40))` is not one of \(options)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func stringList(_ node: Node, _ path: String) -> [(String, Int?)]? {
+        guard case .sequence(let sequence) = node else {
+            report(node, path, "expected a list, found \(kind(of: node))")
+            return nil
+        }
+        var result: [(String, Int?)] = []
+        for (index, item) in sequence.enumerated() {
+            guard let text = string(item, "\(path)[\(index)]") else { continue }
+            result.append((text, item.mark?.line))
+        }
+        return result
+    }
+
+    mutating func readDocument(_ root: Node) -> RosterDocument {
+        var document = RosterDocument()
+        let top = pairs(root, "", allowed: Self.topKeys)
+        if case .mapping = root, !top.contains(where: { $0.key == "characters" }),
+            !problems.contains(where: { $0.key == "characters" })
+        {
+            report(root, "characters", "missing: the roster must list its characters")
+        }
+        for (key, _, value) in top {
+            switch key {
+            case "version":
+                document.version = int(value, key, 1...1)
+            case "characters_dir":
+                document.charactersDirectory = string(value, key)
+            case "defaults":
+                document.defaults = settings(value, "defaults", allowed: Self.settingKeys).settings
+            case "jobs", "characters":
+                let isJob = key == "jobs"
+                if case .scalar(let scalar) = value, ["", "~", "null"].contains(scalar.string) { continue }
+                for (name, nameNode, body) in pairs(value, key, allowed: nil) {
+                    let path = "\(key).\(name)"
+                    if !ServiceName.isValid(name) {
+                        report(nameNode, path, "invalid name: use 1-63 of a-z 0-9 _ - starting with a letter or digit")
+                    }
+                    var parsed = settings(body, path, allowed: isJob ? Self.jobKeys : Self.characterKeys)
+                    parsed.entry.name = name
+                    parsed.entry.line = nameNode.mark?.line
+                    parsed.entry.isJob = isJob
+                    parsed.entry.settings = parsed.settings
+                    if isJob, parsed.entry.command == nil, case .mapping = body {
+                        report(nameNode, path, "a job needs `command:`")
+                    }
+                    document.entries.append(parsed.entry)
+                }
+            default:
+                break
+            }
+        }
+        return document
+    }
+
+    /// Reads setting keys (and, for entries, command/port/after/run) from one block.
+    mutating func settings(_ node: Node, _ path: String, allowed: [String]) -> (settings: RosterSettings, entry: RosterDocument.Entry) {
+        var settings = RosterSettings()
+        var entry = RosterDocument.Entry(name: "", line: nil, isJob: false, settings: settings)
+        if case .scalar(let scalar) = node, ["", "~", "null"].contains(scalar.string) {
+            return (settings, entry)  // `elena:` with nothing under it
+        }
+        for (key, _, value) in pairs(node, path, allowed: allowed) {
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "restart": settings.restart = choice(value, keyPath, RestartMode.self)
+            case "restart_delay": settings.restartDelay = duration(value, keyPath)
+            case "restart_delay_max": settings.restartDelayMax = duration(value, keyPath)
+            case "restart_reset_after": settings.restartResetAfter = duration(value, keyPath)
+            case "restart_budget":
+                for (budgetKey, _, budgetValue) in pairs(value, keyPath, allowed: ["max", "window"]) {
+                    if budgetKey == "max" {
+                        settings.budgetMax = int(budgetValue, "\(keyPath).max", 1...10_000)
+                    } else {
+                        settings.budgetWindow = duration(budgetValue, "\(keyPath).window")
+                    }
+                }
+            case "stop_signal":
+                if let text = string(value, keyPath) {
+                    if let signal = Signal(name: text) { settings.stopSignal = signal } else {
+                        report(value, keyPath, "`\(text.prefix(20))` is not a signal name (SIGTERM, SIGINT, …)")
+                    }
+                }
+            case "stop_grace": settings.stopGrace = duration(value, keyPath)
+            case "limits":
+                for (limitKey, _, limitValue) in pairs(value, keyPath, allowed: ["memory", "memory_high", "cpus", "pids"]) {
+                    let limitPath = "\(keyPath).\(limitKey)"
+                    switch limitKey {
+                    case "memory": settings.memory = size(limitValue, limitPath)
+                    case "memory_high": settings.memoryHigh = size(limitValue, limitPath)
+                    case "cpus":
+                        if let text = string(limitValue, limitPath) {
+                            if let cpus = Double(text), cpus.isFinite, cpus > 0 { settings.cpus = cpus } else {
+                                report(limitValue, limitPath, "`\(text.prefix(20))` is not a positive number of CPUs")
+                            }
+                        }
+                    default: settings.pids = int(limitValue, limitPath, 1...4_194_304)
+                    }
+                }
+            case "health":
+                readHealth(value, keyPath, &settings)
+            case "env_file":
+                if case .scalar = value {
+                    settings.envFiles = string(value, keyPath).map { [$0] }
+                } else {
+                    settings.envFiles = stringList(value, keyPath)?.map(\.0)
+                }
+            case "env":
+                var env: [String: String] = [:]
+                for (name, nameNode, envValue) in pairs(value, keyPath, allowed: nil) {
+                    guard Dotenv.isValidKey(name) else {
+                        report(nameNode, "\(keyPath).\(name)", "invalid environment variable name")
+                        continue
+                    }
+                    if case .scalar(let scalar) = envValue { env[name] = scalar.string } else {
+                        report(envValue, "\(keyPath).\(name)", "expected a string value, found \(kind(of: envValue))")
+                    }
+                }
+                settings.env = env
+            case "logs":
+                for (logKey, _, logValue) in pairs(value, keyPath, allowed: ["max_size", "max_files"]) {
+                    if logKey == "max_size" {
+                        settings.logMaxSize = size(logValue, "\(keyPath).max_size")
+                    } else {
+                        settings.logMaxFiles = int(logValue, "\(keyPath).max_files", 1...100)
+                    }
+                }
+            case "command":
+                if case .scalar = value {
+                    report(value, keyPath, "expected a list such as [python3, bot.py], found a string")
+                } else if let items = stringList(value, keyPath) {
+                    if items.isEmpty { report(value, keyPath, "the command is empty") }
+                    entry.command = items.map(\.0)
+                }
+            case "port":
+                entry.port = int(value, keyPath, 1...65535)
+            case "after":
+                entry.after = stringList(value, keyPath) ?? []
+            case "working_dir":
+                entry.workingDirectory = string(value, keyPath)
+            case "run":
+                entry.jobRun = choice(value, keyPath, JobRunMode.self)
+            default:
+                break
+            }
+        }
+        return (settings, entry)
+    }
+
+    mutating func readHealth(_ node: Node, _ path: String, _ settings: inout RosterSettings) {
+        let allowed = ["ready", "ready_timeout", "watchdog", "http", "on_unhealthy"]
+        for (key, _, value) in pairs(node, path, allowed: allowed) {
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "ready": settings.ready = choice(value, keyPath, ReadinessMode.self)
+            case "ready_timeout": settings.readyTimeout = duration(value, keyPath)
+            case "watchdog":
+                if case .scalar(let scalar) = value, ["off", "none", "false", "0"].contains(scalar.string.lowercased()) {
+                    settings.watchdog = .some(nil)
+                } else if let interval = duration(value, keyPath) {
+                    settings.watchdog = .some(interval > .zero ? interval : nil)
+                }
+            case "on_unhealthy": settings.onUnhealthy = choice(value, keyPath, UnhealthyAction.self)
+            default:
+                let httpKeys = ["path", "interval", "timeout", "retries", "start_period"]
+                for (httpKey, _, httpValue) in pairs(value, keyPath, allowed: httpKeys) {
+                    let httpPath = "\(keyPath).\(httpKey)"
+                    switch httpKey {
+                    case "path":
+                        if let text = string(httpValue, httpPath) {
+                            if text.hasPrefix("/"), !text.contains(" "), !text.contains("\r"), !text.contains("\n") {
+                                settings.httpPath = text
+                            } else {
+                                report(httpValue, httpPath, "must be a URL path starting with /")
+                            }
+                        }
+                    case "interval": settings.httpInterval = duration(httpValue, httpPath)
+                    case "timeout": settings.httpTimeout = duration(httpValue, httpPath)
+                    case "retries": settings.httpRetries = int(httpValue, httpPath, 1...100)
+                    default: settings.httpStartPeriod = duration(httpValue, httpPath)
+                    }
+                }
+            }
+        }
+    }
+}

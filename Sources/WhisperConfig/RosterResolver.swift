@@ -1,0 +1,226 @@
+import Foundation
+import WhisperCore
+
+/// Turns the raw document into specs and runs the whole-roster pre-flight (DESIGN §3).
+struct RosterResolver {
+    let loader: RosterLoader
+    var reader: RosterReader
+    let baseDirectory: String
+    let document: RosterDocument
+
+    /// Floors below which a limit is a typo, not a plan.
+    static let minimumMemory: UInt64 = 8 << 20
+    static let minimumPids = 8
+    static let minimumCPUs = 0.01
+    static let minimumLogSize: UInt64 = 4096
+
+    init(loader: RosterLoader, reader: RosterReader, baseDirectory: String, document: RosterDocument) {
+        self.loader = loader
+        self.reader = reader
+        self.baseDirectory = baseDirectory
+        self.document = document
+    }
+
+    private func absolute(_ path: String, from directory: String) -> String {
+        let joined = path.hasPrefix("/") ? path : directory + "/" + path
+        return (joined as NSString).standardizingPath
+    }
+
+    mutating func resolve() -> LoadedRoster? {
+        let charactersDirectory = absolute(document.charactersDirectory ?? "characters", from: baseDirectory)
+        let defaults = RosterSettings.builtIn.overlaid(with: document.defaults)
+        var specs: [ServiceSpec] = []
+        var origins: [ServiceName: [String: String]] = [:]
+        var seenNames: [String: Int?] = [:]
+        var identitySecrets: [String: [(service: String, key: String)]] = [:]
+        var ports: [Int: [String]] = [:]
+
+        // Jobs first: they usually gate characters, and status lists them that way.
+        let entries = document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }
+        for entry in entries {
+            let path = "\(entry.isJob ? "jobs" : "characters").\(entry.name)"
+            if seenNames[entry.name] != nil {
+                reader.problems.append(
+                    RosterProblem(file: reader.file, line: entry.line, key: path, message: "the name `\(entry.name)` is used twice (jobs and characters share one namespace)"))
+                continue
+            }
+            seenNames[entry.name] = entry.line
+            let settings = defaults.overlaid(with: entry.settings)
+            checkSettings(settings, path: path, line: entry.line)
+
+            let workingDirectory = absolute(entry.workingDirectory ?? ".", from: baseDirectory)
+            var environment = Environment()
+            for key in ["PATH", "LANG", "TZ", "HOME"] {
+                if let value = loader.hostEnvironment[key] { environment.set(key, value, origin: "base") }
+            }
+            if environment.values["PATH"] == nil {
+                environment.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", origin: "base")
+            }
+            for file in settings.envFiles ?? [] {
+                readEnvFile(file, into: &environment, path: "\(path).env_file", line: entry.line)
+            }
+            for (key, value) in (settings.env ?? [:]).sorted(by: { $0.key < $1.key }) {
+                environment.set(key, value, origin: "env")
+            }
+            let isBuiltInWorker = entry.command == nil && !entry.isJob
+            environment.set("WHISPERD_CHARACTER", entry.name, origin: "whisperd")
+            if !entry.isJob { environment.set("DISCORD_BOT_NAME", entry.name, origin: "whisperd") }
+            environment.set("WHISPERD_CHARACTERS_DIR", charactersDirectory, origin: "whisperd")
+            if let port = entry.port { environment.set("API_PORT", String(port), origin: "whisperd") }
+            if let watchdog = settings.watchdog ?? nil {
+                environment.set("WATCHDOG_USEC", String(watchdog.nanoseconds / 1000), origin: "whisperd")
+            }
+
+            if isBuiltInWorker {
+                let characterFile = "\(charactersDirectory)/\(entry.name)/character.md"
+                if access(characterFile, R_OK) != 0 {
+                    reader.problems.append(
+                        RosterProblem(
+                            file: reader.file, line: entry.line, key: path,
+                            message: "built-in worker needs \(characterFile) (missing or unreadable); or give `command:`"))
+                }
+            }
+            var arguments = entry.command ?? [loader.selfExecutable, "worker", entry.name]
+            if arguments.first == "whisperd" { arguments[0] = loader.selfExecutable }
+
+            if let port = entry.port { ports[port, default: []].append(entry.name) }
+            for (key, value) in environment.values where Secrets.isIdentitySecret(key) && !value.isEmpty {
+                identitySecrets[value, default: []].append((entry.name, key))
+            }
+
+            guard let name = ServiceName(entry.name) else { continue }
+            var after: [ServiceName] = []
+            for (dependency, line) in entry.after {
+                if let dependencyName = ServiceName(dependency) { after.append(dependencyName) } else {
+                    reader.problems.append(
+                        RosterProblem(file: reader.file, line: line, key: "\(path).after", message: "`\(dependency)` is not a valid name"))
+                }
+            }
+            let kind: ServiceKind = entry.isJob ? .job(entry.jobRun ?? .oncePerRevision) : .character
+            specs.append(
+                ServiceSpec(
+                    name: name, kind: kind,
+                    launch: LaunchSpec(arguments: arguments, environment: environment.values, workingDirectory: workingDirectory),
+                    port: entry.port, after: after, restart: settings.restartPolicy, stopSignal: settings.stopSignal!,
+                    stopGrace: settings.stopGrace!, limits: settings.limits, health: settings.healthPolicy,
+                    logs: settings.logPolicy))
+            origins[name] = environment.origins
+        }
+
+        for (port, users) in ports.sorted(by: { $0.key < $1.key }) where users.count > 1 {
+            reader.report(nil, "port", "port \(port) is used by \(users.joined(separator: ", "))")
+        }
+        for (_, users) in identitySecrets where Set(users.map(\.service)).count > 1 {
+            let described = users.map { "\($0.service) (\($0.key))" }.joined(separator: ", ")
+            reader.report(nil, "env", "the same bot token is given to \(described): two bots on one account")
+        }
+        checkDependencies(specs)
+        guard reader.problems.isEmpty else { return nil }
+        return LoadedRoster(
+            roster: Roster(services: specs), path: absolute(reader.file, from: baseDirectory),
+            charactersDirectory: charactersDirectory, environmentOrigins: origins)
+    }
+
+    private mutating func checkSettings(_ settings: RosterSettings, path: String, line: Int?) {
+        func problem(_ key: String, _ message: String) {
+            reader.problems.append(RosterProblem(file: reader.file, line: line, key: "\(path).\(key)", message: message))
+        }
+        if let memory = settings.memory, memory < Self.minimumMemory {
+            problem("limits.memory", "\(Units.formatSize(memory)) is below the floor of \(Units.formatSize(Self.minimumMemory))")
+        }
+        if let high = settings.memoryHigh {
+            if high < Self.minimumMemory {
+                problem("limits.memory_high", "\(Units.formatSize(high)) is below the floor of \(Units.formatSize(Self.minimumMemory))")
+            }
+            if let memory = settings.memory, high > memory {
+                problem("limits.memory_high", "\(Units.formatSize(high)) is above limits.memory (\(Units.formatSize(memory)))")
+            }
+        }
+        if let cpus = settings.cpus, cpus < Self.minimumCPUs { problem("limits.cpus", "\(cpus) is below the floor of \(Self.minimumCPUs)") }
+        if let pids = settings.pids, pids < Self.minimumPids { problem("limits.pids", "\(pids) is below the floor of \(Self.minimumPids)") }
+        if let size = settings.logMaxSize, size < Self.minimumLogSize {
+            problem("logs.max_size", "\(size) bytes is below the floor of \(Self.minimumLogSize)")
+        }
+        if let delay = settings.restartDelay, let cap = settings.restartDelayMax, delay > cap {
+            problem("restart_delay", "\(delay.humanReadable) is above restart_delay_max (\(cap.humanReadable))")
+        }
+        if let timeout = settings.readyTimeout, timeout <= .zero { problem("health.ready_timeout", "must be above 0") }
+        if let interval = settings.httpInterval, interval < .milliseconds(10) { problem("health.http.interval", "must be at least 10ms") }
+        if let timeout = settings.httpTimeout, timeout <= .zero { problem("health.http.timeout", "must be above 0") }
+        if let window = settings.budgetWindow, window <= .zero { problem("restart_budget.window", "must be above 0") }
+    }
+
+    private mutating func readEnvFile(_ raw: String, into environment: inout Environment, path: String, line: Int?) {
+        let isOptional = raw.hasPrefix("?")
+        let file = absolute(isOptional ? String(raw.dropFirst()) : raw, from: baseDirectory)
+        func problem(_ message: String) {
+            reader.problems.append(RosterProblem(file: reader.file, line: line, key: path, message: message))
+        }
+        var info = stat()
+        guard stat(file, &info) == 0 else {
+            if !isOptional { problem("\(file): \(String(cString: strerror(errno))) (prefix with ? to make it optional)") }
+            return
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return problem("\(file) is not a regular file") }
+        guard info.st_size <= 1 << 20 else { return problem("\(file) is larger than 1 MiB") }
+        guard let data = FileManager.default.contents(atPath: file) else { return problem("\(file): cannot read it") }
+        guard let text = String(data: data, encoding: .utf8) else { return problem("\(file) is not UTF-8") }
+        switch Dotenv.parse(text) {
+        case .failure(let error):
+            problem("\((file as NSString).lastPathComponent):\(error.line): \(error.message)")
+        case .success(let entries):
+            let name = (file as NSString).lastPathComponent
+            if info.st_mode & S_IROTH != 0, let secret = entries.first(where: { Secrets.isSecret($0.key) }) {
+                problem("\(file) holds \(secret.key) but is world-readable: chmod o-r \(file)")
+            }
+            for entry in entries { environment.set(entry.key, entry.value, origin: "\(name):\(entry.line)") }
+        }
+    }
+
+    private mutating func checkDependencies(_ specs: [ServiceSpec]) {
+        let byName = Dictionary(specs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let knownNames = Set(document.entries.map(\.name))
+        for spec in specs {
+            let path = "\(spec.isJob ? "jobs" : "characters").\(spec.name).after"
+            for dependency in spec.after {
+                if dependency == spec.name {
+                    reader.report(nil, path, "\(spec.name) cannot wait for itself")
+                } else if !knownNames.contains(dependency.rawValue) {
+                    reader.report(nil, path, "unknown service `\(dependency)` (not a character or job in this roster)")
+                }
+            }
+        }
+        // Cycles: depth-first search, reporting each cycle once.
+        var state: [ServiceName: Int] = [:]  // 1 visiting, 2 done
+        var reported: Set<Set<ServiceName>> = []
+        func visit(_ name: ServiceName, _ stack: [ServiceName]) {
+            if state[name] == 2 { return }
+            if state[name] == 1 {
+                guard let start = stack.firstIndex(of: name) else { return }
+                let cycle = Array(stack[start...])
+                if reported.insert(Set(cycle)).inserted, cycle.count > 1 {
+                    let text = (cycle + [name]).map(\.rawValue).joined(separator: " → ")
+                    reader.report(nil, "after", "dependency cycle: \(text)")
+                }
+                return
+            }
+            state[name] = 1
+            for dependency in byName[name]?.after ?? [] where byName[dependency] != nil && dependency != name {
+                visit(dependency, stack + [name])
+            }
+            state[name] = 2
+        }
+        for spec in specs { visit(spec.name, []) }
+    }
+}
+
+/// Layered environment: later `set` wins, and remembers which layer set each variable.
+struct Environment {
+    var values: [String: String] = [:]
+    var origins: [String: String] = [:]
+
+    mutating func set(_ key: String, _ value: String, origin: String) {
+        values[key] = value
+        origins[key] = origin
+    }
+}

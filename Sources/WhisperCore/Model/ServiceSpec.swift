@@ -1,0 +1,194 @@
+/// What a roster says about one character or job, fully resolved (defaults applied, env files read).
+public struct ServiceSpec: Hashable, Sendable {
+    public var name: ServiceName
+    public var kind: ServiceKind
+    public var launch: LaunchSpec
+    public var port: Int?
+    public var after: [ServiceName]
+    public var restart: RestartPolicy
+    public var stopSignal: Signal
+    public var stopGrace: Duration
+    public var limits: Limits
+    public var health: HealthPolicy
+    public var logs: LogPolicy
+
+    public init(
+        name: ServiceName, kind: ServiceKind = .character, launch: LaunchSpec, port: Int? = nil,
+        after: [ServiceName] = [], restart: RestartPolicy = RestartPolicy(), stopSignal: Signal = .term,
+        stopGrace: Duration = .seconds(10), limits: Limits = Limits(), health: HealthPolicy = HealthPolicy(),
+        logs: LogPolicy = LogPolicy()
+    ) {
+        self.name = name
+        self.kind = kind
+        self.launch = launch
+        self.port = port
+        self.after = after
+        self.restart = restart
+        self.stopSignal = stopSignal
+        self.stopGrace = stopGrace
+        self.limits = limits
+        self.health = health
+        self.logs = logs
+    }
+
+    public var isJob: Bool { if case .job = kind { return true } else { return false } }
+
+    /// A stable fingerprint of everything that defines a run, so a `once-per-revision` job
+    /// reruns exactly when its definition changes (FNV-1a: stable across processes, unlike `Hasher`).
+    public var revision: String {
+        var text = launch.arguments.joined(separator: "\u{1}")
+        text += "\u{2}" + launch.workingDirectory + "\u{2}"
+        for key in launch.environment.keys.sorted() {
+            text += key + "=" + (launch.environment[key] ?? "") + "\u{1}"
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+public enum ServiceKind: Hashable, Sendable {
+    case character
+    case job(JobRunMode)
+}
+
+public enum JobRunMode: String, Hashable, Sendable, CaseIterable {
+    /// Runs once for each distinct definition; success is remembered in the state dir.
+    case oncePerRevision = "once-per-revision"
+    /// Runs every time whisperd starts.
+    case everyStart = "every-start"
+}
+
+/// How to start the process. A change here means the process must be restarted.
+public struct LaunchSpec: Hashable, Sendable {
+    /// argv, argv[0] being the program (looked up on the child's PATH when it has no slash).
+    public var arguments: [String]
+    /// The character's own environment (base, env files, `env:`); whisperd adds its own on spawn.
+    public var environment: [String: String]
+    public var workingDirectory: String
+
+    public init(arguments: [String], environment: [String: String] = [:], workingDirectory: String = "/") {
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+    }
+}
+
+public struct Limits: Hashable, Sendable {
+    public var memoryBytes: UInt64?
+    public var memoryHighBytes: UInt64?
+    public var cpus: Double?
+    public var pids: Int?
+
+    public init(memoryBytes: UInt64? = nil, memoryHighBytes: UInt64? = nil, cpus: Double? = nil, pids: Int? = nil) {
+        self.memoryBytes = memoryBytes
+        self.memoryHighBytes = memoryHighBytes
+        self.cpus = cpus
+        self.pids = pids
+    }
+}
+
+public enum RestartMode: String, Hashable, Sendable, CaseIterable {
+    case no
+    case onFailure = "on-failure"
+    case always
+    case unlessStopped = "unless-stopped"
+}
+
+public struct RestartPolicy: Hashable, Sendable {
+    public var mode: RestartMode
+    public var delay: Duration
+    public var delayMax: Duration
+    public var resetAfter: Duration
+    public var budgetMax: Int
+    public var budgetWindow: Duration
+
+    public init(
+        mode: RestartMode = .always, delay: Duration = .milliseconds(100), delayMax: Duration = .seconds(60),
+        resetAfter: Duration = .seconds(600), budgetMax: Int = 5, budgetWindow: Duration = .seconds(60)
+    ) {
+        self.mode = mode
+        self.delay = delay
+        self.delayMax = delayMax
+        self.resetAfter = resetAfter
+        self.budgetMax = budgetMax
+        self.budgetWindow = budgetWindow
+    }
+}
+
+public enum ReadinessMode: String, Hashable, Sendable, CaseIterable {
+    /// Ready when the child sends `READY=1` on its notify socket.
+    case notify
+    /// Ready as soon as the process is running.
+    case started
+    /// Ready when an HTTP GET on the character's port answers 2xx.
+    case http
+}
+
+public enum UnhealthyAction: String, Hashable, Sendable, CaseIterable {
+    case restart
+    case report
+}
+
+public struct HTTPProbePolicy: Hashable, Sendable {
+    public var path: String
+    public var interval: Duration
+    public var timeout: Duration
+    public var retries: Int
+    public var startPeriod: Duration
+
+    public init(
+        path: String = "/health", interval: Duration = .seconds(30), timeout: Duration = .seconds(5), retries: Int = 3,
+        startPeriod: Duration = .seconds(60)
+    ) {
+        self.path = path
+        self.interval = interval
+        self.timeout = timeout
+        self.retries = retries
+        self.startPeriod = startPeriod
+    }
+}
+
+public struct HealthPolicy: Hashable, Sendable {
+    public var ready: ReadinessMode
+    public var readyTimeout: Duration
+    /// The watchdog interval a child that pings must keep; `nil` disables it.
+    public var watchdog: Duration?
+    public var http: HTTPProbePolicy
+    public var onUnhealthy: UnhealthyAction
+
+    public init(
+        ready: ReadinessMode = .notify, readyTimeout: Duration = .seconds(60), watchdog: Duration? = .seconds(30),
+        http: HTTPProbePolicy = HTTPProbePolicy(), onUnhealthy: UnhealthyAction = .restart
+    ) {
+        self.ready = ready
+        self.readyTimeout = readyTimeout
+        self.watchdog = watchdog
+        self.http = http
+        self.onUnhealthy = onUnhealthy
+    }
+}
+
+public struct LogPolicy: Hashable, Sendable {
+    public var maxSizeBytes: UInt64
+    public var maxFiles: Int
+
+    public init(maxSizeBytes: UInt64 = 10 * 1024 * 1024, maxFiles: Int = 3) {
+        self.maxSizeBytes = maxSizeBytes
+        self.maxFiles = maxFiles
+    }
+}
+
+/// A validated roster: the specs in file order (jobs first, then characters).
+public struct Roster: Hashable, Sendable {
+    public var services: [ServiceSpec]
+
+    public init(services: [ServiceSpec]) { self.services = services }
+
+    public subscript(name: ServiceName) -> ServiceSpec? { services.first { $0.name == name } }
+    public var names: [ServiceName] { services.map(\.name) }
+}

@@ -1,0 +1,97 @@
+/// Everything the supervisor knows about one service; the public view is ``ServiceStatus``.
+struct ServiceRecord: Sendable {
+    enum AfterExit: Sendable {
+        /// Apply the restart policy.
+        case followPolicy
+        /// Start again at once (operator restart, changed command).
+        case restartNow
+        /// Stay down.
+        case stayDown
+        /// Removed from the roster: forget once gone.
+        case remove
+    }
+
+    var spec: ServiceSpec
+    var desired: Intent
+    var state: ServiceState = .stopped
+    var isReady = false
+    var pid: Int32?
+    var startedAt: Instant?
+    var readyAt: Instant?
+    var restarts = 0
+    var restartsByReason: [String: Int] = [:]
+    var consecutiveFailures = 0
+    var recentRestarts: [Instant] = []
+    var isCrashLooping = false
+    var hasStarted = false
+    var pendingKillReason: ExitReason?
+    var sawOOMKill = false
+    var oomKills = 0
+    var afterExit: AfterExit = .followPolicy
+    var lastExit: ExitRecord?
+    var jobSucceeded = false
+
+    var restartAt: Instant?
+    var readyDeadline: Instant?
+    var watchdogInterval: Duration?
+    var watchdogDeadline: Instant?
+    var probeAt: Instant?
+    var isProbeInFlight = false
+    var probeFailures = 0
+    var killDeadline: Instant?
+
+    var statusText: String?
+    var facets: [String: Facet] = [:]
+    var inflight: Int?
+    var reportedErrno: Int32?
+    var isReloading = false
+
+    init(spec: ServiceSpec, desired: Intent) {
+        self.spec = spec
+        self.desired = desired
+    }
+
+    var isAlive: Bool { pid != nil }
+
+    var earliestDeadline: Instant? {
+        var candidates: [Instant] = []
+        if let restartAt { candidates.append(restartAt) }
+        if let readyDeadline { candidates.append(readyDeadline) }
+        if let watchdogDeadline { candidates.append(watchdogDeadline) }
+        if let probeAt, !isProbeInFlight { candidates.append(probeAt) }
+        if let killDeadline { candidates.append(killDeadline) }
+        return candidates.min()
+    }
+
+    mutating func clearRunDeadlines() {
+        readyDeadline = nil
+        watchdogDeadline = nil
+        probeAt = nil
+        killDeadline = nil
+        probeFailures = 0
+    }
+}
+
+/// A snapshot of one service for status output, `/health` and metrics.
+public struct ServiceStatus: Hashable, Sendable {
+    public var name: ServiceName
+    public var isJob: Bool
+    public var state: ServiceState
+    public var desired: Intent
+    public var isReady: Bool
+    public var pid: Int32?
+    public var startedAt: Instant?
+    public var readyAt: Instant?
+    public var restarts: Int
+    public var restartsByReason: [String: Int]
+    public var oomKills: Int
+    public var isCrashLooping: Bool
+    public var lastExit: ExitRecord?
+    public var statusText: String?
+    public var facets: [Facet]
+    public var inflight: Int?
+    public var nextRestartAt: Instant?
+
+    /// Counts against `/health`: wanted up, not a job, and not ready.
+    public var isUnhealthy: Bool { !isJob && desired == .up && !isReady && state != .exited }
+}

@@ -1,0 +1,51 @@
+/// Everything that can happen to the supervisor; the shell turns OS events into these.
+public enum SupervisorEvent: Hashable, Sendable {
+    /// A roster was read and validated: the first one at start, later ones on reload.
+    case rosterLoaded(Roster)
+    /// The shell carried out a `spawn` action.
+    case spawnSucceeded(ServiceName, pid: Int32)
+    case spawnFailed(ServiceName, errno: Int32)
+    /// The main process of a service ended.
+    case childExited(ServiceName, pid: Int32, ProcessTermination)
+    /// A datagram from inside the service's process tree arrived on its notify socket.
+    case notified(ServiceName, NotifyMessage)
+    /// An HTTP probe started by a `probe` action finished.
+    case probeFinished(ServiceName, succeeded: Bool)
+    /// The kernel OOM-killed a process of this service (whatever process it was).
+    case oomKilled(ServiceName)
+    /// The earliest deadline (``Supervisor/nextDeadline``) has passed.
+    case timerFired
+    case operatorRequested(OperatorCommand, ServiceName)
+    /// SIGTERM/SIGINT; a second one forces SIGKILL for everything still running.
+    case shutdownRequested
+}
+
+public enum OperatorCommand: String, Hashable, Sendable {
+    case start
+    case stop
+    case restart
+}
+
+/// What the shell must do; the core never touches a pid or a file itself.
+public enum SupervisorAction: Hashable, Sendable {
+    case spawn(ServiceSpec)
+    /// Send `signal` to the service's whole process group (or cgroup).
+    case signal(ServiceName, pid: Int32, Signal)
+    /// SIGKILL everything left in the service's group (or cgroup): its main process is gone or
+    /// its grace period is over.
+    case killAll(ServiceName, pid: Int32)
+    case probe(ServiceName, port: Int, path: String, timeout: Duration)
+    case applyLimits(ServiceName, Limits)
+    case persistIntent(ServiceName, Intent)
+    case recordJobCompleted(ServiceName, revision: String)
+    /// A removed service has fully stopped: release its socket and log file.
+    case forget(ServiceName)
+    /// A state change, with a human reason, for the log and listeners.
+    case transitioned(ServiceName, from: ServiceState, to: ServiceState, detail: String)
+    /// Something an operator must see once (crash loop entered, job failed).
+    case alert(ServiceName, String)
+    /// The initial start has settled: tell systemd `READY=1`.
+    case startupCompleted
+    /// Shutdown finished: every process is gone.
+    case shutdownCompleted
+}

@@ -1,0 +1,173 @@
+import Glibc
+import WhisperCore
+import WhisperSystem
+
+/// Carrying out what the core decided. Each action is one small OS operation.
+extension Daemon {
+    func execute(_ action: SupervisorAction) {
+        switch action {
+        case .spawn(let spec):
+            spawn(spec)
+        case .signal(let name, let pid, let signal):
+            // The whole process group: shell wrappers do not forward signals.
+            if kill(-pid, signal.rawValue) != 0, let run = runs[name], run.pid == pid {
+                _ = ChildReaper.signal(pidFD: run.pidFD, signal.rawValue)
+            }
+        case .killAll(let name, let pid):
+            _ = kill(-pid, SIGKILL)
+            if let run = runs[name], run.pid == pid { _ = ChildReaper.signal(pidFD: run.pidFD, SIGKILL) }
+        case .probe(let name, let port, let path, let timeout):
+            let deadline = Clock.monotonicNanoseconds() + timeout.nanoseconds
+            probes[name] = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline) {
+                [unowned self] succeeded in
+                self.probes[name] = nil
+                self.post(.probeFinished(name, succeeded: succeeded))
+            }
+        case .applyLimits(let name, _):
+            log.log(.warning, name.rawValue, "limits changed; not enforced without a cgroup backend")
+        case .persistIntent(let name, let intent):
+            do { try stateStore.setIntent(name.rawValue, down: intent == .down) } catch {
+                log.log(.error, name.rawValue, "could not persist intent \(intent.rawValue): \(error)")
+            }
+        case .recordJobCompleted(let name, let revision):
+            do { try stateStore.recordJobCompleted(name.rawValue, revision: revision) } catch {
+                log.log(.error, name.rawValue, "could not record job success: \(error)")
+            }
+        case .forget(let name):
+            notifySockets.removeValue(forKey: name).map {
+                loop.remove($0.fd)
+                $0.close()
+            }
+            rejectedDatagrams[name] = nil
+            malformedDatagrams[name] = nil
+            log.log(.info, name.rawValue, "removed")
+        case .transitioned(let name, let from, let to, let detail):
+            let pid = core.status(of: name)?.pid.map { " pid=\($0)" } ?? ""
+            log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
+        case .alert(let name, let message):
+            log.log(.error, name.rawValue, message)
+        case .startupCompleted:
+            log.log(.info, "whisperd", "startup complete: \(core.summary)")
+            systemd.ready(status: core.summary)
+        case .shutdownCompleted:
+            log.log(.info, "whisperd", "every service stopped")
+            loop.stop()
+        }
+    }
+
+    private func spawn(_ spec: ServiceSpec) {
+        let name = spec.name
+        let socket: NotifySocket
+        do {
+            socket = try notifySocket(for: name)
+        } catch {
+            log.log(.error, name.rawValue, "cannot create its notify socket: \(error)")
+            post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EIO))
+            return
+        }
+        var environment = spec.launch.environment
+        environment["NOTIFY_SOCKET"] = socket.path
+        environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        let request = ProcessSpawner.Request(
+            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory)
+        switch spawner.spawn(request) {
+        case .failure(let failure):
+            log.log(.error, name.rawValue, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
+            post(.spawnFailed(name, errno: failure.errno))
+        case .success(let child):
+            let run = Daemon.LiveRun(pid: child.pid, pidFD: child.pidFD)
+            runs[name] = run
+            let policy = LogWriter.FilePolicy(
+                path: "\(configuration.logDirectory)/\(name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
+                maxFiles: spec.logs.maxFiles)
+            watchOutput(child.stdoutFD, stream: "stdout", of: name, run: run, policy: policy)
+            watchOutput(child.stderrFD, stream: "stderr", of: name, run: run, policy: policy)
+            do {
+                try loop.add(child.pidFD, .readable) { [unowned self] _ in self.reap(name, run) }
+            } catch {
+                log.log(.error, name.rawValue, "cannot watch pid \(child.pid): \(error)")
+            }
+            post(.spawnSucceeded(name, pid: child.pid))
+        }
+    }
+
+    private func reap(_ name: ServiceName, _ run: LiveRun) {
+        guard let result = ChildReaper.reap(pidFD: run.pidFD) else { return }
+        loop.remove(run.pidFD)
+        close(run.pidFD)
+        if runs[name] === run { runs[name] = nil }
+        let termination: ProcessTermination =
+            if let signal = result.signal { .signaled(Signal(rawValue: signal)) } else {
+                .exited(code: result.code ?? -1)
+            }
+        post(.childExited(name, pid: run.pid, termination))
+    }
+
+    /// Reads a child's stdout or stderr into its log file. Outlives the main process while a
+    /// grandchild still holds the pipe.
+    private func watchOutput(_ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy) {
+        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream))
+        do {
+            try loop.add(fd, .readable) { [unowned self] _ in self.drainOutput(fd, name, run, policy) }
+        } catch {
+            close(fd)
+            run.outputs[fd] = nil
+        }
+    }
+
+    private func drainOutput(_ fd: Int32, _ name: ServiceName, _ run: LiveRun, _ policy: LogWriter.FilePolicy) {
+        guard var pipe = run.outputs[fd] else { return }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        // Bounded per wake-up so one chatty child cannot starve the loop.
+        for _ in 0..<4 {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let now = Clock.realtimeNanoseconds()
+            if count > 0 {
+                let (bytes, lines) = pipe.assembler.feed(buffer[0..<count], now: now)
+                if lines > 0 { logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines) }
+                continue
+            }
+            if count < 0, errno == EAGAIN || errno == EINTR { break }
+            let (bytes, lines) = pipe.assembler.flush(now: now)
+            if lines > 0 { logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines) }
+            loop.remove(fd)
+            close(fd)
+            run.outputs[fd] = nil
+            return
+        }
+        run.outputs[fd] = pipe
+    }
+
+    func notifySocket(for name: ServiceName) throws -> NotifySocket {
+        if let existing = notifySockets[name] { return existing }
+        let path = "\(configuration.runtimeDirectory)/notify/\(name.rawValue).sock"
+        guard path.utf8.count < 108 else {
+            throw SystemError("notify socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
+        }
+        let socket = try NotifySocket(path: path)
+        notifySockets[name] = socket
+        try loop.add(socket.fd, .readable) { [unowned self] _ in self.receiveNotifications(name, socket) }
+        return socket
+    }
+
+    private func receiveNotifications(_ name: ServiceName, _ socket: NotifySocket) {
+        for datagram in socket.drain() {
+            guard let run = runs[name], ProcessTree.isMember(datagram.senderPID, ofGroupLedBy: run.pid) else {
+                rejectedDatagrams[name, default: 0] += 1
+                log.log(.debug, name.rawValue, "notify datagram from pid \(datagram.senderPID) rejected: not in its process tree")
+                continue
+            }
+            if datagram.isTruncated {
+                malformedDatagrams[name, default: 0] += 1
+                continue
+            }
+            switch NotifyMessage.parse(datagram.bytes) {
+            case .failure(let error):
+                malformedDatagrams[name, default: 0] += 1
+                log.log(.debug, name.rawValue, "malformed notify datagram: \(error)")
+            case .success(let message):
+                post(.notified(name, message))
+            }
+        }
+    }
+}

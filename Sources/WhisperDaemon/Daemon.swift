@@ -1,0 +1,190 @@
+import Foundation
+import Glibc
+import WhisperConfig
+import WhisperCore
+import WhisperSystem
+
+/// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure
+/// ``Supervisor``, and carries out the actions it returns. Everything runs on one thread, in
+/// one epoll loop; there is no polling anywhere (exits via pidfd, health via datagrams,
+/// time via one timerfd set to the core's next deadline).
+public final class Daemon {
+    let configuration: DaemonConfiguration
+    let log: DaemonLog
+    let loop: EventLoop
+    let loader: RosterLoader
+    var loaded: LoadedRoster
+    var core: Supervisor
+    let spawner: ProcessSpawner
+    let logWriter: LogWriter
+    let stateStore: StateStore
+    let systemd = SystemdNotifier()
+    var signals: SignalSource?
+    var statusServer: HTTPServer?
+
+    /// Per service: its notify socket (kept across restarts) and the live run, if any.
+    var notifySockets: [ServiceName: NotifySocket] = [:]
+    var runs: [ServiceName: LiveRun] = [:]
+    var probes: [ServiceName: HTTPProbe] = [:]
+    var rejectedDatagrams: [ServiceName: Int] = [:]
+    var malformedDatagrams: [ServiceName: Int] = [:]
+
+    private var queue: [SupervisorEvent] = []
+    private var isDraining = false
+    private var lastSystemdStatus = ""
+    private var nextSystemdPing: Int64?
+    let startedAt = Clock.monotonicNanoseconds()
+    var exitCode: Int32 = 0
+
+    /// One running process of a service.
+    final class LiveRun {
+        let pid: Int32
+        let pidFD: Int32
+        var outputs: [Int32: OutputPipe] = [:]
+
+        init(pid: Int32, pidFD: Int32) {
+            self.pid = pid
+            self.pidFD = pidFD
+        }
+    }
+
+    struct OutputPipe {
+        var assembler: LineAssembler
+    }
+
+    public init(configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64) throws {
+        self.configuration = configuration
+        self.loaded = loaded
+        self.log = log
+        self.loop = try EventLoop()
+        self.loader = RosterLoader(
+            selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment)
+        self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
+        self.logWriter = try LogWriter()
+        self.stateStore = try StateStore(directory: configuration.stateDirectory)
+        let stopped = Set(stateStore.stoppedServices().compactMap(ServiceName.init))
+        var jobs: [ServiceName: String] = [:]
+        for (name, revision) in stateStore.completedJobs() { if let name = ServiceName(name) { jobs[name] = revision } }
+        let seed = UInt64(truncatingIfNeeded: Clock.realtimeNanoseconds()) ^ UInt64(getpid())
+        self.core = Supervisor(persistedDown: stopped, completedJobs: jobs, seed: seed)
+    }
+
+    /// Runs until shutdown completes; returns the process exit code.
+    public func run(signals: SignalSource) throws -> Int32 {
+        self.signals = signals
+        try loop.add(signals.fd, .readable) { [unowned self] _ in
+            for signal in signals.drain() { self.received(signal: signal) }
+        }
+        if let address = configuration.httpAddress {
+            statusServer = try HTTPServer(loop: loop, host: address.host, port: address.port) { [unowned self] request in
+                self.handleStatusRequest(request)
+            }
+            log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
+        }
+        let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
+        log.log(
+            .info, "whisperd",
+            "starting \(loaded.roster.services.count) services from \(loaded.path) (state \(configuration.stateDirectory), "
+                + "runtime \(configuration.runtimeDirectory), logs \(configuration.logDirectory))")
+        if !stopped.isEmpty { log.log(.info, "whisperd", "kept stopped by operator intent: \(stopped.joined(separator: ", "))") }
+        warnAboutLimits(loaded.roster)
+        if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
+        post(.rosterLoaded(loaded.roster))
+        loop.run()
+        for socket in notifySockets.values { socket.close() }
+        statusServer?.close()
+        logWriter.close()
+        log.log(.info, "whisperd", "stopped")
+        return exitCode
+    }
+
+    // MARK: - Events into the core
+
+    /// Queues an event; events raised while actions run are handled after them, in order.
+    func post(_ event: SupervisorEvent) {
+        queue.append(event)
+        guard !isDraining else { return }
+        isDraining = true
+        while !queue.isEmpty {
+            let next = queue.removeFirst()
+            let actions = core.handle(next, now: Instant(nanoseconds: Clock.monotonicNanoseconds()))
+            for action in actions { execute(action) }
+        }
+        isDraining = false
+        armTimer()
+        publishSystemdStatus()
+    }
+
+    private func armTimer() {
+        var deadline = core.nextDeadline?.nanoseconds
+        for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
+        if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
+        loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
+    }
+
+    private func timerFired() {
+        let now = Clock.monotonicNanoseconds()
+        for (name, probe) in probes where probe.deadline <= now {
+            probes[name] = nil
+            probe.expire()
+        }
+        if let ping = nextSystemdPing, ping <= now, let interval = systemd.watchdogPingInterval {
+            systemd.watchdog()
+            nextSystemdPing = now + interval
+        }
+        post(.timerFired)
+    }
+
+    private func received(signal: Int32) {
+        switch signal {
+        case SIGHUP:
+            reload()
+        case SIGTERM, SIGINT, SIGQUIT:
+            let again = core.isShuttingDown
+            log.log(
+                .info, "whisperd",
+                again ? "second stop signal: killing everything now" : "signal \(Signal(rawValue: signal)): stopping every service")
+            systemd.stopping()
+            post(.shutdownRequested)
+        default:
+            break
+        }
+    }
+
+    /// SIGHUP: read the roster again; apply the difference, or change nothing at all.
+    func reload() {
+        guard !core.isShuttingDown else { return }
+        systemd.reloading(monotonicMicroseconds: Clock.monotonicNanoseconds() / 1000)
+        defer { systemd.send("READY=1") }
+        switch loader.load(path: configuration.rosterPath) {
+        case .failure(let error):
+            log.log(.error, "reload", "\(error)")
+            log.log(.error, "reload", "rejected: the running fleet is unchanged")
+        case .success(let newRoster):
+            let diff = RosterDiff(old: loaded.roster, new: newRoster.roster)
+            loaded = newRoster
+            if diff.isEmpty {
+                log.log(.info, "reload", "roster unchanged")
+            } else {
+                for line in diff.plan { log.log(.info, "reload", line) }
+            }
+            warnAboutLimits(newRoster.roster)
+            post(.rosterLoaded(newRoster.roster))
+        }
+    }
+
+    private func warnAboutLimits(_ roster: Roster) {
+        let limited = roster.services.filter { $0.limits != Limits() }.map(\.name.rawValue)
+        guard !limited.isEmpty else { return }
+        log.log(
+            .warning, "whisperd",
+            "limits are NOT enforced (no cgroup backend in this build; process groups only) for: \(limited.joined(separator: ", "))")
+    }
+
+    private func publishSystemdStatus() {
+        let summary = core.summary
+        guard summary != lastSystemdStatus else { return }
+        lastSystemdStatus = summary
+        if core.isStartupAnnounced { systemd.status(summary) }
+    }
+}

@@ -1,0 +1,53 @@
+/// Where whisperd reads and writes, after flags and defaults.
+public struct DaemonConfiguration: Sendable {
+    public var rosterPath: String
+    public var stateDirectory: String
+    public var runtimeDirectory: String
+    public var logDirectory: String
+    /// Loopback status endpoint (`/health`); `nil` is `--http off`.
+    public var httpAddress: (host: String, port: Int)?
+    public var selfExecutable: String
+
+    public init(
+        rosterPath: String, stateDirectory: String, runtimeDirectory: String, logDirectory: String,
+        httpAddress: (host: String, port: Int)?, selfExecutable: String
+    ) {
+        self.rosterPath = rosterPath
+        self.stateDirectory = stateDirectory
+        self.runtimeDirectory = runtimeDirectory
+        self.logDirectory = logDirectory
+        self.httpAddress = httpAddress
+        self.selfExecutable = selfExecutable
+    }
+
+    /// `127.0.0.1:9464`, `[::1]:9464`, `off`. Non-loopback hosts need `allowNonLoopback`.
+    public static func parseHTTPAddress(_ text: String, allowNonLoopback: Bool) -> Result<(host: String, port: Int)?, AddressError> {
+        if text == "off" { return .success(nil) }
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return .failure(AddressError("expected [ADDR]:PORT, got \(text)")) }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return .failure(AddressError("expected ADDR:PORT or off, got \(text)")) }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        if host == "localhost" { host = "127.0.0.1" }
+        guard let port = Int(portText), (1...65535).contains(port) else { return .failure(AddressError("invalid port in \(text)")) }
+        let isLoopback = host.hasPrefix("127.") || host == "::1"
+        let looksLikeAddress = host.allSatisfy { $0.isHexDigit || $0 == "." || $0 == ":" }
+        guard looksLikeAddress, !host.isEmpty else { return .failure(AddressError("\(host) is not an IP address")) }
+        if !isLoopback, !allowNonLoopback {
+            return .failure(AddressError("\(host) is not a loopback address; pass --http-allow-remote to expose status on it"))
+        }
+        return .success((String(host), port))
+    }
+}
+
+public struct AddressError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

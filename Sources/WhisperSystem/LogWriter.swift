@@ -1,0 +1,221 @@
+import CWhisperLinux
+import Foundation
+import Glibc
+import Synchronization
+
+/// Writes every character's log file on its own thread, so a slow or full disk never stalls the
+/// event loop — and so never a child's pipe. When the queue is over budget, lines are dropped
+/// and counted instead.
+public final class LogWriter: Sendable {
+    public struct FilePolicy: Sendable, Equatable {
+        public var path: String
+        public var maxSizeBytes: UInt64
+        public var maxFiles: Int
+
+        public init(path: String, maxSizeBytes: UInt64, maxFiles: Int) {
+            self.path = path
+            self.maxSizeBytes = maxSizeBytes
+            self.maxFiles = max(1, maxFiles)
+        }
+    }
+
+    private struct Entry: Sendable {
+        var name: String
+        var policy: FilePolicy
+        var bytes: [UInt8]
+        var lines: Int
+    }
+
+    private struct Queue: Sendable {
+        var pending: [Entry] = []
+        var pendingBytes = 0
+        var dropped: [String: Int] = [:]
+        var isClosed = false
+    }
+
+    private let queue = Mutex(Queue())
+    private let wakeFD: Int32
+    private let budgetBytes: Int
+
+    /// - Parameter budgetBytes: how much may wait for the disk before lines are dropped.
+    public init(budgetBytes: Int = 8 << 20) throws {
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC))
+        guard wakeFD >= 0 else { throw SystemError("eventfd") }
+        self.budgetBytes = budgetBytes
+        let thread = Thread { [self] in self.writerLoop() }
+        thread.name = "whisperd-logs"
+        thread.start()
+    }
+
+    /// Lines dropped per character (queue over budget, or the disk refused them).
+    public func droppedLines() -> [String: Int] { queue.withLock { $0.dropped } }
+
+    /// Queues complete lines (each already formatted and newline-terminated). Never blocks on I/O.
+    public func append(_ name: String, policy: FilePolicy, bytes: [UInt8], lines: Int) {
+        let wake: Bool = queue.withLock { state in
+            guard !state.isClosed else { return false }
+            if state.pendingBytes + bytes.count > budgetBytes {
+                state.dropped[name, default: 0] += lines
+                return false
+            }
+            let wasEmpty = state.pending.isEmpty
+            state.pending.append(Entry(name: name, policy: policy, bytes: bytes, lines: lines))
+            state.pendingBytes += bytes.count
+            return wasEmpty
+        }
+        if wake {
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+        }
+    }
+
+    /// Waits (bounded) for the queue to drain, then stops the thread. For shutdown.
+    public func close() {
+        queue.withLock { $0.isClosed = true }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    private func writerLoop() {
+        var files: [String: OpenLogFile] = [:]
+        while true {
+            var counter: UInt64 = 0
+            let count = read(wakeFD, &counter, 8)
+            if count < 0, errno == EINTR { continue }
+            let (batch, closed): ([Entry], Bool) = queue.withLock { state in
+                let batch = state.pending
+                state.pending = []
+                state.pendingBytes = 0
+                return (batch, state.isClosed)
+            }
+            for entry in batch {
+                let file: OpenLogFile
+                if let existing = files[entry.name], existing.policy == entry.policy {
+                    file = existing
+                } else {
+                    files[entry.name]?.close()
+                    file = OpenLogFile(policy: entry.policy)
+                    files[entry.name] = file
+                }
+                if !file.write(entry.bytes) {
+                    queue.withLock { $0.dropped[entry.name, default: 0] += entry.lines }
+                }
+            }
+            if closed {
+                for file in files.values { file.close() }
+                return
+            }
+        }
+    }
+}
+
+/// One log file with size-based rotation: `name.log`, `name.log.1`, … `name.log.(maxFiles-1)`.
+final class OpenLogFile {
+    let policy: LogWriter.FilePolicy
+    private var fd: Int32 = -1
+    private var size: UInt64 = 0
+
+    init(policy: LogWriter.FilePolicy) {
+        self.policy = policy
+    }
+
+    /// Appends, rotating first if this write would pass the size limit. `false`: bytes lost.
+    func write(_ bytes: [UInt8]) -> Bool {
+        if fd < 0, !reopen() { return false }
+        if size > 0, size + UInt64(bytes.count) > policy.maxSizeBytes {
+            rotate()
+            if fd < 0 { return false }
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                // ENOSPC and friends: drop, and try a fresh file next time.
+                Glibc.close(fd)
+                fd = -1
+                return false
+            }
+            offset += written
+        }
+        size += UInt64(bytes.count)
+        return true
+    }
+
+    private func reopen() -> Bool {
+        fd = open(policy.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return false }
+        var info = stat()
+        size = fstat(fd, &info) == 0 ? UInt64(info.st_size) : 0
+        return true
+    }
+
+    private func rotate() {
+        Glibc.close(fd)
+        fd = -1
+        if policy.maxFiles <= 1 {
+            unlink(policy.path)
+        } else {
+            unlink("\(policy.path).\(policy.maxFiles - 1)")
+            var index = policy.maxFiles - 2
+            while index >= 1 {
+                rename("\(policy.path).\(index)", "\(policy.path).\(index + 1)")
+                index -= 1
+            }
+            rename(policy.path, "\(policy.path).1")
+        }
+        _ = reopen()
+    }
+
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+}
+
+/// Cuts a child's output into lines and stamps each with time and stream.
+public struct LineAssembler: Sendable {
+    public let stream: String
+    private var partial: [UInt8] = []
+    private let maxLine: Int
+
+    public init(stream: String, maxLine: Int = 16 * 1024) {
+        self.stream = stream
+        self.maxLine = maxLine
+    }
+
+    /// Returns formatted lines (`<time> <stream> <text>\n`) and how many there are.
+    public mutating func feed(_ chunk: ArraySlice<UInt8>, now realtimeNanoseconds: Int64) -> (bytes: [UInt8], lines: Int) {
+        var output: [UInt8] = []
+        var lines = 0
+        let prefix = Array((Clock.iso8601(realtimeNanoseconds: realtimeNanoseconds) + " " + stream + " ").utf8)
+        var start = chunk.startIndex
+        for index in chunk.indices where chunk[index] == 0x0A {
+            output += prefix
+            output += partial
+            output += chunk[start..<index]
+            output.append(0x0A)
+            partial.removeAll(keepingCapacity: true)
+            lines += 1
+            start = index + 1
+        }
+        partial += chunk[start...]
+        while partial.count >= maxLine {
+            output += prefix
+            output += partial[0..<maxLine]
+            output.append(0x0A)
+            partial.removeFirst(maxLine)
+            lines += 1
+        }
+        return (output, lines)
+    }
+
+    /// The unterminated rest, at EOF.
+    public mutating func flush(now realtimeNanoseconds: Int64) -> (bytes: [UInt8], lines: Int) {
+        guard !partial.isEmpty else { return ([], 0) }
+        let prefix = Array((Clock.iso8601(realtimeNanoseconds: realtimeNanoseconds) + " " + stream + " ").utf8)
+        let output = prefix + partial + [0x0A]
+        partial.removeAll()
+        return (output, 1)
+    }
+}

@@ -1,0 +1,85 @@
+import CWhisperLinux
+import Glibc
+
+/// A datagram socket speaking the sd_notify protocol, with the sender's credentials per message.
+public final class NotifySocket {
+    public let path: String
+    public let fd: Int32
+
+    public struct Datagram {
+        public var bytes: [UInt8]
+        public var senderPID: Int32
+        public var senderUID: UInt32
+        public var isTruncated: Bool
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        fd = whisper_notify_socket_bind(path)
+        guard fd >= 0 else { throw SystemError("bind notify socket \(path)") }
+    }
+
+    /// Every pending datagram; stops at EAGAIN.
+    public func drain(limit: Int = 64) -> [Datagram] {
+        var received: [Datagram] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while received.count < limit {
+            var pid: pid_t = 0
+            var uid: uid_t = 0
+            let count = buffer.withUnsafeMutableBytes {
+                whisper_recv_with_credentials(fd, $0.baseAddress, $0.count, &pid, &uid)
+            }
+            if count == -2 {
+                received.append(Datagram(bytes: [], senderPID: pid, senderUID: uid, isTruncated: true))
+                continue
+            }
+            if count < 0 { break }
+            received.append(Datagram(bytes: Array(buffer[0..<count]), senderPID: pid, senderUID: uid, isTruncated: false))
+        }
+        return received
+    }
+
+    public func close() {
+        Glibc.close(fd)
+        unlink(path)
+    }
+
+    /// Sends one datagram to `$NOTIFY_SOCKET`-style path (children use this; so do tests).
+    public static func send(_ message: String, to path: String) -> Bool {
+        message.withCString { whisper_notify_send(path, $0, strlen($0)) == 0 }
+    }
+}
+
+/// Which process tree a pid belongs to, read from /proc.
+public enum ProcessTree {
+    /// The process group id of `pid`, from /proc/PID/stat (field 5).
+    public static func processGroup(of pid: Int32) -> Int32? {
+        guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is state, [1] ppid, [2] pgrp
+        guard fields.count > 2 else { return nil }
+        return Int32(fields[2])
+    }
+
+    /// Whether `pid` is `mainPID` or in its process group (the `none` backend's notion of a tree).
+    public static func isMember(_ pid: Int32, ofGroupLedBy mainPID: Int32) -> Bool {
+        if pid == mainPID { return true }
+        return processGroup(of: pid) == mainPID
+    }
+}
+
+/// Reads a small file (under /proc, /sys) in one go; `nil` if it cannot be read.
+public func readSmallFile(_ path: String, limit: Int = 65536) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: min(limit, 65536))
+    var total = 0
+    while total < buffer.count {
+        let count = buffer[total...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0, errno == EINTR { continue }
+        if count <= 0 { break }
+        total += count
+    }
+    return String(decoding: buffer[0..<total], as: UTF8.self)
+}

@@ -1,0 +1,149 @@
+import CWhisperLinux
+import Glibc
+
+/// Starts a program in its own process group with pipes for stdout and stderr, and hands back
+/// a pidfd to watch it. Placement in cgroups happens in the child before `execve` (see
+/// `whisper_spawn`), so no instruction of the target runs outside its limits.
+public struct ProcessSpawner: Sendable {
+    public struct Request: Sendable {
+        public var arguments: [String]
+        public var environment: [String: String]
+        public var workingDirectory: String
+        /// Open `cgroup.procs` files the child joins before exec.
+        public var cgroupProcsFDs: [Int32]
+
+        public init(arguments: [String], environment: [String: String], workingDirectory: String, cgroupProcsFDs: [Int32] = []) {
+            self.arguments = arguments
+            self.environment = environment
+            self.workingDirectory = workingDirectory
+            self.cgroupProcsFDs = cgroupProcsFDs
+        }
+    }
+
+    public struct Child: Sendable {
+        public let pid: Int32
+        public let pidFD: Int32
+        public let stdoutFD: Int32
+        public let stderrFD: Int32
+    }
+
+    public enum Failure: Error, CustomStringConvertible, Sendable {
+        case notFound(String)
+        case failed(step: String, errno: Int32)
+
+        public var errno: Int32 {
+            switch self {
+            case .notFound: ENOENT
+            case .failed(_, let errno): errno
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .notFound(let program): "\(program): command not found on the character's PATH"
+            case .failed(let step, let errno): "\(step): \(String(cString: strerror(errno)))"
+            }
+        }
+    }
+
+    private let devNull: Int32
+    private let nofileSoftLimit: Int64
+
+    /// - Parameter nofileSoftLimit: the RLIMIT_NOFILE soft limit children get back (whisperd raises its own).
+    public init(nofileSoftLimit: Int64 = -1) throws {
+        devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        guard devNull >= 0 else { throw SystemError("open /dev/null") }
+        self.nofileSoftLimit = nofileSoftLimit
+    }
+
+    /// Finds `program` on `PATH` the way execvp would, so "not found" is reported before spawning.
+    public static func resolve(_ program: String, path: String?, workingDirectory: String) -> String? {
+        if program.contains("/") {
+            let absolute = program.hasPrefix("/") ? program : workingDirectory + "/" + program
+            return access(absolute, X_OK) == 0 ? absolute : nil
+        }
+        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let candidate = String(directory) + "/" + program
+            var info = stat()
+            if stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    public func spawn(_ request: Request) -> Result<Child, Failure> {
+        guard let program = request.arguments.first else { return .failure(.notFound("(empty command)")) }
+        guard let path = Self.resolve(program, path: request.environment["PATH"], workingDirectory: request.workingDirectory)
+        else { return .failure(.notFound(program)) }
+
+        var stdoutPipe: [Int32] = [-1, -1]
+        var stderrPipe: [Int32] = [-1, -1]
+        guard whisper_pipe(&stdoutPipe) == 0 else { return .failure(.failed(step: "pipe", errno: errno)) }
+        guard whisper_pipe(&stderrPipe) == 0 else {
+            let saved = errno
+            close(stdoutPipe[0])
+            close(stdoutPipe[1])
+            return .failure(.failed(step: "pipe", errno: saved))
+        }
+
+        let argv = CStringArray(request.arguments)
+        let envp = CStringArray(request.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+        let result: whisper_spawn_result = path.withCString { cPath in
+            request.workingDirectory.withCString { cwd in
+                request.cgroupProcsFDs.withUnsafeBufferPointer { cgroupFDs in
+                    var spawnRequest = whisper_spawn_request(
+                        path: cPath, argv: argv.pointer, envp: envp.pointer, working_directory: cwd,
+                        stdin_fd: devNull, stdout_fd: stdoutPipe[1], stderr_fd: stderrPipe[1],
+                        cgroup_procs_fds: cgroupFDs.baseAddress, cgroup_procs_count: Int32(cgroupFDs.count),
+                        new_process_group: 1, nofile_soft: nofileSoftLimit)
+                    return whisper_spawn(&spawnRequest)
+                }
+            }
+        }
+        close(stdoutPipe[1])
+        close(stderrPipe[1])
+        guard result.pid > 0 else {
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            let steps = [1: "fork", 2: "chdir \(request.workingDirectory)", 3: "join cgroup", 4: "dup2", 5: "exec \(path)"]
+            return .failure(.failed(step: steps[Int(result.failed_step)] ?? "spawn", errno: result.error))
+        }
+        return .success(Child(pid: result.pid, pidFD: result.pidfd, stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0]))
+    }
+}
+
+/// A NULL-terminated `char *[]` that lives as long as this value.
+final class CStringArray {
+    private let storage: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    private let count: Int
+
+    init(_ strings: [String]) {
+        count = strings.count
+        storage = .allocate(capacity: count + 1)
+        for (index, string) in strings.enumerated() { storage[index] = strdup(string) }
+        storage[count] = nil
+    }
+
+    var pointer: UnsafePointer<UnsafeMutablePointer<CChar>?> { UnsafePointer(storage) }
+
+    deinit {
+        for index in 0..<count { free(storage[index]) }
+        storage.deallocate()
+    }
+}
+
+/// Watches a child through its pidfd and reaps it; never `waitpid(-1)`.
+public enum ChildReaper {
+    /// `nil` while the child still runs.
+    public static func reap(pidFD: Int32) -> (code: Int32?, signal: Int32?)? {
+        var code: Int32 = -1
+        var signal: Int32 = 0
+        guard whisper_pidfd_reap(pidFD, &code, &signal) == 1 else { return nil }
+        return signal != 0 ? (nil, signal) : (code, nil)
+    }
+
+    public static func signal(pidFD: Int32, _ signal: Int32) -> Bool {
+        whisper_pidfd_send_signal(pidFD, signal) == 0
+    }
+}

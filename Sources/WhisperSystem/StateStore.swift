@@ -1,0 +1,55 @@
+import Foundation
+import Glibc
+
+/// whisperd's memory across restarts: which services an operator stopped, and which
+/// `once-per-revision` jobs succeeded at which revision. Small JSON files, replaced atomically.
+public struct StateStore: Sendable {
+    public let directory: String
+
+    public init(directory: String) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    private var intentsPath: String { directory + "/intents.json" }
+    private var jobsPath: String { directory + "/jobs.json" }
+
+    /// Names whose intent is `down`.
+    public func stoppedServices() -> Set<String> {
+        guard let object = readJSON(intentsPath) as? [String: String] else { return [] }
+        return Set(object.filter { $0.value == "down" }.keys)
+    }
+
+    public func setIntent(_ name: String, down: Bool) throws {
+        var object = (readJSON(intentsPath) as? [String: String]) ?? [:]
+        object[name] = down ? "down" : nil
+        try writeJSON(object, to: intentsPath)
+    }
+
+    public func completedJobs() -> [String: String] {
+        (readJSON(jobsPath) as? [String: String]) ?? [:]
+    }
+
+    public func recordJobCompleted(_ name: String, revision: String) throws {
+        var object = completedJobs()
+        object[name] = revision
+        try writeJSON(object, to: jobsPath)
+    }
+
+    private func readJSON(_ path: String) -> Any? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return try? JSONSerialization.jsonObject(with: data)
+    }
+
+    /// Write to a temp file, fsync, rename: a crash leaves the old or the new file, never half.
+    private func writeJSON(_ object: [String: String], to path: String) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open \(temporary)") }
+        defer { close(fd) }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == data.count, fsync(fd) == 0 else { throw SystemError("write \(temporary)") }
+        guard rename(temporary, path) == 0 else { throw SystemError("rename \(temporary)") }
+    }
+}

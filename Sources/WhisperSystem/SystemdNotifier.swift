@@ -1,0 +1,64 @@
+import CSystemd
+import CWhisperLinux
+import Glibc
+
+/// whisperd's own sd_notify link to its parent (systemd), through libsystemd.
+/// Every call is a no-op when `NOTIFY_SOCKET` is unset.
+public struct SystemdNotifier: Sendable {
+    /// Half the watchdog interval systemd asked for, if it asked (`WATCHDOG_USEC`).
+    public let watchdogPingInterval: Int64?
+
+    public init() {
+        var usec: UInt64 = 0
+        if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
+            watchdogPingInterval = Int64(usec) * 1000 / 2
+        } else {
+            watchdogPingInterval = nil
+        }
+    }
+
+    public var isUnderSystemd: Bool { getenv("NOTIFY_SOCKET") != nil }
+
+    public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+    public func status(_ text: String) { send("STATUS=\(text)") }
+    public func watchdog() { send("WATCHDOG=1") }
+    public func stopping() { send("STOPPING=1") }
+    public func reloading(monotonicMicroseconds: Int64) { send("RELOADING=1\nMONOTONIC_USEC=\(monotonicMicroseconds)") }
+
+    public func send(_ state: String) {
+        guard isUnderSystemd else { return }
+        _ = sd_notify(0, state)
+    }
+}
+
+/// SIGTERM, SIGINT, SIGHUP … as readable events on the loop (signalfd), never as handlers.
+public final class SignalSource {
+    public let fd: Int32
+
+    public init(signals: [Int32]) throws {
+        fd = signals.withUnsafeBufferPointer { whisper_signalfd($0.baseAddress, Int32($0.count)) }
+        guard fd >= 0 else { throw SystemError("signalfd") }
+        _ = whisper_ignore_sigpipe()
+    }
+
+    /// Every pending signal number.
+    public func drain() -> [Int32] {
+        var signals: [Int32] = []
+        while true {
+            let signal = whisper_signalfd_read(fd)
+            if signal < 0 { return signals }
+            signals.append(signal)
+        }
+    }
+}
+
+/// Raises our own RLIMIT_NOFILE soft limit to the hard limit (a fleet needs several fds per
+/// character); returns the old soft limit, which children get back.
+public func raiseFileLimit() -> Int64 {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return -1 }
+    let original = Int64(limit.rlim_cur)
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    return original
+}

@@ -1,0 +1,121 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import WhisperConfig
+import WhisperCore
+import WhisperDaemon
+import WhisperWorker
+
+@main
+struct Whisperd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whisperd",
+        abstract: "Supervise a fleet of AI character bots: one process and one cgroup each.",
+        discussion: """
+            Runs in the foreground (systemd does the daemonising). Without flags it reads
+            /etc/whisperd/roster.yaml and uses /var/lib/whisperd, /run/whisperd and
+            /var/log/whisperd. With --roster elsewhere, state, runtime and log directories
+            default to .whisperd/ next to the roster, so a checkout needs no root-owned paths.
+            SIGHUP reloads the roster (diff-apply); SIGTERM/SIGINT stop every service in
+            reverse dependency order (a second signal kills at once).
+            """,
+        version: WhisperdVersion.current,
+        subcommands: [Worker.self]
+    )
+
+    static let productionRoster = "/etc/whisperd/roster.yaml"
+
+    @Option(name: .long, help: "The roster file.")
+    var roster: String = Whisperd.productionRoster
+
+    @Option(name: .long, help: "Persisted intents and job records (default: see above).")
+    var stateDir: String?
+
+    @Option(name: .long, help: "Notify sockets and the lock file (default: see above).")
+    var runtimeDir: String?
+
+    @Option(name: .long, help: "Per-character log files (default: see above).")
+    var logDir: String?
+
+    @Option(name: .long, help: "Read-only status endpoint (/health): ADDR:PORT on loopback, or off.")
+    var http: String = "127.0.0.1:9464"
+
+    @Flag(name: .long, help: "Allow --http on a non-loopback address.")
+    var httpAllowRemote = false
+
+    @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
+    var check = false
+
+    func run() throws {
+        let selfPath = Whisperd.executablePath()
+        let loader = RosterLoader(selfExecutable: selfPath, hostEnvironment: ProcessInfo.processInfo.environment)
+        let loaded: LoadedRoster
+        switch loader.load(path: roster) {
+        case .failure(let error):
+            FileHandle.standardError.write(Data("whisperd: \(roster): \(error)\n".utf8))
+            throw ExitCode(1)
+        case .success(let result):
+            loaded = result
+        }
+        if check {
+            let jobs = loaded.roster.services.filter(\.isJob).count
+            print("\(roster): ok (\(loaded.roster.services.count - jobs) characters, \(jobs) jobs)")
+            return
+        }
+        let address: (host: String, port: Int)?
+        switch DaemonConfiguration.parseHTTPAddress(http, allowNonLoopback: httpAllowRemote) {
+        case .failure(let message):
+            throw ValidationError("--http: \(message)")
+        case .success(let parsed):
+            address = parsed
+        }
+        let isProduction = (loaded.path as NSString).standardizingPath == Whisperd.productionRoster
+        let localBase = ((loaded.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".whisperd")
+        let configuration = DaemonConfiguration(
+            rosterPath: loaded.path,
+            stateDirectory: absolute(stateDir ?? (isProduction ? "/var/lib/whisperd" : localBase + "/state")),
+            runtimeDirectory: absolute(runtimeDir ?? (isProduction ? "/run/whisperd" : localBase + "/run")),
+            logDirectory: absolute(logDir ?? (isProduction ? "/var/log/whisperd" : localBase + "/logs")),
+            httpAddress: address, selfExecutable: selfPath)
+        let code = try DaemonLauncher.launch(configuration, loaded: loaded)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    private func absolute(_ path: String) -> String {
+        let joined = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        return (joined as NSString).standardizingPath
+    }
+
+    static func executablePath() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if count > 0 { return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return CommandLine.arguments[0]
+    }
+}
+
+extension Whisperd {
+    struct Worker: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the built-in character worker (normally spawned by whisperd).",
+            discussion: """
+                Reads characters/NAME/character.md from $WHISPERD_CHARACTERS_DIR (default
+                ./characters), serves GET /health on $API_HOST:$API_PORT (default host
+                127.0.0.1) and reports readiness and watchdog pings on $NOTIFY_SOCKET.
+                """)
+
+        @Argument(help: "The character's name (its folder under the characters directory).")
+        var name: String
+
+        func run() throws {
+            do {
+                let worker = try WhisperWorker.Worker(name: name, environment: ProcessInfo.processInfo.environment)
+                let code = try worker.run()
+                if code != 0 { throw ExitCode(code) }
+            } catch let failure as WhisperWorker.Worker.Failure {
+                FileHandle.standardError.write(Data("whisperd worker \(name): \(failure)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Testing
+import WhisperCore
+
+@Suite struct NotifyMessageTests {
+    func parse(_ text: String) -> Result<NotifyMessage, NotifyMessage.ParseError> { NotifyMessage.parse(Array(text.utf8)) }
+
+    @Test func parsesEveryKnownKey() throws {
+        let message = try parse(
+            "READY=1\nSTATUS=warming up\nWATCHDOG=1\nWATCHDOG_USEC=2000000\nEXTEND_TIMEOUT_USEC=5000000\nERRNO=5\n"
+                + "X_WHISPERD_FACET=llm:degraded:429 from upstream\nX_WHISPERD_INFLIGHT=3\nMAINPID=77\n"
+        ).get()
+        #expect(message.isReady)
+        #expect(message.status == "warming up")
+        #expect(message.watchdog == .ping)
+        #expect(message.watchdogInterval == .seconds(2))
+        #expect(message.extendTimeout == .seconds(5))
+        #expect(message.errno == 5)
+        #expect(message.facets == [Facet(name: "llm", level: .degraded, detail: "429 from upstream")])
+        #expect(message.inflight == 3)
+        #expect(message.mainPID == 77)
+    }
+
+    @Test func ignoresUnknownKeys() throws {
+        let message = try parse("FDSTORE=1\nX_SOMETHING=else\nSTOPPING=1").get()
+        #expect(message.isStopping)
+        #expect(!message.isReady)
+    }
+
+    @Test func watchdogTriggerAndReloading() throws {
+        #expect(try parse("WATCHDOG=trigger").get().watchdog == .trigger)
+        #expect(try parse("RELOADING=1").get().isReloading)
+    }
+
+    @Test(arguments: ["", "READY", "READY=2", "WATCHDOG_USEC=-5", "WATCHDOG_USEC=abc", "X_WHISPERD_FACET=llm",
+        "X_WHISPERD_FACET=llm:broken", "X_WHISPERD_INFLIGHT=-1", "ERRNO=x", "WATCHDOG=maybe"])
+    func malformedDatagramsAreRejected(_ text: String) {
+        guard case .failure = parse(text) else {
+            Issue.record("accepted \(text.debugDescription)")
+            return
+        }
+    }
+
+    @Test func nonUTF8AndNULAreRejected() {
+        #expect(NotifyMessage.parse([0xff, 0xfe]) == .failure(.notUTF8))
+        #expect(NotifyMessage.parse(Array("READY=1\0".utf8)) == .failure(.notUTF8))
+    }
+}
