@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "whisperd",
             dependencies: [
-                "WhisperDaemon", "WhisperWorker", "WhisperConfig", "WhisperCore",
+                "WhisperDaemon", "WhisperWorker", "WhisperConfig", "WhisperCore", "WhisperSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings

@@ -17,7 +17,8 @@ public enum Dotenv {
     public static func parse(_ text: String) -> Result<[Entry], Problem> {
         var entries: [Entry] = []
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift: split on both.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             var line = rawLine[...]
             if line.last == "\r" { line = line.dropLast() }

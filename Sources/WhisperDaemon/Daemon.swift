@@ -158,8 +158,8 @@ public final class Daemon {
         defer { systemd.send("READY=1") }
         switch loader.load(path: configuration.rosterPath) {
         case .failure(let error):
-            log.log(.error, "reload", "\(error)")
-            log.log(.error, "reload", "rejected: the running fleet is unchanged")
+            for problem in error.problems { log.log(.error, "reload", "problem: \(problem)") }
+            log.log(.error, "reload", "rejected (\(error.problems.count) problems): the running fleet is unchanged")
         case .success(let newRoster):
             let diff = RosterDiff(old: loaded.roster, new: newRoster.roster)
             loaded = newRoster

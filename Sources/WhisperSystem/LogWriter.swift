@@ -119,16 +119,39 @@ final class OpenLogFile {
         self.policy = policy
     }
 
-    /// Appends, rotating first if this write would pass the size limit. `false`: bytes lost.
+    /// Appends whole lines, rotating whenever the next line would pass the size limit, so no
+    /// file grows past it (a single line longer than the limit gets a file to itself).
+    /// `false`: bytes lost.
     func write(_ bytes: [UInt8]) -> Bool {
         if fd < 0, !reopen() { return false }
-        if size > 0, size + UInt64(bytes.count) > policy.maxSizeBytes {
-            rotate()
-            if fd < 0 { return false }
+        var start = 0
+        while start < bytes.count {
+            let room = policy.maxSizeBytes > size ? Int(policy.maxSizeBytes - size) : 0
+            // The longest run of whole lines that fits in the room left.
+            var end = start
+            var scan = start
+            while scan < bytes.count, scan - start < room {
+                if bytes[scan] == 0x0A { end = scan + 1 }
+                scan += 1
+            }
+            if end == start {
+                if size > 0 {
+                    rotate()
+                    if fd < 0 { return false }
+                    continue
+                }
+                end = bytes[start...].firstIndex(of: 0x0A).map { $0 + 1 } ?? bytes.count
+            }
+            guard writeAll(bytes[start..<end]) else { return false }
+            start = end
         }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        return true
+    }
+
+    private func writeAll(_ slice: ArraySlice<UInt8>) -> Bool {
+        var offset = slice.startIndex
+        while offset < slice.endIndex {
+            let written = slice[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if written < 0 {
                 if errno == EINTR { continue }
                 // ENOSPC and friends: drop, and try a fresh file next time.
@@ -138,7 +161,7 @@ final class OpenLogFile {
             }
             offset += written
         }
-        size += UInt64(bytes.count)
+        size += UInt64(slice.count)
         return true
     }
 

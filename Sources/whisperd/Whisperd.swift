@@ -4,6 +4,7 @@ import Glibc
 import WhisperConfig
 import WhisperCore
 import WhisperDaemon
+import WhisperSystem
 import WhisperWorker
 
 @main
@@ -20,7 +21,7 @@ struct Whisperd: ParsableCommand {
             reverse dependency order (a second signal kills at once).
             """,
         version: WhisperdVersion.current,
-        subcommands: [Worker.self]
+        subcommands: [Worker.self, Notify.self]
     )
 
     static let productionRoster = "/etc/whisperd/roster.yaml"
@@ -115,6 +116,28 @@ extension Whisperd {
             } catch let failure as WhisperWorker.Worker.Failure {
                 FileHandle.standardError.write(Data("whisperd worker \(name): \(failure)\n".utf8))
                 throw ExitCode(2)
+            }
+        }
+    }
+}
+
+extension Whisperd {
+    struct Notify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send sd_notify lines to $NOTIFY_SOCKET (like systemd-notify), for shell-script characters.",
+            discussion: "Example: whisperd notify READY=1 STATUS=warming-up. Exits 1 if NOTIFY_SOCKET is unset or the send fails.")
+
+        @Argument(help: "KEY=VALUE lines, e.g. READY=1, WATCHDOG=1, STATUS=text.")
+        var lines: [String]
+
+        func run() throws {
+            guard let socket = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !socket.isEmpty else {
+                FileHandle.standardError.write(Data("whisperd notify: NOTIFY_SOCKET is not set\n".utf8))
+                throw ExitCode(1)
+            }
+            guard NotifySocket.send(lines.joined(separator: "\n"), to: socket) else {
+                FileHandle.standardError.write(Data("whisperd notify: cannot send to \(socket): \(String(cString: strerror(errno)))\n".utf8))
+                throw ExitCode(1)
             }
         }
     }

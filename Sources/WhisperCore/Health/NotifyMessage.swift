@@ -43,7 +43,7 @@ public struct NotifyMessage: Hashable, Sendable {
             return .failure(.notUTF8)
         }
         var message = NotifyMessage()
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: true) {
+        for rawLine in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             guard let equals = rawLine.firstIndex(of: "=") else { return .failure(.malformedLine(String(rawLine))) }
             let key = rawLine[..<equals]
             let value = String(rawLine[rawLine.index(after: equals)...])

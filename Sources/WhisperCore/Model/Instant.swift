@@ -41,7 +41,16 @@ extension Duration {
         if ns % 60_000_000_000 == 0 { return "\(ns / 60_000_000_000)m" }
         if ns % 1_000_000_000 == 0 { return "\(ns / 1_000_000_000)s" }
         if ns % 1_000_000 == 0 { return "\(ns / 1_000_000)ms" }
-        if ns % 1_000 == 0 { return "\(ns / 1_000)us" }
-        return "\(ns)ns"
+        if ns % 1_000 == 0, ns < 1_000_000 { return "\(ns / 1_000)us" }
+        if ns < 1_000 { return "\(ns)ns" }
+        // Jittered delays: one decimal of the largest unit that fits.
+        if ns >= 1_000_000_000 { return Duration.decimal(ns, per: 1_000_000_000) + "s" }
+        if ns >= 1_000_000 { return Duration.decimal(ns, per: 1_000_000) + "ms" }
+        return Duration.decimal(ns, per: 1_000) + "us"
+    }
+
+    private static func decimal(_ value: Int64, per unit: Int64) -> String {
+        let tenths = (value * 10 + unit / 2) / unit
+        return "\(tenths / 10).\(tenths % 10)"
     }
 }

@@ -1,0 +1,252 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The built `whisperd` binary next to the test bundle (or `$WHISPERD_BIN`).
+func whisperdBinary() -> String {
+    if let explicit = ProcessInfo.processInfo.environment["WHISPERD_BIN"] { return explicit }
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let exe = String(decoding: buffer[0..<max(0, count)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var directory = (exe as NSString).deletingLastPathComponent
+    // swift-testing may run from inside the .xctest bundle directory.
+    while !FileManager.default.isExecutableFile(atPath: directory + "/whisperd"), directory.count > 1 {
+        directory = (directory as NSString).deletingLastPathComponent
+    }
+    return directory + "/whisperd"
+}
+
+/// A scratch directory for one test: roster, scripts, state, runtime and logs. Removed at the end.
+final class Scratch {
+    let path: String
+
+    init() {
+        var template = Array("/tmp/wd-it-XXXXXX".utf8CString)
+        let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        path = String(cString: created!)
+    }
+
+    @discardableResult
+    func write(_ relative: String, _ text: String, executable: Bool = false) -> String {
+        let full = path + "/" + relative
+        try? FileManager.default.createDirectory(
+            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(
+            atPath: full, contents: Data(text.utf8), attributes: [.posixPermissions: executable ? 0o755 : 0o600])
+        return full
+    }
+
+    func read(_ relative: String) -> String? {
+        FileManager.default.contents(atPath: path + "/" + relative).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A running whisperd under test. Its stderr (whisperd's event log) is read on a thread, and
+/// tests wait for lines with a bounded timeout instead of sleeping.
+final class WhisperdProcess: @unchecked Sendable {
+    // @unchecked: `lines` and `isFinished` are only touched with `condition` locked.
+    let scratch: Scratch
+    let process = Process()
+    let httpPort: Int
+    private let condition = NSCondition()
+    private var lines: [String] = []
+    private var isFinished = false
+    /// Every pid whisperd reported for a child, so cleanup can make sure none outlives the test.
+    private(set) var childPIDs: Set<Int32> = []
+
+    init(scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil) throws {
+        self.scratch = scratch
+        self.httpPort = httpPort ?? freePort()
+        process.executableURL = URL(fileURLWithPath: whisperdBinary())
+        process.arguments =
+            [
+                "--roster", scratch.path + "/roster.yaml", "--state-dir", scratch.path + "/state", "--runtime-dir",
+                scratch.path + "/run", "--log-dir", scratch.path + "/logs", "--http", "127.0.0.1:\(self.httpPort)",
+            ] + extraArguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let handle = pipe.fileHandleForReading
+        let thread = Thread { [self] in
+            var partial = Data()
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                partial.append(chunk)
+                while let newline = partial.firstIndex(of: 0x0A) {
+                    let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
+                    partial.removeSubrange(partial.startIndex...newline)
+                    self.append(line)
+                }
+            }
+            self.condition.lock()
+            self.isFinished = true
+            self.condition.broadcast()
+            self.condition.unlock()
+        }
+        thread.start()
+    }
+
+    private func append(_ line: String) {
+        condition.lock()
+        lines.append(line)
+        if let range = line.range(of: " pid=") {
+            let digits = line[range.upperBound...].prefix { $0.isNumber }
+            if let pid = Int32(digits) { childPIDs.insert(pid) }
+        }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var log: [String] {
+        condition.lock()
+        defer { condition.unlock() }
+        return lines
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits for the `occurrence`-th line (counting from the start) containing every fragment.
+    @discardableResult
+    func waitFor(
+        _ fragments: String..., occurrence: Int = 1, timeout: TimeInterval = 10, sourceLocation: SourceLocation = #_sourceLocation
+    ) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            let matches = lines.filter { line in fragments.allSatisfy { line.contains($0) } }
+            if matches.count >= occurrence { return matches[occurrence - 1] }
+            if isFinished || !condition.wait(until: deadline) {
+                let matches = lines.filter { line in fragments.allSatisfy { line.contains($0) } }
+                if matches.count >= occurrence { return matches[occurrence - 1] }
+                let recent = lines.suffix(40).joined(separator: "\n")
+                Issue.record(
+                    "no line with \(fragments) (occurrence \(occurrence)) within \(timeout)s; log:\n\(recent)",
+                    sourceLocation: sourceLocation)
+                return nil
+            }
+        }
+    }
+
+    func count(_ fragments: String...) -> Int {
+        log.filter { line in fragments.allSatisfy { line.contains($0) } }.count
+    }
+
+    /// The pid in a `... pid=N: ...` line.
+    static func pid(in line: String?) -> Int32? {
+        guard let line, let range = line.range(of: " pid=") else { return nil }
+        return Int32(line[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits (bounded) for whisperd to exit; returns its status, or nil on timeout.
+    func waitForExit(timeout: TimeInterval = 20) -> Int32? {
+        condition.lock()
+        let deadline = Date().addingTimeInterval(timeout)
+        while !isFinished, condition.wait(until: deadline) {}
+        condition.unlock()
+        let limit = Date().addingTimeInterval(2)
+        while process.isRunning, Date() < limit { usleep(5_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// GET on whisperd's status port: (status code, body).
+    func get(_ path: String) -> (Int, String)? { httpGet(port: httpPort, path: path) }
+
+    func healthJSON() -> [String: Any]? {
+        guard let (_, body) = get("/health"), let data = body.data(using: .utf8) else { return nil }
+        return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+    }
+
+    func character(_ name: String) -> [String: Any]? {
+        (healthJSON()?["characters"] as? [[String: Any]])?.first { $0["name"] as? String == name }
+    }
+
+    /// Stops whisperd if still running and makes sure no child it reported survives.
+    func terminate() {
+        if process.isRunning {
+            kill(pid, SIGTERM)
+            if waitForExit(timeout: 15) == nil {
+                kill(pid, SIGKILL)
+                _ = waitForExit(timeout: 5)
+            }
+        }
+        for child in childPIDs where isAlive(child) { kill(child, SIGKILL) }
+    }
+
+    deinit { terminate() }
+}
+
+func isAlive(_ pid: Int32) -> Bool {
+    guard kill(pid, 0) == 0 else { return false }
+    // A zombie is dead for our purposes.
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state != "Z" && state != "X"
+}
+
+/// Waits (bounded) until `body` is true; polls a cheap condition where the kernel offers no event.
+@discardableResult
+func eventually(timeout: TimeInterval = 10, _ body: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if body() { return true }
+        usleep(10_000)
+    }
+    return body()
+}
+
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A blocking HTTP/1.1 GET on loopback (test side only).
+func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String)? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+    var response = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = recv(fd, &buffer, buffer.count, 0)
+        if count <= 0 { break }
+        response.append(contentsOf: buffer[0..<count])
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let statusLine = text.split(separator: "\r\n").first, statusLine.split(separator: " ").count >= 2,
+        let code = Int(statusLine.split(separator: " ")[1])
+    else { return nil }
+    let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+    return (code, body)
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Testing
+import WhisperConfig
+import WhisperCore
+
+@Suite struct RosterLoaderTests {
+    let loader = RosterLoader(selfExecutable: "/usr/local/bin/whisperd", hostEnvironment: ["PATH": "/usr/bin:/bin", "HOME": "/root", "SECRET_X": "nope"])
+
+    func load(_ yaml: String, in directory: TempDirectory) -> Result<LoadedRoster, RosterError> {
+        loader.load(path: directory.write("etc/roster.yaml", yaml))
+    }
+
+    func problems(_ yaml: String, in directory: TempDirectory = TempDirectory()) -> [RosterProblem] {
+        switch load(yaml, in: directory) {
+        case .success: return []
+        case .failure(let error): return error.problems
+        }
+    }
+
+    @Test func sampleRosterShippedInTheRepoLoads() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let loaded = try loader.load(path: repository + "/etc/roster.yaml").get()
+        #expect(loaded.roster.names.map(\.rawValue) == ["elena", "aria", "ryan"])
+        let elena = try #require(loaded.roster[ServiceName("elena")!])
+        #expect(elena.limits.memoryBytes == 1 << 30)
+        #expect(elena.limits.memoryHighBytes == 448 << 20)
+        #expect(elena.launch.arguments == ["/usr/local/bin/whisperd", "worker", "elena"])
+        #expect(elena.launch.environment["API_PORT"] == "8000")
+        #expect(loaded.roster[ServiceName("ryan")!]?.health.ready == .http)
+    }
+
+    @Test func defaultsApplyAndEntriesOverrideFieldByField() throws {
+        let directory = TempDirectory()
+        let loaded = try load(
+            """
+            defaults:
+              restart: on-failure
+              restart_delay: 250ms
+              limits: {memory: 256M, pids: 64}
+              health: {ready: started, http: {interval: 5s}}
+            characters:
+              elena:
+                command: [/bin/sleep, "100"]
+                limits: {memory: 1G}
+                health: {http: {retries: 7}}
+                stop_signal: INT
+                stop_grace: 3s
+            """, in: directory
+        ).get()
+        let elena = try #require(loaded.roster.services.first)
+        #expect(elena.restart.mode == .onFailure)
+        #expect(elena.restart.delay == .milliseconds(250))
+        #expect(elena.restart.delayMax == .seconds(60))
+        #expect(elena.limits == Limits(memoryBytes: 1 << 30, pids: 64))
+        #expect(elena.health.ready == .started)
+        #expect(elena.health.http.interval == .seconds(5))
+        #expect(elena.health.http.retries == 7)
+        #expect(elena.stopSignal == .int)
+        #expect(elena.stopGrace == .seconds(3))
+        #expect(elena.launch.workingDirectory == directory.path + "/etc")
+    }
+
+    @Test func environmentLayers_laterWins_andOriginsAreRecorded() throws {
+        let directory = TempDirectory()
+        directory.write("etc/.env", "SHARED=from-env\nOVERRIDE=from-env\nPATH=/custom/bin\n")
+        directory.write("etc/.env.elena", "OVERRIDE=from-elena-file\nAPI_PORT=1\n")
+        let loaded = try load(
+            """
+            defaults:
+              env: {FROM_DEFAULTS: "yes"}
+            characters:
+              elena:
+                command: [/bin/true]
+                port: 8000
+                env_file: [.env, .env.elena, "?.env.missing"]
+                env: {OVERRIDE: from-env-key}
+            """, in: directory
+        ).get()
+        let elena = try #require(loaded.roster.services.first)
+        let environment = elena.launch.environment
+        #expect(environment["SHARED"] == "from-env")
+        #expect(environment["OVERRIDE"] == "from-env-key")
+        #expect(environment["PATH"] == "/custom/bin")
+        #expect(environment["HOME"] == "/root")
+        #expect(environment["SECRET_X"] == nil)
+        #expect(environment["FROM_DEFAULTS"] == "yes")
+        #expect(environment["API_PORT"] == "8000")
+        #expect(environment["WHISPERD_CHARACTER"] == "elena")
+        #expect(environment["WATCHDOG_USEC"] == "30000000")
+        let origins = try #require(loaded.environmentOrigins[ServiceName("elena")!])
+        #expect(origins["SHARED"] == ".env:1")
+        #expect(origins["OVERRIDE"] == "env")
+        #expect(origins["PATH"] == ".env:3")
+        #expect(origins["HOME"] == "base")
+        #expect(origins["API_PORT"] == "whisperd")
+    }
+
+    @Test func unknownKeysAreRejectedWithKeyAndLine() {
+        let found = problems(
+            """
+            version: 1
+            characters:
+              elena:
+                command: [/bin/true]
+                restart_dealy: 5s
+            """)
+        #expect(found.count == 1)
+        #expect(found.first?.line == 5)
+        #expect(found.first?.key == "characters.elena.restart_dealy")
+        #expect(found.first?.description.contains("did you mean `restart_delay`") == true)
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        let directory = TempDirectory()
+        directory.write("etc/.env.a", "DISCORD_TOKEN=same-token\n")
+        directory.write("etc/.env.b", "DISCORD_TOKEN=same-token\n")
+        directory.write("etc/.env.open", "LLM_API_KEY=sk-live\n", mode: 0o644)
+        let found = problems(
+            """
+            version: 2
+            defaults:
+              restart: sometimes
+              limits: {memory: 1M, cpus: 0.001, pids: 2}
+            jobs:
+              migrate:
+                after: [migrate]
+                command: [/bin/true]
+            characters:
+              Bad_Name:
+                command: [/bin/true]
+              elena:
+                port: 8000
+                env_file: [.env.a]
+              aria:
+                command: [/bin/true]
+                port: 8000
+                env_file: [.env.b, .env.open, .env.nope]
+                after: [ghost, ryan]
+                restart_delay: forever
+              ryan:
+                command: [/bin/true]
+                after: [aria]
+                limits: {memory: lots}
+                command_line: x
+            """, in: directory)
+        let text = found.map(\.description).joined(separator: "\n")
+        let expectations = [
+            "version", "sometimes", "below the floor of 8M", "below the floor of 0.01", "below the floor of 8",
+            "cannot wait for itself", "invalid name", "character.md", "port 8000 is used by elena, aria",
+            "same bot token", "world-readable", ".env.nope", "unknown service `ghost`", "not a duration",
+            "dependency cycle", "not a size", "unknown key `command_line`",
+        ]
+        for expected in expectations {
+            #expect(text.contains(expected), "missing problem: \(expected)\n\(text)")
+        }
+        #expect(found.count >= expectations.count)
+    }
+
+    @Test(arguments: [
+        ("", "empty"),
+        ("characters: [elena]", "expected a mapping"),
+        ("version: 1", "missing"),
+        ("characters:\n  elena:\n    command: python3 bot.py", "found a string"),
+        ("characters:\n  elena: {command: [/bin/true]}\n  elena: {command: [/bin/true]}", "duplicate"),
+        ("characters:\n  elena:\n    command: [/bin/true]\n  \"\": {}", "invalid name"),
+        ("characters: {elena: {command: [/bin/true]}}\njobs: {elena: {command: [/bin/true]}}", "used twice"),
+        ("jobs:\n  migrate: {run: once}\ncharacters: {}", "needs `command:`"),
+        ("characters:\n  a: [unclosed", "not valid YAML"),
+        ("characters:\n  elena: {command: [/bin/true], port: 70000}", "65535"),
+        ("characters:\n  elena: {command: [/bin/true], health: {http: {path: nope}}}", "URL path"),
+        ("characters:\n  elena: {command: [/bin/true], stop_signal: SIGNOPE}", "signal name"),
+        ("characters:\n  elena: {command: [/bin/true], limits: {memory: 64M, memory_high: 128M}}", "above limits.memory"),
+    ])
+    func brokenRostersAreRejected(_ yaml: String, _ expected: String) {
+        let text = problems(yaml).map(\.description).joined(separator: "\n")
+        #expect(text.contains(expected), "expected \(expected.debugDescription) in:\n\(text)")
+    }
+
+    @Test func jobsComeFirstAndGetTheirRunMode() throws {
+        let loaded = try load(
+            """
+            characters:
+              elena: {command: [/bin/true], after: [migrate, warmup]}
+            jobs:
+              migrate: {command: [whisperd, migrate]}
+              warmup: {command: [/bin/true], run: every-start}
+            """, in: TempDirectory()
+        ).get()
+        #expect(loaded.roster.names.map(\.rawValue) == ["migrate", "warmup", "elena"])
+        #expect(loaded.roster.services[0].kind == .job(.oncePerRevision))
+        #expect(loaded.roster.services[0].launch.arguments == ["/usr/local/bin/whisperd", "migrate"])
+        #expect(loaded.roster.services[1].kind == .job(.everyStart))
+    }
+
+    @Test func oversizedAndBinaryFilesAreRejected() {
+        let directory = TempDirectory()
+        let big = directory.write("big.yaml", "characters: {}\n# " + String(repeating: "x", count: RosterLoader.maxFileSize))
+        guard case .failure(let error) = loader.load(path: big) else {
+            Issue.record("accepted a huge file")
+            return
+        }
+        #expect(error.description.contains("limit"))
+        let nul = directory.write("nul.yaml", "characters: {}\u{0}")
+        guard case .failure = loader.load(path: nul) else {
+            Issue.record("accepted a NUL byte")
+            return
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import Glibc
+import Testing
+import WhisperSystem
+
+@Suite struct SpawnerTests {
+    @Test func spawnsInItsOwnProcessGroup_withTheGivenEnvironment_andReapsThroughThePidfd() throws {
+        let spawner = try ProcessSpawner()
+        let request = ProcessSpawner.Request(
+            arguments: ["sh", "-c", "echo \"$GREETING $(ps -o pgid= -p $$ | tr -d ' ') $$\"; exit 7"],
+            environment: ["GREETING": "hello", "PATH": "/usr/bin:/bin"], workingDirectory: "/")
+        let child = try spawner.spawn(request).get()
+        defer {
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+        var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&poll, 1, 5000) == 1)
+        let status = ChildReaper.reap(pidFD: child.pidFD)
+        #expect(status?.code == 7)
+        #expect(whisper_set_blocking(child.stdoutFD))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = read(child.stdoutFD, &buffer, buffer.count)
+        let output = String(decoding: buffer[0..<max(0, count)], as: UTF8.self)
+        #expect(output == "hello \(child.pid) \(child.pid)\n")
+    }
+
+    @Test func missingProgramAndBadDirectoryAreReportedWithoutAZombie() throws {
+        let spawner = try ProcessSpawner()
+        guard case .failure(.notFound) = spawner.spawn(.init(arguments: ["no-such-binary-xyz"], environment: [:], workingDirectory: "/")) else {
+            Issue.record("expected notFound")
+            return
+        }
+        let result = spawner.spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/no/such/dir"))
+        guard case .failure(.failed(let step, let errno)) = result else {
+            Issue.record("expected a chdir failure")
+            return
+        }
+        #expect(step.hasPrefix("chdir"))
+        #expect(errno == ENOENT)
+    }
+
+    @Test func childrenDoNotInheritWhisperdsDescriptors() throws {
+        let spawner = try ProcessSpawner()
+        let leaked = open("/dev/null", O_RDONLY)  // deliberately without O_CLOEXEC
+        defer { close(leaked) }
+        let child = try spawner.spawn(.init(arguments: ["sh", "-c", "ls /proc/self/fd | wc -l"], environment: ["PATH": "/usr/bin:/bin"], workingDirectory: "/")).get()
+        defer {
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+        var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+        _ = Glibc.poll(&poll, 1, 5000)
+        _ = ChildReaper.reap(pidFD: child.pidFD)
+        #expect(whisper_set_blocking(child.stdoutFD))
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = read(child.stdoutFD, &buffer, buffer.count)
+        // 0, 1, 2 and the one `ls` opens for /proc/self/fd.
+        #expect(String(decoding: buffer[0..<max(0, count)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "4")
+    }
+}
+
+func whisper_set_blocking(_ fd: Int32) -> Bool {
+    let flags = fcntl(fd, F_GETFL)
+    return fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0
+}
