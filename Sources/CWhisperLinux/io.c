@@ -261,5 +261,7 @@ int whisper_ignore_sigpipe(void)
     struct sigaction ignore;
     memset(&ignore, 0, sizeof ignore);
     ignore.sa_handler = SIG_IGN;
-    return sigaction(SIGPIPE, &ignore, NULL);
+    int rc = sigaction(SIGPIPE, &ignore, NULL);
+    whisper_spawn_note_signal_dispositions();
+    return rc;
 }

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -33,56 +34,179 @@ static int dup_onto(int from, int to)
     return dup2(from, to) < 0 ? -1 : 0;
 }
 
-whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
+/*
+ * Why not plain vfork: the child then starts with a copy of whisperd's whole descriptor table
+ * (four descriptors per character) and execve has to close them all again, which costs more
+ * than everything else in a restart. Instead the child shares our table (CLONE_FILES) just long
+ * enough to unshare a copy of its first few slots (close_range with CLOSE_RANGE_UNSHARE), where
+ * the parent has put what the child needs. Those slots are reserved once, early, by
+ * whisper_spawn_reserve_slots(); without them we fall back to vfork.
+ */
+enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + 4 };
+static int reserved_slots[SLOT_COUNT];
+static int reserved_max = -1;
+static int reserved_null = -1;
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
+int whisper_spawn_reserve_slots(void)
 {
-    whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0 };
-    struct child_report report = { 0, 0 };
+    pthread_mutex_lock(&slot_lock);
+    if (reserved_max >= 0) { pthread_mutex_unlock(&slot_lock); return 0; }
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) { pthread_mutex_unlock(&slot_lock); return -1; }
+    int max = null_fd;
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        reserved_slots[i] = fcntl(null_fd, F_DUPFD_CLOEXEC, 0);
+        if (reserved_slots[i] < 0) { pthread_mutex_unlock(&slot_lock); return -1; }
+        if (reserved_slots[i] > max) max = reserved_slots[i];
+    }
+    reserved_null = null_fd;
+    reserved_max = max;
+    pthread_mutex_unlock(&slot_lock);
+    return 0;
+}
 
-    /* Block every signal across vfork so no handler runs in the child on our stack. */
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
+struct child_context {
+    const whisper_spawn_request *request;
+    int use_slots;
+    int slots[SLOT_COUNT];
+    int slot_max;
+    struct child_report *report;
+};
 
-    pid_t pid = vfork();
-    if (pid == 0) {
-        /* Child: only async-signal-safe calls below. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
+/* Signals whose disposition is not SIG_DFL in whisperd (ignored or handled), noted in the
+   parent so the child resets just those instead of making 64 sigaction calls per spawn. */
+static int nondefault_signals[NSIG];
+static int nondefault_count = -1;
+
+void whisper_spawn_note_signal_dispositions(void)
+{
+    int count = 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        struct sigaction current;
+        if (sigaction(sig, NULL, &current) != 0) continue;
+        if ((current.sa_flags & SA_SIGINFO) || current.sa_handler != SIG_DFL) nondefault_signals[count++] = sig;
+    }
+    __atomic_store_n(&nondefault_count, count, __ATOMIC_RELEASE);
+}
+
+static void reset_signals(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    int count = __atomic_load_n(&nondefault_count, __ATOMIC_ACQUIRE);
+    if (count < 0) {
         for (int sig = 1; sig < NSIG; sig++) {
             if (sig == SIGKILL || sig == SIGSTOP) continue;
             sigaction(sig, &dfl, NULL);
         }
-        if (request->new_process_group) setpgid(0, 0);
-        for (int i = 0; i < request->cgroup_procs_count; i++) {
-            if (write(request->cgroup_procs_fds[i], "0", 1) != 1) {
-                report.error = errno; report.step = 3; _exit(127);
-            }
+        return;
+    }
+    for (int i = 0; i < count; i++) sigaction(nondefault_signals[i], &dfl, NULL);
+}
+
+/* Runs in the child, on its own stack, in our memory: async-signal-safe calls only. */
+static int child_main(void *argument)
+{
+    struct child_context *context = argument;
+    const whisper_spawn_request *request = context->request;
+    struct child_report *report = context->report;
+    int in_fd = request->stdin_fd, out_fd = request->stdout_fd, err_fd = request->stderr_fd;
+    const int *cgroup_fds = request->cgroup_procs_fds;
+    int cgroup_count = request->cgroup_procs_count;
+
+    if (context->use_slots) {
+        /* A private table holding only the low slots; nothing of the parent's is copied past it. */
+        if (syscall(SYS_close_range, (unsigned)(context->slot_max + 1), ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+            if (unshare(CLONE_FILES) != 0) { report->error = errno; report->step = 4; _exit(127); }
         }
-        if (request->nofile_soft >= 0) {
-            struct rlimit limit;
-            if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-                limit.rlim_cur = (rlim_t)request->nofile_soft;
-                setrlimit(RLIMIT_NOFILE, &limit);
-            }
+        in_fd = context->slots[SLOT_STDIN];
+        out_fd = context->slots[SLOT_STDOUT];
+        err_fd = context->slots[SLOT_STDERR];
+        cgroup_fds = &context->slots[SLOT_CGROUP0];
+    }
+    reset_signals();
+    if (request->new_process_group) setpgid(0, 0);
+    if (request->nofile_soft >= 0) {
+        struct rlimit limit;
+        if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+            limit.rlim_cur = (rlim_t)request->nofile_soft;
+            setrlimit(RLIMIT_NOFILE, &limit);
         }
-        if (request->working_directory && chdir(request->working_directory) != 0) {
-            report.error = errno; report.step = 2; _exit(127);
-        }
-        if (dup_onto(request->stdin_fd, 0) || dup_onto(request->stdout_fd, 1) || dup_onto(request->stderr_fd, 2)) {
-            report.error = errno; report.step = 4; _exit(127);
-        }
+    }
+    for (int i = 0; i < cgroup_count; i++) {
+        if (write(cgroup_fds[i], "0", 1) != 1) { report->error = errno; report->step = 3; _exit(127); }
+    }
+    if (request->working_directory && chdir(request->working_directory) != 0) {
+        report->error = errno; report->step = 2; _exit(127);
+    }
+    if (dup_onto(in_fd, 0) || dup_onto(out_fd, 1) || dup_onto(err_fd, 2)) {
+        report->error = errno; report->step = 4; _exit(127);
+    }
+    if (context->use_slots) {
+        syscall(SYS_close_range, 3U, ~0U, 0U);
+    } else {
         /* Nothing of whisperd's leaks into the character: mark every other fd close-on-exec. */
         syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-        sigset_t empty;
-        sigemptyset(&empty);
-        sigprocmask(SIG_SETMASK, &empty, NULL);
-        execve(request->path, request->argv, request->envp);
-        report.error = errno; report.step = 5;
-        _exit(127);
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
+    execve(request->path, request->argv, request->envp);
+    report->error = errno;
+    report->step = 5;
+    _exit(127);
+}
+
+whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
+{
+    whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0 };
+    struct child_report report = { 0, 0 };
+    struct child_context context;
+    memset(&context, 0, sizeof context);
+    context.request = request;
+    context.report = &report;
+
+    pthread_mutex_lock(&slot_lock);
+    context.use_slots = reserved_max >= 0 && request->cgroup_procs_count <= 4;
+    if (context.use_slots) {
+        memcpy(context.slots, reserved_slots, sizeof reserved_slots);
+        context.slot_max = reserved_max;
+        int ok = dup2(request->stdin_fd >= 0 ? request->stdin_fd : reserved_null, reserved_slots[SLOT_STDIN]) >= 0
+            && dup2(request->stdout_fd >= 0 ? request->stdout_fd : reserved_null, reserved_slots[SLOT_STDOUT]) >= 0
+            && dup2(request->stderr_fd >= 0 ? request->stderr_fd : reserved_null, reserved_slots[SLOT_STDERR]) >= 0;
+        for (int i = 0; ok && i < request->cgroup_procs_count; i++)
+            ok = dup2(request->cgroup_procs_fds[i], reserved_slots[SLOT_CGROUP0 + i]) >= 0;
+        if (!ok) context.use_slots = 0;
+    }
+
+    /* Block every signal across the clone so no handler runs in the child on shared memory. */
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    pid_t pid;
+    if (context.use_slots) {
+        /* The parent is suspended until exec (CLONE_VFORK), so its frame can hold the child's stack. */
+        _Alignas(64) char stack[32768];
+        pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &context);
+    } else {
+        pid = vfork();
+        if (pid == 0) child_main(&context);
     }
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
+
+    if (context.use_slots) {
+        /* Drop our references to the child's pipe ends and cgroup files. */
+        for (int i = SLOT_STDOUT; i < SLOT_COUNT; i++) dup2(reserved_null, reserved_slots[i]);
+    }
+    pthread_mutex_unlock(&slot_lock);
 
     if (pid < 0) {
         result.error = fork_errno;

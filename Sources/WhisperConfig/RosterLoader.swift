@@ -49,7 +49,7 @@ public struct RosterLoader: Sendable {
     public static let maxFileSize = 4 << 20
 
     public func load(path: String) -> Result<LoadedRoster, RosterError> {
-        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let absolute = Paths.absolute(path, from: FileManager.default.currentDirectoryPath)
         let file = (absolute as NSString).lastPathComponent
         func fail(_ message: String) -> Result<LoadedRoster, RosterError> {
             .failure(RosterError(problems: [RosterProblem(file: file, line: nil, key: "", message: message)]))
@@ -73,7 +73,9 @@ public struct RosterLoader: Sendable {
         }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            // `.basic`: every scalar stays a string (we type values ourselves); the default resolver
+            // runs NSRegularExpression over each scalar, which drags ICU into whisperd.
+            root = try Yams.compose(yaml: text, .basic)
         } catch let error as YamlError {
             reader.report(nil, "", "not valid YAML: \(Self.describe(error))")
             return .failure(RosterError(problems: reader.problems))

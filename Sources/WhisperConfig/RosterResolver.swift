@@ -22,8 +22,7 @@ struct RosterResolver {
     }
 
     private func absolute(_ path: String, from directory: String) -> String {
-        let joined = path.hasPrefix("/") ? path : directory + "/" + path
-        return (joined as NSString).standardizingPath
+        Paths.absolute(path, from: directory)
     }
 
     mutating func resolve() -> LoadedRoster? {

@@ -42,7 +42,7 @@ extension Daemon {
             malformedDatagrams[name] = nil
             log.log(.info, name.rawValue, "removed")
         case .transitioned(let name, let from, let to, let detail):
-            let pid = core.status(of: name)?.pid.map { " pid=\($0)" } ?? ""
+            let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
         case .alert(let name, let message):
             log.log(.error, name.rawValue, message)

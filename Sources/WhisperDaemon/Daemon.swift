@@ -182,6 +182,7 @@ public final class Daemon {
     }
 
     private func publishSystemdStatus() {
+        guard systemd.isUnderSystemd else { return }
         let summary = core.summary
         guard summary != lastSystemdStatus else { return }
         lastSystemdStatus = summary

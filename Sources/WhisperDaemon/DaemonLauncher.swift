@@ -7,6 +7,7 @@ import WhisperSystem
 public enum DaemonLauncher {
     public static func launch(_ configuration: DaemonConfiguration, loaded: LoadedRoster) throws -> Int32 {
         let log = DaemonLog()
+        ProcessSpawner.reserveDescriptorSlots()
         // Block the signals before any thread exists, so every thread inherits the mask and
         // they arrive only through the signalfd.
         let signals = try SignalSource(signals: [SIGTERM, SIGINT, SIGHUP, SIGQUIT])

@@ -51,9 +51,16 @@ public struct ProcessSpawner: Sendable {
 
     /// - Parameter nofileSoftLimit: the RLIMIT_NOFILE soft limit children get back (whisperd raises its own).
     public init(nofileSoftLimit: Int64 = -1) throws {
+        Self.reserveDescriptorSlots()
         devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard devNull >= 0 else { throw SystemError("open /dev/null") }
         self.nofileSoftLimit = nofileSoftLimit
+    }
+
+    /// Reserves the few low descriptor slots the fast spawn path hands to children (see
+    /// `whisper_spawn`). Call it first thing, while descriptor numbers are still small.
+    public static func reserveDescriptorSlots() {
+        _ = whisper_spawn_reserve_slots()
     }
 
     /// Finds `program` on `PATH` the way execvp would, so "not found" is reported before spawning.

@@ -70,7 +70,7 @@ struct Whisperd: ParsableCommand {
         case .success(let parsed):
             address = parsed
         }
-        let isProduction = (loaded.path as NSString).standardizingPath == Whisperd.productionRoster
+        let isProduction = Paths.normalize(loaded.path) == Whisperd.productionRoster
         let localBase = ((loaded.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".whisperd")
         let configuration = DaemonConfiguration(
             rosterPath: loaded.path,
@@ -83,8 +83,7 @@ struct Whisperd: ParsableCommand {
     }
 
     private func absolute(_ path: String) -> String {
-        let joined = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        return (joined as NSString).standardizingPath
+        Paths.absolute(path, from: FileManager.default.currentDirectoryPath)
     }
 
     static func executablePath() -> String {

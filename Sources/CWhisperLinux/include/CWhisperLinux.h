@@ -36,7 +36,14 @@ typedef struct whisper_spawn_result {
     int failed_step;    /* 0 none, 1 fork, 2 chdir, 3 cgroup, 4 dup2, 5 exec */
 } whisper_spawn_result;
 
-/// vfork + exec with a pre-exec cgroup join. Never runs Swift code in the child.
+/// Reserves the low descriptor slots the fast spawn path uses; call early, before many fds exist.
+int whisper_spawn_reserve_slots(void);
+
+/// Records which signals whisperd ignores or handles, so children reset only those. Call again
+/// after changing a disposition (whisper_ignore_sigpipe does).
+void whisper_spawn_note_signal_dispositions(void);
+
+/// clone(CLONE_VM|CLONE_VFORK) + exec with a pre-exec cgroup join. Never runs Swift code in the child.
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request);
 
 int whisper_pidfd_open(pid_t pid);

@@ -54,13 +54,16 @@ struct ServiceRecord: Sendable {
     var isAlive: Bool { pid != nil }
 
     var earliestDeadline: Instant? {
-        var candidates: [Instant] = []
-        if let restartAt { candidates.append(restartAt) }
-        if let readyDeadline { candidates.append(readyDeadline) }
-        if let watchdogDeadline { candidates.append(watchdogDeadline) }
-        if let probeAt, !isProbeInFlight { candidates.append(probeAt) }
-        if let killDeadline { candidates.append(killDeadline) }
-        return candidates.min()
+        var earliest = restartAt
+        func consider(_ candidate: Instant?) {
+            guard let candidate else { return }
+            if earliest == nil || candidate < earliest! { earliest = candidate }
+        }
+        consider(readyDeadline)
+        consider(watchdogDeadline)
+        if !isProbeInFlight { consider(probeAt) }
+        consider(killDeadline)
+        return earliest
     }
 
     mutating func clearRunDeadlines() {

@@ -8,8 +8,14 @@
 /// let actions = supervisor.handle(.rosterLoaded(roster), now: now)
 /// ```
 public struct Supervisor: Sendable {
-    private var records: [ServiceName: ServiceRecord] = [:]
-    private var order: [ServiceName] = []
+    /// Records in roster order, with an index by name: mutated in place, never copied per event.
+    private var records: [ServiceRecord] = []
+    private var index: [ServiceName: Int] = [:]
+    /// Who waits for whom (`after:` reversed), for reconciling only what an event can affect.
+    private var dependents: [ServiceName: [ServiceName]] = [:]
+    /// Records touched by the current event; reconcile looks at these (and their dependents) only.
+    private var touched: Set<ServiceName> = []
+    private var needsFullReconcile = false
     private var roster: Roster?
     private var completedJobs: [ServiceName: String]
     private var persistedDown: Set<ServiceName>
@@ -33,22 +39,25 @@ public struct Supervisor: Sendable {
     /// The one entry point.
     public mutating func handle(_ event: SupervisorEvent, now: Instant) -> [SupervisorAction] {
         var fx = Effects(now: now, rng: rng)
+        touched.removeAll(keepingCapacity: true)
+        needsFullReconcile = false
         switch event {
         case .rosterLoaded(let newRoster):
             load(newRoster, &fx)
+            needsFullReconcile = true
         case .spawnSucceeded(let name, let pid):
             update(name) { $0.spawned(pid: pid, &fx) }
         case .spawnFailed(let name, let errno):
-            if var record = records[name], record.state == .starting, record.pid == nil {
-                let reason = record.recordExit(nil, spawnErrno: errno, &fx)
-                afterExit(&record, reason, &fx)
-                records[name] = record
+            if let i = index[name], records[i].state == .starting, records[i].pid == nil {
+                let reason = records[i].recordExit(nil, spawnErrno: errno, &fx)
+                afterExit(at: i, reason, &fx)
+                touched.insert(name)
             }
         case .childExited(let name, let pid, let termination):
-            if var record = records[name], record.pid == pid {
-                let reason = record.recordExit(termination, spawnErrno: nil, &fx)
-                afterExit(&record, reason, &fx)
-                records[name] = record
+            if let i = index[name], records[i].pid == pid {
+                let reason = records[i].recordExit(termination, spawnErrno: nil, &fx)
+                afterExit(at: i, reason, &fx)
+                touched.insert(name)
             }
             dropRemoved(&fx)
         case .notified(let name, let message):
@@ -67,10 +76,11 @@ public struct Supervisor: Sendable {
             operate(command, name, &fx)
         case .shutdownRequested:
             if isShuttingDown {
-                for name in order { if let pid = records[name]?.pid { fx.actions.append(.killAll(name, pid: pid)) } }
+                for record in records { if let pid = record.pid { fx.actions.append(.killAll(record.spec.name, pid: pid)) } }
             } else {
                 isShuttingDown = true
             }
+            needsFullReconcile = true
         }
         reconcile(&fx)
         rng = fx.rng
@@ -79,20 +89,33 @@ public struct Supervisor: Sendable {
 
     /// The earliest moment something must happen without an outside event.
     public var nextDeadline: Instant? {
-        order.compactMap { records[$0]?.earliestDeadline }.min()
+        var earliest: Instant?
+        for i in records.indices {
+            if let deadline = records[i].earliestDeadline, earliest == nil || deadline < earliest! { earliest = deadline }
+        }
+        return earliest
     }
 
-    public func statuses() -> [ServiceStatus] { order.compactMap { records[$0]?.status() } }
-    public func status(of name: ServiceName) -> ServiceStatus? { records[name]?.status() }
+    public func statuses() -> [ServiceStatus] { records.map { $0.status() } }
+    public func status(of name: ServiceName) -> ServiceStatus? { index[name].map { records[$0].status() } }
+    /// The main pid of a service, without building a whole status.
+    public func pid(of name: ServiceName) -> Int32? { index[name].flatMap { records[$0].pid } }
 
     /// `3/3 ready`, plus whatever needs attention: the `STATUS=` line whisperd gives systemd.
     public var summary: String {
-        let characters = order.compactMap { records[$0] }.filter { !$0.spec.isJob && $0.desired == .up }
-        let ready = characters.filter(\.isReady).count
-        var text = "\(ready)/\(characters.count) characters ready"
-        let looping = characters.filter(\.isCrashLooping).map(\.spec.name.rawValue)
+        var wanted = 0
+        var ready = 0
+        var looping: [String] = []
+        var failed: [String] = []
+        for record in records {
+            if record.state == .failed { failed.append(record.spec.name.rawValue) }
+            guard !record.spec.isJob, record.desired == .up else { continue }
+            wanted += 1
+            if record.isReady { ready += 1 }
+            if record.isCrashLooping { looping.append(record.spec.name.rawValue) }
+        }
+        var text = "\(ready)/\(wanted) characters ready"
         if !looping.isEmpty { text += "; crash loop: " + looping.joined(separator: ", ") }
-        let failed = order.compactMap { records[$0] }.filter { $0.state == .failed }.map(\.spec.name.rawValue)
         if !failed.isEmpty { text += "; failed: " + failed.joined(separator: ", ") }
         if isShuttingDown { text = "stopping; " + text }
         return text
@@ -101,21 +124,29 @@ public struct Supervisor: Sendable {
     // MARK: - Events
 
     private mutating func update(_ name: ServiceName, _ body: (inout ServiceRecord) -> Void) {
-        guard var record = records[name] else { return }
-        body(&record)
-        records[name] = record
+        guard let i = index[name] else { return }
+        body(&records[i])
+        touched.insert(name)
+    }
+
+    private mutating func rebuildIndex() {
+        index = Dictionary(uniqueKeysWithValues: records.enumerated().map { ($1.spec.name, $0) })
+        dependents = [:]
+        for record in records {
+            for dependency in record.spec.after { dependents[dependency, default: []].append(record.spec.name) }
+        }
     }
 
     private mutating func load(_ newRoster: Roster, _ fx: inout Effects) {
         guard !isShuttingDown else { return }
         guard let oldRoster = roster else {
             roster = newRoster
-            for spec in newRoster.services {
+            records = newRoster.services.map { spec in
                 var record = ServiceRecord(spec: spec, desired: persistedDown.contains(spec.name) ? .down : .up)
                 record.jobSucceeded = isAlreadyDone(spec)
-                records[spec.name] = record
+                return record
             }
-            order = newRoster.names
+            rebuildIndex()
             return
         }
         let diff = RosterDiff(old: oldRoster, new: newRoster)
@@ -125,12 +156,6 @@ public struct Supervisor: Sendable {
                 record.afterExit = .remove
                 if record.isAlive { record.beginStop(.stopped, &fx) }
             }
-        }
-        for name in diff.added {
-            guard let spec = newRoster[name] else { continue }
-            var record = ServiceRecord(spec: spec, desired: .up)
-            record.jobSucceeded = isAlreadyDone(spec)
-            records[name] = record
         }
         for name in diff.relaunched {
             guard let spec = newRoster[name] else { continue }
@@ -155,9 +180,20 @@ public struct Supervisor: Sendable {
                 if limitsChanged, record.isAlive { fx.actions.append(.applyLimits(name, spec.limits)) }
             }
         }
-        // Keep removed services (still stopping) at the end so status shows them going.
-        let stillPresent = order.filter { records[$0]?.afterExit == .remove }
-        order = newRoster.names + stillPresent.filter { !newRoster.names.contains($0) }
+        // New roster order; removed services that are still stopping stay at the end until gone.
+        var reordered: [ServiceRecord] = []
+        for spec in newRoster.services {
+            if let i = index[spec.name] {
+                reordered.append(records[i])
+            } else {
+                var record = ServiceRecord(spec: spec, desired: .up)
+                record.jobSucceeded = isAlreadyDone(spec)
+                reordered.append(record)
+            }
+        }
+        reordered += records.filter { $0.afterExit == .remove && newRoster[$0.spec.name] == nil }
+        records = reordered
+        rebuildIndex()
         dropRemoved(&fx)
     }
 
@@ -166,78 +202,81 @@ public struct Supervisor: Sendable {
         return completedJobs[spec.name] == spec.revision
     }
 
-    private mutating func afterExit(_ record: inout ServiceRecord, _ reason: ExitReason, _ fx: inout Effects) {
-        let plan = record.afterExit
-        record.afterExit = .followPolicy
+    private mutating func afterExit(at i: Int, _ reason: ExitReason, _ fx: inout Effects) {
+        let plan = records[i].afterExit
+        records[i].afterExit = .followPolicy
         if isShuttingDown {
-            record.transition(to: .stopped, "stopped (\(reason))", &fx)
+            records[i].transition(to: .stopped, "stopped (\(reason))", &fx)
             return
         }
         switch plan {
         case .remove:
-            record.afterExit = .remove
-            record.transition(to: .stopped, "removed from the roster", &fx)
+            records[i].afterExit = .remove
+            records[i].transition(to: .stopped, "removed from the roster", &fx)
             return
         case .restartNow:
-            record.start(&fx)
+            records[i].start(&fx)
             return
         case .stayDown:
-            record.transition(to: .stopped, "stopped (\(reason))", &fx)
+            records[i].transition(to: .stopped, "stopped (\(reason))", &fx)
             return
         case .followPolicy:
             break
         }
-        guard record.desired == .up else {
-            record.transition(to: .stopped, "stopped (\(reason))", &fx)
+        guard records[i].desired == .up else {
+            records[i].transition(to: .stopped, "stopped (\(reason))", &fx)
             return
         }
-        if record.spec.isJob, reason.isSuccess {
-            record.jobSucceeded = true
-            if case .job(.oncePerRevision) = record.spec.kind {
-                completedJobs[record.spec.name] = record.spec.revision
-                fx.actions.append(.recordJobCompleted(record.spec.name, revision: record.spec.revision))
+        let spec = records[i].spec
+        if spec.isJob, reason.isSuccess {
+            records[i].jobSucceeded = true
+            if case .job(.oncePerRevision) = spec.kind {
+                completedJobs[spec.name] = spec.revision
+                fx.actions.append(.recordJobCompleted(spec.name, revision: spec.revision))
             }
         }
-        record.applyRestartPolicy(reason, &fx)
+        records[i].applyRestartPolicy(reason, &fx)
     }
 
     private mutating func dropRemoved(_ fx: inout Effects) {
-        for name in order where records[name]?.afterExit == .remove && records[name]?.isAlive == false {
-            records[name] = nil
-            fx.actions.append(.forget(name))
+        guard records.contains(where: { $0.afterExit == .remove && !$0.isAlive }) else { return }
+        for record in records where record.afterExit == .remove && !record.isAlive {
+            fx.actions.append(.forget(record.spec.name))
         }
-        order.removeAll { records[$0] == nil }
+        records.removeAll { $0.afterExit == .remove && !$0.isAlive }
+        rebuildIndex()
     }
 
     private mutating func fireDeadlines(_ fx: inout Effects) {
         let now = fx.now
-        for name in order {
-            update(name) { record in
-                if let killDeadline = record.killDeadline, killDeadline <= now, let pid = record.pid {
-                    record.killDeadline = nil
-                    fx.actions.append(.killAll(name, pid: pid))
-                }
-                if let deadline = record.readyDeadline, deadline <= now, record.isAlive, !record.isReady {
-                    record.readyDeadline = nil
-                    record.beginStop(.readyTimeout, &fx)
-                }
-                if let deadline = record.watchdogDeadline, deadline <= now, record.isAlive {
-                    record.watchdogDeadline = nil
-                    record.beginStop(.watchdogTimeout, &fx)
-                }
-                if let probeAt = record.probeAt, probeAt <= now, !record.isProbeInFlight, record.isAlive,
-                    let port = record.spec.port
-                {
-                    record.probeAt = nil
-                    record.isProbeInFlight = true
-                    let http = record.spec.health.http
-                    fx.actions.append(.probe(name, port: port, path: http.path, timeout: http.timeout))
-                }
-                if let restartAt = record.restartAt, restartAt <= now {
-                    // Leave it stopped-but-wanted; reconcile starts it once its dependencies allow.
-                    record.restartAt = nil
-                    record.transition(to: .stopped, "restart delay over", &fx)
-                }
+        for i in records.indices {
+            guard let earliest = records[i].earliestDeadline, earliest <= now else { continue }
+            touched.insert(records[i].spec.name)
+            let name = records[i].spec.name
+            if let killDeadline = records[i].killDeadline, killDeadline <= now, let pid = records[i].pid {
+                records[i].killDeadline = nil
+                fx.actions.append(.killAll(name, pid: pid))
+            }
+            if let deadline = records[i].readyDeadline, deadline <= now, records[i].isAlive, !records[i].isReady {
+                records[i].readyDeadline = nil
+                records[i].beginStop(.readyTimeout, &fx)
+            }
+            if let deadline = records[i].watchdogDeadline, deadline <= now, records[i].isAlive {
+                records[i].watchdogDeadline = nil
+                records[i].beginStop(.watchdogTimeout, &fx)
+            }
+            if let probeAt = records[i].probeAt, probeAt <= now, !records[i].isProbeInFlight, records[i].isAlive,
+                let port = records[i].spec.port
+            {
+                records[i].probeAt = nil
+                records[i].isProbeInFlight = true
+                let http = records[i].spec.health.http
+                fx.actions.append(.probe(name, port: port, path: http.path, timeout: http.timeout))
+            }
+            if let restartAt = records[i].restartAt, restartAt <= now {
+                // Leave it stopped-but-wanted; reconcile starts it once its dependencies allow.
+                records[i].restartAt = nil
+                records[i].transition(to: .stopped, "restart delay over", &fx)
             }
         }
     }
@@ -267,7 +306,7 @@ public struct Supervisor: Sendable {
                         record.beginStop(.stopped, &fx)
                     }
                 } else {
-                    if record.spec.isJob, case .job(.everyStart) = record.spec.kind { record.jobSucceeded = false }
+                    if case .job(.everyStart) = record.spec.kind { record.jobSucceeded = false }
                     if command == .restart, record.spec.isJob { record.jobSucceeded = false }
                     record.transition(to: .stopped, "\(command.rawValue) requested", &fx)
                 }
@@ -282,54 +321,66 @@ public struct Supervisor: Sendable {
             advanceShutdown(&fx)
             return
         }
-        // Repeat until nothing starts: a job that is already done can unblock its dependents at once.
-        var changed = true
-        while changed {
-            changed = false
-            for name in order {
-                guard var record = records[name], record.afterExit != .remove else { continue }
-                let before = record.state
-                switch (record.desired, record.state) {
-                case (.up, .stopped), (.up, .waiting):
-                    if record.spec.isJob, record.jobSucceeded {
-                        record.transition(to: .exited, "already done for this revision", &fx)
-                    } else if let blocker = firstUnmetDependency(of: record.spec) {
-                        record.transition(to: .waiting, "waiting for \(blocker)", &fx)
-                    } else {
-                        record.start(&fx)
-                    }
-                case (.down, .waiting), (.down, .backoff), (.down, .crashloop):
-                    record.restartAt = nil
-                    record.transition(to: .stopped, "stopped by operator", &fx)
-                case (.down, .starting), (.down, .running):
-                    if record.isAlive { record.beginStop(.stopped, &fx) }
-                case (.up, _), (.down, _):
-                    break
-                }
-                if record.state != before { changed = true }
-                records[name] = record
-            }
+        // What this event can affect: the records it touched and whoever waits for them;
+        // repeated while something starts, as a job already done can unblock its dependents.
+        var pending: [Int]
+        if needsFullReconcile {
+            pending = Array(records.indices)
+        } else {
+            var names = touched
+            for name in touched { names.formUnion(dependents[name] ?? []) }
+            pending = names.compactMap { index[$0] }.sorted()
         }
-        if !isStartupAnnounced, !order.contains(where: { isProgressing($0) }) {
+        while !pending.isEmpty {
+            var next: Set<ServiceName> = []
+            for i in pending where records[i].afterExit != .remove {
+                let before = records[i].state
+                reconcileOne(i, &fx)
+                if records[i].state != before { next.formUnion(dependents[records[i].spec.name] ?? []) }
+            }
+            pending = next.compactMap { index[$0] }.sorted()
+        }
+        if !isStartupAnnounced, !records.indices.contains(where: { isProgressing($0) }) {
             isStartupAnnounced = true
             fx.actions.append(.startupCompleted)
         }
     }
 
+    private mutating func reconcileOne(_ i: Int, _ fx: inout Effects) {
+        switch (records[i].desired, records[i].state) {
+        case (.up, .stopped), (.up, .waiting):
+            if records[i].spec.isJob, records[i].jobSucceeded {
+                records[i].transition(to: .exited, "already done for this revision", &fx)
+            } else if let blocker = firstUnmetDependency(of: records[i].spec) {
+                records[i].transition(to: .waiting, "waiting for \(blocker)", &fx)
+            } else {
+                records[i].start(&fx)
+            }
+        case (.down, .waiting), (.down, .backoff), (.down, .crashloop):
+            records[i].restartAt = nil
+            records[i].transition(to: .stopped, "stopped by operator", &fx)
+        case (.down, .starting), (.down, .running):
+            if records[i].isAlive { records[i].beginStop(.stopped, &fx) }
+        case (.up, _), (.down, _):
+            break
+        }
+    }
+
     private func firstUnmetDependency(of spec: ServiceSpec) -> ServiceName? {
         spec.after.first { dependency in
-            guard let record = records[dependency] else { return true }
-            return record.spec.isJob ? !record.jobSucceeded : !(record.isReady && record.state == .running)
+            guard let i = index[dependency] else { return true }
+            return records[i].spec.isJob ? !records[i].jobSucceeded : !(records[i].isReady && records[i].state == .running)
         }
     }
 
     /// Still on its way to a settled state (for the one-time `READY=1` to systemd).
-    private func isProgressing(_ name: ServiceName, depth: Int = 0) -> Bool {
-        guard let record = records[name], record.desired == .up, depth < 64 else { return false }
-        switch record.state {
+    private func isProgressing(_ i: Int, depth: Int = 0) -> Bool {
+        guard records[i].desired == .up, depth < 64 else { return false }
+        switch records[i].state {
         case .starting, .stopping: return true
-        case .running: return record.spec.isJob || (!record.isReady && record.readyDeadline != nil)
-        case .waiting: return record.spec.after.contains { isProgressing($0, depth: depth + 1) }
+        case .running: return records[i].spec.isJob || (!records[i].isReady && records[i].readyDeadline != nil)
+        case .waiting:
+            return records[i].spec.after.contains { name in index[name].map { isProgressing($0, depth: depth + 1) } ?? false }
         case .stopped: return true
         case .backoff, .crashloop, .exited, .failed: return false
         }
@@ -337,23 +388,23 @@ public struct Supervisor: Sendable {
 
     /// Stop in reverse dependency order: a service goes once nothing alive depends on it.
     private mutating func advanceShutdown(_ fx: inout Effects) {
-        for name in order {
-            update(name) { record in
-                if !record.isAlive, record.state != .stopped {
-                    record.restartAt = nil
-                    record.transition(to: .stopped, "whisperd is shutting down", &fx)
+        var anyAlive = false
+        for i in records.indices {
+            if !records[i].isAlive {
+                if records[i].state != .stopped {
+                    records[i].restartAt = nil
+                    records[i].transition(to: .stopped, "whisperd is shutting down", &fx)
                 }
+                continue
             }
-        }
-        for name in order {
-            guard let record = records[name], record.isAlive, record.state != .stopping else { continue }
-            let hasLiveDependent = order.contains { other in
-                guard let dependent = records[other], dependent.isAlive else { return false }
-                return dependent.spec.after.contains(name)
+            anyAlive = true
+            guard records[i].state != .stopping else { continue }
+            let hasLiveDependent = (dependents[records[i].spec.name] ?? []).contains { name in
+                index[name].map { records[$0].isAlive } ?? false
             }
-            if !hasLiveDependent { update(name) { $0.beginStop(.stopped, &fx) } }
+            if !hasLiveDependent { records[i].beginStop(.stopped, &fx) }
         }
-        if !isShutdownAnnounced, !order.contains(where: { records[$0]?.isAlive == true }) {
+        if !isShutdownAnnounced, !anyAlive {
             isShutdownAnnounced = true
             fx.actions.append(.shutdownCompleted)
         }
