@@ -204,7 +204,8 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
 
     if (context.use_slots) {
         /* Drop our references to the child's pipe ends and cgroup files. */
-        for (int i = SLOT_STDOUT; i < SLOT_COUNT; i++) dup2(reserved_null, reserved_slots[i]);
+        int used = SLOT_CGROUP0 + request->cgroup_procs_count;
+        for (int i = SLOT_STDOUT; i < used; i++) dup2(reserved_null, reserved_slots[i]);
     }
     pthread_mutex_unlock(&slot_lock);
 

@@ -49,6 +49,9 @@ extension Daemon {
         case .startupCompleted:
             log.log(.info, "whisperd", "startup complete: \(core.summary)")
             systemd.ready(status: core.summary)
+            // Parsing the roster and the start-up burst leave freed heap behind: give it back,
+            // since whisperd then lives for months at its idle size.
+            releaseFreedMemory()
         case .shutdownCompleted:
             log.log(.info, "whisperd", "every service stopped")
             loop.stop()

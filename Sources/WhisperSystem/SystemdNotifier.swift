@@ -62,3 +62,8 @@ public func raiseFileLimit() -> Int64 {
     _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     return original
 }
+
+/// Returns freed heap to the kernel (after start-up, which leaves parse garbage behind).
+public func releaseFreedMemory() {
+    _ = malloc_trim(0)
+}

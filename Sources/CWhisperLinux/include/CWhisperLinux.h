@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <malloc.h>
 
 /// What the child does between fork and exec. Everything is prepared by the parent:
 /// the child only makes async-signal-safe system calls.
