@@ -1,6 +1,7 @@
 import CWhisperLinux
 import Foundation
 import Glibc
+import Dispatch
 import Synchronization
 
 /// Writes every character's log file on its own thread, so a slow or full disk never stalls the
@@ -35,6 +36,8 @@ public final class LogWriter: Sendable {
 
     private let queue = Mutex(Queue())
     private let wakeFD: Int32
+    /// Posted by the writer thread when it has written its last batch and exits.
+    private let finished = DispatchSemaphore(value: 0)
     private let budgetBytes: Int
 
     /// - Parameter budgetBytes: how much may wait for the disk before lines are dropped.
@@ -69,11 +72,13 @@ public final class LogWriter: Sendable {
         }
     }
 
-    /// Waits (bounded) for the queue to drain, then stops the thread. For shutdown.
-    public func close() {
+    /// Stops accepting lines, waits (at most `timeout`) until the queue is written, and
+    /// stops the thread. For shutdown: the last lines of a stopping fleet are not lost.
+    public func close(timeout: Double = 2) {
         queue.withLock { $0.isClosed = true }
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
+        _ = finished.wait(timeout: .now() + timeout)
     }
 
     private func writerLoop() {
@@ -103,6 +108,7 @@ public final class LogWriter: Sendable {
             }
             if closed {
                 for file in files.values { file.close() }
+                finished.signal()
                 return
             }
         }

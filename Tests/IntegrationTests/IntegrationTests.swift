@@ -437,6 +437,24 @@ extension IntegrationTests {
         }
     }
 
+    @Suite struct SystemdSection {
+        @Test func whisperdTellsItsParent_READY_thenSTOPPING() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", fastDefaults + "characters:\n  elena: {command: [sleep, '300']}\n")
+            // Play systemd: a datagram socket whisperd finds through NOTIFY_SOCKET.
+            let listener = try DatagramListener(path: scratch.path + "/systemd.sock")
+            let whisperd = try WhisperdProcess(
+                scratch: scratch, environment: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"])
+            defer { whisperd.terminate() }
+            let ready = listener.receive(containing: "READY=1")
+            #expect(ready?.contains("STATUS=1/1 characters ready") == true)
+            #expect(listener.receive(containing: "WATCHDOG=1") != nil)
+            whisperd.signal(SIGTERM)
+            #expect(listener.receive(containing: "STOPPING=1") != nil)
+            #expect(whisperd.waitForExit() == 0)
+        }
+    }
+
     @Suite struct CheckSection {
         @Test func checkExitsZeroOrOne_listingEveryProblem() throws {
             let scratch = Scratch()
@@ -504,4 +522,42 @@ func sendDatagram(_ message: String, to path: String) -> Bool {
         }
     }
     return sent > 0
+}
+
+/// A bound datagram socket standing in for systemd's notify socket.
+final class DatagramListener {
+    let path: String
+    let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.prefix(buffer.count - 1).enumerated() { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// The next datagram containing `fragment` (others are skipped); nil after 10 s of silence.
+    func receive(containing fragment: String) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { return nil }
+            let text = String(decoding: buffer[0..<count], as: UTF8.self)
+            if text.contains(fragment) { return text }
+        }
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
 }

@@ -56,7 +56,7 @@ final class WhisperdProcess: @unchecked Sendable {
     /// Every pid whisperd reported for a child, so cleanup can make sure none outlives the test.
     private(set) var childPIDs: Set<Int32> = []
 
-    init(scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil) throws {
+    init(scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:]) throws {
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
         process.executableURL = URL(fileURLWithPath: whisperdBinary())
@@ -67,6 +67,9 @@ final class WhisperdProcess: @unchecked Sendable {
             ] + extraArguments
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        environment.removeValue(forKey: "NOTIFY_SOCKET")
+        environment.removeValue(forKey: "WATCHDOG_USEC")
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         let pipe = Pipe()
         process.standardError = pipe
