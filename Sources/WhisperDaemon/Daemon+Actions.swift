@@ -18,11 +18,13 @@ extension Daemon {
             if let run = runs[name], run.pid == pid { _ = ChildReaper.signal(pidFD: run.pidFD, SIGKILL) }
         case .probe(let name, let port, let path, let timeout):
             let deadline = Clock.monotonicNanoseconds() + timeout.nanoseconds
-            probes[name] = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline) {
+            let probe = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline) {
                 [unowned self] succeeded in
                 self.probes[name] = nil
                 self.post(.probeFinished(name, succeeded: succeeded))
             }
+            // A refused connect completes inside the initialiser: nothing left to track then.
+            if !probe.isDone { probes[name] = probe }
         case .applyLimits(let name, _):
             log.log(.warning, name.rawValue, "limits changed; not enforced without a cgroup backend")
         case .persistIntent(let name, let intent):
