@@ -69,6 +69,7 @@ final class WhisperdProcess: @unchecked Sendable {
         environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.removeValue(forKey: "NOTIFY_SOCKET")
         environment.removeValue(forKey: "WATCHDOG_USEC")
+        environment["WHISPERD_TEST_LEAK"] = "must-not-reach-children"
         environment.merge(extra) { _, new in new }
         process.environment = environment
         let pipe = Pipe()
