@@ -50,7 +50,7 @@ public struct RosterLoader: Sendable {
 
     public func load(path: String) -> Result<LoadedRoster, RosterError> {
         let absolute = Paths.absolute(path, from: FileManager.default.currentDirectoryPath)
-        let file = (absolute as NSString).lastPathComponent
+        let file = Paths.lastComponent(absolute)
         func fail(_ message: String) -> Result<LoadedRoster, RosterError> {
             .failure(RosterError(problems: [RosterProblem(file: file, line: nil, key: "", message: message)]))
         }
@@ -65,8 +65,8 @@ public struct RosterLoader: Sendable {
 
     /// Parses and validates roster text as if it lived at `path` (relative paths resolve from there).
     public func parse(_ text: String, path: String) -> Result<LoadedRoster, RosterError> {
-        var reader = RosterReader(file: (path as NSString).lastPathComponent)
-        let baseDirectory = (path as NSString).deletingLastPathComponent
+        var reader = RosterReader(file: Paths.lastComponent(path))
+        let baseDirectory = Paths.directory(of: path)
         if text.utf8.contains(0) {
             reader.report(nil, "", "file contains a NUL byte")
             return .failure(RosterError(problems: reader.problems))

@@ -166,9 +166,9 @@ struct RosterResolver {
         guard let text = String(data: data, encoding: .utf8) else { return problem("\(file) is not UTF-8") }
         switch Dotenv.parse(text) {
         case .failure(let error):
-            problem("\((file as NSString).lastPathComponent):\(error.line): \(error.message)")
+            problem("\(Paths.lastComponent(file)):\(error.line): \(error.message)")
         case .success(let entries):
-            let name = (file as NSString).lastPathComponent
+            let name = Paths.lastComponent(file)
             if info.st_mode & S_IROTH != 0, let secret = entries.first(where: { Secrets.isSecret($0.key) }) {
                 problem("\(file) holds \(secret.key) but is world-readable: chmod o-r \(file)")
             }

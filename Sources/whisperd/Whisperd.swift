@@ -11,7 +11,7 @@ import WhisperWorker
 struct Whisperd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "whisperd",
-        abstract: "Supervise a fleet of AI character bots: one process and one cgroup each.",
+        abstract: "Supervise a fleet of AI character bots, one process (and process group) each.",
         discussion: """
             Runs in the foreground (systemd does the daemonising). Without flags it reads
             /etc/whisperd/roster.yaml and uses /var/lib/whisperd, /run/whisperd and
@@ -71,7 +71,7 @@ struct Whisperd: ParsableCommand {
             address = parsed
         }
         let isProduction = Paths.normalize(loaded.path) == Whisperd.productionRoster
-        let localBase = ((loaded.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".whisperd")
+        let localBase = Paths.directory(of: loaded.path) + "/.whisperd"
         let configuration = DaemonConfiguration(
             rosterPath: loaded.path,
             stateDirectory: absolute(stateDir ?? (isProduction ? "/var/lib/whisperd" : localBase + "/state")),
