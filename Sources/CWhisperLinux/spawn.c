@@ -42,7 +42,7 @@ static int dup_onto(int from, int to)
  * the parent has put what the child needs. Those slots are reserved once, early, by
  * whisper_spawn_reserve_slots(); without them we fall back to vfork.
  */
-enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + 4 };
+enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + WHISPER_SPAWN_MAX_CGROUPS };
 static int reserved_slots[SLOT_COUNT];
 static int reserved_max = -1;
 static int reserved_null = -1;
@@ -140,6 +140,10 @@ static int child_main(void *argument)
             setrlimit(RLIMIT_NOFILE, &limit);
         }
     }
+    if (request->data_limit >= 0) {
+        struct rlimit limit = { (rlim_t)request->data_limit, (rlim_t)request->data_limit };
+        setrlimit(RLIMIT_DATA, &limit);
+    }
     for (int i = 0; i < cgroup_count; i++) {
         if (write(cgroup_fds[i], "0", 1) != 1) { report->error = errno; report->step = 3; _exit(127); }
     }
@@ -174,7 +178,7 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
     context.report = &report;
 
     pthread_mutex_lock(&slot_lock);
-    context.use_slots = reserved_max >= 0 && request->cgroup_procs_count <= 4;
+    context.use_slots = reserved_max >= 0 && request->cgroup_procs_count <= WHISPER_SPAWN_MAX_CGROUPS;
     if (context.use_slots) {
         memcpy(context.slots, reserved_slots, sizeof reserved_slots);
         context.slot_max = reserved_max;

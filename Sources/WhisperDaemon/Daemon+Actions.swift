@@ -10,12 +10,10 @@ extension Daemon {
             spawn(spec)
         case .signal(let name, let pid, let signal):
             // The whole process group: shell wrappers do not forward signals.
-            if kill(-pid, signal.rawValue) != 0, let run = runs[name], run.pid == pid {
-                _ = ChildReaper.signal(pidFD: run.pidFD, signal.rawValue)
-            }
+            guard let run = runs[name], run.pid == pid, run.pidFD >= 0 else { break }
+            if kill(-pid, signal.rawValue) != 0 { _ = ChildReaper.signal(pidFD: run.pidFD, signal.rawValue) }
         case .killAll(let name, let pid):
-            _ = kill(-pid, SIGKILL)
-            if let run = runs[name], run.pid == pid { _ = ChildReaper.signal(pidFD: run.pidFD, SIGKILL) }
+            killAll(name, pid: pid)
         case .probe(let name, let port, let path, let timeout):
             let deadline = Clock.monotonicNanoseconds() + timeout.nanoseconds
             let probe = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline) {
@@ -25,8 +23,8 @@ extension Daemon {
             }
             // A refused connect completes inside the initialiser: nothing left to track then.
             if !probe.isDone { probes[name] = probe }
-        case .applyLimits(let name, _):
-            log.log(.warning, name.rawValue, "limits changed; not enforced without a cgroup backend")
+        case .applyLimits(let name, let limits):
+            applyLimitsLive(name, limits)
         case .persistIntent(let name, let intent):
             do { try stateStore.setIntent(name.rawValue, down: intent == .down) } catch {
                 log.log(.error, name.rawValue, "could not persist intent \(intent.rawValue): \(error)")
@@ -42,10 +40,14 @@ extension Daemon {
             }
             rejectedDatagrams[name] = nil
             malformedDatagrams[name] = nil
+            removeCgroup(of: name)
             log.log(.info, name.rawValue, "removed")
         case .transitioned(let name, let from, let to, let detail):
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
+            // Down for good (until someone starts it): its empty cgroups go away.
+            let isDownForGood = to == .exited || to == .failed || (to == .stopped && core.status(of: name)?.desired == .down)
+            if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
         case .alert(let name, let message):
             log.log(.error, name.rawValue, message)
         case .startupCompleted:
@@ -70,11 +72,20 @@ extension Daemon {
             post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EIO))
             return
         }
+        let cgroupFDs: [Int32]
+        do {
+            cgroupFDs = try prepareCgroup(for: spec)
+        } catch {
+            log.log(.error, name.rawValue, "cannot prepare its cgroup: \(error)")
+            post(.spawnFailed(name, errno: error.errno))
+            return
+        }
         var environment = spec.launch.environment
         environment["NOTIFY_SOCKET"] = socket.path
         environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
         let request = ProcessSpawner.Request(
-            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory)
+            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
+            cgroupProcsFDs: cgroupFDs, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil)
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, name.rawValue, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
@@ -100,12 +111,18 @@ extension Daemon {
         guard let result = ChildReaper.reap(pidFD: run.pidFD) else { return }
         loop.remove(run.pidFD)
         close(run.pidFD)
-        if runs[name] === run { runs[name] = nil }
+        run.pidFD = -1
         let termination: ProcessTermination =
             if let signal = result.signal { .signaled(Signal(rawValue: signal)) } else {
                 .exited(code: result.code ?? -1)
             }
-        post(.childExited(name, pid: run.pid, termination))
+        if let group = characterCgroups[name], group.hasGrouping, !group.isEmpty() {
+            // Like a container whose first process ended: the rest of the character goes too,
+            // and the run is over only when its cgroup is empty.
+            drain(name, group, run, termination)
+        } else {
+            finishRun(name, run, termination)
+        }
     }
 
     /// Reads a child's stdout or stderr into its log file. Outlives the main process while a
@@ -157,9 +174,9 @@ extension Daemon {
 
     private func receiveNotifications(_ name: ServiceName, _ socket: NotifySocket) {
         for datagram in socket.drain() {
-            guard let run = runs[name], ProcessTree.isMember(datagram.senderPID, ofGroupLedBy: run.pid) else {
+            guard let run = runs[name], isMember(datagram.senderPID, of: name, run: run) else {
                 rejectedDatagrams[name, default: 0] += 1
-                log.log(.debug, name.rawValue, "notify datagram from pid \(datagram.senderPID) rejected: not in its process tree")
+                log.log(.debug, name.rawValue, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
                 continue
             }
             if datagram.isTruncated {

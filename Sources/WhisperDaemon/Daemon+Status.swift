@@ -1,4 +1,5 @@
 import Foundation
+import WhisperConfig
 import WhisperCore
 import WhisperSystem
 
@@ -13,6 +14,7 @@ extension Daemon {
         switch request.path {
         case "/health":
             let statuses = core.statuses()
+            let limits = limitsByName
             let unhealthy = statuses.filter(\.isUnhealthy)
             var body: [String: Any] = [
                 "status": unhealthy.isEmpty ? "ok" : "degraded",
@@ -20,28 +22,41 @@ extension Daemon {
                     "version": WhisperdVersion.current,
                     "pid": Int(getpid()),
                     "uptime_seconds": Double(now - startedAt) / 1e9,
-                    "cgroup_backend": "none",
+                    "cgroup_backend": cgroups.name,
+                    "cgroups": cgroupReport,
                     "shutting_down": core.isShuttingDown,
                     "summary": core.summary,
                 ] as [String: Any],
-                "characters": statuses.map { describe($0, now: now) },
+                "characters": statuses.map { describe($0, now: now, limits: limits) },
             ]
             if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }
             return json(unhealthy.isEmpty ? 200 : 503, body)
         case "/v1/characters":
-            return json(200, ["characters": core.statuses().map { describe($0, now: now) }])
+            let limits = limitsByName
+            return json(200, ["characters": core.statuses().map { describe($0, now: now, limits: limits) }])
         default:
             let prefix = "/v1/characters/"
             if request.path.hasPrefix(prefix), let name = ServiceName(String(request.path.dropFirst(prefix.count))),
                 let status = core.status(of: name)
             {
-                return json(200, describe(status, now: now))
+                return json(200, describe(status, now: now, limits: limitsByName))
             }
             return json(404, ["error": "not found: \(request.path)"])
         }
     }
 
-    func describe(_ status: ServiceStatus, now: Int64) -> [String: Any] {
+    private var limitsByName: [ServiceName: Limits] {
+        Dictionary(loaded.roster.services.map { ($0.name, $0.limits) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Which hierarchy enforces what; the same facts as the start-up log line.
+    var cgroupReport: [String: Any] {
+        var report: [String: Any] = ["backend": cgroups.name, "not_enforced": cgroups.notEnforced]
+        for (function, provider) in cgroups.functions { report[function.replacingOccurrences(of: " ", with: "_")] = provider }
+        return report
+    }
+
+    func describe(_ status: ServiceStatus, now: Int64, limits: [ServiceName: Limits]) -> [String: Any] {
         var object: [String: Any] = [
             "name": status.name.rawValue,
             "kind": status.isJob ? "job" : "character",
@@ -59,11 +74,27 @@ extension Daemon {
             object["uptime_seconds"] = Double(now - started.nanoseconds) / 1e9
         }
         if let exit = status.lastExit {
-            object["last_exit"] = [
+            var lastExit: [String: Any] = [
                 "reason": exit.reason.description,
                 "seconds_ago": Double(now - exit.at.nanoseconds) / 1e9,
                 "uptime_seconds": exit.uptime.seconds,
-            ] as [String: Any]
+            ]
+            if let peak = exit.peakMemoryBytes { lastExit["peak_memory_bytes"] = peak }
+            object["last_exit"] = lastExit
+        }
+        if status.oomKills > 0 { object["oom_kills"] = status.oomKills }
+        if let limit = limits[status.name] {
+            var resources: [String: Any] = [:]
+            if let memory = limit.memoryBytes { resources["memory_limit_bytes"] = memory }
+            if let cpus = limit.cpus { resources["cpus_limit"] = cpus }
+            if let pids = limit.pids { resources["pids_limit"] = pids }
+            if let usage = characterCgroups[status.name]?.usage() {
+                if let memory = usage.memoryBytes { resources["memory_bytes"] = memory }
+                if let peak = usage.memoryPeakBytes { resources["memory_peak_bytes"] = peak }
+                if let cpu = usage.cpuMicroseconds { resources["cpu_seconds"] = Double(cpu) / 1e6 }
+                if let pids = usage.pids { resources["pids"] = pids }
+            }
+            if !resources.isEmpty { object["resources"] = resources }
         }
         if !status.restartsByReason.isEmpty { object["restarts_by_reason"] = status.restartsByReason }
         if let text = status.statusText { object["status_text"] = text }

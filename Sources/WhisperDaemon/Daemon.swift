@@ -26,6 +26,12 @@ public final class Daemon {
     var notifySockets: [ServiceName: NotifySocket] = [:]
     var runs: [ServiceName: LiveRun] = [:]
     var probes: [ServiceName: HTTPProbe] = [:]
+    let cgroups: CgroupBackend
+    var characterCgroups: [ServiceName: CharacterCgroup] = [:]
+    /// The OOM event descriptor registered in the loop, per character.
+    var oomWatches: [ServiceName: Int32] = [:]
+    /// Characters whose main process exited while others of theirs still run: killed, awaited.
+    var drains: [ServiceName: CgroupDrain] = [:]
     var rejectedDatagrams: [ServiceName: Int] = [:]
     var malformedDatagrams: [ServiceName: Int] = [:]
 
@@ -39,7 +45,8 @@ public final class Daemon {
     /// One running process of a service.
     final class LiveRun {
         let pid: Int32
-        let pidFD: Int32
+        /// -1 once reaped (the number may then belong to another descriptor).
+        var pidFD: Int32
         var outputs: [Int32: OutputPipe] = [:]
 
         init(pid: Int32, pidFD: Int32) {
@@ -52,8 +59,12 @@ public final class Daemon {
         var assembler: LineAssembler
     }
 
-    public init(configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64) throws {
+    public init(
+        configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64,
+        cgroups: CgroupBackend = .none()
+    ) throws {
         self.configuration = configuration
+        self.cgroups = cgroups
         self.loaded = loaded
         self.log = log
         self.loop = try EventLoop()
@@ -91,6 +102,7 @@ public final class Daemon {
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
         post(.rosterLoaded(loaded.roster))
         loop.run()
+        for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
         logWriter.close()
@@ -118,6 +130,7 @@ public final class Daemon {
     private func armTimer() {
         var deadline = core.nextDeadline?.nanoseconds
         for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
+        for drain in drains.values { deadline = min(deadline ?? drain.deadline, drain.deadline) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
         loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
     }
@@ -128,6 +141,7 @@ public final class Daemon {
             probes[name] = nil
             probe.expire()
         }
+        for drain in drains.values where drain.deadline <= now { drainTimedOut(drain) }
         if let ping = nextSystemdPing, ping <= now, let interval = systemd.watchdogPingInterval {
             systemd.watchdog()
             nextSystemdPing = now + interval
@@ -173,12 +187,20 @@ public final class Daemon {
         }
     }
 
+    /// Names, per character, the limits it asks for that this host cannot enforce.
     private func warnAboutLimits(_ roster: Roster) {
-        let limited = roster.services.filter { $0.limits != Limits() }.map(\.name.rawValue)
-        guard !limited.isEmpty else { return }
-        log.log(
-            .warning, "whisperd",
-            "limits are NOT enforced (no cgroup backend in this build; process groups only) for: \(limited.joined(separator: ", "))")
+        let missing = Set(cgroups.notEnforced)
+        for spec in roster.services {
+            var unenforced: [String] = []
+            if spec.limits.memoryBytes != nil, missing.contains("memory") { unenforced.append("memory (RLIMIT_DATA only)") }
+            if spec.limits.memoryHighBytes != nil, missing.contains("memory_high") { unenforced.append("memory_high") }
+            if spec.limits.cpus != nil, missing.contains("cpus") { unenforced.append("cpus") }
+            if spec.limits.pids != nil, missing.contains("pids") { unenforced.append("pids") }
+            guard !unenforced.isEmpty else { continue }
+            log.log(
+                .warning, spec.name.rawValue,
+                "limits NOT enforced (\(cgroups.name) backend): \(unenforced.joined(separator: ", "))")
+        }
     }
 
     private func publishSystemdStatus() {

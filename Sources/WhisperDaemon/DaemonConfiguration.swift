@@ -1,3 +1,5 @@
+import WhisperSystem
+
 /// Where whisperd reads and writes, after flags and defaults.
 public struct DaemonConfiguration: Sendable {
     public var rosterPath: String
@@ -7,11 +9,17 @@ public struct DaemonConfiguration: Sendable {
     /// Loopback status endpoint (`/health`); `nil` is `--http off`.
     public var httpAddress: (host: String, port: Int)?
     public var selfExecutable: String
+    /// `--cgroup-backend` and `--cgroup` (base path inside each hierarchy; `nil`: own cgroup).
+    public var cgroupMode: CgroupMode
+    public var cgroupBase: String?
 
     public init(
         rosterPath: String, stateDirectory: String, runtimeDirectory: String, logDirectory: String,
-        httpAddress: (host: String, port: Int)?, selfExecutable: String
+        httpAddress: (host: String, port: Int)?, selfExecutable: String, cgroupMode: CgroupMode = .auto,
+        cgroupBase: String? = nil
     ) {
+        self.cgroupMode = cgroupMode
+        self.cgroupBase = cgroupBase
         self.rosterPath = rosterPath
         self.stateDirectory = stateDirectory
         self.runtimeDirectory = runtimeDirectory

@@ -29,7 +29,41 @@ public enum DaemonLauncher {
         ftruncate(lockFD, 0)
         _ = "\(getpid())\n".withCString { write(lockFD, $0, strlen($0)) }
         defer { close(lockFD) }
-        let daemon = try Daemon(configuration: configuration, loaded: loaded, log: log, nofileSoftLimit: nofile)
+        let cgroups: CgroupBackend
+        do {
+            cgroups = try CgroupBackend.detect(
+                mode: configuration.cgroupMode, basePath: configuration.cgroupBase, layout: CgroupLayout.current())
+        } catch {
+            log.log(.error, "whisperd", "\(error)")
+            return 1
+        }
+        defer { cgroups.finish() }
+        report(cgroups, log: log)
+        // A previous whisperd that died left its characters running: stop them before anything
+        // starts, so no character ever runs twice (two bots on one Discord token).
+        for leftover in cgroups.clearLeftovers() {
+            log.log(
+                .warning, leftover.name,
+                "killed \(leftover.pids.count) process(es) left running by a previous whisperd (pids "
+                    + leftover.pids.map(String.init).joined(separator: ", ") + ")")
+        }
+        let daemon = try Daemon(
+            configuration: configuration, loaded: loaded, log: log, nofileSoftLimit: nofile, cgroups: cgroups)
         return try daemon.run(signals: signals)
+    }
+
+    private static func report(_ cgroups: CgroupBackend, log: DaemonLog) {
+        log.log(.info, "whisperd", cgroups.summary)
+        for note in cgroups.notes { log.log(.info, "whisperd", "cgroups: \(note)") }
+        if cgroups.grouping == nil {
+            log.log(
+                .warning, "whisperd",
+                "WARNING: no cgroup backend: characters are grouped by process group only, and memory/cpus/pids limits "
+                    + "are NOT enforced (memory falls back to RLIMIT_DATA, which bounds the heap only)")
+        } else if !cgroups.notEnforced.isEmpty {
+            log.log(
+                .warning, "whisperd",
+                "WARNING: these limits are NOT enforced on this host: \(cgroups.notEnforced.joined(separator: ", "))")
+        }
     }
 }

@@ -11,6 +11,8 @@ public final class EventLoop {
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         public static let readable = Interest(rawValue: EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
         public static let writable = Interest(rawValue: EPOLLOUT.rawValue)
+        /// cgroupfs "file modified" notifications (`cgroup.events`, `memory.events`).
+        public static let priority = Interest(rawValue: EPOLLPRI.rawValue)
     }
 
     public typealias Handler = (_ events: UInt32) -> Void

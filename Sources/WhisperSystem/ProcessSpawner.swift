@@ -11,12 +11,18 @@ public struct ProcessSpawner: Sendable {
         public var workingDirectory: String
         /// Open `cgroup.procs` files the child joins before exec.
         public var cgroupProcsFDs: [Int32]
+        /// RLIMIT_DATA for the child: the only memory bound left when there is no memory cgroup.
+        public var dataLimitBytes: UInt64?
 
-        public init(arguments: [String], environment: [String: String], workingDirectory: String, cgroupProcsFDs: [Int32] = []) {
+        public init(
+            arguments: [String], environment: [String: String], workingDirectory: String, cgroupProcsFDs: [Int32] = [],
+            dataLimitBytes: UInt64? = nil
+        ) {
             self.arguments = arguments
             self.environment = environment
             self.workingDirectory = workingDirectory
             self.cgroupProcsFDs = cgroupProcsFDs
+            self.dataLimitBytes = dataLimitBytes
         }
     }
 
@@ -103,7 +109,8 @@ public struct ProcessSpawner: Sendable {
                         path: cPath, argv: argv.pointer, envp: envp.pointer, working_directory: cwd,
                         stdin_fd: devNull, stdout_fd: stdoutPipe[1], stderr_fd: stderrPipe[1],
                         cgroup_procs_fds: cgroupFDs.baseAddress, cgroup_procs_count: Int32(cgroupFDs.count),
-                        new_process_group: 1, nofile_soft: nofileSoftLimit)
+                        new_process_group: 1, nofile_soft: nofileSoftLimit,
+                        data_limit: request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1)
                     return whisper_spawn(&spawnRequest)
                 }
             }
@@ -148,6 +155,11 @@ public enum ChildReaper {
         var signal: Int32 = 0
         guard whisper_pidfd_reap(pidFD, &code, &signal) == 1 else { return nil }
         return signal != 0 ? (nil, signal) : (code, nil)
+    }
+
+    /// A pidfd for any process (not only our children): it polls readable when the process exits.
+    public static func openPidFD(_ pid: Int32) -> Int32 {
+        whisper_pidfd_open(pid)  // pidfds are always close-on-exec
     }
 
     public static func signal(pidFD: Int32, _ signal: Int32) -> Bool {

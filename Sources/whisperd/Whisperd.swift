@@ -11,7 +11,7 @@ import WhisperWorker
 struct Whisperd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "whisperd",
-        abstract: "Supervise a fleet of AI character bots, one process (and process group) each.",
+        abstract: "Supervise a fleet of AI character bots, each in its own process and cgroup.",
         discussion: """
             Runs in the foreground (systemd does the daemonising). Without flags it reads
             /etc/whisperd/roster.yaml and uses /var/lib/whisperd, /run/whisperd and
@@ -44,6 +44,20 @@ struct Whisperd: ParsableCommand {
     @Flag(name: .long, help: "Allow --http on a non-loopback address.")
     var httpAllowRemote = false
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Cgroup backend: auto (per function: v2 if delegated, else writable v1), v2, v1, or none (process groups, limits not enforced).",
+            valueName: "auto|v2|v1|none"))
+    var cgroupBackend: String = "auto"
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Base cgroup for the characters inside each hierarchy (default: whisperd's own cgroup, or /whisperd if that is the root).",
+            valueName: "PATH"))
+    var cgroup: String?
+
     @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
     var check = false
 
@@ -70,6 +84,12 @@ struct Whisperd: ParsableCommand {
         case .success(let parsed):
             address = parsed
         }
+        guard let cgroupMode = CgroupMode(rawValue: cgroupBackend) else {
+            throw ValidationError("--cgroup-backend: expected auto, v2, v1 or none, got \(cgroupBackend)")
+        }
+        if let cgroup, !cgroup.hasPrefix("/") || cgroup.split(separator: "/").contains("..") {
+            throw ValidationError("--cgroup: expected an absolute cgroup path like /whisperd, got \(cgroup)")
+        }
         let isProduction = Paths.normalize(loaded.path) == Whisperd.productionRoster
         let localBase = Paths.directory(of: loaded.path) + "/.whisperd"
         let configuration = DaemonConfiguration(
@@ -77,7 +97,8 @@ struct Whisperd: ParsableCommand {
             stateDirectory: absolute(stateDir ?? (isProduction ? "/var/lib/whisperd" : localBase + "/state")),
             runtimeDirectory: absolute(runtimeDir ?? (isProduction ? "/run/whisperd" : localBase + "/run")),
             logDirectory: absolute(logDir ?? (isProduction ? "/var/log/whisperd" : localBase + "/logs")),
-            httpAddress: address, selfExecutable: selfPath)
+            httpAddress: address, selfExecutable: selfPath, cgroupMode: cgroupMode,
+            cgroupBase: cgroup.map(Paths.normalize))
         let code = try DaemonLauncher.launch(configuration, loaded: loaded)
         if code != 0 { throw ExitCode(code) }
     }

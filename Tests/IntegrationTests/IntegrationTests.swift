@@ -60,7 +60,7 @@ extension IntegrationTests {
                 }
             #expect(delays.count == 3, "backoff lines: \(delays)")
             #expect(zip(delays, delays.dropFirst()).allSatisfy { $0 < $1 }, "delays should grow: \(delays)")
-            #expect(whisperd.waitFor("flaky: ", "-> crashloop", "Error(3); restart in 2s") != nil)
+            #expect(whisperd.waitFor("flaky: ", "-> crashloop", "Error(3)", "restart in 2s") != nil)
             let flaky = try #require(whisperd.character("flaky"))
             #expect(flaky["state"] as? String == "crashloop")
             #expect(flaky["crash_loop"] as? Bool == true)

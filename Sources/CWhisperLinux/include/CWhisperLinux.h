@@ -14,6 +14,8 @@
 
 /// What the child does between fork and exec. Everything is prepared by the parent:
 /// the child only makes async-signal-safe system calls.
+#define WHISPER_SPAWN_MAX_CGROUPS 6
+
 typedef struct whisper_spawn_request {
     const char *path;            /* absolute path of the program */
     char *const *argv;
@@ -22,12 +24,14 @@ typedef struct whisper_spawn_request {
     int stdin_fd;                /* dup2'ed to 0 (e.g. /dev/null) */
     int stdout_fd;               /* dup2'ed to 1 */
     int stderr_fd;               /* dup2'ed to 2 */
-    /* cgroup.procs files (already open, one per hierarchy) the child writes "0" into
-       before exec, so it is inside its cgroups before the program's first instruction. */
+    /* cgroup.procs files (already open, one per hierarchy, at most WHISPER_SPAWN_MAX_CGROUPS)
+       the child writes "0" into before exec, so it is inside its cgroups before the program's
+       first instruction. */
     const int *cgroup_procs_fds;
     int cgroup_procs_count;
     int new_process_group;       /* setpgid(0, 0) */
     long long nofile_soft;       /* >= 0: RLIMIT_NOFILE soft limit to restore (whisperd raises its own) */
+    long long data_limit;        /* >= 0: RLIMIT_DATA in bytes (the memory bound when no memory cgroup) */
 } whisper_spawn_request;
 
 typedef struct whisper_spawn_result {

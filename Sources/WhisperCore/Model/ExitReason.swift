@@ -52,11 +52,14 @@ public struct ExitRecord: Hashable, Sendable {
     public var termination: ProcessTermination?
     public var at: Instant
     public var uptime: Duration
+    /// The run's peak memory (cgroup accounting), when known.
+    public var peakMemoryBytes: UInt64?
 
-    public init(reason: ExitReason, termination: ProcessTermination?, at: Instant, uptime: Duration) {
+    public init(reason: ExitReason, termination: ProcessTermination?, at: Instant, uptime: Duration, peakMemoryBytes: UInt64? = nil) {
         self.reason = reason
         self.termination = termination
         self.at = at
         self.uptime = uptime
+        self.peakMemoryBytes = peakMemoryBytes
     }
 }

@@ -83,13 +83,17 @@ extension ServiceRecord {
     }
 
     /// Bookkeeping common to every end of a run; returns the reason recorded.
-    mutating func recordExit(_ termination: ProcessTermination?, spawnErrno: Int32?, _ fx: inout Effects) -> ExitReason {
+    mutating func recordExit(
+        _ termination: ProcessTermination?, spawnErrno: Int32?, peakMemoryBytes: UInt64? = nil, _ fx: inout Effects
+    ) -> ExitReason {
         let reason: ExitReason
         if let spawnErrno {
             reason = .spawnFailed(errno: spawnErrno)
         } else if let pending = pendingKillReason {
             reason = pending
-        } else if sawOOMKill, termination == .signaled(.kill) {
+        } else if sawOOMKill, termination != .exited(code: 0) {
+            // The kernel killed a process of this run for memory and the run then failed: that
+            // is the cause, whether the victim was the main process or a child it relied on.
             reason = .oomKilled
         } else {
             switch termination {
@@ -100,7 +104,8 @@ extension ServiceRecord {
             }
         }
         let uptime = startedAt.map { fx.now.duration(since: $0) } ?? .zero
-        lastExit = ExitRecord(reason: reason, termination: termination, at: fx.now, uptime: uptime)
+        lastExit = ExitRecord(
+            reason: reason, termination: termination, at: fx.now, uptime: uptime, peakMemoryBytes: peakMemoryBytes)
         if let pid { fx.actions.append(.killAll(spec.name, pid: pid)) }
         pid = nil
         isReady = false
@@ -127,9 +132,9 @@ extension ServiceRecord {
         }
         guard restart else {
             if reason.isSuccess {
-                transition(to: .exited, "exited: \(reason)", &fx)
+                transition(to: .exited, "exited: \(exitSummary(reason))", &fx)
             } else {
-                transition(to: .failed, "failed: \(reason), restart: \(spec.restart.mode.rawValue)", &fx)
+                transition(to: .failed, "failed: \(exitSummary(reason)), restart: \(spec.restart.mode.rawValue)", &fx)
                 fx.actions.append(.alert(spec.name, "failed with \(reason); not restarted (restart: \(spec.restart.mode.rawValue))"))
             }
             return
@@ -165,7 +170,13 @@ extension ServiceRecord {
         }
         restartAt = fx.now.advanced(by: delay)
         transition(
-            to: isCrashLooping ? .crashloop : .backoff, "\(reason); restart in \(delay.humanReadable)", &fx)
+            to: isCrashLooping ? .crashloop : .backoff, "\(exitSummary(reason)); restart in \(delay.humanReadable)", &fx)
+    }
+
+    /// The reason, with the run's peak memory when known ("OOMKilled (peak 64.0 MiB)").
+    func exitSummary(_ reason: ExitReason) -> String {
+        guard let lastExit, lastExit.reason == reason, let peak = lastExit.peakMemoryBytes else { return reason.description }
+        return "\(reason) (peak \(ByteCount.humanReadable(peak)))"
     }
 
     mutating func forgetFailures() {

@@ -53,9 +53,9 @@ public struct Supervisor: Sendable {
                 afterExit(at: i, reason, &fx)
                 touched.insert(name)
             }
-        case .childExited(let name, let pid, let termination):
+        case .childExited(let name, let pid, let termination, let peak):
             if let i = index[name], records[i].pid == pid {
-                let reason = records[i].recordExit(termination, spawnErrno: nil, &fx)
+                let reason = records[i].recordExit(termination, spawnErrno: nil, peakMemoryBytes: peak, &fx)
                 afterExit(at: i, reason, &fx)
                 touched.insert(name)
             }
@@ -206,7 +206,7 @@ public struct Supervisor: Sendable {
         let plan = records[i].afterExit
         records[i].afterExit = .followPolicy
         if isShuttingDown {
-            records[i].transition(to: .stopped, "stopped (\(reason))", &fx)
+            records[i].transition(to: .stopped, "stopped (\(records[i].exitSummary(reason)))", &fx)
             return
         }
         switch plan {
@@ -218,13 +218,13 @@ public struct Supervisor: Sendable {
             records[i].start(&fx)
             return
         case .stayDown:
-            records[i].transition(to: .stopped, "stopped (\(reason))", &fx)
+            records[i].transition(to: .stopped, "stopped (\(records[i].exitSummary(reason)))", &fx)
             return
         case .followPolicy:
             break
         }
         guard records[i].desired == .up else {
-            records[i].transition(to: .stopped, "stopped (\(reason))", &fx)
+            records[i].transition(to: .stopped, "stopped (\(records[i].exitSummary(reason)))", &fx)
             return
         }
         let spec = records[i].spec

@@ -5,8 +5,9 @@ public enum SupervisorEvent: Hashable, Sendable {
     /// The shell carried out a `spawn` action.
     case spawnSucceeded(ServiceName, pid: Int32)
     case spawnFailed(ServiceName, errno: Int32)
-    /// The main process of a service ended.
-    case childExited(ServiceName, pid: Int32, ProcessTermination)
+    /// The main process of a service ended (and, with a cgroup, every other process of it too).
+    /// `peakMemoryBytes` is the run's peak from its memory cgroup, when there is one.
+    case childExited(ServiceName, pid: Int32, ProcessTermination, peakMemoryBytes: UInt64? = nil)
     /// A datagram from inside the service's process tree arrived on its notify socket.
     case notified(ServiceName, NotifyMessage)
     /// An HTTP probe started by a `probe` action finished.

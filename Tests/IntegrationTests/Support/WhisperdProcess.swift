@@ -55,10 +55,21 @@ final class WhisperdProcess: @unchecked Sendable {
     private var isFinished = false
     /// Every pid whisperd reported for a child, so cleanup can make sure none outlives the test.
     private(set) var childPIDs: Set<Int32> = []
+    /// The cgroup base this whisperd manages (its own per test unless the test names one).
+    let cgroupBase: String?
 
     init(scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:]) throws {
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
+        var extraArguments = extraArguments
+        if let index = extraArguments.firstIndex(of: "--cgroup"), index + 1 < extraArguments.count {
+            cgroupBase = extraArguments[index + 1]
+        } else {
+            // Tests must never share (or clear as "leftovers") another whisperd's cgroups.
+            let base = "/" + (scratch.path as NSString).lastPathComponent
+            extraArguments += ["--cgroup", base]
+            cgroupBase = base
+        }
         process.executableURL = URL(fileURLWithPath: whisperdBinary())
         process.arguments =
             [
@@ -184,6 +195,7 @@ final class WhisperdProcess: @unchecked Sendable {
             }
         }
         for child in childPIDs where isAlive(child) { kill(child, SIGKILL) }
+        if let cgroupBase { TestCgroups.sweep(base: cgroupBase) }
     }
 
     deinit { terminate() }
@@ -253,4 +265,58 @@ func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String
     else { return nil }
     let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
     return (code, body)
+}
+
+/// Cgroup helpers for tests: find a character's cgroup directories and clean up a base.
+enum TestCgroups {
+    /// Every mounted cgroup hierarchy (v1 controllers and the v2 one), by mount point.
+    static var mountPoints: [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard let dash = fields.firstIndex(of: "-"), fields.count > dash + 1,
+                fields[dash + 1] == "cgroup" || fields[dash + 1] == "cgroup2"
+            else { return nil }
+            return String(fields[4])
+        }
+    }
+
+    static func mountPoint(controller: String) -> String? {
+        mountPoints.first { ($0 as NSString).lastPathComponent.split(separator: ",").contains(Substring(controller)) }
+    }
+
+    static var unifiedMountPoint: String? {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if let dash = fields.firstIndex(of: "-"), fields.count > dash + 1, fields[dash + 1] == "cgroup2" { return String(fields[4]) }
+        }
+        return nil
+    }
+
+    static func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+
+    static func pids(_ directory: String) -> [Int32] {
+        (read(directory + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    /// Kills what whisperd under test left in `base` (processes this test started) and removes
+    /// the cgroups, in every hierarchy. Safe to call when everything is already clean.
+    static func sweep(base: String) {
+        for mount in mountPoints {
+            let directory = mount + base
+            guard FileManager.default.fileExists(atPath: directory) else { continue }
+            let children = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            for child in children where child.hasPrefix("char-") || child == "supervisor" {
+                let path = directory + "/" + child
+                eventually(timeout: 5) {
+                    let left = pids(path)
+                    for pid in left { kill(pid, SIGKILL) }
+                    return left.isEmpty
+                }
+                rmdir(path)
+            }
+            rmdir(directory)
+        }
+    }
 }

@@ -1,0 +1,89 @@
+import Glibc
+
+/// Small, synchronous operations on cgroupfs files (kernfs: each call is microseconds).
+public enum CgroupFS {
+    public static func write(_ value: String, to path: String) throws(SystemError) {
+        // O_TRUNC is what `echo > file` does; cgroupfs ignores it, a fake tree needs it.
+        let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(path)") }
+        defer { close(fd) }
+        try write(value, fd: fd, path: path)
+    }
+
+    public static func write(_ value: String, fd: Int32, path: String) throws(SystemError) {
+        var bytes = Array(value.utf8)
+        if bytes.isEmpty { bytes = [UInt8(ascii: "\n")] }
+        while true {
+            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if count == bytes.count { return }
+            if count < 0, errno == EINTR { continue }
+            throw SystemError("write \"\(value)\" to \(path)", errno: count < 0 ? errno : EIO)
+        }
+    }
+
+    public static func read(_ path: String) -> String? { readSmallFile(path) }
+
+    /// Reads an open interface file from its start (kernfs re-generates the content each time).
+    public static func read(fd: Int32) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard count >= 0 else { return nil }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    /// Creates `path` and its missing parents; returns whether `path` itself was created.
+    @discardableResult
+    public static func makeDirectory(_ path: String) throws(SystemError) -> Bool {
+        if mkdir(path, 0o755) == 0 { return true }
+        switch errno {
+        case EEXIST:
+            return false
+        case ENOENT:
+            let parent = parentDirectory(of: path)
+            guard parent != path else { throw SystemError("mkdir \(path)") }
+            try makeDirectory(parent)
+            if mkdir(path, 0o755) == 0 { return true }
+            if errno == EEXIST { return false }
+            throw SystemError("mkdir \(path)")
+        default:
+            throw SystemError("mkdir \(path)")
+        }
+    }
+
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// The pids listed in a `cgroup.procs` file.
+    public static func processIDs(_ procsPath: String) -> [Int32] {
+        guard let text = read(procsPath) else { return [] }
+        return text.split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    /// Subdirectory names of `path` (the child cgroups).
+    public static func childNames(_ path: String) -> [String] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            guard entry.pointee.d_type == DT_DIR else { continue }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// `key value` lines (memory.events, cpu.stat, memory.oom_control) → the value of `key`.
+    public static func field(_ key: String, in text: String) -> UInt64? {
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, parts[0] == key { return UInt64(parts[1]) }
+        }
+        return nil
+    }
+}

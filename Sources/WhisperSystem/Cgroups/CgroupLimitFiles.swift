@@ -1,0 +1,53 @@
+import WhisperCore
+
+public enum CgroupVersion: String, Hashable, Sendable {
+    case v1
+    case v2
+}
+
+/// The interface files and values that express a character's `limits:` in one hierarchy, in
+/// the order they must be written. Pure: the fake-cgroupfs tests check exactly these.
+public enum CgroupLimitFiles {
+    public static let cpuPeriodMicroseconds = 100_000
+
+    public static func memory(_ limits: Limits, _ version: CgroupVersion) -> [(file: String, value: String)] {
+        switch version {
+        case .v2:
+            return [
+                ("memory.max", limits.memoryBytes.map(String.init) ?? "max"),
+                ("memory.high", limits.memoryHighBytes.map(String.init) ?? "max"),
+                // Without swap the limit really bounds the character; with no limit, leave swap alone.
+                ("memory.swap.max", limits.memoryBytes == nil ? "max" : "0"),
+                // One OOM kill takes the whole character down, like a container.
+                ("memory.oom.group", "1"),
+            ]
+        case .v1:
+            let limit = limits.memoryBytes.map(String.init) ?? "-1"
+            // memsw (memory+swap) must stay >= the memory limit at every step: lift it first,
+            // set the memory limit, then bring memsw down to the same value (no swap).
+            return [
+                ("memory.memsw.limit_in_bytes", "-1"),
+                ("memory.limit_in_bytes", limit),
+                ("memory.memsw.limit_in_bytes", limit),
+                ("memory.soft_limit_in_bytes", limits.memoryHighBytes.map(String.init) ?? "-1"),
+            ]
+        }
+    }
+
+    public static func cpu(_ limits: Limits, _ version: CgroupVersion) -> [(file: String, value: String)] {
+        let quota = limits.cpus.map { max(1000, Int(($0 * Double(cpuPeriodMicroseconds)).rounded())) }
+        switch version {
+        case .v2:
+            return [("cpu.max", "\(quota.map(String.init) ?? "max") \(cpuPeriodMicroseconds)")]
+        case .v1:
+            return [("cpu.cfs_period_us", String(cpuPeriodMicroseconds)), ("cpu.cfs_quota_us", quota.map(String.init) ?? "-1")]
+        }
+    }
+
+    public static func pids(_ limits: Limits) -> [(file: String, value: String)] {
+        [("pids.max", limits.pids.map(String.init) ?? "max")]
+    }
+
+    /// Files whose absence is not an error: swap accounting is a kernel/boot option.
+    public static let optionalFiles: Set<String> = ["memory.swap.max", "memory.memsw.limit_in_bytes", "memory.oom.group"]
+}

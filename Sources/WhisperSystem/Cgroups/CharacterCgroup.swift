@@ -1,0 +1,300 @@
+import CWhisperLinux
+import Glibc
+import WhisperCore
+
+/// What a character's cgroups say about it right now.
+public struct CgroupUsage: Hashable, Sendable {
+    public var memoryBytes: UInt64?
+    public var memoryPeakBytes: UInt64?
+    public var cpuMicroseconds: UInt64?
+    /// Tasks (pids controller) or processes (grouping cgroup).
+    public var pids: Int?
+    public var oomKills: UInt64?
+}
+
+/// One character's cgroups: `char-NAME` in every tree the backend uses. Kept across restarts
+/// (the directory, its limits and the open `cgroup.procs` files are reused), removed when the
+/// character is stopped for good or whisperd exits.
+///
+/// Not `Sendable`: owned by the supervisor's loop thread.
+public final class CharacterCgroup {
+    public let name: String
+    let backend: CgroupBackend
+    /// Trees joined so far, in join order, with their open `cgroup.procs`.
+    private var joined: [(tree: CgroupTree, procsFD: Int32)] = []
+    /// The limits last written, per function.
+    private var written: [String: Limits] = [:]
+    private var oomCounterFD: Int32 = -1
+    private var lastOOMKills: UInt64 = 0
+    private var peakFD: Int32 = -1
+
+    /// Becomes readable (v1 eventfd) or priority-readable (v2 `memory.events`) on an OOM kill.
+    public private(set) var oomEventFD: Int32 = -1
+    public var oomEventNeedsPriority: Bool { backend.memory?.version == .v2 }
+    /// v2 `cgroup.events`: priority-readable when `populated` changes.
+    public private(set) var populatedEventFD: Int32 = -1
+
+    init(name: String, backend: CgroupBackend) {
+        self.name = name
+        self.backend = backend
+    }
+
+    deinit { closeDescriptors() }
+
+    public var hasGrouping: Bool { backend.grouping != nil }
+
+    /// The trees `limits` needs: grouping, memory and cpu accounting always (kill scope,
+    /// accounting, OOM events); cpu and pids only when limited, so an unlimited character costs
+    /// fewer cgroups on a v1 host. A v1 tree joined once stays joined.
+    private func trees(for limits: Limits) -> [CgroupTree] {
+        var wanted = [backend.grouping, backend.memory, backend.cpuAccounting].compactMap { $0 }
+        if limits.cpus != nil || isJoined(backend.cpu), let cpu = backend.cpu { wanted.append(cpu) }
+        if limits.pids != nil || isJoined(backend.pids), let pids = backend.pids { wanted.append(pids) }
+        var unique: [CgroupTree] = []
+        for tree in wanted where !unique.contains(where: { $0.baseDirectory == tree.baseDirectory }) { unique.append(tree) }
+        return unique
+    }
+
+    private func isJoined(_ tree: CgroupTree?) -> Bool {
+        guard let tree else { return false }
+        return joined.contains { $0.tree.baseDirectory == tree.baseDirectory }
+    }
+
+    private func directory(_ tree: CgroupTree) -> String { tree.characterDirectory(name) }
+
+    /// Before each spawn: creates what is missing, writes limits that changed, and returns the
+    /// `cgroup.procs` descriptors the child writes itself into before exec.
+    public func prepare(limits: Limits) throws(SystemError) -> [Int32] {
+        for tree in trees(for: limits) where !isJoined(tree) { try join(tree) }
+        try write(limits)
+        return joined.map(\.procsFD)
+    }
+
+    private func join(_ tree: CgroupTree) throws(SystemError) {
+        let directory = directory(tree)
+        try CgroupFS.makeDirectory(directory)
+        let fd = open(directory + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(directory)/cgroup.procs") }
+        joined.append((tree, fd))
+        if tree.baseDirectory == backend.memory?.baseDirectory { watchOOM(in: directory, version: tree.version) }
+        if tree.baseDirectory == backend.grouping?.baseDirectory, tree.version == .v2 {
+            populatedEventFD = open(directory + "/cgroup.events", O_RDONLY | O_CLOEXEC)
+        }
+    }
+
+    private func watchOOM(in directory: String, version: CgroupVersion) {
+        switch version {
+        case .v2:
+            oomCounterFD = open(directory + "/memory.events", O_RDONLY | O_CLOEXEC)
+            oomEventFD = oomCounterFD
+            peakFD = open(directory + "/memory.peak", O_RDWR | O_CLOEXEC)
+            if peakFD < 0 { peakFD = open(directory + "/memory.peak", O_RDONLY | O_CLOEXEC) }
+        case .v1:
+            oomCounterFD = open(directory + "/memory.oom_control", O_RDONLY | O_CLOEXEC)
+            let eventFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+            if oomCounterFD >= 0, eventFD >= 0,
+                (try? CgroupFS.write("\(eventFD) \(oomCounterFD)", to: directory + "/cgroup.event_control")) != nil
+            {
+                oomEventFD = eventFD
+            } else if eventFD >= 0 {
+                close(eventFD)
+            }
+        }
+        lastOOMKills = readOOMKills() ?? 0
+    }
+
+    /// Writes the files of every function whose limits differ from what was written.
+    private func write(_ limits: Limits) throws(SystemError) {
+        var problems: [SystemError] = []
+        func apply(_ function: String, _ tree: CgroupTree?, _ files: [(file: String, value: String)], _ relevant: Limits) {
+            guard let tree, isJoined(tree), written[function] != relevant else { return }
+            let directory = directory(tree)
+            for (file, value) in files {
+                do { try CgroupFS.write(value, to: directory + "/" + file) } catch {
+                    if error.errno == ENOENT, CgroupLimitFiles.optionalFiles.contains(file) { continue }
+                    problems.append(error)
+                }
+            }
+            written[function] = relevant
+        }
+        if let memory = backend.memory {
+            apply(
+                "memory", memory, CgroupLimitFiles.memory(limits, memory.version),
+                Limits(memoryBytes: limits.memoryBytes, memoryHighBytes: limits.memoryHighBytes))
+        }
+        if let cpu = backend.cpu { apply("cpu", cpu, CgroupLimitFiles.cpu(limits, cpu.version), Limits(cpus: limits.cpus)) }
+        if let pids = backend.pids { apply("pids", pids, CgroupLimitFiles.pids(limits), Limits(pids: limits.pids)) }
+        if let first = problems.first {
+            // Try again next time rather than believing a half-written state.
+            written = [:]
+            throw first
+        }
+    }
+
+    /// A reload changed only `limits:` of a running character: write them to its cgroups now.
+    /// A v1 tree it was not in yet (a newly set `cpus:`) is joined by moving its processes.
+    public func applyLive(_ limits: Limits) throws(SystemError) {
+        let members = processIDs()
+        for tree in trees(for: limits) where !isJoined(tree) {
+            try join(tree)
+            let procs = directory(tree) + "/cgroup.procs"
+            for pid in members { try? CgroupFS.write(String(pid), to: procs) }
+        }
+        try write(limits)
+    }
+
+    // MARK: - Membership and kill
+
+    /// Processes in the character's grouping cgroup.
+    public func processIDs() -> [Int32] {
+        guard let grouping = backend.grouping else { return [] }
+        return CgroupFS.processIDs(directory(grouping) + "/cgroup.procs")
+    }
+
+    public func isEmpty() -> Bool {
+        guard let grouping = backend.grouping else { return true }
+        if grouping.version == .v2, populatedEventFD >= 0, let events = CgroupFS.read(fd: populatedEventFD) {
+            return CgroupFS.field("populated", in: events) == 0
+        }
+        return processIDs().isEmpty
+    }
+
+    /// Whether `pid` is inside this character (its notify datagrams are then accepted).
+    public func contains(pid: Int32) -> Bool {
+        guard let grouping = backend.grouping, let text = readSmallFile("/proc/\(pid)/cgroup") else { return false }
+        let path = grouping.characterPath(name)
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3 else { continue }
+            let matchesHierarchy =
+                grouping.version == .v2
+                ? parts[0] == "0" && parts[1].isEmpty
+                : parts[1].split(separator: ",").contains { $0 == grouping.controller ?? "" }
+            if matchesHierarchy {
+                let own = String(parts[2])
+                return own == path || own.hasPrefix(path + "/")
+            }
+        }
+        return false
+    }
+
+    /// SIGKILL to every process of the character, grandchildren included.
+    public func killAll() {
+        guard let grouping = backend.grouping else { return }
+        Self.kill(directory: directory(grouping), version: grouping.version)
+    }
+
+    /// v2: `cgroup.kill` (atomic, even against forks). v1: freeze so nothing can fork, SIGKILL
+    /// each pid, thaw so the kills are delivered.
+    static func kill(directory: String, version: CgroupVersion) {
+        switch version {
+        case .v2:
+            if (try? CgroupFS.write("1", to: directory + "/cgroup.kill")) != nil { return }
+            // Kernels before 5.14 have no cgroup.kill: one pass over the members.
+            for pid in CgroupFS.processIDs(directory + "/cgroup.procs") { Glibc.kill(pid, SIGKILL) }
+        case .v1:
+            let state = directory + "/freezer.state"
+            let frozen = (try? CgroupFS.write("FROZEN", to: state)) != nil
+            for pid in CgroupFS.processIDs(directory + "/cgroup.procs") { Glibc.kill(pid, SIGKILL) }
+            if frozen { try? CgroupFS.write("THAWED", to: state) }
+        }
+    }
+
+    // MARK: - Accounting
+
+    /// OOM kills since the last call (0 if none), read from the kernel's counter.
+    public func takeNewOOMKills() -> UInt64 {
+        if oomEventFD >= 0, oomEventFD != oomCounterFD {
+            var value: UInt64 = 0
+            _ = read(oomEventFD, &value, 8)  // v1 eventfd: consume the wake-up
+        }
+        guard let total = readOOMKills() else { return 0 }
+        defer { lastOOMKills = total }
+        return total > lastOOMKills ? total - lastOOMKills : 0
+    }
+
+    private func readOOMKills() -> UInt64? {
+        guard oomCounterFD >= 0, let text = CgroupFS.read(fd: oomCounterFD) else { return nil }
+        return CgroupFS.field("oom_kill", in: text)
+    }
+
+    /// The highest memory use since the last ``resetPeak()`` (or since the cgroup was made).
+    public func peakMemory() -> UInt64? {
+        guard let memory = backend.memory, isJoined(memory) else { return nil }
+        switch memory.version {
+        case .v2:
+            guard peakFD >= 0, let text = CgroupFS.read(fd: peakFD) else { return nil }
+            return UInt64(text.trimmingTrailingNewline)
+        case .v1:
+            return CgroupFS.read(directory(memory) + "/memory.max_usage_in_bytes").flatMap { UInt64($0.trimmingTrailingNewline) }
+        }
+    }
+
+    /// Starts a new peak for the next run (v1 always; v2 on kernels that reset per open file).
+    public func resetPeak() {
+        guard let memory = backend.memory, isJoined(memory) else { return }
+        switch memory.version {
+        case .v2: if peakFD >= 0 { try? CgroupFS.write("reset", fd: peakFD, path: "memory.peak") }
+        case .v1: try? CgroupFS.write("0", to: directory(memory) + "/memory.max_usage_in_bytes")
+        }
+    }
+
+    public func usage() -> CgroupUsage {
+        var usage = CgroupUsage()
+        if let memory = backend.memory, isJoined(memory) {
+            let file = memory.version == .v2 ? "memory.current" : "memory.usage_in_bytes"
+            usage.memoryBytes = CgroupFS.read(directory(memory) + "/" + file).flatMap { UInt64($0.trimmingTrailingNewline) }
+            usage.memoryPeakBytes = peakMemory()
+            usage.oomKills = readOOMKills()
+        }
+        if let accounting = backend.cpuAccounting, isJoined(accounting) {
+            switch accounting.version {
+            case .v2:
+                usage.cpuMicroseconds = CgroupFS.read(directory(accounting) + "/cpu.stat").flatMap { CgroupFS.field("usage_usec", in: $0) }
+            case .v1:
+                usage.cpuMicroseconds = CgroupFS.read(directory(accounting) + "/cpuacct.usage").flatMap {
+                    UInt64($0.trimmingTrailingNewline).map { $0 / 1000 }
+                }
+            }
+        }
+        if let pids = backend.pids, isJoined(pids) {
+            usage.pids = CgroupFS.read(directory(pids) + "/pids.current").flatMap { Int($0.trimmingTrailingNewline) }
+        } else if backend.grouping != nil {
+            usage.pids = processIDs().count
+        }
+        return usage
+    }
+
+    // MARK: - Removal
+
+    /// Removes the character's cgroups (they must be empty); returns the ones that could not be.
+    @discardableResult
+    public func remove() -> [SystemError] {
+        closeDescriptors()
+        var failures: [SystemError] = []
+        for (tree, _) in joined where rmdir(directory(tree)) != 0 && errno != ENOENT {
+            failures.append(SystemError("rmdir \(directory(tree))"))
+        }
+        joined = []
+        written = [:]
+        return failures
+    }
+
+    private func closeDescriptors() {
+        for (_, fd) in joined where fd >= 0 { close(fd) }
+        joined = joined.map { ($0.tree, -1) }
+        for fd in Set([oomEventFD, oomCounterFD, peakFD, populatedEventFD]) where fd >= 0 { close(fd) }
+        oomEventFD = -1
+        oomCounterFD = -1
+        peakFD = -1
+        populatedEventFD = -1
+    }
+}
+
+extension String {
+    var trimmingTrailingNewline: Substring {
+        var text = self[...]
+        while text.last == "\n" || text.last == " " { text = text.dropLast() }
+        return text
+    }
+}
