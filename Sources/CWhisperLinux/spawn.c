@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ static int dup_onto(int from, int to)
  * the parent has put what the child needs. Those slots are reserved once, early, by
  * whisper_spawn_reserve_slots(); without them we fall back to vfork.
  */
-enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + WHISPER_SPAWN_MAX_CGROUPS };
+enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP_DIR, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + WHISPER_SPAWN_MAX_CGROUPS };
 static int reserved_slots[SLOT_COUNT];
 static int reserved_max = -1;
 static int reserved_null = -1;
@@ -73,6 +74,7 @@ int whisper_spawn_reserve_slots(void)
 struct child_context {
     const whisper_spawn_request *request;
     int use_slots;
+    int joined_at_clone;   /* clone3 put the child into the v2 cgroup already */
     int slots[SLOT_COUNT];
     int slot_max;
     struct child_report *report;
@@ -118,8 +120,9 @@ static int child_main(void *argument)
     const whisper_spawn_request *request = context->request;
     struct child_report *report = context->report;
     int in_fd = request->stdin_fd, out_fd = request->stdout_fd, err_fd = request->stderr_fd;
-    const int *cgroup_fds = request->cgroup_procs_fds;
-    int cgroup_count = request->cgroup_procs_count;
+    int cgroup_dir = request->cgroup_dir_fd;
+    const int *cgroup_fds = request->cgroup_task_fds;
+    int cgroup_count = request->cgroup_task_count;
 
     if (context->use_slots) {
         /* A private table holding only the low slots; nothing of the parent's is copied past it. */
@@ -129,6 +132,7 @@ static int child_main(void *argument)
         in_fd = context->slots[SLOT_STDIN];
         out_fd = context->slots[SLOT_STDOUT];
         err_fd = context->slots[SLOT_STDERR];
+        if (cgroup_dir >= 0) cgroup_dir = context->slots[SLOT_CGROUP_DIR];
         cgroup_fds = &context->slots[SLOT_CGROUP0];
     }
     reset_signals();
@@ -144,6 +148,13 @@ static int child_main(void *argument)
         struct rlimit limit = { (rlim_t)request->data_limit, (rlim_t)request->data_limit };
         setrlimit(RLIMIT_DATA, &limit);
     }
+    if (cgroup_dir >= 0 && !context->joined_at_clone) {
+        /* No clone3 here: the slow, always-available way. */
+        int procs = openat(cgroup_dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (procs < 0 || write(procs, "0", 1) != 1) { report->error = errno; report->step = 3; _exit(127); }
+        close(procs);
+    }
+    /* We are a single thread, so moving this thread moves the whole process. */
     for (int i = 0; i < cgroup_count; i++) {
         if (write(cgroup_fds[i], "0", 1) != 1) { report->error = errno; report->step = 3; _exit(127); }
     }
@@ -168,6 +179,40 @@ static int child_main(void *argument)
     _exit(127);
 }
 
+#if defined(__x86_64__)
+/* The clone_args of clone3(2), spelled out so no kernel header is needed. */
+struct whisper_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#define WHISPER_CLONE_INTO_CGROUP 0x200000000ULL
+
+/* long whisper_clone3_run(struct whisper_clone_args *args, size_t size, int (*fn)(void *), void *arg)
+   glibc has no clone3 wrapper. Parent: returns the child's pid, or -errno. Child: starts on the
+   stack given in args (nothing to return to), runs fn(arg) and exits with its result. The
+   syscall keeps every register but rax, rcx and r11, so fn (rdx) and arg (moved to r8) survive. */
+long whisper_clone3_run(struct whisper_clone_args *args, size_t size, int (*fn)(void *), void *arg);
+__asm__(
+    ".text\n"
+    ".globl whisper_clone3_run\n"
+    ".type whisper_clone3_run,@function\n"
+    "whisper_clone3_run:\n"
+    "    mov %rcx, %r8\n"
+    "    mov $435, %eax\n"
+    "    syscall\n"
+    "    test %rax, %rax\n"
+    "    jz 1f\n"
+    "    ret\n"
+    "1:  xor %ebp, %ebp\n"
+    "    mov %r8, %rdi\n"
+    "    call *%rdx\n"
+    "    mov %eax, %edi\n"
+    "    mov $60, %eax\n"
+    "    syscall\n"
+    "    hlt\n"
+    ".size whisper_clone3_run, .-whisper_clone3_run\n");
+static int clone3_unsupported;
+#endif
+
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
 {
     whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0 };
@@ -178,15 +223,16 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
     context.report = &report;
 
     pthread_mutex_lock(&slot_lock);
-    context.use_slots = reserved_max >= 0 && request->cgroup_procs_count <= WHISPER_SPAWN_MAX_CGROUPS;
+    context.use_slots = reserved_max >= 0 && request->cgroup_task_count <= WHISPER_SPAWN_MAX_CGROUPS;
     if (context.use_slots) {
         memcpy(context.slots, reserved_slots, sizeof reserved_slots);
         context.slot_max = reserved_max;
         int ok = dup2(request->stdin_fd >= 0 ? request->stdin_fd : reserved_null, reserved_slots[SLOT_STDIN]) >= 0
             && dup2(request->stdout_fd >= 0 ? request->stdout_fd : reserved_null, reserved_slots[SLOT_STDOUT]) >= 0
             && dup2(request->stderr_fd >= 0 ? request->stderr_fd : reserved_null, reserved_slots[SLOT_STDERR]) >= 0;
-        for (int i = 0; ok && i < request->cgroup_procs_count; i++)
-            ok = dup2(request->cgroup_procs_fds[i], reserved_slots[SLOT_CGROUP0 + i]) >= 0;
+        if (ok && request->cgroup_dir_fd >= 0) ok = dup2(request->cgroup_dir_fd, reserved_slots[SLOT_CGROUP_DIR]) >= 0;
+        for (int i = 0; ok && i < request->cgroup_task_count; i++)
+            ok = dup2(request->cgroup_task_fds[i], reserved_slots[SLOT_CGROUP0 + i]) >= 0;
         if (!ok) context.use_slots = 0;
     }
 
@@ -194,11 +240,33 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
     sigset_t all, saved;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid;
+    pid_t pid = -1;
     if (context.use_slots) {
         /* The parent is suspended until exec (CLONE_VFORK), so its frame can hold the child's stack. */
         _Alignas(64) char stack[32768];
-        pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &context);
+#if defined(__x86_64__)
+        if (request->cgroup_dir_fd >= 0 && !request->cgroup_dir_by_write
+            && !__atomic_load_n(&clone3_unsupported, __ATOMIC_RELAXED)) {
+            struct whisper_clone_args args;
+            memset(&args, 0, sizeof args);
+            args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | WHISPER_CLONE_INTO_CGROUP;
+            args.exit_signal = SIGCHLD;
+            args.stack = (uint64_t)(uintptr_t)stack;
+            args.stack_size = sizeof stack;
+            args.cgroup = (uint64_t)request->cgroup_dir_fd;
+            context.joined_at_clone = 1;
+            long rc = whisper_clone3_run(&args, sizeof args, child_main, &context);
+            if (rc >= 0) {
+                pid = (pid_t)rc;
+            } else {
+                /* An old kernel, or a cgroup clone3 refuses: the child joins by writing instead,
+                   which also reports a real problem properly. */
+                if (rc == -ENOSYS || rc == -E2BIG) __atomic_store_n(&clone3_unsupported, 1, __ATOMIC_RELAXED);
+                context.joined_at_clone = 0;
+            }
+        }
+#endif
+        if (pid < 0) pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &context);
     } else {
         pid = vfork();
         if (pid == 0) child_main(&context);
@@ -208,7 +276,7 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
 
     if (context.use_slots) {
         /* Drop our references to the child's pipe ends and cgroup files. */
-        int used = SLOT_CGROUP0 + request->cgroup_procs_count;
+        int used = SLOT_CGROUP0 + request->cgroup_task_count;
         for (int i = SLOT_STDOUT; i < used; i++) dup2(reserved_null, reserved_slots[i]);
     }
     pthread_mutex_unlock(&slot_lock);

@@ -72,9 +72,9 @@ extension Daemon {
             post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EIO))
             return
         }
-        let cgroupFDs: [Int32]
+        let placement: CgroupPlacement
         do {
-            cgroupFDs = try prepareCgroup(for: spec)
+            placement = try prepareCgroup(for: spec)
         } catch {
             log.log(.error, name.rawValue, "cannot prepare its cgroup: \(error)")
             post(.spawnFailed(name, errno: error.errno))
@@ -85,7 +85,7 @@ extension Daemon {
         environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
         let request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
-            cgroupProcsFDs: cgroupFDs, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil)
+            placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil)
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, name.rawValue, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")

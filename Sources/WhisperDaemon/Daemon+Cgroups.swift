@@ -28,13 +28,13 @@ extension Daemon {
     /// stuck in the kernel, e.g. on a dead NFS server, cannot be killed at all).
     static let drainTimeout: Int64 = 10_000_000_000
 
-    /// The character's cgroups, created or updated for this run; the descriptors the child
-    /// writes itself into before exec.
-    func prepareCgroup(for spec: ServiceSpec) throws(SystemError) -> [Int32] {
-        guard cgroups.grouping != nil || cgroups.memory != nil else { return [] }
+    /// The character's cgroups, created or updated for this run; how the child is placed in
+    /// them before exec.
+    func prepareCgroup(for spec: ServiceSpec) throws(SystemError) -> CgroupPlacement {
+        guard cgroups.grouping != nil || cgroups.memory != nil else { return CgroupPlacement() }
         let group = characterCgroups[spec.name] ?? cgroups.makeCharacterCgroup(spec.name.rawValue)
         characterCgroups[spec.name] = group
-        let fds = try group.prepare(limits: spec.limits)
+        let placement = try group.prepare(limits: spec.limits)
         if oomWatches[spec.name] == nil, group.oomEventFD >= 0 {
             let fd = group.oomEventFD
             let name = spec.name
@@ -47,13 +47,13 @@ extension Daemon {
                 log.log(.warning, name.rawValue, "cannot watch its OOM events: \(error)")
             }
         }
-        return fds
+        return placement
     }
 
     /// Turns new kills in the kernel's OOM counter into core events (one per kill).
-    func reportOOMKills(_ name: ServiceName) {
+    func reportOOMKills(_ name: ServiceName, consumingWakeUp: Bool = true) {
         guard let group = characterCgroups[name] else { return }
-        let kills = group.takeNewOOMKills()
+        let kills = group.takeNewOOMKills(consumingWakeUp: consumingWakeUp)
         guard kills > 0 else { return }
         let usage = group.usage()
         let peak = usage.memoryPeakBytes.map { ", peak \(ByteCount.humanReadable($0))" } ?? ""
@@ -67,7 +67,7 @@ extension Daemon {
         if runs[name] === run { runs[name] = nil }
         var peak: UInt64?
         if let group = characterCgroups[name] {
-            reportOOMKills(name)
+            reportOOMKills(name, consumingWakeUp: false)
             peak = group.peakMemory()
             group.resetPeak()
         }

@@ -1,6 +1,22 @@
 import CWhisperLinux
 import Glibc
 
+/// Open cgroup files a child is placed with before exec: a v2 cgroup directory (joined by
+/// clone3 with CLONE_INTO_CGROUP) and v1 `tasks` files (the single-threaded child writes "0").
+public struct CgroupPlacement: Sendable {
+    public var directoryFD: Int32
+    /// Join the v2 cgroup by writing `cgroup.procs` (slow: the kernel's global lock) instead of
+    /// at clone time.
+    public var joinsDirectoryByWrite: Bool
+    public var taskFDs: [Int32]
+
+    public init(directoryFD: Int32 = -1, joinsDirectoryByWrite: Bool = false, taskFDs: [Int32] = []) {
+        self.directoryFD = directoryFD
+        self.joinsDirectoryByWrite = joinsDirectoryByWrite
+        self.taskFDs = taskFDs
+    }
+}
+
 /// Starts a program in its own process group with pipes for stdout and stderr, and hands back
 /// a pidfd to watch it. Placement in cgroups happens in the child before `execve` (see
 /// `whisper_spawn`), so no instruction of the target runs outside its limits.
@@ -9,19 +25,19 @@ public struct ProcessSpawner: Sendable {
         public var arguments: [String]
         public var environment: [String: String]
         public var workingDirectory: String
-        /// Open `cgroup.procs` files the child joins before exec.
-        public var cgroupProcsFDs: [Int32]
+        /// Where the child is before its program's first instruction (see `whisper_spawn`).
+        public var placement: CgroupPlacement
         /// RLIMIT_DATA for the child: the only memory bound left when there is no memory cgroup.
         public var dataLimitBytes: UInt64?
 
         public init(
-            arguments: [String], environment: [String: String], workingDirectory: String, cgroupProcsFDs: [Int32] = [],
-            dataLimitBytes: UInt64? = nil
+            arguments: [String], environment: [String: String], workingDirectory: String,
+            placement: CgroupPlacement = CgroupPlacement(), dataLimitBytes: UInt64? = nil
         ) {
             self.arguments = arguments
             self.environment = environment
             self.workingDirectory = workingDirectory
-            self.cgroupProcsFDs = cgroupProcsFDs
+            self.placement = placement
             self.dataLimitBytes = dataLimitBytes
         }
     }
@@ -104,11 +120,13 @@ public struct ProcessSpawner: Sendable {
         let envp = CStringArray(request.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
         let result: whisper_spawn_result = path.withCString { cPath in
             request.workingDirectory.withCString { cwd in
-                request.cgroupProcsFDs.withUnsafeBufferPointer { cgroupFDs in
+                request.placement.taskFDs.withUnsafeBufferPointer { taskFDs in
                     var spawnRequest = whisper_spawn_request(
                         path: cPath, argv: argv.pointer, envp: envp.pointer, working_directory: cwd,
                         stdin_fd: devNull, stdout_fd: stdoutPipe[1], stderr_fd: stderrPipe[1],
-                        cgroup_procs_fds: cgroupFDs.baseAddress, cgroup_procs_count: Int32(cgroupFDs.count),
+                        cgroup_dir_fd: request.placement.directoryFD,
+                        cgroup_dir_by_write: request.placement.joinsDirectoryByWrite ? 1 : 0, cgroup_task_fds: taskFDs.baseAddress,
+                        cgroup_task_count: Int32(taskFDs.count),
                         new_process_group: 1, nofile_soft: nofileSoftLimit,
                         data_limit: request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1)
                     return whisper_spawn(&spawnRequest)

@@ -31,6 +31,40 @@ import WhisperCore
         #expect(harness.status("elena").oomKills == 1)
     }
 
+    @Test func oomKillOfAChild_countsWhileTheMainRuns_andIsTheReasonWhenTheRunThenFails() {
+        var harness = Harness([.character("elena")])
+        let pid = harness.pid("elena")
+        harness.send(.oomKilled(.n("elena")))
+        #expect(harness.pid("elena") == pid, "an OOM kill of a child alone does not restart the character")
+        #expect(harness.status("elena").oomKills == 1)
+        harness.exit("elena", .exited(code: 137))
+        #expect(harness.status("elena").lastExit?.reason == .oomKilled)
+    }
+
+    @Test func oomKill_thenACleanExit_isStillACompletion() {
+        var harness = Harness([.character("elena")])
+        harness.send(.oomKilled(.n("elena")))
+        harness.exit("elena", .exited(code: 0))
+        #expect(harness.status("elena").lastExit?.reason == .completed)
+    }
+
+    @Test func peakMemory_isKeptWithTheExit_andNamedInTheTransition() {
+        var harness = Harness([.character("elena")])
+        harness.send(.oomKilled(.n("elena")))
+        let actions = harness.send(
+            .childExited(.n("elena"), pid: harness.pid("elena")!, .signaled(.kill), peakMemoryBytes: 64 << 20))
+        #expect(harness.status("elena").lastExit?.peakMemoryBytes == 64 << 20)
+        let details = actions.compactMap { if case .transitioned(_, _, _, let detail) = $0 { detail } else { nil } }
+        #expect(details.contains { $0.contains("OOMKilled (peak 64.0 MiB)") })
+    }
+
+    @Test func byteCounts_readLikeAPerson() {
+        #expect(ByteCount.humanReadable(512) == "512 B")
+        #expect(ByteCount.humanReadable(1536) == "1.5 KiB")
+        #expect(ByteCount.humanReadable(64 << 20) == "64.0 MiB")
+        #expect(ByteCount.humanReadable(3 << 30) == "3.0 GiB")
+    }
+
     @Test func spawnFailure_isAnExitWithItsErrno_andFollowsPolicy() {
         var supervisor = Supervisor(seed: 1)
         let now = Instant.zero

@@ -152,8 +152,8 @@ import WhisperSystem
         #expect(fake.read(fake.service + "/cgroup.subtree_control") == "+memory +cpu +pids")
 
         let elena = backend.makeCharacterCgroup("elena")
-        let fds = try elena.prepare(limits: Limits(memoryBytes: 512 << 20, memoryHighBytes: 448 << 20, cpus: 1.5, pids: 256))
-        #expect(fds.count == 1, "one v2 cgroup holds every controller")
+        let placement = try elena.prepare(limits: Limits(memoryBytes: 512 << 20, memoryHighBytes: 448 << 20, cpus: 1.5, pids: 256))
+        #expect(placement.directoryFD >= 0 && placement.taskFDs.isEmpty, "one v2 cgroup holds every controller")
         #expect(fake.elena("memory.max") == "536870912")
         #expect(fake.elena("memory.high") == "469762048")
         #expect(fake.elena("memory.swap.max") == "0")

@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side supervisor benchmark (../shared/bench): whisperd against runit and s6.
 # shared/ is read-only, so the harness is copied to a scratch dir first; results land in
-# $OUT (default: /tmp/whisperd-bench/results). Extra arguments go to bench.py, e.g.
+# $WORK/results (default WORK: /tmp/whisperd-bench). Extra arguments go to bench.py, e.g.
 #   scripts/bench/supervisors.sh -n 300 --idle 5
+# WHISPERD_LIMITS=1 gives every character a memory and pids limit (see bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-repo=$PWD
-shared=${SHARED_BENCH:-$repo/../shared/bench}
-work=${WORK:-/tmp/whisperd-bench}
-[ -f "$shared/bench.py" ] || { echo "no benchmark harness at $shared" >&2; exit 1; }
 scripts/install-deps.sh
 bin=$(scripts/build-release.sh)
-rm -rf "$work" && mkdir -p "$work" && cp -r "$shared/." "$work/" && chmod -R u+w "$work"
-(cd "$work" && ./setup.sh)
+work=$(scripts/bench/prepare-harness.sh)
 args=("$@")
 ((${#args[@]})) || args=(-s whisperd,runit,s6+notify -n 10,100,300)
 cd "$work"

@@ -24,11 +24,14 @@ typedef struct whisper_spawn_request {
     int stdin_fd;                /* dup2'ed to 0 (e.g. /dev/null) */
     int stdout_fd;               /* dup2'ed to 1 */
     int stderr_fd;               /* dup2'ed to 2 */
-    /* cgroup.procs files (already open, one per hierarchy, at most WHISPER_SPAWN_MAX_CGROUPS)
-       the child writes "0" into before exec, so it is inside its cgroups before the program's
-       first instruction. */
-    const int *cgroup_procs_fds;
-    int cgroup_procs_count;
+    /* Placement before the program's first instruction. The v2 cgroup (a directory fd) is
+       joined at clone time with clone3(CLONE_INTO_CGROUP); v1 hierarchies by the child writing
+       "0" into their open `tasks` files (at most WHISPER_SPAWN_MAX_CGROUPS). Both avoid the
+       kernel's global threadgroup lock that a cgroup.procs write takes (milliseconds). */
+    int cgroup_dir_fd;           /* v2 cgroup directory, or -1 */
+    int cgroup_dir_by_write;     /* join it by writing cgroup.procs instead (see CharacterCgroup.killAll) */
+    const int *cgroup_task_fds;  /* v1 `tasks` files */
+    int cgroup_task_count;
     int new_process_group;       /* setpgid(0, 0) */
     long long nofile_soft;       /* >= 0: RLIMIT_NOFILE soft limit to restore (whisperd raises its own) */
     long long data_limit;        /* >= 0: RLIMIT_DATA in bytes (the memory bound when no memory cgroup) */

@@ -12,14 +12,21 @@ public enum CgroupMode: String, CaseIterable, Sendable {
 
 /// One hierarchy whisperd puts characters in, with whisperd's base cgroup there.
 public struct CgroupTree: Hashable, Sendable {
-    public var version: CgroupVersion
-    public var hierarchy: CgroupLayout.Hierarchy
+    public let version: CgroupVersion
+    public let hierarchy: CgroupLayout.Hierarchy
     /// whisperd's base cgroup, relative to the hierarchy root ("/system.slice/whisperd.service").
-    public var basePath: String
+    public let basePath: String
     /// The v1 controller this tree was chosen for; `nil` on v2.
-    public var controller: String?
+    public let controller: String?
+    public let baseDirectory: String
 
-    public var baseDirectory: String { hierarchy.directory(basePath) }
+    public init(version: CgroupVersion, hierarchy: CgroupLayout.Hierarchy, basePath: String, controller: String?) {
+        self.version = version
+        self.hierarchy = hierarchy
+        self.basePath = basePath
+        self.controller = controller
+        self.baseDirectory = hierarchy.directory(basePath)
+    }
 
     public func characterPath(_ name: String) -> String {
         (basePath == "/" ? "" : basePath) + "/" + CgroupTree.characterPrefix + name

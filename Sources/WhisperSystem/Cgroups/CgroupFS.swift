@@ -14,7 +14,8 @@ public enum CgroupFS {
         var bytes = Array(value.utf8)
         if bytes.isEmpty { bytes = [UInt8(ascii: "\n")] }
         while true {
-            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            // At offset 0, so a descriptor kept open can be written again and again.
+            let count = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
             if count == bytes.count { return }
             if count < 0, errno == EINTR { continue }
             throw SystemError("write \"\(value)\" to \(path)", errno: count < 0 ? errno : EIO)

@@ -48,6 +48,16 @@ public enum CgroupLimitFiles {
         [("pids.max", limits.pids.map(String.init) ?? "max")]
     }
 
+    /// What a newly made cgroup already holds: writing it again is wasted time at cold start.
+    public static func isKernelDefault(_ value: String, for file: String) -> Bool {
+        switch file {
+        case "memory.oom.group": value == "0"
+        case "cpu.cfs_period_us": value == String(cpuPeriodMicroseconds)
+        case "cpu.max": value == "max \(cpuPeriodMicroseconds)"
+        default: value == "max" || value == "-1"
+        }
+    }
+
     /// Files whose absence is not an error: swap accounting is a kernel/boot option.
     public static let optionalFiles: Set<String> = ["memory.swap.max", "memory.memsw.limit_in_bytes", "memory.oom.group"]
 }

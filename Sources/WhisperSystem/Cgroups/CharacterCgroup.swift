@@ -20,13 +20,23 @@ public struct CgroupUsage: Hashable, Sendable {
 public final class CharacterCgroup {
     public let name: String
     let backend: CgroupBackend
-    /// Trees joined so far, in join order, with their open `cgroup.procs`.
-    private var joined: [(tree: CgroupTree, procsFD: Int32)] = []
+    /// Trees joined so far, in join order, with what a child joins them through: the v2
+    /// directory, or the v1 `tasks` file.
+    private var joined: [(tree: CgroupTree, placementFD: Int32)] = []
     /// The limits last written, per function.
     private var written: [String: Limits] = [:]
+    /// Directories this instance just made and has not written to yet (they hold the defaults).
+    private var fresh: Set<String> = []
     private var oomCounterFD: Int32 = -1
     private var lastOOMKills: UInt64 = 0
     private var peakFD: Int32 = -1
+    /// `cgroup.kill` was used on this cgroup: from then on (Linux 6.18 at least) the kernel
+    /// SIGKILLs every child that clone3 puts into it (its kill sequence number no longer matches
+    /// the parent's), so later children join by writing `cgroup.procs`, until the cgroup is
+    /// made anew.
+    private var wasKilledByCgroupKill = false { didSet { cachedPlacement = nil } }
+    /// What the last ``prepare(limits:)`` returned, for the same limits: a restart's fast path.
+    private var cachedPlacement: (limits: Limits, placement: CgroupPlacement)?
 
     /// Becomes readable (v1 eventfd) or priority-readable (v2 `memory.events`) on an OOM kill.
     public private(set) var oomEventFD: Int32 = -1
@@ -63,18 +73,30 @@ public final class CharacterCgroup {
     private func directory(_ tree: CgroupTree) -> String { tree.characterDirectory(name) }
 
     /// Before each spawn: creates what is missing, writes limits that changed, and returns the
-    /// `cgroup.procs` descriptors the child writes itself into before exec.
-    public func prepare(limits: Limits) throws(SystemError) -> [Int32] {
+    /// descriptors that place the child before exec.
+    public func prepare(limits: Limits) throws(SystemError) -> CgroupPlacement {
+        if let cachedPlacement, cachedPlacement.limits == limits { return cachedPlacement.placement }
         for tree in trees(for: limits) where !isJoined(tree) { try join(tree) }
         try write(limits)
-        return joined.map(\.procsFD)
+        var placement = CgroupPlacement()
+        for (tree, fd) in joined {
+            if tree.version == .v2 {
+                placement.directoryFD = fd
+                placement.joinsDirectoryByWrite = wasKilledByCgroupKill
+            } else {
+                placement.taskFDs.append(fd)
+            }
+        }
+        cachedPlacement = (limits, placement)
+        return placement
     }
 
     private func join(_ tree: CgroupTree) throws(SystemError) {
         let directory = directory(tree)
-        try CgroupFS.makeDirectory(directory)
-        let fd = open(directory + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open \(directory)/cgroup.procs") }
+        if try CgroupFS.makeDirectory(directory) { fresh.insert(directory) }
+        let path = tree.version == .v2 ? directory : directory + "/tasks"
+        let fd = open(path, tree.version == .v2 ? O_RDONLY | O_DIRECTORY | O_CLOEXEC : O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(path)") }
         joined.append((tree, fd))
         if tree.baseDirectory == backend.memory?.baseDirectory { watchOOM(in: directory, version: tree.version) }
         if tree.baseDirectory == backend.grouping?.baseDirectory, tree.version == .v2 {
@@ -90,6 +112,7 @@ public final class CharacterCgroup {
             peakFD = open(directory + "/memory.peak", O_RDWR | O_CLOEXEC)
             if peakFD < 0 { peakFD = open(directory + "/memory.peak", O_RDONLY | O_CLOEXEC) }
         case .v1:
+            peakFD = open(directory + "/memory.max_usage_in_bytes", O_RDWR | O_CLOEXEC)
             oomCounterFD = open(directory + "/memory.oom_control", O_RDONLY | O_CLOEXEC)
             let eventFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
             if oomCounterFD >= 0, eventFD >= 0,
@@ -109,7 +132,8 @@ public final class CharacterCgroup {
         func apply(_ function: String, _ tree: CgroupTree?, _ files: [(file: String, value: String)], _ relevant: Limits) {
             guard let tree, isJoined(tree), written[function] != relevant else { return }
             let directory = directory(tree)
-            for (file, value) in files {
+            let isFresh = fresh.contains(directory)
+            for (file, value) in files where !(isFresh && CgroupLimitFiles.isKernelDefault(value, for: file)) {
                 do { try CgroupFS.write(value, to: directory + "/" + file) } catch {
                     if error.errno == ENOENT, CgroupLimitFiles.optionalFiles.contains(file) { continue }
                     problems.append(error)
@@ -124,6 +148,7 @@ public final class CharacterCgroup {
         }
         if let cpu = backend.cpu { apply("cpu", cpu, CgroupLimitFiles.cpu(limits, cpu.version), Limits(cpus: limits.cpus)) }
         if let pids = backend.pids { apply("pids", pids, CgroupLimitFiles.pids(limits), Limits(pids: limits.pids)) }
+        fresh = []
         if let first = problems.first {
             // Try again next time rather than believing a half-written state.
             written = [:]
@@ -134,6 +159,7 @@ public final class CharacterCgroup {
     /// A reload changed only `limits:` of a running character: write them to its cgroups now.
     /// A v1 tree it was not in yet (a newly set `cpus:`) is joined by moving its processes.
     public func applyLive(_ limits: Limits) throws(SystemError) {
+        cachedPlacement = nil
         let members = processIDs()
         for tree in trees(for: limits) where !isJoined(tree) {
             try join(tree)
@@ -182,6 +208,7 @@ public final class CharacterCgroup {
     public func killAll() {
         guard let grouping = backend.grouping else { return }
         Self.kill(directory: directory(grouping), version: grouping.version)
+        if grouping.version == .v2 { wasKilledByCgroupKill = true }
     }
 
     /// v2: `cgroup.kill` (atomic, even against forks). v1: freeze so nothing can fork, SIGKILL
@@ -203,8 +230,9 @@ public final class CharacterCgroup {
     // MARK: - Accounting
 
     /// OOM kills since the last call (0 if none), read from the kernel's counter.
-    public func takeNewOOMKills() -> UInt64 {
-        if oomEventFD >= 0, oomEventFD != oomCounterFD {
+    /// `consumingWakeUp`: called for the OOM event itself (v1: drain the eventfd).
+    public func takeNewOOMKills(consumingWakeUp: Bool = true) -> UInt64 {
+        if consumingWakeUp, oomEventFD >= 0, oomEventFD != oomCounterFD {
             var value: UInt64 = 0
             _ = read(oomEventFD, &value, 8)  // v1 eventfd: consume the wake-up
         }
@@ -220,23 +248,14 @@ public final class CharacterCgroup {
 
     /// The highest memory use since the last ``resetPeak()`` (or since the cgroup was made).
     public func peakMemory() -> UInt64? {
-        guard let memory = backend.memory, isJoined(memory) else { return nil }
-        switch memory.version {
-        case .v2:
-            guard peakFD >= 0, let text = CgroupFS.read(fd: peakFD) else { return nil }
-            return UInt64(text.trimmingTrailingNewline)
-        case .v1:
-            return CgroupFS.read(directory(memory) + "/memory.max_usage_in_bytes").flatMap { UInt64($0.trimmingTrailingNewline) }
-        }
+        guard peakFD >= 0, let text = CgroupFS.read(fd: peakFD) else { return nil }
+        return UInt64(text.trimmingTrailingNewline)
     }
 
     /// Starts a new peak for the next run (v1 always; v2 on kernels that reset per open file).
     public func resetPeak() {
-        guard let memory = backend.memory, isJoined(memory) else { return }
-        switch memory.version {
-        case .v2: if peakFD >= 0 { try? CgroupFS.write("reset", fd: peakFD, path: "memory.peak") }
-        case .v1: try? CgroupFS.write("0", to: directory(memory) + "/memory.max_usage_in_bytes")
-        }
+        guard peakFD >= 0, let memory = backend.memory else { return }
+        try? CgroupFS.write(memory.version == .v2 ? "reset" : "0", fd: peakFD, path: "memory peak")
     }
 
     public func usage() -> CgroupUsage {
@@ -277,6 +296,9 @@ public final class CharacterCgroup {
         }
         joined = []
         written = [:]
+        fresh = []
+        cachedPlacement = nil
+        wasKilledByCgroupKill = false
         return failures
     }
 
