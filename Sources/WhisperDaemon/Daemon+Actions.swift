@@ -46,7 +46,10 @@ extension Daemon {
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
             // Down for good (until someone starts it): its empty cgroups go away.
-            let isDownForGood = to == .exited || to == .failed || (to == .stopped && core.status(of: name)?.desired == .down)
+            // At shutdown too, one by one as characters finish, rather than all at the end.
+            let isDownForGood =
+                to == .exited || to == .failed
+                || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
             if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
         case .alert(let name, let message):
             log.log(.error, name.rawValue, message)

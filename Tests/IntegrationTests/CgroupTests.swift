@@ -272,6 +272,21 @@ extension IntegrationTests {
             Self.killMainExpectingWholeTreeGone(whisperd, main: main, group: try Self.directory(whisperd, "elena", controller: nil))
         }
 
+        @Test func unprivileged_saysWhyEachTreeIsUnusable_thenRunsWithoutCgroups() throws {
+            let scratch = Scratch()
+            chmod(scratch.path, 0o777)
+            let roster = scratch.write("roster.yaml", fastDefaults + "characters:\n  elena: {command: [sleep, '300']}\n")
+            chmod(roster, 0o644)
+            let whisperd = try WhisperdProcess(scratch: scratch, asNobody: true)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("cgroups: cgroup v2:", "is not writable", "Permission denied") != nil)
+            #expect(whisperd.waitFor("cgroups: cgroup v1 freezer:", "is not writable") != nil)
+            #expect(whisperd.waitFor("WARNING: no cgroup backend") != nil)
+            let pid = try #require(WhisperdProcess.pid(in: whisperd.waitFor("elena: starting -> running")))
+            #expect(isAlive(pid))
+            #expect((whisperd.healthJSON()?["supervisor"] as? [String: Any])?["cgroup_backend"] as? String == "none")
+        }
+
         @Test func noneBackend_warnsLoudly_andStillRunsTheFleet() throws {
             let scratch = Scratch()
             scratch.write(

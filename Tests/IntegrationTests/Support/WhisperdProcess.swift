@@ -58,7 +58,11 @@ final class WhisperdProcess: @unchecked Sendable {
     /// The cgroup base this whisperd manages (its own per test unless the test names one).
     let cgroupBase: String?
 
-    init(scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:]) throws {
+    /// - Parameter asNobody: run whisperd as uid/gid 65534 (through `setpriv`), unprivileged.
+    init(
+        scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:],
+        asNobody: Bool = false
+    ) throws {
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
         var extraArguments = extraArguments
@@ -70,9 +74,10 @@ final class WhisperdProcess: @unchecked Sendable {
             extraArguments += ["--cgroup", base]
             cgroupBase = base
         }
-        process.executableURL = URL(fileURLWithPath: whisperdBinary())
+        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : whisperdBinary())
         process.arguments =
-            [
+            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperdBinary()] : [])
+            + [
                 "--roster", scratch.path + "/roster.yaml", "--state-dir", scratch.path + "/state", "--runtime-dir",
                 scratch.path + "/run", "--log-dir", scratch.path + "/logs", "--http", "127.0.0.1:\(self.httpPort)",
             ] + extraArguments
