@@ -70,6 +70,8 @@ extension Daemon {
             reportOOMKills(name, consumingWakeUp: false)
             peak = group.peakMemory()
             group.resetPeak()
+            // After cgroup.kill the kernel would kill children clone3 puts there: make it anew.
+            if group.wasKilledByCgroupKill { removeCgroup(of: name) }
         }
         post(.childExited(name, pid: run.pid, termination, peakMemoryBytes: peak))
     }

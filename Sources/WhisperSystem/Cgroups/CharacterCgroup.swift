@@ -33,8 +33,8 @@ public final class CharacterCgroup {
     /// `cgroup.kill` was used on this cgroup: from then on (Linux 6.18 at least) the kernel
     /// SIGKILLs every child that clone3 puts into it (its kill sequence number no longer matches
     /// the parent's), so later children join by writing `cgroup.procs`, until the cgroup is
-    /// made anew.
-    private var wasKilledByCgroupKill = false { didSet { cachedPlacement = nil } }
+    /// made anew (whisperd does that once the cgroup is empty).
+    public private(set) var wasKilledByCgroupKill = false { didSet { cachedPlacement = nil } }
     /// What the last ``prepare(limits:)`` returned, for the same limits: a restart's fast path.
     private var cachedPlacement: (limits: Limits, placement: CgroupPlacement)?
 
