@@ -10,11 +10,13 @@ let package = Package(
     name: "whisperd",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "whisperd", targets: ["whisperd"])
+        .executable(name: "whisperd", targets: ["whisperd"]),
+        .executable(name: "whisperctl", targets: ["whisperctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Pure: no Foundation, no Glibc, no clock. Everything here is a function of its inputs.
@@ -37,7 +39,9 @@ let package = Package(
         // The imperative shell that runs the core against the OS.
         .target(
             name: "WhisperDaemon",
-            dependencies: ["WhisperCore", "WhisperConfig", "WhisperSystem"],
+            dependencies: [
+                "WhisperCore", "WhisperConfig", "WhisperSystem", .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(
@@ -50,6 +54,14 @@ let package = Package(
             dependencies: [
                 "WhisperDaemon", "WhisperWorker", "WhisperConfig", "WhisperCore", "WhisperSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The operator's command line: talks to whisperd over its control socket.
+        .executableTarget(
+            name: "whisperctl",
+            dependencies: [
+                "WhisperConfig", "WhisperCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
         ),

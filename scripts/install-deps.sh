@@ -2,7 +2,8 @@
 # Installs what building and testing whisperd needs on Debian 12. Idempotent; run as root.
 set -euo pipefail
 
-packages=(pkg-config libsystemd-dev curl procps)
+# prometheus: promtool checks /metrics in the tests; wrk: scripts/bench/http.sh.
+packages=(pkg-config libsystemd-dev curl procps prometheus wrk util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -41,10 +41,14 @@ extension Daemon {
             rejectedDatagrams[name] = nil
             malformedDatagrams[name] = nil
             removeCgroup(of: name)
+            metrics.forget(name)
             log.log(.info, name.rawValue, "removed")
         case .transitioned(let name, let from, let to, let detail):
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
+            if from == .starting, to == .running, let started = core.status(of: name)?.startedAt {
+                metrics.recordTimeToReady(name, seconds: Double(Clock.monotonicNanoseconds() - started.nanoseconds) / 1e9)
+            }
             // Down for good (until someone starts it): its empty cgroups go away.
             // At shutdown too, one by one as characters finish, rather than all at the end.
             let isDownForGood =
@@ -93,6 +97,7 @@ extension Daemon {
         case .failure(let failure):
             log.log(.error, name.rawValue, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
             post(.spawnFailed(name, errno: failure.errno))
+            recordIncident(name)
         case .success(let child):
             let run = Daemon.LiveRun(pid: child.pid, pidFD: child.pidFD)
             runs[name] = run
@@ -149,7 +154,10 @@ extension Daemon {
             let now = Clock.realtimeNanoseconds()
             if count > 0 {
                 let (bytes, lines) = pipe.assembler.feed(buffer[0..<count], now: now)
-                if lines > 0 { logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines) }
+                if lines > 0 {
+                    logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines)
+                    if let followers = logFollowers[name] { for stream in followers.values { stream.write(bytes) } }
+                }
                 continue
             }
             if count < 0, errno == EAGAIN || errno == EINTR { break }

@@ -74,6 +74,7 @@ extension Daemon {
             if group.wasKilledByCgroupKill { removeCgroup(of: name) }
         }
         post(.childExited(name, pid: run.pid, termination, peakMemoryBytes: peak))
+        recordIncident(name)
     }
 
     func drain(_ name: ServiceName, _ group: CharacterCgroup, _ run: LiveRun, _ termination: ProcessTermination) {

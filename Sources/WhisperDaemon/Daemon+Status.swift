@@ -31,6 +31,17 @@ extension Daemon {
             ]
             if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }
             return json(unhealthy.isEmpty ? 200 : 503, body)
+        case "/metrics":
+            let limits = limitsByName
+            let dropped = logWriter.droppedLines()
+            let snapshots = core.statuses().map { status in
+                MetricsExporter.Snapshot(
+                    status: status, limits: limits[status.name], usage: characterCgroups[status.name]?.usage(),
+                    logLinesDropped: dropped[status.name.rawValue] ?? 0, notifyRejected: rejectedDatagrams[status.name] ?? 0,
+                    notifyMalformed: malformedDatagrams[status.name] ?? 0)
+            }
+            return HTTPServer.Response(
+                status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render(snapshots))
         case "/v1/characters":
             let limits = limitsByName
             return json(200, ["characters": core.statuses().map { describe($0, now: now, limits: limits) }])

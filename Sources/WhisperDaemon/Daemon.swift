@@ -21,6 +21,11 @@ public final class Daemon {
     let systemd = SystemdNotifier()
     var signals: SignalSource?
     var statusServer: HTTPServer?
+    var controlServer: HTTPServer?
+    /// `whisperctl logs -f` clients, per character.
+    var logFollowers: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
+    let incidents: IncidentStore
+    let metrics = MetricsExporter(version: WhisperdVersion.current)
 
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
@@ -73,6 +78,7 @@ public final class Daemon {
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         self.logWriter = try LogWriter()
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
+        self.incidents = IncidentStore(stateDirectory: configuration.stateDirectory)
         let stopped = Set(stateStore.stoppedServices().compactMap(ServiceName.init))
         var jobs: [ServiceName: String] = [:]
         for (name, revision) in stateStore.completedJobs() { if let name = ServiceName(name) { jobs[name] = revision } }
@@ -92,6 +98,7 @@ public final class Daemon {
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
+        try startControlSocket()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
         log.log(
             .info, "whisperd",
@@ -105,6 +112,8 @@ public final class Daemon {
         for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
+        controlServer?.close()
+        unlink(controlSocketPath)
         logWriter.close()
         log.log(.info, "whisperd", "stopped")
         return exitCode
@@ -165,17 +174,28 @@ public final class Daemon {
         }
     }
 
-    /// SIGHUP: read the roster again; apply the difference, or change nothing at all.
-    func reload() {
-        guard !core.isShuttingDown else { return }
-        systemd.reloading(monotonicMicroseconds: Clock.monotonicNanoseconds() / 1000)
-        defer { systemd.send("READY=1") }
+    enum ReloadOutcome {
+        case rejected([String])
+        case planned([String])
+    }
+
+    /// SIGHUP or `whisperctl reload`: read the roster again; apply the difference, or change
+    /// nothing at all. A dry run only reports what would happen.
+    @discardableResult
+    func reload(dryRun: Bool = false) -> ReloadOutcome {
+        guard !core.isShuttingDown else { return .rejected(["whisperd is shutting down"]) }
+        if !dryRun { systemd.reloading(monotonicMicroseconds: Clock.monotonicNanoseconds() / 1000) }
+        defer { if !dryRun { systemd.send("READY=1") } }
         switch loader.load(path: configuration.rosterPath) {
         case .failure(let error):
-            for problem in error.problems { log.log(.error, "reload", "problem: \(problem)") }
-            log.log(.error, "reload", "rejected (\(error.problems.count) problems): the running fleet is unchanged")
+            let problems = error.problems.map { "\($0)" }
+            guard !dryRun else { return .rejected(problems) }
+            for problem in problems { log.log(.error, "reload", "problem: \(problem)") }
+            log.log(.error, "reload", "rejected (\(problems.count) problems): the running fleet is unchanged")
+            return .rejected(problems)
         case .success(let newRoster):
             let diff = RosterDiff(old: loaded.roster, new: newRoster.roster)
+            guard !dryRun else { return .planned(diff.plan) }
             loaded = newRoster
             if diff.isEmpty {
                 log.log(.info, "reload", "roster unchanged")
@@ -184,6 +204,7 @@ public final class Daemon {
             }
             warnAboutLimits(newRoster.roster)
             post(.rosterLoaded(newRoster.roster))
+            return .planned(diff.plan)
         }
     }
 

@@ -12,12 +12,15 @@ public struct DaemonConfiguration: Sendable {
     /// `--cgroup-backend` and `--cgroup` (base path inside each hierarchy; `nil`: own cgroup).
     public var cgroupMode: CgroupMode
     public var cgroupBase: String?
+    /// The group allowed to use the control socket.
+    public var controlGroup: String
 
     public init(
         rosterPath: String, stateDirectory: String, runtimeDirectory: String, logDirectory: String,
         httpAddress: (host: String, port: Int)?, selfExecutable: String, cgroupMode: CgroupMode = .auto,
-        cgroupBase: String? = nil
+        cgroupBase: String? = nil, controlGroup: String = "whisperd"
     ) {
+        self.controlGroup = controlGroup
         self.cgroupMode = cgroupMode
         self.cgroupBase = cgroupBase
         self.rosterPath = rosterPath

@@ -10,29 +10,88 @@ public final class HTTPServer {
         public var query: String
         public var headers: [(String, String)]
         public var body: [UInt8]
+        /// The peer's credentials (Unix sockets only; SO_PEERCRED).
+        public var peer: PeerCredentials?
+
+        /// `key=value` pairs of the query string (no percent-decoding beyond `+`/`%20`).
+        public var queryItems: [String: String] {
+            var items: [String: String] = [:]
+            for pair in query.split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let value = parts.count > 1 ? String(parts[1]).replacingPlusAndSpaces() : ""
+                items[String(parts[0])] = value
+            }
+            return items
+        }
 
         public func header(_ name: String) -> String? {
             headers.first { $0.0.lowercased() == name.lowercased() }?.1
         }
     }
 
-    public struct Response: Sendable {
+    public struct Response {
         public var status: Int
         public var contentType: String
         public var body: [UInt8]
+        /// A streamed response: the head and `body` go out, then the connection stays open
+        /// and this is called with a stream to write more to (until either side closes).
+        public var stream: ((HTTPStream) -> Void)?
 
-        public init(status: Int, contentType: String = "application/json", body: String) {
+        public init(status: Int, contentType: String = "application/json", body: String, stream: ((HTTPStream) -> Void)? = nil) {
             self.status = status
             self.contentType = contentType
             self.body = Array(body.utf8)
+            self.stream = stream
+        }
+
+        public init(status: Int, contentType: String, bytes: [UInt8]) {
+            self.status = status
+            self.contentType = contentType
+            self.body = bytes
+            self.stream = nil
+        }
+    }
+
+    /// The open end of a streamed response. Writes never block the loop: a client that does
+    /// not keep up (over 1 MiB behind) is disconnected.
+    public final class HTTPStream {
+        fileprivate weak var server: HTTPServer?
+        fileprivate let fd: Int32
+        public var onClose: (() -> Void)?
+        public private(set) var isClosed = false
+
+        fileprivate init(server: HTTPServer, fd: Int32) {
+            self.server = server
+            self.fd = fd
+        }
+
+        public func write(_ bytes: [UInt8]) {
+            guard !isClosed else { return }
+            server?.streamWrite(fd, bytes)
+        }
+
+        public func close() {
+            guard !isClosed else { return }
+            server?.finishStream(fd)
+        }
+
+        fileprivate func closed() {
+            guard !isClosed else { return }
+            isClosed = true
+            onClose?()
+            onClose = nil
         }
     }
 
     public typealias Handler = (Request) -> Response
 
+    /// Decides at accept time whether a Unix-socket peer may talk to us at all.
+    public typealias Authorizer = (PeerCredentials) -> Bool
+
     private let loop: EventLoop
     private let listenFD: Int32
     private let handler: Handler
+    private let authorize: Authorizer?
     private var connections: [Int32: Connection] = [:]
     private let maxConnections = 256
 
@@ -40,13 +99,27 @@ public final class HTTPServer {
         var input: [UInt8] = []
         var output: [UInt8] = []
         var isResponding = false
+        var peer: PeerCredentials?
+        var stream: HTTPStream?
+        var closeAfterFlush = true
     }
 
-    public init(loop: EventLoop, listenFD: Int32, handler: @escaping Handler) throws {
+    public init(loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, handler: @escaping Handler) throws {
         self.loop = loop
         self.listenFD = listenFD
         self.handler = handler
+        self.authorize = authorize
         try loop.add(listenFD, .readable) { [unowned self] _ in self.acceptAll() }
+    }
+
+    /// Listens on a Unix stream socket created with `mode`; every peer is checked by `authorize`
+    /// before anything it sends is read.
+    public convenience init(
+        loop: EventLoop, unixPath: String, mode: Int32, authorize: @escaping Authorizer, handler: @escaping Handler
+    ) throws {
+        let fd = whisper_unix_listen(unixPath, mode, 128)
+        guard fd >= 0 else { throw SystemError("listen on \(unixPath)") }
+        try self.init(loop: loop, listenFD: fd, authorize: authorize, handler: handler)
     }
 
     /// Listens on a literal loopback (or explicit) TCP address.
@@ -70,7 +143,17 @@ public final class HTTPServer {
                 Glibc.close(fd)
                 continue
             }
-            connections[fd] = Connection()
+            let connection = Connection()
+            connections[fd] = connection
+            if let authorize {
+                let peer = PeerCredentials(socket: fd)
+                connection.peer = peer
+                guard let peer, authorize(peer) else {
+                    // Refused before a single byte of the request is looked at.
+                    respond(fd, connection, Response(status: 403, body: #"{"error":"permission denied"}"#))
+                    continue
+                }
+            }
             do {
                 try loop.add(fd, .readable) { [unowned self] _ in self.service(fd) }
             } catch {
@@ -82,6 +165,13 @@ public final class HTTPServer {
 
     private func service(_ fd: Int32) {
         guard let connection = connections[fd] else { return }
+        if connection.stream != nil {
+            // A streaming client only ever sends its goodbye.
+            var scratch = [UInt8](repeating: 0, count: 512)
+            let count = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
+            return flush(fd, connection)
+        }
         if connection.isResponding { return flush(fd, connection) }
         var buffer = [UInt8](repeating: 0, count: 16384)
         let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -96,7 +186,8 @@ public final class HTTPServer {
             if connection.input.count > (1 << 20) + 16384 { respond(fd, connection, Response(status: 413, body: #"{"error":"request too large"}"#)) }
         case .invalid(let reason):
             respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
-        case .complete(let request):
+        case .complete(var request):
+            request.peer = connection.peer
             respond(fd, connection, handler(request))
         }
     }
@@ -104,9 +195,31 @@ public final class HTTPServer {
     private func respond(_ fd: Int32, _ connection: Connection, _ response: Response) {
         connection.isResponding = true
         let reason = Self.reasons[response.status] ?? "Status"
+        let length = response.stream == nil ? "Content-Length: \(response.body.count)\r\n" : ""
         let head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
-            + "Content-Length: \(response.body.count)\r\nConnection: close\r\n\r\n"
+            + "\(length)Connection: close\r\n\r\n"
         connection.output = Array(head.utf8) + response.body
+        if let open = response.stream {
+            let stream = HTTPStream(server: self, fd: fd)
+            connection.stream = stream
+            connection.closeAfterFlush = false
+            flush(fd, connection)
+            if connections[fd] === connection { open(stream) }
+            return
+        }
+        flush(fd, connection)
+    }
+
+    fileprivate func streamWrite(_ fd: Int32, _ bytes: [UInt8]) {
+        guard let connection = connections[fd] else { return }
+        connection.output += bytes
+        if connection.output.count > 1 << 20 { return drop(fd) }
+        flush(fd, connection)
+    }
+
+    fileprivate func finishStream(_ fd: Int32) {
+        guard let connection = connections[fd] else { return }
+        connection.closeAfterFlush = true
         flush(fd, connection)
     }
 
@@ -123,13 +236,15 @@ public final class HTTPServer {
             }
             connection.output.removeFirst(written)
         }
-        drop(fd)
+        if connection.closeAfterFlush { return drop(fd) }
+        loop.modify(fd, .readable)
     }
 
     private func drop(_ fd: Int32) {
-        guard connections.removeValue(forKey: fd) != nil else { return }
+        guard let connection = connections.removeValue(forKey: fd) else { return }
         loop.remove(fd)
         Glibc.close(fd)
+        connection.stream?.closed()
     }
 
     enum ParseResult {
@@ -177,6 +292,41 @@ public final class HTTPServer {
         404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
         422: "Unprocessable Entity", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
     ]
+}
+
+/// Who is on the other end of a Unix socket (SO_PEERCRED), and their supplementary groups.
+public struct PeerCredentials: Sendable {
+    public let pid: Int32
+    public let uid: UInt32
+    public let gid: UInt32
+
+    public init?(socket fd: Int32) {
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard whisper_peer_credentials(fd, &pid, &uid, &gid) == 0 else { return nil }
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+
+    /// Whether the peer is in group `gid` (primary or supplementary, from /proc/PID/status).
+    public func isMember(ofGroup gid: UInt32) -> Bool {
+        if self.gid == gid { return true }
+        guard let status = readSmallFile("/proc/\(pid)/status") else { return false }
+        for line in status.split(separator: "\n") where line.hasPrefix("Groups:") {
+            return line.dropFirst(7).split(whereSeparator: { $0 == " " || $0 == "\t" }).contains { UInt32($0) == gid }
+        }
+        return false
+    }
+}
+
+extension String {
+    func replacingPlusAndSpaces() -> String {
+        var text = self
+        text = text.split(separator: "+", omittingEmptySubsequences: false).joined(separator: " ")
+        return text.split(separator: "%20", omittingEmptySubsequences: false).joined(separator: " ")
+    }
 }
 
 extension Substring {

@@ -58,6 +58,9 @@ struct Whisperd: ParsableCommand {
             valueName: "PATH"))
     var cgroup: String?
 
+    @Option(name: .long, help: "The group whose members may use the control socket (<runtime-dir>/control.sock); created if missing.")
+    var controlGroup: String = "whisperd"
+
     @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
     var check = false
 
@@ -98,7 +101,7 @@ struct Whisperd: ParsableCommand {
             runtimeDirectory: absolute(runtimeDir ?? (isProduction ? "/run/whisperd" : localBase + "/run")),
             logDirectory: absolute(logDir ?? (isProduction ? "/var/log/whisperd" : localBase + "/logs")),
             httpAddress: address, selfExecutable: selfPath, cgroupMode: cgroupMode,
-            cgroupBase: cgroup.map(Paths.normalize))
+            cgroupBase: cgroup.map(Paths.normalize), controlGroup: controlGroup)
         let code = try DaemonLauncher.launch(configuration, loaded: loaded)
         if code != 0 { throw ExitCode(code) }
     }

@@ -84,6 +84,8 @@ int whisper_tcp_connect(const char *host, int port);
 /// Nonblocking, close-on-exec Unix stream listener, created with the given mode.
 int whisper_unix_listen(const char *path, int mode, int backlog);
 int whisper_accept(int fd);
+/// SO_PEERCRED of a connected Unix socket; -1 on error.
+int whisper_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 int whisper_socket_error(int fd);
 
 /// A pipe with both ends close-on-exec; the read end nonblocking.

@@ -1,0 +1,196 @@
+import Foundation
+import Glibc
+import WhisperConfig
+import WhisperCore
+import WhisperSystem
+
+/// The control socket: `<runtime>/control.sock`, HTTP/1.1 + JSON, mode 0660, group
+/// `whisperd`. Everything the loopback port serves, plus the routes that change things.
+/// Peers are checked (SO_PEERCRED) before a byte of their request is read.
+extension Daemon {
+    var controlSocketPath: String { configuration.runtimeDirectory + "/control.sock" }
+
+    func startControlSocket() throws {
+        let path = controlSocketPath
+        guard path.utf8.count < 108 else {
+            throw SystemError("control socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
+        }
+        let group = controlGroupID()
+        let owner = geteuid()
+        controlServer = try HTTPServer(
+            loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660,
+            authorize: { peer in
+                peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
+            },
+            handler: { [unowned self] request in self.handleControlRequest(request) })
+        if let group, chown(path, owner, group) != 0 {
+            log.log(.warning, "whisperd", "cannot give \(path) to group \(configuration.controlGroup): \(SystemError("chown"))")
+        }
+        let access = group.map { _ in "mode 0660, group \(configuration.controlGroup)" } ?? "mode 0600, owner only"
+        log.log(.info, "whisperd", "control socket \(path) (\(access))")
+    }
+
+    /// The control group's gid; created (as a system group) when missing and we are root.
+    private func controlGroupID() -> UInt32? {
+        let name = configuration.controlGroup
+        if let entry = getgrnam(name) { return entry.pointee.gr_gid }
+        guard geteuid() == 0 else {
+            log.log(.warning, "whisperd", "group \(name) does not exist: the control socket is for its owner only")
+            return nil
+        }
+        let status = Glibc.system("groupadd --system '\(name)' >/dev/null 2>&1")
+        if status == 0, let entry = getgrnam(name) {
+            log.log(.info, "whisperd", "created system group \(name) for the control socket")
+            return entry.pointee.gr_gid
+        }
+        log.log(.warning, "whisperd", "cannot create group \(name): the control socket is for root only")
+        return nil
+    }
+
+    func handleControlRequest(_ request: HTTPServer.Request) -> HTTPServer.Response {
+        let parts = request.path.split(separator: "/").map(String.init)
+        if request.method == "GET" || request.method == "HEAD" {
+            if parts.count == 4, parts[0] == "v1", parts[1] == "characters", let name = known(parts[2]) {
+                switch parts[3] {
+                case "logs": return logs(name, request)
+                case "incidents": return jsonResponse(200, ["name": name.rawValue, "incidents": incidents.load(name.rawValue)])
+                case "env": return environment(name)
+                default: break
+                }
+            }
+            return handleStatusRequest(request)
+        }
+        guard request.method == "POST" else { return jsonResponse(405, ["error": "method \(request.method) not allowed"]) }
+        let peer = request.peer.map { "uid=\($0.uid) pid=\($0.pid)" } ?? "peer unknown"
+        if parts == ["v1", "reload"] {
+            let dryRun = request.queryItems["dry_run"].map { $0 == "1" || $0 == "true" } ?? false
+            log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")
+            return reloadResponse(dryRun: dryRun)
+        }
+        guard parts.count == 4, parts[0] == "v1", parts[1] == "characters" else {
+            return jsonResponse(404, ["error": "no such route: POST \(request.path)"])
+        }
+        guard let name = known(parts[2]) else { return jsonResponse(404, ["error": "no character named \(parts[2])"]) }
+        guard let command = OperatorCommand(rawValue: parts[3]) else {
+            return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop, restart)"])
+        }
+        guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        log.log(.info, "control", "\(peer): \(command.rawValue) \(name)")
+        post(.operatorRequested(command, name))
+        guard let status = core.status(of: name) else { return jsonResponse(404, ["error": "no character named \(name)"]) }
+        return jsonResponse(202, describe(status, now: Clock.monotonicNanoseconds(), limits: [:]))
+    }
+
+    private func known(_ text: String) -> ServiceName? {
+        guard let name = ServiceName(text), core.status(of: name) != nil else { return nil }
+        return name
+    }
+
+    func jsonResponse(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return HTTPServer.Response(status: status, body: String(decoding: data, as: UTF8.self))
+    }
+
+    // MARK: - Reload
+
+    private func reloadResponse(dryRun: Bool) -> HTTPServer.Response {
+        switch reload(dryRun: dryRun) {
+        case .rejected(let problems):
+            return jsonResponse(422, ["applied": false, "problems": problems])
+        case .planned(let plan):
+            return jsonResponse(200, ["applied": !dryRun, "dry_run": dryRun, "plan": plan])
+        }
+    }
+
+    // MARK: - Logs
+
+    /// The last `lines` lines of the character's log file; with `follow=1`, then every new
+    /// line as it is written, until the client hangs up.
+    private func logs(_ name: ServiceName, _ request: HTTPServer.Request) -> HTTPServer.Response {
+        let items = request.queryItems
+        let count = min(Int(items["lines"] ?? "") ?? 20, 10_000)
+        let tail = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: count)
+        let follow = items["follow"] == "1" || items["follow"] == "true"
+        guard follow else { return HTTPServer.Response(status: 200, contentType: "text/plain; charset=utf-8", body: tail) }
+        return HTTPServer.Response(status: 200, contentType: "text/plain; charset=utf-8", body: tail) {
+            [unowned self] stream in
+            let id = ObjectIdentifier(stream)
+            self.logFollowers[name, default: [:]][id] = stream
+            stream.onClose = { [unowned self] in self.logFollowers[name]?[id] = nil }
+        }
+    }
+
+    /// Up to `lines` whole lines from the end of a file (reads at most 1 MiB).
+    static func tail(of path: String, lines: Int) -> String {
+        guard lines > 0 else { return "" }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        let length = Int(min(size, 1 << 20))
+        guard length > 0 else { return "" }
+        var buffer = [UInt8](repeating: 0, count: length)
+        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, size - off_t(length)) }
+        guard count > 0 else { return "" }
+        var text = buffer[0..<count]
+        if length < size, let newline = text.firstIndex(of: 10) { text = text[(newline + 1)...] }
+        var newlines = 0
+        var start = text.startIndex
+        for index in text.indices.reversed() where text[index] == 10 && index != text.index(before: text.endIndex) {
+            newlines += 1
+            if newlines == lines {
+                start = index + 1
+                break
+            }
+        }
+        return String(decoding: text[start...], as: UTF8.self)
+    }
+
+    // MARK: - Incidents
+
+    /// After an abnormal exit (the restart, if any, is already under way): what happened,
+    /// with the run's peak memory, its last log lines and its last health report.
+    func recordIncident(_ name: ServiceName) {
+        guard let status = core.status(of: name), let exit = status.lastExit, !exit.reason.isSuccess,
+            exit.reason != .stopped
+        else { return }
+        let now = Clock.monotonicNanoseconds()
+        let realtime = Clock.realtimeNanoseconds() - (now - exit.at.nanoseconds)
+        var incident: [String: Any] = [
+            "reason": exit.reason.description, "kind": exit.reason.kind,
+            "at": Clock.iso8601(realtimeNanoseconds: realtime), "uptime_seconds": exit.uptime.seconds,
+            "restarts": status.restarts, "state_after": status.state.rawValue,
+        ]
+        if let peak = exit.peakMemoryBytes { incident["peak_memory_bytes"] = peak }
+        let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10)
+        incident["last_log_lines"] = lines.split(separator: "\n").map(String.init)
+        var health: [String: Any] = [:]
+        if let text = status.statusText { health["status_text"] = text }
+        for facet in status.facets { health[facet.name] = facet.detail.map { "\(facet.level.rawValue):\($0)" } ?? facet.level.rawValue }
+        if !health.isEmpty { incident["health"] = health }
+        do { try incidents.append(name.rawValue, incident) } catch {
+            log.log(.warning, name.rawValue, "cannot record incident: \(error)")
+        }
+    }
+
+    // MARK: - Environment
+
+    /// The effective environment, where each variable came from, secrets redacted.
+    private func environment(_ name: ServiceName) -> HTTPServer.Response {
+        guard let spec = loaded.roster.services.first(where: { $0.name == name }) else {
+            return jsonResponse(404, ["error": "no character named \(name)"])
+        }
+        let origins = loaded.environmentOrigins[name] ?? [:]
+        var variables = spec.launch.environment
+        variables["NOTIFY_SOCKET"] = notifySockets[name]?.path ?? "\(configuration.runtimeDirectory)/notify/\(name.rawValue).sock"
+        variables["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        let entries: [[String: Any]] = variables.keys.sorted().map { key in
+            let secret = Secrets.isSecret(key)
+            return [
+                "name": key, "value": secret ? Secrets.redacted : variables[key] ?? "", "secret": secret,
+                "origin": origins[key] ?? "whisperd",
+            ]
+        }
+        return jsonResponse(200, ["name": name.rawValue, "environment": entries])
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Glibc
+
+/// HTTP/1.1 over whisperd's control socket: one request per connection, as the server wants.
+struct ControlClient {
+    let socketPath: String
+
+    struct Response {
+        var status: Int
+        var body: Data
+
+        var json: Any? { try? JSONSerialization.jsonObject(with: body) }
+        var object: [String: Any] { json as? [String: Any] ?? [:] }
+        var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    /// whisperd is not there: exit code 3, with the socket tried.
+    struct Unreachable: Error, CustomStringConvertible {
+        let path: String
+        let reason: String
+        var description: String { "cannot reach whisperd at \(path): \(reason) (is whisperd running? --socket or WHISPERD_SOCKET choose another)" }
+    }
+
+    func get(_ path: String) throws -> Response { try send("GET", path) }
+    func post(_ path: String) throws -> Response { try send("POST", path) }
+
+    /// Sends a request; with `stream`, the body is handed over chunk by chunk as it arrives
+    /// (for `logs -f`) and the returned body is empty.
+    func send(_ method: String, _ path: String, stream: ((Data) -> Void)? = nil) throws -> Response {
+        let fd = try connect()
+        defer { close(fd) }
+        let request = "\(method) \(path) HTTP/1.1\r\nHost: whisperd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        var bytes = Array(request.utf8)
+        while !bytes.isEmpty {
+            let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                throw Unreachable(path: socketPath, reason: String(cString: strerror(errno)))
+            }
+            bytes.removeFirst(sent)
+        }
+        var head = Data()
+        var body = Data()
+        var headerComplete = false
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR { continue }
+            if count <= 0 { break }
+            var chunk = Data(buffer[0..<count])
+            if !headerComplete {
+                head.append(chunk)
+                guard let range = head.range(of: Data("\r\n\r\n".utf8)) else { continue }
+                headerComplete = true
+                chunk = head.subdata(in: range.upperBound..<head.endIndex)
+                head = head.subdata(in: head.startIndex..<range.upperBound)
+            }
+            if let stream { stream(chunk) } else { body.append(chunk) }
+        }
+        guard headerComplete else { throw Unreachable(path: socketPath, reason: "the connection closed without a response") }
+        let statusLine = String(decoding: head, as: UTF8.self).split(separator: "\r\n").first ?? ""
+        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return Response(status: status, body: body)
+    }
+
+    private func connect() throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Unreachable(path: socketPath, reason: String(cString: strerror(errno))) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard socketPath.utf8.count < capacity else {
+            close(fd)
+            throw Unreachable(path: socketPath, reason: "path too long")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in socketPath.utf8.enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw Unreachable(path: socketPath, reason: reason)
+        }
+        return fd
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import WhisperCore
+
+/// `whisperctl status`: one aligned row per character.
+enum StatusTable {
+    static let columns = ["NAME", "STATE", "READY", "PID", "UPTIME", "RESTARTS", "MEM/LIMIT", "CPU", "LAST-EXIT"]
+
+    static func render(_ characters: [[String: Any]]) -> String {
+        let rows = [columns] + characters.map(row)
+        let widths = columns.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+
+    static func row(_ character: [String: Any]) -> [String] {
+        let resources = character["resources"] as? [String: Any] ?? [:]
+        let memory = (resources["memory_bytes"] as? Int).map { ByteCount.humanReadable(UInt64($0)) } ?? "-"
+        let limit = (resources["memory_limit_bytes"] as? Int).map { ByteCount.humanReadable(UInt64($0)) } ?? "-"
+        let cpu = (resources["cpu_seconds"] as? Double).map { duration($0) } ?? "-"
+        var lastExit = (character["last_exit"] as? [String: Any]).flatMap { $0["reason"] as? String } ?? "-"
+        if let ago = (character["last_exit"] as? [String: Any])?["seconds_ago"] as? Double { lastExit += " (\(duration(ago)) ago)" }
+        var state = character["state"] as? String ?? "?"
+        if character["crash_loop"] as? Bool == true, state != "crashloop" { state += "*" }
+        return [
+            character["name"] as? String ?? "?", state, (character["ready"] as? Bool ?? false) ? "yes" : "no",
+            (character["pid"] as? Int).map(String.init) ?? "-",
+            (character["uptime_seconds"] as? Double).map(duration) ?? "-",
+            String(character["restarts"] as? Int ?? 0), "\(memory)/\(limit)", cpu, lastExit,
+        ]
+    }
+
+    /// 0.4s, 12s, 3m05s, 2h07m, 3d04h.
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 10 { return String(format1(seconds)) + "s" }
+        let total = Int(seconds)
+        if total < 60 { return "\(total)s" }
+        if total < 3600 { return "\(total / 60)m\(pad(total % 60))s" }
+        if total < 86400 { return "\(total / 3600)h\(pad(total / 60 % 60))m" }
+        return "\(total / 86400)d\(pad(total / 3600 % 24))h"
+    }
+
+    private static func pad(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+
+    private static func format1(_ value: Double) -> String {
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+}

@@ -1,0 +1,360 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import WhisperConfig
+import WhisperCore
+
+/// Exit codes of DESIGN.md section 6.
+enum Exit {
+    static let failed: Int32 = 1
+    static let usage: Int32 = 2
+    static let unreachable: Int32 = 3
+}
+
+struct OperationFailed: Error, CustomStringConvertible {
+    let description: String
+}
+
+@main
+struct Whisperctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whisperctl",
+        abstract: "Control a running whisperd through its control socket.",
+        discussion: """
+            Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 whisperd not reachable.
+            The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
+            """,
+        version: "0.1.0",
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Logs.self, Reload.self, Why.self, Env.self, Check.self]
+    )
+
+    static func main() {
+        do {
+            var command = try parseAsRoot(movingSocketOption(Array(CommandLine.arguments.dropFirst())))
+            try command.run()
+        } catch let error as ControlClient.Unreachable {
+            FileHandle.standardError.write(Data("whisperctl: \(error)\n".utf8))
+            Glibc.exit(Exit.unreachable)
+        } catch let error as OperationFailed {
+            FileHandle.standardError.write(Data("whisperctl: \(error)\n".utf8))
+            Glibc.exit(Exit.failed)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Glibc.exit(Exit.usage)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+extension Whisperctl {
+    /// `whisperctl --socket S status` reads as well as `whisperctl status --socket S`:
+    /// a `--socket` before the verb is moved after it.
+    static func movingSocketOption(_ arguments: [String]) -> [String] {
+        var moved: [String] = []
+        var others: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            if argument == "--socket", index + 1 < arguments.count {
+                moved = [argument, arguments[index + 1]]
+                index += 2
+            } else if argument.hasPrefix("--socket=") {
+                moved = [argument]
+                index += 1
+            } else if argument.hasPrefix("-") {
+                others.append(argument)
+                index += 1
+            } else {
+                // The verb: the socket option goes right after it.
+                return others + [argument] + moved + arguments[(index + 1)...]
+            }
+        }
+        return arguments
+    }
+}
+
+struct Connection: ParsableArguments {
+    @Option(name: .long, help: "The control socket (default: $WHISPERD_SOCKET or /run/whisperd/control.sock).")
+    var socket: String?
+
+    var client: ControlClient {
+        ControlClient(socketPath: socket ?? ProcessInfo.processInfo.environment["WHISPERD_SOCKET"] ?? "/run/whisperd/control.sock")
+    }
+}
+
+/// Helpers shared by the verbs.
+extension ControlClient {
+    func characters() throws -> [[String: Any]] {
+        let response = try get("/v1/characters")
+        guard response.status == 200, let list = response.object["characters"] as? [[String: Any]] else {
+            throw OperationFailed(description: "unexpected answer (\(response.status)): \(response.text)")
+        }
+        return list
+    }
+
+    func character(_ name: String) throws -> [String: Any] {
+        let response = try get("/v1/characters/\(name)")
+        if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
+        return response.object
+    }
+
+    /// The names given, or every character with `--all`; unknown names are a failure.
+    func resolve(_ names: [String], all: Bool) throws -> [String] {
+        let known = try characters().compactMap { $0["name"] as? String }
+        if all { return known }
+        guard !names.isEmpty else { throw ValidationError("name at least one character, or --all") }
+        let unknown = names.filter { !known.contains($0) }
+        if !unknown.isEmpty { throw OperationFailed(description: "no character named \(unknown.joined(separator: ", "))") }
+        return names
+    }
+}
+
+extension Whisperctl {
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show characters: NAME STATE READY PID UPTIME RESTARTS MEM/LIMIT CPU LAST-EXIT.")
+
+        @OptionGroup var connection: Connection
+        @Flag(name: .long, help: "Print JSON (the same objects as GET /v1/characters).")
+        var json = false
+        @Argument(help: "Only these characters.")
+        var names: [String] = []
+
+        func run() throws {
+            var list = try connection.client.characters()
+            if !names.isEmpty {
+                let unknown = names.filter { name in !list.contains { $0["name"] as? String == name } }
+                if !unknown.isEmpty { throw OperationFailed(description: "no character named \(unknown.joined(separator: ", "))") }
+                list = list.filter { names.contains($0["name"] as? String ?? "") }
+            }
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            print(StatusTable.render(list))
+        }
+    }
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start characters and wait until they are ready.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var target: Target
+        func run() throws { try Operation.run("start", target, connection.client) }
+    }
+
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop characters (kept stopped across whisperd restarts) and wait until they are down.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var target: Target
+        func run() throws { try Operation.run("stop", target, connection.client) }
+    }
+
+    struct Restart: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Restart characters and wait until each is ready again with a new process.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var target: Target
+        func run() throws { try Operation.run("restart", target, connection.client) }
+    }
+
+    struct Logs: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a character's log (stdout and stderr, timestamped).")
+        @OptionGroup var connection: Connection
+        @Flag(name: .shortAndLong, help: "Keep printing new lines as they are written.")
+        var follow = false
+        @Option(name: .short, help: "How many lines from the end.")
+        var n: Int = 20
+        @Argument(help: "The character.")
+        var name: String
+
+        func validate() throws {
+            guard n >= 0 else { throw ValidationError("-n must be 0 or more") }
+        }
+
+        func run() throws {
+            let client = connection.client
+            let path = "/v1/characters/\(name)/logs?lines=\(n)" + (follow ? "&follow=1" : "")
+            var status = 0
+            let response = try client.send("GET", path) { chunk in
+                FileHandle.standardOutput.write(chunk)
+            }
+            status = response.status
+            if status == 404 { throw OperationFailed(description: "no character named \(name)") }
+            guard status == 200 else { throw OperationFailed(description: "logs failed (\(status))") }
+        }
+    }
+
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-read the roster and apply the difference (or, with --dry-run, print the plan).")
+        @OptionGroup var connection: Connection
+        @Flag(name: .long, help: "Only print what would change.")
+        var dryRun = false
+
+        func run() throws {
+            let response = try connection.client.post("/v1/reload" + (dryRun ? "?dry_run=1" : ""))
+            let object = response.object
+            if response.status == 422 {
+                let problems = object["problems"] as? [String] ?? []
+                for problem in problems { FileHandle.standardError.write(Data("  \(problem)\n".utf8)) }
+                throw OperationFailed(description: "roster rejected (\(problems.count) problems); the running fleet is unchanged")
+            }
+            guard response.status == 200 else { throw OperationFailed(description: "reload failed (\(response.status)): \(response.text)") }
+            let plan = object["plan"] as? [String] ?? []
+            if plan.isEmpty { print(dryRun ? "nothing would change" : "roster unchanged") }
+            for line in plan { print(dryRun ? "would \(line)" : line) }
+        }
+    }
+
+    struct Why: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Recent incidents of a character: abnormal exits with reason, peak memory and last log lines.")
+        @OptionGroup var connection: Connection
+        @Flag(name: .long, help: "Print JSON.")
+        var json = false
+        @Argument(help: "The character.")
+        var name: String
+
+        func run() throws {
+            let response = try connection.client.get("/v1/characters/\(name)/incidents")
+            if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
+            let incidents = response.object["incidents"] as? [[String: Any]] ?? []
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: incidents, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            guard !incidents.isEmpty else {
+                print("\(name): no incidents recorded")
+                return
+            }
+            for incident in incidents.reversed() {
+                var line = "\(incident["at"] as? String ?? "?")  \(incident["reason"] as? String ?? "?")"
+                if let uptime = incident["uptime_seconds"] as? Double { line += "  after \(StatusTable.duration(uptime))" }
+                if let peak = incident["peak_memory_bytes"] as? Int { line += "  peak \(ByteCount.humanReadable(UInt64(peak)))" }
+                if let state = incident["state_after"] as? String { line += "  -> \(state)" }
+                print(line)
+                if let health = incident["health"] as? [String: Any], !health.isEmpty {
+                    print("    health: " + health.keys.sorted().map { "\($0)=\(health[$0] ?? "")" }.joined(separator: " "))
+                }
+                for logLine in incident["last_log_lines"] as? [String] ?? [] { print("    | \(logLine)") }
+            }
+        }
+    }
+
+    struct Env: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A character's effective environment (secrets redacted); --explain says which layer set each.")
+        @OptionGroup var connection: Connection
+        @Flag(name: .long, help: "Show where each variable came from (base, an env file and line, env:, whisperd).")
+        var explain = false
+        @Argument(help: "The character.")
+        var name: String
+
+        func run() throws {
+            let response = try connection.client.get("/v1/characters/\(name)/env")
+            if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
+            let entries = response.object["environment"] as? [[String: Any]] ?? []
+            let width = entries.map { ($0["name"] as? String ?? "").count }.max() ?? 0
+            for entry in entries {
+                let key = entry["name"] as? String ?? ""
+                let value = entry["value"] as? String ?? ""
+                if explain {
+                    let origin = entry["origin"] as? String ?? ""
+                    print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(origin.padding(toLength: 14, withPad: " ", startingAt: 0))  \(value)")
+                } else {
+                    print("\(key)=\(value)")
+                }
+            }
+        }
+    }
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a roster (default /etc/whisperd/roster.yaml) and list every problem; exit 0 or 1.")
+        @Argument(help: "The roster file.")
+        var roster: String = "/etc/whisperd/roster.yaml"
+
+        func run() throws {
+            // Built-in workers are this installation's whisperd, next to whisperctl.
+            let selfPath = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let whisperd = (selfPath as NSString).deletingLastPathComponent + "/whisperd"
+            let loader = RosterLoader(selfExecutable: whisperd, hostEnvironment: ProcessInfo.processInfo.environment)
+            switch loader.load(path: roster) {
+            case .failure(let error):
+                throw OperationFailed(description: "\(roster): \(error)")
+            case .success(let loaded):
+                let jobs = loaded.roster.services.filter(\.isJob).count
+                print("\(roster): ok (\(loaded.roster.services.count - jobs) characters, \(jobs) jobs)")
+            }
+        }
+    }
+}
+
+struct Target: ParsableArguments {
+    @Flag(name: .long, help: "Every character.")
+    var all = false
+    @Option(name: .long, help: "Seconds to wait for the result before failing.")
+    var timeout: Double = 60
+    @Flag(name: .long, help: "Return once whisperd accepted the request, without waiting.")
+    var noWait = false
+    @Argument(help: "Characters to act on.")
+    var names: [String] = []
+
+    func validate() throws {
+        if all && !names.isEmpty { throw ValidationError("give names or --all, not both") }
+        if !all && names.isEmpty { throw ValidationError("name at least one character, or --all") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+}
+
+enum Operation {
+    /// Sends the operation for each character, then waits for each to reach its goal: ready
+    /// (with a new pid, for restart) or down. On timeout, says where it is stuck and why.
+    static func run(_ verb: String, _ target: Target, _ client: ControlClient) throws {
+        let names = try client.resolve(target.names, all: target.all)
+        var before: [String: Int] = [:]
+        for name in names {
+            if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
+            let response = try client.post("/v1/characters/\(name)/\(verb)")
+            guard response.status == 202 else {
+                throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
+            }
+        }
+        guard !target.noWait else { return }
+        let deadline = Date().addingTimeInterval(target.timeout)
+        var failures: [String] = []
+        for name in names {
+            while true {
+                let character = try client.character(name)
+                let state = character["state"] as? String ?? ""
+                let pid = character["pid"] as? Int
+                let ready = character["ready"] as? Bool ?? false
+                let done: Bool =
+                    switch verb {
+                    case "stop": state == "stopped" && pid == nil
+                    case "restart": ready && pid != nil && pid != before[name]
+                    default: ready || (character["kind"] as? String == "job" && state == "exited")
+                    }
+                if done {
+                    print("\(name): \(state)\(pid.map { " (pid \($0))" } ?? "")")
+                    break
+                }
+                let gaveUp = ["failed", "crashloop"].contains(state) && verb != "stop"
+                if gaveUp || Date() >= deadline {
+                    let last = (character["last_exit"] as? [String: Any])?["reason"] as? String
+                    failures.append(
+                        "\(name): \(gaveUp ? "" : "timed out, ")state \(state)" + (last.map { ", last exit \($0)" } ?? ""))
+                    break
+                }
+                usleep(50_000)
+            }
+        }
+        if !failures.isEmpty { throw OperationFailed(description: "\(verb) did not complete: " + failures.joined(separator: "; ")) }
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `whisperctl` next to the built `whisperd`.
+func whisperctlBinary() -> String {
+    (whisperdBinary() as NSString).deletingLastPathComponent + "/whisperctl"
+}
+
+struct CommandResult {
+    var code: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a command to completion (bounded) and captures its output.
+func runCommand(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, timeout: TimeInterval = 30)
+    throws -> CommandResult
+{
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read both pipes to the end (the child exits, the pipes close) on their own threads.
+    let outputs = ThreadSafeBox([Data(), Data()])
+    let group = DispatchGroup()
+    for (index, pipe) in [out, err].enumerated() {
+        group.enter()
+        Thread {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            outputs.update { $0[index] = data }
+            group.leave()
+        }.start()
+    }
+    if group.wait(timeout: .now() + timeout) == .timedOut {
+        process.terminate()
+        Issue.record("\(executable) \(arguments) did not finish within \(timeout)s")
+    }
+    process.waitUntilExit()
+    let data = outputs.value
+    return CommandResult(
+        code: process.terminationStatus, stdout: String(decoding: data[0], as: UTF8.self), stderr: String(decoding: data[1], as: UTF8.self))
+}
+
+/// A value shared between threads under a lock.
+final class ThreadSafeBox<Value>: @unchecked Sendable {
+    // @unchecked: `stored` is only read or written with `lock` held.
+    private let lock = NSLock()
+    private var stored: Value
+    init(_ value: Value) { stored = value }
+    var value: Value { lock.withLock { stored } }
+    func update(_ body: (inout Value) -> Void) { lock.withLock { body(&stored) } }
+}
+
+extension WhisperdProcess {
+    var controlSocket: String { scratch.path + "/run/control.sock" }
+
+    func ctl(_ arguments: String..., timeout: TimeInterval = 30) throws -> CommandResult {
+        try runCommand(whisperctlBinary(), ["--socket", controlSocket] + arguments, timeout: timeout)
+    }
+}
+
+extension IntegrationTests {
+    @Suite struct ControlSection {
+        static let roster =
+            fastDefaults + """
+            characters:
+              elena:
+                command: [sh, -c, 'echo elena starts; exec sleep 300']
+                env: {API_TOKEN: hunter2-secret, MOOD: calm}
+              aria: {command: [sleep, '300']}
+            """
+
+        @Test func status_restart_stop_andStopSurvivesAWhisperdRestart() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", Self.roster)
+            var whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            let elena = try #require(WhisperdProcess.pid(in: whisperd.waitFor("elena: starting -> running")))
+            _ = whisperd.waitFor("aria: starting -> running")
+
+            let status = try whisperd.ctl("status", "--json")
+            #expect(status.code == 0)
+            let list = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]])
+            #expect(list.first { $0["name"] as? String == "elena" }?["pid"] as? Int == Int(elena))
+            let table = try whisperd.ctl("status")
+            #expect(table.stdout.hasPrefix("NAME"))
+            #expect(table.stdout.contains("MEM/LIMIT") && table.stdout.contains("LAST-EXIT"))
+
+            let restart = try whisperd.ctl("restart", "elena")
+            #expect(restart.code == 0, "\(restart.stderr)")
+            let after = try #require(whisperd.character("elena"))
+            #expect(after["pid"] as? Int != Int(elena), "restart returns only once the new process is ready")
+            #expect(after["ready"] as? Bool == true)
+            #expect(!isAlive(elena))
+            #expect(whisperd.waitFor("control: uid=0 pid=", "restart elena") != nil)
+
+            let stop = try whisperd.ctl("stop", "aria")
+            #expect(stop.code == 0)
+            #expect(whisperd.character("aria")?["state"] as? String == "stopped")
+
+            whisperd.terminate()
+            whisperd = try WhisperdProcess(scratch: scratch)
+            _ = whisperd.waitFor("elena: starting -> running")
+            #expect(whisperd.character("aria")?["state"] as? String == "stopped", "an operator's stop is kept")
+            let start = try whisperd.ctl("start", "aria")
+            #expect(start.code == 0)
+            #expect(whisperd.character("aria")?["ready"] as? Bool == true)
+        }
+
+        @Test func logsFollow_streamsALineWrittenAfterTheCall() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      talker: {command: [sh, -c, 'echo first; read line < \(scratch.path)/go; echo "after the call: $line"; exec sleep 300']}
+                    """)
+            mkfifo(scratch.path + "/go", 0o600)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("talker: starting -> running")
+            let tail = try whisperd.ctl("logs", "-n", "5", "talker")
+            #expect(tail.code == 0)
+            #expect(tail.stdout.contains("stdout first"))
+
+            let follower = Process()
+            follower.executableURL = URL(fileURLWithPath: whisperctlBinary())
+            follower.arguments = ["--socket", whisperd.controlSocket, "logs", "-f", "-n", "1", "talker"]
+            let output = Pipe()
+            follower.standardOutput = output
+            try follower.run()
+            defer { if follower.isRunning { follower.terminate() } }
+            let received = ThreadSafeBox(Data())
+            Thread {
+                while true {
+                    let chunk = output.fileHandleForReading.availableData
+                    if chunk.isEmpty { return }
+                    received.update { $0.append(chunk) }
+                }
+            }.start()
+            // whisperd sends the tail in the same step that registers the follower: once the
+            // tail is here, every later line will be too. Then let the child print.
+            #expect(eventually { String(decoding: received.value, as: UTF8.self).contains("stdout first") })
+            let go = open(scratch.path + "/go", O_WRONLY)
+            _ = "now\n".withCString { write(go, $0, 4) }
+            close(go)
+            #expect(eventually { String(decoding: received.value, as: UTF8.self).contains("stdout after the call: now") })
+        }
+
+        @Test func why_showsTheIncident_reloadDryRunChangesNothing_envRedactsSecrets() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", Self.roster)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            let aria = try #require(WhisperdProcess.pid(in: whisperd.waitFor("aria: starting -> running")))
+            kill(aria, SIGKILL)
+            _ = whisperd.waitFor("aria: starting -> running", occurrence: 2)
+            let why = try whisperd.ctl("why", "aria")
+            #expect(why.code == 0)
+            #expect(why.stdout.contains("Signaled(SIGKILL)"))
+
+            scratch.write("roster.yaml", Self.roster + "\n  ryan: {command: [sleep, '300']}\n")
+            let plan = try whisperd.ctl("reload", "--dry-run")
+            #expect(plan.code == 0)
+            #expect(plan.stdout.contains("would start ryan (added)"))
+            #expect(whisperd.character("ryan") == nil, "a dry run changes nothing")
+            scratch.write("roster.yaml", Self.roster + "\n  ryan: {comand: x}\n")
+            let rejected = try whisperd.ctl("reload")
+            #expect(rejected.code == 1)
+            #expect(rejected.stderr.contains("comand"))
+
+            let env = try whisperd.ctl("env", "elena", "--explain")
+            #expect(env.code == 0)
+            #expect(env.stdout.contains("MOOD") && env.stdout.contains("calm"))
+            #expect(env.stdout.contains("API_TOKEN") && env.stdout.contains("<redacted>"))
+            #expect(!env.stdout.contains("hunter2-secret"))
+        }
+
+        @Test func metrics_passPromtool_andMatchStatus() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", Self.roster)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            let aria = try #require(WhisperdProcess.pid(in: whisperd.waitFor("aria: starting -> running")))
+            kill(aria, SIGKILL)
+            _ = whisperd.waitFor("aria: starting -> running", occurrence: 2)
+            let (code, body) = try #require(whisperd.get("/metrics"))
+            #expect(code == 200)
+            #expect(body.contains(#"whisperd_character_restarts_total{character="aria",reason="Signaled"} 1"#))
+            #expect(body.contains(#"whisperd_character_up{character="elena"} 1"#))
+            #expect(body.contains(#"whisperd_build_info{version="#))
+            #expect(body.contains("process_resident_memory_bytes"))
+            scratch.write("metrics.txt", body)
+            let check = try runCommand("/bin/sh", ["-c", "promtool check metrics < \(scratch.path)/metrics.txt"])
+            #expect(check.code == 0, "promtool: \(check.stdout)\(check.stderr)")
+            #expect((whisperd.character("aria")?["restarts"] as? Int) == 1)
+        }
+
+        @Test func outsidersCannotConnect_andAMissingWhisperdIsExit3() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", Self.roster)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("elena: starting -> running")
+            chmod(scratch.path, 0o755)
+            chmod(scratch.path + "/run", 0o755)
+            let nobody = try runCommand(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperctlBinary(), "--socket", whisperd.controlSocket, "status"])
+            #expect(nobody.code == 3)
+            #expect(nobody.stderr.contains("Permission denied"))
+            #expect(whisperd.count("control:") == 0)
+
+            let missing = try runCommand(whisperctlBinary(), ["--socket", scratch.path + "/nowhere.sock", "status"])
+            #expect(missing.code == 3)
+            #expect(missing.stderr.contains(scratch.path + "/nowhere.sock"))
+            let usage = try runCommand(whisperctlBinary(), ["restart"])
+            #expect(usage.code == 2)
+        }
+    }
+}
