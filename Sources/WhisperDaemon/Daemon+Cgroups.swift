@@ -188,7 +188,18 @@ extension Daemon {
         return parts.joined(separator: " ")
     }
 
+    /// The character's cgroup figures, at most a second old: `/health` and `/metrics` under
+    /// load would otherwise read five cgroup files per character per request.
+    func usage(of name: ServiceName, now: Int64) -> CgroupUsage? {
+        guard let group = characterCgroups[name] else { return nil }
+        if let cached = usageCache[name], now - cached.at < 1_000_000_000 { return cached.usage }
+        let usage = group.usage()
+        usageCache[name] = (now, usage)
+        return usage
+    }
+
     func removeCgroup(of name: ServiceName) {
+        usageCache[name] = nil
         guard let group = characterCgroups.removeValue(forKey: name) else { return }
         if let fd = oomWatches.removeValue(forKey: name) { loop.remove(fd) }
         for failure in group.remove() { log.log(.warning, name.rawValue, "cgroup not removed: \(failure)") }

@@ -87,8 +87,7 @@ extension Daemon {
     }
 
     func jsonResponse(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return HTTPServer.Response(status: status, body: String(decoding: data, as: UTF8.self))
+        HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
     }
 
     // MARK: - Reload

@@ -11,7 +11,17 @@ extension Daemon {
             return json(403, ["error": "this port is read-only; use whisperctl (the control socket) to change anything"])
         }
         let now = Clock.monotonicNanoseconds()
-        switch request.path {
+        // Monitoring polls these hard; between events nothing in them changes but clocks and
+        // cgroup counters, so a rendering is reused for up to a second.
+        let cacheable = ["/health", "/metrics", "/v1/characters"].contains(request.path)
+        if cacheable, let cached = renderedStatus[request.path], now - cached.at < 1_000_000_000 { return cached.response }
+        let response = renderStatus(request.path, now: now)
+        if cacheable { renderedStatus[request.path] = (now, response) }
+        return response
+    }
+
+    private func renderStatus(_ path: String, now: Int64) -> HTTPServer.Response {
+        switch path {
         case "/health":
             let statuses = core.statuses()
             let limits = limitsByName
@@ -27,7 +37,7 @@ extension Daemon {
                     "shutting_down": core.isShuttingDown,
                     "summary": core.summary,
                 ] as [String: Any],
-                "characters": statuses.map { describe($0, now: now, limits: limits) },
+                "characters": statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
             ]
             if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }
             return json(unhealthy.isEmpty ? 200 : 503, body)
@@ -36,7 +46,7 @@ extension Daemon {
             let dropped = logWriter.droppedLines()
             let snapshots = core.statuses().map { status in
                 MetricsExporter.Snapshot(
-                    status: status, limits: limits[status.name], usage: characterCgroups[status.name]?.usage(),
+                    status: status, limits: limits[status.name], usage: usage(of: status.name, now: now),
                     logLinesDropped: dropped[status.name.rawValue] ?? 0, notifyRejected: rejectedDatagrams[status.name] ?? 0,
                     notifyMalformed: malformedDatagrams[status.name] ?? 0)
             }
@@ -44,15 +54,17 @@ extension Daemon {
                 status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render(snapshots))
         case "/v1/characters":
             let limits = limitsByName
-            return json(200, ["characters": core.statuses().map { describe($0, now: now, limits: limits) }])
+            let dropped = logWriter.droppedLines()
+            return json(
+                200, ["characters": core.statuses().map { describe($0, now: now, limits: limits, dropped: dropped) }])
         default:
             let prefix = "/v1/characters/"
-            if request.path.hasPrefix(prefix), let name = ServiceName(String(request.path.dropFirst(prefix.count))),
+            if path.hasPrefix(prefix), let name = ServiceName(String(path.dropFirst(prefix.count))),
                 let status = core.status(of: name)
             {
-                return json(200, describe(status, now: now, limits: limitsByName))
+                return json(200, describe(status, now: now, limits: limitsByName, detail: .fresh))
             }
-            return json(404, ["error": "not found: \(request.path)"])
+            return json(404, ["error": "not found: \(path)"])
         }
     }
 
@@ -67,7 +79,18 @@ extension Daemon {
         return report
     }
 
-    func describe(_ status: ServiceStatus, now: Int64, limits: [ServiceName: Limits]) -> [String: Any] {
+    enum Detail {
+        /// `/health`: what a health check needs (DESIGN section 6), kept small for frequent polls.
+        case brief
+        /// Everything, with cgroup figures up to a second old (lists).
+        case full
+        /// Everything, with cgroup figures read now (one character).
+        case fresh
+    }
+
+    func describe(
+        _ status: ServiceStatus, now: Int64, limits: [ServiceName: Limits], detail: Detail = .full, dropped: [String: Int]? = nil
+    ) -> [String: Any] {
         var object: [String: Any] = [
             "name": status.name.rawValue,
             "kind": status.isJob ? "job" : "character",
@@ -76,10 +99,12 @@ extension Daemon {
             "ready": status.isReady,
             "restarts": status.restarts,
             "crash_loop": status.isCrashLooping,
-            "log_lines_dropped": logWriter.droppedLines()[status.name.rawValue] ?? 0,
-            "notify_rejected": rejectedDatagrams[status.name] ?? 0,
-            "notify_malformed": malformedDatagrams[status.name] ?? 0,
         ]
+        if detail != .brief {
+            object["log_lines_dropped"] = (dropped ?? logWriter.droppedLines())[status.name.rawValue] ?? 0
+            object["notify_rejected"] = rejectedDatagrams[status.name] ?? 0
+            object["notify_malformed"] = malformedDatagrams[status.name] ?? 0
+        }
         if let pid = status.pid { object["pid"] = Int(pid) }
         if let started = status.startedAt, status.pid != nil {
             object["uptime_seconds"] = Double(now - started.nanoseconds) / 1e9
@@ -94,12 +119,13 @@ extension Daemon {
             object["last_exit"] = lastExit
         }
         if status.oomKills > 0 { object["oom_kills"] = status.oomKills }
-        if let limit = limits[status.name] {
+        if detail != .brief, let limit = limits[status.name] {
             var resources: [String: Any] = [:]
             if let memory = limit.memoryBytes { resources["memory_limit_bytes"] = memory }
             if let cpus = limit.cpus { resources["cpus_limit"] = cpus }
             if let pids = limit.pids { resources["pids_limit"] = pids }
-            if let usage = characterCgroups[status.name]?.usage() {
+            let usage = detail == .fresh ? characterCgroups[status.name]?.usage() : usage(of: status.name, now: now)
+            if let usage {
                 if let memory = usage.memoryBytes { resources["memory_bytes"] = memory }
                 if let peak = usage.memoryPeakBytes { resources["memory_peak_bytes"] = peak }
                 if let cpu = usage.cpuMicroseconds { resources["cpu_seconds"] = Double(cpu) / 1e6 }
@@ -120,8 +146,7 @@ extension Daemon {
     }
 
     private func json(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return HTTPServer.Response(status: status, body: String(decoding: data, as: UTF8.self))
+        HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
     }
 }
 

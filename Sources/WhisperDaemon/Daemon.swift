@@ -37,6 +37,10 @@ public final class Daemon {
     var oomWatches: [ServiceName: Int32] = [:]
     /// Characters whose main process exited while others of theirs still run: killed, awaited.
     var drains: [ServiceName: CgroupDrain] = [:]
+    /// Cgroup figures for status and metrics, read at most once a second per character.
+    var usageCache: [ServiceName: (at: Int64, usage: CgroupUsage)] = [:]
+    /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
+    var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
     var rejectedDatagrams: [ServiceName: Int] = [:]
     var malformedDatagrams: [ServiceName: Int] = [:]
 
@@ -132,6 +136,7 @@ public final class Daemon {
             for action in actions { execute(action) }
         }
         isDraining = false
+        renderedStatus.removeAll(keepingCapacity: true)
         armTimer()
         publishSystemdStatus()
     }

@@ -68,7 +68,7 @@ final class MetricsExporter {
             notifyMalformed = counter("notify_malformed", "total", "Notify datagrams that could not be parsed")
             timeToReady = registry.makeValueHistogram(
                 descriptor: descriptor("character_time_to_ready", "seconds", "Time from spawn to ready"),
-                labels: [("character", name.rawValue)], buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
+                labels: [("character", name.rawValue)], buckets: [0.01, 0.05, 0.25, 1, 5, 30, 120])
         }
 
         func restartCounter(_ reason: String) -> MirroredCounter {

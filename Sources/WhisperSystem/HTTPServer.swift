@@ -98,6 +98,8 @@ public final class HTTPServer {
     private final class Connection {
         var input: [UInt8] = []
         var output: [UInt8] = []
+        /// How much of `output` is sent (dropping sent bytes one send at a time is quadratic).
+        var sent = 0
         var isResponding = false
         var peer: PeerCredentials?
         var stream: HTTPStream?
@@ -213,7 +215,7 @@ public final class HTTPServer {
     fileprivate func streamWrite(_ fd: Int32, _ bytes: [UInt8]) {
         guard let connection = connections[fd] else { return }
         connection.output += bytes
-        if connection.output.count > 1 << 20 { return drop(fd) }
+        if connection.output.count - connection.sent > 1 << 20 { return drop(fd) }
         flush(fd, connection)
     }
 
@@ -224,8 +226,10 @@ public final class HTTPServer {
     }
 
     private func flush(_ fd: Int32, _ connection: Connection) {
-        while !connection.output.isEmpty {
-            let written = connection.output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        while connection.sent < connection.output.count {
+            let written = connection.output.withUnsafeBytes {
+                send(fd, $0.baseAddress! + connection.sent, $0.count - connection.sent, Int32(MSG_NOSIGNAL))
+            }
             if written < 0 {
                 if errno == EAGAIN {
                     loop.modify(fd, .writable)
@@ -234,8 +238,10 @@ public final class HTTPServer {
                 if errno == EINTR { continue }
                 return drop(fd)
             }
-            connection.output.removeFirst(written)
+            connection.sent += written
         }
+        connection.output.removeAll(keepingCapacity: connection.stream != nil)
+        connection.sent = 0
         if connection.closeAfterFlush { return drop(fd) }
         loop.modify(fd, .readable)
     }

@@ -76,6 +76,16 @@ extension IntegrationTests {
               aria: {command: [sleep, '300']}
             """
 
+        /// The roster above, running, after aria was SIGKILLed once and came back.
+        static func fleetWithOneCrash(_ scratch: Scratch) throws -> WhisperdProcess {
+            scratch.write("roster.yaml", roster)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            let aria = try #require(WhisperdProcess.pid(in: whisperd.waitFor("aria: starting -> running")))
+            kill(aria, SIGKILL)
+            _ = whisperd.waitFor("aria: starting -> running", occurrence: 2)
+            return whisperd
+        }
+
         @Test func status_restart_stop_andStopSurvivesAWhisperdRestart() throws {
             let scratch = Scratch()
             scratch.write("roster.yaml", Self.roster)
@@ -155,12 +165,8 @@ extension IntegrationTests {
 
         @Test func why_showsTheIncident_reloadDryRunChangesNothing_envRedactsSecrets() throws {
             let scratch = Scratch()
-            scratch.write("roster.yaml", Self.roster)
-            let whisperd = try WhisperdProcess(scratch: scratch)
+            let whisperd = try Self.fleetWithOneCrash(scratch)
             defer { whisperd.terminate() }
-            let aria = try #require(WhisperdProcess.pid(in: whisperd.waitFor("aria: starting -> running")))
-            kill(aria, SIGKILL)
-            _ = whisperd.waitFor("aria: starting -> running", occurrence: 2)
             let why = try whisperd.ctl("why", "aria")
             #expect(why.code == 0)
             #expect(why.stdout.contains("Signaled(SIGKILL)"))
@@ -184,12 +190,8 @@ extension IntegrationTests {
 
         @Test func metrics_passPromtool_andMatchStatus() throws {
             let scratch = Scratch()
-            scratch.write("roster.yaml", Self.roster)
-            let whisperd = try WhisperdProcess(scratch: scratch)
+            let whisperd = try Self.fleetWithOneCrash(scratch)
             defer { whisperd.terminate() }
-            let aria = try #require(WhisperdProcess.pid(in: whisperd.waitFor("aria: starting -> running")))
-            kill(aria, SIGKILL)
-            _ = whisperd.waitFor("aria: starting -> running", occurrence: 2)
             let (code, body) = try #require(whisperd.get("/metrics"))
             #expect(code == 200)
             #expect(body.contains(#"whisperd_character_restarts_total{character="aria",reason="Signaled"} 1"#))

@@ -186,8 +186,10 @@ final class WhisperdProcess: @unchecked Sendable {
         return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
     }
 
+    /// Everything whisperd says about one character (`GET /v1/characters/NAME`).
     func character(_ name: String) -> [String: Any]? {
-        (healthJSON()?["characters"] as? [[String: Any]])?.first { $0["name"] as? String == name }
+        guard let (code, body) = get("/v1/characters/\(name)"), code == 200, let data = body.data(using: .utf8) else { return nil }
+        return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
     }
 
     /// Stops whisperd if still running and makes sure no child it reported survives.

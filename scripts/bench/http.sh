@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# /health and /metrics under load: whisperd (release build) with N characters (default 300,
+# each `sleep`), then `wrk -c 16 -t 2 -d 10s --latency` against each endpoint. Prints the
+# latency percentiles and writes them to docs/bench/http-<date>.md. Target (issue 5):
+# p99 <= 5 ms for both with 300 characters.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+n=${N:-300}
+duration=${DURATION:-10s}
+scripts/install-deps.sh
+bin=$(scripts/build-release.sh)
+work=$(mktemp -d /tmp/whisperd-http-XXXXXX)
+port=$((20000 + RANDOM % 20000))
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+{
+  echo "version: 1"
+  echo "defaults: {restart: always, health: {ready: started}}"
+  echo "characters:"
+  for i in $(seq "$n"); do echo "  c$i: {command: [sleep, '3600']}"; done
+} > "$work/roster.yaml"
+"$bin" --roster "$work/roster.yaml" --http "127.0.0.1:$port" --cgroup "/whisperd-http-bench-$$" 2> "$work/whisperd.log" &
+pid=$!
+for _ in $(seq 300); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "whisperd did not become healthy" >&2; tail "$work/whisperd.log" >&2; exit 1; }
+stamp=$(date -u +%Y%m%d-%H%M%S)
+out="$repo/docs/bench/http-$stamp.md"
+{
+  echo "# /health and /metrics under wrk ($n characters)"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r); whisperd release build;"
+  echo "\`wrk -c 16 -t 2 -d $duration --latency\` on loopback; $(curl -s "http://127.0.0.1:$port/metrics" | wc -c) bytes of /metrics."
+  echo
+  echo "| endpoint | requests/s | p50 ms | p90 ms | p99 ms | errors |"
+  echo "|---|---|---|---|---|---|"
+  for path in /health /metrics; do
+    result=$(wrk -c 16 -t 2 -d "$duration" --latency "http://127.0.0.1:$port$path")
+    python3 - "$path" "$result" <<'PY'
+import re, sys
+path, text = sys.argv[1], sys.argv[2]
+def ms(label):
+    m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not m: return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+sock = re.search(r"Socket errors:.*", text)
+err = (int(errors.group(1)) if errors else 0)
+print(f"| {path} | {float(rps.group(1)) if rps else 0:.0f} | {ms('50'):.2f} | {ms('90'):.2f} | {ms('99'):.2f} | {err}{' ' + sock.group(0) if sock else ''} |")
+PY
+  done
+} | tee "$out"
