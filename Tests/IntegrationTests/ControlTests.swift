@@ -204,6 +204,31 @@ extension IntegrationTests {
             #expect((whisperd.character("aria")?["restarts"] as? Int) == 1)
         }
 
+        @Test func curlF_failsWhileACharacterIsDown_passesWhenAllAreUp_andTCPRefusesPOST() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      elena: {command: [sleep, '300']}
+                      broken: {command: [sh, -c, 'exit 1'], restart_delay: 30s, restart_delay_max: 30s}
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("broken:", "-> backoff")
+            let url = "http://127.0.0.1:\(whisperd.httpPort)/health"
+            let down = try runCommand("/usr/bin/curl", ["-sf", "-o", "/dev/null", url])
+            #expect(down.code == 22, "curl -f must fail while a character that should be up is not ready")
+            // An operator's stop means "down on purpose": health is fine again.
+            #expect(try whisperd.ctl("stop", "broken").code == 0)
+            let up = try runCommand("/usr/bin/curl", ["-sf", "-o", "/dev/null", url])
+            #expect(up.code == 0)
+            let post = try runCommand(
+                "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "http://127.0.0.1:\(whisperd.httpPort)/v1/characters/elena/restart"])
+            #expect(post.stdout == "403")
+            #expect(whisperd.count("elena: starting -> running") == 1)
+        }
+
         @Test func outsidersCannotConnect_andAMissingWhisperdIsExit3() throws {
             let scratch = Scratch()
             scratch.write("roster.yaml", Self.roster)
