@@ -15,6 +15,18 @@ enum StatusTable {
         }.joined(separator: "\n")
     }
 
+    /// `whisperd 0.1.0 (pid 812), up 3m05s; cgroups hybrid; not enforced: cpus`
+    static func header(_ supervisor: [String: Any]) -> String {
+        var line = "whisperd \(supervisor["version"] as? String ?? "?")"
+        if let pid = supervisor["pid"] as? Int { line += " (pid \(pid))" }
+        if let uptime = supervisor["uptime_seconds"] as? Double { line += ", up \(duration(uptime))" }
+        line += "; cgroups \(supervisor["cgroup_backend"] as? String ?? "?")"
+        let missing = (supervisor["cgroups"] as? [String: Any])?["not_enforced"] as? [String] ?? []
+        if !missing.isEmpty { line += "; limits not enforced: \(missing.joined(separator: ", "))" }
+        if let summary = supervisor["summary"] as? String { line += "; \(summary)" }
+        return line
+    }
+
     static func row(_ character: [String: Any]) -> [String] {
         let resources = character["resources"] as? [String: Any] ?? [:]
         let memory = (resources["memory_bytes"] as? Int).map { ByteCount.humanReadable(UInt64($0)) } ?? "-"

@@ -135,6 +135,9 @@ extension Whisperctl {
                 print(String(decoding: data, as: UTF8.self))
                 return
             }
+            if names.isEmpty, let supervisor = try connection.client.get("/health").object["supervisor"] as? [String: Any] {
+                print(StatusTable.header(supervisor))
+            }
             print(StatusTable.render(list))
         }
     }

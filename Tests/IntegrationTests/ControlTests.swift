@@ -99,7 +99,9 @@ extension IntegrationTests {
             let list = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]])
             #expect(list.first { $0["name"] as? String == "elena" }?["pid"] as? Int == Int(elena))
             let table = try whisperd.ctl("status")
-            #expect(table.stdout.hasPrefix("NAME"))
+            #expect(table.stdout.hasPrefix("whisperd 0.1.0"))
+            #expect(table.stdout.contains("; cgroups hybrid") || table.stdout.contains("; cgroups v"))
+            #expect(table.stdout.split(separator: "\n").dropFirst().first?.hasPrefix("NAME") == true)
             #expect(table.stdout.contains("MEM/LIMIT") && table.stdout.contains("LAST-EXIT"))
 
             let restart = try whisperd.ctl("restart", "elena")
