@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <fcntl.h>
@@ -147,6 +148,49 @@ int whisper_notify_send(const char *socket_path, const char *message, size_t len
     close(fd);
     errno = saved;
     return n == (ssize_t)length ? 0 : -1;
+}
+
+int whisper_notify_barrier(const char *socket_path, int timeout_ms)
+{
+    struct sockaddr_un address;
+    socklen_t address_length;
+    if (fill_unix_address(&address, &address_length, socket_path) < 0) return -1;
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) { close(pipe_fds[0]); close(pipe_fds[1]); return -1; }
+    static const char text[] = "BARRIER=1";
+    struct iovec iov = { .iov_base = (void *)text, .iov_len = sizeof text - 1 };
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_name = &address;
+    message.msg_namelen = address_length;
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = &control;
+    message.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pipe_fds[1], sizeof(int));
+    ssize_t n = sendmsg(fd, &message, MSG_NOSIGNAL);
+    int saved = errno;
+    close(fd);
+    close(pipe_fds[1]);
+    if (n < 0) { close(pipe_fds[0]); errno = saved; return -1; }
+    /* The receiver closes the passed end once everything sent before it was handled. */
+    struct pollfd wait_for = { .fd = pipe_fds[0], .events = 0, .revents = 0 };
+    int rc;
+    do { rc = poll(&wait_for, 1, timeout_ms); } while (rc < 0 && errno == EINTR);
+    close(pipe_fds[0]);
+    if (rc == 0) { errno = ETIMEDOUT; return -1; }
+    return rc > 0 ? 0 : -1;
 }
 
 static int fill_inet(struct sockaddr_storage *storage, socklen_t *length, const char *host, int port)

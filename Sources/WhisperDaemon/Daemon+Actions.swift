@@ -41,13 +41,20 @@ extension Daemon {
             rejectedDatagrams[name] = nil
             malformedDatagrams[name] = nil
             removeCgroup(of: name)
-            metrics.forget(name)
+            metricsExporter?.forget(name)
+            pendingTimesToReady[name] = nil
             log.log(.info, name.rawValue, "removed")
         case .transitioned(let name, let from, let to, let detail):
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
             if from == .starting, to == .running, let started = core.status(of: name)?.startedAt {
-                metrics.recordTimeToReady(name, seconds: Double(Clock.monotonicNanoseconds() - started.nanoseconds) / 1e9)
+                let seconds = Double(Clock.monotonicNanoseconds() - started.nanoseconds) / 1e9
+                if let metricsExporter {
+                    metricsExporter.recordTimeToReady(name, seconds: seconds)
+                } else {
+                    pendingTimesToReady[name, default: []].append(seconds)
+                    if pendingTimesToReady[name]!.count > 64 { pendingTimesToReady[name]!.removeFirst() }
+                }
             }
             // Down for good (until someone starts it): its empty cgroups go away.
             // At shutdown too, one by one as characters finish, rather than all at the end.
@@ -184,23 +191,26 @@ extension Daemon {
     }
 
     private func receiveNotifications(_ name: ServiceName, _ socket: NotifySocket) {
-        for datagram in socket.drain() {
-            guard let run = runs[name], isMember(datagram.senderPID, of: name, run: run) else {
-                rejectedDatagrams[name, default: 0] += 1
-                log.log(.debug, name.rawValue, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
-                continue
-            }
-            if datagram.isTruncated {
-                malformedDatagrams[name, default: 0] += 1
-                continue
-            }
-            switch NotifyMessage.parse(datagram.bytes) {
-            case .failure(let error):
-                malformedDatagrams[name, default: 0] += 1
-                log.log(.debug, name.rawValue, "malformed notify datagram: \(error)")
-            case .success(let message):
-                post(.notified(name, message))
-            }
+        socket.drain { datagram in handleNotification(name, datagram) }
+    }
+
+    private func handleNotification(_ name: ServiceName, _ datagram: NotifySocket.Datagram) {
+        guard let run = runs[name], isMember(datagram.senderPID, of: name, run: run) else {
+            rejectedDatagrams[name, default: 0] += 1
+            log.log(.debug, name.rawValue, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
+            return
+        }
+        if datagram.isTruncated {
+            malformedDatagrams[name, default: 0] += 1
+            return
+        }
+        switch NotifyMessage.parse(datagram.bytes) {
+        case .failure(let error):
+            malformedDatagrams[name, default: 0] += 1
+            log.log(.debug, name.rawValue, "malformed notify datagram: \(error)")
+        case .success(let message):
+            post(.notified(name, message))
         }
     }
+
 }

@@ -202,14 +202,19 @@ extension Daemon {
         usageCache[name] = nil
         guard let group = characterCgroups.removeValue(forKey: name) else { return }
         if let fd = oomWatches.removeValue(forKey: name) { loop.remove(fd) }
-        for failure in group.remove() { log.log(.warning, name.rawValue, "cgroup not removed: \(failure)") }
+        // While the fleet stops, nothing starts again: the rmdirs can go to another thread.
+        let remover = core.isShuttingDown ? cgroupRemover : nil
+        for failure in group.remove(using: remover) { log.log(.warning, name.rawValue, "cgroup not removed: \(failure)") }
     }
 
-    /// Whether a notify datagram's sender belongs to the character: in its cgroup, or (without
-    /// one) its main process or process group.
+    /// Whether a notify datagram's sender belongs to the character: its main process, its
+    /// process group, or anything in its cgroup. The process group is checked too because a
+    /// short-lived sender (`whisperd notify` in a script) has often exited by the time its
+    /// datagram is read, and an exiting task no longer shows its cgroup in /proc, while a
+    /// zombie still shows its process group.
     func isMember(_ pid: Int32, of name: ServiceName, run: LiveRun) -> Bool {
-        if pid == run.pid { return true }
+        if pid == run.pid || ProcessTree.isMember(pid, ofGroupLedBy: run.pid) { return true }
         if let group = characterCgroups[name], group.hasGrouping { return group.contains(pid: pid) }
-        return ProcessTree.isMember(pid, ofGroupLedBy: run.pid)
+        return false
     }
 }

@@ -119,14 +119,15 @@ extension Daemon {
         }
     }
 
-    /// Up to `lines` whole lines from the end of a file (reads at most 1 MiB).
+    /// Up to `lines` whole lines from the end of a file (reads about 1 KiB per line wanted, at
+    /// most 1 MiB: an incident must not read a whole log file).
     static func tail(of path: String, lines: Int) -> String {
         guard lines > 0 else { return "" }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return "" }
         defer { close(fd) }
         let size = lseek(fd, 0, SEEK_END)
-        let length = Int(min(size, 1 << 20))
+        let length = Int(min(size, off_t(min(1 << 20, max(4096, lines * 1024)))))
         guard length > 0 else { return "" }
         var buffer = [UInt8](repeating: 0, count: length)
         let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, size - off_t(length)) }

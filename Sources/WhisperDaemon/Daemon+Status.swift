@@ -51,7 +51,7 @@ extension Daemon {
                     notifyMalformed: malformedDatagrams[status.name] ?? 0)
             }
             return HTTPServer.Response(
-                status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render(snapshots))
+                status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: makeMetricsExporter().render(snapshots))
         case "/v1/characters":
             let limits = limitsByName
             let dropped = logWriter.droppedLines()
@@ -66,6 +66,15 @@ extension Daemon {
             }
             return json(404, ["error": "not found: \(path)"])
         }
+    }
+
+    private func makeMetricsExporter() -> MetricsExporter {
+        if let metricsExporter { return metricsExporter }
+        let exporter = MetricsExporter(version: WhisperdVersion.current)
+        for (name, times) in pendingTimesToReady { for seconds in times { exporter.recordTimeToReady(name, seconds: seconds) } }
+        pendingTimesToReady = [:]
+        metricsExporter = exporter
+        return exporter
     }
 
     private var limitsByName: [ServiceName: Limits] {

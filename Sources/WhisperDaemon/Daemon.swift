@@ -25,7 +25,10 @@ public final class Daemon {
     /// `whisperctl logs -f` clients, per character.
     var logFollowers: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
     let incidents: IncidentStore
-    let metrics = MetricsExporter(version: WhisperdVersion.current)
+    /// Made at the first scrape: a whisperd nobody scrapes does not carry the registry.
+    var metricsExporter: MetricsExporter?
+    /// Times to ready seen before the first scrape, replayed into the histogram then.
+    var pendingTimesToReady: [ServiceName: [Double]] = [:]
 
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
@@ -39,6 +42,7 @@ public final class Daemon {
     var drains: [ServiceName: CgroupDrain] = [:]
     /// Cgroup figures for status and metrics, read at most once a second per character.
     var usageCache: [ServiceName: (at: Int64, usage: CgroupUsage)] = [:]
+    let cgroupRemover = CgroupRemover()
     /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
     var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
     var rejectedDatagrams: [ServiceName: Int] = [:]
@@ -114,6 +118,7 @@ public final class Daemon {
         post(.rosterLoaded(loaded.roster))
         loop.run()
         for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
+        for failure in cgroupRemover.finish() { log.log(.warning, "whisperd", "cgroup not removed: \(failure)") }
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
         controlServer?.close()

@@ -3,9 +3,11 @@ import Glibc
 import WhisperSystem
 
 /// The last abnormal exits per character (`whisperctl why`), kept in
-/// `<state>/incidents/<name>.json`: at most ``limit`` each, so the state dir stays small.
-/// Written after the restart has been started, and without fsync: losing the newest incident
-/// in a power cut is acceptable, slowing every crash-restart is not.
+/// `<state>/incidents/<name>.jsonl`, one JSON object per line. Recording is one append
+/// (it happens on every crash, right after the restart was started, so it must be cheap and
+/// must not pull in Foundation's JSON machinery); the file is cut back to the last ``limit``
+/// entries when it grows past a few dozen. No fsync: losing the newest incident in a power
+/// cut is acceptable, slowing every crash-restart is not.
 struct IncidentStore {
     let directory: String
     let limit = 10
@@ -14,27 +16,40 @@ struct IncidentStore {
         directory = stateDirectory + "/incidents"
     }
 
+    /// Oldest first, at most ``limit``.
     func load(_ name: String) -> [[String: Any]] {
-        guard let data = FileManager.default.contents(atPath: path(name)),
-            let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]]
-        else { return [] }
-        return list
+        guard let data = FileManager.default.contents(atPath: path(name)) else { return [] }
+        let entries = data.split(separator: UInt8(ascii: "\n")).compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
+        }
+        return Array(entries.suffix(limit))
     }
 
     func append(_ name: String, _ incident: [String: Any]) throws {
-        var list = load(name)
-        list.append(incident)
-        if list.count > limit { list.removeFirst(list.count - limit) }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let data = try JSONSerialization.data(withJSONObject: list, options: [.sortedKeys])
+        if mkdir(directory, 0o700) != 0, errno != EEXIST { throw SystemError("mkdir \(directory)") }
+        let file = path(name)
+        let fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open \(file)") }
+        let line = JSONText.serialize(incident) + [UInt8(ascii: "\n")]
+        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let size = lseek(fd, 0, SEEK_END)
+        close(fd)
+        guard written == line.count else { throw SystemError("write \(file)") }
+        if size > 64 * 1024 { try compact(name) }
+    }
+
+    /// Keeps the last ``limit`` lines (write a new file, rename over the old one).
+    private func compact(_ name: String) throws {
+        guard let data = FileManager.default.contents(atPath: path(name)) else { return }
+        let lines = data.split(separator: UInt8(ascii: "\n")).suffix(limit)
+        var kept = Data()
+        for line in lines { kept.append(contentsOf: line + [UInt8(ascii: "\n")]) }
         let temporary = path(name) + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else {
+        guard FileManager.default.createFile(atPath: temporary, contents: kept, attributes: [.posixPermissions: 0o600]) else {
             throw SystemError("write \(temporary)")
         }
         guard rename(temporary, path(name)) == 0 else { throw SystemError("rename \(temporary)") }
     }
 
-    func remove(_ name: String) { unlink(path(name)) }
-
-    private func path(_ name: String) -> String { "\(directory)/\(name).json" }
+    private func path(_ name: String) -> String { "\(directory)/\(name).jsonl" }
 }

@@ -19,24 +19,30 @@ public final class NotifySocket {
         guard fd >= 0 else { throw SystemError("bind notify socket \(path)") }
     }
 
-    /// Every pending datagram; stops at EAGAIN.
-    public func drain(limit: Int = 64) -> [Datagram] {
-        var received: [Datagram] = []
+    /// Hands pending datagrams to `handle` one at a time, each before the next is received:
+    /// a `BARRIER=1` datagram's descriptor is closed on receipt, so its sender learns that
+    /// everything it sent earlier was handled (and checked while it was still alive).
+    public func drain(limit: Int = 64, _ handle: (Datagram) -> Void) {
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while received.count < limit {
+        for _ in 0..<limit {
             var pid: pid_t = 0
             var uid: uid_t = 0
             let count = buffer.withUnsafeMutableBytes {
                 whisper_recv_with_credentials(fd, $0.baseAddress, $0.count, &pid, &uid)
             }
             if count == -2 {
-                received.append(Datagram(bytes: [], senderPID: pid, senderUID: uid, isTruncated: true))
+                handle(Datagram(bytes: [], senderPID: pid, senderUID: uid, isTruncated: true))
                 continue
             }
             if count < 0 { break }
-            received.append(Datagram(bytes: Array(buffer[0..<count]), senderPID: pid, senderUID: uid, isTruncated: false))
+            handle(Datagram(bytes: Array(buffer[0..<count]), senderPID: pid, senderUID: uid, isTruncated: false))
         }
-        return received
+    }
+
+    /// Waits until whisperd has handled everything this process sent to `path` before
+    /// (sd_notify_barrier), so a short-lived sender is still alive when it is checked.
+    public static func barrier(_ path: String, timeoutMilliseconds: Int32 = 5000) -> Bool {
+        whisper_notify_barrier(path, timeoutMilliseconds) == 0
     }
 
     public func close() {

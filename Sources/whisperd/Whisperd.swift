@@ -148,7 +148,11 @@ extension Whisperd {
     struct Notify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Send sd_notify lines to $NOTIFY_SOCKET (like systemd-notify), for shell-script characters.",
-            discussion: "Example: whisperd notify READY=1 STATUS=warming-up. Exits 1 if NOTIFY_SOCKET is unset or the send fails.")
+            discussion: """
+                Example: whisperd notify READY=1 STATUS=warming-up. Waits (up to 5 s) until the
+                supervisor has handled the message (BARRIER=1, as sd_notify_barrier). Exits 1 if
+                NOTIFY_SOCKET is unset, the send fails, or the supervisor does not confirm.
+                """)
 
         @Argument(help: "KEY=VALUE lines, e.g. READY=1, WATCHDOG=1, STATUS=text.")
         var lines: [String]
@@ -160,6 +164,12 @@ extension Whisperd {
             }
             guard NotifySocket.send(lines.joined(separator: "\n"), to: socket) else {
                 FileHandle.standardError.write(Data("whisperd notify: cannot send to \(socket): \(String(cString: strerror(errno)))\n".utf8))
+                throw ExitCode(1)
+            }
+            // Stay alive until whisperd has read it: it checks the sender's pid, and a sender
+            // that has already exited cannot be checked (systemd-notify has the same race).
+            guard NotifySocket.barrier(socket) else {
+                FileHandle.standardError.write(Data("whisperd notify: \(socket) did not confirm: \(String(cString: strerror(errno)))\n".utf8))
                 throw ExitCode(1)
             }
         }

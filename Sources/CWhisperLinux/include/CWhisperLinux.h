@@ -77,6 +77,9 @@ ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t
 /// Sends a datagram to an AF_UNIX path (abstract if it starts with '@').
 int whisper_notify_send(const char *socket_path, const char *message, size_t length);
 
+/// sd_notify_barrier: sends BARRIER=1 with a pipe end and waits (up to timeout_ms) until the
+/// receiver has handled everything sent before it and closed that end. 0 ok, -1 (errno).
+int whisper_notify_barrier(const char *socket_path, int timeout_ms);
 /// Nonblocking, close-on-exec TCP listener on an IPv4/IPv6 literal address.
 int whisper_tcp_listen(const char *host, int port, int backlog);
 /// Nonblocking TCP connect to a literal address; returns fd (connect may be in progress).

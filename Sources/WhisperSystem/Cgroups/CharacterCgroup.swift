@@ -288,11 +288,15 @@ public final class CharacterCgroup {
 
     /// Removes the character's cgroups (they must be empty); returns the ones that could not be.
     @discardableResult
-    public func remove() -> [SystemError] {
+    public func remove(using remover: CgroupRemover? = nil) -> [SystemError] {
         closeDescriptors()
         var failures: [SystemError] = []
-        for (tree, _) in joined where rmdir(directory(tree)) != 0 && errno != ENOENT {
-            failures.append(SystemError("rmdir \(directory(tree))"))
+        if let remover {
+            remover.remove(joined.map { directory($0.tree) })
+        } else {
+            for (tree, _) in joined where rmdir(directory(tree)) != 0 && errno != ENOENT {
+                failures.append(SystemError("rmdir \(directory(tree))"))
+            }
         }
         joined = []
         written = [:]
