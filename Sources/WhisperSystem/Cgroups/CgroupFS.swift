@@ -24,12 +24,21 @@ public enum CgroupFS {
 
     public static func read(_ path: String) -> String? { readSmallFile(path) }
 
-    /// Reads an open interface file from its start (kernfs re-generates the content each time).
-    public static func read(fd: Int32) -> String? {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard count >= 0 else { return nil }
-        return String(decoding: buffer[0..<count], as: UTF8.self)
+    /// Reads an open interface file from its start (kernfs re-generates the content each time),
+    /// up to `limit` bytes, through a stack buffer.
+    public static func read(fd: Int32, limit: Int = 65536) -> String? {
+        var result: [UInt8] = []
+        let ok = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { buffer -> Bool in
+            while result.count < limit {
+                let count = pread(fd, buffer.baseAddress, min(buffer.count, limit - result.count), off_t(result.count))
+                if count < 0, errno == EINTR { continue }
+                if count < 0 { return false }
+                if count == 0 { break }
+                result.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<count]))
+            }
+            return true
+        }
+        return ok ? String(decoding: result, as: UTF8.self) : nil
     }
 
     /// Creates `path` and its missing parents; returns whether `path` itself was created.

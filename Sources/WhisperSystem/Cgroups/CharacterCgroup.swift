@@ -30,6 +30,8 @@ public final class CharacterCgroup {
     private var oomCounterFD: Int32 = -1
     private var lastOOMKills: UInt64 = 0
     private var peakFD: Int32 = -1
+    /// Accounting files kept open (status endpoints read them for every character).
+    private var accountingFDs: [String: Int32] = [:]
     /// `cgroup.kill` was used on this cgroup: from then on (Linux 6.18 at least) the kernel
     /// SIGKILLs every child that clone3 puts into it (its kill sequence number no longer matches
     /// the parent's), so later children join by writing `cgroup.procs`, until the cgroup is
@@ -258,28 +260,37 @@ public final class CharacterCgroup {
         try? CgroupFS.write(memory.version == .v2 ? "reset" : "0", fd: peakFD, path: "memory peak")
     }
 
+    /// Reads an accounting file through a descriptor opened at the first read.
+    private func readAccounting(_ path: String) -> String? {
+        if let fd = accountingFDs[path] { return CgroupFS.read(fd: fd) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        accountingFDs[path] = fd
+        return CgroupFS.read(fd: fd)
+    }
+
     public func usage() -> CgroupUsage {
         var usage = CgroupUsage()
         if let memory = backend.memory, isJoined(memory) {
             let file = memory.version == .v2 ? "memory.current" : "memory.usage_in_bytes"
-            usage.memoryBytes = CgroupFS.read(directory(memory) + "/" + file).flatMap { UInt64($0.trimmingTrailingNewline) }
+            usage.memoryBytes = readAccounting(directory(memory) + "/" + file).flatMap { UInt64($0.trimmingTrailingNewline) }
             usage.memoryPeakBytes = peakMemory()
             usage.oomKills = readOOMKills()
         }
         if let accounting = backend.cpuAccounting, isJoined(accounting) {
             switch accounting.version {
             case .v2:
-                usage.cpuMicroseconds = CgroupFS.read(directory(accounting) + "/cpu.stat").flatMap { CgroupFS.field("usage_usec", in: $0) }
+                usage.cpuMicroseconds = readAccounting(directory(accounting) + "/cpu.stat").flatMap { CgroupFS.field("usage_usec", in: $0) }
             case .v1:
-                usage.cpuMicroseconds = CgroupFS.read(directory(accounting) + "/cpuacct.usage").flatMap {
+                usage.cpuMicroseconds = readAccounting(directory(accounting) + "/cpuacct.usage").flatMap {
                     UInt64($0.trimmingTrailingNewline).map { $0 / 1000 }
                 }
             }
         }
         if let pids = backend.pids, isJoined(pids) {
-            usage.pids = CgroupFS.read(directory(pids) + "/pids.current").flatMap { Int($0.trimmingTrailingNewline) }
-        } else if backend.grouping != nil {
-            usage.pids = processIDs().count
+            usage.pids = readAccounting(directory(pids) + "/pids.current").flatMap { Int($0.trimmingTrailingNewline) }
+        } else if let grouping = backend.grouping {
+            usage.pids = readAccounting(directory(grouping) + "/cgroup.procs").map { $0.split(separator: "\n").count }
         }
         return usage
     }
@@ -310,6 +321,8 @@ public final class CharacterCgroup {
         for (_, fd) in joined where fd >= 0 { close(fd) }
         joined = joined.map { ($0.tree, -1) }
         for fd in Set([oomEventFD, oomCounterFD, peakFD, populatedEventFD]) where fd >= 0 { close(fd) }
+        for fd in accountingFDs.values { close(fd) }
+        accountingFDs = [:]
         oomEventFD = -1
         oomCounterFD = -1
         peakFD = -1
