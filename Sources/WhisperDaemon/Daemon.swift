@@ -1,8 +1,14 @@
 import Foundation
 import Glibc
+import Synchronization
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
+
+/// Where a background `/metrics` rendering leaves its result for the loop.
+final class MetricsMailbox: Sendable {
+    let slot = Mutex<(generation: Int, at: Int64, bytes: [UInt8])?>(nil)
+}
 
 /// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure
 /// ``Supervisor``, and carries out the actions it returns. Everything runs on one thread, in
@@ -45,6 +51,11 @@ public final class Daemon {
     let cgroupRemover = CgroupRemover()
     /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
     var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
+    /// Counts handled events; a background `/metrics` rendering from an older count is dropped.
+    var statusGeneration = 0
+    var metricsRefreshInFlight = false
+    var metricsWakeFD: Int32 = -1
+    let metricsMailbox = MetricsMailbox()
     var rejectedDatagrams: [ServiceName: Int] = [:]
     var malformedDatagrams: [ServiceName: Int] = [:]
 
@@ -142,6 +153,7 @@ public final class Daemon {
         }
         isDraining = false
         renderedStatus.removeAll(keepingCapacity: true)
+        statusGeneration += 1
         armTimer()
         publishSystemdStatus()
     }

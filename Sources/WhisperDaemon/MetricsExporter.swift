@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Prometheus
 import WhisperCore
@@ -5,7 +6,11 @@ import WhisperSystem
 
 /// `GET /metrics`: swift-prometheus' registry, brought up to date from the supervisor's state
 /// at each scrape (the core keeps totals; counters here advance by the difference).
-final class MetricsExporter {
+///
+/// @unchecked Sendable: renderings may run on a helper thread while the loop records a time
+/// to ready; every method takes `lock` before touching `characters` or any series' state.
+final class MetricsExporter: @unchecked Sendable {
+    private let lock = NSLock()
     let registry = PrometheusCollectorRegistry()
     private var characters: [ServiceName: CharacterMetrics] = [:]
     private let process: ProcessMetrics
@@ -110,14 +115,14 @@ final class MetricsExporter {
     }
 
     func recordTimeToReady(_ name: ServiceName, seconds: Double) {
-        metrics(name).timeToReady.record(seconds)
+        lock.withLock { metrics(name).timeToReady.record(seconds) }
     }
 
     func forget(_ name: ServiceName) {
-        characters.removeValue(forKey: name)?.unregister()
+        lock.withLock { characters.removeValue(forKey: name)?.unregister() }
     }
 
-    struct Snapshot {
+    struct Snapshot: Sendable {
         var status: ServiceStatus
         var limits: Limits?
         var usage: CgroupUsage?
@@ -127,6 +132,10 @@ final class MetricsExporter {
     }
 
     func render(_ snapshots: [Snapshot]) -> [UInt8] {
+        lock.withLock { renderLocked(snapshots) }
+    }
+
+    private func renderLocked(_ snapshots: [Snapshot]) -> [UInt8] {
         for snapshot in snapshots {
             let status = snapshot.status
             let series = metrics(status.name)
