@@ -179,6 +179,13 @@ extension ServiceRecord {
         return "\(reason) (peak \(ByteCount.humanReadable(peak)))"
     }
 
+    /// "stopped (peak 2.4 MiB)" for a stop on purpose, "stopped (Error(3))" for anything else.
+    func stoppedDetail(_ reason: ExitReason) -> String {
+        guard reason == .stopped else { return "stopped (\(exitSummary(reason)))" }
+        guard let peak = lastExit?.peakMemoryBytes else { return "stopped" }
+        return "stopped (peak \(ByteCount.humanReadable(peak)))"
+    }
+
     mutating func forgetFailures() {
         consecutiveFailures = 0
         recentRestarts = []

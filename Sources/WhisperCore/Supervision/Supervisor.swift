@@ -206,7 +206,7 @@ public struct Supervisor: Sendable {
         let plan = records[i].afterExit
         records[i].afterExit = .followPolicy
         if isShuttingDown {
-            records[i].transition(to: .stopped, "stopped (\(records[i].exitSummary(reason)))", &fx)
+            records[i].transition(to: .stopped, records[i].stoppedDetail(reason), &fx)
             return
         }
         switch plan {
@@ -218,13 +218,13 @@ public struct Supervisor: Sendable {
             records[i].start(&fx)
             return
         case .stayDown:
-            records[i].transition(to: .stopped, "stopped (\(records[i].exitSummary(reason)))", &fx)
+            records[i].transition(to: .stopped, records[i].stoppedDetail(reason), &fx)
             return
         case .followPolicy:
             break
         }
         guard records[i].desired == .up else {
-            records[i].transition(to: .stopped, "stopped (\(records[i].exitSummary(reason)))", &fx)
+            records[i].transition(to: .stopped, records[i].stoppedDetail(reason), &fx)
             return
         }
         let spec = records[i].spec
