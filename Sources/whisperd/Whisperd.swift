@@ -32,13 +32,13 @@ struct Whisperd: ParsableCommand {
     @Option(name: .long, help: "Persisted intents and job records (default: see above).")
     var stateDir: String?
 
-    @Option(name: .long, help: "Notify sockets and the lock file (default: see above).")
+    @Option(name: .long, help: "Notify sockets, the control socket (control.sock) and the lock file (default: see above).")
     var runtimeDir: String?
 
     @Option(name: .long, help: "Per-character log files (default: see above).")
     var logDir: String?
 
-    @Option(name: .long, help: "Read-only status endpoint (/health): ADDR:PORT on loopback, or off.")
+    @Option(name: .long, help: "Read-only endpoint (/health, /metrics, /v1/characters): ADDR:PORT on loopback, or off.")
     var http: String = "127.0.0.1:9464"
 
     @Flag(name: .long, help: "Allow --http on a non-loopback address.")
