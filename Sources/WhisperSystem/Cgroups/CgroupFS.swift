@@ -65,8 +65,6 @@ public enum CgroupFS {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
-
     /// The pids listed in a `cgroup.procs` file.
     public static func processIDs(_ procsPath: String) -> [Int32] {
         guard let text = read(procsPath) else { return [] }
