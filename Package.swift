@@ -30,10 +30,11 @@ let package = Package(
         // The one place that calls vfork/execve, pidfd, epoll and friends.
         .target(name: "CWhisperLinux"),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
-            dependencies: ["WhisperCore", "CWhisperLinux", "CSystemd"],
+            dependencies: ["WhisperCore", "CWhisperLinux", "CSystemd", "CZlib"],
             swiftSettings: strictSettings
         ),
         // The imperative shell that runs the core against the OS.

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 # prometheus: promtool checks /metrics in the tests; wrk: scripts/bench/http.sh.
-packages=(pkg-config libsystemd-dev curl procps prometheus wrk util-linux)
+packages=(pkg-config libsystemd-dev zlib1g-dev curl procps prometheus wrk util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

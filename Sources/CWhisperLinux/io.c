@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 int whisper_signalfd(const int *signals, int count)
 {
@@ -319,4 +320,9 @@ int whisper_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid)
     *uid = credentials.uid;
     *gid = credentials.gid;
     return 0;
+}
+
+pid_t whisper_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Synchronization
 import WhisperConfig
 import WhisperCore
@@ -14,7 +15,12 @@ extension Daemon {
         let now = Clock.monotonicNanoseconds()
         // Monitoring polls these hard; between events nothing in them changes but clocks and
         // cgroup counters, so a rendering is reused for up to a second.
-        if request.path == "/metrics" { return metricsResponse(now: now) }
+        if request.path == "/metrics" {
+            let gzip = request.header("Accept-Encoding")?.split(separator: ",").contains {
+                $0.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("gzip")
+            } ?? false
+            return metricsResponse(now: now, gzip: gzip)
+        }
         let cacheable = ["/health", "/v1/characters"].contains(request.path)
         if cacheable, let cached = renderedStatus[request.path], now - cached.at < 1_000_000_000 { return cached.response }
         let response = renderStatus(request.path, now: now)
@@ -62,18 +68,26 @@ extension Daemon {
     /// `/metrics`: after an event, rendered on the spot; when only time has passed since the
     /// last rendering (counters and clocks drift), that rendering is served while a fresh one
     /// is made on another thread, so a busy scraper never waits for the ~10 ms it takes.
-    private func metricsResponse(now: Int64) -> HTTPServer.Response {
-        if let cached = renderedStatus["/metrics"] {
-            if now - cached.at >= 1_000_000_000 { refreshMetricsInBackground(now: now) }
-            return cached.response
+    private func metricsResponse(now: Int64, gzip: Bool) -> HTTPServer.Response {
+        if renderedStatus["/metrics"] == nil {
+            let response = Self.metricsHTTPResponse(makeMetricsExporter().render(metricsSnapshots(now: now)))
+            renderedStatus["/metrics"] = (now, response)
         }
-        let response = Self.metricsHTTPResponse(makeMetricsExporter().render(metricsSnapshots(now: now)))
-        renderedStatus["/metrics"] = (now, response)
+        guard let cached = renderedStatus["/metrics"] else { return Self.metricsHTTPResponse([]) }
+        if now - cached.at >= 1_000_000_000 { refreshMetricsInBackground(now: now) }
+        guard gzip else { return cached.response }
+        // Compressed once per rendering (about a tenth of the bytes), for scrapers that ask.
+        if let compressed = renderedStatus["/metrics.gz"], compressed.at == cached.at { return compressed.response }
+        guard let bytes = Gzip.compress(cached.response.body) else { return cached.response }
+        let response = Self.metricsHTTPResponse(bytes, gzip: true)
+        renderedStatus["/metrics.gz"] = (cached.at, response)
         return response
     }
 
-    static func metricsHTTPResponse(_ bytes: [UInt8]) -> HTTPServer.Response {
-        HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: bytes)
+    static func metricsHTTPResponse(_ bytes: [UInt8], gzip: Bool = false) -> HTTPServer.Response {
+        var response = HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: bytes)
+        response.extraHeaders = gzip ? [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")] : [("Vary", "Accept-Encoding")]
+        return response
     }
 
     private func metricsSnapshots(now: Int64) -> [MetricsExporter.Snapshot] {
@@ -101,8 +115,11 @@ extension Daemon {
         let mailbox = metricsMailbox
         let wakeFD = metricsWakeFD
         Thread {
+            // Lowest priority: on a busy host this work waits, the event loop does not.
+            lowerCurrentThreadPriority()
             let bytes = exporter.render(snapshots)
-            mailbox.slot.withLock { $0 = (generation, now, bytes) }
+            let compressed = Gzip.compress(bytes)
+            mailbox.slot.withLock { $0 = (generation, now, bytes, compressed) }
             EventFD.signal(wakeFD)
         }.start()
     }
@@ -119,6 +136,9 @@ extension Daemon {
             guard let result = self.metricsMailbox.slot.withLock({ slot in defer { slot = nil }; return slot }) else { return }
             if result.generation == self.statusGeneration {
                 self.renderedStatus["/metrics"] = (result.at, Self.metricsHTTPResponse(result.bytes))
+                if let compressed = result.compressed {
+                    self.renderedStatus["/metrics.gz"] = (result.at, Self.metricsHTTPResponse(compressed, gzip: true))
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ import WhisperSystem
 
 /// Where a background `/metrics` rendering leaves its result for the loop.
 final class MetricsMailbox: Sendable {
-    let slot = Mutex<(generation: Int, at: Int64, bytes: [UInt8])?>(nil)
+    let slot = Mutex<(generation: Int, at: Int64, bytes: [UInt8], compressed: [UInt8]?)?>(nil)
 }
 
 /// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure

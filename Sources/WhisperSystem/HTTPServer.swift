@@ -33,6 +33,8 @@ public final class HTTPServer {
         public var status: Int
         public var contentType: String
         public var body: [UInt8]
+        /// More header lines (`Content-Encoding`, `Vary`).
+        public var extraHeaders: [(String, String)] = []
         /// A streamed response: the head and `body` go out, then the connection stays open
         /// and this is called with a stream to write more to (until either side closes).
         public var stream: ((HTTPStream) -> Void)?
@@ -198,8 +200,9 @@ public final class HTTPServer {
         connection.isResponding = true
         let reason = Self.reasons[response.status] ?? "Status"
         let length = response.stream == nil ? "Content-Length: \(response.body.count)\r\n" : ""
+        let extra = response.extraHeaders.map { "\($0.0): \($0.1)\r\n" }.joined()
         let head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
-            + "\(length)Connection: close\r\n\r\n"
+            + "\(length)\(extra)Connection: close\r\n\r\n"
         connection.output = Array(head.utf8) + response.body
         if let open = response.stream {
             let stream = HTTPStream(server: self, fd: fd)

@@ -19,3 +19,8 @@ public enum EventFD {
         _ = read(fd, &value, 8)
     }
 }
+
+/// Lowers the calling thread's scheduling priority to nice 19 (Linux niceness is per thread).
+public func lowerCurrentThreadPriority() {
+    _ = setpriority(Int32(PRIO_PROCESS.rawValue), id_t(whisper_gettid()), 19)
+}

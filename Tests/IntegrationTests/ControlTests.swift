@@ -204,6 +204,13 @@ extension IntegrationTests {
             let check = try runCommand("/bin/sh", ["-c", "promtool check metrics < \(scratch.path)/metrics.txt"])
             #expect(check.code == 0, "promtool: \(check.stdout)\(check.stderr)")
             #expect((whisperd.character("aria")?["restarts"] as? Int) == 1)
+
+            // What Prometheus asks for: the same exposition, gzip-encoded.
+            let compressed = try runCommand(
+                "/usr/bin/curl", ["-s", "-D", scratch.path + "/headers", "--compressed", "http://127.0.0.1:\(whisperd.httpPort)/metrics"])
+            #expect(compressed.code == 0)
+            #expect(scratch.read("headers")?.lowercased().contains("content-encoding: gzip") == true)
+            #expect(compressed.stdout.contains(#"whisperd_character_restarts_total{character="aria",reason="Signaled"} 1"#))
         }
 
         @Test func curlF_failsWhileACharacterIsDown_passesWhenAllAreUp_andTCPRefusesPOST() throws {

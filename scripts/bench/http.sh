@@ -2,7 +2,8 @@
 # /health and /metrics under load: whisperd (release build) with N characters (default 300,
 # each `sleep`), then `wrk -c 16 -t 1 -d 10s --latency` against each endpoint. Prints the
 # latency percentiles and writes them to docs/bench/http-<date>.md. Target (issue 5):
-# p99 <= 5 ms for both with 300 characters.
+# p99 <= 5 ms for both with 300 characters. /metrics is measured twice: plain, and with
+# `Accept-Encoding: gzip` as Prometheus sends it.
 # On a 2-core machine wrk and whisperd are pinned to different cores (PIN=0 to disable):
 # otherwise the load generator preempts the server it measures and the tail is the
 # scheduler's, not whisperd's.
@@ -42,13 +43,15 @@ out="$repo/docs/bench/http-$stamp.md"
   echo "# /health and /metrics under wrk ($n characters)"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r); whisperd release build;"
-  echo "\`wrk -c 16 -t 1 -d $duration --latency\` on loopback$([ ${#server_cpu[@]} -gt 0 ] && echo ", whisperd on CPU 0 and wrk on CPU 1"); $(curl -s "http://127.0.0.1:$port/metrics" | wc -c) bytes of /metrics, $(curl -s "http://127.0.0.1:$port/health" | wc -c) of /health."
+  echo "\`wrk -c 16 -t 1 -d $duration --latency\` on loopback$([ ${#server_cpu[@]} -gt 0 ] && echo ", whisperd on CPU 0 and wrk on CPU 1"); $(curl -s "http://127.0.0.1:$port/metrics" | wc -c) bytes of /metrics ($(curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/metrics" | wc -c) gzip-encoded), $(curl -s "http://127.0.0.1:$port/health" | wc -c) of /health."
   echo
   echo "| endpoint | requests/s | p50 ms | p90 ms | p99 ms | errors |"
   echo "|---|---|---|---|---|---|"
-  for path in /health /metrics; do
-    result=$("${client_cpu[@]}" wrk -c 16 -t 1 -d "$duration" --latency "http://127.0.0.1:$port$path")
-    python3 - "$path" "$result" <<'PY'
+  for target in /health /metrics "/metrics gzip"; do
+    path=${target% gzip}
+    header=(); [ "$target" != "$path" ] && header=(-H "Accept-Encoding: gzip")
+    result=$("${client_cpu[@]}" wrk -c 16 -t 1 -d "$duration" --latency "${header[@]}" "http://127.0.0.1:$port$path")
+    python3 - "$target" "$result" <<'PY'
 import re, sys
 path, text = sys.argv[1], sys.argv[2]
 def ms(label):

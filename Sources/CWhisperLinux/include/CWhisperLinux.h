@@ -96,4 +96,6 @@ int whisper_pipe(int fds[2]);
 int whisper_set_nonblocking(int fd, int on);
 
 int whisper_ignore_sigpipe(void);
+/// The calling thread's id.
+pid_t whisper_gettid(void);
 #endif
