@@ -94,11 +94,9 @@ extension Daemon {
             post(.spawnFailed(name, errno: error.errno))
             return
         }
-        var environment = spec.launch.environment
-        environment["NOTIFY_SOCKET"] = socket.path
-        environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
         let request = ProcessSpawner.Request(
-            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
+            arguments: spec.launch.arguments, environment: childEnvironment(spec, notifySocket: socket.path),
+            workingDirectory: spec.launch.workingDirectory,
             placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil)
         switch spawner.spawn(request) {
         case .failure(let failure):
@@ -178,9 +176,21 @@ extension Daemon {
         run.outputs[fd] = pipe
     }
 
+    /// The roster's layered environment plus what only the running whisperd knows.
+    func childEnvironment(_ spec: ServiceSpec, notifySocket path: String) -> [String: String] {
+        var environment = spec.launch.environment
+        environment["NOTIFY_SOCKET"] = path
+        environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        return environment
+    }
+
+    func notifySocketPath(_ name: ServiceName) -> String {
+        "\(configuration.runtimeDirectory)/notify/\(name.rawValue).sock"
+    }
+
     func notifySocket(for name: ServiceName) throws -> NotifySocket {
         if let existing = notifySockets[name] { return existing }
-        let path = "\(configuration.runtimeDirectory)/notify/\(name.rawValue).sock"
+        let path = notifySocketPath(name)
         guard path.utf8.count < 108 else {
             throw SystemError("notify socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
         }

@@ -86,6 +86,7 @@ extension Daemon {
         return name
     }
 
+    /// Every JSON answer of both endpoints.
     func jsonResponse(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
         HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
     }
@@ -181,9 +182,7 @@ extension Daemon {
             return jsonResponse(404, ["error": "no character named \(name)"])
         }
         let origins = loaded.environmentOrigins[name] ?? [:]
-        var variables = spec.launch.environment
-        variables["NOTIFY_SOCKET"] = notifySockets[name]?.path ?? "\(configuration.runtimeDirectory)/notify/\(name.rawValue).sock"
-        variables["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        let variables = childEnvironment(spec, notifySocket: notifySocketPath(name))
         let entries: [[String: Any]] = variables.keys.sorted().map { key in
             let secret = Secrets.isSecret(key)
             return [

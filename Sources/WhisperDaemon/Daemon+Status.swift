@@ -10,7 +10,7 @@ import WhisperSystem
 extension Daemon {
     func handleStatusRequest(_ request: HTTPServer.Request) -> HTTPServer.Response {
         guard request.method == "GET" || request.method == "HEAD" else {
-            return json(403, ["error": "this port is read-only; use whisperctl (the control socket) to change anything"])
+            return jsonResponse(403, ["error": "this port is read-only; use whisperctl (the control socket) to change anything"])
         }
         let now = Clock.monotonicNanoseconds()
         // Monitoring polls these hard; between events nothing in them changes but clocks and
@@ -48,20 +48,20 @@ extension Daemon {
                 "characters": statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
             ]
             if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }
-            return json(unhealthy.isEmpty ? 200 : 503, body)
+            return jsonResponse(unhealthy.isEmpty ? 200 : 503, body)
         case "/v1/characters":
             let limits = limitsByName
             let dropped = logWriter.droppedLines()
-            return json(
+            return jsonResponse(
                 200, ["characters": core.statuses().map { describe($0, now: now, limits: limits, dropped: dropped) }])
         default:
             let prefix = "/v1/characters/"
             if path.hasPrefix(prefix), let name = ServiceName(String(path.dropFirst(prefix.count))),
                 let status = core.status(of: name)
             {
-                return json(200, describe(status, now: now, limits: limitsByName, detail: .fresh))
+                return jsonResponse(200, describe(status, now: now, limits: limitsByName, detail: .fresh))
             }
-            return json(404, ["error": "not found: \(path)"])
+            return jsonResponse(404, ["error": "not found: \(path)"])
         }
     }
 
@@ -227,10 +227,6 @@ extension Daemon {
         if let inflight = status.inflight { object["inflight"] = inflight }
         if let next = status.nextRestartAt { object["restart_in_seconds"] = max(0, Double(next.nanoseconds - now) / 1e9) }
         return object
-    }
-
-    private func json(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
-        HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
     }
 }
 

@@ -474,17 +474,14 @@ extension IntegrationTests {
     }
 }
 
+/// whisperd run to completion: exit status and stdout + stderr.
 func runWhisperd(_ arguments: [String]) -> (Int32, String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: whisperdBinary())
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    do { try process.run() } catch { return (-1, "\(error)") }
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, output)
+    do {
+        let result = try runCommand(whisperdBinary(), arguments)
+        return (result.code, result.stdout + result.stderr)
+    } catch {
+        return (-1, "\(error)")
+    }
 }
 
 /// Every live descendant of the given pids (from /proc), to prove none survives a stop.
