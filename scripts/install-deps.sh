@@ -2,8 +2,9 @@
 # Installs what building and testing whisperd needs on Debian 12. Idempotent; run as root.
 set -euo pipefail
 
-# prometheus: promtool checks /metrics in the tests; wrk: scripts/bench/http.sh.
-packages=(pkg-config libsystemd-dev zlib1g-dev curl procps prometheus wrk util-linux)
+# prometheus: promtool checks /metrics in the tests; wrk: scripts/bench/http.sh;
+# debootstrap, systemd-container: the end-to-end test on a real systemd (scripts/e2e-systemd.sh).
+packages=(pkg-config libsystemd-dev zlib1g-dev curl procps prometheus wrk util-linux debootstrap systemd-container)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -322,6 +322,16 @@ int whisper_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid)
     return 0;
 }
 
+int whisper_peer_groups(int fd, gid_t *groups, int capacity)
+{
+    socklen_t length = (socklen_t)(sizeof(gid_t) * (size_t)capacity);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &length) < 0) {
+        /* ERANGE: length now holds the size needed; the caller asks again with room. */
+        return errno == ERANGE ? (int)(length / sizeof(gid_t)) : -1;
+    }
+    return (int)(length / sizeof(gid_t));
+}
+
 pid_t whisper_gettid(void)
 {
     return (pid_t)syscall(SYS_gettid);

@@ -27,11 +27,11 @@ extension Daemon {
             applyLimitsLive(name, limits)
         case .persistIntent(let name, let intent):
             do { try stateStore.setIntent(name.rawValue, down: intent == .down) } catch {
-                log.log(.error, name.rawValue, "could not persist intent \(intent.rawValue): \(error)")
+                log.log(.error, character: name, "could not persist intent \(intent.rawValue): \(error)")
             }
         case .recordJobCompleted(let name, let revision):
             do { try stateStore.recordJobCompleted(name.rawValue, revision: revision) } catch {
-                log.log(.error, name.rawValue, "could not record job success: \(error)")
+                log.log(.error, character: name, "could not record job success: \(error)")
             }
         case .forget(let name):
             notifySockets.removeValue(forKey: name).map {
@@ -43,10 +43,10 @@ extension Daemon {
             removeCgroup(of: name)
             metricsExporter?.forget(name)
             pendingTimesToReady[name] = nil
-            log.log(.info, name.rawValue, "removed")
+            log.log(.info, character: name, "removed")
         case .transitioned(let name, let from, let to, let detail):
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
-            log.log(.info, name.rawValue, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
+            log.log(.info, character: name, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
             if from == .starting, to == .running, let started = core.status(of: name)?.startedAt {
                 let seconds = Double(Clock.monotonicNanoseconds() - started.nanoseconds) / 1e9
                 if let metricsExporter {
@@ -63,7 +63,7 @@ extension Daemon {
                 || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
             if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
         case .alert(let name, let message):
-            log.log(.error, name.rawValue, message)
+            log.log(.error, character: name, message)
         case .startupCompleted:
             log.log(.info, "whisperd", "startup complete: \(core.summary)")
             systemd.ready(status: core.summary)
@@ -82,7 +82,7 @@ extension Daemon {
         do {
             socket = try notifySocket(for: name)
         } catch {
-            log.log(.error, name.rawValue, "cannot create its notify socket: \(error)")
+            log.log(.error, character: name, "cannot create its notify socket: \(error)")
             post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EIO))
             return
         }
@@ -90,7 +90,7 @@ extension Daemon {
         do {
             placement = try prepareCgroup(for: spec)
         } catch {
-            log.log(.error, name.rawValue, "cannot prepare its cgroup: \(error)")
+            log.log(.error, character: name, "cannot prepare its cgroup: \(error)")
             post(.spawnFailed(name, errno: error.errno))
             return
         }
@@ -100,7 +100,7 @@ extension Daemon {
             placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil)
         switch spawner.spawn(request) {
         case .failure(let failure):
-            log.log(.error, name.rawValue, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
+            log.log(.error, character: name, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
             post(.spawnFailed(name, errno: failure.errno))
             recordIncident(name)
         case .success(let child):
@@ -114,7 +114,7 @@ extension Daemon {
             do {
                 try loop.add(child.pidFD, .readable) { [unowned self] _ in self.reap(name, run) }
             } catch {
-                log.log(.error, name.rawValue, "cannot watch pid \(child.pid): \(error)")
+                log.log(.error, character: name, "cannot watch pid \(child.pid): \(error)")
             }
             post(.spawnSucceeded(name, pid: child.pid))
         }
@@ -160,14 +160,16 @@ extension Daemon {
             if count > 0 {
                 let (bytes, lines) = pipe.assembler.feed(buffer[0..<count], now: now)
                 if lines > 0 {
-                    logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines)
+                    logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines, stream: pipe.assembler.stream, pid: run.pid)
                     if let followers = logFollowers[name] { for stream in followers.values { stream.write(bytes) } }
                 }
                 continue
             }
             if count < 0, errno == EAGAIN || errno == EINTR { break }
             let (bytes, lines) = pipe.assembler.flush(now: now)
-            if lines > 0 { logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines) }
+            if lines > 0 {
+                logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines, stream: pipe.assembler.stream, pid: run.pid)
+            }
             loop.remove(fd)
             close(fd)
             run.outputs[fd] = nil
@@ -207,7 +209,7 @@ extension Daemon {
     private func handleNotification(_ name: ServiceName, _ datagram: NotifySocket.Datagram) {
         guard let run = runs[name], isMember(datagram.senderPID, of: name, run: run) else {
             rejectedDatagrams[name, default: 0] += 1
-            log.log(.debug, name.rawValue, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
+            log.log(.debug, character: name, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
             return
         }
         if datagram.isTruncated {
@@ -217,7 +219,7 @@ extension Daemon {
         switch NotifyMessage.parse(datagram.bytes) {
         case .failure(let error):
             malformedDatagrams[name, default: 0] += 1
-            log.log(.debug, name.rawValue, "malformed notify datagram: \(error)")
+            log.log(.debug, character: name, "malformed notify datagram: \(error)")
         case .success(let message):
             post(.notified(name, message))
         }

@@ -44,7 +44,7 @@ extension Daemon {
                 }
                 oomWatches[name] = fd
             } catch {
-                log.log(.warning, name.rawValue, "cannot watch its OOM events: \(error)")
+                log.log(.warning, character: name, "cannot watch its OOM events: \(error)")
             }
         }
         return placement
@@ -57,7 +57,7 @@ extension Daemon {
         guard kills > 0 else { return }
         let usage = group.usage()
         let peak = usage.memoryPeakBytes.map { ", peak \(ByteCount.humanReadable($0))" } ?? ""
-        log.log(.warning, name.rawValue, "OOM: the kernel killed \(kills) process(es) at the memory limit\(peak)")
+        log.log(.warning, character: name, "OOM: the kernel killed \(kills) process(es) at the memory limit\(peak)")
         for _ in 0..<min(kills, 1000) { post(.oomKilled(name)) }
     }
 
@@ -80,7 +80,7 @@ extension Daemon {
     func drain(_ name: ServiceName, _ group: CharacterCgroup, _ run: LiveRun, _ termination: ProcessTermination) {
         let remaining = group.processIDs()
         log.log(
-            .info, name.rawValue,
+            .info, character: name,
             "main process \(run.pid) ended; killing \(remaining.count) remaining process(es) of the character")
         let drain = CgroupDrain(
             name: name, group: group, run: run, termination: termination,
@@ -93,7 +93,7 @@ extension Daemon {
                 try loop.add(group.populatedEventFD, .priority) { [unowned self, unowned drain] _ in self.checkDrain(drain) }
                 drain.watchesPopulated = true
             } catch {
-                log.log(.warning, name.rawValue, "cannot watch cgroup.events: \(error)")
+                log.log(.warning, character: name, "cannot watch cgroup.events: \(error)")
             }
         } else {
             watchProcesses(of: drain)
@@ -135,7 +135,7 @@ extension Daemon {
     func drainTimedOut(_ drain: CgroupDrain) {
         let left = drain.group.processIDs()
         log.log(
-            .error, drain.name.rawValue,
+            .error, character: drain.name,
             "\(left.count) process(es) survived SIGKILL for \(Daemon.drainTimeout / 1_000_000_000) s (pids "
                 + left.map(String.init).joined(separator: ", ") + "); continuing without them")
         completeDrain(drain)
@@ -168,14 +168,14 @@ extension Daemon {
 
     func applyLimitsLive(_ name: ServiceName, _ limits: Limits) {
         guard let group = characterCgroups[name] else {
-            log.log(.warning, name.rawValue, "limits changed; not enforced (\(cgroups.name) backend)")
+            log.log(.warning, character: name, "limits changed; not enforced (\(cgroups.name) backend)")
             return
         }
         do {
             try group.applyLive(limits)
-            log.log(.info, name.rawValue, "limits updated live: \(describe(limits))")
+            log.log(.info, character: name, "limits updated live: \(describe(limits))")
         } catch {
-            log.log(.error, name.rawValue, "cannot update limits live: \(error)")
+            log.log(.error, character: name, "cannot update limits live: \(error)")
         }
     }
 
@@ -204,7 +204,7 @@ extension Daemon {
         if let fd = oomWatches.removeValue(forKey: name) { loop.remove(fd) }
         // While the fleet stops, nothing starts again: the rmdirs can go to another thread.
         let remover = core.isShuttingDown ? cgroupRemover : nil
-        for failure in group.remove(using: remover) { log.log(.warning, name.rawValue, "cgroup not removed: \(failure)") }
+        for failure in group.remove(using: remover) { log.log(.warning, character: name, "cgroup not removed: \(failure)") }
     }
 
     /// Whether a notify datagram's sender belongs to the character: its main process, its

@@ -170,7 +170,7 @@ extension Daemon {
         for facet in status.facets { health[facet.name] = facet.detail.map { "\(facet.level.rawValue):\($0)" } ?? facet.level.rawValue }
         if !health.isEmpty { incident["health"] = health }
         do { try incidents.append(name.rawValue, incident) } catch {
-            log.log(.warning, name.rawValue, "cannot record incident: \(error)")
+            log.log(.warning, character: name, "cannot record incident: \(error)")
         }
     }
 

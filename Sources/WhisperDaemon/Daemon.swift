@@ -95,7 +95,7 @@ public final class Daemon {
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment)
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
-        self.logWriter = try LogWriter()
+        self.logWriter = try LogWriter(journal: configuration.journal)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
         self.incidents = IncidentStore(stateDirectory: configuration.stateDirectory)
         let stopped = Set(stateStore.stoppedServices().compactMap(ServiceName.init))
@@ -241,7 +241,7 @@ public final class Daemon {
             if spec.limits.pids != nil, missing.contains("pids") { unenforced.append("pids") }
             guard !unenforced.isEmpty else { continue }
             log.log(
-                .warning, spec.name.rawValue,
+                .warning, character: spec.name,
                 "limits NOT enforced (\(cgroups.name) backend): \(unenforced.joined(separator: ", "))")
         }
     }

@@ -14,12 +14,15 @@ public struct DaemonConfiguration: Sendable {
     public var cgroupBase: String?
     /// The group allowed to use the control socket.
     public var controlGroup: String
+    /// Characters' lines also go to the journal (`--journal`, or run by systemd).
+    public var journal: Bool
 
     public init(
         rosterPath: String, stateDirectory: String, runtimeDirectory: String, logDirectory: String,
         httpAddress: (host: String, port: Int)?, selfExecutable: String, cgroupMode: CgroupMode = .auto,
-        cgroupBase: String? = nil, controlGroup: String = "whisperd"
+        cgroupBase: String? = nil, controlGroup: String = "whisperd", journal: Bool = false
     ) {
+        self.journal = journal
         self.controlGroup = controlGroup
         self.cgroupMode = cgroupMode
         self.cgroupBase = cgroupBase

@@ -1,12 +1,14 @@
 import Foundation
 import Glibc
 import WhisperConfig
+import WhisperCore
 import WhisperSystem
 
 /// Prepares directories and the single-instance lock, then runs the ``Daemon``.
 public enum DaemonLauncher {
     public static func launch(_ configuration: DaemonConfiguration, loaded: LoadedRoster) throws -> Int32 {
-        let log = DaemonLog()
+        // whisperd's own lines go native only when stderr is the journal anyway (no doubles).
+        let log = DaemonLog(writesToJournal: configuration.journal && Journal.standardErrorIsJournal())
         ProcessSpawner.reserveDescriptorSlots()
         // Block the signals before any thread exists, so every thread inherits the mask and
         // they arrive only through the signalfd.
@@ -39,13 +41,24 @@ public enum DaemonLauncher {
         }
         defer { cgroups.finish() }
         report(cgroups, log: log)
+        if configuration.journal {
+            log.log(
+                Journal.isRunning ? .info : .warning, "whisperd",
+                Journal.isRunning
+                    ? "characters' output also goes to the journal (journalctl CHARACTER=<name>)"
+                    : "--journal: no journal is running (/run/systemd/journal/socket missing); log files only")
+        }
         // A previous whisperd that died left its characters running: stop them before anything
         // starts, so no character ever runs twice (two bots on one Discord token).
         for leftover in cgroups.clearLeftovers() {
-            log.log(
-                .warning, leftover.name,
+            let message =
                 "killed \(leftover.pids.count) process(es) left running by a previous whisperd (pids "
-                    + leftover.pids.map(String.init).joined(separator: ", ") + ")")
+                    + leftover.pids.map(String.init).joined(separator: ", ") + ")"
+            if let name = ServiceName(leftover.name) {
+                log.log(.warning, character: name, message)
+            } else {
+                log.log(.warning, leftover.name, message)
+            }
         }
         let daemon = try Daemon(
             configuration: configuration, loaded: loaded, log: log, nofileSoftLimit: nofile, cgroups: cgroups)

@@ -6,7 +6,8 @@ import Synchronization
 
 /// Writes every character's log file on its own thread, so a slow or full disk never stalls the
 /// event loop — and so never a child's pipe. When the queue is over budget, lines are dropped
-/// and counted instead.
+/// and counted instead. With `journal`, each line also becomes a journal entry (same thread,
+/// same budget: a stuck journald drops lines, it never stalls a child).
 public final class LogWriter: Sendable {
     public struct FilePolicy: Sendable, Equatable {
         public var path: String
@@ -25,6 +26,8 @@ public final class LogWriter: Sendable {
         var policy: FilePolicy
         var bytes: [UInt8]
         var lines: Int
+        var stream: String
+        var pid: Int32
     }
 
     private struct Queue: Sendable {
@@ -39,12 +42,16 @@ public final class LogWriter: Sendable {
     /// Posted by the writer thread when it has written its last batch and exits.
     private let finished = DispatchSemaphore(value: 0)
     private let budgetBytes: Int
+    public let sendsToJournal: Bool
 
-    /// - Parameter budgetBytes: how much may wait for the disk before lines are dropped.
-    public init(budgetBytes: Int = 8 << 20) throws {
+    /// - Parameters:
+    ///   - budgetBytes: how much may wait for the disk before lines are dropped.
+    ///   - journal: also send every line to the journal, with `CHARACTER=<name>`.
+    public init(budgetBytes: Int = 8 << 20, journal: Bool = false) throws {
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
         self.budgetBytes = budgetBytes
+        self.sendsToJournal = journal
         let thread = Thread { [self] in self.writerLoop() }
         thread.name = "whisperd-logs"
         thread.start()
@@ -53,8 +60,9 @@ public final class LogWriter: Sendable {
     /// Lines dropped per character (queue over budget, or the disk refused them).
     public func droppedLines() -> [String: Int] { queue.withLock { $0.dropped } }
 
-    /// Queues complete lines (each already formatted and newline-terminated). Never blocks on I/O.
-    public func append(_ name: String, policy: FilePolicy, bytes: [UInt8], lines: Int) {
+    /// Queues complete lines (each already formatted by `LineAssembler` and newline-terminated)
+    /// that the process `pid` wrote on `stream`. Never blocks on I/O.
+    public func append(_ name: String, policy: FilePolicy, bytes: [UInt8], lines: Int, stream: String, pid: Int32) {
         let wake: Bool = queue.withLock { state in
             guard !state.isClosed else { return false }
             if state.pendingBytes + bytes.count > budgetBytes {
@@ -62,7 +70,7 @@ public final class LogWriter: Sendable {
                 return false
             }
             let wasEmpty = state.pending.isEmpty
-            state.pending.append(Entry(name: name, policy: policy, bytes: bytes, lines: lines))
+            state.pending.append(Entry(name: name, policy: policy, bytes: bytes, lines: lines, stream: stream, pid: pid))
             state.pendingBytes += bytes.count
             return wasEmpty
         }
@@ -105,12 +113,36 @@ public final class LogWriter: Sendable {
                 if !file.write(entry.bytes) {
                     queue.withLock { $0.dropped[entry.name, default: 0] += entry.lines }
                 }
+                if sendsToJournal { sendToJournal(entry) }
             }
             if closed {
                 for file in files.values { file.close() }
                 finished.signal()
                 return
             }
+        }
+    }
+}
+
+extension LogWriter {
+    /// One entry per line: the text without whisperd's `<time> <stream> ` stamp (the journal
+    /// keeps its own time), the character, the stream and the child's pid.
+    private func sendToJournal(_ entry: Entry) {
+        let common = [
+            Journal.field("CHARACTER", entry.name), Journal.field("SYSLOG_IDENTIFIER", entry.name),
+            Journal.field("SYSLOG_PID", String(entry.pid)), Journal.field("CHARACTER_STREAM", entry.stream),
+        ]
+        var start = entry.bytes.startIndex
+        while start < entry.bytes.endIndex {
+            let end = entry.bytes[start...].firstIndex(of: 0x0A) ?? entry.bytes.endIndex
+            var text = entry.bytes[start..<end]
+            // Skip the two stamp fields LineAssembler put in front.
+            for _ in 0..<2 {
+                if let space = text.firstIndex(of: 0x20) { text = text[(space + 1)...] }
+            }
+            let (priority, message) = Journal.priority(of: text, stream: entry.stream)
+            Journal.send(common + [Journal.field("PRIORITY", String(priority)), Array("MESSAGE=".utf8) + message])
+            start = end + 1
         }
     }
 }

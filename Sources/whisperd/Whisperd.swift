@@ -15,7 +15,8 @@ struct Whisperd: ParsableCommand {
         discussion: """
             Runs in the foreground (systemd does the daemonising). Without flags it reads
             /etc/whisperd/roster.yaml and uses /var/lib/whisperd, /run/whisperd and
-            /var/log/whisperd. With --roster elsewhere, state, runtime and log directories
+            /var/log/whisperd (or systemd's $STATE_DIRECTORY, $RUNTIME_DIRECTORY and
+            $LOGS_DIRECTORY when set). With --roster elsewhere, state, runtime and log directories
             default to .whisperd/ next to the roster, so a checkout needs no root-owned paths.
             SIGHUP reloads the roster (diff-apply); SIGTERM/SIGINT stop every service in
             reverse dependency order (a second signal kills at once).
@@ -61,6 +62,11 @@ struct Whisperd: ParsableCommand {
     @Option(name: .long, help: "The group whose members may use the control socket (<runtime-dir>/control.sock); created if missing.")
     var controlGroup: String = "whisperd"
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Also send each character's lines to the journal with CHARACTER=<name> (default: on when run by systemd, i.e. INVOCATION_ID or JOURNAL_STREAM is set).")
+    var journal: Bool?
+
     @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
     var check = false
 
@@ -95,13 +101,22 @@ struct Whisperd: ParsableCommand {
         }
         let isProduction = Paths.normalize(loaded.path) == Whisperd.productionRoster
         let localBase = Paths.directory(of: loaded.path) + "/.whisperd"
+        let environment = ProcessInfo.processInfo.environment
+        // Under systemd, the unit's StateDirectory= etc. (first entry) win over the built-in paths.
+        func systemdDirectory(_ variable: String) -> String? {
+            environment[variable].flatMap { $0.split(separator: ":").first.map(String.init) }
+        }
         let configuration = DaemonConfiguration(
             rosterPath: loaded.path,
-            stateDirectory: absolute(stateDir ?? (isProduction ? "/var/lib/whisperd" : localBase + "/state")),
-            runtimeDirectory: absolute(runtimeDir ?? (isProduction ? "/run/whisperd" : localBase + "/run")),
-            logDirectory: absolute(logDir ?? (isProduction ? "/var/log/whisperd" : localBase + "/logs")),
+            stateDirectory: absolute(
+                stateDir ?? systemdDirectory("STATE_DIRECTORY") ?? (isProduction ? "/var/lib/whisperd" : localBase + "/state")),
+            runtimeDirectory: absolute(
+                runtimeDir ?? systemdDirectory("RUNTIME_DIRECTORY") ?? (isProduction ? "/run/whisperd" : localBase + "/run")),
+            logDirectory: absolute(
+                logDir ?? systemdDirectory("LOGS_DIRECTORY") ?? (isProduction ? "/var/log/whisperd" : localBase + "/logs")),
             httpAddress: address, selfExecutable: selfPath, cgroupMode: cgroupMode,
-            cgroupBase: cgroup.map(Paths.normalize), controlGroup: controlGroup)
+            cgroupBase: cgroup.map(Paths.normalize), controlGroup: controlGroup,
+            journal: journal ?? (Journal.isServiceEnvironment(environment) && Journal.isRunning))
         let code = try DaemonLauncher.launch(configuration, loaded: loaded)
         if code != 0 { throw ExitCode(code) }
     }

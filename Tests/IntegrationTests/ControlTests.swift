@@ -246,11 +246,27 @@ extension IntegrationTests {
             _ = whisperd.waitFor("elena: starting -> running")
             chmod(scratch.path, 0o755)
             chmod(scratch.path + "/run", 0o755)
-            let nobody = try runCommand(
-                "/usr/bin/setpriv",
-                ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperctlBinary(), "--socket", whisperd.controlSocket, "status"])
+            /// `whisperctl status` as uid/gid 65534 with the given supplementary groups.
+            func statusAsNobody(groups: String) throws -> CommandResult {
+                try runCommand(
+                    "/usr/bin/setpriv",
+                    ["--reuid=65534", "--regid=65534", groups, "--", whisperctlBinary(), "--socket", whisperd.controlSocket, "status"])
+            }
+            let nobody = try statusAsNobody(groups: "--clear-groups")
             #expect(nobody.code == 3)
             #expect(nobody.stderr.contains("Permission denied"))
+            #expect(whisperd.count("control:") == 0)
+
+            // A member of the control group by a supplementary group only (SO_PEERGROUPS) is let in…
+            let gid = try #require(getgrnam("whisperd")).pointee.gr_gid
+            let member = try statusAsNobody(groups: "--groups=\(gid)")
+            #expect(member.code == 0, "\(member.stderr)")
+            #expect(member.stdout.contains("elena"))
+            // …and an outsider is refused by the peer check even when the file mode would let it connect.
+            chmod(whisperd.controlSocket, 0o666)
+            let outsider = try statusAsNobody(groups: "--clear-groups")
+            #expect(outsider.code == 1)
+            #expect(outsider.stderr.contains("permission denied"))
             #expect(whisperd.count("control:") == 0)
 
             let missing = try runCommand(whisperctlBinary(), ["--socket", scratch.path + "/nowhere.sock", "status"])

@@ -455,6 +455,65 @@ extension IntegrationTests {
             #expect(listener.receive(containing: "STOPPING=1") != nil)
             #expect(whisperd.waitForExit() == 0)
         }
+
+        @Test func systemdsDirectoryVariables_placeStateSocketsAndLogs() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", fastDefaults + "characters:\n  elena: {command: [sh, -c, 'echo hello; exec sleep 300']}\n")
+            let whisperd = try WhisperdProcess(
+                scratch: scratch,
+                environment: [
+                    "STATE_DIRECTORY": scratch.path + "/sd-state", "RUNTIME_DIRECTORY": scratch.path + "/sd-run",
+                    "LOGS_DIRECTORY": scratch.path + "/sd-logs:" + scratch.path + "/second",
+                ],
+                directoryFlags: false)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("elena: starting -> running") != nil)
+            #expect(whisperd.waitFor("control socket \(scratch.path)/sd-run/control.sock") != nil)
+            #expect(whisperd.log.contains { $0.contains("state \(scratch.path)/sd-state") && $0.contains("logs \(scratch.path)/sd-logs)") })
+            #expect(eventually { scratch.read("sd-logs/elena.log")?.contains("stdout hello") == true })
+            #expect(!FileManager.default.fileExists(atPath: scratch.path + "/.whisperd"))
+        }
+
+        @Test func journalFlagWithoutAJournal_saysSo_andKeepsTheFiles() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", fastDefaults + "characters:\n  elena: {command: [sh, -c, 'echo hello; exec sleep 300']}\n")
+            let journalRuns = FileManager.default.fileExists(atPath: "/run/systemd/journal/socket")
+            let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: ["--journal"])
+            defer { whisperd.terminate() }
+            #expect(
+                whisperd.waitFor(journalRuns ? "also goes to the journal" : "--journal: no journal is running") != nil)
+            #expect(eventually { scratch.read("logs/elena.log")?.contains("stdout hello") == true })
+        }
+
+        /// The unit as shipped: `systemd-analyze verify` clean (any stderr is a failure: it exits
+        /// 0 on warnings) and the hardening not eroded (`systemd-analyze security` below 3.0).
+        @Test func shippedUnitVerifiesClean_andStaysHardened() throws {
+            let scratch = Scratch()
+            let root = scratch.path + "/root"
+            let unit = repositoryRoot() + "/systemd/whisperd.service"
+            // A root with the unit's binaries and the targets it names, as on an installed host.
+            for directory in ["usr/local/bin", "bin", "etc/systemd/system", "usr/lib/systemd"] {
+                try FileManager.default.createDirectory(atPath: root + "/" + directory, withIntermediateDirectories: true)
+            }
+            let copies = [
+                (whisperdBinary(), "usr/local/bin/whisperd"), (whisperctlBinary(), "usr/local/bin/whisperctl"),
+                ("/bin/kill", "bin/kill"), (unit, "etc/systemd/system/whisperd.service"),
+                ("/usr/lib/systemd/system", "usr/lib/systemd/system"),
+            ]
+            for (source, destination) in copies {
+                let copy = try runCommand("/bin/cp", ["-R", source, root + "/" + destination])
+                try #require(copy.code == 0, "\(copy.stderr)")
+            }
+            let verify = try runCommand(
+                "/usr/bin/systemd-analyze", ["verify", "--root=\(root)", "/etc/systemd/system/whisperd.service"])
+            #expect(verify.code == 0)
+            #expect(verify.stderr.isEmpty, "\(verify.stderr)")
+            let security = try runCommand(
+                "/usr/bin/systemd-analyze", ["security", "--offline=yes", "--no-pager", "--root=\(root)", "whisperd.service"])
+            let summary = security.stdout.split(separator: "\n").first { $0.contains("Overall exposure level") } ?? ""
+            let exposure = summary.split(separator: ":").last?.split(separator: " ").first.flatMap { Double($0) }
+            #expect(exposure != nil && exposure! < 3.0, "\(summary)")
+        }
     }
 
     @Suite struct CheckSection {

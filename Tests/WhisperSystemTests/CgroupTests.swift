@@ -210,7 +210,7 @@ import WhisperSystem
         // Like systemd-nspawn on a hybrid host: v2 delegated without controllers, v1 read-only.
         let fake = FakeTree(controllers: "")
         let readOnly = fake.root + "/not-a-directory"
-        FileManager.default.createFile(atPath: readOnly, contents: Data())
+        _ = FileManager.default.createFile(atPath: readOnly, contents: Data())
         var layout = fake.layout
         for controller in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
             layout.controllers[controller] = .init(mountPoint: readOnly, ownPath: "/")

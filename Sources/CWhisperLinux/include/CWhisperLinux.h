@@ -89,6 +89,9 @@ int whisper_unix_listen(const char *path, int mode, int backlog);
 int whisper_accept(int fd);
 /// SO_PEERCRED of a connected Unix socket; -1 on error.
 int whisper_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+/* The peer's supplementary groups as of connect() (SO_PEERGROUPS): the count (more than
+   capacity: nothing copied, ask again with that much room), or -1. */
+int whisper_peer_groups(int fd, gid_t *groups, int capacity);
 int whisper_socket_error(int fd);
 
 /// A pipe with both ends close-on-exec; the read end nonblocking.

@@ -16,6 +16,15 @@ func whisperdBinary() -> String {
     return directory + "/whisperd"
 }
 
+/// The checkout this test file belongs to (for files the tests check as shipped).
+func repositoryRoot(file: String = #filePath) -> String {
+    var directory = (file as NSString).deletingLastPathComponent
+    while !FileManager.default.fileExists(atPath: directory + "/Package.swift"), directory.count > 1 {
+        directory = (directory as NSString).deletingLastPathComponent
+    }
+    return directory
+}
+
 /// A scratch directory for one test: roster, scripts, state, runtime and logs. Removed at the end.
 final class Scratch {
     let path: String
@@ -58,10 +67,12 @@ final class WhisperdProcess: @unchecked Sendable {
     /// The cgroup base this whisperd manages (its own per test unless the test names one).
     let cgroupBase: String?
 
-    /// - Parameter asNobody: run whisperd as uid/gid 65534 (through `setpriv`), unprivileged.
+    /// - Parameters:
+    ///   - asNobody: run whisperd as uid/gid 65534 (through `setpriv`), unprivileged.
+    ///   - directoryFlags: pass --state-dir, --runtime-dir and --log-dir (under the scratch dir).
     init(
         scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:],
-        asNobody: Bool = false
+        asNobody: Bool = false, directoryFlags: Bool = true
     ) throws {
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
@@ -77,10 +88,11 @@ final class WhisperdProcess: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : whisperdBinary())
         process.arguments =
             (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperdBinary()] : [])
-            + [
-                "--roster", scratch.path + "/roster.yaml", "--state-dir", scratch.path + "/state", "--runtime-dir",
-                scratch.path + "/run", "--log-dir", scratch.path + "/logs", "--http", "127.0.0.1:\(self.httpPort)",
-            ] + extraArguments
+            + ["--roster", scratch.path + "/roster.yaml", "--http", "127.0.0.1:\(self.httpPort)"]
+            + (directoryFlags
+                ? ["--state-dir", scratch.path + "/state", "--runtime-dir", scratch.path + "/run", "--log-dir", scratch.path + "/logs"]
+                : [])
+            + extraArguments
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.removeValue(forKey: "NOTIFY_SOCKET")
