@@ -139,6 +139,9 @@ wait_for() { # seconds command…: polls an operator-visible condition (no event
 all_ready() { status | head -1 | grep -qE " ([0-9]+)/\1 characters ready"; }
 
 step "systemctl start whisperd"
+# A character that takes 2 s to become ready: systemctl start must wait for it.
+printf '  slow:\n    command: [sh, -c, "sleep 2 && whisperd notify READY=1 && exec sleep infinity"]\n' |
+  inside tee -a /etc/whisperd/roster.yaml >/dev/null
 start_ms=$(date +%s%N)
 inside systemctl start whisperd
 start_ms=$((($(date +%s%N) - start_ms) / 1000000))
@@ -146,13 +149,14 @@ echo "systemctl start returned after ${start_ms} ms"
 check "active (running) once systemctl start returns" test "$(show ActiveState)/$(show SubState)" = active/running
 status_after_start=$(status)
 echo "$status_after_start"
-check "READY came after every character was ready (3/3 at once)" grep -q " 3/3 characters ready" <<<"$status_after_start"
+check "systemctl start waited for the slow character (>= 2 s)" test "$start_ms" -ge 2000
+check "READY came after every character was ready (4/4 at once)" grep -q " 4/4 characters ready" <<<"$status_after_start"
 for name in elena aria ryan; do
   check "$name is running and ready" grep -qE "^$name +running +yes " <<<"$status_after_start"
 done
 check "curl -f /health" inside curl -fsS -o /dev/null http://127.0.0.1:9464/health
 check "elena answers on her own port" inside curl -fsS -o /dev/null http://127.0.0.1:8000/health
-check "systemctl status shows whisperd's STATUS= summary" bash -c 'inside systemctl show -p StatusText --value whisperd | grep -q "3/3 characters ready"'
+check "systemctl status shows whisperd's STATUS= summary" bash -c 'inside systemctl show -p StatusText --value whisperd | grep -q "4/4 characters ready"'
 inside useradd --no-create-home --user-group --groups whisperd e2e-operator
 check "a member of group whisperd can use whisperctl" inside runuser -u e2e-operator -- whisperctl status
 inside useradd --no-create-home --user-group e2e-outsider
@@ -194,6 +198,7 @@ check "systemd restarted whisperd (new main pid, NRestarts=1)" \
 check "the characters are back and ready" wait_for 20 all_ready
 check "the old whisperd and its characters are gone" bash -c "! inside kill -0 $old_main 2>/dev/null && ! inside kill -0 $old_elena 2>/dev/null"
 check "one elena, not two" test "$(inside pgrep -fc 'whisperd worker elena')" = 1
+check "one slow, not two" test "$(inside pgrep -fc 'sleep infinity')" = 1
 inside journalctl -u whisperd --no-pager -o cat | grep -iE "watchdog" | tail -2 || true
 
 step "journald"
