@@ -7,7 +7,24 @@ import WhisperSystem
 
 /// Where a background `/metrics` rendering leaves its result for the loop.
 final class MetricsMailbox: Sendable {
-    let slot = Mutex<(generation: Int, at: Int64, bytes: [UInt8], compressed: [UInt8]?)?>(nil)
+    /// A background rendering of `/metrics`, and the cgroup figures it read.
+    struct Result: Sendable {
+        var generation: Int
+        var at: Int64
+        var bytes: [UInt8]
+        var compressed: [UInt8]?
+        var usages: [(ServiceName, CgroupUsage)]
+
+        init(_ generation: Int, _ at: Int64, _ bytes: [UInt8], _ compressed: [UInt8]?, _ usages: [(ServiceName, CgroupUsage)]) {
+            self.generation = generation
+            self.at = at
+            self.bytes = bytes
+            self.compressed = compressed
+            self.usages = usages
+        }
+    }
+
+    let slot = Mutex<Result?>(nil)
 }
 
 /// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure
@@ -48,6 +65,8 @@ public final class Daemon {
     var drains: [ServiceName: CgroupDrain] = [:]
     /// Cgroup figures for status and metrics, read at most once a second per character.
     var usageCache: [ServiceName: (at: Int64, usage: CgroupUsage)] = [:]
+    /// When the metrics thread last read every character's cgroup figures.
+    var usageReadAt: Int64 = 0
     let cgroupRemover = CgroupRemover()
     /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
     var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]

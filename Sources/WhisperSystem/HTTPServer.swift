@@ -2,7 +2,8 @@ import CWhisperLinux
 import Glibc
 
 /// A small HTTP/1.1 server on the event loop, for status endpoints (`/health`) that must not
-/// pull a framework into the supervisor. One request per connection; bodies up to 1 MiB.
+/// pull a framework into the supervisor. Keep-alive (a scraper polls over one connection),
+/// pipelined requests answered in order, bodies up to 1 MiB, no chunked uploads.
 public final class HTTPServer {
     public struct Request: Sendable {
         public var method: String
@@ -96,16 +97,30 @@ public final class HTTPServer {
     private let authorize: Authorizer?
     private var connections: [Int32: Connection] = [:]
     private let maxConnections = 256
+    private var activity: UInt64 = 0
 
     private final class Connection {
         var input: [UInt8] = []
-        var output: [UInt8] = []
-        /// How much of `output` is sent (dropping sent bytes one send at a time is quadratic).
-        var sent = 0
+        /// What is left to send, in order: a response's head and its (shared, often cached)
+        /// body go out together by sendmsg, never copied into one buffer.
+        var pending: [[UInt8]] = []
+        var pendingBytes = 0
+        /// How much of `pending[0]` is sent.
+        var sentOfFirst = 0
         var isResponding = false
         var peer: PeerCredentials?
         var stream: HTTPStream?
         var closeAfterFlush = true
+        /// When this connection last did something; the least recent idle one makes room.
+        var lastActive: UInt64 = 0
+
+        var isIdle: Bool { !isResponding && input.isEmpty && stream == nil }
+
+        func enqueue(_ bytes: [UInt8]) {
+            guard !bytes.isEmpty else { return }
+            pending.append(bytes)
+            pendingBytes += bytes.count
+        }
     }
 
     public init(loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, handler: @escaping Handler) throws {
@@ -143,11 +158,13 @@ public final class HTTPServer {
         while true {
             let fd = whisper_accept(listenFD)
             if fd < 0 { return }
-            if connections.count >= maxConnections {
+            if connections.count >= maxConnections, !dropLeastRecentIdleConnection() {
                 Glibc.close(fd)
                 continue
             }
             let connection = Connection()
+            activity += 1
+            connection.lastActive = activity
             connections[fd] = connection
             if let authorize {
                 let peer = PeerCredentials(socket: fd)
@@ -176,7 +193,10 @@ public final class HTTPServer {
             if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
             return flush(fd, connection)
         }
-        if connection.isResponding { return flush(fd, connection) }
+        if connection.isResponding {
+            flush(fd, connection)
+            return serveInput(fd, connection)
+        }
         var buffer = [UInt8](repeating: 0, count: 16384)
         let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if count < 0 {
@@ -184,26 +204,43 @@ public final class HTTPServer {
             return drop(fd)
         }
         if count == 0 { return drop(fd) }
+        activity += 1
+        connection.lastActive = activity
         connection.input += buffer[0..<count]
-        switch Self.parse(connection.input) {
-        case .incomplete:
-            if connection.input.count > (1 << 20) + 16384 { respond(fd, connection, Response(status: 413, body: #"{"error":"request too large"}"#)) }
-        case .invalid(let reason):
-            respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
-        case .complete(var request):
-            request.peer = connection.peer
-            respond(fd, connection, handler(request))
+        serveInput(fd, connection)
+    }
+
+    /// Answers the complete requests in the input, in order (pipelining), while each answer
+    /// goes out at once; stops at an incomplete one or when the socket makes us wait.
+    private func serveInput(_ fd: Int32, _ connection: Connection) {
+        while connections[fd] === connection, !connection.isResponding, !connection.input.isEmpty {
+            switch Self.parse(connection.input) {
+            case .incomplete:
+                if connection.input.count > (1 << 20) + 16384 {
+                    respond(fd, connection, Response(status: 413, body: #"{"error":"request too large"}"#))
+                }
+                return
+            case .invalid(let reason):
+                respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
+            case .complete(var request, let length, let keepAlive):
+                connection.input.removeFirst(length)
+                request.peer = connection.peer
+                respond(fd, connection, handler(request), keepAlive: keepAlive, withBody: request.method != "HEAD")
+            }
         }
     }
 
-    private func respond(_ fd: Int32, _ connection: Connection, _ response: Response) {
+    private func respond(_ fd: Int32, _ connection: Connection, _ response: Response, keepAlive: Bool = false, withBody: Bool = true) {
         connection.isResponding = true
+        let keepAlive = keepAlive && response.stream == nil
         let reason = Self.reasons[response.status] ?? "Status"
         let length = response.stream == nil ? "Content-Length: \(response.body.count)\r\n" : ""
         let extra = response.extraHeaders.map { "\($0.0): \($0.1)\r\n" }.joined()
         let head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
-            + "\(length)\(extra)Connection: close\r\n\r\n"
-        connection.output = Array(head.utf8) + response.body
+            + "\(length)\(extra)Connection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n"
+        connection.closeAfterFlush = !keepAlive
+        connection.enqueue(Array(head.utf8))
+        if withBody { connection.enqueue(response.body) }
         if let open = response.stream {
             let stream = HTTPStream(server: self, fd: fd)
             connection.stream = stream
@@ -217,8 +254,8 @@ public final class HTTPServer {
 
     fileprivate func streamWrite(_ fd: Int32, _ bytes: [UInt8]) {
         guard let connection = connections[fd] else { return }
-        connection.output += bytes
-        if connection.output.count - connection.sent > 1 << 20 { return drop(fd) }
+        connection.enqueue(bytes)
+        if connection.pendingBytes > 1 << 20 { return drop(fd) }
         flush(fd, connection)
     }
 
@@ -229,10 +266,8 @@ public final class HTTPServer {
     }
 
     private func flush(_ fd: Int32, _ connection: Connection) {
-        while connection.sent < connection.output.count {
-            let written = connection.output.withUnsafeBytes {
-                send(fd, $0.baseAddress! + connection.sent, $0.count - connection.sent, Int32(MSG_NOSIGNAL))
-            }
+        while !connection.pending.isEmpty {
+            let written = Self.send(fd, connection.pending, from: connection.sentOfFirst)
             if written < 0 {
                 if errno == EAGAIN {
                     loop.modify(fd, .writable)
@@ -241,12 +276,52 @@ public final class HTTPServer {
                 if errno == EINTR { continue }
                 return drop(fd)
             }
-            connection.sent += written
+            connection.pendingBytes -= written
+            var remaining = written
+            while remaining > 0, let first = connection.pending.first {
+                let left = first.count - connection.sentOfFirst
+                if remaining < left {
+                    connection.sentOfFirst += remaining
+                    remaining = 0
+                } else {
+                    remaining -= left
+                    connection.pending.removeFirst()
+                    connection.sentOfFirst = 0
+                }
+            }
         }
-        connection.output.removeAll(keepingCapacity: connection.stream != nil)
-        connection.sent = 0
         if connection.closeAfterFlush { return drop(fd) }
         loop.modify(fd, .readable)
+        if connection.stream == nil { connection.isResponding = false }
+    }
+
+    /// One sendmsg of the first two chunks (a head and its body), the first from `offset`.
+    private static func send(_ fd: Int32, _ chunks: [[UInt8]], from offset: Int) -> Int {
+        chunks[0].withUnsafeBytes { first -> Int in
+            var vectors = [iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress! + offset), iov_len: first.count - offset)]
+            func sendVectors() -> Int {
+                vectors.withUnsafeMutableBufferPointer { buffer -> Int in
+                    var message = msghdr()
+                    message.msg_iov = buffer.baseAddress
+                    message.msg_iovlen = buffer.count
+                    return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+                }
+            }
+            guard chunks.count > 1 else { return sendVectors() }
+            return chunks[1].withUnsafeBytes { second -> Int in
+                vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress!), iov_len: second.count))
+                return sendVectors()
+            }
+        }
+    }
+
+    /// At the connection limit, an idle keep-alive connection gives way to a new one.
+    private func dropLeastRecentIdleConnection() -> Bool {
+        guard let (fd, _) = connections.filter({ $0.value.isIdle }).min(by: { $0.value.lastActive < $1.value.lastActive }) else {
+            return false
+        }
+        drop(fd)
+        return true
     }
 
     private func drop(_ fd: Int32) {
@@ -259,7 +334,9 @@ public final class HTTPServer {
     enum ParseResult {
         case incomplete
         case invalid(String)
-        case complete(Request)
+        /// The request, how many bytes of the input it took, and whether the client keeps the
+        /// connection open (HTTP/1.1 unless `Connection: close`; 1.0 only with `keep-alive`).
+        case complete(Request, length: Int, keepAlive: Bool)
     }
 
     static func parse(_ bytes: [UInt8]) -> ParseResult {
@@ -289,11 +366,16 @@ public final class HTTPServer {
         guard bytes.count - bodyStart >= length else { return .incomplete }
         let target = String(requestLine[1])
         let pathAndQuery = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let connectionTokens = headers.filter { $0.0.lowercased() == "connection" }
+            .flatMap { $0.1.lowercased().split(separator: ",").map { $0.trimmingSpaces() } }
+        let keepAlive =
+            requestLine[2] == "HTTP/1.0" ? connectionTokens.contains("keep-alive") : !connectionTokens.contains("close")
         return .complete(
             Request(
                 method: String(requestLine[0]), path: String(pathAndQuery[0]),
                 query: pathAndQuery.count > 1 ? String(pathAndQuery[1]) : "", headers: headers,
-                body: Array(bytes[bodyStart..<(bodyStart + length)])))
+                body: Array(bytes[bodyStart..<(bodyStart + length)])),
+            length: bodyStart + length, keepAlive: keepAlive)
     }
 
     static let reasons: [Int: String] = [

@@ -1,4 +1,5 @@
 import CSystemd
+import CWhisperLinux  // owns struct iovec (sys/uio.h) for the importer
 import Glibc
 
 /// Native journal entries through libsystemd, with fields an operator can filter on

@@ -20,7 +20,14 @@ public enum EventFD {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to nice 19 (Linux niceness is per thread).
+/// Puts the calling thread in `SCHED_IDLE` (per thread on Linux): it runs only on CPU time
+/// nothing else wants, and the event loop, when woken, preempts it at once — which nice 19
+/// alone does not promise (on one core it held the loop off for up to a slice, milliseconds).
+/// Falls back to nice 19.
 public func lowerCurrentThreadPriority() {
-    _ = setpriority(Int32(PRIO_PROCESS.rawValue), id_t(whisper_gettid()), 19)
+    var parameters = sched_param(sched_priority: 0)
+    let schedIdle: Int32 = 5  // SCHED_IDLE (linux/sched.h; glibc shows it only with _GNU_SOURCE)
+    if sched_setscheduler(whisper_gettid(), schedIdle, &parameters) != 0 {
+        _ = setpriority(Int32(PRIO_PROCESS.rawValue), id_t(whisper_gettid()), 19)
+    }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 
-/// HTTP/1.1 over whisperd's control socket: one request per connection, as the server wants.
+/// HTTP/1.1 over whisperd's control socket: one request per connection (`Connection: close`).
 struct ControlClient {
     let socketPath: String
 

@@ -213,6 +213,42 @@ extension IntegrationTests {
             #expect(compressed.stdout.contains(#"whisperd_character_restarts_total{character="aria",reason="Signaled"} 1"#))
         }
 
+        @Test func statusPortKeepsConnectionsAlive_answersPipelinedRequestsInOrder_andHEADWithoutABody() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", Self.roster)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("elena: starting -> running")
+            let text = try #require(
+                rawHTTP(
+                    port: whisperd.httpPort,
+                    "GET /health HTTP/1.1\r\nHost: a\r\n\r\nHEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n"
+                        + "GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+            // Walk the responses by their Content-Length: the framing must come out exact.
+            var rest = Substring(text)
+            var answers: [(status: String, connection: String, body: Substring)] = []
+            while let headEnd = rest.range(of: "\r\n\r\n") {
+                let head = rest[..<headEnd.lowerBound].split(separator: "\r\n")
+                func header(_ name: String) -> String {
+                    head.first { $0.lowercased().hasPrefix(name + ":") }.map { String($0.split(separator: ":")[1]).trimmingCharacters(in: .whitespaces) } ?? ""
+                }
+                let length = answers.count == 1 ? 0 : Int(header("content-length")) ?? -1
+                let bodyEnd = rest.index(headEnd.upperBound, offsetBy: length, limitedBy: rest.endIndex) ?? rest.endIndex
+                answers.append((String(head[0]), header("connection"), rest[headEnd.upperBound..<bodyEnd]))
+                rest = rest[bodyEnd...]
+            }
+            #expect(answers.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"])
+            #expect(answers.map(\.connection) == ["keep-alive", "keep-alive", "close"])
+            #expect(answers.first?.body.contains("\"status\"") == true)
+            #expect(rest.isEmpty, "bytes after the last response: \(rest.prefix(80))")
+
+            // A real client reuses the connection.
+            let url = "http://127.0.0.1:\(whisperd.httpPort)"
+            let curl = try runCommand("/usr/bin/curl", ["-sv", "-o", "/dev/null", "-o", "/dev/null", url + "/health", url + "/metrics"])
+            #expect(curl.code == 0)
+            #expect(curl.stderr.contains("Re-using existing connection"), "\(curl.stderr)")
+        }
+
         @Test func curlF_failsWhileACharacterIsDown_passesWhenAllAreUp_andTCPRefusesPOST() throws {
             let scratch = Scratch()
             scratch.write(

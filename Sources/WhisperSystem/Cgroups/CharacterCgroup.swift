@@ -29,9 +29,8 @@ public final class CharacterCgroup {
     private var fresh: Set<String> = []
     private var oomCounterFD: Int32 = -1
     private var lastOOMKills: UInt64 = 0
-    private var peakFD: Int32 = -1
-    /// Accounting files kept open (status endpoints read them for every character).
-    private var accountingFDs: [String: Int32] = [:]
+    /// Memory, peak, CPU and pids figures; the metrics thread reads them through it too.
+    public let usageProbe = CgroupUsageProbe()
     /// `cgroup.kill` was used on this cgroup: from then on (Linux 6.18 at least) the kernel
     /// SIGKILLs every child that clone3 puts into it (its kill sequence number no longer matches
     /// the parent's), so later children join by writing `cgroup.procs`, until the cgroup is
@@ -100,6 +99,7 @@ public final class CharacterCgroup {
         let fd = open(path, tree.version == .v2 ? O_RDONLY | O_DIRECTORY | O_CLOEXEC : O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open \(path)") }
         joined.append((tree, fd))
+        usageProbe.update(probeFiles())
         if tree.baseDirectory == backend.memory?.baseDirectory { watchOOM(in: directory, version: tree.version) }
         if tree.baseDirectory == backend.grouping?.baseDirectory, tree.version == .v2 {
             populatedEventFD = open(directory + "/cgroup.events", O_RDONLY | O_CLOEXEC)
@@ -111,10 +111,7 @@ public final class CharacterCgroup {
         case .v2:
             oomCounterFD = open(directory + "/memory.events", O_RDONLY | O_CLOEXEC)
             oomEventFD = oomCounterFD
-            peakFD = open(directory + "/memory.peak", O_RDWR | O_CLOEXEC)
-            if peakFD < 0 { peakFD = open(directory + "/memory.peak", O_RDONLY | O_CLOEXEC) }
         case .v1:
-            peakFD = open(directory + "/memory.max_usage_in_bytes", O_RDWR | O_CLOEXEC)
             oomCounterFD = open(directory + "/memory.oom_control", O_RDONLY | O_CLOEXEC)
             let eventFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
             if oomCounterFD >= 0, eventFD >= 0,
@@ -249,50 +246,36 @@ public final class CharacterCgroup {
     }
 
     /// The highest memory use since the last ``resetPeak()`` (or since the cgroup was made).
-    public func peakMemory() -> UInt64? {
-        guard peakFD >= 0, let text = CgroupFS.read(fd: peakFD) else { return nil }
-        return UInt64(text.trimmingTrailingNewline)
-    }
+    public func peakMemory() -> UInt64? { usageProbe.peak() }
 
-    /// Starts a new peak for the next run (v1 always; v2 on kernels that reset per open file).
-    public func resetPeak() {
-        guard peakFD >= 0, let memory = backend.memory else { return }
-        try? CgroupFS.write(memory.version == .v2 ? "reset" : "0", fd: peakFD, path: "memory peak")
-    }
+    /// Starts a new peak for the next run.
+    public func resetPeak() { usageProbe.resetPeak() }
 
-    /// Reads an accounting file through a descriptor opened at the first read.
-    private func readAccounting(_ path: String) -> String? {
-        if let fd = accountingFDs[path] { return CgroupFS.read(fd: fd) }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        accountingFDs[path] = fd
-        return CgroupFS.read(fd: fd)
-    }
+    public func usage() -> CgroupUsage { usageProbe.read() }
 
-    public func usage() -> CgroupUsage {
-        var usage = CgroupUsage()
+    /// The accounting files of the trees joined so far.
+    private func probeFiles() -> CgroupUsageProbe.Files {
+        var files = CgroupUsageProbe.Files()
         if let memory = backend.memory, isJoined(memory) {
-            let file = memory.version == .v2 ? "memory.current" : "memory.usage_in_bytes"
-            usage.memoryBytes = readAccounting(directory(memory) + "/" + file).flatMap { UInt64($0.trimmingTrailingNewline) }
-            usage.memoryPeakBytes = peakMemory()
-            usage.oomKills = readOOMKills()
+            let directory = directory(memory)
+            let isV2 = memory.version == .v2
+            files.memoryCurrent = directory + (isV2 ? "/memory.current" : "/memory.usage_in_bytes")
+            files.memoryPeak = directory + (isV2 ? "/memory.peak" : "/memory.max_usage_in_bytes")
+            files.memoryPeakResetValue = isV2 ? "reset" : "0"
+            files.oomCounter = directory + (isV2 ? "/memory.events" : "/memory.oom_control")
         }
         if let accounting = backend.cpuAccounting, isJoined(accounting) {
             switch accounting.version {
-            case .v2:
-                usage.cpuMicroseconds = readAccounting(directory(accounting) + "/cpu.stat").flatMap { CgroupFS.field("usage_usec", in: $0) }
-            case .v1:
-                usage.cpuMicroseconds = readAccounting(directory(accounting) + "/cpuacct.usage").flatMap {
-                    UInt64($0.trimmingTrailingNewline).map { $0 / 1000 }
-                }
+            case .v2: files.cpuStat = directory(accounting) + "/cpu.stat"
+            case .v1: files.cpuacctUsage = directory(accounting) + "/cpuacct.usage"
             }
         }
         if let pids = backend.pids, isJoined(pids) {
-            usage.pids = readAccounting(directory(pids) + "/pids.current").flatMap { Int($0.trimmingTrailingNewline) }
+            files.pidsCurrent = directory(pids) + "/pids.current"
         } else if let grouping = backend.grouping {
-            usage.pids = readAccounting(directory(grouping) + "/cgroup.procs").map { $0.split(separator: "\n").count }
+            files.groupProcs = directory(grouping) + "/cgroup.procs"
         }
-        return usage
+        return files
     }
 
     // MARK: - Removal
@@ -320,12 +303,10 @@ public final class CharacterCgroup {
     private func closeDescriptors() {
         for (_, fd) in joined where fd >= 0 { close(fd) }
         joined = joined.map { ($0.tree, -1) }
-        for fd in Set([oomEventFD, oomCounterFD, peakFD, populatedEventFD]) where fd >= 0 { close(fd) }
-        for fd in accountingFDs.values { close(fd) }
-        accountingFDs = [:]
+        for fd in Set([oomEventFD, oomCounterFD, populatedEventFD]) where fd >= 0 { close(fd) }
+        usageProbe.update(CgroupUsageProbe.Files())
         oomEventFD = -1
         oomCounterFD = -1
-        peakFD = -1
         populatedEventFD = -1
     }
 }

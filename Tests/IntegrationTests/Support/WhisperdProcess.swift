@@ -256,6 +256,17 @@ func freePort() -> Int {
 
 /// A blocking HTTP/1.1 GET on loopback (test side only).
 func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String)? {
+    guard let text = rawHTTP(port: port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", timeout: timeout),
+        let statusLine = text.split(separator: "\r\n").first, statusLine.split(separator: " ").count >= 2,
+        let code = Int(statusLine.split(separator: " ")[1])
+    else { return nil }
+    let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+    return (code, body)
+}
+
+/// Sends `request` as is (one write, so several requests arrive pipelined) and returns every
+/// byte the server sends until it closes the connection.
+func rawHTTP(port: Int, _ request: String, timeout: TimeInterval = 5) -> String? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -269,7 +280,6 @@ func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard connected == 0 else { return nil }
-    let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
     var response = Data()
     var buffer = [UInt8](repeating: 0, count: 65536)
@@ -278,12 +288,7 @@ func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String
         if count <= 0 { break }
         response.append(contentsOf: buffer[0..<count])
     }
-    let text = String(decoding: response, as: UTF8.self)
-    guard let statusLine = text.split(separator: "\r\n").first, statusLine.split(separator: " ").count >= 2,
-        let code = Int(statusLine.split(separator: " ")[1])
-    else { return nil }
-    let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
-    return (code, body)
+    return String(decoding: response, as: UTF8.self)
 }
 
 /// Cgroup helpers for tests: find a character's cgroup directories and clean up a base.
