@@ -102,11 +102,11 @@ done
 inside() { nsenter -t "$leader" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 export leader
 export -f inside
-# Until the container's systemd has its bus up, systemctl cannot even ask.
+# Until the container's PID 1 is systemd with its bus up, systemctl says nothing or "offline".
 state=
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   state=$(inside timeout 60 systemctl is-system-running --wait 2>/dev/null || true)
-  [ -n "$state" ] && break
+  [ -n "$state" ] && [ "$state" != offline ] && break
   sleep 0.1
 done
 echo "container systemd: $state"
@@ -155,6 +155,8 @@ for name in elena aria ryan; do
   check "$name is running and ready" grep -qE "^$name +running +yes " <<<"$status_after_start"
 done
 check "curl -f /health" inside curl -fsS -o /dev/null http://127.0.0.1:9464/health
+check "/metrics scrapes, gzip-encoded, inside the sandbox" \
+  bash -c 'inside curl -fsS --compressed http://127.0.0.1:9464/metrics | grep -q "whisperd_character_ready{character=\"elena\"} 1"'
 check "elena answers on her own port" inside curl -fsS -o /dev/null http://127.0.0.1:8000/health
 check "systemctl status shows whisperd's STATUS= summary" bash -c 'inside systemctl show -p StatusText --value whisperd | grep -q "4/4 characters ready"'
 inside useradd --no-create-home --user-group --groups whisperd e2e-operator
