@@ -5,29 +5,41 @@ import Synchronization
 /// so the metrics thread can read a whole fleet (~30 µs a character: 9 ms for 300) while the
 /// event loop goes on serving. The memory peak is read and reset through the same open file:
 /// on v2 kernels that reset `memory.peak` per open file, that is what makes the reset count.
+/// Holds no path strings: a file's path is made when it is first opened (a fleet of idle
+/// probes costs a few bytes each).
 public final class CgroupUsageProbe: Sendable {
-    /// The files to read; `nil` where the character is not in that tree.
-    public struct Files: Sendable, Equatable {
-        var memoryCurrent: String?
-        var memoryPeak: String?
-        var memoryPeakResetValue = "0"
-        /// v2 `memory.events` or v1 `memory.oom_control`: both have an `oom_kill` line.
-        var oomCounter: String?
-        var cpuStat: String?
-        var cpuacctUsage: String?
-        var pidsCurrent: String?
-        var groupProcs: String?
+    /// The character and the trees it is in (`nil` where it is not).
+    public struct Trees: Sendable, Equatable {
+        var name = ""
+        var memory: CgroupTree?
+        var cpuAccounting: CgroupTree?
+        var pids: CgroupTree?
+        var grouping: CgroupTree?
 
         public init() {}
+    }
 
-        var paths: Set<String> {
-            Set([memoryCurrent, memoryPeak, oomCounter, cpuStat, cpuacctUsage, pidsCurrent, groupProcs].compactMap { $0 })
+    private enum File: Int, CaseIterable {
+        case memoryCurrent, memoryPeak, oomCounter, cpu, pidsCurrent, groupProcs
+
+        /// The tree the file lives in, and its name there.
+        func location(in trees: Trees) -> (tree: CgroupTree, file: String)? {
+            switch self {
+            case .memoryCurrent: trees.memory.map { ($0, $0.version == .v2 ? "memory.current" : "memory.usage_in_bytes") }
+            case .memoryPeak: trees.memory.map { ($0, $0.version == .v2 ? "memory.peak" : "memory.max_usage_in_bytes") }
+            // Both have an `oom_kill` line.
+            case .oomCounter: trees.memory.map { ($0, $0.version == .v2 ? "memory.events" : "memory.oom_control") }
+            case .cpu: trees.cpuAccounting.map { ($0, $0.version == .v2 ? "cpu.stat" : "cpuacct.usage") }
+            case .pidsCurrent: trees.pids.map { ($0, "pids.current") }
+            case .groupProcs: trees.pids == nil ? trees.grouping.map { ($0, "cgroup.procs") } : nil
+            }
         }
     }
 
     private struct State {
-        var files = Files()
-        var descriptors: [String: Int32] = [:]
+        var trees = Trees()
+        /// Per ``File``; -1 while not open.
+        var descriptors = [Int32](repeating: -1, count: File.allCases.count)
     }
 
     private let state = Mutex(State())
@@ -36,38 +48,40 @@ public final class CgroupUsageProbe: Sendable {
 
     deinit {
         state.withLock { state in
-            for fd in state.descriptors.values { close(fd) }
+            for fd in state.descriptors where fd >= 0 { close(fd) }
         }
     }
 
-    /// New files (the character joined or left a tree): descriptors of files no longer read
-    /// are closed, the others kept (with their peak-reset state).
-    public func update(_ files: Files) {
+    /// The character joined or left a tree: descriptors of files whose tree changed are
+    /// closed; the others are kept (with their peak-reset state).
+    public func update(_ trees: Trees) {
         state.withLock { state in
-            let wanted = files.paths
-            for (path, fd) in state.descriptors where !wanted.contains(path) {
-                close(fd)
-                state.descriptors[path] = nil
+            for file in File.allCases where state.descriptors[file.rawValue] >= 0 {
+                let before = file.location(in: state.trees)
+                let after = file.location(in: trees)
+                if before?.tree != after?.tree || before?.file != after?.file || state.trees.name != trees.name {
+                    close(state.descriptors[file.rawValue])
+                    state.descriptors[file.rawValue] = -1
+                }
             }
-            state.files = files
+            state.trees = trees
         }
     }
 
     public func read() -> CgroupUsage {
         state.withLock { state in
             var usage = CgroupUsage()
-            let files = state.files
-            usage.memoryBytes = Self.read(files.memoryCurrent, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
-            usage.memoryPeakBytes = Self.read(files.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
-            usage.oomKills = Self.read(files.oomCounter, &state).flatMap { CgroupFS.field("oom_kill", in: $0) }
-            if let text = Self.read(files.cpuStat, &state) {
-                usage.cpuMicroseconds = CgroupFS.field("usage_usec", in: text)
-            } else if let text = Self.read(files.cpuacctUsage, &state) {
-                usage.cpuMicroseconds = UInt64(text.trimmingTrailingNewline).map { $0 / 1000 }
+            usage.memoryBytes = Self.read(.memoryCurrent, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
+            usage.memoryPeakBytes = Self.read(.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
+            usage.oomKills = Self.read(.oomCounter, &state).flatMap { CgroupFS.field("oom_kill", in: $0) }
+            if let text = Self.read(.cpu, &state) {
+                usage.cpuMicroseconds =
+                    state.trees.cpuAccounting?.version == .v2
+                    ? CgroupFS.field("usage_usec", in: text) : UInt64(text.trimmingTrailingNewline).map { $0 / 1000 }
             }
-            if let text = Self.read(files.pidsCurrent, &state) {
+            if let text = Self.read(.pidsCurrent, &state) {
                 usage.pids = Int(text.trimmingTrailingNewline)
-            } else if let text = Self.read(files.groupProcs, &state) {
+            } else if let text = Self.read(.groupProcs, &state) {
                 usage.pids = text.split(separator: "\n").count
             }
             return usage
@@ -75,32 +89,33 @@ public final class CgroupUsageProbe: Sendable {
     }
 
     public func peak() -> UInt64? {
-        state.withLock { state in
-            Self.read(state.files.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
-        }
+        state.withLock { state in Self.read(.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) } }
     }
 
     /// Starts a new peak (v1 always; v2 on kernels that reset per open file).
     public func resetPeak() {
         state.withLock { state in
-            guard let path = state.files.memoryPeak, let fd = Self.descriptor(path, &state) else { return }
-            try? CgroupFS.write(state.files.memoryPeakResetValue, fd: fd, path: path)
+            guard let memory = state.trees.memory, let fd = Self.descriptor(.memoryPeak, &state) else { return }
+            try? CgroupFS.write(memory.version == .v2 ? "reset" : "0", fd: fd, path: "memory peak")
         }
     }
 
-    private static func read(_ path: String?, _ state: inout State) -> String? {
-        guard let path, let fd = descriptor(path, &state) else { return nil }
+    private static func read(_ file: File, _ state: inout State) -> String? {
+        guard let fd = descriptor(file, &state) else { return nil }
         return CgroupFS.read(fd: fd)
     }
 
     /// Opened at first use; the peak file read-write when the kernel allows (for the reset).
-    private static func descriptor(_ path: String, _ state: inout State) -> Int32? {
-        if let fd = state.descriptors[path] { return fd }
+    private static func descriptor(_ file: File, _ state: inout State) -> Int32? {
+        let open = state.descriptors[file.rawValue]
+        if open >= 0 { return open }
+        guard let (tree, name) = file.location(in: state.trees) else { return nil }
+        let path = tree.characterDirectory(state.trees.name) + "/" + name
         var fd: Int32 = -1
-        if path == state.files.memoryPeak { fd = open(path, O_RDWR | O_CLOEXEC) }
-        if fd < 0 { fd = open(path, O_RDONLY | O_CLOEXEC) }
+        if file == .memoryPeak { fd = Glibc.open(path, O_RDWR | O_CLOEXEC) }
+        if fd < 0 { fd = Glibc.open(path, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { return nil }
-        state.descriptors[path] = fd
+        state.descriptors[file.rawValue] = fd
         return fd
     }
 }

@@ -99,7 +99,7 @@ public final class CharacterCgroup {
         let fd = open(path, tree.version == .v2 ? O_RDONLY | O_DIRECTORY | O_CLOEXEC : O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open \(path)") }
         joined.append((tree, fd))
-        usageProbe.update(probeFiles())
+        usageProbe.update(probeTrees())
         if tree.baseDirectory == backend.memory?.baseDirectory { watchOOM(in: directory, version: tree.version) }
         if tree.baseDirectory == backend.grouping?.baseDirectory, tree.version == .v2 {
             populatedEventFD = open(directory + "/cgroup.events", O_RDONLY | O_CLOEXEC)
@@ -253,29 +253,15 @@ public final class CharacterCgroup {
 
     public func usage() -> CgroupUsage { usageProbe.read() }
 
-    /// The accounting files of the trees joined so far.
-    private func probeFiles() -> CgroupUsageProbe.Files {
-        var files = CgroupUsageProbe.Files()
-        if let memory = backend.memory, isJoined(memory) {
-            let directory = directory(memory)
-            let isV2 = memory.version == .v2
-            files.memoryCurrent = directory + (isV2 ? "/memory.current" : "/memory.usage_in_bytes")
-            files.memoryPeak = directory + (isV2 ? "/memory.peak" : "/memory.max_usage_in_bytes")
-            files.memoryPeakResetValue = isV2 ? "reset" : "0"
-            files.oomCounter = directory + (isV2 ? "/memory.events" : "/memory.oom_control")
-        }
-        if let accounting = backend.cpuAccounting, isJoined(accounting) {
-            switch accounting.version {
-            case .v2: files.cpuStat = directory(accounting) + "/cpu.stat"
-            case .v1: files.cpuacctUsage = directory(accounting) + "/cpuacct.usage"
-            }
-        }
-        if let pids = backend.pids, isJoined(pids) {
-            files.pidsCurrent = directory(pids) + "/pids.current"
-        } else if let grouping = backend.grouping {
-            files.groupProcs = directory(grouping) + "/cgroup.procs"
-        }
-        return files
+    /// The trees joined so far, for the accounting files.
+    private func probeTrees() -> CgroupUsageProbe.Trees {
+        var trees = CgroupUsageProbe.Trees()
+        trees.name = name
+        if isJoined(backend.memory) { trees.memory = backend.memory }
+        if isJoined(backend.cpuAccounting) { trees.cpuAccounting = backend.cpuAccounting }
+        if isJoined(backend.pids) { trees.pids = backend.pids }
+        if isJoined(backend.grouping) { trees.grouping = backend.grouping }
+        return trees
     }
 
     // MARK: - Removal
@@ -304,7 +290,7 @@ public final class CharacterCgroup {
         for (_, fd) in joined where fd >= 0 { close(fd) }
         joined = joined.map { ($0.tree, -1) }
         for fd in Set([oomEventFD, oomCounterFD, populatedEventFD]) where fd >= 0 { close(fd) }
-        usageProbe.update(CgroupUsageProbe.Files())
+        usageProbe.update(CgroupUsageProbe.Trees())
         oomEventFD = -1
         oomCounterFD = -1
         populatedEventFD = -1
