@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "CWhisperLinux"),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
@@ -45,9 +47,20 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The character worker's pure part: character files, prompts, history windows, trust,
+        // request validation. No I/O: a function of its inputs and a given time.
+        .target(
+            name: "WhisperChat",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings
+        ),
+        // The worker's adapters: HTTP API, LLM client (libcurl), conversation store (SQLite).
         .target(
             name: "WhisperWorker",
-            dependencies: ["WhisperSystem"],
+            dependencies: [
+                "WhisperChat", "WhisperSystem", "CCurl", "CSQLite",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: strictSettings
         ),
         .executableTarget(
@@ -67,6 +80,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(

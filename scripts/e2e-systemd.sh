@@ -22,7 +22,7 @@ checkout=$PWD
 [ "$(id -u)" = 0 ] || { echo "e2e-systemd: run as root" >&2; exit 1; }
 
 cache=${WHISPERD_E2E_CACHE:-/var/cache/whisperd-e2e}
-packages=systemd,systemd-sysv,dbus,libsystemd0,curl,procps
+packages=systemd,systemd-sysv,dbus,libsystemd0,curl,procps,libcurl4,libsqlite3-0
 image=$cache/bookworm-$(printf %s "$packages" | sha256sum | cut -c1-12)
 machine=whisperd-e2e-$$
 started_at=$SECONDS
@@ -158,6 +158,10 @@ check "curl -f /health" inside curl -fsS -o /dev/null http://127.0.0.1:9464/heal
 check "/metrics scrapes, gzip-encoded, inside the sandbox" \
   bash -c 'inside curl -fsS --compressed http://127.0.0.1:9464/metrics | grep -q "whisperd_character_ready{character=\"elena\"} 1"'
 check "elena answers on her own port" inside curl -fsS -o /dev/null http://127.0.0.1:8000/health
+check "elena's chat says which LLM variables to set (503: none configured here)" \
+  bash -c 'inside curl -sS -o /dev/stderr -w "%{http_code}" -X POST -d "{\"user_id\":\"op\",\"message\":\"hi\"}" \
+    http://127.0.0.1:8000/api/chat 2>&1 | grep -q "LLM_BASE_URL.*503"'
+check "her conversation store is in the state directory" inside test -f /var/lib/whisperd/memory/elena.sqlite3
 check "systemctl status shows whisperd's STATUS= summary" bash -c 'inside systemctl show -p StatusText --value whisperd | grep -q "4/4 characters ready"'
 inside useradd --no-create-home --user-group --groups whisperd e2e-operator
 check "a member of group whisperd can use whisperctl" inside runuser -u e2e-operator -- whisperctl status

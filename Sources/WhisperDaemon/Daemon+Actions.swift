@@ -183,6 +183,8 @@ extension Daemon {
         var environment = spec.launch.environment
         environment["NOTIFY_SOCKET"] = path
         environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        // How long the child has after its stop signal: the worker drains within it.
+        environment["WHISPERD_STOP_GRACE_MS"] = String(spec.stopGrace.nanoseconds / 1_000_000)
         return environment
     }
 

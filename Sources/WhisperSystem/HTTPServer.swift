@@ -39,6 +39,17 @@ public final class HTTPServer {
         /// A streamed response: the head and `body` go out, then the connection stays open
         /// and this is called with a stream to write more to (until either side closes).
         public var stream: ((HTTPStream) -> Void)?
+        /// An answer that comes later: called at once with a function that sends the real
+        /// response, which must be called on the loop's thread, once. If the client has gone
+        /// by then, the response is dropped.
+        public var deferred: ((@escaping (Response) -> Void) -> Void)?
+
+        /// A response given later (see ``deferred``).
+        public static func later(_ start: @escaping (@escaping (Response) -> Void) -> Void) -> Response {
+            var response = Response(status: 500, body: "")
+            response.deferred = start
+            return response
+        }
 
         public init(status: Int, contentType: String = "application/json", body: String, stream: ((HTTPStream) -> Void)? = nil) {
             self.status = status
@@ -98,6 +109,7 @@ public final class HTTPServer {
     private var connections: [Int32: Connection] = [:]
     private let maxConnections = 256
     private var activity: UInt64 = 0
+    private var isListenerClosed = false
 
     private final class Connection {
         var input: [UInt8] = []
@@ -113,6 +125,9 @@ public final class HTTPServer {
         var closeAfterFlush = true
         /// When this connection last did something; the least recent idle one makes room.
         var lastActive: UInt64 = 0
+
+        /// A deferred response is being worked out: nothing to send yet.
+        var isAwaitingAnswer = false
 
         var isIdle: Bool { !isResponding && input.isEmpty && stream == nil }
 
@@ -148,9 +163,16 @@ public final class HTTPServer {
         try self.init(loop: loop, listenFD: fd, handler: handler)
     }
 
-    public func close() {
+    /// Takes no new connections; those open are served to the end.
+    public func stopAccepting() {
+        guard !isListenerClosed else { return }
+        isListenerClosed = true
         loop.remove(listenFD)
         Glibc.close(listenFD)
+    }
+
+    public func close() {
+        stopAccepting()
         for fd in connections.keys { drop(fd) }
     }
 
@@ -193,6 +215,15 @@ public final class HTTPServer {
             if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
             return flush(fd, connection)
         }
+        if connection.isAwaitingAnswer {
+            // Keep what a pipelining client sends; notice when it goes away.
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
+            if count > 0 { connection.input += buffer[0..<count] }
+            if connection.input.count > (1 << 20) + 16384 { drop(fd) }
+            return
+        }
         if connection.isResponding {
             flush(fd, connection)
             return serveInput(fd, connection)
@@ -232,6 +263,16 @@ public final class HTTPServer {
 
     private func respond(_ fd: Int32, _ connection: Connection, _ response: Response, keepAlive: Bool = false, withBody: Bool = true) {
         connection.isResponding = true
+        if let deferred = response.deferred {
+            connection.isAwaitingAnswer = true
+            deferred { [weak self, weak connection] answer in
+                guard let self, let connection, self.connections[fd] === connection, connection.isAwaitingAnswer else { return }
+                connection.isAwaitingAnswer = false
+                self.respond(fd, connection, answer, keepAlive: keepAlive, withBody: withBody)
+                self.serveInput(fd, connection)
+            }
+            return
+        }
         let keepAlive = keepAlive && response.stream == nil
         let reason = Self.reasons[response.status] ?? "Status"
         let length = response.stream == nil ? "Content-Length: \(response.body.count)\r\n" : ""

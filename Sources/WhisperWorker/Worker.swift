@@ -1,26 +1,57 @@
 import Foundation
 import Glibc
+import WhisperChat
 import WhisperSystem
 
-/// The built-in character worker (`whisperd worker NAME`), minimal form: it loads the
-/// character, serves `GET /health` on `API_HOST:API_PORT`, and speaks sd_notify to whisperd
-/// (`READY=1`, watchdog pings, the `api` facet, `STOPPING=1`).
+/// The built-in character worker (`whisperd worker NAME`): WhisperEngine v2's HTTP API on
+/// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.
+/// The event loop parses and validates requests; everything that blocks (the store, the LLM)
+/// runs on a pool of threads and comes back to the loop through a mailbox. It speaks sd_notify
+/// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm` and `store`, in-flight
+/// requests, and `STOPPING=1` before draining on SIGTERM.
 public final class Worker {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
     }
 
+    /// A finished piece of pool work, for the loop.
+    struct Completion: Sendable {
+        var ticket: Int
+        var status: Int
+        var body: [UInt8]
+        var contentType = "application/json"
+        /// Facets this work learned about (`llm`, `store`), as `level[:detail]`.
+        var facets: [String: String] = [:]
+    }
+
+    public static let version = "0.1.0"
+
     let name: String
     let environment: [String: String]
     let loop: EventLoop
-    var server: HTTPServer?
-    var systemPrompt = ""
     let startedAt = Date()
+    var server: HTTPServer?
+    var service: ChatService!
+    let metrics: WorkerMetrics
+    let pool: WorkerPool
+    let mailbox: LoopMailbox<Completion>
+    var answers: [Int: (HTTPServer.Response) -> Void] = [:]
+    var nextTicket = 0
+    var inflight = 0
+    /// What whisperd was last told, per facet.
+    var facets: [String: String] = [:]
+    var watchdogInterval: Int64?
+    var nextWatchdog: Int64?
+    /// Set on SIGTERM: when in-flight work must be done by.
+    var drainDeadline: Int64?
 
     public init(name: String, environment: [String: String]) throws {
         self.name = name
         self.environment = environment
         self.loop = try EventLoop()
+        self.metrics = WorkerMetrics(character: name)
+        self.pool = WorkerPool(threads: environment["WORKER_THREADS"].flatMap(Int.init) ?? 16, name: "worker-\(name)")
+        self.mailbox = try LoopMailbox()
     }
 
     /// The character folder: `$WHISPERD_CHARACTERS_DIR/NAME`, else `./characters/NAME`.
@@ -29,14 +60,18 @@ public final class Worker {
         return base + "/" + name
     }
 
+    /// `WHISPERD_SQLITE_PATH`, else `<state dir>/memory/NAME.sqlite3`.
+    var sqlitePath: String {
+        if let explicit = environment["WHISPERD_SQLITE_PATH"], !explicit.isEmpty { return explicit }
+        let state = environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
+        return state + "/memory/" + name + ".sqlite3"
+    }
+
     public func run() throws -> Int32 {
-        let file = characterDirectory + "/character.md"
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw Failure(description: "cannot read \(file): \(String(cString: strerror(errno))) (a character needs character.md)")
-        }
-        guard let text = String(data: data, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
-        else { throw Failure(description: "\(file) is empty or not UTF-8") }
-        systemPrompt = text
+        let profile = try loadProfile()
+        let store = try openStore()
+        let llm = LLMConfiguration.from(environment).map(LLMClient.init)
+        service = ChatService(profile: profile, store: store, llm: llm, metrics: metrics)
 
         let host = environment["API_HOST"] ?? "127.0.0.1"
         guard let portText = environment["API_PORT"], let port = Int(portText), (1...65535).contains(port) else {
@@ -47,41 +82,137 @@ public final class Worker {
         } catch {
             throw Failure(description: "cannot listen on \(host):\(port): \(error)")
         }
+        try loop.add(mailbox.fd, .readable) { [unowned self] _ in self.receiveCompletions() }
 
         let signals = try SignalSource(signals: [SIGTERM, SIGINT])
         try loop.add(signals.fd, .readable) { [unowned self] _ in
             guard !signals.drain().isEmpty else { return }
-            self.notify("STOPPING=1\nSTATUS=stopping")
-            self.loop.stop()
+            self.beginDrain()
         }
-        var pingInterval: Int64?
-        if let usec = environment["WATCHDOG_USEC"].flatMap(Int64.init), usec > 0 { pingInterval = usec * 1000 / 2 }
-        scheduleWatchdog(pingInterval)
+        if let usec = environment["WATCHDOG_USEC"].flatMap(Int64.init), usec > 0 {
+            watchdogInterval = usec * 1000 / 2
+            nextWatchdog = Clock.monotonicNanoseconds() + watchdogInterval!
+        }
+        armDeadline()
 
-        log("serving \(name) on http://\(host):\(port) (\(systemPrompt.count) characters of persona)")
-        notify("READY=1\nSTATUS=serving on \(host):\(port)\nX_WHISPERD_FACET=api:ok\nX_WHISPERD_INFLIGHT=0")
+        let llmState: String
+        switch llm {
+        case .success(let client): llmState = "ok:\(client.configuration.model) (not called yet)"
+        case .failure(let problem): llmState = "down:\(problem.description)"
+        }
+        facets = ["api": "ok", "store": "ok", "llm": llmState]
+        log("serving \(name) on http://\(host):\(port) (store \(store.kind) \(sqlitePath); LLM \(llmState))")
+        notify(
+            "READY=1\nSTATUS=serving on \(host):\(port)\nX_WHISPERD_FACET=api:ok\nX_WHISPERD_FACET=store:ok\n"
+                + "X_WHISPERD_FACET=llm:\(llmState)\nX_WHISPERD_INFLIGHT=0")
         loop.run()
         server?.close()
         return 0
     }
 
-    private func scheduleWatchdog(_ interval: Int64?) {
-        guard let interval else { return }
-        loop.setDeadline(Clock.monotonicNanoseconds() + interval) { [unowned self] in
-            self.notify("WATCHDOG=1")
-            self.scheduleWatchdog(interval)
+    // MARK: - Start-up
+
+    private func loadProfile() throws -> CharacterProfile {
+        var files: [String: String] = [:]
+        for file in ["character.md"] + CharacterProfile.optionalFiles {
+            let path = characterDirectory + "/" + file
+            guard let data = FileManager.default.contents(atPath: path) else {
+                if file == "character.md" {
+                    throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno))) (a character needs character.md)")
+                }
+                continue
+            }
+            guard let text = String(data: data, encoding: .utf8) else { throw Failure(description: "\(path) is not UTF-8") }
+            files[file] = text
+        }
+        switch CharacterProfile.parse(name: name, files: files) {
+        case .success(let profile): return profile
+        case .failure(let error): throw Failure(description: "\(characterDirectory)/\(error)")
         }
     }
 
-    func route(_ request: HTTPServer.Request) -> HTTPServer.Response {
-        switch (request.method, request.path) {
-        case ("GET", "/health"), ("HEAD", "/health"):
-            let timestamp = ISO8601DateFormatter().string(from: Date())
-            return HTTPServer.Response(status: 200, body: #"{"status":"healthy","timestamp":"\#(timestamp)"}"#)
-        default:
-            return HTTPServer.Response(status: 404, body: #"{"detail":"Not Found"}"#)
+    private func openStore() throws -> any ConversationStore {
+        let path = sqlitePath
+        do {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
+            let store = try SQLiteStore(path: path)
+            try store.migrate()
+            return store
+        } catch {
+            throw Failure(description: "conversation store \(path): \(error)")
         }
     }
+
+    // MARK: - Timers and shutdown
+
+    /// The loop has one deadline: the earlier of the next watchdog ping and the drain's end.
+    private func armDeadline() {
+        let next = [nextWatchdog, drainDeadline].compactMap { $0 }.min()
+        loop.setDeadline(next) { [unowned self] in
+            let now = Clock.monotonicNanoseconds()
+            if let drainDeadline = self.drainDeadline, now >= drainDeadline {
+                self.log("stopping with \(self.inflight) request(s) still in flight (grace over)")
+                self.loop.stop()
+                return
+            }
+            if let due = self.nextWatchdog, now >= due, let interval = self.watchdogInterval {
+                self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)")
+                self.nextWatchdog = now + interval
+            }
+            self.armDeadline()
+        }
+    }
+
+    /// SIGTERM: say so, take no new connections, let in-flight requests finish within the
+    /// grace whisperd gives (`WHISPERD_STOP_GRACE_MS`, minus a margin), then exit.
+    private func beginDrain() {
+        guard drainDeadline == nil else {
+            loop.stop()  // A second signal: now.
+            return
+        }
+        notify("STOPPING=1\nSTATUS=stopping: \(inflight) request(s) in flight")
+        server?.stopAccepting()
+        let grace = environment["WHISPERD_STOP_GRACE_MS"].flatMap(Int64.init) ?? 10_000
+        drainDeadline = Clock.monotonicNanoseconds() + max(100, grace - 500) * 1_000_000
+        if inflight == 0 { return loop.stop() }
+        log("draining \(inflight) request(s) in flight")
+        armDeadline()
+    }
+
+    // MARK: - Pool work
+
+    /// Runs `work` on the pool; its completion answers the request.
+    func later(_ work: @escaping @Sendable (Int) -> Completion) -> HTTPServer.Response {
+        .later { [unowned self] respond in
+            let ticket = nextTicket
+            nextTicket += 1
+            answers[ticket] = respond
+            inflight += 1
+            if inflight == 1 { notify("X_WHISPERD_INFLIGHT=1") }
+            let mailbox = mailbox
+            pool.submit { mailbox.post(work(ticket)) }
+        }
+    }
+
+    private func receiveCompletions() {
+        for completion in mailbox.drain() {
+            inflight -= 1
+            var changes: [String] = []
+            for (facet, state) in completion.facets where facets[facet] != state {
+                facets[facet] = state
+                changes.append("X_WHISPERD_FACET=\(facet):\(state)")
+            }
+            if inflight == 0 { changes.append("X_WHISPERD_INFLIGHT=0") }
+            if !changes.isEmpty { notify(changes.joined(separator: "\n")) }
+            answers.removeValue(forKey: completion.ticket)?(
+                HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body))
+        }
+        if drainDeadline != nil, inflight == 0 { loop.stop() }
+    }
+
+    // MARK: - sd_notify and log
 
     func notify(_ message: String) {
         guard let socket = environment["NOTIFY_SOCKET"], !socket.isEmpty else { return }

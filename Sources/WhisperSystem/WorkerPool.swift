@@ -1,0 +1,59 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A fixed set of threads for blocking work (an LLM call, a database round trip) that must
+/// not run on the event loop. Jobs run in submission order as threads free up.
+public final class WorkerPool: Sendable {
+    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    private let available = DispatchSemaphore(value: 0)
+
+    public init(threads: Int, name: String) {
+        for index in 0..<max(1, threads) {
+            let thread = Thread { [self] in self.work() }
+            thread.name = "\(name)-\(index)"
+            thread.start()
+        }
+    }
+
+    public func submit(_ job: @escaping @Sendable () -> Void) {
+        jobs.withLock { $0.append(job) }
+        available.signal()
+    }
+
+    private func work() {
+        while true {
+            available.wait()
+            guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+            job()
+        }
+    }
+}
+
+/// Results handed from other threads to the event loop: `post` from anywhere, the loop's
+/// handler for `fd` calls `drain` and gets them in order.
+public final class LoopMailbox<Item: Sendable>: Sendable {
+    private let items = Mutex<[Item]>([])
+    public let fd: Int32
+
+    public init() throws {
+        fd = EventFD.make()
+        guard fd >= 0 else { throw SystemError("eventfd") }
+    }
+
+    public func post(_ item: Item) {
+        let wasEmpty = items.withLock { items in
+            defer { items.append(item) }
+            return items.isEmpty
+        }
+        if wasEmpty { EventFD.signal(fd) }
+    }
+
+    public func drain() -> [Item] {
+        EventFD.drain(fd)
+        return items.withLock { items in
+            defer { items = [] }
+            return items
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Prometheus
+import WhisperChat
+
+/// One character's chat pipeline, run on a worker thread: the user's message is stored
+/// (durably) before the LLM is asked, the reply after, with the trust it earns. An LLM
+/// failure is returned as such — never a made-up reply — and leaves the user's message stored.
+final class ChatService: Sendable {
+    let profile: CharacterProfile
+    let store: any ConversationStore
+    let llm: Result<LLMClient, LLMNotConfigured>
+    let metrics: WorkerMetrics
+
+    init(profile: CharacterProfile, store: any ConversationStore, llm: Result<LLMClient, LLMNotConfigured>, metrics: WorkerMetrics) {
+        self.profile = profile
+        self.store = store
+        self.llm = llm
+        self.metrics = metrics
+    }
+
+    struct Turn: Sendable {
+        var userMessage: String
+        var reply: String
+        var processingMilliseconds: Double
+        var model: String
+        var memoryStored: Bool
+        var trust: Int
+    }
+
+    enum Failure: Error {
+        /// 503: nothing was stored.
+        case notConfigured(String)
+        /// 503: the store refused the user's message; nothing was acknowledged.
+        case store(String)
+        /// 502: the user's message is stored, no reply is.
+        case llm(LLMError)
+    }
+
+    func chat(userID: String, message: String, context: [String: String]) -> Result<Turn, Failure> {
+        let started = Date()
+        let client: LLMClient
+        switch llm {
+        case .failure(let problem): return .failure(.notConfigured(problem.description))
+        case .success(let configured): client = configured
+        }
+        let now = started.timeIntervalSince1970
+        let recent: [StoredMessage]
+        do {
+            recent = try timedStore { try store.recentMessages(character: profile.name, userID: userID, limit: 2 * Conversation.historyExchanges + 2) }
+            _ = try timedStore {
+                try store.append(NewMessage(character: profile.name, userID: userID, role: .user, content: message, createdAt: now))
+            }
+        } catch {
+            metrics.errors(kind: "store")
+            return .failure(.store("\(error)"))
+        }
+        var messages = [ChatMessage(role: "system", content: Conversation.systemPrompt(profile, userID: userID, context: context, now: started))]
+        for earlier in Conversation.history(from: recent, now: now) {
+            messages.append(ChatMessage(role: earlier.role.rawValue, content: earlier.content))
+        }
+        messages.append(ChatMessage(role: "user", content: message))
+
+        let asked = Date()
+        let answer = client.complete(messages)
+        metrics.llmSeconds.record(Date().timeIntervalSince(asked))
+        let reply: LLMReply
+        switch answer {
+        case .failure(let error):
+            metrics.errors(kind: "llm_" + error.kind.rawValue)
+            return .failure(.llm(error))
+        case .success(let value):
+            reply = value
+        }
+        if let tokens = reply.promptTokens { metrics.promptTokens.increment(by: Int64(tokens)) }
+        if let tokens = reply.completionTokens { metrics.completionTokens.increment(by: Int64(tokens)) }
+
+        var stored = true
+        var trust = 0
+        do {
+            trust = try timedStore {
+                try store.completeExchange(
+                    NewMessage(
+                        character: profile.name, userID: userID, role: .assistant, content: reply.content,
+                        createdAt: Date().timeIntervalSince1970),
+                    trustDelta: 1, facts: Conversation.facts(in: message))
+            }
+        } catch {
+            // The reply exists and is returned; that it is not remembered is said (memory_stored).
+            metrics.errors(kind: "store")
+            stored = false
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        metrics.chatSeconds.record(elapsed)
+        return .success(
+            Turn(
+                userMessage: message, reply: reply.content, processingMilliseconds: elapsed * 1000,
+                model: reply.model.isEmpty ? client.configuration.model : reply.model, memoryStored: stored, trust: trust))
+    }
+
+    private func timedStore<T>(_ body: () throws -> T) throws -> T {
+        let started = Date()
+        defer { metrics.storeSeconds.record(Date().timeIntervalSince(started)) }
+        return try body()
+    }
+}
+
+/// The worker's `/metrics`: requests, chat and LLM latency, tokens, store latency, errors.
+final class WorkerMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    let chatSeconds: ValueHistogram
+    let llmSeconds: ValueHistogram
+    let storeSeconds: ValueHistogram
+    let promptTokens: Counter
+    let completionTokens: Counter
+    private let character: String
+
+    init(character: String) {
+        self.character = character
+        let buckets = [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60]
+        chatSeconds = registry.makeValueHistogram(
+            descriptor: Self.name("chat_duration", "seconds", "Time to answer a chat message, LLM included"),
+            labels: [("character", character)], buckets: buckets)
+        llmSeconds = registry.makeValueHistogram(
+            descriptor: Self.name("llm_duration", "seconds", "Time of LLM calls, retries included"), labels: [("character", character)],
+            buckets: buckets)
+        storeSeconds = registry.makeValueHistogram(
+            descriptor: Self.name("store_duration", "seconds", "Time of conversation store operations"),
+            labels: [("character", character)], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 2])
+        let tokens = Self.name("llm_tokens", "total", "Tokens the LLM reported, by kind")
+        promptTokens = registry.makeCounter(descriptor: tokens, labels: [("character", character), ("kind", "prompt")])
+        completionTokens = registry.makeCounter(descriptor: tokens, labels: [("character", character), ("kind", "completion")])
+    }
+
+    private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "whisperd", subsystem: "worker", metricName: metric, unitName: unit, helpText: help)
+    }
+
+    func request(endpoint: String, status: Int) {
+        registry.makeCounter(
+            descriptor: Self.name("requests", "total", "HTTP requests answered, by endpoint and status"),
+            labels: [("character", character), ("endpoint", endpoint), ("status", String(status))]
+        ).increment()
+    }
+
+    func errors(kind: String) {
+        registry.makeCounter(
+            descriptor: Self.name("errors", "total", "Failures, by kind"), labels: [("character", character), ("kind", kind)]
+        ).increment()
+    }
+
+    func render() -> [UInt8] { registry.emitToBuffer() }
+}

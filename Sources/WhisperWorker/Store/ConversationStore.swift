@@ -1,0 +1,104 @@
+import WhisperChat
+
+/// Where a character's conversations live: SQLite (one file per character, the default) or
+/// PostgreSQL (one database for all, rows keyed by character). Every method is safe to call
+/// from any thread; every write is durable when it returns.
+public protocol ConversationStore: Sendable {
+    /// `sqlite` or `postgres`.
+    var kind: String { get }
+    /// Applies the schema migrations not applied yet; safe when several processes run it.
+    func migrate() throws
+    /// A round trip to the store.
+    func ping() -> Bool
+    /// Stores one message; returns its id.
+    func append(_ message: NewMessage) throws -> Int64
+    /// The newest `limit` messages of a conversation (any order).
+    func recentMessages(character: String, userID: String, limit: Int) throws -> [StoredMessage]
+    /// The reply to a user message, the trust it earns and the facts the user gave, in one
+    /// transaction. Returns the new trust score.
+    func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int
+    func userState(character: String, userID: String, recent: Int) throws -> UserState
+    func clear(character: String, userID: String, memories: Bool, trust: Bool) throws -> ClearedData
+}
+
+public struct NewMessage: Sendable {
+    public var character: String
+    public var userID: String
+    public var role: StoredMessage.Role
+    public var content: String
+    /// Seconds since 1970.
+    public var createdAt: Double
+
+    public init(character: String, userID: String, role: StoredMessage.Role, content: String, createdAt: Double) {
+        self.character = character
+        self.userID = userID
+        self.role = role
+        self.content = content
+        self.createdAt = createdAt
+    }
+}
+
+public struct UserState: Sendable, Equatable {
+    public var trust: Int
+    public var messageCount: Int
+    /// Newest first.
+    public var recentUserMessages: [String]
+    public var facts: [String]
+}
+
+public struct ClearedData: Sendable, Equatable {
+    public var memoriesCleared: Int
+    public var trustReset: Bool
+    public var knowledgeCleared: Int
+}
+
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    public init(_ description: String) { self.description = description }
+}
+
+/// The schema, as numbered steps; a store records which ones it applied.
+enum StoreSchema {
+    struct Migration {
+        var version: Int
+        var sqlite: [String]
+        var postgres: [String]
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            version: 1,
+            sqlite: [
+                """
+                CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, character TEXT NOT NULL, user_id TEXT NOT NULL,
+                  role TEXT NOT NULL CHECK (role IN ('user', 'assistant')), content TEXT NOT NULL, created_at REAL NOT NULL)
+                """,
+                "CREATE INDEX messages_by_conversation ON messages (character, user_id, id)",
+                """
+                CREATE TABLE trust (character TEXT NOT NULL, user_id TEXT NOT NULL, score INTEGER NOT NULL DEFAULT 0,
+                  PRIMARY KEY (character, user_id))
+                """,
+                """
+                CREATE TABLE facts (id INTEGER PRIMARY KEY AUTOINCREMENT, character TEXT NOT NULL, user_id TEXT NOT NULL,
+                  fact TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE (character, user_id, fact))
+                """,
+            ],
+            postgres: [
+                """
+                CREATE TABLE messages (id BIGSERIAL PRIMARY KEY, character TEXT NOT NULL, user_id TEXT NOT NULL,
+                  role TEXT NOT NULL CHECK (role IN ('user', 'assistant')), content TEXT NOT NULL,
+                  created_at DOUBLE PRECISION NOT NULL)
+                """,
+                "CREATE INDEX messages_by_conversation ON messages (character, user_id, id)",
+                """
+                CREATE TABLE trust (character TEXT NOT NULL, user_id TEXT NOT NULL, score INTEGER NOT NULL DEFAULT 0,
+                  PRIMARY KEY (character, user_id))
+                """,
+                """
+                CREATE TABLE facts (id BIGSERIAL PRIMARY KEY, character TEXT NOT NULL, user_id TEXT NOT NULL,
+                  fact TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, UNIQUE (character, user_id, fact))
+                """,
+            ])
+    ]
+}

@@ -1,0 +1,254 @@
+import Foundation
+import WhisperChat
+import WhisperSystem
+
+/// WhisperEngine v2's routes and JSON shapes, field for field.
+extension Worker {
+    func route(_ request: HTTPServer.Request) -> HTTPServer.Response {
+        let endpoint: String
+        let response: HTTPServer.Response
+        switch (request.method, request.path) {
+        case ("GET", "/health"), ("HEAD", "/health"):
+            endpoint = "health"
+            response = json(200, ["status": "healthy", "timestamp": Self.timestamp()])
+        case ("POST", "/api/chat"):
+            endpoint = "chat"
+            response = chat(request.body)
+        case ("POST", "/api/conversation"):
+            endpoint = "conversation"
+            response = conversation(request.body)
+        case ("POST", "/api/user-state"):
+            endpoint = "user-state"
+            response = userState(request.body)
+        case ("POST", "/api/clear-user-data"):
+            endpoint = "clear-user-data"
+            response = clearUserData(request.body)
+        case ("GET", "/api/diagnostics"):
+            endpoint = "diagnostics"
+            response = diagnostics()
+        case ("GET", "/metrics"):
+            endpoint = "metrics"
+            response = HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render())
+        case (_, "/health"), (_, "/api/chat"), (_, "/api/conversation"), (_, "/api/user-state"), (_, "/api/clear-user-data"),
+            (_, "/api/diagnostics"), (_, "/metrics"):
+            endpoint = "other"
+            response = json(405, ["detail": "Method Not Allowed"])
+        default:
+            endpoint = "other"
+            response = json(404, ["detail": "Not Found"])
+        }
+        // Deferred answers count their own status when they come back.
+        if response.deferred == nil { metrics.request(endpoint: endpoint, status: response.status) }
+        return response
+    }
+
+    /// Validates the body on the loop (422 at once), then does `work` on the pool.
+    private func handle<Request: Sendable>(
+        _ body: [UInt8], _ decode: ([UInt8]) -> Result<Request, ValidationFailure>, endpoint: String, needsLLM: Bool = false,
+        _ work: @escaping @Sendable (Int, Request, ChatService) -> Completion
+    ) -> HTTPServer.Response {
+        let request: Request
+        switch decode(body) {
+        case .failure(let failure): return unprocessable(failure)
+        case .success(let valid): request = valid
+        }
+        if needsLLM, case .failure(let problem) = service.llm { return notConfigured(problem) }
+        let service = service!
+        let metrics = metrics
+        return later { ticket in
+            let completion = work(ticket, request, service)
+            metrics.request(endpoint: endpoint, status: completion.status)
+            return completion
+        }
+    }
+
+    private func chat(_ body: [UInt8]) -> HTTPServer.Response {
+        handle(body, ChatRequests.chat, endpoint: "chat", needsLLM: true) { ticket, request, service in
+            Self.answer(ticket, service.chat(userID: request.userID, message: request.message, context: request.context), service)
+        }
+    }
+
+    private func conversation(_ body: [UInt8]) -> HTTPServer.Response {
+        let botName = name
+        return handle(body, ChatRequests.conversation, endpoint: "conversation", needsLLM: true) { ticket, request, service in
+            let started = Date()
+            var turns: [[String: Any]] = []
+            var stored = true
+            for (index, message) in request.messages.enumerated() {
+                if index > 0, request.delayBetweenMilliseconds > 0 {
+                    Thread.sleep(forTimeInterval: Double(request.delayBetweenMilliseconds) / 1000)
+                }
+                switch service.chat(userID: request.userID, message: message, context: request.context) {
+                case .success(let turn):
+                    stored = stored && turn.memoryStored
+                    turns.append([
+                        "user_message": turn.userMessage, "bot_response": turn.reply,
+                        "processing_time_ms": Self.milliseconds(turn.processingMilliseconds), "mode": "fast", "complexity": "SIMPLE",
+                    ])
+                case .failure(let failure):
+                    // What was answered stays answered (and stored); the failing turn is said.
+                    var completion = Self.answer(ticket, .failure(failure), service)
+                    if var object = (try? JSONSerialization.jsonObject(with: Data(completion.body))) as? [String: Any] {
+                        object["turns"] = turns
+                        object["user_id"] = request.userID
+                        completion.body = JSONText.serialize(object)
+                    }
+                    return completion
+                }
+            }
+            return Completion(
+                ticket: ticket, status: 200,
+                body: JSONText.serialize([
+                    "success": true, "user_id": request.userID, "bot_name": botName, "turns": turns,
+                    "total_time_ms": Self.milliseconds(Date().timeIntervalSince(started) * 1000), "memory_stored": stored,
+                ] as [String: Any]), facets: ["llm": "ok", "store": stored ? "ok" : "down:a write failed"])
+        }
+    }
+
+    private func userState(_ body: [UInt8]) -> HTTPServer.Response {
+        handle(body, ChatRequests.userState, endpoint: "user-state") { ticket, request, service in
+            do {
+                let state = try service.store.userState(character: service.profile.name, userID: request.userID, recent: 10)
+                let memories: [[String: Any]] = state.recentUserMessages.enumerated().map { index, content in
+                    ["content": content, "score": Double(Int(1000 / Double(index + 1))) / 1000]
+                }
+                return Completion(
+                    ticket: ticket, status: 200,
+                    body: JSONText.serialize([
+                        "user_id": request.userID, "trust_score": state.trust, "trust_level": service.profile.trustLevel(for: state.trust),
+                        "memory_count": state.messageCount, "recent_memories": memories,
+                        "knowledge_facts": state.facts.map { ["fact": $0] },
+                    ] as [String: Any]), facets: ["store": "ok"])
+            } catch {
+                return Self.storeUnavailable(ticket, error, service)
+            }
+        }
+    }
+
+    private func clearUserData(_ body: [UInt8]) -> HTTPServer.Response {
+        handle(body, ChatRequests.clearUserData, endpoint: "clear-user-data") { ticket, request, service in
+            do {
+                let cleared = try service.store.clear(
+                    character: service.profile.name, userID: request.userID, memories: request.clearMemories, trust: request.clearTrust)
+                return Completion(
+                    ticket: ticket, status: 200,
+                    body: JSONText.serialize([
+                        "success": true, "user_id": request.userID, "memories_cleared": cleared.memoriesCleared,
+                        "trust_reset": cleared.trustReset, "knowledge_cleared": cleared.knowledgeCleared,
+                    ] as [String: Any]), facets: ["store": "ok"])
+            } catch {
+                return Self.storeUnavailable(ticket, error, service)
+            }
+        }
+    }
+
+    private func diagnostics() -> HTTPServer.Response {
+        let service = service!
+        let metrics = metrics
+        let started = startedAt
+        return later { ticket in
+            let alive = service.store.ping()
+            let model: Any
+            switch service.llm {
+            case .success(let client): model = client.configuration.model
+            case .failure: model = Optional<Any>.none as Any
+            }
+            metrics.request(endpoint: "diagnostics", status: 200)
+            return Completion(
+                ticket: ticket, status: 200,
+                body: JSONText.serialize([
+                    "bot_name": service.profile.name, "llm_models": ["main": model],
+                    "database_status": ["postgres": service.store.kind == "postgres" && alive, "sqlite": service.store.kind == "sqlite" && alive],
+                    "uptime_seconds": Date().timeIntervalSince(started), "version": Worker.version,
+                    "feature_flags": [String: Any](),
+                ] as [String: Any]), facets: ["store": alive ? "ok" : "down:ping failed"])
+        }
+    }
+
+    // MARK: - Answers
+
+    /// A chat outcome as WhisperEngine shapes it, with the facets it tells about.
+    static func answer(_ ticket: Int, _ outcome: Result<ChatService.Turn, ChatService.Failure>, _ service: ChatService) -> Completion {
+        switch outcome {
+        case .success(let turn):
+            return Completion(
+                ticket: ticket, status: 200,
+                body: JSONText.serialize([
+                    "success": true, "response": turn.reply, "timestamp": timestamp(), "bot_name": service.profile.name,
+                    "processing_time_ms": milliseconds(turn.processingMilliseconds), "memory_stored": turn.memoryStored,
+                    "mode": "fast", "complexity": "SIMPLE", "model_used": turn.model,
+                ] as [String: Any]), facets: ["llm": "ok", "store": turn.memoryStored ? "ok" : "down:a write failed"])
+        case .failure(.llm(let error)):
+            return Completion(
+                ticket: ticket, status: 502,
+                body: JSONText.serialize(["success": false, "error": error.description, "bot_name": service.profile.name] as [String: Any]),
+                facets: ["llm": "down:\(error.kind.rawValue)", "store": "ok"])
+        case .failure(.notConfigured(let problem)):
+            return Completion(
+                ticket: ticket, status: 503,
+                body: JSONText.serialize(["success": false, "error": problem, "bot_name": service.profile.name] as [String: Any]))
+        case .failure(.store(let problem)):
+            return storeUnavailable(ticket, StoreError(problem), service)
+        }
+    }
+
+    static func storeUnavailable(_ ticket: Int, _ error: any Error, _ service: ChatService) -> Completion {
+        Completion(
+            ticket: ticket, status: 503,
+            body: JSONText.serialize(
+                ["success": false, "error": "conversation store unavailable: \(error)", "bot_name": service.profile.name] as [String: Any]),
+            facets: ["store": "down:\(error)"])
+    }
+
+    private func notConfigured(_ problem: LLMNotConfigured) -> HTTPServer.Response {
+        json(503, ["success": false, "error": problem.description, "bot_name": name])
+    }
+
+    /// FastAPI's 422: `{"detail": [{"type", "loc", "msg", "input"[, "ctx"]}]}`.
+    private func unprocessable(_ failure: ValidationFailure) -> HTTPServer.Response {
+        json(422, ["detail": failure.issues.map(Self.issueObject)])
+    }
+
+    static func issueObject(_ issue: ValidationIssue) -> [String: Any] {
+        var object: [String: Any] = [
+            "type": issue.type, "msg": issue.message, "input": issue.input.any,
+            "loc": issue.location.map { part -> Any in
+                switch part {
+                case .key(let key): key
+                case .index(let index): index
+                }
+            },
+        ]
+        if let context = issue.context { object["ctx"] = context.mapValues(\.any) }
+        return object
+    }
+
+    private func json(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
+        HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
+    }
+
+    /// Like Python's `datetime.now().isoformat()`: local time, microseconds.
+    static func timestamp(_ date: Date = Date()) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+        return formatter.string(from: date)
+    }
+
+    static func milliseconds(_ value: Double) -> Double { (value * 100).rounded() / 100 }
+}
+
+extension JSONValue {
+    /// For `JSONText`.
+    var any: Any {
+        switch self {
+        case .null: Optional<Any>.none as Any
+        case .bool(let value): value
+        case .int(let value): value
+        case .double(let value): value
+        case .string(let value): value
+        case .array(let items): items.map(\.any)
+        case .object(let fields): fields.mapValues(\.any)
+        }
+    }
+}
