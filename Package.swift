@@ -33,6 +33,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
@@ -54,11 +55,11 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
-        // The worker's adapters: HTTP API, LLM client (libcurl), conversation store (SQLite).
+        // The worker's adapters: HTTP API, LLM client (libcurl), conversation store (SQLite, libpq).
         .target(
             name: "WhisperWorker",
             dependencies: [
-                "WhisperChat", "WhisperSystem", "CCurl", "CSQLite",
+                "WhisperChat", "WhisperSystem", "CCurl", "CSQLite", "CPostgres",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings

@@ -22,7 +22,7 @@ checkout=$PWD
 [ "$(id -u)" = 0 ] || { echo "e2e-systemd: run as root" >&2; exit 1; }
 
 cache=${WHISPERD_E2E_CACHE:-/var/cache/whisperd-e2e}
-packages=systemd,systemd-sysv,dbus,libsystemd0,curl,procps,libcurl4,libsqlite3-0
+packages=systemd,systemd-sysv,dbus,libsystemd0,curl,procps,libcurl4,libsqlite3-0,libpq5
 image=$cache/bookworm-$(printf %s "$packages" | sha256sum | cut -c1-12)
 machine=whisperd-e2e-$$
 started_at=$SECONDS

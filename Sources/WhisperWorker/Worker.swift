@@ -69,7 +69,7 @@ public final class Worker {
 
     public func run() throws -> Int32 {
         let profile = try loadProfile()
-        let store = try openStore()
+        let (store, storeProblem) = try openStore()
         let llm = LLMConfiguration.from(environment).map(LLMClient.init)
         service = ChatService(profile: profile, store: store, llm: llm, metrics: metrics)
 
@@ -100,10 +100,12 @@ public final class Worker {
         case .success(let client): llmState = "ok:\(client.configuration.model) (not called yet)"
         case .failure(let problem): llmState = "down:\(problem.description)"
         }
-        facets = ["api": "ok", "store": "ok", "llm": llmState]
-        log("serving \(name) on http://\(host):\(port) (store \(store.kind) \(sqlitePath); LLM \(llmState))")
+        let storeState = storeProblem.map { "down:\($0)" } ?? "ok"
+        let storeName = store.kind == "sqlite" ? "sqlite \(sqlitePath)" : "postgres"
+        facets = ["api": "ok", "store": storeState, "llm": llmState]
+        log("serving \(name) on http://\(host):\(port) (store \(storeName) \(storeState); LLM \(llmState))")
         notify(
-            "READY=1\nSTATUS=serving on \(host):\(port)\nX_WHISPERD_FACET=api:ok\nX_WHISPERD_FACET=store:ok\n"
+            "READY=1\nSTATUS=serving on \(host):\(port)\nX_WHISPERD_FACET=api:ok\nX_WHISPERD_FACET=store:\(storeState)\n"
                 + "X_WHISPERD_FACET=llm:\(llmState)\nX_WHISPERD_INFLIGHT=0")
         loop.run()
         server?.close()
@@ -131,7 +133,18 @@ public final class Worker {
         }
     }
 
-    private func openStore() throws -> any ConversationStore {
+    /// PostgreSQL when `POSTGRES_URL`/`DATABASE_URL` is set (if it is down, the worker starts
+    /// anyway, says `store:down`, answers 503 and recovers when it is back), else SQLite.
+    private func openStore() throws -> (any ConversationStore, problem: String?) {
+        if let url = StoreCommands.postgresURL(environment) {
+            let store = PostgresStore(url: url)
+            do {
+                try store.migrate()
+                return (store, nil)
+            } catch {
+                return (store, "\(error)")
+            }
+        }
         let path = sqlitePath
         do {
             try FileManager.default.createDirectory(
@@ -139,7 +152,7 @@ public final class Worker {
                 attributes: [.posixPermissions: 0o700])
             let store = try SQLiteStore(path: path)
             try store.migrate()
-            return store
+            return (store, nil)
         } catch {
             throw Failure(description: "conversation store \(path): \(error)")
         }

@@ -22,7 +22,7 @@ struct Whisperd: ParsableCommand {
             reverse dependency order (a second signal kills at once).
             """,
         version: WhisperdVersion.current,
-        subcommands: [Worker.self, Notify.self]
+        subcommands: [Worker.self, Notify.self, Migrate.self, MigrateStore.self]
     )
 
     static let productionRoster = "/etc/whisperd/roster.yaml"
@@ -185,6 +185,69 @@ extension Whisperd {
             // that has already exited cannot be checked (systemd-notify has the same race).
             guard NotifySocket.barrier(socket) else {
                 FileHandle.standardError.write(Data("whisperd notify: \(socket) did not confirm: \(String(cString: strerror(errno)))\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+extension Whisperd {
+    struct Migrate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Apply the conversation store's schema migrations (idempotent; safe when several run at once).",
+            discussion: """
+                With POSTGRES_URL (or DATABASE_URL) set: that database, under an advisory lock. Otherwise
+                the SQLite files given, or every $WHISPERD_STATE_DIR/memory/*.sqlite3. Run by the sample
+                roster as a job before the characters start.
+                """)
+
+        @Option(name: .customLong("sqlite"), help: "A SQLite store to migrate (repeatable).")
+        var sqlitePaths: [String] = []
+
+        func run() throws {
+            do {
+                for line in try StoreCommands.migrate(environment: ProcessInfo.processInfo.environment, sqlitePaths: sqlitePaths) {
+                    print("whisperd migrate: \(line)")
+                }
+            } catch {
+                FileHandle.standardError.write(Data("whisperd migrate: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct MigrateStore: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "migrate-store",
+            abstract: "Copy a character's SQLite store into PostgreSQL (one transaction).",
+            discussion: """
+                Example: whisperd migrate-store --from sqlite:/var/lib/whisperd/memory/elena.sqlite3 \\
+                  --to postgres://whisperd@127.0.0.1/whisperd
+                Refuses (and copies nothing) when the database already holds messages of a character in
+                the file, unless --append.
+                """)
+
+        @Option(help: "sqlite:PATH")
+        var from: String
+
+        @Option(help: "postgres://… (or postgresql://…)")
+        var to: String
+
+        @Flag(help: "Copy even when the database already has messages of these characters.")
+        var append = false
+
+        func validate() throws {
+            guard from.hasPrefix("sqlite:") else { throw ValidationError("--from: expected sqlite:PATH, got \(from)") }
+            guard to.hasPrefix("postgres://") || to.hasPrefix("postgresql://") else {
+                throw ValidationError("--to: expected postgres://…")
+            }
+        }
+
+        func run() throws {
+            do {
+                print("whisperd migrate-store: " + (try StoreCommands.copy(sqlitePath: String(from.dropFirst("sqlite:".count)), to: to, append: append)))
+            } catch {
+                FileHandle.standardError.write(Data("whisperd migrate-store: \(error)\n".utf8))
                 throw ExitCode(1)
             }
         }

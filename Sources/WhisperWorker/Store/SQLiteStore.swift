@@ -137,6 +137,30 @@ public final class SQLiteStore: ConversationStore {
         }
     }
 
+    // MARK: - Copying (migrate-store)
+
+    struct Export {
+        var messages: [(character: String, userID: String, role: String, content: String, createdAt: Double)]
+        var trust: [(character: String, userID: String, score: Int)]
+        var facts: [(character: String, userID: String, fact: String, createdAt: Double)]
+    }
+
+    /// Every row, messages in the order they were written.
+    func exportAll() throws -> Export {
+        try connection.withLock { db in
+            Export(
+                messages: try Self.query(db.handle, "SELECT character, user_id, role, content, created_at FROM messages ORDER BY id") {
+                    (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), Self.text($0, 3), sqlite3_column_double($0, 4))
+                },
+                trust: try Self.query(db.handle, "SELECT character, user_id, score FROM trust") {
+                    (Self.text($0, 0), Self.text($0, 1), Int(sqlite3_column_int64($0, 2)))
+                },
+                facts: try Self.query(db.handle, "SELECT character, user_id, fact, created_at FROM facts ORDER BY id") {
+                    (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), sqlite3_column_double($0, 3))
+                })
+        }
+    }
+
     // MARK: - SQLite
 
     enum Value {
