@@ -100,7 +100,12 @@ echo "installed $unit"
 # The sample roster, with its characters next to it in /etc/whisperd.
 staged=$(mktemp -d)
 trap 'rm -rf "$staged"' EXIT
-sed 's|^characters_dir: .*|characters_dir: characters          # /etc/whisperd/characters|' etc/roster.yaml >"$staged/roster.yaml"
+# The checkout's local model (scripts/local-llm.sh) is a development convenience: the
+# installed roster leaves it out (its lines are marked local-model), and the characters use
+# the LLM set in /etc/whisperd/.env.
+sed -e 's|^characters_dir: .*|characters_dir: characters          # /etc/whisperd/characters|' \
+  -e 's|after: \[migrate, local-llm\] *# local-model$|after: [migrate]|' -e '/# local-model$/d' \
+  etc/roster.yaml >"$staged/roster.yaml"
 install -d -m 0755 "$config_dir"
 install_config "$staged/roster.yaml" "$config_dir/roster.yaml" 0644
 while IFS= read -r -d '' file; do

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests of the pure core and config, adapter tests against the
 # real kernel, integration tests that run the built whisperd binary, then the end-to-end
-# test on a real systemd in a container (scripts/e2e-systemd.sh). Arguments go to swift test.
+# tests: on a real systemd in a container (scripts/e2e-systemd.sh) and on a real local
+# model (scripts/e2e-local-model.sh). Arguments go to swift test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build
 swift test "$@"
 scripts/e2e-systemd.sh
+scripts/e2e-local-model.sh

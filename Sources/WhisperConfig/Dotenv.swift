@@ -109,9 +109,12 @@ public enum Dotenv {
 
 /// Keys whose values must never be shown: they contain TOKEN, KEY, SECRET or PASSWORD.
 public enum Secrets {
+    /// Keys naming a secret: one of their words holds TOKEN, KEY, SECRET, PASSWORD, PASSWD or
+    /// CREDENTIAL — except the word TOKENS, a count (`LLM_MAX_TOKENS`), not a credential.
     public static func isSecret(_ key: String) -> Bool {
-        let upper = key.uppercased()
-        return ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { upper.contains($0) }
+        key.uppercased().split(whereSeparator: { !$0.isLetter && !$0.isNumber }).contains { word in
+            word != "TOKENS" && ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { word.contains($0) }
+        }
     }
 
     /// Secrets that identify one bot: two characters sharing one is two bots on one account.

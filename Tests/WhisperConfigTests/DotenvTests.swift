@@ -46,7 +46,7 @@ import WhisperConfig
     }
 
     @Test func secretsAreRecognised() {
-        for key in ["DISCORD_TOKEN", "LLM_API_KEY", "DB_PASSWORD", "client_secret"] { #expect(Secrets.isSecret(key)) }
-        for key in ["PATH", "API_PORT", "LLM_MODEL_NAME"] { #expect(!Secrets.isSecret(key)) }
+        for key in ["DISCORD_TOKEN", "LLM_API_KEY", "DB_PASSWORD", "client_secret", "PGPASSWORD", "OPENAI_APIKEY"] { #expect(Secrets.isSecret(key)) }
+        for key in ["PATH", "API_PORT", "LLM_MODEL_NAME", "LLM_MAX_TOKENS"] { #expect(!Secrets.isSecret(key)) }
     }
 }

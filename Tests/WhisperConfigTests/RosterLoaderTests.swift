@@ -21,7 +21,13 @@ import WhisperCore
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
         let loaded = try loader.load(path: repository + "/etc/roster.yaml").get()
-        #expect(loaded.roster.names.map(\.rawValue) == ["elena", "aria", "ryan"])
+        #expect(loaded.roster.names.map(\.rawValue) == ["migrate", "local-llm", "elena", "aria", "ryan"])
+        let model = try #require(loaded.roster[ServiceName("local-llm")!])
+        #expect(model.health.ready == .http)
+        #expect(model.health.http.path == "/v1/models")
+        // The local model's address comes from etc/local-llm.env; .env (absent here) would win.
+        #expect(loaded.roster[ServiceName("aria")!]?.launch.environment["LLM_BASE_URL"] == "http://127.0.0.1:8080/v1")
+        #expect(loaded.roster[ServiceName("aria")!]?.after.map(\.rawValue) == ["migrate", "local-llm"])
         let elena = try #require(loaded.roster[ServiceName("elena")!])
         #expect(elena.limits.memoryBytes == 1 << 30)
         #expect(elena.limits.memoryHighBytes == 448 << 20)
