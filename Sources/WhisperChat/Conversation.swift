@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One stored message of a conversation between a user and a character.
 public struct StoredMessage: Sendable, Equatable {
@@ -59,12 +60,24 @@ public enum Conversation {
 
     /// `Monday, January 05, 2026 at 14:03` in `timezone`.
     public static func formatDateTime(_ date: Date, timezone: TimeZone) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = timezone
-        formatter.dateFormat = "EEEE, MMMM dd, yyyy 'at' HH:mm"
-        return formatter.string(from: date)
+        // Making a DateFormatter costs more than a whole chat's database work: one per zone,
+        // used under a lock (a formatter is not safe to share between threads unlocked).
+        dateTimeFormatters.withLock { formatters in
+            let formatter: DateFormatter
+            if let cached = formatters[timezone.identifier] {
+                formatter = cached
+            } else {
+                formatter = DateFormatter()
+                formatter.locale = Locale(identifier: "en_US_POSIX")
+                formatter.timeZone = timezone
+                formatter.dateFormat = "EEEE, MMMM dd, yyyy 'at' HH:mm"
+                formatters[timezone.identifier] = formatter
+            }
+            return formatter.string(from: date)
+        }
     }
+
+    private static let dateTimeFormatters = Mutex<[String: DateFormatter]>([:])
 
     /// The system prompt for one request: `character.md` with `{user_name}`,
     /// `{current_datetime}` and every `{key}` whose value in `context` is a string filled in,

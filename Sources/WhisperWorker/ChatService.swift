@@ -1,5 +1,6 @@
 import Foundation
 import Prometheus
+import Synchronization
 import WhisperChat
 
 /// One character's chat pipeline, run on a worker thread: the user's message is stored
@@ -136,16 +137,29 @@ final class WorkerMetrics: Sendable {
     }
 
     func request(endpoint: String, status: Int) {
-        registry.makeCounter(
-            descriptor: Self.name("requests", "total", "HTTP requests answered, by endpoint and status"),
-            labels: [("character", character), ("endpoint", endpoint), ("status", String(status))]
-        ).increment()
+        counter("requests|\(endpoint)|\(status)") {
+            $0.makeCounter(
+                descriptor: Self.name("requests", "total", "HTTP requests answered, by endpoint and status"),
+                labels: [("character", character), ("endpoint", endpoint), ("status", String(status))])
+        }.increment()
     }
 
     func errors(kind: String) {
-        registry.makeCounter(
-            descriptor: Self.name("errors", "total", "Failures, by kind"), labels: [("character", character), ("kind", kind)]
-        ).increment()
+        counter("errors|\(kind)") {
+            $0.makeCounter(descriptor: Self.name("errors", "total", "Failures, by kind"), labels: [("character", character), ("kind", kind)])
+        }.increment()
+    }
+
+    /// Counters by label set, made once (the registry's lookup hashes every label each time).
+    private let counters = Mutex<[String: Counter]>([:])
+
+    private func counter(_ key: String, _ make: (PrometheusCollectorRegistry) -> Counter) -> Counter {
+        counters.withLock { counters in
+            if let existing = counters[key] { return existing }
+            let created = make(registry)
+            counters[key] = created
+            return created
+        }
     }
 
     func render() -> [UInt8] { registry.emitToBuffer() }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import WhisperChat
 import WhisperSystem
 
@@ -229,11 +230,17 @@ extension Worker {
 
     /// Like Python's `datetime.now().isoformat()`: local time, microseconds.
     static func timestamp(_ date: Date = Date()) -> String {
+        timestampFormatter.withLock { $0.string(from: date) }
+    }
+
+    /// One formatter for every thread, under a lock: making one per answer was a visible
+    /// share of a chat's CPU.
+    private static let timestampFormatter: Mutex<DateFormatter> = {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
-        return formatter.string(from: date)
-    }
+        return Mutex(formatter)
+    }()
 
     static func milliseconds(_ value: Double) -> Double { (value * 100).rounded() / 100 }
 }

@@ -119,6 +119,7 @@ def main():
     parser.add_argument("--duration", default="10s")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--store-dir", default=None, help="where the SQLite file goes (default: the work dir on /var/tmp, a real disk)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="whisperd-chat-bench-", dir="/var/tmp")
@@ -149,7 +150,7 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
         for store in args.stores.split(","):
             port = free_port()
             env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
-                   "WHISPERD_SQLITE_PATH": f"{work}/memory-{store}.sqlite3",
+                   "WHISPERD_SQLITE_PATH": f"{args.store_dir or work}/memory-{store}-{os.getpid()}.sqlite3",
                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model"}
             if store == "postgres":
                 postgres = Postgres(work)

@@ -24,7 +24,9 @@ public final class PostgresStore: ConversationStore {
         let raw: OpaquePointer
     }
 
-    public init(url: String, maxIdle: Int = 8) {
+    /// `maxIdle`: connections kept for reuse; at least the worker's thread count, as a
+    /// connection made per request costs milliseconds.
+    public init(url: String, maxIdle: Int = 32) {
         self.url = url
         self.maxIdle = maxIdle
     }

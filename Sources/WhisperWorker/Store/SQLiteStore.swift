@@ -1,25 +1,68 @@
 import CSQLite
+import Dispatch
 import Glibc
 import Synchronization
 import WhisperChat
 
 /// A character's conversations in one SQLite file: WAL, `synchronous=FULL` (a message is on
-/// disk when `append` returns), one connection behind a lock (SQLite writes one at a time
-/// anyway), parameterised statements only.
+/// disk when `append` returns), parameterised statements only. Writes are group-committed:
+/// whoever finds no commit under way commits every write queued meanwhile in one transaction
+/// (each in its own savepoint, so one failing write fails alone) — one fsync for many
+/// concurrent chats instead of one each. Reads go through a second connection, so they never
+/// wait behind an fsync.
 public final class SQLiteStore: ConversationStore {
     public let kind = "sqlite"
     public let path: String
     private let connection: Mutex<Connection>
+    private let reader: Mutex<Connection>
+    private let commitQueue = Mutex<(pending: [PendingWrite], isLeading: Bool)>(([], false))
 
-    /// The raw handle; only touched with the lock held.
+    /// A write waiting for the next group commit.
+    private final class PendingWrite: @unchecked Sendable {
+        // @unchecked: `result` is set by the committing thread before it signals `done`, and
+        // read by the waiting thread only after `done` — the semaphore orders the two.
+        let body: (inout Connection) throws -> Any
+        var result: Result<Any, any Error>?
+        let done = DispatchSemaphore(value: 0)
+
+        init(_ body: @escaping (inout Connection) throws -> Any) { self.body = body }
+    }
+
+    /// The raw handle and its prepared statements (compiled once, reused: preparing is most
+    /// of a small statement's cost); only touched with the lock held.
     private struct Connection: ~Copyable {
         let handle: OpaquePointer
+        var statements: [String: OpaquePointer] = [:]
 
-        deinit { sqlite3_close_v2(handle) }
+        init(handle: OpaquePointer) { self.handle = handle }
+
+        deinit {
+            for statement in statements.values { sqlite3_finalize(statement) }
+            sqlite3_close_v2(handle)
+        }
+
+        mutating func prepared(_ sql: String) throws -> OpaquePointer {
+            if let statement = statements[sql] { return statement }
+            var statement: OpaquePointer?
+            guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK, let statement else {
+                throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(handle)))")
+            }
+            statements[sql] = statement
+            return statement
+        }
     }
 
     public init(path: String) throws {
         self.path = path
+        connection = Mutex(Connection(handle: try Self.open(path)))
+        try connection.withLock { db in
+            try Self.run(&db, "PRAGMA journal_mode=WAL")
+            try Self.run(&db, "PRAGMA synchronous=FULL")
+        }
+        reader = Mutex(Connection(handle: try Self.open(path)))
+    }
+
+    private static func open(_ path: String) throws -> OpaquePointer {
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         guard sqlite3_open_v2(path, &handle, flags, nil) == SQLITE_OK, let handle else {
@@ -29,33 +72,30 @@ public final class SQLiteStore: ConversationStore {
         }
         // Another process (the migrate job, a second worker) may hold the write lock briefly.
         sqlite3_busy_timeout(handle, 5000)
-        connection = Mutex(Connection(handle: handle))
-        try execute("PRAGMA journal_mode=WAL")
-        try execute("PRAGMA synchronous=FULL")
-        try execute("PRAGMA foreign_keys=ON")
+        return handle
     }
 
     public func migrate() throws {
         try transaction { db in
-            try Self.run(db, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
-            let applied = Set(try Self.query(db, "SELECT version FROM schema_migrations") { Int(sqlite3_column_int64($0, 0)) })
+            try Self.run(&db, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+            let applied = Set(try Self.query(&db, "SELECT version FROM schema_migrations") { Int(sqlite3_column_int64($0, 0)) })
             for migration in StoreSchema.migrations where !applied.contains(migration.version) {
-                for statement in migration.sqlite { try Self.run(db, statement) }
+                for statement in migration.sqlite { try Self.run(&db, statement) }
                 try Self.run(
-                    db, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    &db, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     [.int(Int64(migration.version)), .double(Self.now())])
             }
         }
     }
 
     public func ping() -> Bool {
-        (try? connection.withLock { db in try Self.query(db.handle, "SELECT 1") { sqlite3_column_int($0, 0) } }) == [1]
+        (try? reader.withLock { db in try Self.query(&db, "SELECT 1") { sqlite3_column_int($0, 0) } }) == [1]
     }
 
     public func append(_ message: NewMessage) throws -> Int64 {
-        try connection.withLock { db in
+        try groupCommit { db in
             try Self.run(
-                db.handle, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
+                &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
                 [.text(message.character), .text(message.userID), .text(message.role.rawValue), .text(message.content),
                  .double(message.createdAt)])
             return sqlite3_last_insert_rowid(db.handle)
@@ -63,9 +103,9 @@ public final class SQLiteStore: ConversationStore {
     }
 
     public func recentMessages(character: String, userID: String, limit: Int) throws -> [StoredMessage] {
-        try connection.withLock { db in
+        try reader.withLock { db in
             try Self.query(
-                db.handle,
+                &db,
                 "SELECT id, role, content, created_at FROM messages WHERE character = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
                 [.text(character), .text(userID), .int(Int64(limit))]
             ) { row in
@@ -77,21 +117,21 @@ public final class SQLiteStore: ConversationStore {
     }
 
     public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
-        try transaction { db in
+        try groupCommit { db in
             try Self.run(
-                db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
+                &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
                 [.text(reply.character), .text(reply.userID), .text(reply.role.rawValue), .text(reply.content), .double(reply.createdAt)])
             let current = try Self.query(
-                db, "SELECT score FROM trust WHERE character = ? AND user_id = ?", [.text(reply.character), .text(reply.userID)]
+                &db, "SELECT score FROM trust WHERE character = ? AND user_id = ?", [.text(reply.character), .text(reply.userID)]
             ) { Int(sqlite3_column_int64($0, 0)) }.first ?? 0
             let score = Conversation.clampTrust(current + trustDelta)
             try Self.run(
-                db,
+                &db,
                 "INSERT INTO trust (character, user_id, score) VALUES (?, ?, ?) ON CONFLICT (character, user_id) DO UPDATE SET score = excluded.score",
                 [.text(reply.character), .text(reply.userID), .int(Int64(score))])
             for fact in facts {
                 try Self.run(
-                    db, "INSERT OR IGNORE INTO facts (character, user_id, fact, created_at) VALUES (?, ?, ?, ?)",
+                    &db, "INSERT OR IGNORE INTO facts (character, user_id, fact, created_at) VALUES (?, ?, ?, ?)",
                     [.text(reply.character), .text(reply.userID), .text(fact), .double(reply.createdAt)])
             }
             return score
@@ -99,38 +139,38 @@ public final class SQLiteStore: ConversationStore {
     }
 
     public func userState(character: String, userID: String, recent: Int) throws -> UserState {
-        try connection.withLock { db in
+        try reader.withLock { db in
             let key: [Value] = [.text(character), .text(userID)]
-            let trust = try Self.query(db.handle, "SELECT score FROM trust WHERE character = ? AND user_id = ?", key) {
+            let trust = try Self.query(&db, "SELECT score FROM trust WHERE character = ? AND user_id = ?", key) {
                 Int(sqlite3_column_int64($0, 0))
             }.first ?? 0
-            let count = try Self.query(db.handle, "SELECT count(*) FROM messages WHERE character = ? AND user_id = ?", key) {
+            let count = try Self.query(&db, "SELECT count(*) FROM messages WHERE character = ? AND user_id = ?", key) {
                 Int(sqlite3_column_int64($0, 0))
             }.first ?? 0
             let messages = try Self.query(
-                db.handle,
+                &db,
                 "SELECT content FROM messages WHERE character = ? AND user_id = ? AND role = 'user' ORDER BY id DESC LIMIT ?",
                 key + [.int(Int64(recent))]
             ) { Self.text($0, 0) }
             let facts = try Self.query(
-                db.handle, "SELECT fact FROM facts WHERE character = ? AND user_id = ? ORDER BY id DESC LIMIT 50", key
+                &db, "SELECT fact FROM facts WHERE character = ? AND user_id = ? ORDER BY id DESC LIMIT 50", key
             ) { Self.text($0, 0) }
             return UserState(trust: trust, messageCount: count, recentUserMessages: messages, facts: facts)
         }
     }
 
     public func clear(character: String, userID: String, memories: Bool, trust: Bool) throws -> ClearedData {
-        try transaction { db in
+        try groupCommit { db in
             let key: [Value] = [.text(character), .text(userID)]
             var cleared = ClearedData(memoriesCleared: 0, trustReset: false, knowledgeCleared: 0)
             if memories {
-                try Self.run(db, "DELETE FROM messages WHERE character = ? AND user_id = ?", key)
-                cleared.memoriesCleared = Int(sqlite3_changes(db))
-                try Self.run(db, "DELETE FROM facts WHERE character = ? AND user_id = ?", key)
-                cleared.knowledgeCleared = Int(sqlite3_changes(db))
+                try Self.run(&db, "DELETE FROM messages WHERE character = ? AND user_id = ?", key)
+                cleared.memoriesCleared = Int(sqlite3_changes(db.handle))
+                try Self.run(&db, "DELETE FROM facts WHERE character = ? AND user_id = ?", key)
+                cleared.knowledgeCleared = Int(sqlite3_changes(db.handle))
             }
             if trust {
-                try Self.run(db, "DELETE FROM trust WHERE character = ? AND user_id = ?", key)
+                try Self.run(&db, "DELETE FROM trust WHERE character = ? AND user_id = ?", key)
                 cleared.trustReset = true
             }
             return cleared
@@ -147,15 +187,15 @@ public final class SQLiteStore: ConversationStore {
 
     /// Every row, messages in the order they were written.
     func exportAll() throws -> Export {
-        try connection.withLock { db in
+        try reader.withLock { db in
             Export(
-                messages: try Self.query(db.handle, "SELECT character, user_id, role, content, created_at FROM messages ORDER BY id") {
+                messages: try Self.query(&db, "SELECT character, user_id, role, content, created_at FROM messages ORDER BY id") {
                     (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), Self.text($0, 3), sqlite3_column_double($0, 4))
                 },
-                trust: try Self.query(db.handle, "SELECT character, user_id, score FROM trust") {
+                trust: try Self.query(&db, "SELECT character, user_id, score FROM trust") {
                     (Self.text($0, 0), Self.text($0, 1), Int(sqlite3_column_int64($0, 2)))
                 },
-                facts: try Self.query(db.handle, "SELECT character, user_id, fact, created_at FROM facts ORDER BY id") {
+                facts: try Self.query(&db, "SELECT character, user_id, fact, created_at FROM facts ORDER BY id") {
                     (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), sqlite3_column_double($0, 3))
                 })
         }
@@ -169,38 +209,93 @@ public final class SQLiteStore: ConversationStore {
         case double(Double)
     }
 
-    private func execute(_ sql: String) throws {
-        try connection.withLock { db in try Self.run(db.handle, sql) }
+    /// Runs `body` in the next group commit and returns its result once that is on disk.
+    private func groupCommit<T>(_ body: @escaping (inout Connection) throws -> T) throws -> T {
+        let write = PendingWrite { db in try body(&db) }
+        let leads = commitQueue.withLock { queue -> Bool in
+            queue.pending.append(write)
+            if queue.isLeading { return false }
+            queue.isLeading = true
+            return true
+        }
+        if leads {
+            // Commit batches until no one is waiting; writes queued during a commit go next.
+            while true {
+                let batch = commitQueue.withLock { queue -> [PendingWrite] in
+                    let batch = queue.pending
+                    queue.pending = []
+                    if batch.isEmpty { queue.isLeading = false }
+                    return batch
+                }
+                if batch.isEmpty { break }
+                commit(batch)
+                for other in batch where other !== write { other.done.signal() }
+            }
+        } else {
+            write.done.wait()
+        }
+        guard let result = write.result else { throw StoreError("sqlite: write lost") }
+        // The body made this value, of this type.
+        return try result.get() as! T
+    }
+
+    private func commit(_ batch: [PendingWrite]) {
+        connection.withLock { db in
+            do {
+                try Self.run(&db, "BEGIN IMMEDIATE")
+            } catch {
+                for write in batch { write.result = .failure(error) }
+                return
+            }
+            for write in batch {
+                do {
+                    try Self.run(&db, "SAVEPOINT one_write")
+                    let value = try write.body(&db)
+                    try Self.run(&db, "RELEASE one_write")
+                    write.result = .success(value)
+                } catch {
+                    _ = try? Self.run(&db, "ROLLBACK TO one_write")
+                    _ = try? Self.run(&db, "RELEASE one_write")
+                    write.result = .failure(error)
+                }
+            }
+            do {
+                try Self.run(&db, "COMMIT")
+            } catch {
+                _ = try? Self.run(&db, "ROLLBACK")
+                for write in batch { write.result = .failure(error) }
+            }
+        }
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock up front, so two processes migrating at once
     /// run one after the other instead of failing on a lock upgrade.
-    private func transaction<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+    private func transaction<T>(_ body: (inout Connection) throws -> T) throws -> T {
         try connection.withLock { db in
-            try Self.run(db.handle, "BEGIN IMMEDIATE")
+            try Self.run(&db, "BEGIN IMMEDIATE")
             do {
-                let result = try body(db.handle)
-                try Self.run(db.handle, "COMMIT")
+                let result = try body(&db)
+                try Self.run(&db, "COMMIT")
                 return result
             } catch {
-                _ = try? Self.run(db.handle, "ROLLBACK")
+                _ = try? Self.run(&db, "ROLLBACK")
                 throw error
             }
         }
     }
 
-    private static func run(_ db: OpaquePointer, _ sql: String, _ values: [Value] = []) throws {
-        _ = try query(db, sql, values) { _ in () }
+    private static func run(_ db: inout Connection, _ sql: String, _ values: [Value] = []) throws {
+        _ = try query(&db, sql, values) { _ in () }
     }
 
-    private static func query<Row>(_ db: OpaquePointer, _ sql: String, _ values: [Value] = [], _ read: (OpaquePointer) -> Row) throws
+    private static func query<Row>(_ db: inout Connection, _ sql: String, _ values: [Value] = [], _ read: (OpaquePointer) -> Row) throws
         -> [Row]
     {
-        var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db)))")
+        let statement = try db.prepared(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
         }
-        defer { sqlite3_finalize(statement) }
         for (offset, value) in values.enumerated() {
             let index = Int32(offset + 1)
             switch value {
@@ -217,7 +312,7 @@ public final class SQLiteStore: ConversationStore {
             } else if step == SQLITE_DONE {
                 return rows
             } else {
-                throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db)))")
+                throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db.handle)))")
             }
         }
     }
