@@ -10,7 +10,8 @@ extension IntegrationTests {
             let postgres = try TestPostgres()
             let scratch = Scratch()
             let llm = try TestLLM()
-            let (_, port) = try WorkerAPISection.startWorker(scratch, llm: llm, environment: ["POSTGRES_URL": postgres.url])
+            let (worker, port) = try WorkerAPISection.startWorker(scratch, llm: llm, environment: ["POSTGRES_URL": postgres.url])
+            defer { withExtendedLifetime(worker) {} }
             #expect(postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "I live in Oslo"]).status == 200)
             let second = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "again"])
             #expect(second.json["response"] as? String == "echo: again [messages=4]")
@@ -105,8 +106,9 @@ extension IntegrationTests {
             let postgres = try TestPostgres()
             postgres.stop()
             let listener = try DatagramListener(path: scratch.path + "/notify.sock")
-            let (_, port) = try WorkerAPISection.startWorker(
+            let (worker, port) = try WorkerAPISection.startWorker(
                 scratch, llm: llm, environment: ["POSTGRES_URL": postgres.url, "NOTIFY_SOCKET": listener.path])
+            defer { withExtendedLifetime(worker) {} }
             #expect(listener.receive(containing: "READY=1")?.contains("X_WHISPERD_FACET=store:down:postgres") == true)
             let down = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "anyone?"])
             #expect(down.status == 503)

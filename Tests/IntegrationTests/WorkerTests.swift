@@ -39,6 +39,7 @@ extension IntegrationTests {
             let scratch = Scratch()
             let llm = try TestLLM()
             let (worker, port) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(worker) {} }
             let first = postJSON(
                 port: port, path: "/api/chat",
                 ["user_id": "u1", "message": "hello", "context": ["user_name": "Sam", "channel_name": "general"], "extra": 1])
@@ -76,7 +77,8 @@ extension IntegrationTests {
         @Test func badRequests_get422InFastAPIsShape_andUnknownRoutes404() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
-            let (_, port) = try Self.startWorker(scratch, llm: llm)
+            let (worker, port) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(worker) {} }
             let missing = postJSON(port: port, path: "/api/chat", ["message": "hi"])
             #expect(missing.status == 422)
             let detail = try #require((missing.json["detail"] as? [[String: Any]])?.first)
@@ -100,7 +102,8 @@ extension IntegrationTests {
         @Test func llmFailuresAreNotMasked_theUserTurnStays_429sAreRetriedAfterRetryAfter() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
-            let (_, port) = try Self.startWorker(scratch, llm: llm)
+            let (worker, port) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(worker) {} }
             llm.script([["status": 500], ["status": 502], ["status": 503]])
             let failed = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "are you there?"])
             #expect(failed.status == 502)
@@ -128,7 +131,8 @@ extension IntegrationTests {
         @Test func aSlowLLMTimesOut_asA502() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
-            let (_, port) = try Self.startWorker(scratch, llm: llm, environment: ["LLM_TIMEOUT": "1", "LLM_RETRIES": "0"])
+            let (worker, port) = try Self.startWorker(scratch, llm: llm, environment: ["LLM_TIMEOUT": "1", "LLM_RETRIES": "0"])
+            defer { withExtendedLifetime(worker) {} }
             llm.script([["delay": 3]])
             let started = Date()
             let slow = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "slow?"])
@@ -140,7 +144,8 @@ extension IntegrationTests {
         @Test func withoutAnLLM_chatIs503_andTheFacetSaysDown() throws {
             let scratch = Scratch()
             let listener = try DatagramListener(path: scratch.path + "/notify.sock")
-            let (_, port) = try Self.startWorker(scratch, llm: nil, environment: ["NOTIFY_SOCKET": listener.path])
+            let (worker, port) = try Self.startWorker(scratch, llm: nil, environment: ["NOTIFY_SOCKET": listener.path])
+            defer { withExtendedLifetime(worker) {} }
             let ready = listener.receive(containing: "READY=1")
             #expect(ready?.contains("X_WHISPERD_FACET=llm:down:no LLM configured: set LLM_BASE_URL") == true)
             #expect(ready?.contains("X_WHISPERD_FACET=store:ok") == true)
@@ -156,7 +161,8 @@ extension IntegrationTests {
         @Test func fiftyConcurrentChats_storeAHundredRows() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
-            let (_, port) = try Self.startWorker(scratch, llm: llm)
+            let (worker, port) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(worker) {} }
             let statuses = StatusList()
             DispatchQueue.concurrentPerform(iterations: 50) { index in
                 statuses.add(postJSON(port: port, path: "/api/chat", ["user_id": "crowd", "message": "message \(index)"]).status)
@@ -171,7 +177,8 @@ extension IntegrationTests {
             let scratch = Scratch()
             let llm = try TestLLM()
             let stages = "evolution_stages:\n  - {name: Stranger, trust_range: [-100, 1]}\n  - {name: Friend, trust_range: [2, 100]}\n"
-            let (_, port) = try Self.startWorker(scratch, llm: llm, files: ["evolution.yaml": stages])
+            let (worker, port) = try Self.startWorker(scratch, llm: llm, files: ["evolution.yaml": stages])
+            defer { withExtendedLifetime(worker) {} }
             #expect(postJSON(port: port, path: "/api/chat", ["user_id": "sam", "message": "Hi. My name is Sam."]).status == 200)
             var state = postJSON(port: port, path: "/api/user-state", ["user_id": "sam"])
             #expect(state.json["trust_level"] as? String == "Stranger")
@@ -203,13 +210,15 @@ extension IntegrationTests {
             let scratch = Scratch()
             let llm = try TestLLM()
             let (worker, port) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(worker) {} }
             llm.script([["hang": true]])
             let pending = Thread { _ = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "remember me"], timeout: 5) }
             pending.start()
             #expect(eventually { llm.requests().count == 1 })
             worker.kill(SIGKILL)
             _ = worker.waitForExit()
-            let (_, newPort) = try Self.startWorker(scratch, llm: llm)
+            let (workerAgain, newPort) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(workerAgain) {} }
             let state = postJSON(port: newPort, path: "/api/user-state", ["user_id": "u1"])
             #expect(((state.json["recent_memories"] as? [[String: Any]])?.first?["content"] as? String) == "remember me")
         }
@@ -217,7 +226,8 @@ extension IntegrationTests {
         @Test func diagnostics_andMetricsThatPassPromtool() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
-            let (_, port) = try Self.startWorker(scratch, llm: llm)
+            let (worker, port) = try Self.startWorker(scratch, llm: llm)
+            defer { withExtendedLifetime(worker) {} }
             #expect(postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "count me"]).status == 200)
             let diagnostics = getJSON(port: port, path: "/api/diagnostics")
             #expect(diagnostics.json["bot_name"] as? String == "elena")

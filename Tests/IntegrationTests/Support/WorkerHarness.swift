@@ -2,14 +2,21 @@ import Foundation
 import Glibc
 import Testing
 
-/// A process the test started, its output read into lines on a thread; killed (by pid) when
-/// the test lets go of it.
-final class ChildProcess: @unchecked Sendable {
-    // @unchecked: `lines` and `finished` are only touched with `condition` locked.
+/// A process the test started, its output read into lines on a thread; killed (SIGKILL, by
+/// pid) and reaped when the test lets go of it.
+final class ChildProcess {
     let process = Process()
-    private let condition = NSCondition()
-    private var lines: [String] = []
-    private var finished = false
+    private let received = OutputLines()
+
+    /// The lines read so far. A class of its own so the reading thread holds it, not the
+    /// ChildProcess — otherwise a child that never exits would keep its owner alive forever
+    /// (and never be killed).
+    private final class OutputLines: @unchecked Sendable {
+        // @unchecked: `lines` and `finished` are only touched with `condition` locked.
+        let condition = NSCondition()
+        var lines: [String] = []
+        var finished = false
+    }
 
     init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
         process.executableURL = URL(fileURLWithPath: executable)
@@ -20,7 +27,8 @@ final class ChildProcess: @unchecked Sendable {
         process.standardError = pipe
         try process.run()
         let handle = pipe.fileHandleForReading
-        Thread { [self] in
+        Thread { [received] in
+            let output = received
             var partial = Data()
             while true {
                 let chunk = handle.availableData
@@ -29,49 +37,53 @@ final class ChildProcess: @unchecked Sendable {
                 while let newline = partial.firstIndex(of: 0x0A) {
                     let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
                     partial.removeSubrange(partial.startIndex...newline)
-                    condition.lock()
-                    lines.append(line)
-                    condition.broadcast()
-                    condition.unlock()
+                    output.condition.lock()
+                    output.lines.append(line)
+                    output.condition.broadcast()
+                    output.condition.unlock()
                 }
             }
-            condition.lock()
-            finished = true
-            condition.broadcast()
-            condition.unlock()
+            output.condition.lock()
+            output.finished = true
+            output.condition.broadcast()
+            output.condition.unlock()
         }.start()
     }
 
     var pid: Int32 { process.processIdentifier }
     var output: String {
-        condition.lock()
-        defer { condition.unlock() }
-        return lines.joined(separator: "\n")
+        received.condition.lock()
+        defer { received.condition.unlock() }
+        return received.lines.joined(separator: "\n")
     }
 
     /// The first line containing `fragment` (any line if empty), waiting for it (bounded) — or nil.
     func waitFor(_ fragment: String, timeout: TimeInterval = 10) -> String? {
         let deadline = Date().addingTimeInterval(timeout)
-        func match() -> String? { lines.first { fragment.isEmpty || $0.contains(fragment) } }
-        condition.lock()
-        defer { condition.unlock() }
+        let state = received
+        func match() -> String? { state.lines.first { fragment.isEmpty || $0.contains(fragment) } }
+        state.condition.lock()
+        defer { state.condition.unlock() }
         while true {
             if let line = match() { return line }
-            if finished || !condition.wait(until: deadline) { return match() }
+            if state.finished || !state.condition.wait(until: deadline) { return match() }
         }
     }
 
     /// Waits for the output to end (the process exited); returns the exit status.
     func waitForExit(timeout: TimeInterval = 10) -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        condition.lock()
-        while !finished, condition.wait(until: deadline) {}
-        condition.unlock()
+        let state = received
+        state.condition.lock()
+        while !state.finished, state.condition.wait(until: deadline) {}
+        state.condition.unlock()
         let limit = Date().addingTimeInterval(2)
         while process.isRunning, Date() < limit { usleep(5_000) }
         return process.isRunning ? nil : process.terminationStatus
     }
 
+    /// Children of the test process may inherit signals blocked in the test thread, so the
+    /// polite signals are for programs that read them (whisperd's signalfd); cleanup is SIGKILL.
     func kill(_ signal: Int32 = SIGKILL) {
         if process.isRunning { Glibc.kill(pid, signal) }
     }
