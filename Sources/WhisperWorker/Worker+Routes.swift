@@ -202,7 +202,7 @@ extension Worker {
     }
 
     private func notConfigured(_ problem: LLMNotConfigured) -> HTTPServer.Response {
-        json(503, ["success": false, "error": problem.description, "bot_name": name])
+        json(503, ["success": false, "error": "LLM \(problem.description)", "bot_name": name])
     }
 
     /// FastAPI's 422: `{"detail": [{"type", "loc", "msg", "input"[, "ctx"]}]}`.

@@ -147,15 +147,33 @@ extension IntegrationTests {
             let (worker, port) = try Self.startWorker(scratch, llm: nil, environment: ["NOTIFY_SOCKET": listener.path])
             defer { withExtendedLifetime(worker) {} }
             let ready = listener.receive(containing: "READY=1")
-            #expect(ready?.contains("X_WHISPERD_FACET=llm:down:no LLM configured: set LLM_BASE_URL") == true)
+            #expect(ready?.contains("X_WHISPERD_FACET=llm:down:not configured: set LLM_BASE_URL") == true)
             #expect(ready?.contains("X_WHISPERD_FACET=store:ok") == true)
             let chat = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "hi"])
             #expect(chat.status == 503)
-            #expect((chat.json["error"] as? String)?.contains("LLM_BASE_URL") == true)
+            #expect((chat.json["error"] as? String)?.hasPrefix("LLM not configured: set LLM_BASE_URL") == true)
             #expect(getJSON(port: port, path: "/health").status == 200)
             let diagnostics = getJSON(port: port, path: "/api/diagnostics")
             #expect((diagnostics.json["database_status"] as? [String: Bool])?["sqlite"] == true)
             #expect((diagnostics.json["llm_models"] as? [String: Any])?["main"] is NSNull)
+        }
+
+        @Test func sigterm_saysStopping_andFinishesWhatIsInFlight() throws {
+            let scratch = Scratch()
+            let llm = try TestLLM()
+            let listener = try DatagramListener(path: scratch.path + "/notify.sock")
+            let (worker, port) = try Self.startWorker(
+                scratch, llm: llm, environment: ["NOTIFY_SOCKET": listener.path, "WHISPERD_STOP_GRACE_MS": "5000"])
+            llm.script([["delay": 1.0]])
+            let answers = StatusList()
+            Thread { answers.add(postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "finish me"]).status) }.start()
+            #expect(eventually { llm.requests().count == 1 })
+            #expect(listener.receive(containing: "X_WHISPERD_INFLIGHT=1") != nil)
+            worker.kill(SIGTERM)
+            #expect(listener.receive(containing: "STOPPING=1") != nil)
+            #expect(worker.waitForExit(timeout: 10) == 0)
+            #expect(eventually { answers.values == [200] })
+            #expect(worker.output.contains("draining 1 request(s) in flight"))
         }
 
         @Test func fiftyConcurrentChats_storeAHundredRows() throws {

@@ -31,7 +31,7 @@ public struct LLMConfiguration: Sendable, Equatable {
                     "LLM_PROVIDER=\(provider) is not one of \(presets.keys.sorted().joined(separator: ", ")); set LLM_BASE_URL"))
         }
         guard let base = value("LLM_BASE_URL") ?? provider.flatMap({ presets[$0] }) else {
-            return .failure(LLMNotConfigured("no LLM configured: set LLM_BASE_URL (or LLM_PROVIDER), LLM_MODEL_NAME and, for a hosted API, LLM_API_KEY"))
+            return .failure(LLMNotConfigured("set LLM_BASE_URL (or LLM_PROVIDER), LLM_MODEL_NAME and, for a hosted API, LLM_API_KEY"))
         }
         guard let model = value("LLM_MODEL_NAME") else {
             return .failure(LLMNotConfigured("LLM_MODEL_NAME is not set (the model to ask at \(base))"))
@@ -68,7 +68,8 @@ public struct LLMConfiguration: Sendable, Equatable {
 
 public struct LLMNotConfigured: Error, Sendable, Equatable, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// Always starts `not configured:` (the facet reads `llm:down:not configured: …`).
+    init(_ problem: String) { self.description = "not configured: " + problem }
 }
 
 public struct ChatMessage: Sendable, Equatable {
