@@ -86,6 +86,8 @@ let package = Package(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore"], swiftSettings: strictSettings),
-        .testTarget(name: "IntegrationTests", dependencies: ["WhisperSystem"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "IntegrationTests", dependencies: ["WhisperSystem"], exclude: ["Support/test_llm_server.py"],
+            swiftSettings: strictSettings),
     ]
 )

@@ -16,6 +16,23 @@ func whisperdBinary() -> String {
     return directory + "/whisperd"
 }
 
+/// Reads `handle` on a thread of its own and hands over each line, then `nil` at the end.
+func readLines(from handle: FileHandle, _ deliver: @escaping @Sendable (String?) -> Void) {
+    Thread {
+        var partial = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            partial.append(chunk)
+            while let newline = partial.firstIndex(of: 0x0A) {
+                deliver(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
+                partial.removeSubrange(partial.startIndex...newline)
+            }
+        }
+        deliver(nil)
+    }.start()
+}
+
 /// The checkout this test file belongs to (for files the tests check as shipped).
 func repositoryRoot(file: String = #filePath) -> String {
     var directory = (file as NSString).deletingLastPathComponent
@@ -104,25 +121,16 @@ final class WhisperdProcess: @unchecked Sendable {
         process.standardError = pipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        let handle = pipe.fileHandleForReading
-        let thread = Thread { [self] in
-            var partial = Data()
-            while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                partial.append(chunk)
-                while let newline = partial.firstIndex(of: 0x0A) {
-                    let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
-                    partial.removeSubrange(partial.startIndex...newline)
-                    self.append(line)
-                }
+        readLines(from: pipe.fileHandleForReading) { [self] line in
+            if let line {
+                self.append(line)
+            } else {
+                self.condition.lock()
+                self.isFinished = true
+                self.condition.broadcast()
+                self.condition.unlock()
             }
-            self.condition.lock()
-            self.isFinished = true
-            self.condition.broadcast()
-            self.condition.unlock()
         }
-        thread.start()
     }
 
     private func append(_ line: String) {

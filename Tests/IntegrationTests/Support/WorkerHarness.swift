@@ -26,28 +26,12 @@ final class ChildProcess {
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
-        let handle = pipe.fileHandleForReading
-        Thread { [received] in
-            let output = received
-            var partial = Data()
-            while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                partial.append(chunk)
-                while let newline = partial.firstIndex(of: 0x0A) {
-                    let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
-                    partial.removeSubrange(partial.startIndex...newline)
-                    output.condition.lock()
-                    output.lines.append(line)
-                    output.condition.broadcast()
-                    output.condition.unlock()
-                }
-            }
-            output.condition.lock()
-            output.finished = true
-            output.condition.broadcast()
-            output.condition.unlock()
-        }.start()
+        readLines(from: pipe.fileHandleForReading) { [received] line in
+            received.condition.lock()
+            if let line { received.lines.append(line) } else { received.finished = true }
+            received.condition.broadcast()
+            received.condition.unlock()
+        }
     }
 
     var pid: Int32 { process.processIdentifier }
