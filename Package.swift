@@ -31,9 +31,8 @@ let package = Package(
         .target(name: "CWhisperLinux"),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // libcurl, libsqlite3 and libpq through dlopen: only the worker maps them, never the supervisor.
+        .target(name: "CWorkerLibs"),
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
@@ -59,7 +58,7 @@ let package = Package(
         .target(
             name: "WhisperWorker",
             dependencies: [
-                "WhisperChat", "WhisperSystem", "CCurl", "CSQLite", "CPostgres",
+                "WhisperChat", "WhisperSystem", "CWorkerLibs",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings

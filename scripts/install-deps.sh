@@ -4,10 +4,11 @@ set -euo pipefail
 
 # prometheus: promtool checks /metrics in the tests; wrk: scripts/bench/http.sh;
 # debootstrap, systemd-container: the end-to-end test on a real systemd (scripts/e2e-systemd.sh);
-# libcurl4-openssl-dev, libsqlite3-dev, libpq-dev: the worker's LLM client and stores; postgresql-15:
+# libcurl4-openssl-dev, libsqlite3-dev (headers), libpq5: the worker's LLM client and stores, loaded with
+# dlopen by the worker only (Sources/CWorkerLibs); postgresql-15:
 # the throwaway clusters the store tests start (initdb/postgres, run as user postgres); python3:
 # the tests' LLM stand-in.
-packages=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev postgresql-15 curl procps python3 prometheus wrk util-linux debootstrap systemd-container)
+packages=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 postgresql-15 curl procps python3 prometheus wrk util-linux debootstrap systemd-container)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

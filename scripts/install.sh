@@ -121,6 +121,14 @@ if ! getent group whisperd >/dev/null; then
   echo "created group whisperd (add operators with: usermod -aG whisperd NAME)"
 fi
 
+# The character worker loads these when it starts (whisperd itself does not need them).
+missing_libraries=()
+for library in libcurl.so.4:libcurl4 libsqlite3.so.0:libsqlite3-0 libpq.so.5:libpq5; do
+  ldconfig -p | grep -q "${library%%:*} " || missing_libraries+=("${library##*:}")
+done
+((${#missing_libraries[@]} == 0)) ||
+  echo "warning: the character worker needs: apt-get install ${missing_libraries[*]}" >&2
+
 if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
   systemctl daemon-reload
   if systemctl is-active --quiet whisperd; then

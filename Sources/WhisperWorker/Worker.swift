@@ -68,6 +68,7 @@ public final class Worker {
     }
 
     public func run() throws -> Int32 {
+        do { try WorkerLibraries.load() } catch { throw Failure(description: "\(error)") }
         let profile = try loadProfile()
         let (store, storeProblem) = try openStore()
         let llm = LLMConfiguration.from(environment).map(LLMClient.init)

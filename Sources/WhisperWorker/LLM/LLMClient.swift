@@ -1,4 +1,4 @@
-import CCurl
+import CWorkerLibs
 import Foundation
 import Synchronization
 import WhisperSystem
@@ -123,7 +123,10 @@ public final class LLMClient: Sendable {
         let raw: UnsafeMutableRawPointer
     }
 
-    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_ALL)) }()
+    /// libcurl's global set-up, once (the worker loaded the library before making a client).
+    private static let globalInit: Void = {
+        if (try? WorkerLibraries.load()) != nil { _ = wl_curl_global_init(Int(CURL_GLOBAL_ALL)) }
+    }()
 
     public init(configuration: LLMConfiguration) {
         _ = Self.globalInit
@@ -131,7 +134,7 @@ public final class LLMClient: Sendable {
     }
 
     deinit {
-        idleHandles.withLock { handles in for handle in handles { curl_easy_cleanup(handle.raw) } }
+        idleHandles.withLock { handles in for handle in handles { wl_curl_easy_cleanup(handle.raw) } }
     }
 
     /// Asks for one reply. Retries what can succeed later; a 4xx other than 429 fails at once.
@@ -182,38 +185,38 @@ public final class LLMClient: Sendable {
     }
 
     private func post(_ body: [UInt8], timeout: Double) -> Result<LLMReply, Failure> {
-        let handle = idleHandles.withLock { $0.popLast() } ?? curl_easy_init().map(CurlHandle.init)
+        let handle = idleHandles.withLock { $0.popLast() } ?? wl_curl_easy_init().map(CurlHandle.init)
         guard let handle else { return .failure(Failure(error: LLMError(kind: .connection, description: "curl_easy_init failed"))) }
         defer {
-            curl_easy_reset(handle.raw)
+            wl_curl_easy_reset(handle.raw)
             idleHandles.withLock { $0.append(handle) }
         }
         let curl = handle.raw
         let exchange = Exchange()
         let context = Unmanaged.passUnretained(exchange).toOpaque()
         var headers: UnsafeMutablePointer<curl_slist>?
-        headers = curl_slist_append(headers, "Content-Type: application/json")
-        headers = curl_slist_append(headers, "Accept: application/json")
-        if let key = configuration.apiKey { headers = curl_slist_append(headers, "Authorization: Bearer \(key)") }
-        defer { curl_slist_free_all(headers) }
+        headers = wl_curl_slist_append(headers, "Content-Type: application/json")
+        headers = wl_curl_slist_append(headers, "Accept: application/json")
+        if let key = configuration.apiKey { headers = wl_curl_slist_append(headers, "Authorization: Bearer \(key)") }
+        defer { wl_curl_slist_free_all(headers) }
 
-        _ = whisper_curl_set_string(curl, CURLOPT_URL, configuration.endpoint)
-        _ = whisper_curl_set_pointer(curl, CURLOPT_HTTPHEADER, headers)
-        _ = whisper_curl_set_long(curl, CURLOPT_POST, 1)
-        _ = whisper_curl_set_long(curl, CURLOPT_NOSIGNAL, 1)
-        _ = whisper_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT_MS, Int(configuration.connectTimeoutSeconds * 1000))
-        _ = whisper_curl_set_long(curl, CURLOPT_TIMEOUT_MS, Int(timeout * 1000))
-        _ = whisper_curl_set_long(curl, CURLOPT_POSTFIELDSIZE, body.count)
-        _ = whisper_curl_set_pointer(curl, CURLOPT_WRITEDATA, context)
-        _ = whisper_curl_set_write_function(curl, CURLOPT_WRITEFUNCTION) { data, size, count, context in
+        _ = wl_curl_set_string(curl, CURLOPT_URL, configuration.endpoint)
+        _ = wl_curl_set_pointer(curl, CURLOPT_HTTPHEADER, headers)
+        _ = wl_curl_set_long(curl, CURLOPT_POST, 1)
+        _ = wl_curl_set_long(curl, CURLOPT_NOSIGNAL, 1)
+        _ = wl_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT_MS, Int(configuration.connectTimeoutSeconds * 1000))
+        _ = wl_curl_set_long(curl, CURLOPT_TIMEOUT_MS, Int(timeout * 1000))
+        _ = wl_curl_set_long(curl, CURLOPT_POSTFIELDSIZE, body.count)
+        _ = wl_curl_set_pointer(curl, CURLOPT_WRITEDATA, context)
+        _ = wl_curl_set_write_function(curl, CURLOPT_WRITEFUNCTION) { data, size, count, context in
             let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
             let length = size * count
             guard exchange.body.count + length <= exchange.limit, let data else { return 0 }
             data.withMemoryRebound(to: UInt8.self, capacity: length) { exchange.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: length)) }
             return length
         }
-        _ = whisper_curl_set_pointer(curl, CURLOPT_HEADERDATA, context)
-        _ = whisper_curl_set_write_function(curl, CURLOPT_HEADERFUNCTION) { data, size, count, context in
+        _ = wl_curl_set_pointer(curl, CURLOPT_HEADERDATA, context)
+        _ = wl_curl_set_write_function(curl, CURLOPT_HEADERFUNCTION) { data, size, count, context in
             let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
             let length = size * count
             guard let data else { return length }
@@ -224,16 +227,16 @@ public final class LLMClient: Sendable {
             return length
         }
         let code = body.withUnsafeBufferPointer { bytes -> CURLcode in
-            _ = whisper_curl_set_pointer(curl, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
-            return curl_easy_perform(curl)
+            _ = wl_curl_set_pointer(curl, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
+            return wl_curl_easy_perform(curl)
         }
         guard code == CURLE_OK else {
             let kind: LLMError.Kind = code == CURLE_OPERATION_TIMEDOUT ? .timeout : .connection
-            let reason = String(cString: curl_easy_strerror(code))
+            let reason = String(cString: wl_curl_easy_strerror(code))
             return .failure(Failure(error: LLMError(kind: kind, description: "\(kind == .timeout ? "timed out" : "cannot reach the LLM"): \(reason)")))
         }
         var status = 0
-        _ = whisper_curl_get_long(curl, CURLINFO_RESPONSE_CODE, &status)
+        _ = wl_curl_get_long(curl, CURLINFO_RESPONSE_CODE, &status)
         let text = String(decoding: exchange.body.prefix(300), as: UTF8.self)
         switch status {
         case 200..<300:

@@ -1,4 +1,4 @@
-import CPostgres
+import CWorkerLibs
 import Foundation
 import Synchronization
 import WhisperChat
@@ -32,7 +32,7 @@ public final class PostgresStore: ConversationStore {
     }
 
     deinit {
-        idle.withLock { connections in for connection in connections { PQfinish(connection.raw) } }
+        idle.withLock { connections in for connection in connections { wl_PQfinish(connection.raw) } }
     }
 
     /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
@@ -191,10 +191,11 @@ public final class PostgresStore: ConversationStore {
     }
 
     private func connect() throws -> Connection {
-        guard let raw = PQconnectdb(url) else { throw StoreError("postgres: out of memory") }
-        guard PQstatus(raw) == CONNECTION_OK else {
-            let message = String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines)
-            PQfinish(raw)
+        try WorkerLibraries.load()
+        guard let raw = wl_PQconnectdb(url) else { throw StoreError("postgres: out of memory") }
+        guard wl_PQstatus(raw) == WL_CONNECTION_OK else {
+            let message = String(cString: wl_PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines)
+            wl_PQfinish(raw)
             throw StoreError("postgres \(Self.redacted(url)): \(message)")
         }
         return Connection(raw: raw)
@@ -214,13 +215,13 @@ public final class PostgresStore: ConversationStore {
     }
 
     private func release(_ connection: Connection) {
-        let healthy = PQstatus(connection.raw) == CONNECTION_OK && PQtransactionStatus(connection.raw) == PQTRANS_IDLE
+        let healthy = wl_PQstatus(connection.raw) == WL_CONNECTION_OK && wl_PQtransactionStatus(connection.raw) == WL_PQTRANS_IDLE
         let kept = healthy && idle.withLock { connections in
             guard connections.count < maxIdle else { return false }
             connections.append(connection)
             return true
         }
-        if !kept { PQfinish(connection.raw) }
+        if !kept { wl_PQfinish(connection.raw) }
     }
 
     private func transaction<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
@@ -242,18 +243,18 @@ public final class PostgresStore: ConversationStore {
         let cStrings = parameters.map { strdup($0) }
         defer { for pointer in cStrings { free(pointer) } }
         var values = cStrings.map { UnsafePointer<CChar>($0) }
-        guard let result = PQexecParams(db, sql, Int32(parameters.count), nil, &values, nil, nil, 0) else {
-            throw StoreError("postgres: \(String(cString: PQerrorMessage(db)))")
+        guard let result = wl_PQexecParams(db, sql, Int32(parameters.count), nil, &values, nil, nil, 0) else {
+            throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(db)))")
         }
-        defer { PQclear(result) }
-        let status = PQresultStatus(result)
-        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
-            throw StoreError("postgres: \(String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines))")
+        defer { wl_PQclear(result) }
+        let status = wl_PQresultStatus(result)
+        guard status == WL_PGRES_COMMAND_OK || status == WL_PGRES_TUPLES_OK else {
+            throw StoreError("postgres: \(String(cString: wl_PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         var rows: [[String]] = []
-        for row in 0..<PQntuples(result) {
-            rows.append((0..<PQnfields(result)).map { String(cString: PQgetvalue(result, row, $0)) })
+        for row in 0..<wl_PQntuples(result) {
+            rows.append((0..<wl_PQnfields(result)).map { String(cString: wl_PQgetvalue(result, row, $0)) })
         }
-        return QueryResult(rows: rows, affected: Int(String(cString: PQcmdTuples(result))) ?? 0)
+        return QueryResult(rows: rows, affected: Int(String(cString: wl_PQcmdTuples(result))) ?? 0)
     }
 }

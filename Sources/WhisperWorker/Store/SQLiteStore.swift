@@ -1,4 +1,4 @@
-import CSQLite
+import CWorkerLibs
 import Dispatch
 import Glibc
 import Synchronization
@@ -37,15 +37,15 @@ public final class SQLiteStore: ConversationStore {
         init(handle: OpaquePointer) { self.handle = handle }
 
         deinit {
-            for statement in statements.values { sqlite3_finalize(statement) }
-            sqlite3_close_v2(handle)
+            for statement in statements.values { wl_sqlite3_finalize(statement) }
+            wl_sqlite3_close_v2(handle)
         }
 
         mutating func prepared(_ sql: String) throws -> OpaquePointer {
             if let statement = statements[sql] { return statement }
             var statement: OpaquePointer?
-            guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK, let statement else {
-                throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(handle)))")
+            guard wl_sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK, let statement else {
+                throw StoreError("sqlite: \(String(cString: wl_sqlite3_errmsg(handle)))")
             }
             statements[sql] = statement
             return statement
@@ -54,6 +54,7 @@ public final class SQLiteStore: ConversationStore {
 
     public init(path: String) throws {
         self.path = path
+        try WorkerLibraries.load()
         connection = Mutex(Connection(handle: try Self.open(path)))
         try connection.withLock { db in
             try Self.run(&db, "PRAGMA journal_mode=WAL")
@@ -65,20 +66,20 @@ public final class SQLiteStore: ConversationStore {
     private static func open(_ path: String) throws -> OpaquePointer {
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-        guard sqlite3_open_v2(path, &handle, flags, nil) == SQLITE_OK, let handle else {
-            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
-            if let handle { sqlite3_close_v2(handle) }
+        guard wl_sqlite3_open_v2(path, &handle, flags, nil) == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: wl_sqlite3_errmsg($0)) } ?? "out of memory"
+            if let handle { wl_sqlite3_close_v2(handle) }
             throw StoreError("cannot open \(path): \(message)")
         }
         // Another process (the migrate job, a second worker) may hold the write lock briefly.
-        sqlite3_busy_timeout(handle, 5000)
+        wl_sqlite3_busy_timeout(handle, 5000)
         return handle
     }
 
     public func migrate() throws {
         try transaction { db in
             try Self.run(&db, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
-            let applied = Set(try Self.query(&db, "SELECT version FROM schema_migrations") { Int(sqlite3_column_int64($0, 0)) })
+            let applied = Set(try Self.query(&db, "SELECT version FROM schema_migrations") { Int(wl_sqlite3_column_int64($0, 0)) })
             for migration in StoreSchema.migrations where !applied.contains(migration.version) {
                 for statement in migration.sqlite { try Self.run(&db, statement) }
                 try Self.run(
@@ -89,7 +90,7 @@ public final class SQLiteStore: ConversationStore {
     }
 
     public func ping() -> Bool {
-        (try? reader.withLock { db in try Self.query(&db, "SELECT 1") { sqlite3_column_int($0, 0) } }) == [1]
+        (try? reader.withLock { db in try Self.query(&db, "SELECT 1") { wl_sqlite3_column_int($0, 0) } }) == [1]
     }
 
     public func append(_ message: NewMessage) throws -> Int64 {
@@ -98,7 +99,7 @@ public final class SQLiteStore: ConversationStore {
                 &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
                 [.text(message.character), .text(message.userID), .text(message.role.rawValue), .text(message.content),
                  .double(message.createdAt)])
-            return sqlite3_last_insert_rowid(db.handle)
+            return wl_sqlite3_last_insert_rowid(db.handle)
         }
     }
 
@@ -110,8 +111,8 @@ public final class SQLiteStore: ConversationStore {
                 [.text(character), .text(userID), .int(Int64(limit))]
             ) { row in
                 StoredMessage(
-                    id: sqlite3_column_int64(row, 0), role: StoredMessage.Role(rawValue: Self.text(row, 1)) ?? .user,
-                    content: Self.text(row, 2), createdAt: sqlite3_column_double(row, 3))
+                    id: wl_sqlite3_column_int64(row, 0), role: StoredMessage.Role(rawValue: Self.text(row, 1)) ?? .user,
+                    content: Self.text(row, 2), createdAt: wl_sqlite3_column_double(row, 3))
             }
         }
     }
@@ -123,7 +124,7 @@ public final class SQLiteStore: ConversationStore {
                 [.text(reply.character), .text(reply.userID), .text(reply.role.rawValue), .text(reply.content), .double(reply.createdAt)])
             let current = try Self.query(
                 &db, "SELECT score FROM trust WHERE character = ? AND user_id = ?", [.text(reply.character), .text(reply.userID)]
-            ) { Int(sqlite3_column_int64($0, 0)) }.first ?? 0
+            ) { Int(wl_sqlite3_column_int64($0, 0)) }.first ?? 0
             let score = Conversation.clampTrust(current + trustDelta)
             try Self.run(
                 &db,
@@ -142,10 +143,10 @@ public final class SQLiteStore: ConversationStore {
         try reader.withLock { db in
             let key: [Value] = [.text(character), .text(userID)]
             let trust = try Self.query(&db, "SELECT score FROM trust WHERE character = ? AND user_id = ?", key) {
-                Int(sqlite3_column_int64($0, 0))
+                Int(wl_sqlite3_column_int64($0, 0))
             }.first ?? 0
             let count = try Self.query(&db, "SELECT count(*) FROM messages WHERE character = ? AND user_id = ?", key) {
-                Int(sqlite3_column_int64($0, 0))
+                Int(wl_sqlite3_column_int64($0, 0))
             }.first ?? 0
             let messages = try Self.query(
                 &db,
@@ -165,9 +166,9 @@ public final class SQLiteStore: ConversationStore {
             var cleared = ClearedData(memoriesCleared: 0, trustReset: false, knowledgeCleared: 0)
             if memories {
                 try Self.run(&db, "DELETE FROM messages WHERE character = ? AND user_id = ?", key)
-                cleared.memoriesCleared = Int(sqlite3_changes(db.handle))
+                cleared.memoriesCleared = Int(wl_sqlite3_changes(db.handle))
                 try Self.run(&db, "DELETE FROM facts WHERE character = ? AND user_id = ?", key)
-                cleared.knowledgeCleared = Int(sqlite3_changes(db.handle))
+                cleared.knowledgeCleared = Int(wl_sqlite3_changes(db.handle))
             }
             if trust {
                 try Self.run(&db, "DELETE FROM trust WHERE character = ? AND user_id = ?", key)
@@ -190,13 +191,13 @@ public final class SQLiteStore: ConversationStore {
         try reader.withLock { db in
             Export(
                 messages: try Self.query(&db, "SELECT character, user_id, role, content, created_at FROM messages ORDER BY id") {
-                    (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), Self.text($0, 3), sqlite3_column_double($0, 4))
+                    (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), Self.text($0, 3), wl_sqlite3_column_double($0, 4))
                 },
                 trust: try Self.query(&db, "SELECT character, user_id, score FROM trust") {
-                    (Self.text($0, 0), Self.text($0, 1), Int(sqlite3_column_int64($0, 2)))
+                    (Self.text($0, 0), Self.text($0, 1), Int(wl_sqlite3_column_int64($0, 2)))
                 },
                 facts: try Self.query(&db, "SELECT character, user_id, fact, created_at FROM facts ORDER BY id") {
-                    (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), sqlite3_column_double($0, 3))
+                    (Self.text($0, 0), Self.text($0, 1), Self.text($0, 2), wl_sqlite3_column_double($0, 3))
                 })
         }
     }
@@ -293,32 +294,32 @@ public final class SQLiteStore: ConversationStore {
     {
         let statement = try db.prepared(sql)
         defer {
-            sqlite3_reset(statement)
-            sqlite3_clear_bindings(statement)
+            wl_sqlite3_reset(statement)
+            wl_sqlite3_clear_bindings(statement)
         }
         for (offset, value) in values.enumerated() {
             let index = Int32(offset + 1)
             switch value {
-            case .text(let text): _ = whisper_sqlite_bind_text(statement, index, text, -1)
-            case .int(let number): sqlite3_bind_int64(statement, index, number)
-            case .double(let number): sqlite3_bind_double(statement, index, number)
+            case .text(let text): _ = wl_sqlite3_bind_text_transient(statement, index, text, -1)
+            case .int(let number): wl_sqlite3_bind_int64(statement, index, number)
+            case .double(let number): wl_sqlite3_bind_double(statement, index, number)
             }
         }
         var rows: [Row] = []
         while true {
-            let step = sqlite3_step(statement)
+            let step = wl_sqlite3_step(statement)
             if step == SQLITE_ROW {
                 rows.append(read(statement))
             } else if step == SQLITE_DONE {
                 return rows
             } else {
-                throw StoreError("sqlite: \(String(cString: sqlite3_errmsg(db.handle)))")
+                throw StoreError("sqlite: \(String(cString: wl_sqlite3_errmsg(db.handle)))")
             }
         }
     }
 
     private static func text(_ row: OpaquePointer, _ column: Int32) -> String {
-        guard let bytes = sqlite3_column_text(row, column) else { return "" }
+        guard let bytes = wl_sqlite3_column_text(row, column) else { return "" }
         return String(cString: bytes)
     }
 
