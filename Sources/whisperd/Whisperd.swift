@@ -138,9 +138,15 @@ extension Whisperd {
         static let configuration = CommandConfiguration(
             abstract: "Run the built-in character worker (normally spawned by whisperd).",
             discussion: """
-                Reads characters/NAME/character.md from $WHISPERD_CHARACTERS_DIR (default
-                ./characters), serves GET /health on $API_HOST:$API_PORT (default host
-                127.0.0.1) and reports readiness and watchdog pings on $NOTIFY_SOCKET.
+                Reads the character folder $WHISPERD_CHARACTERS_DIR/NAME (default ./characters/NAME: \
+                character.md, optional core/goals/evolution/ux/background.yaml) and serves \
+                WhisperEngine v2's API on $API_HOST:$API_PORT (default host 127.0.0.1): /health, \
+                /api/chat, /api/conversation, /api/user-state, /api/clear-user-data, \
+                /api/diagnostics, /metrics. LLM: LLM_BASE_URL or LLM_PROVIDER, LLM_MODEL_NAME, \
+                LLM_API_KEY, LLM_TEMPERATURE, LLM_MAX_TOKENS (512), LLM_TIMEOUT. Store: PostgreSQL \
+                with POSTGRES_URL or DATABASE_URL, else SQLite at $WHISPERD_SQLITE_PATH or \
+                $WHISPERD_STATE_DIR/memory/NAME.sqlite3. Readiness, watchdog pings and the \
+                api/llm/store facets go to $NOTIFY_SOCKET. See docs/worker.md.
                 """)
 
         @Argument(help: "The character's name (its folder under the characters directory).")
@@ -196,8 +202,8 @@ extension Whisperd {
         static let configuration = CommandConfiguration(
             abstract: "Apply the conversation store's schema migrations (idempotent; safe when several run at once).",
             discussion: """
-                With POSTGRES_URL (or DATABASE_URL) set: that database, under an advisory lock. Otherwise
-                the SQLite files given, or every $WHISPERD_STATE_DIR/memory/*.sqlite3. Run by the sample
+                With POSTGRES_URL (or DATABASE_URL) set: that database, under an advisory lock. Otherwise \
+                the SQLite files given, or every $WHISPERD_STATE_DIR/memory/*.sqlite3. Run by the sample \
                 roster as a job before the characters start.
                 """)
 
@@ -223,7 +229,7 @@ extension Whisperd {
             discussion: """
                 Example: whisperd migrate-store --from sqlite:/var/lib/whisperd/memory/elena.sqlite3 \\
                   --to postgres://whisperd@127.0.0.1/whisperd
-                Refuses (and copies nothing) when the database already holds messages of a character in
+                Refuses (and copies nothing) when the database already holds messages of a character in \
                 the file, unless --append.
                 """)
 
