@@ -7,6 +7,7 @@ rows), the same wrk straight at the fake LLM, the worker's idle RSS after the lo
 split (chat minus LLM time, from its /metrics). Writes docs/bench/chat-<date>.md.
 
 Run through scripts/bench/chat.sh (builds the release binary, installs what is needed).
+WORKER_THREADS in the environment is passed to the worker (default 16).
 """
 import argparse
 import os
@@ -151,7 +152,8 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
             port = free_port()
             env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
                    "WHISPERD_SQLITE_PATH": f"{args.store_dir or work}/memory-{store}-{os.getpid()}.sqlite3",
-                   "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model"}
+                   "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model",
+                   "WORKER_THREADS": os.environ.get("WORKER_THREADS", "16")}
             if store == "postgres":
                 postgres = Postgres(work)
                 env["POSTGRES_URL"] = postgres.url
