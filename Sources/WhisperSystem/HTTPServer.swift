@@ -110,6 +110,13 @@ public final class HTTPServer {
     private let maxConnections = 256
     private var activity: UInt64 = 0
     private var isListenerClosed = false
+    /// A connection that makes no progress this long is closed: a stalled partial request, an
+    /// idle keep-alive, a client that stops reading its answer — so slow clients cannot hold
+    /// every slot. Streams and connections waiting for a deferred answer are exempt.
+    private let idleTimeout: Int64
+    /// Armed only while there are connections: no timer at all when nobody is connected.
+    private var sweepFD: Int32 = -1
+    private var nextSweep: Int64?
 
     private final class Connection {
         var input: [UInt8] = []
@@ -125,6 +132,8 @@ public final class HTTPServer {
         var closeAfterFlush = true
         /// When this connection last did something; the least recent idle one makes room.
         var lastActive: UInt64 = 0
+        /// Monotonic time of its last progress (bytes in, or an answer fully sent).
+        var lastProgressAt: Int64 = 0
 
         /// A deferred response is being worked out: nothing to send yet.
         var isAwaitingAnswer = false
@@ -138,7 +147,10 @@ public final class HTTPServer {
         }
     }
 
-    public init(loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, handler: @escaping Handler) throws {
+    public init(
+        loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, idleTimeoutSeconds: Double = 30, handler: @escaping Handler
+    ) throws {
+        self.idleTimeout = Int64(idleTimeoutSeconds * 1e9)
         self.loop = loop
         self.listenFD = listenFD
         self.handler = handler
@@ -157,10 +169,10 @@ public final class HTTPServer {
     }
 
     /// Listens on a literal loopback (or explicit) TCP address.
-    public convenience init(loop: EventLoop, host: String, port: Int, handler: @escaping Handler) throws {
+    public convenience init(loop: EventLoop, host: String, port: Int, idleTimeoutSeconds: Double = 30, handler: @escaping Handler) throws {
         let fd = whisper_tcp_listen(host, Int32(port), 128)
         guard fd >= 0 else { throw SystemError("listen on \(host):\(port)") }
-        try self.init(loop: loop, listenFD: fd, handler: handler)
+        try self.init(loop: loop, listenFD: fd, idleTimeoutSeconds: idleTimeoutSeconds, handler: handler)
     }
 
     /// Takes no new connections; those open are served to the end.
@@ -174,6 +186,11 @@ public final class HTTPServer {
     public func close() {
         stopAccepting()
         for fd in connections.keys { drop(fd) }
+        if sweepFD >= 0 {
+            loop.remove(sweepFD)
+            Glibc.close(sweepFD)
+            sweepFD = -1
+        }
     }
 
     private func acceptAll() {
@@ -187,6 +204,8 @@ public final class HTTPServer {
             let connection = Connection()
             activity += 1
             connection.lastActive = activity
+            connection.lastProgressAt = Clock.monotonicNanoseconds()
+            scheduleSweep(at: connection.lastProgressAt + idleTimeout)
             connections[fd] = connection
             if let authorize {
                 let peer = PeerCredentials(socket: fd)
@@ -237,6 +256,8 @@ public final class HTTPServer {
         if count == 0 { return drop(fd) }
         activity += 1
         connection.lastActive = activity
+        connection.lastProgressAt = Clock.monotonicNanoseconds()
+        scheduleSweep(at: connection.lastProgressAt + idleTimeout)
         connection.input += buffer[0..<count]
         serveInput(fd, connection)
     }
@@ -332,6 +353,8 @@ public final class HTTPServer {
             }
         }
         if connection.closeAfterFlush { return drop(fd) }
+        connection.lastProgressAt = Clock.monotonicNanoseconds()
+        scheduleSweep(at: connection.lastProgressAt + idleTimeout)
         loop.modify(fd, .readable)
         if connection.stream == nil { connection.isResponding = false }
     }
@@ -354,6 +377,37 @@ public final class HTTPServer {
                 return sendVectors()
             }
         }
+    }
+
+    private func scheduleSweep(at time: Int64) {
+        if sweepFD < 0 {
+            sweepFD = whisper_timerfd_create()
+            guard sweepFD >= 0, (try? loop.add(sweepFD, .readable, { [unowned self] _ in self.sweep() })) != nil else {
+                if sweepFD >= 0 { Glibc.close(sweepFD) }
+                sweepFD = -1
+                return
+            }
+        }
+        if let nextSweep, nextSweep <= time { return }
+        nextSweep = time
+        _ = whisper_timerfd_arm_absolute(sweepFD, time)
+    }
+
+    /// Closes the connections that made no progress within the idle timeout; re-arms for the next.
+    private func sweep() {
+        var expirations: UInt64 = 0
+        _ = Glibc.read(sweepFD, &expirations, 8)
+        nextSweep = nil
+        let now = Clock.monotonicNanoseconds()
+        var earliest: Int64?
+        for (fd, connection) in connections where connection.stream == nil && !connection.isAwaitingAnswer {
+            if now - connection.lastProgressAt >= idleTimeout {
+                drop(fd)
+            } else {
+                earliest = min(earliest ?? .max, connection.lastProgressAt)
+            }
+        }
+        if let earliest { scheduleSweep(at: earliest + idleTimeout) }
     }
 
     /// At the connection limit, an idle keep-alive connection gives way to a new one.
