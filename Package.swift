@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Discord's gateway is a WebSocket (Debian's libcurl has none); TLS through swift-nio-ssl.
+        .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Pure: no Foundation, no Glibc, no clock. Everything here is a function of its inputs.
@@ -60,6 +63,8 @@ let package = Package(
             dependencies: [
                 "WhisperChat", "WhisperSystem", "CWorkerLibs",
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -86,7 +91,11 @@ let package = Package(
         .testTarget(
             name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(
-            name: "IntegrationTests", dependencies: ["WhisperSystem"], exclude: ["Support/test_llm_server.py"],
+            name: "IntegrationTests",
+            dependencies: [
+                "WhisperSystem", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ], exclude: ["Support/test_llm_server.py"],
             swiftSettings: strictSettings),
     ]
 )

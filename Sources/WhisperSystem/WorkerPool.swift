@@ -21,6 +21,11 @@ public final class WorkerPool: Sendable {
         available.signal()
     }
 
+    /// Runs `job` on a pool thread and waits (suspending, not blocking) for its result.
+    public func run<T: Sendable>(_ job: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in submit { continuation.resume(returning: job()) } }
+    }
+
     private func work() {
         while true {
             available.wait()

@@ -144,6 +144,15 @@ final class WorkerMetrics: Sendable {
         }.increment()
     }
 
+    /// Discord messages handled, by outcome (answered, failed, ignored, send_failed).
+    func discord(outcome: String) {
+        counter("discord|\(outcome)") {
+            $0.makeCounter(
+                descriptor: Self.name("discord_messages", "total", "Discord messages handled, by outcome"),
+                labels: [("character", character), ("outcome", outcome)])
+        }.increment()
+    }
+
     func errors(kind: String) {
         counter("errors|\(kind)") {
             $0.makeCounter(descriptor: Self.name("errors", "total", "Failures, by kind"), labels: [("character", character), ("kind", kind)])

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import WhisperChat
 import WhisperSystem
 
@@ -7,7 +8,8 @@ import WhisperSystem
 /// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.
 /// The event loop parses and validates requests; everything that blocks (the store, the LLM)
 /// runs on a pool of threads and comes back to the loop through a mailbox. It speaks sd_notify
-/// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm` and `store`, in-flight
+/// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm`, `store` and (with a
+/// `DISCORD_TOKEN`, when it is also a Discord bot) `discord`, in-flight
 /// requests, and `STOPPING=1` before draining on SIGTERM.
 public final class Worker {
     public struct Failure: Error, CustomStringConvertible {
@@ -44,6 +46,13 @@ public final class Worker {
     var nextWatchdog: Int64?
     /// Set on SIGTERM: when in-flight work must be done by.
     var drainDeadline: Int64?
+    /// The Discord bot, when the character has a token.
+    var discord: DiscordConnector?
+    var nextDiscordCheck: Int64?
+    /// A connector loop that has not turned for this long is wedged: the worker asks whisperd
+    /// for a restart (`WATCHDOG=trigger`). Discord being down is not this: the loop keeps turning.
+    static let discordWedgeLimit: Int64 = 60_000_000_000
+    var exitStatus: Int32 = 0
 
     public init(name: String, environment: [String: String]) throws {
         self.name = name
@@ -101,16 +110,57 @@ public final class Worker {
         case .success(let client): llmState = "ok:\(client.configuration.model) (not called yet)"
         case .failure(let problem): llmState = "down:\(problem.description)"
         }
+        let discordSettings: DiscordSettings?
+        switch DiscordSettings.from(environment) {
+        case nil: discordSettings = nil
+        case .success(let settings)?: discordSettings = settings
+        case .failure(let error)?: throw Failure(description: "Discord settings: \(error)")
+        }
         let storeState = storeProblem.map { "down:\($0)" } ?? "ok"
         let storeName = store.kind == "sqlite" ? "sqlite \(sqlitePath)" : "postgres"
         facets = ["api": "ok", "store": storeState, "llm": llmState]
-        log("serving \(name) on http://\(host):\(port) (store \(storeName) \(storeState); LLM \(llmState))")
+        if discordSettings != nil { facets["discord"] = "degraded:connecting" }
+        log(
+            "serving \(name) on http://\(host):\(port) (store \(storeName) \(storeState); LLM \(llmState); "
+                + (discordSettings == nil ? "Discord off: no DISCORD_TOKEN)" : "Discord on)"))
         notify(
-            "READY=1\nSTATUS=serving on \(host):\(port)\nX_WHISPERD_FACET=api:ok\nX_WHISPERD_FACET=store:\(storeState)\n"
-                + "X_WHISPERD_FACET=llm:\(llmState)\nX_WHISPERD_INFLIGHT=0")
+            "READY=1\nSTATUS=serving on \(host):\(port)\n"
+                + facets.sorted { $0.key < $1.key }.map { "X_WHISPERD_FACET=\($0.key):\($0.value)\n" }.joined()
+                + "X_WHISPERD_INFLIGHT=0")
+        if let discordSettings { startDiscord(discordSettings) }
         loop.run()
         server?.close()
-        return 0
+        return exitStatus
+    }
+
+    private func startDiscord(_ settings: DiscordSettings) {
+        let socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        let name = name
+        let connector = DiscordConnector(
+            settings: settings, service: service, pool: pool, metrics: metrics,
+            reportFacet: { value in
+                if let socket { _ = NotifySocket.send("X_WHISPERD_FACET=discord:\(value)", to: socket) }
+            },
+            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) })
+        discord = connector
+        Task.detached { await connector.run() }
+        nextDiscordCheck = Clock.monotonicNanoseconds() + 5_000_000_000
+        armDeadline()
+    }
+
+    /// A wedged connector (its loop stopped turning) is the one Discord problem a restart fixes.
+    private func checkDiscord(now: Int64) {
+        guard let discord else { return }
+        let idle = now - discord.lastProgress.load(ordering: .relaxed)
+        if idle > Self.discordWedgeLimit {
+            log("discord: the connector has made no progress for \(idle / 1_000_000_000) s: asking for a restart")
+            notify("X_WHISPERD_FACET=discord:down:connector wedged\nWATCHDOG=trigger")
+            exitStatus = 70
+            nextDiscordCheck = nil
+            beginDrain()
+            return
+        }
+        nextDiscordCheck = now + 5_000_000_000
     }
 
     // MARK: - Start-up
@@ -163,7 +213,7 @@ public final class Worker {
 
     /// The loop has one deadline: the earlier of the next watchdog ping and the drain's end.
     private func armDeadline() {
-        let next = [nextWatchdog, drainDeadline].compactMap { $0 }.min()
+        let next = [nextWatchdog, drainDeadline, nextDiscordCheck].compactMap { $0 }.min()
         loop.setDeadline(next) { [unowned self] in
             let now = Clock.monotonicNanoseconds()
             if let drainDeadline = self.drainDeadline, now >= drainDeadline {
@@ -171,6 +221,7 @@ public final class Worker {
                 self.loop.stop()
                 return
             }
+            if let due = self.nextDiscordCheck, now >= due { self.checkDiscord(now: now) }
             if let due = self.nextWatchdog, now >= due, let interval = self.watchdogInterval {
                 self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)")
                 self.nextWatchdog = now + interval

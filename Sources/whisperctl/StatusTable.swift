@@ -44,6 +44,26 @@ enum StatusTable {
         ]
     }
 
+    /// Facets that are not `ok` (a Discord gateway refused, an LLM down), one line each:
+    /// `elena  discord  down: gateway closed 4004: authentication failed …`.
+    static func facetLines(_ characters: [[String: Any]]) -> [String] {
+        var rows: [[String]] = []
+        for character in characters {
+            let name = character["name"] as? String ?? "?"
+            for (facet, value) in (character["facets"] as? [String: String] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                guard !value.hasPrefix("ok") else { continue }
+                let parts = value.split(separator: ":", maxSplits: 1).map(String.init)
+                rows.append([name, facet, parts.count == 2 ? "\(parts[0]): \(parts[1])" : value])
+            }
+        }
+        guard !rows.isEmpty else { return [] }
+        let widths = (0..<2).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row[0].padding(toLength: widths[0], withPad: " ", startingAt: 0) + "  "
+                + row[1].padding(toLength: widths[1], withPad: " ", startingAt: 0) + "  " + row[2]
+        }
+    }
+
     /// 0.4s, 12s, 3m05s, 2h07m, 3d04h.
     static func duration(_ seconds: Double) -> String {
         if seconds < 10 { return String(format1(seconds)) + "s" }

@@ -139,6 +139,8 @@ extension Whisperctl {
                 print(StatusTable.header(supervisor))
             }
             print(StatusTable.render(list))
+            let facets = StatusTable.facetLines(list)
+            if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
         }
     }
 

@@ -1,6 +1,4 @@
-import CWorkerLibs
 import Foundation
-import Synchronization
 import WhisperSystem
 
 /// Where and how to call the LLM, from the character's environment.
@@ -109,32 +107,13 @@ public struct LLMError: Error, Sendable, CustomStringConvertible {
 /// An OpenAI-compatible `POST …/chat/completions` client on libcurl: connect and total
 /// timeouts, retries of 429/5xx/connection failures with exponential backoff that honours
 /// `Retry-After`, and the API key only ever in a request header (never in a message).
-/// Blocking: call it from a worker thread. Easy handles are pooled so connections (and TLS
-/// sessions) are reused.
+/// Blocking: call it from a worker thread.
 public final class LLMClient: Sendable {
     public let configuration: LLMConfiguration
-    private let idleHandles = Mutex<[CurlHandle]>([])
-
-    /// A libcurl easy handle. Only one thread uses one at a time: it is taken out of the pool
-    /// for a request and put back after.
-    private struct CurlHandle: @unchecked Sendable {
-        // @unchecked: the handle moves between threads only through the pool's lock, and is
-        // used by one thread at a time (libcurl's rule for easy handles).
-        let raw: UnsafeMutableRawPointer
-    }
-
-    /// libcurl's global set-up, once (the worker loaded the library before making a client).
-    private static let globalInit: Void = {
-        if (try? WorkerLibraries.load()) != nil { _ = wl_curl_global_init(Int(CURL_GLOBAL_ALL)) }
-    }()
+    private let http = CurlHTTP()
 
     public init(configuration: LLMConfiguration) {
-        _ = Self.globalInit
         self.configuration = configuration
-    }
-
-    deinit {
-        idleHandles.withLock { handles in for handle in handles { wl_curl_easy_cleanup(handle.raw) } }
     }
 
     /// Asks for one reply. Retries what can succeed later; a 4xx other than 429 fails at once.
@@ -177,74 +156,30 @@ public final class LLMClient: Sendable {
         var retryAfter: Double?
     }
 
-    /// Collects what libcurl hands the callbacks.
-    private final class Exchange {
-        var body: [UInt8] = []
-        var retryAfter: Double?
-        let limit = 8 << 20
-    }
-
     private func post(_ body: [UInt8], timeout: Double) -> Result<LLMReply, Failure> {
-        let handle = idleHandles.withLock { $0.popLast() } ?? wl_curl_easy_init().map(CurlHandle.init)
-        guard let handle else { return .failure(Failure(error: LLMError(kind: .connection, description: "curl_easy_init failed"))) }
-        defer {
-            wl_curl_easy_reset(handle.raw)
-            idleHandles.withLock { $0.append(handle) }
+        var headers = ["Content-Type: application/json", "Accept: application/json"]
+        if let key = configuration.apiKey { headers.append("Authorization: Bearer \(key)") }
+        let outcome = http.perform(
+            method: "POST", url: configuration.endpoint, headers: headers, body: body,
+            connectTimeout: configuration.connectTimeoutSeconds, timeout: timeout)
+        let answer: CurlHTTP.Answer
+        switch outcome {
+        case .failure(let failure):
+            let kind: LLMError.Kind = failure.timedOut ? .timeout : .connection
+            return .failure(Failure(error: LLMError(kind: kind, description: "\(kind == .timeout ? "timed out" : "cannot reach the LLM"): \(failure)")))
+        case .success(let value):
+            answer = value
         }
-        let curl = handle.raw
-        let exchange = Exchange()
-        let context = Unmanaged.passUnretained(exchange).toOpaque()
-        var headers: UnsafeMutablePointer<curl_slist>?
-        headers = wl_curl_slist_append(headers, "Content-Type: application/json")
-        headers = wl_curl_slist_append(headers, "Accept: application/json")
-        if let key = configuration.apiKey { headers = wl_curl_slist_append(headers, "Authorization: Bearer \(key)") }
-        defer { wl_curl_slist_free_all(headers) }
-
-        _ = wl_curl_set_string(curl, CURLOPT_URL, configuration.endpoint)
-        _ = wl_curl_set_pointer(curl, CURLOPT_HTTPHEADER, headers)
-        _ = wl_curl_set_long(curl, CURLOPT_POST, 1)
-        _ = wl_curl_set_long(curl, CURLOPT_NOSIGNAL, 1)
-        _ = wl_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT_MS, Int(configuration.connectTimeoutSeconds * 1000))
-        _ = wl_curl_set_long(curl, CURLOPT_TIMEOUT_MS, Int(timeout * 1000))
-        _ = wl_curl_set_long(curl, CURLOPT_POSTFIELDSIZE, body.count)
-        _ = wl_curl_set_pointer(curl, CURLOPT_WRITEDATA, context)
-        _ = wl_curl_set_write_function(curl, CURLOPT_WRITEFUNCTION) { data, size, count, context in
-            let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
-            let length = size * count
-            guard exchange.body.count + length <= exchange.limit, let data else { return 0 }
-            data.withMemoryRebound(to: UInt8.self, capacity: length) { exchange.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: length)) }
-            return length
-        }
-        _ = wl_curl_set_pointer(curl, CURLOPT_HEADERDATA, context)
-        _ = wl_curl_set_write_function(curl, CURLOPT_HEADERFUNCTION) { data, size, count, context in
-            let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
-            let length = size * count
-            guard let data else { return length }
-            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
-            if line.lowercased().hasPrefix("retry-after:") {
-                exchange.retryAfter = LLMClient.retryAfterSeconds(String(line.dropFirst("retry-after:".count)))
-            }
-            return length
-        }
-        let code = body.withUnsafeBufferPointer { bytes -> CURLcode in
-            _ = wl_curl_set_pointer(curl, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
-            return wl_curl_easy_perform(curl)
-        }
-        guard code == CURLE_OK else {
-            let kind: LLMError.Kind = code == CURLE_OPERATION_TIMEDOUT ? .timeout : .connection
-            let reason = String(cString: wl_curl_easy_strerror(code))
-            return .failure(Failure(error: LLMError(kind: kind, description: "\(kind == .timeout ? "timed out" : "cannot reach the LLM"): \(reason)")))
-        }
-        var status = 0
-        _ = wl_curl_get_long(curl, CURLINFO_RESPONSE_CODE, &status)
-        let text = String(decoding: exchange.body.prefix(300), as: UTF8.self)
+        let status = answer.status
+        let retryAfter = answer.headers["retry-after"].flatMap(Self.retryAfterSeconds)
+        let text = String(decoding: answer.body.prefix(300), as: UTF8.self)
         switch status {
         case 200..<300:
-            return Self.parseReply(exchange.body).mapError { Failure(error: $0) }
+            return Self.parseReply(answer.body).mapError { Failure(error: $0) }
         case 429:
-            return .failure(Failure(error: LLMError(kind: .rateLimited, description: "LLM rate limit (HTTP 429): \(text)", status: status), retryAfter: exchange.retryAfter))
+            return .failure(Failure(error: LLMError(kind: .rateLimited, description: "LLM rate limit (HTTP 429): \(text)", status: status), retryAfter: retryAfter))
         case 500...:
-            return .failure(Failure(error: LLMError(kind: .server, description: "LLM server error (HTTP \(status)): \(text)", status: status), retryAfter: exchange.retryAfter))
+            return .failure(Failure(error: LLMError(kind: .server, description: "LLM server error (HTTP \(status)): \(text)", status: status), retryAfter: retryAfter))
         default:
             return .failure(Failure(error: LLMError(kind: .client, description: "LLM refused the request (HTTP \(status)): \(text)", status: status)))
         }

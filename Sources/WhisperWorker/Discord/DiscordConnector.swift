@@ -1,0 +1,274 @@
+import Foundation
+import Logging
+import NIOWebSocket
+import Synchronization
+import WSClient
+import WhisperChat
+import WhisperSystem
+
+/// The character as a Discord bot: one gateway session (WebSocket, driven by the pure
+/// `GatewaySession`), messages answered through the same `ChatService` as `/api/chat` (so
+/// memory and trust are shared per user id), replies sent over REST (`DiscordREST`).
+/// Reports the `discord` facet; `lastProgress` lets the worker tell a wedged connector
+/// (restart) from a Discord that is merely unreachable (report, keep retrying).
+final class DiscordConnector: Sendable {
+    let settings: DiscordSettings
+    let service: ChatService
+    let pool: WorkerPool
+    let rest: DiscordREST
+    let metrics: WorkerMetrics
+    /// Tells whisperd the facet's new value (`ok`, `degraded:…`, `down:…`).
+    let reportFacet: @Sendable (String) -> Void
+    let log: @Sendable (String) -> Void
+
+    private let session: Mutex<GatewaySession>
+    private let channels = Mutex(DiscordChannelDirectory())
+    private let lastFacet = Mutex<String?>(nil)
+    /// Monotonic nanoseconds of the connector loop's last turn.
+    let lastProgress = Atomic<Int64>(Clock.monotonicNanoseconds())
+    /// The longest the loop ever waits between turns.
+    static let maximumIdle: Duration = .seconds(5)
+
+    init(
+        settings: DiscordSettings, service: ChatService, pool: WorkerPool, metrics: WorkerMetrics,
+        reportFacet: @escaping @Sendable (String) -> Void, log: @escaping @Sendable (String) -> Void
+    ) {
+        self.settings = settings
+        self.service = service
+        self.pool = pool
+        self.metrics = metrics
+        self.rest = DiscordREST(settings: settings, pool: pool)
+        self.reportFacet = reportFacet
+        self.log = log
+        self.session = Mutex(GatewaySession(token: settings.token, intents: settings.intents, seed: UInt64.random(in: 0...UInt64.max)))
+    }
+
+    private func now() -> Double { DiscordREST.now() }
+
+    private func markProgress() { lastProgress.store(Clock.monotonicNanoseconds(), ordering: .relaxed) }
+
+    private func facet(_ value: GatewaySession.Facet) {
+        let text = value.notifyValue
+        let changed = lastFacet.withLock { last in
+            defer { last = text }
+            return last != text
+        }
+        guard changed else { return }
+        reportFacet(text)
+        log("discord: \(text)")
+    }
+
+    /// Sleeps `seconds`, turning at least every `maximumIdle` (so progress is visible).
+    private func pause(_ seconds: Double) async {
+        var left = seconds
+        while left > 0 {
+            let step = min(left, 5)
+            try? await Task.sleep(for: .milliseconds(Int64(step * 1000)))
+            left -= step
+            markProgress()
+        }
+    }
+
+    /// Runs until a fatal close (bad token, intents) or a fatal REST answer; otherwise forever.
+    func run() async {
+        guard let gatewayURL = await discoverGateway() else { return }
+        var actions = session.withLock { $0.start(gatewayURL: gatewayURL) }
+        while true {
+            markProgress()
+            var next: (url: String, delay: Double)?
+            for action in actions {
+                switch action {
+                case .facet(let value): facet(value)
+                case .stop(let reason):
+                    log("discord: gave up: \(reason)")
+                    return
+                case .connect(let url, let delay): next = (url, delay)
+                default: break
+                }
+            }
+            guard let next else { return }
+            if next.delay > 0 { await pause(next.delay) }
+            actions = await connect(to: next.url)
+        }
+    }
+
+    /// `DISCORD_GATEWAY_URL`, else `GET /gateway/bot` (retried with backoff; a 401 is fatal).
+    private func discoverGateway() async -> String? {
+        if let url = settings.gatewayURL { return url }
+        facet(.degraded("connecting"))
+        var failures = 0
+        while true {
+            markProgress()
+            switch await rest.gatewayURL() {
+            case .success(let url): return url
+            case .failure(let failure) where failure.status == 401:
+                facet(.down("authentication failed (GET /gateway/bot: 401; DISCORD_TOKEN is wrong or was reset)"))
+                log("discord: gave up: the token was refused")
+                return nil
+            case .failure(let failure):
+                failures += 1
+                let delay = min(60, Double(1 << min(failures - 1, 6))) * Double.random(in: 0.9...1.1)
+                facet(.down("\(failure.description); retrying in \(Int(delay.rounded(.up))) s"))
+                await pause(delay)
+            }
+        }
+    }
+
+    /// One WebSocket connection, from open to close; what the session says to do next.
+    private func connect(to url: String) async -> [GatewaySession.Action] {
+        var logger = Logger(label: "whisperd.discord")
+        logger.logLevel = .critical
+        let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 24, closeTimeout: .seconds(2))
+        var serverCode: Int?
+        var reason = "connection closed"
+        do {
+            let closeFrame = try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) {
+                inbound, outbound, _ in
+                try await self.drive(inbound: inbound, outbound: outbound)
+            }
+            if let closeFrame {
+                serverCode = Int(UInt16(webSocketErrorCode: closeFrame.closeCode))
+                reason = closeFrame.reason ?? "closed"
+            }
+        } catch {
+            reason = "\(error)"
+        }
+        if let serverCode, serverCode != GatewaySession.resumableCloseCode {
+            log("discord: gateway closed \(serverCode)\(reason.isEmpty ? "" : " (\(reason))")")
+        }
+        return session.withLock { $0.connectionClosed(code: serverCode, reason: reason, now: now()) }
+    }
+
+    private enum LinkEvent: Sendable {
+        case text(String)
+        case tick
+        case ended
+    }
+
+    /// The open connection: payloads and timer turns go through the session; its actions are
+    /// done here. Returns when the server closes or the session asks to close.
+    private func drive(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        let (events, feed) = AsyncStream.makeStream(of: LinkEvent.self)
+        var pending = session.withLock { $0.connectionOpened(now: now()) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await message in inbound.messages(maxSize: 1 << 24) {
+                        if case .text(let text) = message { feed.yield(.text(text)) }
+                    }
+                } catch {}
+                feed.yield(.ended)
+            }
+            var timer: Task<Void, Never>?
+            defer { timer?.cancel() }
+            func arm() {
+                timer?.cancel()
+                let wake = session.withLock { $0.nextWake }
+                let seconds = min(max(0, (wake ?? .infinity) - now()), 5)
+                timer = Task {
+                    try? await Task.sleep(for: .milliseconds(Int64((seconds * 1000).rounded(.up))))
+                    if !Task.isCancelled { feed.yield(.tick) }
+                }
+            }
+            arm()
+            for await event in events {
+                markProgress()
+                switch event {
+                case .text(let text):
+                    switch GatewayEvent.decode(text) {
+                    case .success(let payload): pending += session.withLock { $0.received(payload, now: now()) }
+                    case .failure(let problem): log("discord: ignored a gateway payload: \(problem)")
+                    }
+                case .tick:
+                    pending += session.withLock { $0.tick(now: now()) }
+                case .ended:
+                    group.cancelAll()
+                    return
+                }
+                for action in pending {
+                    switch action {
+                    case .send(let command):
+                        try await outbound.write(.text(command.jsonText))
+                    case .close(let code, let reason):
+                        try await outbound.close(.init(codeNumber: code), reason: reason)
+                        group.cancelAll()
+                        return
+                    case .dispatch(let name, let data):
+                        dispatch(name, data)
+                    case .facet(let value):
+                        facet(value)
+                    case .connect, .stop:
+                        break
+                    }
+                }
+                pending = []
+                arm()
+            }
+        }
+    }
+
+    // MARK: - Events
+
+    private func dispatch(_ name: String, _ data: JSONValue) {
+        switch name {
+        case "READY":
+            let user = data["user"]
+            let guilds = data["guilds"].arrayValue.count
+            log("discord: connected as \(user["username"].stringValue ?? "?") (id \(user["id"].stringValue ?? "?"), \(guilds) guild(s))")
+        case "RESUMED":
+            log("discord: session resumed")
+        case "MESSAGE_CREATE":
+            guard let botID = session.withLock({ $0.botUserID }) else { return }
+            switch DiscordMessagePolicy.decide(data, botUserID: botID, settings: settings) {
+            case .ignore(let why):
+                if why != "not addressed to the bot", why != "own message" { metrics.discord(outcome: "ignored") }
+            case .answer(let message):
+                Task { await self.answer(message) }
+            }
+        default:
+            channels.withLock { $0.learn(event: name, data: data) }
+        }
+    }
+
+    /// Typing while the reply is made, then the reply (split to Discord's size, the first part
+    /// replying to the message). A failure is said in the character's words (`ux.yaml`), never
+    /// passed off as an answer; the user's message stays remembered either way.
+    private func answer(_ message: IncomingDiscordMessage) async {
+        let rest = rest
+        let firstTyping = Task { await rest.triggerTyping(channel: message.channelID) }
+        let refresher = Task {
+            while true {
+                try await Task.sleep(for: .seconds(8))
+                await rest.triggerTyping(channel: message.channelID)
+            }
+        }
+        var context = ["user_name": message.userName, "channel_id": message.channelID]
+        if let guild = message.guildID { context["guild_id"] = guild }
+        context["channel_name"] = message.isDirect ? "direct message" : channels.withLock { $0.names[message.channelID] } ?? ""
+        let service = service
+        let chatContext = context
+        let result = await pool.run { service.chat(userID: message.userID, message: message.text, context: chatContext) }
+        refresher.cancel()
+        await firstTyping.value
+
+        let reply: String
+        switch result {
+        case .success(let turn):
+            reply = turn.reply
+            metrics.discord(outcome: "answered")
+        case .failure(let failure):
+            log("discord: could not answer message \(message.messageID) from user \(message.userID): \(failure)")
+            metrics.discord(outcome: "failed")
+            reply = service.profile.ux.errorMessages.randomElement() ?? "Sorry, I can't answer right now. Please try again in a moment."
+        }
+        for (index, part) in DiscordReplySplitter.split(reply).enumerated() {
+            if case .failure(let failure) = await rest.createMessage(
+                channel: message.channelID, content: part, replyingTo: index == 0 ? message.messageID : nil)
+            {
+                log("discord: could not send a reply in channel \(message.channelID): \(failure)")
+                metrics.discord(outcome: "send_failed")
+                return
+            }
+        }
+    }
+}
