@@ -151,6 +151,12 @@ public final class Worker {
     /// A wedged connector (its loop stopped turning) is the one Discord problem a restart fixes.
     private func checkDiscord(now: Int64) {
         guard let discord else { return }
+        if drainDeadline != nil {
+            // Draining: replies still being made finish first (polled: they end on other threads).
+            if inflight == 0, discord.answering.load(ordering: .relaxed) == 0 { return loop.stop() }
+            nextDiscordCheck = now + 50_000_000
+            return
+        }
         let idle = now - discord.lastProgress.load(ordering: .relaxed)
         if idle > Self.discordWedgeLimit {
             log("discord: the connector has made no progress for \(idle / 1_000_000_000) s: asking for a restart")
@@ -237,12 +243,17 @@ public final class Worker {
             loop.stop()  // A second signal: now.
             return
         }
-        notify("STOPPING=1\nSTATUS=stopping: \(inflight) request(s) in flight")
+        let answering = discord?.stopTakingMessages() ?? 0
+        notify("STOPPING=1\nSTATUS=stopping: \(inflight + answering) request(s) in flight")
         server?.stopAccepting()
         let grace = environment["WHISPERD_STOP_GRACE_MS"].flatMap(Int64.init) ?? 10_000
         drainDeadline = Clock.monotonicNanoseconds() + max(100, grace - 500) * 1_000_000
-        if inflight == 0 { return loop.stop() }
-        log("draining \(inflight) request(s) in flight")
+        if inflight == 0, answering == 0 { return loop.stop() }
+        log(
+            discord == nil
+                ? "draining \(inflight) request(s) in flight"
+                : "draining \(inflight) request(s) and \(answering) Discord repl\(answering == 1 ? "y" : "ies") in flight")
+        if discord != nil { nextDiscordCheck = Clock.monotonicNanoseconds() + 50_000_000 }
         armDeadline()
     }
 
@@ -274,7 +285,7 @@ public final class Worker {
             answers.removeValue(forKey: completion.ticket)?(
                 HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body))
         }
-        if drainDeadline != nil, inflight == 0 { loop.stop() }
+        if drainDeadline != nil, inflight == 0, (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 { loop.stop() }
     }
 
     // MARK: - sd_notify and log

@@ -161,6 +161,26 @@ extension IntegrationTests {
             #expect(worker.waitFor("could not answer message 5") != nil)
         }
 
+        @Test func sigterm_finishesTheReplyBeingMade_andReportsTheFacetOverNotify() throws {
+            let fake = try FakeDiscord(bots: [Self.token: Self.elena])
+            let llm = try TestLLM()
+            llm.script([["delay": 1.0]])
+            let scratch = Scratch()
+            let listener = try DatagramListener(path: scratch.path + "/notify.sock")
+            let worker = try Self.startBot(
+                scratch, fake, llm: llm, environment: ["NOTIFY_SOCKET": listener.path, "WHISPERD_STOP_GRACE_MS": "5000"])
+            defer { withExtendedLifetime((worker, scratch)) {} }
+            #expect(listener.receive(containing: "X_WHISPERD_FACET=discord:degraded:connecting") != nil)
+            #expect(listener.receive(containing: "X_WHISPERD_FACET=discord:ok") != nil)
+            fake.dispatch(0, "MESSAGE_CREATE", Self.mention("5", "finish me"))
+            #expect(eventually { llm.requests().count == 1 })
+            worker.kill(SIGTERM)
+            #expect(worker.waitFor("draining 0 request(s) and 1 Discord reply in flight") != nil)
+            #expect(worker.waitForExit(timeout: 10) == 0)
+            let reply = try #require(fake.restCalls("POST", "/channels/66/messages", timeout: 0)?.first)
+            #expect(reply.body["content"] as? String == "echo: finish me [messages=2]")
+        }
+
         @Test func twoCharacters_withTheirOwnTokens_underWhisperd_eachAnswersOnlyItsOwnMentions() throws {
             let ariaToken = "aria-token-NOT-FOR-LOGS-2"
             let fake = try FakeDiscord(bots: [Self.token: Self.elena, ariaToken: FakeDiscord.Bot(id: "901", name: "Aria")])

@@ -26,6 +26,9 @@ final class DiscordConnector: Sendable {
     private let lastFacet = Mutex<String?>(nil)
     /// Monotonic nanoseconds of the connector loop's last turn.
     let lastProgress = Atomic<Int64>(Clock.monotonicNanoseconds())
+    /// Replies being made (the worker's drain waits for them).
+    let answering = Atomic<Int>(0)
+    private let takingMessages = Atomic<Bool>(true)
     /// The longest the loop ever waits between turns.
     static let maximumIdle: Duration = .seconds(5)
 
@@ -207,6 +210,13 @@ final class DiscordConnector: Sendable {
         }
     }
 
+    /// The worker is stopping: messages from now on are left to the next run (Discord
+    /// replays nothing, but neither is anything acknowledged). Returns the replies in flight.
+    func stopTakingMessages() -> Int {
+        takingMessages.store(false, ordering: .relaxed)
+        return answering.load(ordering: .relaxed)
+    }
+
     // MARK: - Events
 
     private func dispatch(_ name: String, _ data: JSONValue) {
@@ -223,7 +233,12 @@ final class DiscordConnector: Sendable {
             case .ignore(let why):
                 if why != "not addressed to the bot", why != "own message" { metrics.discord(outcome: "ignored") }
             case .answer(let message):
-                Task { await self.answer(message) }
+                guard takingMessages.load(ordering: .relaxed) else { return }
+                answering.add(1, ordering: .relaxed)
+                Task {
+                    await self.answer(message)
+                    self.answering.subtract(1, ordering: .relaxed)
+                }
             }
         default:
             channels.withLock { $0.learn(event: name, data: data) }
