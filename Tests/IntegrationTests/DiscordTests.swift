@@ -109,6 +109,20 @@ extension IntegrationTests {
             #expect(fake.connections[1].payloads.filter { $0["op"] as? Int == 2 }.isEmpty, "resumed, not identified again")
         }
 
+        @Test func spentSessionStarts_areWaitedFor_beforeIdentifying() throws {
+            let fake = try FakeDiscord(bots: [Self.token: Self.elena])
+            fake.spendSessionStarts(resetAfterMilliseconds: 1500)
+            let scratch = Scratch()
+            let worker = try Self.startBot(scratch, fake, llm: nil)
+            defer { withExtendedLifetime((worker, scratch)) {} }
+            #expect(worker.waitFor("discord: down:the token's daily session starts are used up; waiting 2 s") != nil)
+            let identify = try #require(fake.payloads(0, op: 2))
+            #expect(identify.count == 1)
+            let lookups = fake.calls.filter { $0.path.hasSuffix("/gateway/bot") }
+            #expect(lookups.count == 2)
+            #expect(lookups[1].at.timeIntervalSince(lookups[0].at) >= 1.5)
+        }
+
         @Test func invalidSession_identifiesAfresh() throws {
             let fake = try FakeDiscord(bots: [Self.token: Self.elena])
             let scratch = Scratch()

@@ -102,8 +102,12 @@ final class DiscordConnector: Sendable {
         var failures = 0
         while true {
             markProgress()
-            switch await rest.gatewayURL() {
-            case .success(let url): return url
+            switch await rest.gateway() {
+            case .success(let gateway):
+                guard let wait = gateway.identifyBudgetResetsIn else { return gateway.url }
+                // Discord allows so many Identifies a day per token; spent, it must wait.
+                facet(.down("the token's daily session starts are used up; waiting \(Int(wait.rounded(.up))) s"))
+                await pause(max(1, wait))
             case .failure(let failure) where failure.status == 401:
                 facet(.down("authentication failed (GET /gateway/bot: 401; DISCORD_TOKEN is wrong or was reset)"))
                 log("discord: gave up: the token was refused")

@@ -26,15 +26,30 @@ actor DiscordREST {
 
     static func now() -> Double { Double(Clock.monotonicNanoseconds()) / 1e9 }
 
-    /// `GET /gateway/bot`: the URL to connect to.
-    func gatewayURL() async -> Result<String, Failure> {
+    struct Gateway: Sendable {
+        var url: String
+        /// When the day's identify budget is spent: seconds until it is renewed.
+        var identifyBudgetResetsIn: Double?
+    }
+
+    /// `GET /gateway/bot`: the URL to connect to, and whether an Identify is allowed now.
+    func gateway() async -> Result<Gateway, Failure> {
         switch await request("GET", "/gateway/bot", json: nil) {
         case .failure(let failure): return .failure(failure)
         case .success(let answer):
             guard let body = try? JSONValue.parse(answer.body), let url = body["url"].stringValue else {
                 return .failure(Failure(status: answer.status, description: "GET /gateway/bot gave no url"))
             }
-            return .success(url)
+            let limit = body["session_start_limit"]
+            var resetsIn: Double?
+            if case .int(0) = limit["remaining"] {
+                switch limit["reset_after"] {
+                case .int(let milliseconds): resetsIn = Double(milliseconds) / 1000
+                case .double(let milliseconds): resetsIn = milliseconds / 1000
+                default: resetsIn = 60
+                }
+            }
+            return .success(Gateway(url: url, identifyBudgetResetsIn: resetsIn))
         }
     }
 

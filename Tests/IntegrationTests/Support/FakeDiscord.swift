@@ -53,6 +53,8 @@ final class FakeDiscord: @unchecked Sendable {
     /// Answers for the next `POST …/messages` calls: status and JSON body.
     private var scriptedMessageAnswers: [(Int, String)] = []
     private var nextMessageID = 1000
+    /// The next `GET /gateway/bot` says the day's session starts are spent (reset after this many ms).
+    private var sessionStartsSpentFor: Int?
     private var heartbeatInterval = 45_000
     private var acknowledgeHeartbeats = true
 
@@ -63,6 +65,8 @@ final class FakeDiscord: @unchecked Sendable {
     }
 
     func setAcknowledgeHeartbeats(_ value: Bool) { locked { acknowledgeHeartbeats = value } }
+
+    func spendSessionStarts(resetAfterMilliseconds: Int) { locked { sessionStartsSpentFor = resetAfterMilliseconds } }
 
     init(bots: [String: Bot]) throws {
         self.bots = bots
@@ -282,9 +286,11 @@ final class FakeDiscord: @unchecked Sendable {
             if bots[token] == nil {
                 answer = (401, #"{"message": "401: Unauthorized", "code": 0}"#)
             } else if method == "GET", path == "/api/v10/gateway/bot" {
+                let (remaining, resetAfter) = sessionStartsSpentFor.map { (0, $0) } ?? (999, 0)
+                sessionStartsSpentFor = nil
                 answer = (
                     200,
-                    #"{"url":"\#(gatewayURL)","shards":1,"session_start_limit":{"total":1000,"remaining":999,"reset_after":0,"max_concurrency":1}}"#
+                    #"{"url":"\#(gatewayURL)","shards":1,"session_start_limit":{"total":1000,"remaining":\#(remaining),"reset_after":\#(resetAfter),"max_concurrency":1}}"#
                 )
             } else if method == "POST", path.hasSuffix("/typing") {
                 answer = (204, "")
