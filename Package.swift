@@ -54,7 +54,7 @@ let package = Package(
         // request validation. No I/O: a function of its inputs and a given time.
         .target(
             name: "WhisperChat",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["WhisperCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
         // The worker's adapters: HTTP API, LLM client (libcurl), conversation store (SQLite, libpq).

@@ -1,3 +1,5 @@
+import WhisperCore
+
 /// One bot's gateway session as a state machine: it is told what happened (connected, a
 /// payload, time passed, the connection closed) with the current monotonic time in seconds,
 /// and answers with what to do. No I/O, no clock, no global randomness (a seeded generator),
@@ -224,15 +226,8 @@ public struct GatewaySession: Sendable {
 
     /// Doubling from `backoffBase` to `backoffCap`, ±10 %.
     mutating func backoffDelay() -> Double {
-        let exponent = Double(min(failures - 1, 30))
-        let base = min(backoffCap, backoffBase * pow2(exponent))
+        let base = min(backoffCap, backoffBase * Double(1 << min(failures - 1, 30)))
         return base * (0.9 + 0.2 * random.nextUnit())
-    }
-
-    private func pow2(_ exponent: Double) -> Double {
-        var value = 1.0
-        for _ in 0..<Int(exponent) { value *= 2 }
-        return value
     }
 
     private mutating func closeToResume(reason: String) -> [Action] {
@@ -244,20 +239,7 @@ public struct GatewaySession: Sendable {
     }
 }
 
-/// A small seeded generator (SplitMix64), so jitter is reproducible under test.
-public struct SplitMix64: Sendable {
-    var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// In [0, 1).
-    public mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func nextUnit() -> Double { Double.random(in: 0..<1, using: &self) }
 }
