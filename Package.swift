@@ -84,6 +84,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Fuzz targets (scripts/fuzz.sh builds it with -sanitize=fuzzer -DFUZZING; a normal
+        // build replays the committed corpora).
+        .executableTarget(
+            name: "whisperd-fuzz",
+            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperSystem"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
         .testTarget(

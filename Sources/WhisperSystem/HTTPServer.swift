@@ -426,7 +426,7 @@ public final class HTTPServer {
         connection.stream?.closed()
     }
 
-    enum ParseResult {
+    public enum ParseResult {
         case incomplete
         case invalid(String)
         /// The request, how many bytes of the input it took, and whether the client keeps the
@@ -434,7 +434,8 @@ public final class HTTPServer {
         case complete(Request, length: Int, keepAlive: Bool)
     }
 
-    static func parse(_ bytes: [UInt8]) -> ParseResult {
+    /// One request off the front of `bytes` (public for the fuzzer).
+    public static func parse(_ bytes: [UInt8]) -> ParseResult {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let headEnd = bytes.firstRange(of: separator) else {
             return bytes.count > 16384 ? .invalid("headers too large") : .incomplete

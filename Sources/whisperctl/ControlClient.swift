@@ -35,6 +35,9 @@ struct ControlClient {
             let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if sent < 0 {
                 if errno == EINTR { continue }
+                // whisperd may answer (a refusal) and close before reading the request: the
+                // answer is still there to read.
+                if errno == EPIPE || errno == ECONNRESET { break }
                 throw Unreachable(path: socketPath, reason: String(cString: strerror(errno)))
             }
             bytes.removeFirst(sent)

@@ -1,0 +1,122 @@
+import Foundation
+import WhisperChat
+import WhisperConfig
+import WhisperCore
+import WhisperSystem
+
+// The fuzz targets: whisperd's parsers of untrusted input, each checked for more than "did
+// not crash" where a cheap invariant exists.
+//
+//   whisperd-fuzz TARGET [FILE|DIR…]        replay inputs (a normal build; used by the tests)
+//   whisperd-fuzz TARGET [libFuzzer flags]  fuzz (as built by scripts/fuzz.sh: libFuzzer coverage, -DFUZZING)
+
+let loader = RosterLoader(selfExecutable: "/usr/bin/whisperd", hostEnvironment: ["PATH": "/usr/bin:/bin"])
+
+let targets: [String: ([UInt8]) -> Void] = [
+    // The roster parser and the whole pre-flight (env files and character folders are looked
+    // up relative to a directory that does not exist, so only the text matters).
+    "roster": { bytes in
+        switch loader.parse(String(decoding: bytes, as: UTF8.self), path: "/nonexistent/whisperd-fuzz/roster.yaml") {
+        case .success(let loaded): precondition(Set(loaded.roster.services.map(\.name)).count == loaded.roster.services.count, "duplicate names")
+        case .failure(let error): precondition(!error.problems.isEmpty, "a rejected roster names its problems")
+        }
+    },
+    "dotenv": { bytes in
+        if case .success(let entries) = Dotenv.parse(String(decoding: bytes, as: UTF8.self)) {
+            for entry in entries { precondition(!entry.key.isEmpty && !entry.key.contains("="), "bad key \(entry.key)") }
+        }
+    },
+    // sd_notify datagrams, as a child (or anyone who can reach the socket) sends them.
+    "notify": { bytes in
+        if case .success(let message) = NotifyMessage.parse(bytes) {
+            for facet in message.facets { precondition(!facet.name.isEmpty) }
+        }
+        _ = Facet(parsing: String(decoding: bytes, as: UTF8.self))
+    },
+    // The control socket's and the status port's HTTP request parsing, and query decoding.
+    "http-request": { bytes in
+        var rest = bytes
+        while case .complete(let request, let length, _) = HTTPServer.parse(rest) {
+            precondition(length > 0 && length <= rest.count, "a request longer than its input")
+            _ = request.queryItems
+            _ = request.header("content-type")
+            rest.removeFirst(length)
+        }
+    },
+    // The worker's request bodies (FastAPI-shaped 422s).
+    "chat-request": { bytes in
+        if case .success(let chat) = ChatRequests.chat(bytes) {
+            precondition(!chat.userID.isEmpty && chat.message.count <= Conversation.maxMessageCharacters)
+        }
+        _ = ChatRequests.userState(bytes)
+        _ = ChatRequests.conversation(bytes)
+        _ = ChatRequests.clearUserData(bytes)
+    },
+    // Discord gateway payloads and the message rules that read them.
+    "gateway": { bytes in
+        guard case .success(let event) = GatewayEvent.decode(String(decoding: bytes, as: UTF8.self)) else { return }
+        if case .dispatch(_, _, let data) = event {
+            let settings = DiscordSettings(
+                token: "t", apiBase: "http://x", gatewayURL: nil, intents: 1, blockDirectMessages: true,
+                directMessageAllowed: ["1"], blockedUsers: ["2"])
+            if case .answer(let message) = DiscordMessagePolicy.decide(data, botUserID: "900", settings: settings) {
+                precondition(!message.text.isEmpty && message.userID != "900")
+                for part in DiscordReplySplitter.split(message.text) { precondition(part.count <= DiscordReplySplitter.limit) }
+            }
+        }
+        var session = GatewaySession(token: "t", intents: 1, seed: 1)
+        _ = session.start(gatewayURL: "wss://g")
+        _ = session.connectionOpened(now: 0)
+        _ = session.received(event, now: 1)
+        _ = session.tick(now: 100)
+    },
+]
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 2, let target = targets[arguments[1]] else {
+    FileHandle.standardError.write(Data("usage: whisperd-fuzz \(targets.keys.sorted().joined(separator: "|")) [inputs or libFuzzer flags]\n".utf8))
+    exit(2)
+}
+
+#if FUZZING
+// libFuzzer's driver (libclang_rt.fuzzer_no_main, linked by scripts/fuzz.sh); the callback is a C function, so the
+// selected target is a global.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
+
+// Written once, before the driver starts calling back on this same thread.
+nonisolated(unsafe) var selectedTarget: ([UInt8]) -> Void = { _ in }
+selectedTarget = target
+var driverArguments = [arguments[0]] + arguments.dropFirst(2)
+var cArguments: [UnsafeMutablePointer<CChar>?] = driverArguments.map { strdup($0) } + [nil]
+var argc = CInt(driverArguments.count)
+let status = cArguments.withUnsafeMutableBufferPointer { buffer -> CInt in
+    var argv = buffer.baseAddress
+    return LLVMFuzzerRunDriver(&argc, &argv) { data, size in
+        selectedTarget(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+        return 0
+    }
+}
+exit(status)
+#else
+var replayed = 0
+for path in arguments.dropFirst(2) {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        FileHandle.standardError.write(Data("whisperd-fuzz: no such file or directory: \(path)\n".utf8))
+        exit(2)
+    }
+    let files =
+        isDirectory.boolValue
+        ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { path + "/" + $0 } : [path]
+    for file in files {
+        guard let data = FileManager.default.contents(atPath: file) else { continue }
+        target(Array(data))
+        replayed += 1
+    }
+}
+print("whisperd-fuzz \(arguments[1]): replayed \(replayed) input(s), no failure")
+#endif
