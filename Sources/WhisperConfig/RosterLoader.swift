@@ -69,7 +69,7 @@ public struct RosterLoader: Sendable {
         let baseDirectory = Paths.directory(of: path)
         if text.utf8.contains(0) {
             reader.report(nil, "", "file contains a NUL byte")
-            return .failure(RosterError(problems: reader.problems))
+            return .failure(reader.error)
         }
         let root: Node?
         do {
@@ -78,21 +78,21 @@ public struct RosterLoader: Sendable {
             root = try Yams.compose(yaml: text, .basic)
         } catch let error as YamlError {
             reader.report(nil, "", "not valid YAML: \(Self.describe(error))")
-            return .failure(RosterError(problems: reader.problems))
+            return .failure(reader.error)
         } catch {
             reader.report(nil, "", "not valid YAML: \(error)")
-            return .failure(RosterError(problems: reader.problems))
+            return .failure(reader.error)
         }
         guard let root else {
             reader.report(nil, "", "the roster is empty; it needs at least `characters:`")
-            return .failure(RosterError(problems: reader.problems))
+            return .failure(reader.error)
         }
         let document = reader.readDocument(root)
         var resolver = RosterResolver(
             loader: self, reader: reader, baseDirectory: baseDirectory, document: document)
         let result = resolver.resolve()
         guard resolver.reader.problems.isEmpty, var result else {
-            return .failure(RosterError(problems: resolver.reader.problems))
+            return .failure(resolver.reader.error)
         }
         result.path = path
         return .success(result)
@@ -135,11 +135,29 @@ struct RosterDocument {
 struct RosterReader {
     let file: String
     var problems: [RosterProblem] = []
+    /// Problems past `maxProblems`, counted, not kept: a roster with a million wrong values
+    /// gets a readable report (and a reload does not log a million lines).
+    var omitted = 0
+    static let maxProblems = 100
 
     init(file: String) { self.file = file }
 
     mutating func report(_ node: Node?, _ key: String, _ message: String) {
+        guard problems.count < Self.maxProblems else {
+            omitted += 1
+            return
+        }
         problems.append(RosterProblem(file: file, line: node?.mark?.line, key: key, message: message))
+    }
+
+    var error: RosterError {
+        var listed = problems
+        let more = omitted + max(0, problems.count - Self.maxProblems)
+        if more > 0 {
+            listed = Array(listed.prefix(Self.maxProblems))
+            listed.append(RosterProblem(file: file, line: nil, key: "", message: "\(more) more problem\(more == 1 ? "" : "s") not listed"))
+        }
+        return RosterError(problems: listed)
     }
 
     static let topKeys = ["version", "characters_dir", "defaults", "jobs", "characters"]

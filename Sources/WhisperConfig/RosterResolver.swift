@@ -12,6 +12,9 @@ struct RosterResolver {
     static let minimumMemory: UInt64 = 8 << 20
     static let minimumPids = 8
     static let minimumCPUs = 0.01
+    /// More CPUs than any host has (Linux's CONFIG_NR_CPUS maximum): a typo, and a quota the
+    /// cgroup files cannot hold. (pids are bounded by the reader: 1...PID_MAX_LIMIT.)
+    static let maximumCPUs = 8192.0
     static let minimumLogSize: UInt64 = 4096
 
     init(loader: RosterLoader, reader: RosterReader, baseDirectory: String, document: RosterDocument) {
@@ -48,6 +51,15 @@ struct RosterResolver {
             checkSettings(settings, path: path, line: entry.line)
 
             let workingDirectory = absolute(entry.workingDirectory ?? ".", from: baseDirectory)
+            if entry.workingDirectory != nil {
+                var isDirectory: ObjCBool = false
+                if !FileManager.default.fileExists(atPath: workingDirectory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                    reader.problems.append(
+                        RosterProblem(
+                            file: reader.file, line: entry.line, key: "\(path).working_dir",
+                            message: "\(workingDirectory) is not a directory (the child would fail to start)"))
+                }
+            }
             var environment = Environment()
             for key in ["PATH", "LANG", "TZ", "HOME"] {
                 if let value = loader.hostEnvironment[key] { environment.set(key, value, origin: "base") }
@@ -136,6 +148,9 @@ struct RosterResolver {
             }
         }
         if let cpus = settings.cpus, cpus < Self.minimumCPUs { problem("limits.cpus", "\(cpus) is below the floor of \(Self.minimumCPUs)") }
+        if let cpus = settings.cpus, !(cpus <= Self.maximumCPUs) {
+            problem("limits.cpus", "\(cpus) is above the ceiling of \(Int(Self.maximumCPUs))")
+        }
         if let pids = settings.pids, pids < Self.minimumPids { problem("limits.pids", "\(pids) is below the floor of \(Self.minimumPids)") }
         if let size = settings.logMaxSize, size < Self.minimumLogSize {
             problem("logs.max_size", "\(size) bytes is below the floor of \(Self.minimumLogSize)")

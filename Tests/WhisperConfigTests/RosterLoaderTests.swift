@@ -177,10 +177,21 @@ import WhisperCore
         ("characters:\n  elena: {command: [/bin/true], health: {http: {path: nope}}}", "URL path"),
         ("characters:\n  elena: {command: [/bin/true], stop_signal: SIGNOPE}", "signal name"),
         ("characters:\n  elena: {command: [/bin/true], limits: {memory: 64M, memory_high: 128M}}", "above limits.memory"),
+        // Found by the malformed-roster test: accepted, then whisperd crashed writing cpu.max.
+        ("characters:\n  elena: {command: [/bin/true], limits: {cpus: 1e308}}", "above the ceiling of 8192"),
+        ("characters:\n  elena: {command: [/bin/true], limits: {cpus: .inf}}", "limits.cpus"),
+        ("characters:\n  elena: {command: [/bin/true], limits: {pids: 99999999}}", "whole number in 1...4194304"),
     ])
     func brokenRostersAreRejected(_ yaml: String, _ expected: String) {
         let text = problems(yaml).map(\.description).joined(separator: "\n")
         #expect(text.contains(expected), "expected \(expected.debugDescription) in:\n\(text)")
+    }
+
+    @Test func aMillionWrongValues_aBoundedReport() {
+        let yaml = "characters:\n  elena: {command: [" + Array(repeating: "[]", count: 500).joined(separator: ",") + "]}"
+        let found = problems(yaml)
+        #expect(found.count == 101)
+        #expect(found.last?.description.contains("more problems not listed") == true, "\(found.last?.description ?? "")")
     }
 
     @Test func jobsComeFirstAndGetTheirRunMode() throws {

@@ -73,6 +73,9 @@ import WhisperSystem
         #expect(CgroupLimitFiles.memory(Limits(), .v2).map(\.value) == ["max", "max", "max", "1"])
         #expect(CgroupLimitFiles.cpu(Limits(), .v2).map(\.value) == ["max 100000"])
         #expect(CgroupLimitFiles.pids(Limits()).map(\.value) == ["max"])
+        // Never a crash on a value the roster should have refused: no limit instead.
+        #expect(CgroupLimitFiles.cpu(Limits(cpus: 1e308), .v2).map(\.value) == ["max 100000"])
+        #expect(CgroupLimitFiles.cpu(Limits(cpus: .infinity), .v1).map(\.value) == ["100000", "-1"])
     }
 
     @Test func v1Values_keepMemswAboveTheLimitAtEveryStep() {

@@ -35,7 +35,11 @@ public enum CgroupLimitFiles {
     }
 
     public static func cpu(_ limits: Limits, _ version: CgroupVersion) -> [(file: String, value: String)] {
-        let quota = limits.cpus.map { max(1000, Int(($0 * Double(cpuPeriodMicroseconds)).rounded())) }
+        // A quota beyond any host (or not finite) is no limit; the roster's ceiling keeps it from here.
+        let quota = limits.cpus.flatMap { cpus -> Int? in
+            let micros = (cpus * Double(cpuPeriodMicroseconds)).rounded()
+            return micros.isFinite && micros < 1e15 ? max(1000, Int(micros)) : nil
+        }
         switch version {
         case .v2:
             return [("cpu.max", "\(quota.map(String.init) ?? "max") \(cpuPeriodMicroseconds)")]

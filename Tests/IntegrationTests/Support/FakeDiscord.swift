@@ -72,12 +72,16 @@ final class FakeDiscord: @unchecked Sendable {
         self.bots = bots
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { [unowned self] channel in
+            // Weak throughout: the test owns the fake; connections the worker still holds open
+            // must not keep it alive (its deinit would then run on the event loop and wait on it).
+            .childChannelInitializer { [weak self] channel in
+                guard let self else { return channel.close() }
                 let upgrader = NIOWebSocketServerUpgrader(
                     maxFrameSize: 1 << 24,
                     shouldUpgrade: { channel, _ in channel.eventLoop.makeSucceededFuture(HTTPHeaders()) },
-                    upgradePipelineHandler: { [unowned self] channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
+                    upgradePipelineHandler: { [weak self] channel, _ in
+                        guard let self else { return channel.close() }
+                        return channel.eventLoop.makeCompletedFuture {
                             let index = self.opened(channel)
                             try channel.pipeline.syncOperations.addHandler(GatewayHandler(fake: self, index: index))
                         }
@@ -97,8 +101,10 @@ final class FakeDiscord: @unchecked Sendable {
     }
 
     deinit {
-        try? server?.close().wait()
-        try? group.syncShutdownGracefully()
+        // Off the event loop whichever thread lets go last (a handler may, mid-call).
+        server?.close(promise: nil)
+        let group = group
+        DispatchQueue.global().async { try? group.syncShutdownGracefully() }
     }
 
     var apiBase: String { "http://127.0.0.1:\(port)/api/v10" }
@@ -316,7 +322,7 @@ private final class GatewayHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    let fake: FakeDiscord
+    weak var fake: FakeDiscord?
     let index: Int
     var text = ""
 
@@ -334,12 +340,12 @@ private final class GatewayHandler: ChannelInboundHandler {
             if frame.fin {
                 let complete = text
                 text = ""
-                fake.received(index, complete)
+                fake?.received(index, complete)
             }
         case .connectionClose:
             var payload = frame.unmaskedData
             let code = payload.readWebSocketErrorCode().map { Int(UInt16(webSocketErrorCode: $0)) }
-            fake.closed(index, clientCode: code)
+            fake?.closed(index, clientCode: code)
             var echo = context.channel.allocator.buffer(capacity: 2)
             echo.write(webSocketErrorCode: WebSocketErrorCode(codeNumber: code ?? 1000))
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: echo))).whenComplete {
@@ -353,7 +359,7 @@ private final class GatewayHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fake.closed(index, clientCode: nil)
+        fake?.closed(index, clientCode: nil)
         context.fireChannelInactive()
     }
 }
@@ -363,7 +369,7 @@ private final class RESTHandler: ChannelInboundHandler, RemovableChannelHandler 
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    let fake: FakeDiscord
+    weak var fake: FakeDiscord?
     var head: HTTPRequestHead?
     var body: [UInt8] = []
 
@@ -377,7 +383,7 @@ private final class RESTHandler: ChannelInboundHandler, RemovableChannelHandler 
         case .body(var buffer):
             body += buffer.readBytes(length: buffer.readableBytes) ?? []
         case .end:
-            guard let head else { return }
+            guard let head, let fake else { return }
             let (status, text) = fake.rest(
                 method: head.method.rawValue, uri: head.uri, authorization: head.headers.first(name: "Authorization") ?? "", body: body)
             var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(text.utf8.count))])
