@@ -128,6 +128,7 @@ inside systemctl daemon-reload
 show() { inside systemctl show -p "$1" --value whisperd; }
 status() { inside whisperctl status; }
 pid_of() { status | awk -v name="$1" '$1 == name { print $4 }'; }
+gone() { ! inside kill -0 "$1" 2>/dev/null; }
 wait_for() { # seconds command…: polls an operator-visible condition (no event to await from outside)
   local deadline=$((SECONDS + $1))
   shift
@@ -202,7 +203,8 @@ check "systemd restarted whisperd (new main pid, NRestarts=1)" \
     [ "$(inside systemctl show -p ActiveState --value whisperd)" = active ] &&
     [ "$(inside systemctl show -p MainPID --value whisperd)" != '"$old_main"' ]'
 check "the characters are back and ready" wait_for 20 all_ready
-check "the old whisperd and its characters are gone" bash -c "! inside kill -0 $old_main 2>/dev/null && ! inside kill -0 $old_elena 2>/dev/null"
+check "the old whisperd is gone" gone "$old_main"
+check "the old whisperd's characters are gone" gone "$old_elena"
 check "one elena, not two" test "$(inside pgrep -fc 'whisperd worker elena')" = 1
 check "one slow, not two" test "$(inside pgrep -fc 'sleep infinity')" = 1
 inside journalctl -u whisperd --no-pager -o cat | grep -iE "watchdog" | tail -2 || true

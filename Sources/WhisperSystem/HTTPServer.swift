@@ -198,6 +198,9 @@ public final class HTTPServer {
             let fd = whisper_accept(listenFD)
             if fd < 0 { return }
             if connections.count >= maxConnections, !dropLeastRecentIdleConnection() {
+                // Every slot is busy with a request: say so (best effort, never blocking), then close.
+                _ = Self.tooBusy.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                Glibc.shutdown(fd, Int32(SHUT_WR))
                 Glibc.close(fd)
                 continue
             }
@@ -224,6 +227,13 @@ public final class HTTPServer {
             }
         }
     }
+
+    private static let tooBusy: [UInt8] = {
+        let body = #"{"error":"too many connections; try again"}"#
+        return Array(
+            ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Retry-After: 1\r\nConnection: close\r\n\r\n" + body).utf8)
+    }()
 
     private func service(_ fd: Int32) {
         guard let connection = connections[fd] else { return }
@@ -274,6 +284,8 @@ public final class HTTPServer {
                 return
             case .invalid(let reason):
                 respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
+            case .tooLarge:
+                respond(fd, connection, Response(status: 413, body: #"{"error":"request too large (the limit is 1 MiB)"}"#))
             case .complete(var request, let length, let keepAlive):
                 connection.input.removeFirst(length)
                 request.peer = connection.peer
@@ -429,6 +441,8 @@ public final class HTTPServer {
     public enum ParseResult {
         case incomplete
         case invalid(String)
+        /// A `Content-Length` over the 1 MiB limit (413, not read).
+        case tooLarge
         /// The request, how many bytes of the input it took, and whether the client keeps the
         /// connection open (HTTP/1.1 unless `Connection: close`; 1.0 only with `keep-alive`).
         case complete(Request, length: Int, keepAlive: Bool)
@@ -452,7 +466,8 @@ public final class HTTPServer {
         }
         var length = 0
         if let value = headers.first(where: { $0.0.lowercased() == "content-length" })?.1 {
-            guard let parsed = Int(value), parsed >= 0, parsed <= 1 << 20 else { return .invalid("bad content-length") }
+            guard let parsed = Int(value), parsed >= 0 else { return .invalid("bad content-length") }
+            guard parsed <= 1 << 20 else { return .tooLarge }
             length = parsed
         }
         if headers.contains(where: { $0.0.lowercased() == "transfer-encoding" }) {
