@@ -153,8 +153,9 @@ extension Daemon {
     private func drainOutput(_ fd: Int32, _ name: ServiceName, _ run: LiveRun, _ policy: LogWriter.FilePolicy) {
         guard var pipe = run.outputs[fd] else { return }
         var buffer = [UInt8](repeating: 0, count: 65536)
-        // Bounded per wake-up so one chatty child cannot starve the loop.
-        for _ in 0..<4 {
+        // One read per wake-up: a child writing as fast as it can (`yes`) gets 64 KiB a turn of
+        // the loop, so /health and the other children wait for one chunk, not four.
+        for _ in 0..<1 {
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             let now = Clock.realtimeNanoseconds()
             if count > 0 {
