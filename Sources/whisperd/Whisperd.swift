@@ -146,7 +146,9 @@ extension Whisperd {
                 LLM_API_KEY, LLM_TEMPERATURE, LLM_MAX_TOKENS (512), LLM_TIMEOUT. Store: PostgreSQL \
                 with POSTGRES_URL or DATABASE_URL, else SQLite at $WHISPERD_SQLITE_PATH or \
                 $WHISPERD_STATE_DIR/memory/NAME.sqlite3. Readiness, watchdog pings and the \
-                api/llm/store facets go to $NOTIFY_SOCKET. See docs/worker.md.
+                api/llm/store facets go to $NOTIFY_SOCKET. With DISCORD_TOKEN (or \
+                DISCORD_BOT_TOKEN) it is also that Discord bot (facet discord; docs/discord.md). \
+                See docs/worker.md.
                 """)
 
         @Argument(help: "The character's name (its folder under the characters directory).")

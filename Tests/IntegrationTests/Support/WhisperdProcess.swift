@@ -274,12 +274,10 @@ func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String
 
 /// Sends `request` as is (one write, so several requests arrive pipelined) and returns every
 /// byte the server sends until it closes the connection.
-func rawHTTP(port: Int, _ request: String, timeout: TimeInterval = 5) -> String? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+/// A TCP socket connected to 127.0.0.1:`port`, or nil (the caller closes it).
+func connectLoopback(port: Int) -> Int32? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -287,7 +285,18 @@ func rawHTTP(port: Int, _ request: String, timeout: TimeInterval = 5) -> String?
     let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard connected == 0 else { return nil }
+    guard connected == 0 else {
+        close(fd)
+        return nil
+    }
+    return fd
+}
+
+func rawHTTP(port: Int, _ request: String, timeout: TimeInterval = 5) -> String? {
+    guard let fd = connectLoopback(port: port) else { return nil }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
     var response = Data()
     var buffer = [UInt8](repeating: 0, count: 65536)
