@@ -22,7 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
-        // Pure: no Foundation, no Glibc, no clock. Everything here is a function of its inputs.
+        // Pure: no Foundation, no Glibc (but for the TSan build's lock), no clock. Everything here is
+        // a function of its inputs.
         .target(name: "WhisperCore", swiftSettings: strictSettings),
         // Roster file -> WhisperCore types; every problem reported at once.
         .target(

@@ -19,6 +19,24 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
+/* ThreadSanitizer's runtime cannot follow a child that runs on our memory (it aborts in its
+   own bookkeeping), so a TSan build spawns with plain fork and ships the report through a pipe. */
+#if defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define WHISPER_SPAWN_BY_FORK 1
+#  endif
+#endif
+
+int whisper_sanitizer_build(void)
+{
+#if defined(__has_feature)
+#  if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+    return 1;
+#  endif
+#endif
+    return 0;
+}
+
 /* Shared with the vfork child: it runs in our memory until exec or _exit. */
 struct child_report {
     volatile int error;
@@ -78,6 +96,7 @@ struct child_context {
     int slots[SLOT_COUNT];
     int slot_max;
     struct child_report *report;
+    int report_fd;         /* fork mode only: where the child writes its report (else -1) */
 };
 
 /* Signals whose disposition is not SIG_DFL in whisperd (ignored or handled), noted in the
@@ -113,12 +132,22 @@ static void reset_signals(void)
     for (int i = 0; i < count; i++) sigaction(nondefault_signals[i], &dfl, NULL);
 }
 
+static void child_fail(struct child_context *context, int step)
+{
+    context->report->error = errno;
+    context->report->step = step;
+    if (context->report_fd >= 0) {
+        ssize_t ignored = write(context->report_fd, context->report, sizeof *context->report);
+        (void)ignored;
+    }
+    _exit(127);
+}
+
 /* Runs in the child, on its own stack, in our memory: async-signal-safe calls only. */
 static int child_main(void *argument)
 {
     struct child_context *context = argument;
     const whisper_spawn_request *request = context->request;
-    struct child_report *report = context->report;
     int in_fd = request->stdin_fd, out_fd = request->stdout_fd, err_fd = request->stderr_fd;
     int cgroup_dir = request->cgroup_dir_fd;
     const int *cgroup_fds = request->cgroup_task_fds;
@@ -127,7 +156,7 @@ static int child_main(void *argument)
     if (context->use_slots) {
         /* A private table holding only the low slots; nothing of the parent's is copied past it. */
         if (syscall(SYS_close_range, (unsigned)(context->slot_max + 1), ~0U, CLOSE_RANGE_UNSHARE) != 0) {
-            if (unshare(CLONE_FILES) != 0) { report->error = errno; report->step = 4; _exit(127); }
+            if (unshare(CLONE_FILES) != 0) child_fail(context, 4);
         }
         in_fd = context->slots[SLOT_STDIN];
         out_fd = context->slots[SLOT_STDOUT];
@@ -151,19 +180,15 @@ static int child_main(void *argument)
     if (cgroup_dir >= 0 && !context->joined_at_clone) {
         /* No clone3 here: the slow, always-available way. */
         int procs = openat(cgroup_dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-        if (procs < 0 || write(procs, "0", 1) != 1) { report->error = errno; report->step = 3; _exit(127); }
+        if (procs < 0 || write(procs, "0", 1) != 1) child_fail(context, 3);
         close(procs);
     }
     /* We are a single thread, so moving this thread moves the whole process. */
     for (int i = 0; i < cgroup_count; i++) {
-        if (write(cgroup_fds[i], "0", 1) != 1) { report->error = errno; report->step = 3; _exit(127); }
+        if (write(cgroup_fds[i], "0", 1) != 1) child_fail(context, 3);
     }
-    if (request->working_directory && chdir(request->working_directory) != 0) {
-        report->error = errno; report->step = 2; _exit(127);
-    }
-    if (dup_onto(in_fd, 0) || dup_onto(out_fd, 1) || dup_onto(err_fd, 2)) {
-        report->error = errno; report->step = 4; _exit(127);
-    }
+    if (request->working_directory && chdir(request->working_directory) != 0) child_fail(context, 2);
+    if (dup_onto(in_fd, 0) || dup_onto(out_fd, 1) || dup_onto(err_fd, 2)) child_fail(context, 4);
     if (context->use_slots) {
         syscall(SYS_close_range, 3U, ~0U, 0U);
     } else {
@@ -174,9 +199,8 @@ static int child_main(void *argument)
     sigemptyset(&empty);
     sigprocmask(SIG_SETMASK, &empty, NULL);
     execve(request->path, request->argv, request->envp);
-    report->error = errno;
-    report->step = 5;
-    _exit(127);
+    child_fail(context, 5);
+    return 127;
 }
 
 #if defined(__x86_64__)
@@ -221,7 +245,32 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
     memset(&context, 0, sizeof context);
     context.request = request;
     context.report = &report;
+    context.report_fd = -1;
 
+#if WHISPER_SPAWN_BY_FORK
+    int report_pipe[2];
+    if (pipe2(report_pipe, O_CLOEXEC) != 0) {
+        result.error = errno;
+        result.failed_step = 1;
+        return result;
+    }
+    context.report_fd = report_pipe[1];
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    pid_t pid = fork();
+    if (pid == 0) child_main(&context);
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    close(report_pipe[1]);
+    if (pid > 0) {
+        /* EOF (the pipe closed at exec) means the exec worked. */
+        ssize_t got;
+        do { got = read(report_pipe[0], &report, sizeof report); } while (got < 0 && errno == EINTR);
+        if (got != (ssize_t)sizeof report) { report.error = 0; report.step = 0; }
+    }
+    close(report_pipe[0]);
+#else
     pthread_mutex_lock(&slot_lock);
     context.use_slots = reserved_max >= 0 && request->cgroup_task_count <= WHISPER_SPAWN_MAX_CGROUPS;
     if (context.use_slots) {
@@ -280,6 +329,7 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
         for (int i = SLOT_STDOUT; i < used; i++) dup2(reserved_null, reserved_slots[i]);
     }
     pthread_mutex_unlock(&slot_lock);
+#endif
 
     if (pid < 0) {
         result.error = fork_errno;

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import WhisperCore
 
 /// One stored message of a conversation between a user and a character.
 public struct StoredMessage: Sendable, Equatable {
@@ -77,7 +78,7 @@ public enum Conversation {
         }
     }
 
-    private static let dateTimeFormatters = Mutex<[String: DateFormatter]>([:])
+    private static let dateTimeFormatters = Locked<[String: DateFormatter]>([:])
 
     /// The system prompt for one request: `character.md` with `{user_name}`,
     /// `{current_datetime}` and every `{key}` whose value in `context` is a string filled in,

@@ -58,7 +58,7 @@ public struct RosterLoader: Sendable {
         guard stat(absolute, &info) == 0 else { return fail("cannot read \(absolute): \(String(cString: strerror(errno)))") }
         guard (info.st_mode & S_IFMT) == S_IFREG else { return fail("\(absolute) is not a regular file") }
         guard info.st_size <= Self.maxFileSize else { return fail("file is \(info.st_size) bytes; the limit is \(Self.maxFileSize)") }
-        guard let data = FileManager.default.contents(atPath: absolute) else { return fail("cannot read \(absolute)") }
+        guard let data = readFileContents(absolute) else { return fail("cannot read \(absolute)") }
         guard let text = String(data: data, encoding: .utf8) else { return fail("file is not valid UTF-8") }
         return parse(text, path: absolute)
     }

@@ -177,7 +177,7 @@ struct RosterResolver {
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else { return problem("\(file) is not a regular file") }
         guard info.st_size <= 1 << 20 else { return problem("\(file) is larger than 1 MiB") }
-        guard let data = FileManager.default.contents(atPath: file) else { return problem("\(file): cannot read it") }
+        guard let data = readFileContents(file) else { return problem("\(file): cannot read it") }
         guard let text = String(data: data, encoding: .utf8) else { return problem("\(file) is not UTF-8") }
         switch Dotenv.parse(text) {
         case .failure(let error):

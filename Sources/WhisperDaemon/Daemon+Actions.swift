@@ -186,6 +186,12 @@ extension Daemon {
         environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
         // How long the child has after its stop signal: the worker drains within it.
         environment["WHISPERD_STOP_GRACE_MS"] = String(spec.stopGrace.nanoseconds / 1_000_000)
+        if ProcessSpawner.isSanitizerBuild {
+            // A sanitizer build's children (its own workers, instrumented too) report where it does.
+            for key in ["TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS"] {
+                if let value = getenv(key) { environment[key] = String(cString: value) }
+            }
+        }
         return environment
     }
 

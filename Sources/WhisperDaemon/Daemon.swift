@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
-import Synchronization
 import WhisperConfig
+import Synchronization
 import WhisperCore
 import WhisperSystem
 
@@ -24,7 +24,7 @@ final class MetricsMailbox: Sendable {
         }
     }
 
-    let slot = Mutex<Result?>(nil)
+    let slot = Locked<Result?>(nil)
 }
 
 /// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure

@@ -18,7 +18,7 @@ struct IncidentStore {
 
     /// Oldest first, at most ``limit``.
     func load(_ name: String) -> [[String: Any]] {
-        guard let data = FileManager.default.contents(atPath: path(name)) else { return [] }
+        guard let data = readFileContents(path(name)) else { return [] }
         let entries = data.split(separator: UInt8(ascii: "\n")).compactMap {
             try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
         }
@@ -40,7 +40,7 @@ struct IncidentStore {
 
     /// Keeps the last ``limit`` lines (write a new file, rename over the old one).
     private func compact(_ name: String) throws {
-        guard let data = FileManager.default.contents(atPath: path(name)) else { return }
+        guard let data = readFileContents(path(name)) else { return }
         let lines = data.split(separator: UInt8(ascii: "\n")).suffix(limit)
         var kept = Data()
         for line in lines { kept.append(contentsOf: line + [UInt8(ascii: "\n")]) }

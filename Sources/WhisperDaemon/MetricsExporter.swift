@@ -68,7 +68,7 @@ final class MetricsExporter: @unchecked Sendable {
             pids = gauge("pids", "", "Tasks (or processes) in the character's cgroup")
             cpu = counter("cpu", "seconds_total", "CPU time used by the character's cgroup")
             oomKills = counter("oom_kills", "total", "Processes of the character killed by the kernel's OOM killer")
-            logLinesDropped = counter("log_lines_dropped", "total", "Output lines dropped because the log writer fell behind")
+            logLinesDropped = counter("log_lines_dropped", "total", "Output lines dropped (the log writer fell behind, or the disk refused them)")
             notifyRejected = counter("notify_rejected", "total", "Notify datagrams rejected (sender not in the character)")
             notifyMalformed = counter("notify_malformed", "total", "Notify datagrams that could not be parsed")
             timeToReady = registry.makeValueHistogram(

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Dispatch
 import Synchronization
+import WhisperCore
 
 /// Writes every character's log file on its own thread, so a slow or full disk never stalls the
 /// event loop — and so never a child's pipe. When the queue is over budget, lines are dropped
@@ -37,7 +38,7 @@ public final class LogWriter: Sendable {
         var isClosed = false
     }
 
-    private let queue = Mutex(Queue())
+    private let queue = Locked(Queue())
     private let wakeFD: Int32
     /// Posted by the writer thread when it has written its last batch and exits.
     private let finished = DispatchSemaphore(value: 0)

@@ -21,6 +21,9 @@ public struct CgroupPlacement: Sendable {
 /// a pidfd to watch it. Placement in cgroups happens in the child before `execve` (see
 /// `whisper_spawn`), so no instruction of the target runs outside its limits.
 public struct ProcessSpawner: Sendable {
+    /// True in a ThreadSanitizer or AddressSanitizer build (scripts/sanitizers.sh).
+    public static let isSanitizerBuild = whisper_sanitizer_build() != 0
+
     public struct Request: Sendable {
         public var arguments: [String]
         public var environment: [String: String]

@@ -37,7 +37,7 @@ public struct StateStore: Sendable {
     }
 
     private func readJSON(_ path: String) -> Any? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard let data = readFileContents(path) else { return nil }
         return try? JSONSerialization.jsonObject(with: data)
     }
 

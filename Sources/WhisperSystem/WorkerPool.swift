@@ -1,11 +1,12 @@
 import Dispatch
 import Foundation
 import Synchronization
+import WhisperCore
 
 /// A fixed set of threads for blocking work (an LLM call, a database round trip) that must
 /// not run on the event loop. Jobs run in submission order as threads free up.
 public final class WorkerPool: Sendable {
-    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    private let jobs = Locked<[@Sendable () -> Void]>([])
     private let available = DispatchSemaphore(value: 0)
 
     public init(threads: Int, name: String) {
@@ -38,7 +39,7 @@ public final class WorkerPool: Sendable {
 /// Results handed from other threads to the event loop: `post` from anywhere, the loop's
 /// handler for `fd` calls `drain` and gets them in order.
 public final class LoopMailbox<Item: Sendable>: Sendable {
-    private let items = Mutex<[Item]>([])
+    private let items = Locked<[Item]>([])
     public let fd: Int32
 
     public init() throws {

@@ -1,7 +1,8 @@
 import Foundation
 import Prometheus
-import Synchronization
 import WhisperChat
+import Synchronization
+import WhisperCore
 
 /// One character's chat pipeline, run on a worker thread: the user's message is stored
 /// (durably) before the LLM is asked, the reply after, with the trust it earns. An LLM
@@ -160,7 +161,7 @@ final class WorkerMetrics: Sendable {
     }
 
     /// Counters by label set, made once (the registry's lookup hashes every label each time).
-    private let counters = Mutex<[String: Counter]>([:])
+    private let counters = Locked<[String: Counter]>([:])
 
     private func counter(_ key: String, _ make: (PrometheusCollectorRegistry) -> Counter) -> Counter {
         counters.withLock { counters in

@@ -1,7 +1,8 @@
 import Foundation
-import Synchronization
 import WhisperChat
 import WhisperSystem
+import Synchronization
+import WhisperCore
 
 /// WhisperEngine v2's routes and JSON shapes, field for field.
 extension Worker {
@@ -235,11 +236,11 @@ extension Worker {
 
     /// One formatter for every thread, under a lock: making one per answer was a visible
     /// share of a chat's CPU.
-    private static let timestampFormatter: Mutex<DateFormatter> = {
+    private static let timestampFormatter: Locked<DateFormatter> = {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
-        return Mutex(formatter)
+        return Locked(formatter)
     }()
 
     static func milliseconds(_ value: Double) -> Double { (value * 100).rounded() / 100 }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Synchronization
 import WhisperChat
+import WhisperCore
 import WhisperSystem
 
 /// The built-in character worker (`whisperd worker NAME`): WhisperEngine v2's HTTP API on
@@ -125,7 +126,7 @@ public final class Worker {
                 + (discordSettings == nil ? "Discord off: no DISCORD_TOKEN)" : "Discord on)"))
         notify(
             "READY=1\nSTATUS=serving on \(host):\(port)\n"
-                + facets.sorted { $0.key < $1.key }.map { "X_WHISPERD_FACET=\($0.key):\($0.value)\n" }.joined()
+                + facets.sorted { $0.key < $1.key }.map { Facet.notifyLine($0.key, $0.value) + "\n" }.joined()
                 + "X_WHISPERD_INFLIGHT=0")
         if let discordSettings { startDiscord(discordSettings) }
         loop.run()
@@ -139,7 +140,7 @@ public final class Worker {
         let connector = DiscordConnector(
             settings: settings, service: service, pool: pool, metrics: metrics,
             reportFacet: { value in
-                if let socket { _ = NotifySocket.send("X_WHISPERD_FACET=discord:\(value)", to: socket) }
+                if let socket { _ = NotifySocket.send(Facet.notifyLine("discord", value), to: socket) }
             },
             log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) })
         discord = connector
@@ -175,7 +176,7 @@ public final class Worker {
         var files: [String: String] = [:]
         for file in ["character.md"] + CharacterProfile.optionalFiles {
             let path = characterDirectory + "/" + file
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let data = readFileContents(path) else {
                 if file == "character.md" {
                     throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno))) (a character needs character.md)")
                 }
@@ -278,7 +279,7 @@ public final class Worker {
             var changes: [String] = []
             for (facet, state) in completion.facets where facets[facet] != state {
                 facets[facet] = state
-                changes.append("X_WHISPERD_FACET=\(facet):\(state)")
+                changes.append(Facet.notifyLine(facet, state))
             }
             if inflight == 0 { changes.append("X_WHISPERD_INFLIGHT=0") }
             if !changes.isEmpty { notify(changes.joined(separator: "\n")) }

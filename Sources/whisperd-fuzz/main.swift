@@ -113,7 +113,7 @@ for path in arguments.dropFirst(2) {
         isDirectory.boolValue
         ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { path + "/" + $0 } : [path]
     for file in files {
-        guard let data = FileManager.default.contents(atPath: file) else { continue }
+        guard let data = readFileContents(file) else { continue }
         target(Array(data))
         replayed += 1
     }

@@ -20,7 +20,7 @@ func runCommand(_ executable: String, _ arguments: [String], environment: [Strin
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    if let environment { process.environment = environment }
+    process.environment = childEnvironment(environment ?? ProcessInfo.processInfo.environment)
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import WhisperSystem
 
 /// Secret-looking variables (`*TOKEN*`, `*KEY*`, `*SECRET*`, `*PASSWORD*`) from the roster and
 /// env files: their values appear nowhere whisperd writes or answers — its log, the state
@@ -55,7 +56,7 @@ extension IntegrationTests {
             for directory in ["state", "run", "logs"] {
                 let root = scratch.path + "/" + directory
                 for file in FileManager.default.enumerator(atPath: root)?.compactMap({ $0 as? String }) ?? [] {
-                    if let data = FileManager.default.contents(atPath: root + "/" + file) {
+                    if let data = readFileContents(root + "/" + file) {
                         seen[directory + "/" + file] = String(decoding: data, as: UTF8.self)
                     }
                 }

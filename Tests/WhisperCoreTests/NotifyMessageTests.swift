@@ -44,4 +44,18 @@ import WhisperCore
         #expect(NotifyMessage.parse([0xff, 0xfe]) == .failure(.notUTF8))
         #expect(NotifyMessage.parse(Array("READY=1\0".utf8)) == .failure(.notUTF8))
     }
+
+    /// libpq's errors span lines; a facet detail that did too broke the datagram (found by the
+    /// chaos suite's database outage: whisperd rejected the worker's "store:down" as malformed).
+    @Test func aMultiLineFacetDetailIsFoldedOntoItsLine() throws {
+        let libpq = "down:server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally\n"
+        let line = Facet.notifyLine("store", libpq)
+        #expect(line == "X_WHISPERD_FACET=store:down:server closed the connection unexpectedly This probably means the server terminated abnormally")
+        let message = try parse(line + "\nX_WHISPERD_INFLIGHT=0").get()
+        #expect(message.facets == [Facet(name: "store", level: .down, detail: "server closed the connection unexpectedly This probably means the server terminated abnormally")])
+        #expect(Facet.notifyLine("llm", "ok") == "X_WHISPERD_FACET=llm:ok")
+        let long = Facet.notifyLine("store", "down:" + String(repeating: "x\r\n", count: 500))
+        #expect(!long.contains("\n") && !long.contains("\r") && long.count <= "X_WHISPERD_FACET=store:".count + 220)
+        #expect((try? parse(long).get())?.facets.first?.level == .down)
+    }
 }

@@ -136,7 +136,7 @@ import WhisperSystem
         }
 
         func read(_ relative: String) -> String? {
-            FileManager.default.contents(atPath: root + relative).map { String(decoding: $0, as: UTF8.self) }
+            readFileContents(root + relative).map { String(decoding: $0, as: UTF8.self) }
         }
 
         func elena(_ file: String) -> String? { read(service + "/char-elena/" + file) }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chaos suite (docs/reliability.md): builds the release binary, then runs every scenario.
-# Bounded: ~3-4 minutes with the defaults. Arguments go to chaos.py (--kills, --storm-seconds,
-# --scenarios kill-storm,crash,silent, --seed).
+# Bounded: ~6.5 minutes with the defaults. Needs root (cgroups, a tmpfs mount, PostgreSQL run as
+# the postgres user). Arguments go to chaos.py (--kills, --storm-seconds, --seed, --scenarios
+# kill-storm,crash,oom,hogs,db-outage,disk-full,reload,silent).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/install-deps.sh >&2

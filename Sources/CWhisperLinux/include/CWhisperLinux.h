@@ -51,6 +51,9 @@ int whisper_spawn_reserve_slots(void);
 /// after changing a disposition (whisper_ignore_sigpipe does).
 void whisper_spawn_note_signal_dispositions(void);
 
+/// 1 in a ThreadSanitizer or AddressSanitizer build (scripts/sanitizers.sh), else 0.
+int whisper_sanitizer_build(void);
+
 /// clone(CLONE_VM|CLONE_VFORK) + exec with a pre-exec cgroup join. Never runs Swift code in the child.
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request);
 

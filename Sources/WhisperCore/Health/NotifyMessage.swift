@@ -106,6 +106,24 @@ public struct Facet: Hashable, Sendable {
         self.detail = detail
     }
 
+    /// The `X_WHISPERD_FACET=` line for a facet and its state (`ok`, `down:<detail>`, …): a
+    /// detail is one line in a datagram of lines, so a multi-line error (libpq's are) is folded
+    /// onto one line, and cut to the 200 characters whisperd keeps.
+    public static func notifyLine(_ facet: String, _ state: String) -> String {
+        var folded = ""
+        var pendingSpace = false
+        for character in state {
+            if character.isWhitespace || character.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                pendingSpace = !folded.isEmpty
+                continue
+            }
+            if pendingSpace { folded.append(" ") }
+            pendingSpace = false
+            folded.append(character)
+        }
+        return "X_WHISPERD_FACET=\(facet):\(folded.prefix(220))"
+    }
+
     /// `<facet>:<ok|degraded|down>[:detail]`
     public init?(parsing text: String) {
         let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import WhisperCore
 
 /// Reads one character's accounting files through descriptors kept open. Safe from any thread,
 /// so the metrics thread can read a whole fleet (~30 µs a character: 9 ms for 300) while the
@@ -42,7 +43,7 @@ public final class CgroupUsageProbe: Sendable {
         var descriptors = [Int32](repeating: -1, count: File.allCases.count)
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init() {}
 

@@ -5,6 +5,7 @@ import Synchronization
 import WSClient
 import WhisperChat
 import WhisperSystem
+import WhisperCore
 
 /// The character as a Discord bot: one gateway session (WebSocket, driven by the pure
 /// `GatewaySession`), messages answered through the same `ChatService` as `/api/chat` (so
@@ -21,9 +22,9 @@ final class DiscordConnector: Sendable {
     let reportFacet: @Sendable (String) -> Void
     let log: @Sendable (String) -> Void
 
-    private let session: Mutex<GatewaySession>
-    private let channels = Mutex(DiscordChannelDirectory())
-    private let lastFacet = Mutex<String?>(nil)
+    private let session: Locked<GatewaySession>
+    private let channels = Locked(DiscordChannelDirectory())
+    private let lastFacet = Locked<String?>(nil)
     /// Monotonic nanoseconds of the connector loop's last turn.
     let lastProgress = Atomic<Int64>(Clock.monotonicNanoseconds())
     /// Replies being made (the worker's drain waits for them).
@@ -43,7 +44,7 @@ final class DiscordConnector: Sendable {
         self.rest = DiscordREST(settings: settings, pool: pool)
         self.reportFacet = reportFacet
         self.log = log
-        self.session = Mutex(GatewaySession(token: settings.token, intents: settings.intents, seed: UInt64.random(in: 0...UInt64.max)))
+        self.session = Locked(GatewaySession(token: settings.token, intents: settings.intents, seed: UInt64.random(in: 0...UInt64.max)))
     }
 
     private func now() -> Double { DiscordREST.now() }

@@ -1,6 +1,7 @@
 import CWorkerLibs
 import Foundation
 import Synchronization
+import WhisperCore
 
 /// Blocking HTTP requests on libcurl, for worker threads: the LLM client and Discord's REST
 /// API. Easy handles are pooled so connections (and TLS sessions) are reused. Header values
@@ -18,7 +19,7 @@ final class CurlHTTP: Sendable {
         var description: String
     }
 
-    private let idleHandles = Mutex<[CurlHandle]>([])
+    private let idleHandles = Locked<[CurlHandle]>([])
 
     /// A libcurl easy handle. Only one thread uses one at a time: it is taken out of the pool
     /// for a request and put back after.

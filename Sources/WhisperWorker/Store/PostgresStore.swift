@@ -1,7 +1,8 @@
 import CWorkerLibs
 import Foundation
-import Synchronization
 import WhisperChat
+import Synchronization
+import WhisperCore
 
 /// Conversations in PostgreSQL through libpq: one database for every character (rows keyed
 /// by character), parameterised statements only, a small pool of connections made on demand.
@@ -11,11 +12,11 @@ public final class PostgresStore: ConversationStore {
     public let kind = "postgres"
     /// The URL as given, for connecting; never logged (it may hold a password).
     private let url: String
-    private let idle = Mutex<[Connection]>([])
+    private let idle = Locked<[Connection]>([])
     private let maxIdle: Int
     /// Whether this process has seen the schema up to date (a worker that started while the
     /// database was down migrates at its first successful connection).
-    private let isMigrated = Mutex(false)
+    private let isMigrated = Locked(false)
 
     /// One libpq connection, used by one thread at a time (taken from the pool and put back).
     private struct Connection: @unchecked Sendable {

@@ -1,8 +1,9 @@
 import CWorkerLibs
 import Dispatch
 import Glibc
-import Synchronization
 import WhisperChat
+import Synchronization
+import WhisperCore
 
 /// A character's conversations in one SQLite file: WAL, `synchronous=FULL` (a message is on
 /// disk when `append` returns), parameterised statements only. Writes are group-committed:
@@ -13,9 +14,9 @@ import WhisperChat
 public final class SQLiteStore: ConversationStore {
     public let kind = "sqlite"
     public let path: String
-    private let connection: Mutex<Connection>
-    private let reader: Mutex<Connection>
-    private let commitQueue = Mutex<(pending: [PendingWrite], isLeading: Bool)>(([], false))
+    private let connection: Locked<Connection>
+    private let reader: Locked<Connection>
+    private let commitQueue = Locked<(pending: [PendingWrite], isLeading: Bool)>(([], false))
 
     /// A write waiting for the next group commit.
     private final class PendingWrite: @unchecked Sendable {
@@ -55,12 +56,12 @@ public final class SQLiteStore: ConversationStore {
     public init(path: String) throws {
         self.path = path
         try WorkerLibraries.load()
-        connection = Mutex(Connection(handle: try Self.open(path)))
+        connection = Locked(Connection(handle: try Self.open(path)))
         try connection.withLock { db in
             try Self.run(&db, "PRAGMA journal_mode=WAL")
             try Self.run(&db, "PRAGMA synchronous=FULL")
         }
-        reader = Mutex(Connection(handle: try Self.open(path)))
+        reader = Locked(Connection(handle: try Self.open(path)))
     }
 
     private static func open(_ path: String) throws -> OpaquePointer {

@@ -1,8 +1,20 @@
 import Foundation
 import Glibc
 import Testing
+import WhisperSystem
 
 /// The built `whisperd` binary next to the test bundle (or `$WHISPERD_BIN`).
+/// The environment for a process a test starts: under scripts/sanitizers.sh its reports go where
+/// the test runner's go, and its leaks are checked (the runner's own are not: Foundation's
+/// Process and XCTest keep objects to the end).
+func childEnvironment(_ base: [String: String]) -> [String: String] {
+    var environment = base
+    let own = ProcessInfo.processInfo.environment
+    for key in ["TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS"] where environment[key] == nil { environment[key] = own[key] }
+    if let options = own["WHISPERD_TEST_CHILD_ASAN_OPTIONS"] { environment["ASAN_OPTIONS"] = options }
+    return environment
+}
+
 func whisperdBinary() -> String {
     if let explicit = ProcessInfo.processInfo.environment["WHISPERD_BIN"] { return explicit }
     var buffer = [CChar](repeating: 0, count: 4096)
@@ -63,7 +75,7 @@ final class Scratch {
     }
 
     func read(_ relative: String) -> String? {
-        FileManager.default.contents(atPath: path + "/" + relative).map { String(decoding: $0, as: UTF8.self) }
+        readFileContents(path + "/" + relative).map { String(decoding: $0, as: UTF8.self) }
     }
 
     deinit { try? FileManager.default.removeItem(atPath: path) }
@@ -116,7 +128,7 @@ final class WhisperdProcess: @unchecked Sendable {
         environment.removeValue(forKey: "WATCHDOG_USEC")
         environment["WHISPERD_TEST_LEAK"] = "must-not-reach-children"
         environment.merge(extra) { _, new in new }
-        process.environment = environment
+        process.environment = childEnvironment(environment)
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = FileHandle.nullDevice
@@ -335,7 +347,7 @@ enum TestCgroups {
         return nil
     }
 
-    static func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+    static func read(_ path: String) -> String? { readFileContents(path).map { String(decoding: $0, as: UTF8.self) } }
 
     static func pids(_ directory: String) -> [Int32] {
         (read(directory + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
