@@ -336,3 +336,8 @@ pid_t whisper_gettid(void)
 {
     return (pid_t)syscall(SYS_gettid);
 }
+
+long whisper_find_blank_line(const uint8_t *bytes, size_t count) {
+    const void *found = memmem(bytes, count, "\r\n\r\n", 4);
+    return found == NULL ? -1 : (long)((const uint8_t *)found - bytes);
+}

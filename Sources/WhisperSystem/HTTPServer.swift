@@ -25,8 +25,18 @@ public final class HTTPServer {
             return items
         }
 
+        /// The first header called `name` (ASCII case-insensitive, as HTTP field names are).
         public func header(_ name: String) -> String? {
-            headers.first { $0.0.lowercased() == name.lowercased() }?.1
+            headers.first { Self.equalsIgnoringASCIICase($0.0, name) }?.1
+        }
+
+        static func equalsIgnoringASCIICase(_ left: String, _ right: String) -> Bool {
+            var rightBytes = right.utf8.makeIterator()
+            for byte in left.utf8 {
+                guard let other = rightBytes.next() else { return false }
+                if byte != other, byte | 0x20 != other | 0x20 || !(97...122).contains(byte | 0x20) { return false }
+            }
+            return rightBytes.next() == nil
         }
     }
 
@@ -107,6 +117,8 @@ public final class HTTPServer {
     private let handler: Handler
     private let authorize: Authorizer?
     private var connections: [Int32: Connection] = [:]
+    /// Every read lands here first (the loop is one thread): no 16 KiB allocation per request.
+    private var readBuffer = [UInt8](repeating: 0, count: 16384)
     private let maxConnections = 256
     private var activity: UInt64 = 0
     private var isListenerClosed = false
@@ -137,6 +149,8 @@ public final class HTTPServer {
 
         /// A deferred response is being worked out: nothing to send yet.
         var isAwaitingAnswer = false
+        /// Watched for writability (the socket buffer was full) instead of input.
+        var isWaitingToWrite = false
 
         var isIdle: Bool { !isResponding && input.isEmpty && stream == nil }
 
@@ -257,8 +271,7 @@ public final class HTTPServer {
             flush(fd, connection)
             return serveInput(fd, connection)
         }
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        let count = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if count < 0 {
             if errno == EAGAIN || errno == EINTR { return }
             return drop(fd)
@@ -268,7 +281,7 @@ public final class HTTPServer {
         connection.lastActive = activity
         connection.lastProgressAt = Clock.monotonicNanoseconds()
         scheduleSweep(at: connection.lastProgressAt + idleTimeout)
-        connection.input += buffer[0..<count]
+        connection.input.append(contentsOf: readBuffer[0..<count])
         serveInput(fd, connection)
     }
 
@@ -344,7 +357,10 @@ public final class HTTPServer {
             let written = Self.send(fd, connection.pending, from: connection.sentOfFirst)
             if written < 0 {
                 if errno == EAGAIN {
-                    loop.modify(fd, .writable)
+                    if !connection.isWaitingToWrite {
+                        loop.modify(fd, .writable)
+                        connection.isWaitingToWrite = true
+                    }
                     return
                 }
                 if errno == EINTR { continue }
@@ -367,7 +383,10 @@ public final class HTTPServer {
         if connection.closeAfterFlush { return drop(fd) }
         connection.lastProgressAt = Clock.monotonicNanoseconds()
         scheduleSweep(at: connection.lastProgressAt + idleTimeout)
-        loop.modify(fd, .readable)
+        if connection.isWaitingToWrite {
+            loop.modify(fd, .readable)
+            connection.isWaitingToWrite = false
+        }
         if connection.stream == nil { connection.isResponding = false }
     }
 
@@ -448,45 +467,125 @@ public final class HTTPServer {
         case complete(Request, length: Int, keepAlive: Bool)
     }
 
-    /// One request off the front of `bytes` (public for the fuzzer).
+    /// One request off the front of `bytes` (public for the fuzzer). Works on the bytes, with
+    /// no String splitting or generic searching: every request of a busy scraper pays for it.
     public static func parse(_ bytes: [UInt8]) -> ParseResult {
-        let separator: [UInt8] = [13, 10, 13, 10]
-        guard let headEnd = bytes.firstRange(of: separator) else {
+        bytes.withUnsafeBufferPointer { parse(buffer: $0) }
+    }
+
+    private static func parse(buffer bytes: UnsafeBufferPointer<UInt8>) -> ParseResult {
+        guard let headLength = headEnd(bytes) else {
             return bytes.count > 16384 ? .invalid("headers too large") : .incomplete
         }
-        let head = String(decoding: bytes[..<headEnd.lowerBound], as: UTF8.self)
-        var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
-        guard !lines.isEmpty else { return .invalid("empty request") }
-        let requestLine = lines.removeFirst().split(separator: " ")
-        guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else { return .invalid("bad request line") }
+        // The head's lines, split at CRLF (the first is the request line).
+        var lines: [Range<Int>] = []
+        var lineStart = 0
+        var index = 0
+        while index + 1 < headLength {
+            if bytes[index] == 13, bytes[index + 1] == 10 {
+                lines.append(lineStart..<index)
+                index += 2
+                lineStart = index
+            } else {
+                index += 1
+            }
+        }
+        lines.append(lineStart..<headLength)
+
+        // Method, target and version, separated by runs of spaces.
+        var words: [Range<Int>] = []
+        var wordStart: Int?
+        for position in lines[0] {
+            if bytes[position] == 32 {
+                if let start = wordStart { words.append(start..<position) }
+                wordStart = nil
+            } else if wordStart == nil {
+                wordStart = position
+            }
+        }
+        if let start = wordStart { words.append(start..<lines[0].upperBound) }
+        guard words.count == 3, startsWith(bytes, words[2], "HTTP/1.") else { return .invalid("bad request line") }
+
         var headers: [(String, String)] = []
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { return .invalid("bad header line") }
-            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingSpaces()))
+        headers.reserveCapacity(lines.count - 1)
+        var contentLength: Range<Int>?
+        var connectionValues: [Range<Int>] = []
+        var hasTransferEncoding = false
+        for line in lines.dropFirst() {
+            guard let colon = line.first(where: { bytes[$0] == 58 }) else { return .invalid("bad header line") }
+            let name = line.lowerBound..<colon
+            let value = trimmed(bytes, (colon + 1)..<line.upperBound)
+            headers.append((text(bytes, name), text(bytes, value)))
+            if contentLength == nil, equalsIgnoringCase(bytes, name, "content-length") { contentLength = value }
+            if equalsIgnoringCase(bytes, name, "transfer-encoding") { hasTransferEncoding = true }
+            if equalsIgnoringCase(bytes, name, "connection") { connectionValues.append(value) }
         }
         var length = 0
-        if let value = headers.first(where: { $0.0.lowercased() == "content-length" })?.1 {
-            guard let parsed = Int(value), parsed >= 0 else { return .invalid("bad content-length") }
+        if let contentLength {
+            guard let parsed = Int(text(bytes, contentLength)), parsed >= 0 else { return .invalid("bad content-length") }
             guard parsed <= 1 << 20 else { return .tooLarge }
             length = parsed
         }
-        if headers.contains(where: { $0.0.lowercased() == "transfer-encoding" }) {
-            return .invalid("chunked bodies are not supported")
-        }
-        let bodyStart = headEnd.upperBound
+        if hasTransferEncoding { return .invalid("chunked bodies are not supported") }
+        let bodyStart = headLength + 4
         guard bytes.count - bodyStart >= length else { return .incomplete }
-        let target = String(requestLine[1])
-        let pathAndQuery = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        let connectionTokens = headers.filter { $0.0.lowercased() == "connection" }
-            .flatMap { $0.1.lowercased().split(separator: ",").map { $0.trimmingSpaces() } }
-        let keepAlive =
-            requestLine[2] == "HTTP/1.0" ? connectionTokens.contains("keep-alive") : !connectionTokens.contains("close")
+
+        var sawKeepAlive = false
+        var sawClose = false
+        for value in connectionValues {
+            var tokenStart = value.lowerBound
+            for position in value.lowerBound...value.upperBound where position == value.upperBound || bytes[position] == 44 {
+                let token = trimmed(bytes, tokenStart..<position)
+                if equalsIgnoringCase(bytes, token, "keep-alive") { sawKeepAlive = true }
+                if equalsIgnoringCase(bytes, token, "close") { sawClose = true }
+                tokenStart = position + 1
+            }
+        }
+        let isHTTP10 = words[2].count == 8 && startsWith(bytes, words[2], "HTTP/1.0")
+        let target = words[1]
+        let questionMark = target.first { bytes[$0] == 63 }
         return .complete(
             Request(
-                method: String(requestLine[0]), path: String(pathAndQuery[0]),
-                query: pathAndQuery.count > 1 ? String(pathAndQuery[1]) : "", headers: headers,
+                method: text(bytes, words[0]), path: text(bytes, target.lowerBound..<(questionMark ?? target.upperBound)),
+                query: questionMark.map { text(bytes, ($0 + 1)..<target.upperBound) } ?? "", headers: headers,
                 body: Array(bytes[bodyStart..<(bodyStart + length)])),
-            length: bodyStart + length, keepAlive: keepAlive)
+            length: bodyStart + length, keepAlive: isHTTP10 ? sawKeepAlive : !sawClose)
+    }
+
+    /// Where the head's blank line (CRLF CRLF) starts.
+    private static func headEnd(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
+        let offset = whisper_find_blank_line(base, bytes.count)
+        return offset < 0 ? nil : offset
+    }
+
+    private static func text(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+    }
+
+    private static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Range<Int> {
+        var lower = range.lowerBound
+        var upper = range.upperBound
+        while lower < upper, bytes[lower] == 32 || bytes[lower] == 9 { lower += 1 }
+        while upper > lower, bytes[upper - 1] == 32 || bytes[upper - 1] == 9 { upper -= 1 }
+        return lower..<upper
+    }
+
+    private static func startsWith(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ prefix: StaticString) -> Bool {
+        guard range.count >= prefix.utf8CodeUnitCount else { return false }
+        for offset in 0..<prefix.utf8CodeUnitCount where bytes[range.lowerBound + offset] != prefix.utf8Start[offset] { return false }
+        return true
+    }
+
+    /// ASCII case-insensitive equality with a lower-case `name`.
+    private static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ name: StaticString) -> Bool {
+        guard range.count == name.utf8CodeUnitCount else { return false }
+        for offset in 0..<range.count {
+            var byte = bytes[range.lowerBound + offset]
+            if byte >= 65, byte <= 90 { byte += 32 }
+            if byte != name.utf8Start[offset] { return false }
+        }
+        return true
     }
 
     static let reasons: [Int: String] = [

@@ -3,7 +3,8 @@
 # each `sleep`), then `wrk -c 16 -t 1 -d 10s --latency` against each endpoint. Prints the
 # latency percentiles and writes them to docs/bench/http-<date>.md. Target (issue 5):
 # p99 <= 5 ms for both with 300 characters. /metrics is measured twice: plain, and with
-# `Accept-Encoding: gzip` as Prometheus sends it.
+# `Accept-Encoding: gzip` as Prometheus sends it. Last, the same wrk on a minimal C server
+# (scripts/bench/static_http.c) sending as many bytes as plain /metrics: the floor of this host.
 # On a 2-core machine wrk and whisperd are pinned to different cores (PIN=0 to disable):
 # otherwise the load generator preempts the server it measures and the tail is the
 # scheduler's, not whisperd's.
@@ -21,6 +22,7 @@ work=$(mktemp -d /tmp/whisperd-http-XXXXXX)
 port=$((20000 + RANDOM % 20000))
 cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [ -n "${floor_pid:-}" ] && kill "$floor_pid" 2>/dev/null && wait "$floor_pid" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -37,6 +39,15 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "whisperd did not become healthy" >&2; tail "$work/whisperd.log" >&2; exit 1; }
+# The floor: the same bytes as plain /metrics from a minimal C server, pinned the same way —
+# what the kernel, the VM and wrk take before any server does anything (measured last).
+plain_bytes=$(curl -s "http://127.0.0.1:$port/metrics" | wc -c)
+compiler=$(command -v cc || echo "$(dirname "$(command -v swift)")/clang")  # the Swift toolchain has clang
+"$compiler" -O2 -o "$work/static_http" scripts/bench/static_http.c
+floor_port=$((port + 1))
+"${server_cpu[@]}" "$work/static_http" "$floor_port" "$plain_bytes" &
+floor_pid=$!
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$floor_port/" && break; sleep 0.1; done
 stamp=$(date -u +%Y%m%d-%H%M%S)
 out="$repo/docs/bench/http-$stamp.md"
 {
@@ -47,10 +58,15 @@ out="$repo/docs/bench/http-$stamp.md"
   echo
   echo "| endpoint | requests/s | p50 ms | p90 ms | p99 ms | errors |"
   echo "|---|---|---|---|---|---|"
-  for target in /health /metrics "/metrics gzip"; do
+  for target in /health /metrics "/metrics gzip" "floor"; do
     path=${target% gzip}
     header=(); [ "$target" != "$path" ] && header=(-H "Accept-Encoding: gzip")
-    result=$("${client_cpu[@]}" wrk -c 16 -t 1 -d "$duration" --latency "${header[@]}" "http://127.0.0.1:$port$path")
+    url="http://127.0.0.1:$port$path"
+    if [ "$target" = floor ]; then
+      url="http://127.0.0.1:$floor_port/"
+      target="floor: $plain_bytes bytes, scripts/bench/static_http.c"
+    fi
+    result=$("${client_cpu[@]}" wrk -c 16 -t 1 -d "$duration" --latency "${header[@]}" "$url")
     python3 - "$target" "$result" <<'PY'
 import re, sys
 path, text = sys.argv[1], sys.argv[2]

@@ -54,6 +54,9 @@ void whisper_spawn_note_signal_dispositions(void);
 /// 1 in a ThreadSanitizer or AddressSanitizer build (scripts/sanitizers.sh), else 0.
 int whisper_sanitizer_build(void);
 
+/// Offset of the first CRLF CRLF in `bytes` (an HTTP head's end), or -1 (memmem).
+long whisper_find_blank_line(const uint8_t *bytes, size_t count);
+
 /// clone(CLONE_VM|CLONE_VFORK) + exec with a pre-exec cgroup join. Never runs Swift code in the child.
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request);
 
