@@ -55,7 +55,8 @@ static struct {
 } pq;
 
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
-static int loaded;
+/* Which of the WL_LIBRARY_* are loaded and resolved; each is loaded once. */
+static unsigned loaded;
 
 static void *open_library(const char *name, const char *package, char *error, size_t size)
 {
@@ -73,63 +74,66 @@ static void *open_library(const char *name, const char *package, char *error, si
         }                                                                                         \
     } while (0)
 
-int whisper_worker_libs_load(char *error, size_t size)
+int whisper_worker_libs_load(unsigned which, char *error, size_t size)
 {
     pthread_mutex_lock(&load_lock);
-    if (loaded) {
-        pthread_mutex_unlock(&load_lock);
-        return 0;
+    unsigned wanted = which & ~loaded;
+    if (wanted & WL_LIBRARY_CURL) {
+        void *libcurl = open_library("libcurl.so.4", "libcurl4", error, size);
+        if (!libcurl) goto failed;
+        RESOLVE(libcurl, curl, global_init, "curl_global_init");
+        RESOLVE(libcurl, curl, easy_init, "curl_easy_init");
+        RESOLVE(libcurl, curl, easy_cleanup, "curl_easy_cleanup");
+        RESOLVE(libcurl, curl, easy_reset, "curl_easy_reset");
+        RESOLVE(libcurl, curl, easy_perform, "curl_easy_perform");
+        RESOLVE(libcurl, curl, easy_strerror, "curl_easy_strerror");
+        RESOLVE(libcurl, curl, slist_append, "curl_slist_append");
+        RESOLVE(libcurl, curl, slist_free_all, "curl_slist_free_all");
+        RESOLVE(libcurl, curl, easy_setopt, "curl_easy_setopt");
+        RESOLVE(libcurl, curl, easy_getinfo, "curl_easy_getinfo");
+        loaded |= WL_LIBRARY_CURL;
     }
-    void *libcurl = open_library("libcurl.so.4", "libcurl4", error, size);
-    void *libsqlite3 = libcurl ? open_library("libsqlite3.so.0", "libsqlite3-0", error, size) : NULL;
-    void *libpq = libsqlite3 ? open_library("libpq.so.5", "libpq5", error, size) : NULL;
-    if (!libpq) goto failed;
-
-    RESOLVE(libcurl, curl, global_init, "curl_global_init");
-    RESOLVE(libcurl, curl, easy_init, "curl_easy_init");
-    RESOLVE(libcurl, curl, easy_cleanup, "curl_easy_cleanup");
-    RESOLVE(libcurl, curl, easy_reset, "curl_easy_reset");
-    RESOLVE(libcurl, curl, easy_perform, "curl_easy_perform");
-    RESOLVE(libcurl, curl, easy_strerror, "curl_easy_strerror");
-    RESOLVE(libcurl, curl, slist_append, "curl_slist_append");
-    RESOLVE(libcurl, curl, slist_free_all, "curl_slist_free_all");
-    RESOLVE(libcurl, curl, easy_setopt, "curl_easy_setopt");
-    RESOLVE(libcurl, curl, easy_getinfo, "curl_easy_getinfo");
-
-    RESOLVE(libsqlite3, lite, open_v2, "sqlite3_open_v2");
-    RESOLVE(libsqlite3, lite, close_v2, "sqlite3_close_v2");
-    RESOLVE(libsqlite3, lite, busy_timeout, "sqlite3_busy_timeout");
-    RESOLVE(libsqlite3, lite, errmsg, "sqlite3_errmsg");
-    RESOLVE(libsqlite3, lite, prepare_v3, "sqlite3_prepare_v3");
-    RESOLVE(libsqlite3, lite, finalize, "sqlite3_finalize");
-    RESOLVE(libsqlite3, lite, reset, "sqlite3_reset");
-    RESOLVE(libsqlite3, lite, clear_bindings, "sqlite3_clear_bindings");
-    RESOLVE(libsqlite3, lite, bind_text, "sqlite3_bind_text");
-    RESOLVE(libsqlite3, lite, bind_int64, "sqlite3_bind_int64");
-    RESOLVE(libsqlite3, lite, bind_double, "sqlite3_bind_double");
-    RESOLVE(libsqlite3, lite, step, "sqlite3_step");
-    RESOLVE(libsqlite3, lite, column_int64, "sqlite3_column_int64");
-    RESOLVE(libsqlite3, lite, column_int, "sqlite3_column_int");
-    RESOLVE(libsqlite3, lite, column_double, "sqlite3_column_double");
-    RESOLVE(libsqlite3, lite, column_text, "sqlite3_column_text");
-    RESOLVE(libsqlite3, lite, last_insert_rowid, "sqlite3_last_insert_rowid");
-    RESOLVE(libsqlite3, lite, changes, "sqlite3_changes");
-
-    RESOLVE(libpq, pq, connectdb, "PQconnectdb");
-    RESOLVE(libpq, pq, status, "PQstatus");
-    RESOLVE(libpq, pq, errorMessage, "PQerrorMessage");
-    RESOLVE(libpq, pq, finish, "PQfinish");
-    RESOLVE(libpq, pq, transactionStatus, "PQtransactionStatus");
-    RESOLVE(libpq, pq, execParams, "PQexecParams");
-    RESOLVE(libpq, pq, resultStatus, "PQresultStatus");
-    RESOLVE(libpq, pq, resultErrorMessage, "PQresultErrorMessage");
-    RESOLVE(libpq, pq, ntuples, "PQntuples");
-    RESOLVE(libpq, pq, nfields, "PQnfields");
-    RESOLVE(libpq, pq, getvalue, "PQgetvalue");
-    RESOLVE(libpq, pq, cmdTuples, "PQcmdTuples");
-    RESOLVE(libpq, pq, clear, "PQclear");
-
-    loaded = 1;
+    if (wanted & WL_LIBRARY_SQLITE) {
+        void *libsqlite3 = open_library("libsqlite3.so.0", "libsqlite3-0", error, size);
+        if (!libsqlite3) goto failed;
+        RESOLVE(libsqlite3, lite, open_v2, "sqlite3_open_v2");
+        RESOLVE(libsqlite3, lite, close_v2, "sqlite3_close_v2");
+        RESOLVE(libsqlite3, lite, busy_timeout, "sqlite3_busy_timeout");
+        RESOLVE(libsqlite3, lite, errmsg, "sqlite3_errmsg");
+        RESOLVE(libsqlite3, lite, prepare_v3, "sqlite3_prepare_v3");
+        RESOLVE(libsqlite3, lite, finalize, "sqlite3_finalize");
+        RESOLVE(libsqlite3, lite, reset, "sqlite3_reset");
+        RESOLVE(libsqlite3, lite, clear_bindings, "sqlite3_clear_bindings");
+        RESOLVE(libsqlite3, lite, bind_text, "sqlite3_bind_text");
+        RESOLVE(libsqlite3, lite, bind_int64, "sqlite3_bind_int64");
+        RESOLVE(libsqlite3, lite, bind_double, "sqlite3_bind_double");
+        RESOLVE(libsqlite3, lite, step, "sqlite3_step");
+        RESOLVE(libsqlite3, lite, column_int64, "sqlite3_column_int64");
+        RESOLVE(libsqlite3, lite, column_int, "sqlite3_column_int");
+        RESOLVE(libsqlite3, lite, column_double, "sqlite3_column_double");
+        RESOLVE(libsqlite3, lite, column_text, "sqlite3_column_text");
+        RESOLVE(libsqlite3, lite, last_insert_rowid, "sqlite3_last_insert_rowid");
+        RESOLVE(libsqlite3, lite, changes, "sqlite3_changes");
+        loaded |= WL_LIBRARY_SQLITE;
+    }
+    if (wanted & WL_LIBRARY_POSTGRES) {
+        void *libpq = open_library("libpq.so.5", "libpq5", error, size);
+        if (!libpq) goto failed;
+        RESOLVE(libpq, pq, connectdb, "PQconnectdb");
+        RESOLVE(libpq, pq, status, "PQstatus");
+        RESOLVE(libpq, pq, errorMessage, "PQerrorMessage");
+        RESOLVE(libpq, pq, finish, "PQfinish");
+        RESOLVE(libpq, pq, transactionStatus, "PQtransactionStatus");
+        RESOLVE(libpq, pq, execParams, "PQexecParams");
+        RESOLVE(libpq, pq, resultStatus, "PQresultStatus");
+        RESOLVE(libpq, pq, resultErrorMessage, "PQresultErrorMessage");
+        RESOLVE(libpq, pq, ntuples, "PQntuples");
+        RESOLVE(libpq, pq, nfields, "PQnfields");
+        RESOLVE(libpq, pq, getvalue, "PQgetvalue");
+        RESOLVE(libpq, pq, cmdTuples, "PQcmdTuples");
+        RESOLVE(libpq, pq, clear, "PQclear");
+        loaded |= WL_LIBRARY_POSTGRES;
+    }
     pthread_mutex_unlock(&load_lock);
     return 0;
 

@@ -78,7 +78,9 @@ public final class Worker {
     }
 
     public func run() throws -> Int32 {
-        do { try WorkerLibraries.load() } catch { throw Failure(description: "\(error)") }
+        // Up front, so a missing library is a clear exit, not a failed first chat.
+        let storeLibrary: WorkerLibraries.Set = StoreCommands.postgresURL(environment) == nil ? .sqlite : .postgres
+        do { try WorkerLibraries.load([.curl, storeLibrary]) } catch { throw Failure(description: "\(error)") }
         let profile = try loadProfile()
         let (store, storeProblem) = try openStore()
         let llm = LLMConfiguration.from(environment).map(LLMClient.init)

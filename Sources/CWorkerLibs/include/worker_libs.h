@@ -12,8 +12,16 @@
 #include <curl/curl.h>
 #include <sqlite3.h>
 
-/* 0, or -1 with a message naming the library (and its Debian package) in `error`. */
-int whisper_worker_libs_load(char *error, size_t size);
+/* Each library on its own, so a worker maps only its store's: libsqlite3 or libpq. */
+enum {
+    WL_LIBRARY_CURL = 1,
+    WL_LIBRARY_SQLITE = 2,
+    WL_LIBRARY_POSTGRES = 4,
+};
+
+/* Loads those of `which` (WL_LIBRARY_* ored) not loaded yet. 0, or -1 with a message naming
+ * the library (and its Debian package) in `error`. */
+int whisper_worker_libs_load(unsigned which, char *error, size_t size);
 
 /* libcurl */
 CURLcode wl_curl_global_init(long flags);

@@ -31,7 +31,7 @@ final class CurlHTTP: Sendable {
 
     /// libcurl's global set-up, once (the worker loaded the library before making a client).
     private static let globalInit: Void = {
-        if (try? WorkerLibraries.load()) != nil { _ = wl_curl_global_init(Int(CURL_GLOBAL_ALL)) }
+        if (try? WorkerLibraries.load(.curl)) != nil { _ = wl_curl_global_init(Int(CURL_GLOBAL_ALL)) }
     }()
 
     init() { _ = Self.globalInit }

@@ -192,7 +192,7 @@ public final class PostgresStore: ConversationStore {
     }
 
     private func connect() throws -> Connection {
-        try WorkerLibraries.load()
+        try WorkerLibraries.load(.postgres)
         guard let raw = wl_PQconnectdb(url) else { throw StoreError("postgres: out of memory") }
         guard wl_PQstatus(raw) == WL_CONNECTION_OK else {
             let message = String(cString: wl_PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines)

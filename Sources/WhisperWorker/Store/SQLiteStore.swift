@@ -55,7 +55,7 @@ public final class SQLiteStore: ConversationStore {
 
     public init(path: String) throws {
         self.path = path
-        try WorkerLibraries.load()
+        try WorkerLibraries.load(.sqlite)
         connection = Locked(Connection(handle: try Self.open(path)))
         try connection.withLock { db in
             try Self.run(&db, "PRAGMA journal_mode=WAL")

@@ -16,7 +16,6 @@ public enum StoreCommands {
     /// else the given SQLite files, else every `<state dir>/memory/*.sqlite3`. Returns what
     /// it did, one line per store.
     public static func migrate(environment: [String: String], sqlitePaths: [String]) throws -> [String] {
-        try WorkerLibraries.load()
         if let url = postgresURL(environment) {
             try PostgresStore(url: url).migrate()
             return ["migrated \(PostgresStore.redacted(url))"]
@@ -38,7 +37,6 @@ public enum StoreCommands {
     /// Refuses when the database already holds messages of a character being copied, unless
     /// `append` (so running it twice does not double a history).
     public static func copy(sqlitePath: String, to url: String, append: Bool) throws -> String {
-        try WorkerLibraries.load()
         guard FileManager.default.fileExists(atPath: sqlitePath) else { throw StoreError("\(sqlitePath): no such file") }
         let source = try SQLiteStore(path: sqlitePath)
         let rows = try source.exportAll()
