@@ -18,6 +18,15 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do sanitizers+=("$1"); shift; done
 [ ${#sanitizers[@]} -gt 0 ] || sanitizers=(thread address)
 scripts/install-deps.sh >&2
 status=0
+# The pids of running processes whose executable is under $1.
+leftovers() {
+    local proc exe
+    for proc in /proc/[0-9]*; do
+        exe=$(readlink "$proc/exe" 2>/dev/null) || continue
+        case "$exe" in "$1"*) echo "${proc#/proc/}" ;; esac
+    done
+}
+
 for sanitizer in "${sanitizers[@]}"; do
     case "$sanitizer" in
         thread) scratch=.build-tsan; flags=(-Xswiftc -DWHISPER_TSAN) ;;
@@ -41,6 +50,17 @@ for sanitizer in "${sanitizers[@]}"; do
     test_status=0
     failed=0
     swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" "${flags[@]}" "$@" || test_status=$?
+    # A test runner that a sanitizer aborted skipped its clean-up: whatever still runs from
+    # this scratch dir is ours and left over. SIGTERM first, so a whisperd stops its fleet.
+    left=$(leftovers "$PWD/$scratch/")
+    if [ -n "$left" ]; then
+        echo "== $sanitizer: processes left running: $(echo $left)" >&2
+        kill -TERM $left 2>/dev/null || true
+        for _ in $(seq 100); do [ -z "$(leftovers "$PWD/$scratch/")" ] && break; sleep 0.1; done
+        left=$(leftovers "$PWD/$scratch/")
+        [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
+        failed=1
+    fi
     found=$(find "$reports" -type f -size +0 | sort)
     if [ -n "$found" ]; then
         echo "== $sanitizer: reports in $(echo "$found" | wc -l) process(es):" >&2

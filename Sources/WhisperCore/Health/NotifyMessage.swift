@@ -108,7 +108,8 @@ public struct Facet: Hashable, Sendable {
 
     /// The `X_WHISPERD_FACET=` line for a facet and its state (`ok`, `down:<detail>`, …): a
     /// detail is one line in a datagram of lines, so a multi-line error (libpq's are) is folded
-    /// onto one line, and cut to the 200 characters whisperd keeps.
+    /// onto one line, and cut to 220 characters: the state word and its colon, then the 200
+    /// characters of detail whisperd keeps.
     public static func notifyLine(_ facet: String, _ state: String) -> String {
         var folded = ""
         var pendingSpace = false
