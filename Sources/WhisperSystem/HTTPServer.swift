@@ -634,12 +634,3 @@ extension String {
         return text.split(separator: "%20", omittingEmptySubsequences: false).joined(separator: " ")
     }
 }
-
-extension Substring {
-    func trimmingSpaces() -> String {
-        var text = self[...]
-        while text.first == " " || text.first == "\t" { text = text.dropFirst() }
-        while text.last == " " || text.last == "\t" { text = text.dropLast() }
-        return String(text)
-    }
-}
