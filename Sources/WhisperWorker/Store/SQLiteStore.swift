@@ -1,30 +1,29 @@
 import CWorkerLibs
-import Dispatch
 import Glibc
 import WhisperChat
 import Synchronization
 import WhisperCore
 
 /// A character's conversations in one SQLite file: WAL, `synchronous=FULL` (a message is on
-/// disk when `append` returns), parameterised statements only. Writes are group-committed:
-/// whoever finds no commit under way commits every write queued meanwhile in one transaction
-/// (each in its own savepoint, so one failing write fails alone) — one fsync for many
-/// concurrent chats instead of one each. Reads go through a second connection, so they never
+/// disk when `append` returns), parameterised statements only. Writes are group-committed
+/// (`GroupCommit`): the writes queued while a commit is under way go together in the next
+/// transaction (each in its own savepoint, so one failing write fails alone) — one fsync for
+/// many concurrent chats instead of one each. Reads go through a second connection, so they never
 /// wait behind an fsync.
 public final class SQLiteStore: ConversationStore {
     public let kind = "sqlite"
     public let path: String
     private let connection: Locked<Connection>
     private let reader: Locked<Connection>
-    private let commitQueue = Locked<(pending: [PendingWrite], isLeading: Bool)>(([], false))
+    private let writes = GroupCommit<PendingWrite>()
 
     /// A write waiting for the next group commit.
     private final class PendingWrite: @unchecked Sendable {
-        // @unchecked: `result` is set by the committing thread before it signals `done`, and
-        // read by the waiting thread only after `done` — the semaphore orders the two.
+        // @unchecked: `result` is set by the committing thread, and read by the submitting
+        // thread only after `GroupCommit.submit` returns — which, for a write another thread
+        // committed, is after that thread signalled the semaphore the submitter waits on.
         let body: (inout Connection) throws -> Any
         var result: Result<Any, any Error>?
-        let done = DispatchSemaphore(value: 0)
 
         init(_ body: @escaping (inout Connection) throws -> Any) { self.body = body }
     }
@@ -211,31 +210,11 @@ public final class SQLiteStore: ConversationStore {
         case double(Double)
     }
 
-    /// Runs `body` in the next group commit and returns its result once that is on disk.
+    /// Runs `body` in the next group commit (`GroupCommit`) and returns its result once that
+    /// is on disk.
     private func groupCommit<T>(_ body: @escaping (inout Connection) throws -> T) throws -> T {
         let write = PendingWrite { db in try body(&db) }
-        let leads = commitQueue.withLock { queue -> Bool in
-            queue.pending.append(write)
-            if queue.isLeading { return false }
-            queue.isLeading = true
-            return true
-        }
-        if leads {
-            // Commit batches until no one is waiting; writes queued during a commit go next.
-            while true {
-                let batch = commitQueue.withLock { queue -> [PendingWrite] in
-                    let batch = queue.pending
-                    queue.pending = []
-                    if batch.isEmpty { queue.isLeading = false }
-                    return batch
-                }
-                if batch.isEmpty { break }
-                commit(batch)
-                for other in batch where other !== write { other.done.signal() }
-            }
-        } else {
-            write.done.wait()
-        }
+        writes.submit(write) { batch in commit(batch) }
         guard let result = write.result else { throw StoreError("sqlite: write lost") }
         // The body made this value, of this type.
         return try result.get() as! T
