@@ -45,6 +45,8 @@ static struct {
     void (*finish)(PGconn *);
     int (*transactionStatus)(const PGconn *);
     PGresult *(*execParams)(PGconn *, const char *, int, const unsigned int *, const char *const *, const int *, const int *, int);
+    PGresult *(*prepare)(PGconn *, const char *, const char *, int, const unsigned int *);
+    PGresult *(*execPrepared)(PGconn *, const char *, int, const char *const *, const int *, const int *, int);
     int (*resultStatus)(const PGresult *);
     char *(*resultErrorMessage)(const PGresult *);
     int (*ntuples)(const PGresult *);
@@ -125,6 +127,8 @@ int whisper_worker_libs_load(unsigned which, char *error, size_t size)
         RESOLVE(libpq, pq, finish, "PQfinish");
         RESOLVE(libpq, pq, transactionStatus, "PQtransactionStatus");
         RESOLVE(libpq, pq, execParams, "PQexecParams");
+        RESOLVE(libpq, pq, prepare, "PQprepare");
+        RESOLVE(libpq, pq, execPrepared, "PQexecPrepared");
         RESOLVE(libpq, pq, resultStatus, "PQresultStatus");
         RESOLVE(libpq, pq, resultErrorMessage, "PQresultErrorMessage");
         RESOLVE(libpq, pq, ntuples, "PQntuples");
@@ -193,6 +197,15 @@ PGresult *wl_PQexecParams(PGconn *connection, const char *command, int count, co
                           const int *lengths, const int *formats, int resultFormat)
 {
     return pq.execParams(connection, command, count, types, values, lengths, formats, resultFormat);
+}
+PGresult *wl_PQprepare(PGconn *connection, const char *name, const char *command, int count, const unsigned int *types)
+{
+    return pq.prepare(connection, name, command, count, types);
+}
+PGresult *wl_PQexecPrepared(PGconn *connection, const char *name, int count, const char *const *values, const int *lengths,
+                            const int *formats, int resultFormat)
+{
+    return pq.execPrepared(connection, name, count, values, lengths, formats, resultFormat);
 }
 int wl_PQresultStatus(const PGresult *result) { return pq.resultStatus(result); }
 char *wl_PQresultErrorMessage(const PGresult *result) { return pq.resultErrorMessage(result); }

@@ -20,13 +20,22 @@ extension IntegrationTests {
             #expect(state.json["trust_score"] as? Int == 2)
             #expect((state.json["knowledge_facts"] as? [[String: String]])?.map { $0["fact"] } == ["lives in: Oslo"])
 
+            // Several facts in one reply's statement (a text[] parameter): quotes, a backslash,
+            // commas and braces arrive as given; a repeated fact is kept once.
+            let tricky = #"My name is "Ada" \ Lovelace. I like tea, {milk}, "sugar". I like tea, {milk}, "sugar"."#
+            #expect(postJSON(port: port, path: "/api/chat", ["user_id": "u2", "message": tricky]).status == 200)
+            let trickyState = postJSON(port: port, path: "/api/user-state", ["user_id": "u2"])
+            #expect((trickyState.json["knowledge_facts"] as? [[String: String]])?.map { $0["fact"] }
+                == [#"likes: tea, {milk}, "sugar"#, #"name: Ada" \ Lovelace"#])
+            #expect(trickyState.json["trust_score"] as? Int == 1)
+
             let statuses = StatusList()
             DispatchQueue.concurrentPerform(iterations: 50) { index in
                 statuses.add(postJSON(port: port, path: "/api/chat", ["user_id": "crowd", "message": "m\(index)"]).status)
             }
             #expect(statuses.values.count == 50 && statuses.values.allSatisfy { $0 == 200 })
             #expect(try postgres.query("SELECT count(*) FROM messages WHERE character = 'elena' AND user_id = 'crowd'") == ["100"])
-            #expect(try postgres.query("SELECT count(DISTINCT id) FROM messages") == ["104"])
+            #expect(try postgres.query("SELECT count(DISTINCT id) FROM messages") == ["106"])
 
             let cleared = postJSON(port: port, path: "/api/clear-user-data", ["user_id": "u1"])
             #expect(cleared.json["memories_cleared"] as? Int == 4)

@@ -75,6 +75,9 @@ void wl_PQfinish(PGconn *connection);
 int wl_PQtransactionStatus(const PGconn *connection);
 PGresult *wl_PQexecParams(PGconn *connection, const char *command, int count, const unsigned int *types,
                           const char *const *values, const int *lengths, const int *formats, int resultFormat);
+PGresult *wl_PQprepare(PGconn *connection, const char *name, const char *command, int count, const unsigned int *types);
+PGresult *wl_PQexecPrepared(PGconn *connection, const char *name, int count, const char *const *values, const int *lengths,
+                            const int *formats, int resultFormat);
 int wl_PQresultStatus(const PGresult *result);
 char *wl_PQresultErrorMessage(const PGresult *result);
 int wl_PQntuples(const PGresult *result);

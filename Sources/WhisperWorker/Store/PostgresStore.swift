@@ -6,6 +6,8 @@ import WhisperCore
 
 /// Conversations in PostgreSQL through libpq: one database for every character (rows keyed
 /// by character), parameterised statements only, a small pool of connections made on demand.
+/// A chat costs three round trips — read the history, store the user's message, store the reply
+/// with its trust and facts in one statement — each a statement prepared once per connection.
 /// A connection that fails is dropped and the next operation makes a new one, so the store
 /// comes back by itself after the database does.
 public final class PostgresStore: ConversationStore {
@@ -18,11 +20,37 @@ public final class PostgresStore: ConversationStore {
     /// database was down migrates at its first successful connection).
     private let isMigrated = Locked(false)
 
-    /// One libpq connection, used by one thread at a time (taken from the pool and put back).
-    private struct Connection: @unchecked Sendable {
-        // @unchecked: a PGconn moves between threads only through the pool's lock and is used
-        // by one thread at a time, which is what libpq requires.
+    /// One libpq connection and the statements prepared on it, used by one thread at a time
+    /// (taken from the pool and put back).
+    private final class Connection: @unchecked Sendable {
+        // @unchecked: a connection moves between threads only through the pool's lock and is
+        // used by one thread at a time, which is what libpq requires and what keeps `prepared`
+        // unshared.
         let raw: OpaquePointer
+        /// SQL → the name it was prepared under on this connection.
+        var prepared: [String: String] = [:]
+
+        init(raw: OpaquePointer) { self.raw = raw }
+
+        /// `sql` as a prepared statement: parsed and planned by the server once per connection
+        /// instead of at every call.
+        func execute(_ sql: String, _ parameters: [String] = []) throws -> QueryResult {
+            let name: String
+            if let known = prepared[sql] {
+                name = known
+            } else {
+                name = "whisperd_\(prepared.count)"
+                guard let result = wl_PQprepare(raw, name, sql, Int32(parameters.count), nil) else {
+                    throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))")
+                }
+                defer { wl_PQclear(result) }
+                try PostgresStore.check(result)
+                prepared[sql] = name
+            }
+            return try PostgresStore.withCStrings(parameters) { values in
+                try PostgresStore.rows(of: wl_PQexecPrepared(raw, name, Int32(parameters.count), values, nil, nil, 0), on: raw)
+            }
+        }
     }
 
     /// `maxIdle`: connections kept for reuse; at least the worker's thread count, as a
@@ -48,13 +76,13 @@ public final class PostgresStore: ConversationStore {
     public func migrate() throws {
         try transaction { db in
             // One migrator at a time across every process: the lock is released at COMMIT.
-            _ = try Self.execute(db, "SELECT pg_advisory_xact_lock(7305727356)")
-            _ = try Self.execute(db, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
-            let applied = Set(try Self.execute(db, "SELECT version FROM schema_migrations").rows.compactMap { Int($0[0]) })
+            _ = try Self.execute(db.raw, "SELECT pg_advisory_xact_lock(7305727356)")
+            _ = try Self.execute(db.raw, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+            let applied = Set(try Self.execute(db.raw, "SELECT version FROM schema_migrations").rows.compactMap { Int($0[0]) })
             for migration in StoreSchema.migrations where !applied.contains(migration.version) {
-                for statement in migration.postgres { _ = try Self.execute(db, statement) }
+                for statement in migration.postgres { _ = try Self.execute(db.raw, statement) }
                 _ = try Self.execute(
-                    db, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    db.raw, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                     [String(migration.version), String(Date().timeIntervalSince1970)])
             }
         }
@@ -66,14 +94,14 @@ public final class PostgresStore: ConversationStore {
     }
 
     public func ping() -> Bool {
-        (try? withConnection { db in try Self.execute(db, "SELECT 1").rows.first?.first }) == "1"
+        (try? withConnection { db in try db.execute("SELECT 1").rows.first?.first }) == "1"
     }
 
     public func append(_ message: NewMessage) throws -> Int64 {
         try ensureMigrated()
         return try withConnection { db in
-            let result = try Self.execute(
-                db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            let result = try db.execute(
+                "INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
                 [message.character, message.userID, message.role.rawValue, message.content, String(message.createdAt)])
             return result.rows.first.flatMap { Int64($0[0]) } ?? 0
         }
@@ -82,8 +110,8 @@ public final class PostgresStore: ConversationStore {
     public func recentMessages(character: String, userID: String, limit: Int) throws -> [StoredMessage] {
         try ensureMigrated()
         return try withConnection { db in
-            try Self.execute(
-                db, "SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3",
+            try db.execute(
+                "SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3",
                 [character, userID, String(limit)]
             ).rows.map { row in
                 StoredMessage(
@@ -93,42 +121,57 @@ public final class PostgresStore: ConversationStore {
         }
     }
 
+    /// One statement, so one round trip and atomic on its own: the reply, the facts (an
+    /// array parameter) and the trust score.
     public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
         try ensureMigrated()
-        return try transaction { db in
-            _ = try Self.execute(
-                db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)",
-                [reply.character, reply.userID, reply.role.rawValue, reply.content, String(reply.createdAt)])
-            let bounds = Conversation.trustRange
-            let score = try Self.execute(
-                db,
+        let bounds = Conversation.trustRange
+        return try withConnection { db in
+            try db.execute(
                 """
-                INSERT INTO trust (character, user_id, score) VALUES ($1, $2, GREATEST($4, LEAST($5, $3::int)))
-                ON CONFLICT (character, user_id) DO UPDATE SET score = GREATEST($4, LEAST($5, trust.score + $3::int)) RETURNING score
+                WITH reply AS (
+                  INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
+                ), learned AS (
+                  INSERT INTO facts (character, user_id, fact, created_at)
+                  SELECT $1, $2, fact, $5 FROM unnest($6::text[]) WITH ORDINALITY AS given(fact, position) ORDER BY position
+                  ON CONFLICT DO NOTHING
+                )
+                INSERT INTO trust (character, user_id, score) VALUES ($1, $2, GREATEST($8, LEAST($9, $7::int)))
+                ON CONFLICT (character, user_id) DO UPDATE SET score = GREATEST($8, LEAST($9, trust.score + $7::int)) RETURNING score
                 """,
-                [reply.character, reply.userID, String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
+                [reply.character, reply.userID, reply.role.rawValue, reply.content, String(reply.createdAt), Self.textArray(facts),
+                 String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
             ).rows.first.flatMap { Int($0[0]) } ?? 0
-            for fact in facts {
-                _ = try Self.execute(
-                    db, "INSERT INTO facts (character, user_id, fact, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    [reply.character, reply.userID, fact, String(reply.createdAt)])
-            }
-            return score
         }
+    }
+
+    /// A `text[]` literal: every element quoted, `"` and `\` escaped.
+    static func textArray(_ elements: [String]) -> String {
+        var literal = "{"
+        for (index, element) in elements.enumerated() {
+            if index > 0 { literal += "," }
+            literal += "\""
+            for character in element.unicodeScalars {
+                if character == "\"" || character == "\\" { literal += "\\" }
+                literal.unicodeScalars.append(character)
+            }
+            literal += "\""
+        }
+        return literal + "}"
     }
 
     public func userState(character: String, userID: String, recent: Int) throws -> UserState {
         try ensureMigrated()
         return try withConnection { db in
             let key = [character, userID]
-            let trust = try Self.execute(db, "SELECT score FROM trust WHERE character = $1 AND user_id = $2", key).rows.first.flatMap { Int($0[0]) } ?? 0
-            let count = try Self.execute(db, "SELECT count(*) FROM messages WHERE character = $1 AND user_id = $2", key).rows.first.flatMap { Int($0[0]) } ?? 0
-            let messages = try Self.execute(
-                db, "SELECT content FROM messages WHERE character = $1 AND user_id = $2 AND role = 'user' ORDER BY id DESC LIMIT $3",
+            let trust = try db.execute("SELECT score FROM trust WHERE character = $1 AND user_id = $2", key).rows.first.flatMap { Int($0[0]) } ?? 0
+            let count = try db.execute("SELECT count(*) FROM messages WHERE character = $1 AND user_id = $2", key).rows.first.flatMap { Int($0[0]) } ?? 0
+            let messages = try db.execute(
+                "SELECT content FROM messages WHERE character = $1 AND user_id = $2 AND role = 'user' ORDER BY id DESC LIMIT $3",
                 key + [String(recent)]
             ).rows.map { $0[0] }
-            let facts = try Self.execute(
-                db, "SELECT fact FROM facts WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT 50", key
+            let facts = try db.execute(
+                "SELECT fact FROM facts WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT 50", key
             ).rows.map { $0[0] }
             return UserState(trust: trust, messageCount: count, recentUserMessages: messages, facts: facts)
         }
@@ -140,11 +183,11 @@ public final class PostgresStore: ConversationStore {
             let key = [character, userID]
             var cleared = ClearedData(memoriesCleared: 0, trustReset: false, knowledgeCleared: 0)
             if memories {
-                cleared.memoriesCleared = try Self.execute(db, "DELETE FROM messages WHERE character = $1 AND user_id = $2", key).affected
-                cleared.knowledgeCleared = try Self.execute(db, "DELETE FROM facts WHERE character = $1 AND user_id = $2", key).affected
+                cleared.memoriesCleared = try Self.execute(db.raw, "DELETE FROM messages WHERE character = $1 AND user_id = $2", key).affected
+                cleared.knowledgeCleared = try Self.execute(db.raw, "DELETE FROM facts WHERE character = $1 AND user_id = $2", key).affected
             }
             if trust {
-                _ = try Self.execute(db, "DELETE FROM trust WHERE character = $1 AND user_id = $2", key)
+                _ = try Self.execute(db.raw, "DELETE FROM trust WHERE character = $1 AND user_id = $2", key)
                 cleared.trustReset = true
             }
             return cleared
@@ -156,7 +199,7 @@ public final class PostgresStore: ConversationStore {
     /// How many rows of each kind the database holds for a character.
     func messageCount(character: String) throws -> Int {
         try withConnection { db in
-            try Self.execute(db, "SELECT count(*) FROM messages WHERE character = $1", [character]).rows.first.flatMap { Int($0[0]) } ?? 0
+            try Self.execute(db.raw, "SELECT count(*) FROM messages WHERE character = $1", [character]).rows.first.flatMap { Int($0[0]) } ?? 0
         }
     }
 
@@ -167,18 +210,18 @@ public final class PostgresStore: ConversationStore {
         try transaction { db in
             for row in messages {
                 _ = try Self.execute(
-                    db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    db.raw, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)",
                     [row.character, row.userID, row.role, row.content, String(row.createdAt)])
             }
             for row in trust {
                 _ = try Self.execute(
-                    db,
+                    db.raw,
                     "INSERT INTO trust (character, user_id, score) VALUES ($1, $2, $3) ON CONFLICT (character, user_id) DO UPDATE SET score = excluded.score",
                     [row.character, row.userID, String(row.score)])
             }
             for row in facts {
                 _ = try Self.execute(
-                    db, "INSERT INTO facts (character, user_id, fact, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    db.raw, "INSERT INTO facts (character, user_id, fact, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     [row.character, row.userID, row.fact, String(row.createdAt)])
             }
         }
@@ -203,10 +246,10 @@ public final class PostgresStore: ConversationStore {
     }
 
     /// Runs `body` on a pooled connection; a connection that broke is not put back.
-    private func withConnection<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+    private func withConnection<T>(_ body: (Connection) throws -> T) throws -> T {
         let connection = try idle.withLock { $0.popLast() } ?? connect()
         do {
-            let result = try body(connection.raw)
+            let result = try body(connection)
             release(connection)
             return result
         } catch {
@@ -225,33 +268,47 @@ public final class PostgresStore: ConversationStore {
         if !kept { wl_PQfinish(connection.raw) }
     }
 
-    private func transaction<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+    private func transaction<T>(_ body: (Connection) throws -> T) throws -> T {
         try withConnection { db in
-            _ = try Self.execute(db, "BEGIN")
+            _ = try Self.execute(db.raw, "BEGIN")
             do {
                 let result = try body(db)
-                _ = try Self.execute(db, "COMMIT")
+                _ = try Self.execute(db.raw, "COMMIT")
                 return result
             } catch {
-                _ = try? Self.execute(db, "ROLLBACK")
+                _ = try? Self.execute(db.raw, "ROLLBACK")
                 throw error
             }
         }
     }
 
-    /// One parameterised statement; parameters go as text, never into the SQL.
+    /// One parameterised statement, not kept prepared (migrations, transaction control, rare
+    /// operations); parameters go as text, never into the SQL.
     static func execute(_ db: OpaquePointer, _ sql: String, _ parameters: [String] = []) throws -> QueryResult {
-        let cStrings = parameters.map { strdup($0) }
-        defer { for pointer in cStrings { free(pointer) } }
-        var values = cStrings.map { UnsafePointer<CChar>($0) }
-        guard let result = wl_PQexecParams(db, sql, Int32(parameters.count), nil, &values, nil, nil, 0) else {
-            throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(db)))")
+        try withCStrings(parameters) { values in
+            try rows(of: wl_PQexecParams(db, sql, Int32(parameters.count), nil, values, nil, nil, 0), on: db)
         }
-        defer { wl_PQclear(result) }
+    }
+
+    fileprivate static func withCStrings<T>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) throws -> T) rethrows -> T {
+        let copies = strings.map { strdup($0) }
+        defer { for pointer in copies { free(pointer) } }
+        let values = copies.map { UnsafePointer<CChar>($0) }
+        return try values.withUnsafeBufferPointer { try body($0.baseAddress ?? UnsafePointer(bitPattern: 1)!) }
+    }
+
+    fileprivate static func check(_ result: OpaquePointer) throws {
         let status = wl_PQresultStatus(result)
         guard status == WL_PGRES_COMMAND_OK || status == WL_PGRES_TUPLES_OK else {
             throw StoreError("postgres: \(String(cString: wl_PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+    }
+
+    /// The rows of a statement's result (cleared here), or its error.
+    fileprivate static func rows(of result: OpaquePointer?, on db: OpaquePointer) throws -> QueryResult {
+        guard let result else { throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(db)))") }
+        defer { wl_PQclear(result) }
+        try check(result)
         var rows: [[String]] = []
         for row in 0..<wl_PQntuples(result) {
             rows.append((0..<wl_PQnfields(result)).map { String(cString: wl_PQgetvalue(result, row, $0)) })
