@@ -61,70 +61,90 @@ public enum Conversation {
 
     /// `Monday, January 05, 2026 at 14:03` in `timezone`.
     public static func formatDateTime(_ date: Date, timezone: TimeZone) -> String {
-        // Making a DateFormatter costs more than a whole chat's database work: one per zone,
-        // used under a lock (a formatter is not safe to share between threads unlocked).
-        dateTimeFormatters.withLock { formatters in
+        // ICU formatting costs more than a chat's database work, and the text changes once a
+        // minute: the last one per zone is kept, with the formatter (made once per zone, used
+        // under the lock, as a formatter is not safe to share between threads unlocked).
+        let minute = Int((date.timeIntervalSince1970 / 60).rounded(.down))
+        return dateTimeFormatters.withLock { formatters in
+            if let cached = formatters[timezone.identifier], cached.minute == minute { return cached.text }
             let formatter: DateFormatter
             if let cached = formatters[timezone.identifier] {
-                formatter = cached
+                formatter = cached.formatter
             } else {
                 formatter = DateFormatter()
                 formatter.locale = Locale(identifier: "en_US_POSIX")
                 formatter.timeZone = timezone
                 formatter.dateFormat = "EEEE, MMMM dd, yyyy 'at' HH:mm"
-                formatters[timezone.identifier] = formatter
             }
-            return formatter.string(from: date)
+            let text = formatter.string(from: date)
+            formatters[timezone.identifier] = (formatter, minute, text)
+            return text
         }
     }
 
-    private static let dateTimeFormatters = Locked<[String: DateFormatter]>([:])
+    private static let dateTimeFormatters = Locked<[String: (formatter: DateFormatter, minute: Int, text: String)]>([:])
 
     /// The system prompt for one request: `character.md` with `{user_name}`,
     /// `{current_datetime}` and every `{key}` whose value in `context` is a string filled in,
-    /// then the character's core identity, goals and background as blocks.
+    /// then the character's core identity, goals and background as blocks
+    /// (`identityBlocks(profile)`, which a caller may pass made once).
     public static func systemPrompt(
-        _ profile: CharacterProfile, userID: String, context: [String: String], now: Date, hostTimeZone: TimeZone = .current
+        _ profile: CharacterProfile, userID: String, context: [String: String], now: Date, hostTimeZone: TimeZone = .current,
+        identity: String? = nil
     ) -> String {
         var values = context
         if values["user_name"]?.isEmpty ?? true { values["user_name"] = userID }
         if values["current_datetime"]?.isEmpty ?? true {
             values["current_datetime"] = formatDateTime(now, timezone: profile.core?.timezone ?? hostTimeZone)
         }
-        var prompt = substitute(profile.prompt, values)
-        if let core = profile.core {
-            var block = "\n\nCORE IDENTITY\nPurpose: \(core.purpose)"
-            if !core.drives.isEmpty {
-                block += "\nDrives: " + core.drives.map { "\($0.name) \(String(format: "%.2f", $0.strength))" }.joined(separator: ", ")
-            }
-            if !core.constitution.isEmpty { block += "\nConstitution:\n" + core.constitution.map { "- \($0)" }.joined(separator: "\n") }
-            prompt += block
-        }
-        if !profile.goals.isEmpty {
-            prompt += "\n\nGOALS\n" + profile.goals.map { "- \($0.description.isEmpty ? $0.slug : $0.description)" }.joined(separator: "\n")
-        }
-        if !profile.background.isEmpty {
-            prompt += "\n\nBACKGROUND\n" + profile.background.map { "- \($0.predicate): \($0.object)" }.joined(separator: "\n")
-        }
-        return prompt
+        return substitute(profile.prompt, values) + (identity ?? identityBlocks(profile))
     }
 
-    /// `{key}` → value for the keys given; other braces are left as they are.
-    static func substitute(_ template: String, _ values: [String: String]) -> String {
-        var output = ""
-        var rest = template[...]
-        while let open = rest.firstIndex(of: "{") {
-            output += rest[..<open]
-            let afterOpen = rest.index(after: open)
-            if let close = rest[afterOpen...].firstIndex(of: "}"), let value = values[String(rest[afterOpen..<close])] {
-                output += value
-                rest = rest[rest.index(after: close)...]
-            } else {
-                output += "{"
-                rest = rest[afterOpen...]
+    /// The part of the system prompt that depends on the character alone: core identity,
+    /// goals, background.
+    public static func identityBlocks(_ profile: CharacterProfile) -> String {
+        var blocks = ""
+        if let core = profile.core {
+            blocks += "\n\nCORE IDENTITY\nPurpose: \(core.purpose)"
+            if !core.drives.isEmpty {
+                blocks += "\nDrives: " + core.drives.map { "\($0.name) \(String(format: "%.2f", $0.strength))" }.joined(separator: ", ")
             }
+            if !core.constitution.isEmpty { blocks += "\nConstitution:\n" + core.constitution.map { "- \($0)" }.joined(separator: "\n") }
         }
-        return output + rest
+        if !profile.goals.isEmpty {
+            blocks += "\n\nGOALS\n" + profile.goals.map { "- \($0.description.isEmpty ? $0.slug : $0.description)" }.joined(separator: "\n")
+        }
+        if !profile.background.isEmpty {
+            blocks += "\n\nBACKGROUND\n" + profile.background.map { "- \($0.predicate): \($0.object)" }.joined(separator: "\n")
+        }
+        return blocks
+    }
+
+    /// `{key}` → value for the keys given; other braces are left as they are. Scans UTF-8
+    /// bytes (braces are ASCII, so never part of a longer character): walking `Character`s
+    /// made this a tenth of a chat's CPU for a few-KB `character.md`.
+    static func substitute(_ template: String, _ values: [String: String]) -> String {
+        var template = template
+        return template.withUTF8 { bytes -> String in
+            var output: [UInt8] = []
+            output.reserveCapacity(bytes.count + 128)
+            var index = 0
+            while index < bytes.count {
+                guard let open = bytes[index...].firstIndex(of: UInt8(ascii: "{")) else { break }
+                output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index..<open]))
+                if let close = bytes[(open + 1)...].firstIndex(of: UInt8(ascii: "}")),
+                    let value = values[String(decoding: UnsafeBufferPointer(rebasing: bytes[(open + 1)..<close]), as: UTF8.self)]
+                {
+                    output.append(contentsOf: value.utf8)
+                    index = close + 1
+                } else {
+                    output.append(UInt8(ascii: "{"))
+                    index = open + 1
+                }
+            }
+            if index < bytes.count { output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[index...])) }
+            return String(decoding: output, as: UTF8.self)
+        }
     }
 
     /// Facts a user states about themselves in plain words ("my name is Sam", "I live in

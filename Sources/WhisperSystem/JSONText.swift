@@ -42,6 +42,9 @@ public enum JSONText {
         }
     }
 
+    /// `text` as a JSON string literal, for callers that write JSON by hand.
+    public static func appendString(_ text: String, to output: inout [UInt8]) { writeString(text, into: &output) }
+
     /// Copies runs of plain bytes in bulk and escapes the rest (a chat prompt is kilobytes of
     /// text with a few newlines; byte-at-a-time appends made serialising it a tenth of a chat).
     private static func writeString(_ text: String, into output: inout [UInt8]) {

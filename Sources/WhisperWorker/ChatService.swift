@@ -12,9 +12,12 @@ final class ChatService: Sendable {
     let store: any ConversationStore
     let llm: Result<LLMClient, LLMNotConfigured>
     let metrics: WorkerMetrics
+    /// The prompt's character-only blocks, made once.
+    private let identity: String
 
     init(profile: CharacterProfile, store: any ConversationStore, llm: Result<LLMClient, LLMNotConfigured>, metrics: WorkerMetrics) {
         self.profile = profile
+        self.identity = Conversation.identityBlocks(profile)
         self.store = store
         self.llm = llm
         self.metrics = metrics
@@ -56,7 +59,7 @@ final class ChatService: Sendable {
             metrics.errors(kind: "store")
             return .failure(.store("\(error)"))
         }
-        var messages = [ChatMessage(role: "system", content: Conversation.systemPrompt(profile, userID: userID, context: context, now: started))]
+        var messages = [ChatMessage(role: "system", content: Conversation.systemPrompt(profile, userID: userID, context: context, now: started, identity: identity))]
         for earlier in Conversation.history(from: recent, now: now) {
             messages.append(ChatMessage(role: earlier.role.rawValue, content: earlier.content))
         }

@@ -52,9 +52,37 @@ import WhisperChat
         #expect(named.hasPrefix("Hi Sam in #{channel_name}."))
     }
 
+    @Test func placeholdersAmongOtherText_multibyteUnclosedAndNestedBraces() {
+        let profile = CharacterProfile(name: "elena", prompt: "Olá {user_name} 🌊 {{user_name}} {a{user_name}} {} {unknown} {user_name")
+        let prompt = Conversation.systemPrompt(profile, userID: "Zoë", context: ["": "empty key"], now: monday)
+        #expect(prompt == "Olá Zoë 🌊 {Zoë} {aZoë} empty key {unknown} {user_name")
+    }
+
     @Test func theDateIsInTheCharactersTimeZone() {
         let pacific = TimeZone(identifier: "America/Los_Angeles")!
         #expect(Conversation.formatDateTime(monday, timezone: pacific) == "Monday, January 05, 2026 at 06:03")
+    }
+
+    /// The text is kept per zone for the minute it was made in: the next minute, and another
+    /// zone in the same minute, get their own.
+    @Test func theKeptDateTextFollowsTheMinuteAndTheZone() {
+        let utc = TimeZone(identifier: "UTC")!
+        let tokyo = TimeZone(identifier: "Asia/Tokyo")!
+        #expect(Conversation.formatDateTime(monday, timezone: utc) == "Monday, January 05, 2026 at 14:03")
+        #expect(Conversation.formatDateTime(monday.addingTimeInterval(59), timezone: utc) == "Monday, January 05, 2026 at 14:03")
+        #expect(Conversation.formatDateTime(monday.addingTimeInterval(60), timezone: utc) == "Monday, January 05, 2026 at 14:04")
+        #expect(Conversation.formatDateTime(monday.addingTimeInterval(60), timezone: tokyo) == "Monday, January 05, 2026 at 23:04")
+        #expect(Conversation.formatDateTime(monday, timezone: utc) == "Monday, January 05, 2026 at 14:03")
+    }
+
+    @Test func identityBlocksMadeOnceGiveTheSamePrompt() {
+        var profile = CharacterProfile(name: "elena", prompt: "You are Elena, {user_name}.")
+        profile.goals = [CharacterProfile.Goal(slug: "g", description: "", successCriteria: nil, priority: nil)]
+        let identity = Conversation.identityBlocks(profile)
+        #expect(identity == "\n\nGOALS\n- g")
+        #expect(
+            Conversation.systemPrompt(profile, userID: "u", context: [:], now: monday, identity: identity)
+                == Conversation.systemPrompt(profile, userID: "u", context: [:], now: monday))
     }
 
     @Test func coreGoalsAndBackgroundBecomeBlocks() {

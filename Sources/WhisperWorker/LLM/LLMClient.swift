@@ -47,6 +47,33 @@ public struct LLMConfiguration: Sendable, Equatable {
                 retries: value("LLM_RETRIES").flatMap(Int.init) ?? 2))
     }
 
+    /// `{"max_tokens":…,"messages":[{"content":…,"role":…},…],"model":…,"stream":false[,"temperature":…]}`,
+    /// written directly: through `JSONText`'s `[String: Any]` (a dictionary per message, cast
+    /// back at every level) it was a tenth of a chat's CPU.
+    public func requestBody(_ messages: [ChatMessage]) -> [UInt8] {
+        var body: [UInt8] = []
+        body.reserveCapacity(messages.reduce(256) { $0 + $1.content.utf8.count + 32 })
+        body += #"{"max_tokens":"#.utf8
+        body += String(maxTokens).utf8
+        body += #","messages":["#.utf8
+        for (index, message) in messages.enumerated() {
+            body += (index == 0 ? #"{"content":"# : #",{"content":"#).utf8
+            JSONText.appendString(message.content, to: &body)
+            body += #","role":"#.utf8
+            JSONText.appendString(message.role, to: &body)
+            body.append(UInt8(ascii: "}"))
+        }
+        body += #"],"model":"#.utf8
+        JSONText.appendString(model, to: &body)
+        body += #","stream":false"#.utf8
+        if let temperature = temperature, temperature.isFinite {
+            body += #","temperature":"#.utf8
+            body += "\(temperature)".utf8
+        }
+        body.append(UInt8(ascii: "}"))
+        return body
+    }
+
     /// `{base}/chat/completions` with exactly one `/v1`: `http://h:8080` and `http://h:8080/v1/`
     /// both give `http://h:8080/v1/chat/completions`; a base with another path is kept.
     static func chatCompletionsURL(_ base: String) -> String {
@@ -118,7 +145,7 @@ public final class LLMClient: Sendable {
 
     /// Asks for one reply. Retries what can succeed later; a 4xx other than 429 fails at once.
     public func complete(_ messages: [ChatMessage], sleep: (Double) -> Void = { Thread.sleep(forTimeInterval: $0) }) -> Result<LLMReply, LLMError> {
-        let body = requestBody(messages)
+        let body = configuration.requestBody(messages)
         let started = Date()
         var attempt = 0
         while true {
@@ -138,17 +165,6 @@ public final class LLMClient: Sendable {
                 sleep(delay)
             }
         }
-    }
-
-    private func requestBody(_ messages: [ChatMessage]) -> [UInt8] {
-        var object: [String: Any] = [
-            "model": configuration.model,
-            "messages": messages.map { ["role": $0.role, "content": $0.content] },
-            "max_tokens": configuration.maxTokens,
-            "stream": false,
-        ]
-        if let temperature = configuration.temperature { object["temperature"] = temperature }
-        return JSONText.serialize(object)
     }
 
     private struct Failure: Error {

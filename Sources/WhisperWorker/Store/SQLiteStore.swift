@@ -122,14 +122,16 @@ public final class SQLiteStore: ConversationStore {
             try Self.run(
                 &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
                 [.text(reply.character), .text(reply.userID), .text(reply.role.rawValue), .text(reply.content), .double(reply.createdAt)])
-            let current = try Self.query(
-                &db, "SELECT score FROM trust WHERE character = ? AND user_id = ?", [.text(reply.character), .text(reply.userID)]
-            ) { Int(wl_sqlite3_column_int64($0, 0)) }.first ?? 0
-            let score = Conversation.clampTrust(current + trustDelta)
-            try Self.run(
+            let bounds = Conversation.trustRange
+            let score = try Self.query(
                 &db,
-                "INSERT INTO trust (character, user_id, score) VALUES (?, ?, ?) ON CONFLICT (character, user_id) DO UPDATE SET score = excluded.score",
-                [.text(reply.character), .text(reply.userID), .int(Int64(score))])
+                """
+                INSERT INTO trust (character, user_id, score) VALUES (?1, ?2, max(?4, min(?5, ?3)))
+                ON CONFLICT (character, user_id) DO UPDATE SET score = max(?4, min(?5, score + ?3)) RETURNING score
+                """,
+                [.text(reply.character), .text(reply.userID), .int(Int64(trustDelta)), .int(Int64(bounds.lowerBound)),
+                 .int(Int64(bounds.upperBound))]
+            ) { Int(wl_sqlite3_column_int64($0, 0)) }.first ?? 0
             for fact in facts {
                 try Self.run(
                     &db, "INSERT OR IGNORE INTO facts (character, user_id, fact, created_at) VALUES (?, ?, ?, ?)",
@@ -220,33 +222,63 @@ public final class SQLiteStore: ConversationStore {
         return try result.get() as! T
     }
 
+    /// The batch in one transaction. Optimistically without savepoints (two statements a write
+    /// fewer); if a write fails, that transaction is rolled back and the batch redone with each
+    /// write in its own savepoint, so one failing write fails alone.
     private func commit(_ batch: [PendingWrite]) {
         connection.withLock { db in
-            do {
-                try Self.run(&db, "BEGIN IMMEDIATE")
-            } catch {
-                for write in batch { write.result = .failure(error) }
-                return
-            }
-            for write in batch {
-                do {
-                    try Self.run(&db, "SAVEPOINT one_write")
-                    let value = try write.body(&db)
-                    try Self.run(&db, "RELEASE one_write")
-                    write.result = .success(value)
-                } catch {
-                    _ = try? Self.run(&db, "ROLLBACK TO one_write")
-                    _ = try? Self.run(&db, "RELEASE one_write")
-                    write.result = .failure(error)
-                }
-            }
-            do {
-                try Self.run(&db, "COMMIT")
-            } catch {
-                _ = try? Self.run(&db, "ROLLBACK")
-                for write in batch { write.result = .failure(error) }
+            if !Self.commitAll(batch, &db, isolatingFailures: batch.count == 1) {
+                _ = Self.commitAll(batch, &db, isolatingFailures: true)
             }
         }
+    }
+
+    /// False when a write failed and `isolatingFailures` is off: then nothing was committed and
+    /// no result recorded. Otherwise every write of the batch has its result.
+    private static func commitAll(_ batch: [PendingWrite], _ db: inout Connection, isolatingFailures: Bool) -> Bool {
+        do {
+            try run(&db, "BEGIN IMMEDIATE")
+        } catch {
+            for write in batch { write.result = .failure(error) }
+            return true
+        }
+        var results: [Result<Any, any Error>] = []
+        results.reserveCapacity(batch.count)
+        for write in batch {
+            if isolatingFailures, batch.count > 1 {
+                do {
+                    try run(&db, "SAVEPOINT one_write")
+                    let value = try write.body(&db)
+                    try run(&db, "RELEASE one_write")
+                    results.append(.success(value))
+                } catch {
+                    _ = try? run(&db, "ROLLBACK TO one_write")
+                    _ = try? run(&db, "RELEASE one_write")
+                    results.append(.failure(error))
+                }
+            } else {
+                do {
+                    results.append(.success(try write.body(&db)))
+                } catch {
+                    // Some errors end the transaction by themselves; ROLLBACK then has nothing to do.
+                    _ = try? run(&db, "ROLLBACK")
+                    if isolatingFailures {
+                        write.result = .failure(error)
+                        return true
+                    }
+                    return false
+                }
+            }
+        }
+        do {
+            try run(&db, "COMMIT")
+        } catch {
+            _ = try? run(&db, "ROLLBACK")
+            for write in batch { write.result = .failure(error) }
+            return true
+        }
+        for (write, result) in zip(batch, results) { write.result = result }
+        return true
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock up front, so two processes migrating at once
