@@ -139,12 +139,17 @@ ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t
 
 int whisper_notify_send(const char *socket_path, const char *message, size_t length)
 {
+    return whisper_notify_send_flags(socket_path, message, length, 0);
+}
+
+int whisper_notify_send_flags(const char *socket_path, const char *message, size_t length, int flags)
+{
     struct sockaddr_un address;
     socklen_t address_length;
     if (fill_unix_address(&address, &address_length, socket_path) < 0) return -1;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    ssize_t n = sendto(fd, message, length, MSG_NOSIGNAL, (struct sockaddr *)&address, address_length);
+    ssize_t n = sendto(fd, message, length, MSG_NOSIGNAL | flags, (struct sockaddr *)&address, address_length);
     int saved = errno;
     close(fd);
     errno = saved;

@@ -51,8 +51,11 @@ public final class NotifySocket {
     }
 
     /// Sends one datagram to `$NOTIFY_SOCKET`-style path (children use this; so do tests).
-    public static func send(_ message: String, to path: String) -> Bool {
-        message.withCString { whisper_notify_send(path, $0, strlen($0)) == 0 }
+    /// `waiting: false` gives up at once when the receiver's queue is full (a Unix datagram
+    /// queue holds `net.unix.max_dgram_qlen` messages, 10 by default) instead of blocking until
+    /// whisperd reads.
+    public static func send(_ message: String, to path: String, waiting: Bool = true) -> Bool {
+        message.withCString { whisper_notify_send_flags(path, $0, strlen($0), waiting ? 0 : Int32(MSG_DONTWAIT)) == 0 }
     }
 }
 

@@ -51,9 +51,10 @@ final class ChatService: Sendable {
         let now = started.timeIntervalSince1970
         let recent: [StoredMessage]
         do {
-            recent = try timedStore { try store.recentMessages(character: profile.name, userID: userID, limit: 2 * Conversation.historyExchanges + 2) }
-            _ = try timedStore {
-                try store.append(NewMessage(character: profile.name, userID: userID, role: .user, content: message, createdAt: now))
+            recent = try timedStore {
+                try store.appendAfterReading(
+                    NewMessage(character: profile.name, userID: userID, role: .user, content: message, createdAt: now),
+                    recent: 2 * Conversation.historyExchanges + 2)
             }
         } catch {
             metrics.errors(kind: "store")

@@ -41,6 +41,13 @@ public final class Worker {
     var answers: [Int: (HTTPServer.Response) -> Void] = [:]
     var nextTicket = 0
     var inflight = 0
+    /// What whisperd last heard of `inflight`, and when. A busy API changes the count twice a
+    /// request; whisperd hears it at most once a second (the latest value, at the end of that
+    /// second), so neither it nor this loop pays a datagram per request.
+    var reportedInflight = 0
+    var lastInflightReport: Int64?
+    var nextInflightReport: Int64?
+    static let inflightReportInterval: Int64 = 1_000_000_000
     /// What whisperd was last told, per facet.
     var facets: [String: String] = [:]
     var watchdogInterval: Int64?
@@ -222,7 +229,7 @@ public final class Worker {
 
     /// The loop has one deadline: the earlier of the next watchdog ping and the drain's end.
     private func armDeadline() {
-        let next = [nextWatchdog, drainDeadline, nextDiscordCheck].compactMap { $0 }.min()
+        let next = [nextWatchdog, drainDeadline, nextDiscordCheck, nextInflightReport].compactMap { $0 }.min()
         loop.setDeadline(next) { [unowned self] in
             let now = Clock.monotonicNanoseconds()
             if let drainDeadline = self.drainDeadline, now >= drainDeadline {
@@ -231,8 +238,14 @@ public final class Worker {
                 return
             }
             if let due = self.nextDiscordCheck, now >= due { self.checkDiscord(now: now) }
+            if let due = self.nextInflightReport, now >= due {
+                self.nextInflightReport = nil
+                if self.inflight != self.reportedInflight { self.reportInflight(now: now) }
+            }
             if let due = self.nextWatchdog, now >= due, let interval = self.watchdogInterval {
-                self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)")
+                // Not waiting on a full queue: a ping that cannot go now is made up for by the next.
+                self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)", waiting: false)
+                self.reportedInflight = self.inflight
                 self.nextWatchdog = now + interval
             }
             self.armDeadline()
@@ -269,7 +282,7 @@ public final class Worker {
             nextTicket += 1
             answers[ticket] = respond
             inflight += 1
-            if inflight == 1 { notify("X_WHISPERD_INFLIGHT=1") }
+            inflightChanged()
             let mailbox = mailbox
             pool.submit { mailbox.post(work(ticket)) }
         }
@@ -283,19 +296,40 @@ public final class Worker {
                 facets[facet] = state
                 changes.append(Facet.notifyLine(facet, state))
             }
-            if inflight == 0 { changes.append("X_WHISPERD_INFLIGHT=0") }
             if !changes.isEmpty { notify(changes.joined(separator: "\n")) }
             answers.removeValue(forKey: completion.ticket)?(
                 HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body))
         }
+        inflightChanged()
         if drainDeadline != nil, inflight == 0, (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 { loop.stop() }
     }
 
     // MARK: - sd_notify and log
 
-    func notify(_ message: String) {
+    /// `waiting: false` for what may be dropped when whisperd is behind (its queue is full):
+    /// this loop answers chats and must not wait on the supervisor.
+    func notify(_ message: String, waiting: Bool = true) {
         guard let socket = environment["NOTIFY_SOCKET"], !socket.isEmpty else { return }
-        _ = NotifySocket.send(message, to: socket)
+        _ = NotifySocket.send(message, to: socket, waiting: waiting)
+    }
+
+    /// Reports the in-flight count now if the last report is a second old, else once that
+    /// second is over.
+    private func inflightChanged() {
+        guard inflight != reportedInflight, nextInflightReport == nil else { return }
+        let now = Clock.monotonicNanoseconds()
+        if let last = lastInflightReport, now - last < Self.inflightReportInterval {
+            nextInflightReport = last + Self.inflightReportInterval
+            armDeadline()
+        } else {
+            reportInflight(now: now)
+        }
+    }
+
+    private func reportInflight(now: Int64) {
+        notify("X_WHISPERD_INFLIGHT=\(inflight)", waiting: false)
+        reportedInflight = inflight
+        lastInflightReport = now
     }
 
     func log(_ message: String) {

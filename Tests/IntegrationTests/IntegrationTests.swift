@@ -606,6 +606,21 @@ final class DatagramListener {
         }
     }
 
+    /// Every datagram that arrives until `stop` returns true, then for `grace` seconds more.
+    func receiveAll(grace: Double, stop: () -> Bool) -> [String] {
+        var received: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var graceEnds: Date?
+        while true {
+            if graceEnds == nil, stop() { graceEnds = Date().addingTimeInterval(grace) }
+            if let graceEnds, Date() >= graceEnds { return received }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&entry, 1, 50) > 0 else { continue }
+            let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count > 0 { received.append(String(decoding: buffer[0..<count], as: UTF8.self)) }
+        }
+    }
+
     deinit {
         close(fd)
         unlink(path)

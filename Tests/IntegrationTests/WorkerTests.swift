@@ -176,6 +176,33 @@ extension IntegrationTests {
             #expect(worker.output.contains("draining 1 request(s) in flight"))
         }
 
+        /// Twice a request the in-flight count changes; whisperd hears of it at most once a
+        /// second, the last report saying 0 once the API is idle. (A datagram per change made
+        /// the worker wait on whisperd whenever its 10-datagram queue was full.)
+        @Test func inflightReports_atMostOnceASecond_endingAtZero() throws {
+            let scratch = Scratch()
+            let llm = try TestLLM()
+            let listener = try DatagramListener(path: scratch.path + "/notify.sock")
+            let (worker, port) = try Self.startWorker(scratch, llm: llm, environment: ["NOTIFY_SOCKET": listener.path])
+            defer { withExtendedLifetime(worker) {} }
+            #expect(listener.receive(containing: "READY=1") != nil)
+            let started = Date()
+            let done = StatusList()
+            Thread {
+                DispatchQueue.concurrentPerform(iterations: 8) { thread in
+                    for index in 0..<20 {
+                        done.add(postJSON(port: port, path: "/api/chat", ["user_id": "u\(thread)", "message": "m\(index)"]).status)
+                    }
+                }
+            }.start()
+            let datagrams = listener.receiveAll(grace: 1.5) { done.values.count == 160 }
+            let seconds = Date().timeIntervalSince(started) - 1.5
+            let reports = datagrams.filter { $0.contains("X_WHISPERD_INFLIGHT=") }
+            #expect(done.values.allSatisfy { $0 == 200 })
+            #expect(!reports.isEmpty && reports.count <= Int(seconds.rounded(.up)) + 2, "\(reports.count) reports in \(seconds) s")
+            #expect(reports.last?.hasSuffix("X_WHISPERD_INFLIGHT=0") == true, "\(reports)")
+        }
+
         @Test func fiftyConcurrentChats_storeAHundredRows() throws {
             let scratch = Scratch()
             let llm = try TestLLM()

@@ -14,11 +14,23 @@ public protocol ConversationStore: Sendable {
     func append(_ message: NewMessage) throws -> Int64
     /// The newest `limit` messages of a conversation (any order).
     func recentMessages(character: String, userID: String, limit: Int) throws -> [StoredMessage]
+    /// Stores a user's message (durably) and returns the newest `limit` messages of its
+    /// conversation from before it (any order): what a chat needs before asking the LLM.
+    func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage]
     /// The reply to a user message, the trust it earns and the facts the user gave, in one
     /// transaction. Returns the new trust score.
     func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int
     func userState(character: String, userID: String, recent: Int) throws -> UserState
     func clear(character: String, userID: String, memories: Bool, trust: Bool) throws -> ClearedData
+}
+
+extension ConversationStore {
+    /// A read, then a write.
+    public func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
+        let recent = try recentMessages(character: message.character, userID: message.userID, limit: limit)
+        _ = try append(message)
+        return recent
+    }
 }
 
 public struct NewMessage: Sendable {

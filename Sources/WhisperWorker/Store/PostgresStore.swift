@@ -6,8 +6,8 @@ import WhisperCore
 
 /// Conversations in PostgreSQL through libpq: one database for every character (rows keyed
 /// by character), parameterised statements only, a small pool of connections made on demand.
-/// A chat costs three round trips — read the history, store the user's message, store the reply
-/// with its trust and facts in one statement — each a statement prepared once per connection.
+/// A chat costs two round trips — store the user's message and read the history before it, then
+/// store the reply with its trust and facts — each one statement prepared once per connection.
 /// A connection that fails is dropped and the next operation makes a new one, so the store
 /// comes back by itself after the database does.
 public final class PostgresStore: ConversationStore {
@@ -113,11 +113,24 @@ public final class PostgresStore: ConversationStore {
             try db.execute(
                 "SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3",
                 [character, userID, String(limit)]
-            ).rows.map { row in
-                StoredMessage(
-                    id: Int64(row[0]) ?? 0, role: StoredMessage.Role(rawValue: row[1]) ?? .user, content: row[2],
-                    createdAt: Double(row[3]) ?? 0)
-            }
+            ).rows.map(Self.storedMessage)
+        }
+    }
+
+    /// One statement: the message stored, and the history as it was before it (a statement
+    /// sees the rows as they were when it began, its own insert not included).
+    public func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
+        try ensureMigrated()
+        return try withConnection { db in
+            try db.execute(
+                """
+                WITH stored AS (
+                  INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
+                )
+                SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $6
+                """,
+                [message.character, message.userID, message.role.rawValue, message.content, String(message.createdAt), String(limit)]
+            ).rows.map(Self.storedMessage)
         }
     }
 
@@ -143,6 +156,10 @@ public final class PostgresStore: ConversationStore {
                  String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
             ).rows.first.flatMap { Int($0[0]) } ?? 0
         }
+    }
+
+    private static func storedMessage(_ row: [String]) -> StoredMessage {
+        StoredMessage(id: Int64(row[0]) ?? 0, role: StoredMessage.Role(rawValue: row[1]) ?? .user, content: row[2], createdAt: Double(row[3]) ?? 0)
     }
 
     /// A `text[]` literal: every element quoted, `"` and `\` escaped.
