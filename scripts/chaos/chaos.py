@@ -29,6 +29,7 @@ and an own cgroup base, removed (and unmounted) at the end, also on failure.
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -300,26 +301,53 @@ def percentile(values, fraction):
 
 
 class ChatLoad:
-    """Paced chat on every worker, one thread and one keep-alive connection each: `rate` turns a
+    """Paced chat on every worker, one process and one keep-alive connection each: `rate` turns a
     second per worker, well below saturation, so a latency change is interference, not queueing.
-    Records (phase, worker, status, seconds, user, message, memory_stored) for every turn."""
+    Processes, not threads: with threads, one paused at the wrong moment holds the GIL and the
+    other workers' turns are timed with its pause in them. Records (phase, worker, status,
+    seconds, user, message, memory_stored, error) for every turn, as they come."""
+
+    PHASES = ["warmup", "without", "with", "after", "before", "outage", "recovering"]
 
     def __init__(self, fleet, rate=25, tag="t"):
         self.fleet, self.rate, self.tag = fleet, rate, tag
-        self.phase = "warmup"
+        context = multiprocessing.get_context("fork")
+        self._phase = context.Value("i", 0, lock=False)
+        self._running = context.Event()
+        self._running.set()
+        self._queue = context.Queue()
         self.results = []
         self.lock = threading.Lock()
-        self.running = True
-        self.threads = [threading.Thread(target=self.run, args=(name,), daemon=True) for name in fleet.workers]
-        for thread in self.threads:
-            thread.start()
+        self.processes = [context.Process(target=self.run, args=(name, fleet.worker_ports[name]), daemon=True)
+                          for name in fleet.workers]
+        for process in self.processes:
+            process.start()
+        self.collector = threading.Thread(target=self.collect, daemon=True)
+        self.collector.start()
 
-    def run(self, worker):
-        port = self.fleet.worker_ports[worker]
+    @property
+    def phase(self):
+        return self.PHASES[self._phase.value]
+
+    @phase.setter
+    def phase(self, name):
+        self._phase.value = self.PHASES.index(name)
+
+    def collect(self):
+        finished = 0
+        while finished < len(self.processes):
+            result = self._queue.get()
+            if result is None:
+                finished += 1
+                continue
+            with self.lock:
+                self.results.append(result)
+
+    def run(self, worker, port):
         connection = None
         sequence = 0
         next_at = time.perf_counter()
-        while self.running:
+        while self._running.is_set():
             next_at += 1 / self.rate
             delay = next_at - time.perf_counter()
             if delay > 0:
@@ -355,14 +383,16 @@ class ChatLoad:
                     connection.close()
                 connection = None
             took = time.perf_counter() - started
-            with self.lock:
-                self.results.append((phase, worker, status, took, user, message, stored, error))
+            self._queue.put((phase, worker, status, took, user, message, stored, error))
+        self._queue.put(None)
 
     def stop(self):
-        self.running = False
-        for thread in self.threads:
-            thread.join(15)
-        return self.results
+        self._running.clear()
+        self.collector.join(30)
+        for process in self.processes:
+            process.join(15)
+        with self.lock:
+            return list(self.results)
 
     def latencies_ms(self, phase):
         with self.lock:
