@@ -1,6 +1,7 @@
 #include "worker_libs.h"
 
 #include <dlfcn.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <stdio.h>
 
@@ -81,7 +82,16 @@ int whisper_worker_libs_load(unsigned which, char *error, size_t size)
     pthread_mutex_lock(&load_lock);
     unsigned wanted = which & ~loaded;
     if (wanted & WL_LIBRARY_CURL) {
+        /* libcurl's own dependencies (librtmp, libldap) bring GnuTLS, whose constructor
+         * initialises itself and p11-kit's modules at load: ~0.75 MiB resident in every
+         * worker, for TLS that only OpenSSL does here. GnuTLS skips that implicit start while
+         * this is set (a user of GnuTLS calls gnutls_global_init itself). Set for the dlopen
+         * only; the worker loads its libraries at start, before any thread reads the
+         * environment. */
+        int quiet_gnutls = getenv("GNUTLS_NO_IMPLICIT_INIT") == NULL;
+        if (quiet_gnutls) setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 0);
         void *libcurl = open_library("libcurl.so.4", "libcurl4", error, size);
+        if (quiet_gnutls) unsetenv("GNUTLS_NO_IMPLICIT_INIT");
         if (!libcurl) goto failed;
         RESOLVE(libcurl, curl, global_init, "curl_global_init");
         RESOLVE(libcurl, curl, easy_init, "curl_easy_init");
