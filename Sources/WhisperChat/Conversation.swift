@@ -159,7 +159,7 @@ public enum Conversation {
         for sentence in message.split(whereSeparator: { ".!?\n".contains($0) }) {
             let lowered = sentence.lowercased()
             for (prefix, predicate) in patterns {
-                guard let range = lowered.range(of: prefix) else { continue }
+                guard let range = asciiRange(of: prefix, in: lowered) else { continue }
                 // Only at a word boundary: "family" must not match "i like".
                 if range.lowerBound != lowered.startIndex, lowered[lowered.index(before: range.lowerBound)].isLetter { continue }
                 let offset = lowered.distance(from: lowered.startIndex, to: range.upperBound)
@@ -169,5 +169,25 @@ public enum Conversation {
             }
         }
         return found
+    }
+
+    /// The first occurrence of an ASCII `needle` in `text`, compared byte for byte (Foundation's
+    /// `range(of:)` was most of the cost of reading facts, for patterns that are plain ASCII).
+    static func asciiRange(of needle: String, in text: String) -> Range<String.Index>? {
+        let pattern = Array(needle.utf8)
+        let bytes = text.utf8
+        guard let first = pattern.first, bytes.count >= pattern.count else { return nil }
+        var start = bytes.startIndex
+        while let candidate = bytes[start...].firstIndex(of: first) {
+            var end = candidate
+            var matched = 0
+            while matched < pattern.count, end < bytes.endIndex, bytes[end] == pattern[matched] {
+                bytes.formIndex(after: &end)
+                matched += 1
+            }
+            if matched == pattern.count { return candidate..<end }
+            start = bytes.index(after: candidate)
+        }
+        return nil
     }
 }

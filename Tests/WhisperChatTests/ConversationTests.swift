@@ -119,6 +119,15 @@ import WhisperChat
         #expect(Conversation.facts(in: "My family is big") == [])
         #expect(Conversation.facts(in: "What do you like?") == [])
     }
+
+    @Test func factsAmongOtherScripts_caseAndWordBoundaries() {
+        #expect(Conversation.facts(in: "Grüße! ICH… I LIVE IN Zürich 🏔") == ["lives in: Zürich 🏔"])
+        #expect(Conversation.facts(in: "Ça va — my favourite colour is blue") == ["favorite: colour is blue"])
+        #expect(Conversation.facts(in: "éi like tea") == [])  // "éi like": not at a word start
+        #expect(Conversation.facts(in: "i li i like it") == ["likes: it"])  // a partial match first
+        #expect(Conversation.facts(in: "call me") == [])  // the pattern needs its trailing space
+        #expect(Conversation.facts(in: "") == [])
+    }
 }
 
 @Suite struct CharacterFilesTests {
