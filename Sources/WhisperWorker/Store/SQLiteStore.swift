@@ -57,7 +57,7 @@ public final class SQLiteStore: ConversationStore {
         try WorkerLibraries.load(.sqlite)
         connection = Locked(Connection(handle: try Self.open(path)))
         try connection.withLock { db in
-            try Self.run(&db, "PRAGMA journal_mode=WAL")
+            try Self.switchToWAL(db.handle)
             try Self.run(&db, "PRAGMA synchronous=FULL")
         }
         reader = Locked(Connection(handle: try Self.open(path)))
@@ -74,6 +74,30 @@ public final class SQLiteStore: ConversationStore {
         // Another process (the migrate job, a second worker) may hold the write lock briefly.
         wl_sqlite3_busy_timeout(handle, 5000)
         return handle
+    }
+
+    /// Turning a new file to WAL takes its exclusive lock from a read lock, and when another
+    /// process is doing the same (several `whisperd migrate`, or the migrate job beside a
+    /// worker, creating one store at once) SQLite answers SQLITE_BUSY at once rather than call
+    /// the busy handler, as waiting could deadlock. So it is retried here, for up to the same
+    /// 5 s the busy handler would wait.
+    private static func switchToWAL(_ handle: OpaquePointer) throws {
+        var statement: OpaquePointer?
+        guard wl_sqlite3_prepare_v3(handle, "PRAGMA journal_mode=WAL", -1, 0, &statement, nil) == SQLITE_OK, let statement else {
+            throw StoreError("sqlite: \(String(cString: wl_sqlite3_errmsg(handle)))")
+        }
+        defer { wl_sqlite3_finalize(statement) }
+        var waitedMilliseconds = 0
+        while true {
+            let step = wl_sqlite3_step(statement)
+            if step == SQLITE_ROW || step == SQLITE_DONE { return }
+            guard step & 0xff == SQLITE_BUSY, waitedMilliseconds < 5000 else {
+                throw StoreError("sqlite: \(String(cString: wl_sqlite3_errmsg(handle)))")
+            }
+            wl_sqlite3_reset(statement)
+            usleep(10_000)
+            waitedMilliseconds += 10
+        }
     }
 
     public func migrate() throws {
