@@ -98,7 +98,7 @@ let package = Package(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore"], swiftSettings: strictSettings),
-        .testTarget(name: "WhisperWorkerTests", dependencies: ["WhisperWorker"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperWorkerTests", dependencies: ["WhisperWorker", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import WhisperChat
+import WhisperCore
 import WhisperWorker
 
 /// The SQLite store on a real file, written from many threads at once, so writes share group
@@ -37,7 +38,8 @@ import WhisperWorker
     @Test func aFailingWriteFailsAlone_theRestOfItsBatchIsKept() throws {
         try withStore { store, path in
             try sql(path, "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.content LIKE 'refuse%' BEGIN SELECT RAISE(ABORT, 'refused'); END;")
-            let outcomes = Mutex<(stored: [String], refused: [String], other: [String])>(([], [], []))
+            // `Locked`, not `Mutex`: the TSan build swaps in a lock TSan can see.
+            let outcomes = Locked<(stored: [String], refused: [String], other: [String])>(([], [], []))
             DispatchQueue.concurrentPerform(iterations: 16) { thread in
                 for index in 0..<40 {
                     let content = (index % 5 == 0 ? "refuse-" : "keep-") + "\(thread)-\(index)"
