@@ -12,6 +12,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -281,7 +283,55 @@ int whisper_unix_listen(const char *path, int mode, int backlog)
 
 int whisper_accept(int fd)
 {
-    return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int connection = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (connection >= 0) {
+        struct sockaddr_storage address;
+        socklen_t length = sizeof address;
+        if (getsockname(connection, (struct sockaddr *)&address, &length) == 0
+            && (address.ss_family == AF_INET || address.ss_family == AF_INET6)) {
+            int one = 1;
+            setsockopt(connection, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+    }
+    return connection;
+}
+
+int whisper_memfd_with_bytes(const char *name, const void *bytes, size_t count)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t written = 0;
+    while (written < count) {
+        ssize_t step = write(fd, (const char *)bytes + written, count - written);
+        if (step < 0 && errno == EINTR) continue;
+        if (step <= 0) {
+            int saved = step < 0 ? errno : ENOSPC;
+            close(fd);
+            errno = saved;
+            return -1;
+        }
+        written += (size_t)step;
+    }
+    return fd;
+}
+
+long whisper_sendfile(int out_fd, int in_fd, int64_t offset, size_t count)
+{
+    off_t position = (off_t)offset;
+    return (long)sendfile(out_fd, in_fd, &position, count);
+}
+
+long whisper_pread_all(int fd, void *buffer, size_t count, int64_t offset)
+{
+    size_t done = 0;
+    while (done < count) {
+        ssize_t step = pread(fd, (char *)buffer + done, count - done, (off_t)(offset + (int64_t)done));
+        if (step < 0 && errno == EINTR) continue;
+        if (step < 0) return -1;
+        if (step == 0) break;
+        done += (size_t)step;
+    }
+    return (long)done;
 }
 
 int whisper_socket_error(int fd)

@@ -84,14 +84,29 @@ extension Daemon {
         guard gzip else { return cached.response }
         // Compressed once per rendering (about a tenth of the bytes), for scrapers that ask.
         if let compressed = renderedStatus["/metrics.gz"], compressed.at == cached.at { return compressed.response }
-        guard let bytes = Gzip.compress(cached.response.body) else { return cached.response }
+        guard let plain = cached.response.file?.bytes() ?? Optional(cached.response.body), let bytes = Gzip.compress(plain) else {
+            return cached.response
+        }
         let response = Self.metricsHTTPResponse(bytes, gzip: true)
         renderedStatus["/metrics.gz"] = (cached.at, response)
         return response
     }
 
     static func metricsHTTPResponse(_ bytes: [UInt8], gzip: Bool = false) -> HTTPServer.Response {
-        var response = HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: bytes)
+        metricsHTTPResponse(bytes, file: gzip ? nil : metricsFile(bytes), gzip: gzip)
+    }
+
+    /// A large plain rendering goes out by sendfile from a memory file (see `HTTPServer.FileBody`).
+    static func metricsFile(_ bytes: [UInt8]) -> HTTPServer.FileBody? {
+        bytes.count >= 64 << 10 ? HTTPServer.FileBody(bytes, name: "whisperd-metrics") : nil
+    }
+
+    static func metricsHTTPResponse(_ bytes: [UInt8], file: HTTPServer.FileBody?, gzip: Bool = false) -> HTTPServer.Response {
+        let contentType = "text/plain; version=0.0.4; charset=utf-8"
+        var response =
+            if let file { HTTPServer.Response(status: 200, contentType: contentType, file: file) } else {
+                HTTPServer.Response(status: 200, contentType: contentType, bytes: bytes)
+            }
         response.extraHeaders = gzip ? [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")] : [("Vary", "Accept-Encoding")]
         return response
     }
@@ -140,7 +155,9 @@ extension Daemon {
             }
             let bytes = exporter.render(snapshots)
             let compressed = Gzip.compress(bytes)
-            mailbox.slot.withLock { $0 = MetricsMailbox.Result(generation, now, bytes, compressed, usages) }
+            // The memory file is written here too, off the loop.
+            let file = Self.metricsFile(bytes)
+            mailbox.slot.withLock { $0 = MetricsMailbox.Result(generation, now, file == nil ? bytes : [], file, compressed, usages) }
             EventFD.signal(wakeFD)
         }.start()
     }
@@ -159,7 +176,7 @@ extension Daemon {
             for (name, usage) in result.usages { self.usageCache[name] = (result.at, usage) }
             self.usageReadAt = result.at
             if result.generation == self.statusGeneration {
-                self.renderedStatus["/metrics"] = (result.at, Self.metricsHTTPResponse(result.bytes))
+                self.renderedStatus["/metrics"] = (result.at, Self.metricsHTTPResponse(result.bytes, file: result.file))
                 if let compressed = result.compressed {
                     self.renderedStatus["/metrics.gz"] = (result.at, Self.metricsHTTPResponse(compressed, gzip: true))
                 }

@@ -11,14 +11,20 @@ final class MetricsMailbox: Sendable {
     struct Result: Sendable {
         var generation: Int
         var at: Int64
+        /// The plain rendering: in `file` when it is large (then `bytes` is empty).
         var bytes: [UInt8]
+        var file: HTTPServer.FileBody?
         var compressed: [UInt8]?
         var usages: [(ServiceName, CgroupUsage)]
 
-        init(_ generation: Int, _ at: Int64, _ bytes: [UInt8], _ compressed: [UInt8]?, _ usages: [(ServiceName, CgroupUsage)]) {
+        init(
+            _ generation: Int, _ at: Int64, _ bytes: [UInt8], _ file: HTTPServer.FileBody?, _ compressed: [UInt8]?,
+            _ usages: [(ServiceName, CgroupUsage)]
+        ) {
             self.generation = generation
             self.at = at
             self.bytes = bytes
+            self.file = file
             self.compressed = compressed
             self.usages = usages
         }

@@ -213,6 +213,35 @@ extension IntegrationTests {
             #expect(compressed.stdout.contains(#"whisperd_character_restarts_total{character="aria",reason="Signaled"} 1"#))
         }
 
+        /// A fleet big enough that `/metrics` goes out by sendfile from a memory file: the body
+        /// arrives whole (curl checks Content-Length), passes promtool, names every character, and
+        /// the first gzip scrape after it (compressed from that file) says the same.
+        @Test func aLargeMetricsBody_sentFromAMemoryFile_isWhole_andItsGzipMatches() throws {
+            let scratch = Scratch()
+            let names = (1...60).map { "c\($0)" }
+            scratch.write("roster.yaml", fastDefaults + "characters:\n" + names.map { "  \($0): {command: [sleep, '300']}\n" }.joined())
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            #expect(eventually { whisperd.get("/health")?.0 == 200 })
+            let url = "http://127.0.0.1:\(whisperd.httpPort)/metrics"
+            let plain = try runCommand("/usr/bin/curl", ["-sf", "-o", scratch.path + "/metrics.txt", "-w", "%{size_download}", url])
+            #expect(plain.code == 0)
+            let size = Int(plain.stdout) ?? 0
+            #expect(size > 64 << 10, "the body must be large enough for the memory-file path: \(size) bytes")
+            let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(whisperd.pid)/fd")) ?? []
+            let targets = descriptors.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(whisperd.pid)/fd/\($0)") }
+            #expect(targets.contains { $0.hasPrefix("/memfd:whisperd-metrics") }, "no metrics memory file among \(targets.count) descriptors")
+            let body = try #require(scratch.read("metrics.txt"))
+            #expect(body.utf8.count == size)
+            for name in names { #expect(body.contains(#"whisperd_character_up{character="\#(name)"} 1"#)) }
+            let check = try runCommand("/bin/sh", ["-c", "promtool check metrics < \(scratch.path)/metrics.txt"])
+            #expect(check.code == 0, "promtool: \(check.stdout)\(check.stderr)")
+            let compressed = try runCommand("/usr/bin/curl", ["-sf", "-D", scratch.path + "/headers", "--compressed", url])
+            #expect(compressed.code == 0)
+            #expect(scratch.read("headers")?.lowercased().contains("content-encoding: gzip") == true)
+            for name in names { #expect(compressed.stdout.contains(#"whisperd_character_up{character="\#(name)"} 1"#)) }
+        }
+
         @Test func statusPortKeepsConnectionsAlive_answersPipelinedRequestsInOrder_andHEADWithoutABody() throws {
             let scratch = Scratch()
             scratch.write("roster.yaml", Self.roster)

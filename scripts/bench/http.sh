@@ -4,7 +4,9 @@
 # latency percentiles and writes them to docs/bench/http-<date>.md. Target (issue 5):
 # p99 <= 5 ms for both with 300 characters. /metrics is measured twice: plain, and with
 # `Accept-Encoding: gzip` as Prometheus sends it. Last, the same wrk on a minimal C server
-# (scripts/bench/static_http.c) sending as many bytes as plain /metrics: the floor of this host.
+# (scripts/bench/static_http.c) sending as many bytes as plain /metrics: the floor of this host,
+# once with sendmsg from memory and once with sendfile from a memory file (as whisperd sends a
+# large /metrics).
 # On a 2-core machine wrk and whisperd are pinned to different cores (PIN=0 to disable):
 # otherwise the load generator preempts the server it measures and the tail is the
 # scheduler's, not whisperd's.
@@ -21,8 +23,11 @@ bin=$(scripts/build-release.sh)
 work=$(mktemp -d /tmp/whisperd-http-XXXXXX)
 port=$((20000 + RANDOM % 20000))
 cleanup() {
-  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  [ -n "${floor_pid:-}" ] && kill "$floor_pid" 2>/dev/null && wait "$floor_pid" 2>/dev/null
+  # Not under -e: a killed server's wait status (143) must not end the cleanup early.
+  set +e
+  for server in "${pid:-}" "${floor_pid:-}" "${sendfile_floor_pid:-}"; do
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -47,7 +52,12 @@ compiler=$(command -v cc || echo "$(dirname "$(command -v swift)")/clang")  # th
 floor_port=$((port + 1))
 "${server_cpu[@]}" "$work/static_http" "$floor_port" "$plain_bytes" &
 floor_pid=$!
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$floor_port/" && break; sleep 0.1; done
+sendfile_floor_port=$((port + 2))
+"${server_cpu[@]}" "$work/static_http" "$sendfile_floor_port" "$plain_bytes" sendfile &
+sendfile_floor_pid=$!
+for floor in "$floor_port" "$sendfile_floor_port"; do
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$floor/" && break; sleep 0.1; done
+done
 stamp=$(date -u +%Y%m%d-%H%M%S)
 out="$repo/docs/bench/http-$stamp.md"
 {
@@ -58,13 +68,17 @@ out="$repo/docs/bench/http-$stamp.md"
   echo
   echo "| endpoint | requests/s | p50 ms | p90 ms | p99 ms | errors |"
   echo "|---|---|---|---|---|---|"
-  for target in /health /metrics "/metrics gzip" "floor"; do
+  for target in /health /metrics "/metrics gzip" "floor" "floor sendfile"; do
     path=${target% gzip}
     header=(); [ "$target" != "$path" ] && header=(-H "Accept-Encoding: gzip")
     url="http://127.0.0.1:$port$path"
     if [ "$target" = floor ]; then
       url="http://127.0.0.1:$floor_port/"
-      target="floor: $plain_bytes bytes, scripts/bench/static_http.c"
+      target="floor: $plain_bytes bytes by sendmsg, scripts/bench/static_http.c"
+    elif [ "$target" = "floor sendfile" ]; then
+      header=()
+      url="http://127.0.0.1:$sendfile_floor_port/"
+      target="floor: $plain_bytes bytes by sendfile, scripts/bench/static_http.c"
     fi
     result=$("${client_cpu[@]}" wrk -c 16 -t 1 -d "$duration" --latency "${header[@]}" "$url")
     python3 - "$target" "$result" <<'PY'

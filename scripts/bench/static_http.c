@@ -2,15 +2,20 @@
  * machine to answer GET with a body of N bytes (one epoll loop, head and body in one sendmsg,
  * nothing parsed beyond "a request arrived"). Measured with the same wrk command as whisperd,
  * it shows how much of a latency figure is the kernel, the VM and wrk rather than the server.
- * Usage: static_http PORT BYTES   (listens on 127.0.0.1) */
+ * With "sendfile" the body is kept in a memory file and sent by sendfile(2) after a MSG_MORE
+ * head, as whisperd sends a large /metrics. Accepted connections get TCP_NODELAY, as in whisperd.
+ * Usage: static_http PORT BYTES [sendfile]   (listens on 127.0.0.1) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -26,8 +31,8 @@ static void watch(int epoll_fd, int op, int fd, unsigned events) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s PORT BYTES\n", argv[0]);
+    if (argc < 3 || argc > 4) {
+        fprintf(stderr, "usage: %s PORT BYTES [sendfile]\n", argv[0]);
         return 2;
     }
     size_t body_length = strtoul(argv[2], NULL, 10);
@@ -37,6 +42,14 @@ int main(int argc, char **argv) {
     size_t head_length = (size_t)snprintf(head, sizeof head,
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n", body_length);
     size_t total = head_length + body_length;
+    int body_fd = -1;
+    if (argc == 4 && strcmp(argv[3], "sendfile") == 0) {
+        body_fd = memfd_create("body", MFD_CLOEXEC);
+        if (body_fd < 0 || write(body_fd, body, body_length) != (ssize_t)body_length) {
+            perror("memfd");
+            return 1;
+        }
+    }
 
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -63,6 +76,7 @@ int main(int argc, char **argv) {
                         continue;
                     }
                     responding[client] = 0;
+                    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     watch(epoll_fd, EPOLL_CTL_ADD, client, EPOLLIN);
                 }
                 continue;
@@ -78,13 +92,21 @@ int main(int argc, char **argv) {
                 sent[fd] = 0;
             }
             while (responding[fd]) {
-                struct iovec parts[2];
-                int used = 0;
-                if (sent[fd] < head_length) parts[used++] = (struct iovec){head + sent[fd], head_length - sent[fd]};
+                ssize_t wrote;
                 size_t body_sent = sent[fd] > head_length ? sent[fd] - head_length : 0;
-                parts[used++] = (struct iovec){body + body_sent, body_length - body_sent};
-                struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)used};
-                ssize_t wrote = sendmsg(fd, &message, MSG_NOSIGNAL);
+                if (body_fd >= 0 && sent[fd] < head_length) {
+                    wrote = send(fd, head + sent[fd], head_length - sent[fd], MSG_NOSIGNAL | MSG_MORE);
+                } else if (body_fd >= 0) {
+                    off_t offset = (off_t)body_sent;
+                    wrote = sendfile(fd, body_fd, &offset, body_length - body_sent);
+                } else {
+                    struct iovec parts[2];
+                    int used = 0;
+                    if (sent[fd] < head_length) parts[used++] = (struct iovec){head + sent[fd], head_length - sent[fd]};
+                    parts[used++] = (struct iovec){body + body_sent, body_length - body_sent};
+                    struct msghdr message = {.msg_iov = parts, .msg_iovlen = (size_t)used};
+                    wrote = sendmsg(fd, &message, MSG_NOSIGNAL);
+                }
                 if (wrote < 0) {
                     if (errno == EAGAIN) {
                         watch(epoll_fd, EPOLL_CTL_MOD, fd, EPOLLOUT);

@@ -95,7 +95,15 @@ int whisper_tcp_listen(const char *host, int port, int backlog);
 int whisper_tcp_connect(const char *host, int port);
 /// Nonblocking, close-on-exec Unix stream listener, created with the given mode.
 int whisper_unix_listen(const char *path, int mode, int backlog);
+/// accept4, nonblocking and close-on-exec; a TCP connection gets TCP_NODELAY (every answer is
+/// written whole, so Nagle only ever delays a body's last segment).
 int whisper_accept(int fd);
+/// A memory file (memfd) holding `count` bytes, offset 0; -1 (errno) on failure.
+int whisper_memfd_with_bytes(const char *name, const void *bytes, size_t count);
+/// sendfile(2) from `offset` of `in_fd`: bytes sent, or -1 (errno).
+long whisper_sendfile(int out_fd, int in_fd, int64_t offset, size_t count);
+/// pread(2) until `count` bytes are read or end of file: bytes read, or -1 (errno).
+long whisper_pread_all(int fd, void *buffer, size_t count, int64_t offset);
 /// SO_PEERCRED of a connected Unix socket; -1 on error.
 int whisper_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 /* The peer's supplementary groups as of connect() (SO_PEERGROUPS): the count (more than
