@@ -396,3 +396,22 @@ long whisper_find_blank_line(const uint8_t *bytes, size_t count) {
     const void *found = memmem(bytes, count, "\r\n\r\n", 4);
     return found == NULL ? -1 : (long)((const uint8_t *)found - bytes);
 }
+
+int whisper_page_out_file_mappings(void)
+{
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL) return -1;
+    char line[4096 + 256];
+    int advised = 0;
+    while (fgets(line, sizeof line, maps) != NULL) {
+        unsigned long start, end;
+        char permissions[8];
+        int path_at = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, permissions, &path_at) < 3) continue;
+        /* Read-only and backed by a file (a path, not [vdso], [heap], or anonymous). */
+        if (permissions[1] == 'w' || path_at <= 0 || line[path_at] != '/') continue;
+        if (madvise((void *)start, end - start, MADV_PAGEOUT) == 0) advised++;
+    }
+    fclose(maps);
+    return advised;
+}

@@ -67,9 +67,11 @@ extension Daemon {
         case .startupCompleted:
             log.log(.info, "whisperd", "startup complete: \(core.summary)")
             systemd.ready(status: core.summary)
-            // Parsing the roster and the start-up burst leave freed heap behind: give it back,
-            // since whisperd then lives for months at its idle size.
+            // Parsing the roster and the start-up burst leave freed heap and code pages that
+            // are not needed again behind: give them back, since whisperd then lives for
+            // months at its idle size (PSS at 300 characters 17.5 -> ~7 MiB, ~10 after restarts).
             releaseFreedMemory()
+            releaseStartupCodePages()
         case .shutdownCompleted:
             log.log(.info, "whisperd", "every service stopped")
             loop.stop()
