@@ -154,14 +154,13 @@ extension Daemon {
 
     private func drainOutput(_ fd: Int32, _ name: ServiceName, _ run: LiveRun, _ policy: LogWriter.FilePolicy) {
         guard var pipe = run.outputs[fd] else { return }
-        var buffer = [UInt8](repeating: 0, count: 65536)
         // One read per wake-up: a child writing as fast as it can (`yes`) gets 64 KiB a turn of
         // the loop, so /health and the other children wait for one chunk, not four.
         for _ in 0..<1 {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let count = outputBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             let now = Clock.realtimeNanoseconds()
             if count > 0 {
-                let (bytes, lines) = pipe.assembler.feed(buffer[0..<count], now: now)
+                let (bytes, lines) = pipe.assembler.feed(outputBuffer[0..<count], now: now)
                 if lines > 0 {
                     logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines, stream: pipe.assembler.stream, pid: run.pid)
                     if let followers = logFollowers[name] { for stream in followers.values { stream.write(bytes) } }

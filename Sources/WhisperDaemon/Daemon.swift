@@ -61,6 +61,9 @@ public final class Daemon {
 
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
+    /// Every read of a child's output lands here first (the loop is one thread): not a zeroed
+    /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
+    var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
     var probes: [ServiceName: HTTPProbe] = [:]
     let cgroups: CgroupBackend

@@ -43,15 +43,19 @@ public final class LogWriter: Sendable {
     /// Posted by the writer thread when it has written its last batch and exits.
     private let finished = DispatchSemaphore(value: 0)
     private let budgetBytes: Int
+    private let spaceRotationInterval: Int64
     public let sendsToJournal: Bool
 
     /// - Parameters:
     ///   - budgetBytes: how much may wait for the disk before lines are dropped.
     ///   - journal: also send every line to the journal, with `CHARACTER=<name>`.
-    public init(budgetBytes: Int = 8 << 20, journal: Bool = false) throws {
+    ///   - spaceRotationInterval: how often (seconds) a file may be rotated early because the
+    ///     disk is full (see `OpenLogFile.write`).
+    public init(budgetBytes: Int = 8 << 20, journal: Bool = false, spaceRotationInterval: Double = 1) throws {
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
         self.budgetBytes = budgetBytes
+        self.spaceRotationInterval = Int64(spaceRotationInterval * 1e9)
         self.sendsToJournal = journal
         let thread = Thread { [self] in self.writerLoop() }
         thread.name = "whisperd-logs"
@@ -108,7 +112,7 @@ public final class LogWriter: Sendable {
                     file = existing
                 } else {
                     files[entry.name]?.close()
-                    file = OpenLogFile(policy: entry.policy)
+                    file = OpenLogFile(policy: entry.policy, spaceRotationInterval: spaceRotationInterval)
                     files[entry.name] = file
                 }
                 if !file.write(entry.bytes) {
@@ -153,15 +157,37 @@ final class OpenLogFile {
     let policy: LogWriter.FilePolicy
     private var fd: Int32 = -1
     private var size: UInt64 = 0
+    /// When the disk last refused a write and this file was rotated early for it.
+    private var lastRotationForSpace: Int64 = .min
+    private let spaceRotationInterval: Int64
 
-    init(policy: LogWriter.FilePolicy) {
+    init(policy: LogWriter.FilePolicy, spaceRotationInterval: Int64 = 1_000_000_000) {
         self.policy = policy
+        self.spaceRotationInterval = spaceRotationInterval
     }
 
     /// Appends whole lines, rotating whenever the next line would pass the size limit, so no
     /// file grows past it (a single line longer than the limit gets a file to itself).
     /// `false`: bytes lost.
+    ///
+    /// When the disk is full, the file is rotated early (at most once a second) and the write
+    /// tried again: rotating drops this character's oldest file, so the newest lines win, as
+    /// with journald's vacuuming. Without it a character whose own logs filled the disk kept
+    /// its old lines and lost every new one for good, since its current file never reached
+    /// the size that rotates it.
     func write(_ bytes: [UInt8]) -> Bool {
+        if writeLines(bytes) { return true }
+        guard errno == ENOSPC || errno == EDQUOT else { return false }
+        let now = Clock.monotonicNanoseconds()
+        guard lastRotationForSpace == .min || now - lastRotationForSpace >= spaceRotationInterval else { return false }
+        lastRotationForSpace = now
+        if fd < 0, !reopen() { return false }
+        guard size > 0 || policy.maxFiles > 1 else { return false }
+        rotate()
+        return writeLines(bytes)
+    }
+
+    private func writeLines(_ bytes: [UInt8]) -> Bool {
         if fd < 0, !reopen() { return false }
         var start = 0
         while start < bytes.count {
@@ -193,9 +219,11 @@ final class OpenLogFile {
             let written = slice[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if written < 0 {
                 if errno == EINTR { continue }
-                // ENOSPC and friends: drop, and try a fresh file next time.
+                // ENOSPC and friends: drop, and try a fresh file next time (errno kept for `write`).
+                let failure = errno
                 Glibc.close(fd)
                 fd = -1
+                errno = failure
                 return false
             }
             offset += written

@@ -715,8 +715,10 @@ def db_outage(fleet, args):
 def disk_full(fleet, args):
     print("\n== disk full: the log dir's tmpfs fills up under a child writing as fast as it can", flush=True)
     progress = f"{fleet.work}/floodlog.progress"
-    writer = ("import sys\ni = 0\nwhile True:\n    i += 1\n    sys.stdout.write('line %d of a flood\\n' % i)\n"
-              f"    if i % 5000 == 0:\n        sys.stdout.flush()\n        open({progress!r}, 'w').write(str(i))\n")
+    # The count is replaced atomically: a reader of a file being rewritten in place saw it empty.
+    writer = ("import os, sys\ni = 0\nwhile True:\n    i += 1\n    sys.stdout.write('line %d of a flood\\n' % i)\n"
+              f"    if i % 5000 == 0:\n        sys.stdout.flush()\n        open({progress + '.new'!r}, 'w').write(str(i))\n"
+              f"        os.replace({progress + '.new'!r}, {progress!r})\n")
     result = fleet.apply(f"  floodlog:\n    command: {python_command(writer, fleet.marker + '-floodlog')}\n")
     promise(result.returncode == 0, f"roster with floodlog applied ({result.stderr.strip()})")
 
@@ -751,6 +753,7 @@ def disk_full(fleet, args):
     os.unlink(filler)
     mark = lines_written()
     resumed = False
+    seen = "nothing read"
     deadline = time.time() + 10
     while time.time() < deadline and not resumed:
         time.sleep(0.5)
@@ -759,9 +762,12 @@ def disk_full(fleet, args):
                 f.seek(max(0, os.path.getsize(f"{fleet.logs}/floodlog.log") - 4096))
                 numbers = [int(n) for n in re.findall(rb"line (\d+) of a flood\n", f.read())]
             resumed = bool(numbers) and max(numbers) > mark
-        except OSError:
-            pass
-    promise(resumed, "logging resumed once there was room again")
+            free = os.statvfs(fleet.logs)
+            seen = (f"last line in the log {max(numbers) if numbers else None}, child at {lines_written()}, "
+                    f"{free.f_bavail * free.f_frsize // 1024} KiB free")
+        except OSError as error:
+            seen = str(error)
+    promise(resumed, f"logging resumed once there was room again (lines past {mark}; {seen})")
     result = fleet.apply("")
     promise(result.returncode == 0 and fleet.wait_all_ready(30), "floodlog removed, the fleet of 12 ready")
 

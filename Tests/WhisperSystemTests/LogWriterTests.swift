@@ -1,0 +1,40 @@
+import Foundation
+import Glibc
+import Testing
+import WhisperSystem
+
+/// The log writer on a real, small tmpfs (root: the suite mounts it).
+@Suite struct LogWriterTests {
+    /// A character whose own logs (3 files of 400 KiB) do not fit the 1 MiB disk: when the disk
+    /// refuses a write, its oldest file goes and the write is tried again, so the newest lines
+    /// are kept. Before, the current file stopped short of the size that rotates it and every
+    /// later line was dropped for good.
+    @Test func aCharacterWhoseLogsFillTheDisk_keepsItsNewestLines() throws {
+        let directory = "/tmp/whisperd-logwriter-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try #require(mkdir(directory, 0o700) == 0)
+        defer { rmdir(directory) }
+        try #require(mount("tmpfs", directory, "tmpfs", 0, "size=1m") == 0, "mount a tmpfs (needs root): errno \(errno)")
+        defer { umount2(directory, Int32(MNT_DETACH)) }
+
+        let writer = try LogWriter(budgetBytes: 64 << 20, spaceRotationInterval: 0)
+        let policy = LogWriter.FilePolicy(path: directory + "/c.log", maxSizeBytes: 400 << 10, maxFiles: 3)
+        let linesPerBatch = 1000
+        let batches = 60  // ~3 MiB of lines in all, three times the disk
+        for batch in 0..<batches {
+            var text = ""
+            for line in 0..<linesPerBatch { text += "line \(batch * linesPerBatch + line + 1) of the test, padded to a length\n" }
+            writer.append("c", policy: policy, bytes: Array(text.utf8), lines: linesPerBatch, stream: "stdout", pid: 1)
+        }
+        writer.close(timeout: 20)
+
+        let current = try String(contentsOfFile: directory + "/c.log", encoding: .utf8)
+        let last = batches * linesPerBatch
+        #expect(current.hasSuffix("line \(last) of the test, padded to a length\n"), "c.log ends: \(current.suffix(80))")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(files.allSatisfy { ["c.log", "c.log.1", "c.log.2"].contains($0) }, "\(files)")
+        for file in files {
+            let size = try FileManager.default.attributesOfItem(atPath: directory + "/" + file)[.size] as? Int ?? 0
+            #expect(size <= 400 << 10, "\(file): \(size) bytes")
+        }
+    }
+}
