@@ -228,6 +228,8 @@ public final class HTTPServer {
         self.listenFD = listenFD
         self.handler = handler
         self.authorize = authorize
+        // sendfile(2) has no MSG_NOSIGNAL: a client gone mid-body must give EPIPE, not SIGPIPE.
+        _ = whisper_ignore_sigpipe()
         try loop.add(listenFD, .readable) { [unowned self] _ in self.acceptAll() }
     }
 

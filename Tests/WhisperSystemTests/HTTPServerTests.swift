@@ -177,6 +177,18 @@ import WhisperSystem
             #expect(pending.isEmpty)
             let end = readToEnd(fd)
             #expect(end.closed && end.text.isEmpty)
+
+            // A client that goes away mid-body leaves the server serving the next one.
+            let quitter = connectTo(port, receiveBuffer: 65536)
+            send(quitter, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            var some = [UInt8](repeating: 0, count: 4096)
+            #expect(recv(quitter, &some, some.count, 0) > 0)
+            close(quitter)
+            let next = connectTo(port)
+            defer { close(next) }
+            send(next, "GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            var nextPending: [UInt8] = []
+            #expect(readResponse(next, &nextPending)?.body == payload)
         }
     }
 }
