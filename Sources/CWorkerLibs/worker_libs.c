@@ -16,6 +16,13 @@ static struct {
     void (*slist_free_all)(struct curl_slist *);
     CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
     CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+    CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+    CURLMcode (*multi_perform)(CURLM *, int *);
+    CURLMcode (*multi_poll)(CURLM *, struct curl_waitfd *, unsigned int, int, int *);
+    CURLMcode (*multi_wakeup)(CURLM *);
+    CURLMsg *(*multi_info_read)(CURLM *, int *);
 } curl;
 
 static struct {
@@ -103,6 +110,13 @@ int whisper_worker_libs_load(unsigned which, char *error, size_t size)
         RESOLVE(libcurl, curl, slist_free_all, "curl_slist_free_all");
         RESOLVE(libcurl, curl, easy_setopt, "curl_easy_setopt");
         RESOLVE(libcurl, curl, easy_getinfo, "curl_easy_getinfo");
+        RESOLVE(libcurl, curl, multi_init, "curl_multi_init");
+        RESOLVE(libcurl, curl, multi_add_handle, "curl_multi_add_handle");
+        RESOLVE(libcurl, curl, multi_remove_handle, "curl_multi_remove_handle");
+        RESOLVE(libcurl, curl, multi_perform, "curl_multi_perform");
+        RESOLVE(libcurl, curl, multi_poll, "curl_multi_poll");
+        RESOLVE(libcurl, curl, multi_wakeup, "curl_multi_wakeup");
+        RESOLVE(libcurl, curl, multi_info_read, "curl_multi_info_read");
         loaded |= WL_LIBRARY_CURL;
     }
     if (wanted & WL_LIBRARY_SQLITE) {
@@ -172,6 +186,24 @@ CURLcode wl_curl_set_write_function(CURL *handle, CURLoption option, wl_curl_wri
     return curl.easy_setopt(handle, option, callback);
 }
 CURLcode wl_curl_get_long(CURL *handle, CURLINFO info, long *value) { return curl.easy_getinfo(handle, info, value); }
+CURLM *wl_curl_multi_init(void) { return curl.multi_init(); }
+CURLMcode wl_curl_multi_add_handle(CURLM *multi, CURL *handle) { return curl.multi_add_handle(multi, handle); }
+CURLMcode wl_curl_multi_remove_handle(CURLM *multi, CURL *handle) { return curl.multi_remove_handle(multi, handle); }
+CURLMcode wl_curl_multi_perform(CURLM *multi, int *running) { return curl.multi_perform(multi, running); }
+CURLMcode wl_curl_multi_poll(CURLM *multi, int timeout_ms) { return curl.multi_poll(multi, NULL, 0, timeout_ms, NULL); }
+CURLMcode wl_curl_multi_wakeup(CURLM *multi) { return curl.multi_wakeup(multi); }
+int wl_curl_multi_next_done(CURLM *multi, CURL **handle, CURLcode *result)
+{
+    int left = 0;
+    CURLMsg *message;
+    while ((message = curl.multi_info_read(multi, &left)) != NULL) {
+        if (message->msg != CURLMSG_DONE) continue;
+        *handle = message->easy_handle;
+        *result = message->data.result;
+        return 1;
+    }
+    return 0;
+}
 
 int wl_sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs) { return lite.open_v2(path, db, flags, vfs); }
 int wl_sqlite3_close_v2(sqlite3 *db) { return lite.close_v2(db); }

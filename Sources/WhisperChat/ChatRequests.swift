@@ -28,10 +28,6 @@ public enum JSONValue: Sendable, Equatable, Decodable {
             self = .object(try container.decode([String: JSONValue].self))
         }
     }
-
-    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-    }
 }
 
 /// One problem with a request, in FastAPI's 422 shape (`{"detail": [issue, …]}`), so an

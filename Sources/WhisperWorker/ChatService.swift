@@ -4,12 +4,14 @@ import WhisperChat
 import Synchronization
 import WhisperCore
 
-/// One character's chat pipeline, run on a worker thread: the user's message is stored
-/// (durably) before the LLM is asked, the reply after, with the trust it earns. An LLM
-/// failure is returned as such — never a made-up reply — and leaves the user's message stored.
+/// One character's chat pipeline, run without a thread of its own: the user's message is
+/// stored (durably, by the store's thread, batched with other chats') before the LLM is asked
+/// (on the LLM client's thread), the reply after, with the trust it earns. An LLM failure is
+/// returned as such — never a made-up reply — and leaves the user's message stored.
 final class ChatService: Sendable {
     let profile: CharacterProfile
     let store: any ConversationStore
+    let writes: StoreQueue
     let llm: Result<LLMClient, LLMNotConfigured>
     let metrics: WorkerMetrics
     /// The prompt's character-only blocks, made once.
@@ -19,6 +21,7 @@ final class ChatService: Sendable {
         self.profile = profile
         self.identity = Conversation.identityBlocks(profile)
         self.store = store
+        self.writes = StoreQueue(store: store, name: profile.name) { metrics.storeSeconds.record($0) }
         self.llm = llm
         self.metrics = metrics
     }
@@ -41,72 +44,88 @@ final class ChatService: Sendable {
         case llm(LLMError)
     }
 
-    func chat(userID: String, message: String, context: [String: String]) -> Result<Turn, Failure> {
+    typealias Completion = @Sendable (Result<Turn, Failure>) -> Void
+
+    /// One exchange; `completion` runs on the store's thread (or at once, when the LLM is not
+    /// configured) and must not block.
+    func chat(userID: String, message: String, context: [String: String], completion: @escaping Completion) {
         let started = Date()
         let client: LLMClient
         switch llm {
-        case .failure(let problem): return .failure(.notConfigured(problem.description))
+        case .failure(let problem): return completion(.failure(.notConfigured(problem.description)))
         case .success(let configured): client = configured
         }
         let now = started.timeIntervalSince1970
-        let recent: [StoredMessage]
-        do {
-            recent = try timedStore {
-                try store.appendAfterReading(
-                    NewMessage(character: profile.name, userID: userID, role: .user, content: message, createdAt: now),
-                    recent: 2 * Conversation.historyExchanges + 2)
+        let userMessage = NewMessage(character: profile.name, userID: userID, role: .user, content: message, createdAt: now)
+        writes.submit(.beginExchange(userMessage, recent: 2 * Conversation.historyExchanges + 2)) { [self] stored in
+            let recent: [StoredMessage]
+            switch stored {
+            case .success(.history(let history)): recent = history
+            case .success(.trust): recent = []
+            case .failure(let error):
+                metrics.errors(kind: "store")
+                return completion(.failure(.store("\(error)")))
             }
-        } catch {
-            metrics.errors(kind: "store")
-            return .failure(.store("\(error)"))
-        }
-        var messages = [ChatMessage(role: "system", content: Conversation.systemPrompt(profile, userID: userID, context: context, now: started, identity: identity))]
-        for earlier in Conversation.history(from: recent, now: now) {
-            messages.append(ChatMessage(role: earlier.role.rawValue, content: earlier.content))
-        }
-        messages.append(ChatMessage(role: "user", content: message))
-
-        let asked = Date()
-        let answer = client.complete(messages)
-        metrics.llmSeconds.record(Date().timeIntervalSince(asked))
-        let reply: LLMReply
-        switch answer {
-        case .failure(let error):
-            metrics.errors(kind: "llm_" + error.kind.rawValue)
-            return .failure(.llm(error))
-        case .success(let value):
-            reply = value
-        }
-        if let tokens = reply.promptTokens { metrics.promptTokens.increment(by: Int64(tokens)) }
-        if let tokens = reply.completionTokens { metrics.completionTokens.increment(by: Int64(tokens)) }
-
-        var stored = true
-        var trust = 0
-        do {
-            trust = try timedStore {
-                try store.completeExchange(
-                    NewMessage(
-                        character: profile.name, userID: userID, role: .assistant, content: reply.content,
-                        createdAt: Date().timeIntervalSince1970),
-                    trustDelta: 1, facts: Conversation.facts(in: message))
+            var messages = [
+                ChatMessage(role: "system", content: Conversation.systemPrompt(profile, userID: userID, context: context, now: started, identity: identity))
+            ]
+            for earlier in Conversation.history(from: recent, now: now) {
+                messages.append(ChatMessage(role: earlier.role.rawValue, content: earlier.content))
             }
-        } catch {
-            // The reply exists and is returned; that it is not remembered is said (memory_stored).
-            metrics.errors(kind: "store")
-            stored = false
+            messages.append(ChatMessage(role: "user", content: message))
+            let asked = Date()
+            client.complete(messages) { [self] answer in
+                metrics.llmSeconds.record(Date().timeIntervalSince(asked))
+                switch answer {
+                case .failure(let error):
+                    metrics.errors(kind: "llm_" + error.kind.rawValue)
+                    completion(.failure(.llm(error)))
+                case .success(let reply):
+                    finish(reply, userID: userID, message: message, client: client, started: started, completion: completion)
+                }
+            }
         }
-        let elapsed = Date().timeIntervalSince(started)
-        metrics.chatSeconds.record(elapsed)
-        return .success(
-            Turn(
-                userMessage: message, reply: reply.content, processingMilliseconds: elapsed * 1000,
-                model: reply.model.isEmpty ? client.configuration.model : reply.model, memoryStored: stored, trust: trust))
     }
 
-    private func timedStore<T>(_ body: () throws -> T) throws -> T {
-        let started = Date()
-        defer { metrics.storeSeconds.record(Date().timeIntervalSince(started)) }
-        return try body()
+    private func finish(
+        _ reply: LLMReply, userID: String, message: String, client: LLMClient, started: Date, completion: @escaping Completion
+    ) {
+        if let tokens = reply.promptTokens { metrics.promptTokens.increment(by: Int64(tokens)) }
+        if let tokens = reply.completionTokens { metrics.completionTokens.increment(by: Int64(tokens)) }
+        let answer = NewMessage(
+            character: profile.name, userID: userID, role: .assistant, content: reply.content, createdAt: Date().timeIntervalSince1970)
+        writes.submit(.completeExchange(answer, trustDelta: 1, facts: Conversation.facts(in: message))) { [self] stored in
+            var trust = 0
+            var memoryStored = true
+            switch stored {
+            case .success(.trust(let score)): trust = score
+            case .success(.history): break
+            case .failure:
+                // The reply exists and is returned; that it is not remembered is said (memory_stored).
+                metrics.errors(kind: "store")
+                memoryStored = false
+            }
+            let elapsed = Date().timeIntervalSince(started)
+            metrics.chatSeconds.record(elapsed)
+            completion(
+                .success(
+                    Turn(
+                        userMessage: message, reply: reply.content, processingMilliseconds: elapsed * 1000,
+                        model: reply.model.isEmpty ? client.configuration.model : reply.model, memoryStored: memoryStored, trust: trust)))
+        }
+    }
+
+    /// The same, waiting for the outcome (for callers on threads that may block: the
+    /// conversation endpoint, the Discord connector).
+    func chat(userID: String, message: String, context: [String: String]) -> Result<Turn, Failure> {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Locked<Result<Turn, Failure>?>(nil)
+        chat(userID: userID, message: message, context: context) { result in
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return outcome.withLock { $0! }
     }
 }
 

@@ -64,9 +64,23 @@ extension Worker {
         }
     }
 
+    /// No thread waits for a chat: the store's and the LLM client's threads carry it, and the
+    /// answer comes back through the mailbox.
     private func chat(_ body: [UInt8]) -> HTTPServer.Response {
-        handle(body, ChatRequests.chat, endpoint: "chat", needsLLM: true) { ticket, request, service in
-            Self.answer(ticket, service.chat(userID: request.userID, message: request.message, context: request.context), service)
+        let request: ChatRequest
+        switch ChatRequests.chat(body) {
+        case .failure(let failure): return unprocessable(failure)
+        case .success(let valid): request = valid
+        }
+        if case .failure(let problem) = service.llm { return notConfigured(problem) }
+        let service = service!
+        let metrics = metrics
+        return later { ticket, answer in
+            service.chat(userID: request.userID, message: request.message, context: request.context) { outcome in
+                let completion = Self.answer(ticket, outcome, service)
+                metrics.request(endpoint: "chat", status: completion.status)
+                answer(completion)
+            }
         }
     }
 
@@ -174,12 +188,8 @@ extension Worker {
         switch outcome {
         case .success(let turn):
             return Completion(
-                ticket: ticket, status: 200,
-                body: JSONText.serialize([
-                    "success": true, "response": turn.reply, "timestamp": timestamp(), "bot_name": service.profile.name,
-                    "processing_time_ms": milliseconds(turn.processingMilliseconds), "memory_stored": turn.memoryStored,
-                    "mode": "fast", "complexity": "SIMPLE", "model_used": turn.model,
-                ] as [String: Any]), facets: ["llm": "ok", "store": turn.memoryStored ? "ok" : "down:a write failed"])
+                ticket: ticket, status: 200, body: chatAnswer(turn, botName: service.profile.name),
+                facets: ["llm": "ok", "store": turn.memoryStored ? "ok" : "down:a write failed"])
         case .failure(.llm(let error)):
             return Completion(
                 ticket: ticket, status: 502,
@@ -192,6 +202,29 @@ extension Worker {
         case .failure(.store(let problem)):
             return storeUnavailable(ticket, StoreError(problem), service)
         }
+    }
+
+    /// `{"bot_name","complexity","memory_stored","mode","model_used","processing_time_ms",
+    /// "response","success","timestamp"}` (byte order, as `JSONText` writes objects), written
+    /// directly: through a `[String: Any]` it was a visible share of a chat.
+    static func chatAnswer(_ turn: ChatService.Turn, botName: String) -> [UInt8] {
+        var body: [UInt8] = []
+        body.reserveCapacity(turn.reply.utf8.count + botName.utf8.count + turn.model.utf8.count + 220)
+        body += #"{"bot_name":"#.utf8
+        JSONText.appendString(botName, to: &body)
+        body += #","complexity":"SIMPLE","memory_stored":"#.utf8
+        body += (turn.memoryStored ? "true" : "false").utf8
+        body += #","mode":"fast","model_used":"#.utf8
+        JSONText.appendString(turn.model, to: &body)
+        body += #","processing_time_ms":"#.utf8
+        let elapsed = milliseconds(turn.processingMilliseconds)
+        body += (elapsed.isFinite ? "\(elapsed)" : "null").utf8
+        body += #","response":"#.utf8
+        JSONText.appendString(turn.reply, to: &body)
+        body += #","success":true,"timestamp":"#.utf8
+        JSONText.appendString(timestamp(), to: &body)
+        body.append(UInt8(ascii: "}"))
+        return body
     }
 
     static func storeUnavailable(_ ticket: Int, _ error: any Error, _ service: ChatService) -> Completion {

@@ -7,8 +7,10 @@ import WhisperSystem
 
 /// The built-in character worker (`whisperd worker NAME`): WhisperEngine v2's HTTP API on
 /// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.
-/// The event loop parses and validates requests; everything that blocks (the store, the LLM)
-/// runs on a pool of threads and comes back to the loop through a mailbox. It speaks sd_notify
+/// The event loop parses and validates requests. A chat is carried by two threads that never
+/// wait for one request — the store's (`StoreQueue`, batched transactions) and the LLM
+/// client's (`CurlMulti`) — other work that blocks (the conversation endpoint, user state,
+/// Discord) runs on a pool of threads; either comes back to the loop through a mailbox. It speaks sd_notify
 /// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm`, `store` and (with a
 /// `DISCORD_TOKEN`, when it is also a Discord bot) `discord`, in-flight
 /// requests, and `STOPPING=1` before draining on SIGTERM.
@@ -90,7 +92,11 @@ public final class Worker {
         do { try WorkerLibraries.load([.curl, storeLibrary]) } catch { throw Failure(description: "\(error)") }
         let profile = try loadProfile()
         let (store, storeProblem) = try openStore()
-        let llm = LLMConfiguration.from(environment).map(LLMClient.init)
+        let llm: Result<LLMClient, LLMNotConfigured>
+        switch LLMConfiguration.from(environment) {
+        case .success(let configuration): llm = .success(try LLMClient(configuration: configuration))
+        case .failure(let problem): llm = .failure(problem)
+        }
         service = ChatService(profile: profile, store: store, llm: llm, metrics: metrics)
 
         let host = environment["API_HOST"] ?? "127.0.0.1"
@@ -273,10 +279,17 @@ public final class Worker {
         armDeadline()
     }
 
-    // MARK: - Pool work
+    // MARK: - Work off the loop
 
     /// Runs `work` on the pool; its completion answers the request.
     func later(_ work: @escaping @Sendable (Int) -> Completion) -> HTTPServer.Response {
+        let pool = pool
+        return later { ticket, answer in pool.submit { answer(work(ticket)) } }
+    }
+
+    /// Starts `work` here, on the loop; it must not block, and answers the request by calling
+    /// its completion (from any thread).
+    func later(starting work: @escaping (Int, @escaping @Sendable (Completion) -> Void) -> Void) -> HTTPServer.Response {
         .later { [unowned self] respond in
             let ticket = nextTicket
             nextTicket += 1
@@ -284,7 +297,7 @@ public final class Worker {
             inflight += 1
             inflightChanged()
             let mailbox = mailbox
-            pool.submit { mailbox.post(work(ticket)) }
+            work(ticket) { mailbox.post($0) }
         }
     }
 

@@ -51,6 +51,11 @@ let targets: [String: ([UInt8]) -> Void] = [
         _ = ChatRequests.userState(bytes)
         _ = ChatRequests.conversation(bytes)
         _ = ChatRequests.clearUserData(bytes)
+        // The JSON parser under them: what it accepts, written back out, reads back the same.
+        if let value = try? JSONValue.parse(bytes) {
+            let again = try? JSONValue.parse(Array(value.jsonText.utf8))
+            precondition(again == value, "JSON round trip changed \(value)")
+        }
     },
     // Discord gateway payloads and the message rules that read them.
     "gateway": { bytes in

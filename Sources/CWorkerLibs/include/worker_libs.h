@@ -39,6 +39,15 @@ CURLcode wl_curl_set_pointer(CURL *handle, CURLoption option, void *value);
 typedef size_t (*wl_curl_write_callback)(char *data, size_t size, size_t count, void *context);
 CURLcode wl_curl_set_write_function(CURL *handle, CURLoption option, wl_curl_write_callback callback);
 CURLcode wl_curl_get_long(CURL *handle, CURLINFO info, long *value);
+/* The multi interface, driven by one thread (CurlMulti); only wakeup may be called from others. */
+CURLM *wl_curl_multi_init(void);
+CURLMcode wl_curl_multi_add_handle(CURLM *multi, CURL *handle);
+CURLMcode wl_curl_multi_remove_handle(CURLM *multi, CURL *handle);
+CURLMcode wl_curl_multi_perform(CURLM *multi, int *running);
+CURLMcode wl_curl_multi_poll(CURLM *multi, int timeout_ms);
+CURLMcode wl_curl_multi_wakeup(CURLM *multi);
+/* The next finished transfer: 1 with its handle and result, or 0 when none is left. */
+int wl_curl_multi_next_done(CURLM *multi, CURL **handle, CURLcode *result);
 
 /* libsqlite3 */
 int wl_sqlite3_open_v2(const char *path, sqlite3 **db, int flags, const char *vfs);

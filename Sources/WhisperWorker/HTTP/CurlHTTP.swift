@@ -30,7 +30,7 @@ final class CurlHTTP: Sendable {
     }
 
     /// libcurl's global set-up, once (the worker loaded the library before making a client).
-    private static let globalInit: Void = {
+    static let globalInit: Void = {
         if (try? WorkerLibraries.load(.curl)) != nil { _ = wl_curl_global_init(Int(CURL_GLOBAL_ALL)) }
     }()
 
@@ -40,12 +40,53 @@ final class CurlHTTP: Sendable {
         idleHandles.withLock { handles in for handle in handles { wl_curl_easy_cleanup(handle.raw) } }
     }
 
-    /// Collects what libcurl hands the callbacks.
-    private final class Exchange {
+    /// One request, as either path (blocking here, or `CurlMulti`) sends it.
+    struct Request: Sendable {
+        var method: String
+        var url: String
+        var headers: [String]
+        var body: [UInt8]?
+        var connectTimeout: Double
+        var timeout: Double
+        var bodyLimit = 8 << 20
+        /// The response headers to keep (lower-case names); nil keeps all.
+        var keptHeaders: [String]?
+    }
+
+    /// Collects what libcurl hands the callbacks, and owns the header list, for one transfer.
+    final class Exchange {
         var body: [UInt8] = []
         var headers: [String: String] = [:]
         let limit: Int
-        init(limit: Int) { self.limit = limit }
+        /// Lower-case names of the headers to keep; nil keeps all.
+        let kept: [[UInt8]]?
+        var headerList: UnsafeMutablePointer<curl_slist>?
+
+        init(limit: Int, keeping kept: [String]? = nil) {
+            self.limit = limit
+            self.kept = kept?.map { Array($0.utf8) }
+        }
+
+        /// One header line as libcurl gives it (`Name: value\r\n`, or a status line).
+        func take(headerLine line: UnsafeRawBufferPointer) {
+            if line.starts(with: "HTTP/".utf8) {
+                headers = [:]  // A new response (after a 100 Continue or a redirect).
+                return
+            }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
+            var name = [UInt8]()
+            name.reserveCapacity(colon)
+            for byte in line[..<colon] where byte != 0x20 && byte != 0x09 {
+                name.append(byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte)
+            }
+            if let kept, !kept.contains(name) { return }
+            var value = line[(colon + 1)...]
+            while let first = value.first, first == 0x20 || first == 0x09 { value = value.dropFirst() }
+            while let last = value.last, last == 0x20 || last == 0x09 || last == 0x0D || last == 0x0A { value = value.dropLast() }
+            headers[String(decoding: name, as: UTF8.self)] = String(decoding: value, as: UTF8.self)
+        }
+
+        deinit { wl_curl_slist_free_all(headerList) }
     }
 
     func perform(
@@ -58,19 +99,23 @@ final class CurlHTTP: Sendable {
             wl_curl_easy_reset(handle.raw)
             idleHandles.withLock { $0.append(handle) }
         }
-        let curl = handle.raw
+        let request = Request(
+            method: method, url: url, headers: headers, body: body, connectTimeout: connectTimeout, timeout: timeout, bodyLimit: bodyLimit)
         let exchange = Exchange(limit: bodyLimit)
-        let context = Unmanaged.passUnretained(exchange).toOpaque()
-        var list: UnsafeMutablePointer<curl_slist>?
-        for header in headers { list = wl_curl_slist_append(list, header) }
-        defer { wl_curl_slist_free_all(list) }
+        Self.configure(handle.raw, request, exchange)
+        return Self.answer(handle.raw, wl_curl_easy_perform(handle.raw), exchange)
+    }
 
-        _ = wl_curl_set_string(curl, CURLOPT_URL, url)
-        _ = wl_curl_set_pointer(curl, CURLOPT_HTTPHEADER, list)
-        _ = wl_curl_set_string(curl, CURLOPT_CUSTOMREQUEST, method)
+    /// Sets `curl` up for `request`; `exchange` must live until the transfer is over.
+    static func configure(_ curl: UnsafeMutableRawPointer, _ request: Request, _ exchange: Exchange) {
+        let context = Unmanaged.passUnretained(exchange).toOpaque()
+        for header in request.headers { exchange.headerList = wl_curl_slist_append(exchange.headerList, header) }
+        _ = wl_curl_set_string(curl, CURLOPT_URL, request.url)
+        _ = wl_curl_set_pointer(curl, CURLOPT_HTTPHEADER, exchange.headerList)
+        _ = wl_curl_set_string(curl, CURLOPT_CUSTOMREQUEST, request.method)
         _ = wl_curl_set_long(curl, CURLOPT_NOSIGNAL, 1)
-        _ = wl_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout * 1000))
-        _ = wl_curl_set_long(curl, CURLOPT_TIMEOUT_MS, Int(max(0.001, timeout) * 1000))
+        _ = wl_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000))
+        _ = wl_curl_set_long(curl, CURLOPT_TIMEOUT_MS, Int(max(0.001, request.timeout) * 1000))
         _ = wl_curl_set_pointer(curl, CURLOPT_WRITEDATA, context)
         _ = wl_curl_set_write_function(curl, CURLOPT_WRITEFUNCTION) { data, size, count, context in
             let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
@@ -84,25 +129,24 @@ final class CurlHTTP: Sendable {
             let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
             let length = size * count
             guard let data else { return length }
-            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
-            if line.hasPrefix("HTTP/") {
-                exchange.headers = [:]  // A new response (after a 100 Continue or a redirect).
-            } else if let colon = line.firstIndex(of: ":") {
-                let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
-                exchange.headers[name] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-            }
+            exchange.take(headerLine: UnsafeRawBufferPointer(start: data, count: length))
             return length
         }
-        let code: CURLcode
-        if let body {
-            code = body.withUnsafeBufferPointer { bytes -> CURLcode in
-                _ = wl_curl_set_long(curl, CURLOPT_POSTFIELDSIZE, bytes.count)
-                _ = wl_curl_set_pointer(curl, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafePointer(bitPattern: 1)))
-                return wl_curl_easy_perform(curl)
+        if let body = request.body {
+            // Copied by libcurl, so the transfer does not depend on this array's lifetime.
+            _ = wl_curl_set_long(curl, CURLOPT_POSTFIELDSIZE, body.count)
+            if body.isEmpty {
+                _ = wl_curl_set_string(curl, CURLOPT_COPYPOSTFIELDS, "")
+            } else {
+                body.withUnsafeBufferPointer { bytes in
+                    _ = wl_curl_set_pointer(curl, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress!))
+                }
             }
-        } else {
-            code = wl_curl_easy_perform(curl)
         }
+    }
+
+    /// The outcome of a finished transfer.
+    static func answer(_ curl: UnsafeMutableRawPointer, _ code: CURLcode, _ exchange: Exchange) -> Result<Answer, Failure> {
         guard code == CURLE_OK else {
             return .failure(Failure(timedOut: code == CURLE_OPERATION_TIMEDOUT, description: String(cString: wl_curl_easy_strerror(code))))
         }

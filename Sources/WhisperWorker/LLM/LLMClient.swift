@@ -1,4 +1,7 @@
 import Foundation
+import Synchronization
+import WhisperChat
+import WhisperCore
 import WhisperSystem
 
 /// Where and how to call the LLM, from the character's environment.
@@ -131,53 +134,59 @@ public struct LLMError: Error, Sendable, CustomStringConvertible {
     public var status: Int?
 }
 
-/// An OpenAI-compatible `POST …/chat/completions` client on libcurl: connect and total
-/// timeouts, retries of 429/5xx/connection failures with exponential backoff that honours
-/// `Retry-After`, and the API key only ever in a request header (never in a message).
-/// Blocking: call it from a worker thread.
+/// An OpenAI-compatible `POST …/chat/completions` client on libcurl's multi interface
+/// (`CurlMulti`: every call in flight on one thread): connect and total timeouts, retries of
+/// 429/5xx/connection failures with exponential backoff that honours `Retry-After`, and the API
+/// key only ever in a request header (never in a message).
 public final class LLMClient: Sendable {
     public let configuration: LLMConfiguration
-    private let http = CurlHTTP()
+    private let http: CurlMulti
 
-    public init(configuration: LLMConfiguration) {
+    public init(configuration: LLMConfiguration) throws {
         self.configuration = configuration
+        self.http = try CurlMulti()
     }
 
-    /// Asks for one reply. Retries what can succeed later; a 4xx other than 429 fails at once.
-    public func complete(_ messages: [ChatMessage], sleep: (Double) -> Void = { Thread.sleep(forTimeInterval: $0) }) -> Result<LLMReply, LLMError> {
-        let body = configuration.requestBody(messages)
-        let started = Date()
-        var attempt = 0
-        while true {
-            attempt += 1
-            let remaining = configuration.totalTimeoutSeconds - Date().timeIntervalSince(started)
-            let outcome = post(body, timeout: max(1, remaining))
-            switch outcome {
+    /// Asks for one reply; `completion` runs on the client's thread and must not block.
+    /// Retries what can succeed later; a 4xx other than 429 fails at once.
+    public func complete(_ messages: [ChatMessage], completion: @escaping @Sendable (Result<LLMReply, LLMError>) -> Void) {
+        attempt(1, body: configuration.requestBody(messages), started: Self.now(), delay: 0, completion: completion)
+    }
+
+    private func attempt(
+        _ number: Int, body: [UInt8], started: Double, delay: Double, completion: @escaping @Sendable (Result<LLMReply, LLMError>) -> Void
+    ) {
+        var headers = ["Content-Type: application/json", "Accept: application/json"]
+        if let key = configuration.apiKey { headers.append("Authorization: Bearer \(key)") }
+        let total = configuration.totalTimeoutSeconds
+        let remaining = total - (Self.now() - started) - delay
+        let request = CurlHTTP.Request(
+            method: "POST", url: configuration.endpoint, headers: headers, body: body,
+            connectTimeout: configuration.connectTimeoutSeconds, timeout: max(1, remaining), keptHeaders: ["retry-after"])
+        http.submit(request, after: delay) { [self] outcome in
+            switch Self.interpret(outcome) {
             case .success(var reply):
-                reply.attempts = attempt
-                return .success(reply)
+                reply.attempts = number
+                completion(.success(reply))
             case .failure(let failure):
                 let retriable = failure.error.kind == .rateLimited || failure.error.kind == .server || failure.error.kind == .connection
-                guard retriable, attempt <= configuration.retries else { return .failure(failure.error) }
-                let backoff = min(8, 0.5 * pow(2, Double(attempt - 1))) * Double.random(in: 0.9...1.1)
-                let delay = min(30, failure.retryAfter ?? backoff)
-                guard Date().timeIntervalSince(started) + delay < configuration.totalTimeoutSeconds else { return .failure(failure.error) }
-                sleep(delay)
+                guard retriable, number <= configuration.retries else { return completion(.failure(failure.error)) }
+                let backoff = min(8, 0.5 * pow(2, Double(number - 1))) * Double.random(in: 0.9...1.1)
+                let wait = min(30, failure.retryAfter ?? backoff)
+                guard Self.now() - started + wait < total else { return completion(.failure(failure.error)) }
+                attempt(number + 1, body: body, started: started, delay: wait, completion: completion)
             }
         }
     }
+
+    private static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
     private struct Failure: Error {
         var error: LLMError
         var retryAfter: Double?
     }
 
-    private func post(_ body: [UInt8], timeout: Double) -> Result<LLMReply, Failure> {
-        var headers = ["Content-Type: application/json", "Accept: application/json"]
-        if let key = configuration.apiKey { headers.append("Authorization: Bearer \(key)") }
-        let outcome = http.perform(
-            method: "POST", url: configuration.endpoint, headers: headers, body: body,
-            connectTimeout: configuration.connectTimeoutSeconds, timeout: timeout)
+    private static func interpret(_ outcome: Result<CurlHTTP.Answer, CurlHTTP.Failure>) -> Result<LLMReply, Failure> {
         let answer: CurlHTTP.Answer
         switch outcome {
         case .failure(let failure):
@@ -202,17 +211,19 @@ public final class LLMClient: Sendable {
     }
 
     static func parseReply(_ body: [UInt8]) -> Result<LLMReply, LLMError> {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-            let choices = object["choices"] as? [[String: Any]], let message = choices.first?["message"] as? [String: Any],
-            let content = message["content"] as? String
-        else {
+        let object = try? JSONValue.parse(body)
+        guard let object, let content = object["choices"].arrayValue.first?["message"]["content"].stringValue else {
             return .failure(LLMError(kind: .badResponse, description: "the LLM's answer has no choices[0].message.content: \(String(decoding: body.prefix(200), as: UTF8.self))"))
         }
-        let usage = object["usage"] as? [String: Any]
+        func count(_ value: JSONValue) -> Int? {
+            if case .int(let number) = value { return Int(exactly: number) }
+            return nil
+        }
+        let usage = object["usage"]
         return .success(
             LLMReply(
-                content: content, model: object["model"] as? String ?? "", promptTokens: usage?["prompt_tokens"] as? Int,
-                completionTokens: usage?["completion_tokens"] as? Int, attempts: 1))
+                content: content, model: object["model"].stringValue ?? "", promptTokens: count(usage["prompt_tokens"]),
+                completionTokens: count(usage["completion_tokens"]), attempts: 1))
     }
 
     /// `Retry-After: 7` or an HTTP date.

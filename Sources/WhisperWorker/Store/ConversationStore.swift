@@ -20,6 +20,9 @@ public protocol ConversationStore: Sendable {
     /// The reply to a user message, the trust it earns and the facts the user gave, in one
     /// transaction. Returns the new trust score.
     func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int
+    /// The operations in as few transactions as the store can (one, unless one fails), in
+    /// order, each seeing the ones before it; every result is durable when this returns.
+    func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>]
     func userState(character: String, userID: String, recent: Int) throws -> UserState
     func clear(character: String, userID: String, memories: Bool, trust: Bool) throws -> ClearedData
 }
@@ -30,6 +33,34 @@ extension ConversationStore {
         let recent = try recentMessages(character: message.character, userID: message.userID, limit: limit)
         _ = try append(message)
         return recent
+    }
+}
+
+/// The writes of a chat, batched by `StoreQueue`.
+public enum StoreOperation: Sendable {
+    /// The user's message stored, and the newest `recent` messages from before it read.
+    case beginExchange(NewMessage, recent: Int)
+    /// The reply, the trust it earns and the facts the user gave.
+    case completeExchange(NewMessage, trustDelta: Int, facts: [String])
+}
+
+public enum StoreOutcome: Sendable {
+    /// Of `beginExchange`: the history before the message (any order).
+    case history([StoredMessage])
+    /// Of `completeExchange`: the new trust score.
+    case trust(Int)
+}
+
+extension ConversationStore {
+    /// One operation on its own.
+    func performOne(_ operation: StoreOperation) -> Result<StoreOutcome, any Error> {
+        Result {
+            switch operation {
+            case .beginExchange(let message, let recent): .history(try appendAfterReading(message, recent: recent))
+            case .completeExchange(let reply, let trustDelta, let facts):
+                .trust(try completeExchange(reply, trustDelta: trustDelta, facts: facts))
+            }
+        }
     }
 }
 

@@ -121,41 +121,71 @@ public final class PostgresStore: ConversationStore {
     /// sees the rows as they were when it began, its own insert not included).
     public func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
         try ensureMigrated()
-        return try withConnection { db in
-            try db.execute(
-                """
-                WITH stored AS (
-                  INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
-                )
-                SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $6
-                """,
-                [message.character, message.userID, message.role.rawValue, message.content, String(message.createdAt), String(limit)]
-            ).rows.map(Self.storedMessage)
+        return try withConnection { db in try Self.beginExchange(db, message, recent: limit) }
+    }
+
+    public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
+        try ensureMigrated()
+        return try withConnection { db in try Self.completeExchange(db, reply, trustDelta: trustDelta, facts: facts) }
+    }
+
+    /// A batch in one transaction on one connection: one commit (one WAL flush) for all. If a
+    /// statement fails, the transaction is rolled back and each operation redone alone, so it
+    /// fails alone; if BEGIN or COMMIT fails, nothing is known to be stored and all fail.
+    public func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] {
+        if batch.count == 1 { return [performOne(batch[0])] }
+        do { try ensureMigrated() } catch { return batch.map { _ in .failure(error) } }
+        struct StatementFailed: Error {}
+        do {
+            let outcomes = try transaction { db in
+                do { return try batch.map { try Self.perform($0, on: db) } } catch { throw StatementFailed() }
+            }
+            return outcomes.map { .success($0) }
+        } catch is StatementFailed {
+            return batch.map(performOne)
+        } catch {
+            return batch.map { _ in .failure(error) }
         }
+    }
+
+    private static func perform(_ operation: StoreOperation, on db: Connection) throws -> StoreOutcome {
+        switch operation {
+        case .beginExchange(let message, let recent): .history(try beginExchange(db, message, recent: recent))
+        case .completeExchange(let reply, let trustDelta, let facts): .trust(try completeExchange(db, reply, trustDelta: trustDelta, facts: facts))
+        }
+    }
+
+    private static func beginExchange(_ db: Connection, _ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
+        try db.execute(
+            """
+            WITH stored AS (
+              INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
+            )
+            SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $6
+            """,
+            [message.character, message.userID, message.role.rawValue, message.content, String(message.createdAt), String(limit)]
+        ).rows.map(storedMessage)
     }
 
     /// One statement, so one round trip and atomic on its own: the reply, the facts (an
     /// array parameter) and the trust score.
-    public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
-        try ensureMigrated()
+    private static func completeExchange(_ db: Connection, _ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
         let bounds = Conversation.trustRange
-        return try withConnection { db in
-            try db.execute(
-                """
-                WITH reply AS (
-                  INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
-                ), learned AS (
-                  INSERT INTO facts (character, user_id, fact, created_at)
-                  SELECT $1, $2, fact, $5 FROM unnest($6::text[]) WITH ORDINALITY AS given(fact, position) ORDER BY position
-                  ON CONFLICT DO NOTHING
-                )
-                INSERT INTO trust (character, user_id, score) VALUES ($1, $2, GREATEST($8, LEAST($9, $7::int)))
-                ON CONFLICT (character, user_id) DO UPDATE SET score = GREATEST($8, LEAST($9, trust.score + $7::int)) RETURNING score
-                """,
-                [reply.character, reply.userID, reply.role.rawValue, reply.content, String(reply.createdAt), Self.textArray(facts),
-                 String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
-            ).rows.first.flatMap { Int($0[0]) } ?? 0
-        }
+        return try db.execute(
+            """
+            WITH reply AS (
+              INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
+            ), learned AS (
+              INSERT INTO facts (character, user_id, fact, created_at)
+              SELECT $1, $2, fact, $5 FROM unnest($6::text[]) WITH ORDINALITY AS given(fact, position) ORDER BY position
+              ON CONFLICT DO NOTHING
+            )
+            INSERT INTO trust (character, user_id, score) VALUES ($1, $2, GREATEST($8, LEAST($9, $7::int)))
+            ON CONFLICT (character, user_id) DO UPDATE SET score = GREATEST($8, LEAST($9, trust.score + $7::int)) RETURNING score
+            """,
+            [reply.character, reply.userID, reply.role.rawValue, reply.content, String(reply.createdAt), textArray(facts),
+             String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
+        ).rows.first.flatMap { Int($0[0]) } ?? 0
     }
 
     private static func storedMessage(_ row: [String]) -> StoredMessage {

@@ -8,8 +8,9 @@ import WhisperCore
 /// disk when `append` returns), parameterised statements only. Writes are group-committed
 /// (`GroupCommit`): the writes queued while a commit is under way go together in the next
 /// transaction (each in its own savepoint, so one failing write fails alone) — one fsync for
-/// many concurrent chats instead of one each. Reads go through a second connection, so they never
-/// wait behind an fsync.
+/// many concurrent chats instead of one each. The chat path's writes come already batched
+/// (`perform`, from `StoreQueue`) and go straight to the connection. Reads go through a second
+/// connection, so they never wait behind an fsync.
 public final class SQLiteStore: ConversationStore {
     public let kind = "sqlite"
     public let path: String
@@ -21,7 +22,8 @@ public final class SQLiteStore: ConversationStore {
     private final class PendingWrite: @unchecked Sendable {
         // @unchecked: `result` is set by the committing thread, and read by the submitting
         // thread only after `GroupCommit.submit` returns — which, for a write another thread
-        // committed, is after that thread signalled the semaphore the submitter waits on.
+        // committed, is after that thread signalled the semaphore the submitter waits on — or,
+        // in `perform`, by the thread that committed it.
         let body: (inout Connection) throws -> Any
         var result: Result<Any, any Error>?
 
@@ -142,27 +144,70 @@ public final class SQLiteStore: ConversationStore {
     }
 
     public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
-        try groupCommit { db in
-            try Self.run(
-                &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
-                [.text(reply.character), .text(reply.userID), .text(reply.role.rawValue), .text(reply.content), .double(reply.createdAt)])
-            let bounds = Conversation.trustRange
-            let score = try Self.query(
-                &db,
-                """
-                INSERT INTO trust (character, user_id, score) VALUES (?1, ?2, max(?4, min(?5, ?3)))
-                ON CONFLICT (character, user_id) DO UPDATE SET score = max(?4, min(?5, score + ?3)) RETURNING score
-                """,
-                [.text(reply.character), .text(reply.userID), .int(Int64(trustDelta)), .int(Int64(bounds.lowerBound)),
-                 .int(Int64(bounds.upperBound))]
-            ) { Int(wl_sqlite3_column_int64($0, 0)) }.first ?? 0
-            for fact in facts {
-                try Self.run(
-                    &db, "INSERT OR IGNORE INTO facts (character, user_id, fact, created_at) VALUES (?, ?, ?, ?)",
-                    [.text(reply.character), .text(reply.userID), .text(fact), .double(reply.createdAt)])
+        try groupCommit { db in try Self.completeExchange(&db, reply, trustDelta: trustDelta, facts: facts) }
+    }
+
+    /// The read and the write in the same transaction, on the writing connection.
+    public func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
+        try groupCommit { db in try Self.beginExchange(&db, message, recent: limit) }
+    }
+
+    /// The whole batch in one transaction (one fsync), taken straight to the connection: the
+    /// caller (`StoreQueue`) already collected what a group commit would have.
+    public func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] {
+        let writes = batch.map { operation in
+            PendingWrite { db -> Any in
+                switch operation {
+                case .beginExchange(let message, let recent):
+                    StoreOutcome.history(try Self.beginExchange(&db, message, recent: recent))
+                case .completeExchange(let reply, let trustDelta, let facts):
+                    StoreOutcome.trust(try Self.completeExchange(&db, reply, trustDelta: trustDelta, facts: facts))
+                }
             }
-            return score
         }
+        commit(writes)
+        return writes.map { write in
+            // Each body made a StoreOutcome.
+            (write.result ?? .failure(StoreError("sqlite: write lost"))).map { $0 as! StoreOutcome }
+        }
+    }
+
+    private static func beginExchange(_ db: inout Connection, _ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
+        let recent = try query(
+            &db, "SELECT id, role, content, created_at FROM messages WHERE character = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+            [.text(message.character), .text(message.userID), .int(Int64(limit))]
+        ) { row in
+            StoredMessage(
+                id: wl_sqlite3_column_int64(row, 0), role: StoredMessage.Role(rawValue: text(row, 1)) ?? .user,
+                content: text(row, 2), createdAt: wl_sqlite3_column_double(row, 3))
+        }
+        try run(
+            &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
+            [.text(message.character), .text(message.userID), .text(message.role.rawValue), .text(message.content),
+             .double(message.createdAt)])
+        return recent
+    }
+
+    private static func completeExchange(_ db: inout Connection, _ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
+        try run(
+            &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
+            [.text(reply.character), .text(reply.userID), .text(reply.role.rawValue), .text(reply.content), .double(reply.createdAt)])
+        let bounds = Conversation.trustRange
+        let score = try query(
+            &db,
+            """
+            INSERT INTO trust (character, user_id, score) VALUES (?1, ?2, max(?4, min(?5, ?3)))
+            ON CONFLICT (character, user_id) DO UPDATE SET score = max(?4, min(?5, score + ?3)) RETURNING score
+            """,
+            [.text(reply.character), .text(reply.userID), .int(Int64(trustDelta)), .int(Int64(bounds.lowerBound)),
+             .int(Int64(bounds.upperBound))]
+        ) { Int(wl_sqlite3_column_int64($0, 0)) }.first ?? 0
+        for fact in facts {
+            try run(
+                &db, "INSERT OR IGNORE INTO facts (character, user_id, fact, created_at) VALUES (?, ?, ?, ?)",
+                [.text(reply.character), .text(reply.userID), .text(fact), .double(reply.createdAt)])
+        }
+        return score
     }
 
     public func userState(character: String, userID: String, recent: Int) throws -> UserState {
