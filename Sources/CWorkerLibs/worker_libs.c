@@ -62,6 +62,12 @@ static struct {
     char *(*getvalue)(const PGresult *, int, int);
     char *(*cmdTuples)(PGresult *);
     void (*clear)(PGresult *);
+    int (*enterPipelineMode)(PGconn *);
+    int (*exitPipelineMode)(PGconn *);
+    int (*pipelineSync)(PGconn *);
+    int (*sendQueryParams)(PGconn *, const char *, int, const unsigned int *, const char *const *, const int *, const int *, int);
+    int (*sendQueryPrepared)(PGconn *, const char *, int, const char *const *, const int *, const int *, int);
+    PGresult *(*getResult)(PGconn *);
 } pq;
 
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -160,6 +166,12 @@ int whisper_worker_libs_load(unsigned which, char *error, size_t size)
         RESOLVE(libpq, pq, getvalue, "PQgetvalue");
         RESOLVE(libpq, pq, cmdTuples, "PQcmdTuples");
         RESOLVE(libpq, pq, clear, "PQclear");
+        RESOLVE(libpq, pq, enterPipelineMode, "PQenterPipelineMode");
+        RESOLVE(libpq, pq, exitPipelineMode, "PQexitPipelineMode");
+        RESOLVE(libpq, pq, pipelineSync, "PQpipelineSync");
+        RESOLVE(libpq, pq, sendQueryParams, "PQsendQueryParams");
+        RESOLVE(libpq, pq, sendQueryPrepared, "PQsendQueryPrepared");
+        RESOLVE(libpq, pq, getResult, "PQgetResult");
         loaded |= WL_LIBRARY_POSTGRES;
     }
     pthread_mutex_unlock(&load_lock);
@@ -256,3 +268,15 @@ int wl_PQnfields(const PGresult *result) { return pq.nfields(result); }
 char *wl_PQgetvalue(const PGresult *result, int row, int field) { return pq.getvalue(result, row, field); }
 char *wl_PQcmdTuples(PGresult *result) { return pq.cmdTuples(result); }
 void wl_PQclear(PGresult *result) { pq.clear(result); }
+int wl_PQenterPipelineMode(PGconn *connection) { return pq.enterPipelineMode(connection); }
+int wl_PQexitPipelineMode(PGconn *connection) { return pq.exitPipelineMode(connection); }
+int wl_PQpipelineSync(PGconn *connection) { return pq.pipelineSync(connection); }
+int wl_PQsendQueryParams(PGconn *connection, const char *command, int count, const char *const *values)
+{
+    return pq.sendQueryParams(connection, command, count, NULL, values, NULL, NULL, 0);
+}
+int wl_PQsendQueryPrepared(PGconn *connection, const char *name, int count, const char *const *values)
+{
+    return pq.sendQueryPrepared(connection, name, count, values, NULL, NULL, 0);
+}
+PGresult *wl_PQgetResult(PGconn *connection) { return pq.getResult(connection); }

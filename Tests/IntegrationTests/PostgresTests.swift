@@ -37,6 +37,27 @@ extension IntegrationTests {
             #expect(try postgres.query("SELECT count(*) FROM messages WHERE character = 'elena' AND user_id = 'crowd'") == ["100"])
             #expect(try postgres.query("SELECT count(DISTINCT id) FROM messages") == ["106"])
 
+            // A statement that fails fails alone, whether its chat came alone or in a batch (see
+            // PostgresBatchTests for a batch made on purpose).
+            _ = try postgres.query(
+                """
+                CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                  IF NEW.content LIKE 'refuse%' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+                CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();
+                """)
+            let refused = StatusList()
+            let kept = StatusList()
+            DispatchQueue.concurrentPerform(iterations: 30) { index in
+                let refuse = index % 3 == 0
+                let status = postJSON(port: port, path: "/api/chat", ["user_id": "mixed", "message": (refuse ? "refuse-" : "keep-") + "\(index)"]).status
+                (refuse ? refused : kept).add(status)
+            }
+            #expect(refused.values.count == 10 && refused.values.allSatisfy { $0 == 503 })
+            #expect(kept.values.count == 20 && kept.values.allSatisfy { $0 == 200 })
+            #expect(try postgres.query("SELECT count(*) FROM messages WHERE user_id = 'mixed' AND content LIKE 'keep-%'") == ["20"])
+            #expect(try postgres.query("SELECT count(*) FROM messages WHERE user_id = 'mixed'") == ["40"])
+            _ = try postgres.query("DROP TRIGGER refuse ON messages")
+
             let cleared = postJSON(port: port, path: "/api/clear-user-data", ["user_id": "u1"])
             #expect(cleared.json["memories_cleared"] as? Int == 4)
             #expect(cleared.json["knowledge_cleared"] as? Int == 1)

@@ -76,6 +76,8 @@ typedef struct pg_result PGresult;
 static const int WL_CONNECTION_OK = 0;   /* ConnStatusType */
 static const int WL_PGRES_COMMAND_OK = 1; /* ExecStatusType */
 static const int WL_PGRES_TUPLES_OK = 2;
+static const int WL_PGRES_PIPELINE_SYNC = 10;
+static const int WL_PGRES_PIPELINE_ABORTED = 11;
 static const int WL_PQTRANS_IDLE = 0;     /* PGTransactionStatusType */
 PGconn *wl_PQconnectdb(const char *conninfo);
 int wl_PQstatus(const PGconn *connection);
@@ -94,5 +96,13 @@ int wl_PQnfields(const PGresult *result);
 char *wl_PQgetvalue(const PGresult *result, int row, int field);
 char *wl_PQcmdTuples(PGresult *result);
 void wl_PQclear(PGresult *result);
+/* Pipeline mode (libpq >= 14): a batch's statements sent at once, results read after. Text
+ * parameters, text results. */
+int wl_PQenterPipelineMode(PGconn *connection);
+int wl_PQexitPipelineMode(PGconn *connection);
+int wl_PQpipelineSync(PGconn *connection);
+int wl_PQsendQueryParams(PGconn *connection, const char *command, int count, const char *const *values);
+int wl_PQsendQueryPrepared(PGconn *connection, const char *name, int count, const char *const *values);
+PGresult *wl_PQgetResult(PGconn *connection);
 
 #endif

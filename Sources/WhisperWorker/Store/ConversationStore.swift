@@ -51,6 +51,20 @@ public enum StoreOutcome: Sendable {
     case trust(Int)
 }
 
+extension StoreOutcome {
+    /// The history of a `beginExchange` (empty for another outcome).
+    public var history: [StoredMessage] {
+        if case .history(let messages) = self { return messages }
+        return []
+    }
+
+    /// The trust score of a `completeExchange` (0 for another outcome).
+    public var trust: Int {
+        if case .trust(let score) = self { return score }
+        return 0
+    }
+}
+
 extension ConversationStore {
     /// One operation on its own.
     func performOne(_ operation: StoreOperation) -> Result<StoreOutcome, any Error> {

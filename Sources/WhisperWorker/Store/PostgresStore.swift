@@ -29,27 +29,76 @@ public final class PostgresStore: ConversationStore {
         let raw: OpaquePointer
         /// SQL → the name it was prepared under on this connection.
         var prepared: [String: String] = [:]
+        /// Left in a state it cannot be used in again.
+        var isBroken = false
 
         init(raw: OpaquePointer) { self.raw = raw }
 
         /// `sql` as a prepared statement: parsed and planned by the server once per connection
         /// instead of at every call.
         func execute(_ sql: String, _ parameters: [String] = []) throws -> QueryResult {
-            let name: String
-            if let known = prepared[sql] {
-                name = known
-            } else {
-                name = "whisperd_\(prepared.count)"
-                guard let result = wl_PQprepare(raw, name, sql, Int32(parameters.count), nil) else {
-                    throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))")
-                }
-                defer { wl_PQclear(result) }
-                try PostgresStore.check(result)
-                prepared[sql] = name
-            }
+            let name = try preparedName(sql, parameterCount: parameters.count)
             return try PostgresStore.withCStrings(parameters) { values in
                 try PostgresStore.rows(of: wl_PQexecPrepared(raw, name, Int32(parameters.count), values, nil, nil, 0), on: raw)
             }
+        }
+
+        /// The name `sql` is prepared under on this connection, preparing it the first time.
+        func preparedName(_ sql: String, parameterCount: Int) throws -> String {
+            if let known = prepared[sql] { return known }
+            let name = "whisperd_\(prepared.count)"
+            guard let result = wl_PQprepare(raw, name, sql, Int32(parameterCount), nil) else {
+                throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))")
+            }
+            defer { wl_PQclear(result) }
+            try PostgresStore.check(result)
+            prepared[sql] = name
+            return name
+        }
+
+        /// `BEGIN`, the statements, `COMMIT` sent at once (libpq's pipeline mode), the results
+        /// read after: one round trip for the whole batch instead of one per statement.
+        /// `.failure` for a statement that failed or was skipped after one did (the transaction
+        /// is then rolled back); a thrown error when the connection itself failed.
+        func pipelinedTransaction(_ statements: [(sql: String, parameters: [String])]) throws -> [Result<QueryResult, StoreError>] {
+            let names = try statements.map { try preparedName($0.sql, parameterCount: $0.parameters.count) }
+            guard wl_PQenterPipelineMode(raw) == 1 else { throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))") }
+            do {
+                return try runPipeline(names, statements)
+            } catch {
+                // Maybe still in pipeline mode, with results unread: never reused.
+                isBroken = true
+                throw error
+            }
+        }
+
+        private func runPipeline(_ names: [String], _ statements: [(sql: String, parameters: [String])]) throws -> [Result<QueryResult, StoreError>] {
+            var sentAll = wl_PQsendQueryParams(raw, "BEGIN", 0, nil) == 1
+            for (name, statement) in zip(names, statements) where sentAll {
+                sentAll = PostgresStore.withCStrings(statement.parameters) { values in
+                    wl_PQsendQueryPrepared(raw, name, Int32(statement.parameters.count), values) == 1
+                }
+            }
+            sentAll = sentAll && wl_PQsendQueryParams(raw, "COMMIT", 0, nil) == 1 && wl_PQpipelineSync(raw) == 1
+            guard sentAll else { throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))") }
+            var results: [Result<QueryResult, StoreError>] = []
+            for _ in 0..<(statements.count + 2) {
+                guard let result = wl_PQgetResult(raw) else { throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))") }
+                results.append(Result { try PostgresStore.rows(of: result, on: raw) }.mapError { $0 as? StoreError ?? StoreError("\($0)") })
+                // Each statement's results end with a null one.
+                while let extra = wl_PQgetResult(raw) { wl_PQclear(extra) }
+            }
+            guard let sync = wl_PQgetResult(raw) else { throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))") }
+            let synced = wl_PQresultStatus(sync) == WL_PGRES_PIPELINE_SYNC
+            wl_PQclear(sync)
+            guard synced, wl_PQexitPipelineMode(raw) == 1 else { throw StoreError("postgres: the pipeline did not end") }
+            if wl_PQtransactionStatus(raw) != WL_PQTRANS_IDLE { _ = try? PostgresStore.execute(raw, "ROLLBACK") }
+            let commit = results.removeLast()
+            results.removeFirst()
+            if case .failure(let error) = commit, results.allSatisfy({ (try? $0.get()) != nil }) {
+                return results.map { _ in .failure(error) }
+            }
+            return results
         }
     }
 
@@ -117,75 +166,76 @@ public final class PostgresStore: ConversationStore {
         }
     }
 
-    /// One statement: the message stored, and the history as it was before it (a statement
-    /// sees the rows as they were when it began, its own insert not included).
-    public func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
-        try ensureMigrated()
-        return try withConnection { db in try Self.beginExchange(db, message, recent: limit) }
-    }
-
-    public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
-        try ensureMigrated()
-        return try withConnection { db in try Self.completeExchange(db, reply, trustDelta: trustDelta, facts: facts) }
-    }
-
-    /// A batch in one transaction on one connection: one commit (one WAL flush) for all. If a
-    /// statement fails, the transaction is rolled back and each operation redone alone, so it
-    /// fails alone; if BEGIN or COMMIT fails, nothing is known to be stored and all fail.
+    /// A batch in one transaction on one connection, pipelined (one round trip, one commit). If
+    /// a statement fails, the transaction is rolled back and each operation redone alone, so it
+    /// fails alone; if the connection fails, nothing is known to be stored and all fail.
     public func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] {
         if batch.count == 1 { return [performOne(batch[0])] }
         do { try ensureMigrated() } catch { return batch.map { _ in .failure(error) } }
-        struct StatementFailed: Error {}
         do {
-            let outcomes = try transaction { db in
-                do { return try batch.map { try Self.perform($0, on: db) } } catch { throw StatementFailed() }
-            }
-            return outcomes.map { .success($0) }
-        } catch is StatementFailed {
-            return batch.map(performOne)
+            let results = try withConnection { db in try db.pipelinedTransaction(batch.map(Self.statement)) }
+            if results.contains(where: { (try? $0.get()) == nil }) { return batch.map(performOne) }
+            return zip(batch, results).map { operation, result in .success(Self.outcome(of: operation, try! result.get())) }
         } catch {
             return batch.map { _ in .failure(error) }
         }
     }
 
-    private static func perform(_ operation: StoreOperation, on db: Connection) throws -> StoreOutcome {
-        switch operation {
-        case .beginExchange(let message, let recent): .history(try beginExchange(db, message, recent: recent))
-        case .completeExchange(let reply, let trustDelta, let facts): .trust(try completeExchange(db, reply, trustDelta: trustDelta, facts: facts))
-        }
-    }
-
-    private static func beginExchange(_ db: Connection, _ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
-        try db.execute(
-            """
-            WITH stored AS (
-              INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
-            )
-            SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $6
-            """,
-            [message.character, message.userID, message.role.rawValue, message.content, String(message.createdAt), String(limit)]
-        ).rows.map(storedMessage)
+    /// One statement: the message stored, and the history as it was before it (a statement
+    /// sees the rows as they were when it began, its own insert not included).
+    public func appendAfterReading(_ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
+        try performAlone(.beginExchange(message, recent: limit)).history
     }
 
     /// One statement, so one round trip and atomic on its own: the reply, the facts (an
     /// array parameter) and the trust score.
-    private static func completeExchange(_ db: Connection, _ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
-        let bounds = Conversation.trustRange
-        return try db.execute(
-            """
-            WITH reply AS (
-              INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
-            ), learned AS (
-              INSERT INTO facts (character, user_id, fact, created_at)
-              SELECT $1, $2, fact, $5 FROM unnest($6::text[]) WITH ORDINALITY AS given(fact, position) ORDER BY position
-              ON CONFLICT DO NOTHING
+    public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
+        try performAlone(.completeExchange(reply, trustDelta: trustDelta, facts: facts)).trust
+    }
+
+    private func performAlone(_ operation: StoreOperation) throws -> StoreOutcome {
+        try ensureMigrated()
+        let statement = Self.statement(operation)
+        return Self.outcome(of: operation, try withConnection { db in try db.execute(statement.sql, statement.parameters) })
+    }
+
+    private static func statement(_ operation: StoreOperation) -> (sql: String, parameters: [String]) {
+        switch operation {
+        case .beginExchange(let message, let limit):
+            return (
+                """
+                WITH stored AS (
+                  INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
+                )
+                SELECT id, role, content, created_at FROM messages WHERE character = $1 AND user_id = $2 ORDER BY id DESC LIMIT $6
+                """,
+                [message.character, message.userID, message.role.rawValue, message.content, String(message.createdAt), String(limit)]
             )
-            INSERT INTO trust (character, user_id, score) VALUES ($1, $2, GREATEST($8, LEAST($9, $7::int)))
-            ON CONFLICT (character, user_id) DO UPDATE SET score = GREATEST($8, LEAST($9, trust.score + $7::int)) RETURNING score
-            """,
-            [reply.character, reply.userID, reply.role.rawValue, reply.content, String(reply.createdAt), textArray(facts),
-             String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
-        ).rows.first.flatMap { Int($0[0]) } ?? 0
+        case .completeExchange(let reply, let trustDelta, let facts):
+            let bounds = Conversation.trustRange
+            return (
+                """
+                WITH reply AS (
+                  INSERT INTO messages (character, user_id, role, content, created_at) VALUES ($1, $2, $3, $4, $5)
+                ), learned AS (
+                  INSERT INTO facts (character, user_id, fact, created_at)
+                  SELECT $1, $2, fact, $5 FROM unnest($6::text[]) WITH ORDINALITY AS given(fact, position) ORDER BY position
+                  ON CONFLICT DO NOTHING
+                )
+                INSERT INTO trust (character, user_id, score) VALUES ($1, $2, GREATEST($8, LEAST($9, $7::int)))
+                ON CONFLICT (character, user_id) DO UPDATE SET score = GREATEST($8, LEAST($9, trust.score + $7::int)) RETURNING score
+                """,
+                [reply.character, reply.userID, reply.role.rawValue, reply.content, String(reply.createdAt), textArray(facts),
+                 String(trustDelta), String(bounds.lowerBound), String(bounds.upperBound)]
+            )
+        }
+    }
+
+    private static func outcome(of operation: StoreOperation, _ result: QueryResult) -> StoreOutcome {
+        switch operation {
+        case .beginExchange: .history(result.rows.map(storedMessage))
+        case .completeExchange: .trust(result.rows.first.flatMap { Int($0[0]) } ?? 0)
+        }
     }
 
     private static func storedMessage(_ row: [String]) -> StoredMessage {
@@ -306,7 +356,8 @@ public final class PostgresStore: ConversationStore {
     }
 
     private func release(_ connection: Connection) {
-        let healthy = wl_PQstatus(connection.raw) == WL_CONNECTION_OK && wl_PQtransactionStatus(connection.raw) == WL_PQTRANS_IDLE
+        let healthy = !connection.isBroken && wl_PQstatus(connection.raw) == WL_CONNECTION_OK
+            && wl_PQtransactionStatus(connection.raw) == WL_PQTRANS_IDLE
         let kept = healthy && idle.withLock { connections in
             guard connections.count < maxIdle else { return false }
             connections.append(connection)
