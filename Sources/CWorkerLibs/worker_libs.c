@@ -23,6 +23,7 @@ static struct {
     CURLMcode (*multi_poll)(CURLM *, struct curl_waitfd *, unsigned int, int, int *);
     CURLMcode (*multi_wakeup)(CURLM *);
     CURLMsg *(*multi_info_read)(CURLM *, int *);
+    CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
 } curl;
 
 static struct {
@@ -123,6 +124,7 @@ int whisper_worker_libs_load(unsigned which, char *error, size_t size)
         RESOLVE(libcurl, curl, multi_poll, "curl_multi_poll");
         RESOLVE(libcurl, curl, multi_wakeup, "curl_multi_wakeup");
         RESOLVE(libcurl, curl, multi_info_read, "curl_multi_info_read");
+        RESOLVE(libcurl, curl, multi_setopt, "curl_multi_setopt");
         loaded |= WL_LIBRARY_CURL;
     }
     if (wanted & WL_LIBRARY_SQLITE) {
@@ -204,6 +206,7 @@ CURLMcode wl_curl_multi_remove_handle(CURLM *multi, CURL *handle) { return curl.
 CURLMcode wl_curl_multi_perform(CURLM *multi, int *running) { return curl.multi_perform(multi, running); }
 CURLMcode wl_curl_multi_poll(CURLM *multi, int timeout_ms) { return curl.multi_poll(multi, NULL, 0, timeout_ms, NULL); }
 CURLMcode wl_curl_multi_wakeup(CURLM *multi) { return curl.multi_wakeup(multi); }
+CURLMcode wl_curl_multi_set_long(CURLM *multi, CURLMoption option, long value) { return curl.multi_setopt(multi, option, value); }
 int wl_curl_multi_next_done(CURLM *multi, CURL **handle, CURLcode *result)
 {
     int left = 0;

@@ -150,6 +150,9 @@ public enum Conversation {
     /// Facts a user states about themselves in plain words ("my name is Sam", "I live in
     /// Oslo", "I love jazz"), as `predicate: object` lines for `knowledge_facts`.
     public static func facts(in message: String) -> [String] {
+        // Every pattern starts "my ", "call me " or "i…": most messages have none of these and
+        // need no sentence splitting.
+        guard mayHoldFacts(message) else { return [] }
         let patterns: [(prefix: String, predicate: String)] = [
             ("my name is ", "name"), ("call me ", "name"), ("i live in ", "lives in"), ("i'm from ", "from"),
             ("i am from ", "from"), ("i work as ", "works as"), ("i love ", "loves"), ("i like ", "likes"),
@@ -169,6 +172,24 @@ public enum Conversation {
             }
         }
         return found
+    }
+
+    /// Whether `message` has "my ", "call me", "i " or "i'" anywhere, ASCII case ignored.
+    static func mayHoldFacts(_ message: String) -> Bool {
+        var previous: UInt8 = 0
+        var beforePrevious: UInt8 = 0
+        for byte in message.utf8 {
+            let lower = byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte
+            switch (beforePrevious, previous, lower) {
+            case (UInt8(ascii: "m"), UInt8(ascii: "y"), UInt8(ascii: " ")), (UInt8(ascii: "l"), UInt8(ascii: "l"), UInt8(ascii: " ")),
+                (_, UInt8(ascii: "i"), UInt8(ascii: " ")), (_, UInt8(ascii: "i"), UInt8(ascii: "'")):
+                return true
+            default:
+                beforePrevious = previous
+                previous = lower
+            }
+        }
+        return false
     }
 
     /// The first occurrence of an ASCII `needle` in `text`, compared byte for byte (Foundation's

@@ -52,7 +52,8 @@ extension IntegrationTests {
             #expect(first.json["complexity"] as? String == "SIMPLE")
             #expect(first.json["memory_stored"] as? Bool == true)
             #expect(first.json["processing_time_ms"] is Double)
-            #expect((first.json["timestamp"] as? String)?.contains("T") == true)
+            let stamp = first.json["timestamp"] as? String ?? ""
+            #expect(stamp.wholeMatch(of: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}/) != nil, "\(stamp)")
 
             let second = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "again"])
             #expect(second.json["response"] as? String == "echo: again [messages=4]")

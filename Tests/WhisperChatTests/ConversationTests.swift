@@ -128,6 +128,23 @@ import WhisperChat
         #expect(Conversation.facts(in: "call me") == [])  // the pattern needs its trailing space
         #expect(Conversation.facts(in: "") == [])
     }
+
+    /// The quick check that skips most messages never skips one with a fact in it.
+    @Test func everyPattern_passesTheQuickCheck_inAnyCase() {
+        let sayings = [
+            ("my name is Ada", "name: Ada"), ("call me Ishmael", "name: Ishmael"), ("i live in Oslo", "lives in: Oslo"),
+            ("i'm from Lagos", "from: Lagos"), ("i am from Lima", "from: Lima"), ("i work as a nurse", "works as: a nurse"),
+            ("i love tea", "loves: tea"), ("i like jazz", "likes: jazz"), ("my favorite band is Abba", "favorite: band is Abba"),
+            ("my favourite dish is soup", "favorite: dish is soup"),
+        ]
+        for (saying, fact) in sayings {
+            for variant in [saying, saying.uppercased(), "Well. " + saying.prefix(1).uppercased() + saying.dropFirst()] {
+                // Compared without case: the object keeps the user's.
+                #expect(Conversation.facts(in: variant).map { $0.lowercased() } == [fact.lowercased()], "\(variant)")
+            }
+        }
+        #expect(Conversation.facts(in: "Hello there, how is the kelp forest today?") == [])
+    }
 }
 
 @Suite struct CharacterFilesTests {

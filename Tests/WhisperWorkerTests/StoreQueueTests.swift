@@ -63,3 +63,99 @@ import WhisperCore
         return commits
     }
 }
+
+/// The real SQLite store, with what the queue asks of it recorded (and a sync that can be made
+/// to fail), to check the order the queue promises: no completion before a sync that began
+/// after its batch was committed has ended.
+private final class RecordingStore: ConversationStore, Sendable {
+    enum Event: Equatable { case committed(batch: Int), syncBegan, syncEnded, completed(batch: Int) }
+
+    let real: SQLiteStore
+    let events = Locked<[Event]>([])
+    let failSync = Locked(false)
+    private let batches = Locked(0)
+
+    init(_ real: SQLiteStore) { self.real = real }
+
+    var kind: String { real.kind }
+    var defersDurability: Bool { true }
+    func migrate() throws { try real.migrate() }
+    func ping() -> Bool { real.ping() }
+    func append(_ message: NewMessage) throws -> Int64 { try real.append(message) }
+    func recentMessages(character: String, userID: String, limit: Int) throws -> [StoredMessage] {
+        try real.recentMessages(character: character, userID: userID, limit: limit)
+    }
+    func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
+        try real.completeExchange(reply, trustDelta: trustDelta, facts: facts)
+    }
+    func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] { real.perform(batch) }
+    func userState(character: String, userID: String, recent: Int) throws -> UserState {
+        try real.userState(character: character, userID: userID, recent: recent)
+    }
+    func clear(character: String, userID: String, memories: Bool, trust: Bool) throws -> ClearedData {
+        try real.clear(character: character, userID: userID, memories: memories, trust: trust)
+    }
+
+    /// The batch's number is the first message's content ("b<number>-…").
+    func performCommitted(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] {
+        let results = real.performCommitted(batch)
+        for operation in batch {
+            if case .beginExchange(let message, _) = operation, let number = Int(message.content.dropFirst().prefix { $0 != "-" }) {
+                events.withLock { $0.append(.committed(batch: number)) }
+            }
+        }
+        return results
+    }
+
+    func makeDurable() throws {
+        events.withLock { $0.append(.syncBegan) }
+        defer { events.withLock { $0.append(.syncEnded) } }
+        if failSync.withLock({ $0 }) { throw StoreError("the disk is gone") }
+        try real.makeDurable()
+    }
+}
+
+extension StoreQueueTests {
+    @Test func aCompletion_comesAfterASyncThatBeganAfterItsCommit_andAFailedSyncAcknowledgesNothing() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("whisperd-queue-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let real = try SQLiteStore(path: directory + "/memory.sqlite3")
+        try real.migrate()
+        let store = RecordingStore(real)
+        let queue = StoreQueue(store: store, name: "test")
+
+        func submitAll(_ count: Int, prefix: String) -> [Result<StoreOutcome, any Error>] {
+            let results = Locked<[Int: Result<StoreOutcome, any Error>]>([:])
+            let done = DispatchSemaphore(value: 0)
+            for index in 0..<count {
+                let message = NewMessage(character: "elena", userID: "u", role: .user, content: "b\(index)-\(prefix)", createdAt: 1_800_000_000)
+                queue.submit(.beginExchange(message, recent: 5)) { result in
+                    store.events.withLock { $0.append(.completed(batch: index)) }
+                    results.withLock { $0[index] = result }
+                    done.signal()
+                }
+            }
+            for _ in 0..<count { done.wait() }
+            return results.withLock { results in (0..<count).map { results[$0]! } }
+        }
+
+        let results = submitAll(100, prefix: "ok")
+        #expect(results.allSatisfy { (try? $0.get()) != nil })
+        let events = store.events.withLock { $0 }
+        for index in 0..<100 {
+            guard let committed = events.firstIndex(of: .committed(batch: index)), let completed = events.firstIndex(of: .completed(batch: index)) else {
+                Issue.record("operation \(index) was not committed and completed")
+                continue
+            }
+            // A sync that began after the commit and ended before the completion.
+            let began = events[committed..<completed].firstIndex(of: .syncBegan)
+            #expect(began.map { events[$0..<completed].contains(.syncEnded) } == true, "operation \(index)")
+        }
+
+        store.failSync.withLock { $0 = true }
+        store.events.withLock { $0 = [] }
+        let failed = submitAll(20, prefix: "lost")
+        #expect(failed.allSatisfy { result in "\(result)".contains("the disk is gone") })
+    }
+}

@@ -43,6 +43,11 @@ def wait_port(port, timeout=10):
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def duration_seconds(text):
+    """wrk's duration: 10s, 2m, 1h."""
+    return float(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]] if text[-1] in "smh" else float(text)
+
+
 def wrk(url, lua, connections, duration, cpu):
     result = subprocess.run(["taskset", "-c", cpu, "wrk", "-c", str(connections), "-t", "1", "-d", duration, "--latency",
                              "-s", lua, url], capture_output=True, text=True, check=True).stdout
@@ -99,6 +104,12 @@ def start_worker(binary, env, notify_path):
             break
     sock.close()
     return proc, ready
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid):
@@ -169,12 +180,15 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
             idle_rss = rss_mib(worker.pid)
             # Warm-up: every user gets a history.
             wrk(f"http://127.0.0.1:{port}/api/chat", str(lua), args.connections, "2s", "1")
+            cpu_before = cpu_seconds(worker.pid)
             loaded = wrk(f"http://127.0.0.1:{port}/api/chat", str(lua), args.connections, args.duration, "1")
+            cpu_used = cpu_seconds(worker.pid) - cpu_before
             time.sleep(1)
             metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
             inside = metric_mean(metrics, "whisperd_worker_chat_duration_seconds") - metric_mean(metrics, "whisperd_worker_llm_duration_seconds")
             rows.append({"store": store, "ready": statistics.median(ready_times), "ready_all": ready_times, "idle_rss": idle_rss,
                          "rss_after": rss_mib(worker.pid), "chat": loaded, "inside": inside,
+                         "cpu_per_chat": cpu_used / (loaded["rps"] * duration_seconds(args.duration)) * 1e6,
                          "overhead_p50": loaded["p50"] - direct["p50"]})
             worker.terminate()
             worker.wait()
@@ -190,12 +204,13 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
                  "200 users; worker on CPU 0, wrk and the LLM on CPU 1; stores on the VM's disk "
                  "(SQLite WAL + synchronous=FULL; PostgreSQL with fsync on).", "",
                  f"Straight at the fake LLM: p50 {direct['p50']:.2f} ms, p99 {direct['p99']:.2f} ms, {direct['rps']:.0f} requests/s.", "",
-                 "| store | exec → READY ms (median of 5) | idle RSS MiB | RSS after load MiB | chat requests/s | chat p50 / p90 / p99 ms | overhead p50 ms (chat − LLM) | worker's own ms per chat (mean, chat − LLM) | non-2xx |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "| store | exec → READY ms (median of 5) | idle RSS MiB | RSS after load MiB | chat requests/s | chat p50 / p90 / p99 ms | overhead p50 ms (chat − LLM) | worker's own ms per chat (mean, chat − LLM) | worker CPU µs per chat | non-2xx |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             chat = row["chat"]
             lines.append(f"| {row['store']} | {row['ready']:.1f} | {row['idle_rss']:.1f} | {row['rss_after']:.1f} | {chat['rps']:.0f} | "
-                         f"{chat['p50']:.2f} / {chat['p90']:.2f} / {chat['p99']:.2f} | {row['overhead_p50']:.2f} | {row['inside']:.2f} | {chat['non2xx']} |")
+                         f"{chat['p50']:.2f} / {chat['p90']:.2f} / {chat['p99']:.2f} | {row['overhead_p50']:.2f} | {row['inside']:.2f} | "
+                         f"{row['cpu_per_chat']:.0f} | {chat['non2xx']} |")
         out.write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         print(f"\nwrote {out}")

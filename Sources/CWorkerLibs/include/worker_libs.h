@@ -46,6 +46,7 @@ CURLMcode wl_curl_multi_remove_handle(CURLM *multi, CURL *handle);
 CURLMcode wl_curl_multi_perform(CURLM *multi, int *running);
 CURLMcode wl_curl_multi_poll(CURLM *multi, int timeout_ms);
 CURLMcode wl_curl_multi_wakeup(CURLM *multi);
+CURLMcode wl_curl_multi_set_long(CURLM *multi, CURLMoption option, long value);
 /* The next finished transfer: 1 with its handle and result, or 0 when none is left. */
 int wl_curl_multi_next_done(CURLM *multi, CURL **handle, CURLcode *result);
 

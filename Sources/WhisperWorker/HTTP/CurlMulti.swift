@@ -26,13 +26,19 @@ final class CurlMulti: Sendable {
         let raw: UnsafeMutableRawPointer
     }
 
+    /// Idle connections kept for reuse (the LLM's host is usually one).
+    static let keptConnections = 64
+
     private let multi: MultiHandle
     private let submitted = Locked<[Submitted]>([])
 
     init() throws {
         try WorkerLibraries.load(.curl)
         _ = CurlHTTP.globalInit
-        guard let raw = wl_curl_multi_init() else { throw StoreError("curl_multi_init failed") }
+        guard let raw = wl_curl_multi_init() else { throw CurlHTTP.Failure(timedOut: false, description: "curl_multi_init failed") }
+        // libcurl keeps 4 idle connections per transfer in flight by default: when a burst ends
+        // it closes most of them, and the next burst connects again (one chat in ten did).
+        _ = wl_curl_multi_set_long(raw, CURLMOPT_MAXCONNECTS, Self.keptConnections)
         multi = MultiHandle(raw: raw)
         let thread = Thread { [self] in self.drive() }
         thread.name = "curl-multi"

@@ -23,6 +23,14 @@ public protocol ConversationStore: Sendable {
     /// The operations in as few transactions as the store can (one, unless one fails), in
     /// order, each seeing the ones before it; every result is durable when this returns.
     func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>]
+    /// Whether `performCommitted` leaves its results to be made durable by `makeDurable`.
+    var defersDurability: Bool { get }
+    /// `perform`, except that the results may not be on disk yet: they are once a call of
+    /// `makeDurable` that began after this returned has returned. Until then nothing may be
+    /// acknowledged. (Committing the next batch while the last one syncs is what keeps one
+    /// store thread busy instead of waiting for the disk.)
+    func performCommitted(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>]
+    func makeDurable() throws
     func userState(character: String, userID: String, recent: Int) throws -> UserState
     func clear(character: String, userID: String, memories: Bool, trust: Bool) throws -> ClearedData
 }
@@ -66,6 +74,10 @@ extension StoreOutcome {
 }
 
 extension ConversationStore {
+    public var defersDurability: Bool { false }
+    public func performCommitted(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] { perform(batch) }
+    public func makeDurable() throws {}
+
     /// One operation on its own.
     func performOne(_ operation: StoreOperation) -> Result<StoreOutcome, any Error> {
         Result {

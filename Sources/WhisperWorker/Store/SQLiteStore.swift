@@ -4,19 +4,22 @@ import WhisperChat
 import Synchronization
 import WhisperCore
 
-/// A character's conversations in one SQLite file: WAL, `synchronous=FULL` (a message is on
-/// disk when `append` returns), parameterised statements only. Writes are group-committed
-/// (`GroupCommit`): the writes queued while a commit is under way go together in the next
-/// transaction (each in its own savepoint, so one failing write fails alone) — one fsync for
-/// many concurrent chats instead of one each. The chat path's writes come already batched
-/// (`perform`, from `StoreQueue`) and go straight to the connection. Reads go through a second
-/// connection, so they never wait behind an fsync.
+/// A character's conversations in one SQLite file: WAL, parameterised statements only, and a
+/// write is on disk before it is acknowledged. SQLite runs with `synchronous=NORMAL` (no sync at
+/// commit) and the store syncs the write-ahead log itself after committing (`makeDurable`:
+/// `fdatasync` of the `-wal` file — what `synchronous=FULL` does at each commit), so the chat
+/// path's store thread can commit the next batch while the last one is being synced. Writes
+/// from other threads are group-committed (`GroupCommit`): the writes queued while a commit is
+/// under way go together in the next transaction (each in its own savepoint if one fails, so it
+/// fails alone) — one sync for many instead of one each. Reads go through a second
+/// connection, so they never wait behind a sync.
 public final class SQLiteStore: ConversationStore {
     public let kind = "sqlite"
     public let path: String
     private let connection: Locked<Connection>
     private let reader: Locked<Connection>
     private let writes = GroupCommit<PendingWrite>()
+    private let writeAheadLog: Locked<WriteAheadLog>
 
     /// A write waiting for the next group commit.
     private final class PendingWrite: @unchecked Sendable {
@@ -56,11 +59,13 @@ public final class SQLiteStore: ConversationStore {
 
     public init(path: String) throws {
         self.path = path
+        writeAheadLog = Locked(WriteAheadLog(path: path + "-wal"))
         try WorkerLibraries.load(.sqlite)
         connection = Locked(Connection(handle: try Self.open(path)))
         try connection.withLock { db in
             try Self.switchToWAL(db.handle)
-            try Self.run(&db, "PRAGMA synchronous=FULL")
+            // Checkpoints still sync the log and the database; commits are synced by `makeDurable`.
+            try Self.run(&db, "PRAGMA synchronous=NORMAL")
         }
         reader = Locked(Connection(handle: try Self.open(path)))
     }
@@ -152,9 +157,33 @@ public final class SQLiteStore: ConversationStore {
         try groupCommit { db in try Self.beginExchange(&db, message, recent: limit) }
     }
 
-    /// The whole batch in one transaction (one fsync), taken straight to the connection: the
+    /// The whole batch in one transaction (one sync), taken straight to the connection: the
     /// caller (`StoreQueue`) already collected what a group commit would have.
     public func perform(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] {
+        durable(performCommitted(batch))
+    }
+
+    public var defersDurability: Bool { true }
+
+    /// Syncs the write-ahead log: every transaction committed before this began is on disk
+    /// when it returns (SQLite writes a commit's frames to the log before it returns).
+    public func makeDurable() throws {
+        try writeAheadLog.withLock { log in try log.sync() }
+    }
+
+    /// `results` once synced; a sync that fails fails the writes that succeeded (committed, but
+    /// not known to be on disk, so not acknowledged).
+    private func durable<T>(_ results: [Result<T, any Error>]) -> [Result<T, any Error>] {
+        guard results.contains(where: { (try? $0.get()) != nil }) else { return results }
+        do {
+            try makeDurable()
+            return results
+        } catch {
+            return results.map { result in result.flatMap { _ in .failure(error) } }
+        }
+    }
+
+    public func performCommitted(_ batch: [StoreOperation]) -> [Result<StoreOutcome, any Error>] {
         let writes = batch.map { operation in
             PendingWrite { db -> Any in
                 switch operation {
@@ -285,7 +314,11 @@ public final class SQLiteStore: ConversationStore {
     /// is on disk.
     private func groupCommit<T>(_ body: @escaping (inout Connection) throws -> T) throws -> T {
         let write = PendingWrite { db in try body(&db) }
-        writes.submit(write) { batch in commit(batch) }
+        writes.submit(write) { [self] batch in
+            commit(batch)
+            let synced = durable(batch.map { $0.result ?? .failure(StoreError("sqlite: write lost")) })
+            for (write, result) in zip(batch, synced) { write.result = result }
+        }
         guard let result = write.result else { throw StoreError("sqlite: write lost") }
         // The body made this value, of this type.
         return try result.get() as! T
@@ -353,7 +386,7 @@ public final class SQLiteStore: ConversationStore {
     /// `BEGIN IMMEDIATE` takes the write lock up front, so two processes migrating at once
     /// run one after the other instead of failing on a lock upgrade.
     private func transaction<T>(_ body: (inout Connection) throws -> T) throws -> T {
-        try connection.withLock { db in
+        let result = try connection.withLock { db in
             try Self.run(&db, "BEGIN IMMEDIATE")
             do {
                 let result = try body(&db)
@@ -362,6 +395,39 @@ public final class SQLiteStore: ConversationStore {
             } catch {
                 _ = try? Self.run(&db, "ROLLBACK")
                 throw error
+            }
+        }
+        try makeDurable()
+        return result
+    }
+
+    /// The `-wal` file, opened by the store to sync it. It is the file SQLite writes as long as
+    /// a connection is open (SQLite removes it only when the last one closes); if it was
+    /// replaced all the same, the new one is opened.
+    private struct WriteAheadLog: ~Copyable {
+        let path: String
+        var descriptor: Int32 = -1
+        var identity: (device: UInt64, inode: UInt64) = (0, 0)
+
+        init(path: String) { self.path = path }
+
+        deinit { if descriptor >= 0 { close(descriptor) } }
+
+        mutating func sync() throws {
+            var current = stat()
+            guard stat(path, &current) == 0 else {
+                throw StoreError("sqlite: cannot sync \(path): \(String(cString: strerror(errno)))")
+            }
+            if descriptor < 0 || identity != (UInt64(current.st_dev), UInt64(current.st_ino)) {
+                if descriptor >= 0 { close(descriptor) }
+                descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+                guard descriptor >= 0, fstat(descriptor, &current) == 0 else {
+                    throw StoreError("sqlite: cannot open \(path) to sync it: \(String(cString: strerror(errno)))")
+                }
+                identity = (UInt64(current.st_dev), UInt64(current.st_ino))
+            }
+            guard fdatasync(descriptor) == 0 else {
+                throw StoreError("sqlite: fdatasync \(path): \(String(cString: strerror(errno)))")
             }
         }
     }
