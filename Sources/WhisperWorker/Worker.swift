@@ -143,6 +143,12 @@ public final class Worker {
             "READY=1\nSTATUS=serving on \(host):\(port)\n"
                 + facets.sorted { $0.key < $1.key }.map { Facet.notifyLine($0.key, $0.value) + "\n" }.joined()
                 + "X_WHISPERD_INFLIGHT=0")
+        // Loading the character and the libraries leaves freed heap and code pages that serving
+        // does not touch again (the binary holds the supervisor too): give them back, as whisperd
+        // does after its start-up — an idle worker stays idle for hours. Serving brings back
+        // what it needs on first touch.
+        releaseFreedMemory()
+        releaseStartupCodePages()
         if let discordSettings { startDiscord(discordSettings) }
         loop.run()
         server?.close()
