@@ -177,6 +177,7 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
             worker, _ = start_worker(args.bin, env, f"{work}/notify.sock")
             processes.append(worker)
             wait_port(port)
+            time.sleep(1)  # idle: a second after READY
             idle_rss = rss_mib(worker.pid)
             # Warm-up: every user gets a history.
             wrk(f"http://127.0.0.1:{port}/api/chat", str(lua), args.connections, "2s", "1")
