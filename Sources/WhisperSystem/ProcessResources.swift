@@ -1,0 +1,31 @@
+import CWhisperLinux
+import Glibc
+
+// What whisperd and its workers do to their own process: file limit, memory given back.
+
+/// Raises our own RLIMIT_NOFILE soft limit to the hard limit (a fleet needs several fds per
+/// character); returns the old soft limit, which children get back.
+public func raiseFileLimit() -> Int64 {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return -1 }
+    let original = Int64(limit.rlim_cur)
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    return original
+}
+
+/// Returns freed heap to the kernel (after start-up, which leaves parse garbage behind).
+public func releaseFreedMemory() {
+    _ = malloc_trim(0)
+}
+
+/// Lets the kernel reclaim the code and read-only data pages that only start-up used: roster
+/// parsing, Foundation's and the runtime's set-up, the first spawn burst. whisperd's binary
+/// also holds the worker (30 MB of code and read-only data), and the kernel maps the cached
+/// neighbours of every page it touches, so after start-up ~12 MiB of it sat in whisperd's
+/// memory while the steady state needs a third of that. What is used again comes back on
+/// first touch (a disk read if it left the page cache). Returns how many mappings were advised.
+@discardableResult
+public func releaseStartupCodePages() -> Int {
+    Int(whisper_page_out_file_mappings())
+}
