@@ -105,10 +105,12 @@ final class CurlMulti: Sendable {
                 transfer.completion(outcome)
             }
             if !waiting.isEmpty, waiting.contains(where: { $0.notBefore <= DispatchTime.now().uptimeNanoseconds }) { continue }
+            // No polling when idle: libcurl shortens the wait to its own timers (a transfer's
+            // timeout), `submit` wakes it, and only a retry's backoff needs a deadline here.
             let timeout = nextDue.map { due -> Int32 in
                 let now = DispatchTime.now().uptimeNanoseconds
-                return due <= now ? 0 : Int32(min(1_000, (due - now) / 1_000_000 + 1))
-            } ?? 1_000
+                return due <= now ? 0 : Int32(min(UInt64(Int32.max), (due - now) / 1_000_000 + 1))
+            } ?? Int32.max
             _ = wl_curl_multi_poll(multi.raw, timeout)
         }
     }
