@@ -31,12 +31,7 @@ extension IntegrationTests {
             #expect(try postgres.query("SELECT count(DISTINCT xmin::text) FROM messages WHERE user_id = 'u'") == ["1"])
             #expect(try postgres.query("SELECT count(*) FROM messages WHERE user_id = 'u'") == ["4"])
 
-            _ = try postgres.query(
-                """
-                CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-                  IF NEW.content LIKE 'refuse%' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
-                CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();
-                """)
+            try postgres.refuseMessagesStartingRefuse()
             let mixed = store.perform([
                 .beginExchange(message("v", "keep-1"), recent: 10),
                 .beginExchange(message("v", "refuse-2"), recent: 10),

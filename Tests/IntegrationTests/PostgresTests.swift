@@ -39,12 +39,7 @@ extension IntegrationTests {
 
             // A statement that fails fails alone, whether its chat came alone or in a batch (see
             // PostgresBatchTests for a batch made on purpose).
-            _ = try postgres.query(
-                """
-                CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-                  IF NEW.content LIKE 'refuse%' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
-                CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();
-                """)
+            try postgres.refuseMessagesStartingRefuse()
             let refused = StatusList()
             let kept = StatusList()
             DispatchQueue.concurrentPerform(iterations: 30) { index in
@@ -56,7 +51,7 @@ extension IntegrationTests {
             #expect(kept.values.count == 20 && kept.values.allSatisfy { $0 == 200 })
             #expect(try postgres.query("SELECT count(*) FROM messages WHERE user_id = 'mixed' AND content LIKE 'keep-%'") == ["20"])
             #expect(try postgres.query("SELECT count(*) FROM messages WHERE user_id = 'mixed'") == ["40"])
-            _ = try postgres.query("DROP TRIGGER refuse ON messages")
+            try postgres.allowAllMessages()
 
             let cleared = postJSON(port: port, path: "/api/clear-user-data", ["user_id": "u1"])
             #expect(cleared.json["memories_cleared"] as? Int == 4)

@@ -53,6 +53,21 @@ final class TestPostgres {
         return result.stdout.split(separator: "\n").map(String.init)
     }
 
+    /// A trigger that makes every insert of a message whose content starts "refuse" fail
+    /// (a statement failing inside a batch, on demand); `allowAllMessages` drops it.
+    func refuseMessagesStartingRefuse() throws {
+        _ = try query(
+            """
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+              IF NEW.content LIKE 'refuse%' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse();
+            """)
+    }
+
+    func allowAllMessages() throws {
+        _ = try query("DROP TRIGGER refuse ON messages; DROP FUNCTION refuse()")
+    }
+
     /// Stops the server (fast shutdown) and waits, so the data directory can go.
     func stop() {
         server.kill(SIGINT)
