@@ -46,8 +46,8 @@ final class ChatService: Sendable {
 
     typealias Completion = @Sendable (Result<Turn, Failure>) -> Void
 
-    /// One exchange; `completion` runs on the store's thread (or at once, when the LLM is not
-    /// configured) and must not block.
+    /// One exchange; `completion` runs on one of the store's threads (or at once, when the LLM
+    /// is not configured) and must not block.
     func chat(userID: String, message: String, context: [String: String], completion: @escaping Completion) {
         let started = Date()
         let client: LLMClient
@@ -60,8 +60,7 @@ final class ChatService: Sendable {
         writes.submit(.beginExchange(userMessage, recent: 2 * Conversation.historyExchanges + 2)) { [self] stored in
             let recent: [StoredMessage]
             switch stored {
-            case .success(.history(let history)): recent = history
-            case .success(.trust): recent = []
+            case .success(let outcome): recent = outcome.history
             case .failure(let error):
                 metrics.errors(kind: "store")
                 return completion(.failure(.store("\(error)")))
@@ -95,16 +94,10 @@ final class ChatService: Sendable {
         let answer = NewMessage(
             character: profile.name, userID: userID, role: .assistant, content: reply.content, createdAt: Date().timeIntervalSince1970)
         writes.submit(.completeExchange(answer, trustDelta: 1, facts: Conversation.facts(in: message))) { [self] stored in
-            var trust = 0
-            var memoryStored = true
-            switch stored {
-            case .success(.trust(let score)): trust = score
-            case .success(.history): break
-            case .failure:
-                // The reply exists and is returned; that it is not remembered is said (memory_stored).
-                metrics.errors(kind: "store")
-                memoryStored = false
-            }
+            // The reply exists and is returned; that it is not remembered is said (memory_stored).
+            let memoryStored = (try? stored.get()) != nil
+            if !memoryStored { metrics.errors(kind: "store") }
+            let trust = (try? stored.get())?.trust ?? 0
             let elapsed = Date().timeIntervalSince(started)
             metrics.chatSeconds.record(elapsed)
             completion(

@@ -7,10 +7,10 @@ import WhisperSystem
 
 /// The built-in character worker (`whisperd worker NAME`): WhisperEngine v2's HTTP API on
 /// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.
-/// The event loop parses and validates requests. A chat is carried by two threads that never
-/// wait for one request — the store's (`StoreQueue`, batched transactions) and the LLM
-/// client's (`CurlMulti`) — other work that blocks (the conversation endpoint, user state,
-/// Discord) runs on a pool of threads; either comes back to the loop through a mailbox. It speaks sd_notify
+/// The event loop parses and validates requests. A chat is carried by threads that never wait
+/// for one request — the store's (`StoreQueue`, batched transactions) and the LLM client's
+/// (`CurlMulti`); other work that blocks (the conversation endpoint, user state, Discord) runs
+/// on a pool of threads; either comes back to the loop through a mailbox. It speaks sd_notify
 /// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm`, `store` and (with a
 /// `DISCORD_TOKEN`, when it is also a Discord bot) `discord`, in-flight
 /// requests, and `STOPPING=1` before draining on SIGTERM.
