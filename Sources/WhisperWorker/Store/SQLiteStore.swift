@@ -125,27 +125,11 @@ public final class SQLiteStore: ConversationStore {
     }
 
     public func append(_ message: NewMessage) throws -> Int64 {
-        try groupCommit { db in
-            try Self.run(
-                &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
-                [.text(message.character), .text(message.userID), .text(message.role.rawValue), .text(message.content),
-                 .double(message.createdAt)])
-            return wl_sqlite3_last_insert_rowid(db.handle)
-        }
+        try groupCommit { db in try Self.insert(&db, message) }
     }
 
     public func recentMessages(character: String, userID: String, limit: Int) throws -> [StoredMessage] {
-        try reader.withLock { db in
-            try Self.query(
-                &db,
-                "SELECT id, role, content, created_at FROM messages WHERE character = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
-                [.text(character), .text(userID), .int(Int64(limit))]
-            ) { row in
-                StoredMessage(
-                    id: wl_sqlite3_column_int64(row, 0), role: StoredMessage.Role(rawValue: Self.text(row, 1)) ?? .user,
-                    content: Self.text(row, 2), createdAt: wl_sqlite3_column_double(row, 3))
-            }
-        }
+        try reader.withLock { db in try Self.recent(&db, character: character, userID: userID, limit: limit) }
     }
 
     public func completeExchange(_ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
@@ -202,25 +186,34 @@ public final class SQLiteStore: ConversationStore {
     }
 
     private static func beginExchange(_ db: inout Connection, _ message: NewMessage, recent limit: Int) throws -> [StoredMessage] {
-        let recent = try query(
+        let recent = try recent(&db, character: message.character, userID: message.userID, limit: limit)
+        _ = try insert(&db, message)
+        return recent
+    }
+
+    /// The newest `limit` messages of a conversation, newest first.
+    private static func recent(_ db: inout Connection, character: String, userID: String, limit: Int) throws -> [StoredMessage] {
+        try query(
             &db, "SELECT id, role, content, created_at FROM messages WHERE character = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
-            [.text(message.character), .text(message.userID), .int(Int64(limit))]
+            [.text(character), .text(userID), .int(Int64(limit))]
         ) { row in
             StoredMessage(
                 id: wl_sqlite3_column_int64(row, 0), role: StoredMessage.Role(rawValue: text(row, 1)) ?? .user,
                 content: text(row, 2), createdAt: wl_sqlite3_column_double(row, 3))
         }
+    }
+
+    /// Returns the new message's id.
+    private static func insert(_ db: inout Connection, _ message: NewMessage) throws -> Int64 {
         try run(
             &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
             [.text(message.character), .text(message.userID), .text(message.role.rawValue), .text(message.content),
              .double(message.createdAt)])
-        return recent
+        return wl_sqlite3_last_insert_rowid(db.handle)
     }
 
     private static func completeExchange(_ db: inout Connection, _ reply: NewMessage, trustDelta: Int, facts: [String]) throws -> Int {
-        try run(
-            &db, "INSERT INTO messages (character, user_id, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
-            [.text(reply.character), .text(reply.userID), .text(reply.role.rawValue), .text(reply.content), .double(reply.createdAt)])
+        _ = try insert(&db, reply)
         let bounds = Conversation.trustRange
         let score = try query(
             &db,
