@@ -57,9 +57,9 @@ public final class PostgresStore: ConversationStore {
         }
 
         /// `BEGIN`, the statements, `COMMIT` sent at once (libpq's pipeline mode), the results
-        /// read after: one round trip for the whole batch instead of one per statement.
-        /// `.failure` for a statement that failed or was skipped after one did (the transaction
-        /// is then rolled back); a thrown error when the connection itself failed.
+        /// read after: one round trip for the whole batch instead of one per statement. Every
+        /// result is a `.failure` when the transaction did not commit (it is then rolled back);
+        /// a thrown error when the connection itself failed.
         func pipelinedTransaction(_ statements: [(sql: String, parameters: [String])]) throws -> [Result<QueryResult, StoreError>] {
             let names = try statements.map { try preparedName($0.sql, parameterCount: $0.parameters.count) }
             guard wl_PQenterPipelineMode(raw) == 1 else { throw StoreError("postgres: \(String(cString: wl_PQerrorMessage(raw)))") }
@@ -95,9 +95,8 @@ public final class PostgresStore: ConversationStore {
             if wl_PQtransactionStatus(raw) != WL_PQTRANS_IDLE { _ = try? PostgresStore.execute(raw, "ROLLBACK") }
             let commit = results.removeLast()
             results.removeFirst()
-            if case .failure(let error) = commit, results.allSatisfy({ (try? $0.get()) != nil }) {
-                return results.map { _ in .failure(error) }
-            }
+            // Not committed (a statement failed, or COMMIT itself): nothing of it stands.
+            if case .failure(let error) = commit { return results.map { _ in .failure(error) } }
             return results
         }
     }
