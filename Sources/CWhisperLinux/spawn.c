@@ -165,6 +165,7 @@ static int child_main(void *argument)
         cgroup_fds = &context->slots[SLOT_CGROUP0];
     }
     reset_signals();
+    if (request->reset_nice) setpriority(PRIO_PROCESS, 0, request->nice);
     if (request->new_process_group) setpgid(0, 0);
     if (request->nofile_soft >= 0) {
         struct rlimit limit;

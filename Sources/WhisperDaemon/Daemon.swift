@@ -44,7 +44,7 @@ public final class Daemon {
     let loader: RosterLoader
     var loaded: LoadedRoster
     var core: Supervisor
-    let spawner: ProcessSpawner
+    var spawner: ProcessSpawner
     let logWriter: LogWriter
     let stateStore: StateStore
     let systemd = SystemdNotifier()
@@ -123,6 +123,14 @@ public final class Daemon {
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment)
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
+        // The loop thread runs a little above the characters (when allowed), so a burst of
+        // children starting on both cores does not keep it waiting for a CPU between spawns;
+        // each child is set back to the nice value whisperd was started with.
+        errno = 0
+        let inherited = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        if errno == 0, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, inherited - Self.loopPriorityBoost) == 0 {
+            spawner.childNice = inherited
+        }
         self.logWriter = try LogWriter(journal: configuration.journal)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
         self.incidents = IncidentStore(stateDirectory: configuration.stateDirectory)
@@ -132,6 +140,10 @@ public final class Daemon {
         let seed = UInt64(truncatingIfNeeded: Clock.realtimeNanoseconds()) ^ UInt64(getpid())
         self.core = Supervisor(persistedDown: stopped, completedJobs: jobs, seed: seed)
     }
+
+    /// How many nice steps the loop thread runs above the characters (`setpriority` on that
+    /// thread only; needs root or CAP_SYS_NICE, else nothing changes).
+    static let loopPriorityBoost: Int32 = 5
 
     /// Runs until shutdown completes; returns the process exit code.
     public func run(signals: SignalSource) throws -> Int32 {

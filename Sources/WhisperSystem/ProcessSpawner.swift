@@ -73,6 +73,8 @@ public struct ProcessSpawner: Sendable {
 
     private let devNull: Int32
     private let nofileSoftLimit: Int64
+    /// The nice value children start with, when the spawning thread runs at another one.
+    public var childNice: Int32?
 
     /// - Parameter nofileSoftLimit: the RLIMIT_NOFILE soft limit children get back (whisperd raises its own).
     public init(nofileSoftLimit: Int64 = -1) throws {
@@ -131,7 +133,8 @@ public struct ProcessSpawner: Sendable {
                         cgroup_dir_by_write: request.placement.joinsDirectoryByWrite ? 1 : 0, cgroup_task_fds: taskFDs.baseAddress,
                         cgroup_task_count: Int32(taskFDs.count),
                         new_process_group: 1, nofile_soft: nofileSoftLimit,
-                        data_limit: request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1)
+                        data_limit: request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1,
+                        reset_nice: childNice == nil ? 0 : 1, nice: childNice ?? 0)
                     return whisper_spawn(&spawnRequest)
                 }
             }

@@ -376,6 +376,28 @@ extension IntegrationTests {
             // Only the base layer comes from whisperd's own environment.
             #expect(!lines.contains { $0.hasPrefix("WHISPERD_TEST_LEAK=") })
         }
+
+        @Test func loopRunsAboveTheCharacters_whoKeepTheNiceValueWhisperdWasStartedWith() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", fastDefaults + "characters:\n  calm: {command: [sh, -c, 'nice > nice.txt; exec sleep 300']}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            whisperd.waitFor("calm: starting -> running")
+            errno = 0
+            let started = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            #expect(errno == 0)
+            #expect(eventually { scratch.read("nice.txt") != nil && scratch.read("nice.txt")!.hasSuffix("\n") })
+            #expect(scratch.read("nice.txt")?.trimmingCharacters(in: .whitespacesAndNewlines) == String(started))
+            // /proc/PID/stat field 19 is the nice value of the main (loop) thread.
+            let stat = try String(contentsOfFile: "/proc/\(whisperd.pid)/stat", encoding: .utf8)
+            let fields = stat[stat.range(of: ")")!.upperBound...].split(separator: " ")
+            let loopNice = Int32(fields[16])
+            if geteuid() == 0 {
+                #expect(loopNice == max(-20, started - 5))
+            } else {
+                #expect(loopNice == started)
+            }
+        }
     }
 
     @Suite struct WorkerSection {

@@ -35,6 +35,8 @@ typedef struct whisper_spawn_request {
     int new_process_group;       /* setpgid(0, 0) */
     long long nofile_soft;       /* >= 0: RLIMIT_NOFILE soft limit to restore (whisperd raises its own) */
     long long data_limit;        /* >= 0: RLIMIT_DATA in bytes (the memory bound when no memory cgroup) */
+    int reset_nice;              /* set the child's nice value to `nice` (the loop thread runs above it) */
+    int nice;
 } whisper_spawn_request;
 
 typedef struct whisper_spawn_result {

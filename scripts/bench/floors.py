@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Where whisperd's cold start and restart time go, and how low they could go on this machine.
+
+Cold start:
+Starts whisperd on a roster of N bench workers (the shared harness's worker, as bench.py's
+whisperd adapter does) with each cgroup backend in turn — auto (this host: v2 grouping + v1
+memory), v2 (grouping only), none — and, as the floor, a bare C spawner that only
+posix_spawns the same N workers (no sockets, pipes, logs or cgroups). Each alternates for
+--rounds rounds. Reported per configuration: the median time from launch to the last
+worker's start line (bench.py's "cold start"), and for whisperd the main (loop) thread's
+own CPU time, its wait for a CPU, and the rest (blocked, mostly waiting for each child's
+execve, which vfork semantics make the parent wait for) from /proc/PID/task/PID/schedstat.
+
+Restart: --kills SIGKILLs, each of a worker up for 1.2 s (a different character each time under
+whisperd, as bench.py does), timed from the kill to the new start line — under whisperd with
+each backend, and under a bare C loop of waitpid + posix_spawn of one worker (the floor: the
+kernel's and the worker's own cost).
+
+Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [--rounds 5] [--kills 25]
+Needs the harness's worker: scripts/bench/prepare-harness.sh builds it.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+FLOOR_C = r"""
+#define _GNU_SOURCE
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+extern char **environ;
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%03d", i);
+        char *args[] = {argv[2], name, argv[3], NULL};
+        pid_t pid;
+        /* In the spawner's process group, so that killing the group takes them all. */
+        if (posix_spawn(&pid, argv[2], NULL, NULL, args, environ) != 0) { perror("posix_spawn"); return 1; }
+    }
+    pause();
+    return 0;
+}
+"""
+
+RESTART_C = r"""
+#define _GNU_SOURCE
+#include <spawn.h>
+#include <sys/wait.h>
+extern char **environ;
+int main(int argc, char **argv) {
+    char *args[] = {argv[1], "w000", argv[2], 0};
+    for (;;) {
+        pid_t pid;
+        int status;
+        if (posix_spawn(&pid, argv[1], 0, 0, args, environ) != 0 || waitpid(pid, &status, 0) < 0) return 1;
+    }
+}
+"""
+
+
+def start_lines(log):
+    return [int(line.split()[1]) for line in log.read_text().splitlines() if line.strip()]
+
+
+def wait_for(log, n, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stamps = start_lines(log)
+        if len(stamps) >= n:
+            return stamps
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited early with {proc.returncode}")
+        time.sleep(0.005)
+    raise RuntimeError("not every worker started")
+
+
+def run_whisperd(binary, worker, n, backend):
+    work = Path(tempfile.mkdtemp(prefix="whisperd-cold-", dir="/dev/shm"))
+    try:
+        for sub in ("state", "run", "logs"):
+            (work / sub).mkdir()
+        log = work / "start.log"
+        log.touch()
+        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}", "characters:"]
+        for i in range(n):
+            lines += [f"  w{i:03d}:", f"    command: [{json.dumps(worker)}, \"w{i:03d}\", {json.dumps(str(log))}]"]
+        (work / "roster.yaml").write_text("\n".join(lines) + "\n")
+        launched = time.time_ns()
+        proc = subprocess.Popen([binary, "--roster", str(work / "roster.yaml"), "--state-dir", str(work / "state"),
+                                 "--runtime-dir", str(work / "run"), "--log-dir", str(work / "logs"), "--http", "off",
+                                 "--cgroup-backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            stamps = wait_for(log, n, proc)
+            on_cpu, runqueue, _ = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/schedstat").read_text().split())
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        total = (max(stamps) - launched) / 1e6
+        return {"cold": total, "on_cpu": on_cpu / 1e6, "runqueue": runqueue / 1e6,
+                "blocked": total - on_cpu / 1e6 - runqueue / 1e6}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def restart_samples(log, kills, proc, distinct):
+    """SIGKILLs a worker `kills` times (a different one each time when `distinct`, as bench.py
+    does: one character killed every 1.2 s would rightly be put in crashloop by whisperd);
+    milliseconds from each kill to the next start line."""
+    def entries():
+        return [line.split() for line in log.read_text().splitlines() if line.strip()]
+    samples = []
+    for round in range(kills):
+        time.sleep(1.2)
+        seen = entries()
+        if distinct:
+            name = f"w{round:03d}"
+            pid = int([entry for entry in seen if entry[0] == name][-1][2])
+        else:
+            pid = int(seen[-1][2])
+        # The pid is from a start line of this run: a live worker the supervisor started.
+        killed_at = time.time_ns()
+        os.kill(pid, signal.SIGKILL)
+        while len(entries()) <= len(seen):
+            if proc.poll() is not None:
+                raise RuntimeError("the supervisor exited")
+            time.sleep(0.0005)
+        samples.append((int(entries()[-1][1]) - killed_at) / 1e6)
+    return samples
+
+
+def restart_whisperd(binary, worker, backend, kills):
+    work = Path(tempfile.mkdtemp(prefix="whisperd-restart-", dir="/dev/shm"))
+    try:
+        for sub in ("state", "run", "logs"):
+            (work / sub).mkdir()
+        log = work / "start.log"
+        log.touch()
+        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}", "characters:"]
+        for i in range(kills):
+            lines += [f"  w{i:03d}:", f"    command: [{json.dumps(worker)}, \"w{i:03d}\", {json.dumps(str(log))}]"]
+        (work / "roster.yaml").write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen([binary, "--roster", str(work / "roster.yaml"), "--state-dir", str(work / "state"),
+                                 "--runtime-dir", str(work / "run"), "--log-dir", str(work / "logs"), "--http", "off",
+                                 "--cgroup-backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(log, kills, proc)
+            return restart_samples(log, kills, proc, distinct=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def restart_floor(loop, worker, kills):
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="restart-floor-", delete=False) as handle:
+        log = Path(handle.name)
+    try:
+        proc = subprocess.Popen([loop, worker, str(log)], start_new_session=True)
+        try:
+            wait_for(log, 1, proc)
+            return restart_samples(log, kills, proc, distinct=False)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finally:
+        log.unlink(missing_ok=True)
+
+
+def run_floor(spawner, worker, n):
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="floor-", delete=False) as handle:
+        log = Path(handle.name)
+    try:
+        launched = time.time_ns()
+        proc = subprocess.Popen([spawner, str(n), worker, str(log)], start_new_session=True)
+        try:
+            stamps = wait_for(log, n, proc)
+        finally:
+            # Its own session: the spawner and the workers it started, nothing else.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return {"cold": (max(stamps) - launched) / 1e6}
+    finally:
+        log.unlink(missing_ok=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("-n", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=25)
+    parser.add_argument("--worker", default="/tmp/whisperd-bench/build/worker")
+    args = parser.parse_args()
+    if not os.access(args.worker, os.X_OK):
+        raise SystemExit(f"no bench worker at {args.worker}: run scripts/bench/prepare-harness.sh")
+    build = Path(tempfile.mkdtemp(prefix="spawn-floor-"))
+    try:
+        (build / "floor.c").write_text(FLOOR_C)
+        subprocess.run(["gcc", "-O2", "-o", str(build / "floor"), str(build / "floor.c")], check=True)
+        (build / "restart.c").write_text(RESTART_C)
+        subprocess.run(["gcc", "-O2", "-o", str(build / "restart"), str(build / "restart.c")], check=True)
+        results = {name: [] for name in ("auto", "v2", "none", "floor")}
+        for _ in range(args.rounds):
+            for backend in ("auto", "v2", "none"):
+                results[backend].append(run_whisperd(args.bin, args.worker, args.n, backend))
+            results["floor"].append(run_floor(str(build / "floor"), args.worker, args.n))
+        restarts = {backend: restart_whisperd(args.bin, args.worker, backend, args.kills) for backend in ("auto", "none")}
+        restarts["floor"] = restart_floor(str(build / "restart"), args.worker, args.kills)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    print(f"N = {args.n}, {args.rounds} rounds, medians (ms); {os.cpu_count()} cores, kernel {os.uname().release}")
+    print("| configuration | cold start | loop thread on CPU | waiting for a CPU | blocked (mostly child execve) |")
+    print("|---|---|---|---|---|")
+    for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("v2", "whisperd, --cgroup-backend v2"),
+                        ("none", "whisperd, --cgroup-backend none"), ("floor", "bare posix_spawn loop (C)")):
+        rows = results[name]
+        def median(key):
+            return f"{statistics.median(row[key] for row in rows):.1f}" if key in rows[0] else "—"
+        print(f"| {label} | {median('cold')} | {median('on_cpu')} | {median('runqueue')} | {median('blocked')} |")
+
+
+
+    print()
+    print(f"Restart of one worker, {args.kills} SIGKILLs each, ms from the kill to the new start line:")
+    print("| supervisor | p50 | min | max |")
+    print("|---|---|---|---|")
+    for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("none", "whisperd, --cgroup-backend none"),
+                        ("floor", "bare waitpid + posix_spawn loop (C)")):
+        samples = sorted(restarts[name])
+        print(f"| {label} | {statistics.median(samples):.2f} | {samples[0]:.2f} | {samples[-1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
