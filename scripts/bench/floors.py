@@ -16,7 +16,10 @@ whisperd, as bench.py does), timed from the kill to the new start line — under
 each backend, and under a bare C loop of waitpid + posix_spawn of one worker (the floor: the
 kernel's and the worker's own cost).
 
-Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [--rounds 5] [--kills 25]
+Storm: a tenth of N workers SIGKILLed at once, --storms times, timed until all are back —
+under whisperd with each backend and under a bare C loop of waitpid(-1) + posix_spawn.
+
+Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [--rounds 5] [--kills 25] [--storms 5]
 Needs the harness's worker: scripts/bench/prepare-harness.sh builds it.
 """
 import argparse
@@ -49,6 +52,33 @@ int main(int argc, char **argv) {
     }
     pause();
     return 0;
+}
+"""
+
+# Keeps N workers: spawns them, then respawns whichever exits (waitpid on any child).
+STORM_C = r"""
+#define _GNU_SOURCE
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+extern char **environ;
+static pid_t pids[4096];
+static int start(int i, char *worker, char *log) {
+    char name[16];
+    snprintf(name, sizeof name, "w%03d", i);
+    char *args[] = {worker, name, log, 0};
+    return posix_spawn(&pids[i], worker, 0, 0, args, environ);
+}
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    for (int i = 0; i < n; i++) if (start(i, argv[2], argv[3]) != 0) return 1;
+    for (;;) {
+        int status;
+        pid_t gone = waitpid(-1, &status, 0);
+        if (gone < 0) return 1;
+        for (int i = 0; i < n; i++) if (pids[i] == gone && start(i, argv[2], argv[3]) != 0) return 1;
+    }
 }
 """
 
@@ -138,6 +168,75 @@ def restart_samples(log, kills, proc, distinct):
     return samples
 
 
+def storm_samples(log, n, storms, proc):
+    """Kills a tenth of the N workers at once, `storms` times; ms until all of them are back."""
+    import random
+    rng = random.Random(7)
+    def latest():
+        found = {}
+        for line in log.read_text().splitlines():
+            if line.strip():
+                name, stamp, pid = line.split()
+                found[name] = (int(stamp), int(pid))
+        return found
+    wait_for(log, n, proc)
+    samples = []
+    for _ in range(storms):
+        time.sleep(1.2)
+        before = latest()
+        victims = rng.sample(sorted(before), max(1, n // 10))
+        killed_at = time.time_ns()
+        for name in victims:
+            os.kill(before[name][1], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            now = latest()
+            if all(now[name][1] != before[name][1] for name in victims):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("not every victim came back")
+            time.sleep(0.001)
+        samples.append((max(now[name][0] for name in victims) - killed_at) / 1e6)
+    return samples
+
+
+def storm_whisperd(binary, worker, n, backend, storms):
+    work = Path(tempfile.mkdtemp(prefix="whisperd-storm-", dir="/dev/shm"))
+    try:
+        for sub in ("state", "run", "logs"):
+            (work / sub).mkdir()
+        log = work / "start.log"
+        log.touch()
+        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}", "characters:"]
+        for i in range(n):
+            lines += [f"  w{i:03d}:", f"    command: [{json.dumps(worker)}, \"w{i:03d}\", {json.dumps(str(log))}]"]
+        (work / "roster.yaml").write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen([binary, "--roster", str(work / "roster.yaml"), "--state-dir", str(work / "state"),
+                                 "--runtime-dir", str(work / "run"), "--log-dir", str(work / "logs"), "--http", "off",
+                                 "--cgroup-backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return storm_samples(log, n, storms, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def storm_floor(supervisor, worker, n, storms):
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="storm-floor-", delete=False) as handle:
+        log = Path(handle.name)
+    try:
+        proc = subprocess.Popen([supervisor, str(n), worker, str(log)], start_new_session=True)
+        try:
+            return storm_samples(log, n, storms, proc)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finally:
+        log.unlink(missing_ok=True)
+
+
 def restart_whisperd(binary, worker, backend, kills):
     work = Path(tempfile.mkdtemp(prefix="whisperd-restart-", dir="/dev/shm"))
     try:
@@ -200,6 +299,7 @@ def main():
     parser.add_argument("-n", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kills", type=int, default=25)
+    parser.add_argument("--storms", type=int, default=5)
     parser.add_argument("--worker", default="/tmp/whisperd-bench/build/worker")
     args = parser.parse_args()
     if not os.access(args.worker, os.X_OK):
@@ -210,6 +310,8 @@ def main():
         subprocess.run(["gcc", "-O2", "-o", str(build / "floor"), str(build / "floor.c")], check=True)
         (build / "restart.c").write_text(RESTART_C)
         subprocess.run(["gcc", "-O2", "-o", str(build / "restart"), str(build / "restart.c")], check=True)
+        (build / "storm.c").write_text(STORM_C)
+        subprocess.run(["gcc", "-O2", "-o", str(build / "storm"), str(build / "storm.c")], check=True)
         results = {name: [] for name in ("auto", "v2", "none", "floor")}
         for _ in range(args.rounds):
             for backend in ("auto", "v2", "none"):
@@ -217,6 +319,8 @@ def main():
             results["floor"].append(run_floor(str(build / "floor"), args.worker, args.n))
         restarts = {backend: restart_whisperd(args.bin, args.worker, backend, args.kills) for backend in ("auto", "none")}
         restarts["floor"] = restart_floor(str(build / "restart"), args.worker, args.kills)
+        storms = {backend: storm_whisperd(args.bin, args.worker, args.n, backend, args.storms) for backend in ("auto", "none")}
+        storms["floor"] = storm_floor(str(build / "storm"), args.worker, args.n, args.storms)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     print(f"N = {args.n}, {args.rounds} rounds, medians (ms); {os.cpu_count()} cores, kernel {os.uname().release}")
@@ -239,6 +343,14 @@ def main():
                         ("floor", "bare waitpid + posix_spawn loop (C)")):
         samples = sorted(restarts[name])
         print(f"| {label} | {statistics.median(samples):.2f} | {samples[0]:.2f} | {samples[-1]:.2f} |")
+    print()
+    print(f"Storm: {max(1, args.n // 10)} of {args.n} workers SIGKILLed at once, {args.storms} times, ms until all are back:")
+    print("| supervisor | median | min | max |")
+    print("|---|---|---|---|")
+    for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("none", "whisperd, --cgroup-backend none"),
+                        ("floor", "bare waitpid(-1) + posix_spawn loop (C)")):
+        samples = sorted(storms[name])
+        print(f"| {label} | {statistics.median(samples):.1f} | {samples[0]:.1f} | {samples[-1]:.1f} |")
 
 
 if __name__ == "__main__":
