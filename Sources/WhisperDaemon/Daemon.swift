@@ -142,7 +142,7 @@ public final class Daemon {
     }
 
     /// How many nice steps the loop thread runs above the characters (`setpriority` on that
-    /// thread only; needs root or CAP_SYS_NICE, else nothing changes).
+    /// thread only; needs CAP_SYS_NICE, else nothing changes).
     static let loopPriorityBoost: Int32 = 5
 
     /// Runs until shutdown completes; returns the process exit code.
