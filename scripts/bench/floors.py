@@ -23,6 +23,7 @@ Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [-
 Needs the harness's worker: scripts/bench/prepare-harness.sh builds it.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -114,8 +115,11 @@ def wait_for(log, n, proc, timeout=30):
     raise RuntimeError("not every worker started")
 
 
-def run_whisperd(binary, worker, n, backend):
-    work = Path(tempfile.mkdtemp(prefix="whisperd-cold-", dir="/dev/shm"))
+@contextlib.contextmanager
+def whisperd_fleet(binary, worker, n, backend):
+    """whisperd (with `backend`) keeping N bench workers, as bench.py's adapter runs it;
+    yields (process, start log, launch time in ns). Stopped with SIGTERM, temp dir removed."""
+    work = Path(tempfile.mkdtemp(prefix="whisperd-floors-", dir="/dev/shm"))
     try:
         for sub in ("state", "run", "logs"):
             (work / sub).mkdir()
@@ -130,16 +134,40 @@ def run_whisperd(binary, worker, n, backend):
                                  "--runtime-dir", str(work / "run"), "--log-dir", str(work / "logs"), "--http", "off",
                                  "--cgroup-backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            stamps = wait_for(log, n, proc)
-            on_cpu, runqueue, _ = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/schedstat").read_text().split())
+            yield proc, log, launched
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-        total = (max(stamps) - launched) / 1e6
-        return {"cold": total, "on_cpu": on_cpu / 1e6, "runqueue": runqueue / 1e6,
-                "blocked": total - on_cpu / 1e6 - runqueue / 1e6}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bare_loop(arguments):
+    """One of the C floors, writing to a start log of its own: `arguments` + [log path];
+    yields (process, start log, launch time in ns). It and its workers share a process group
+    of their own, which is killed at the end."""
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="floor-", delete=False) as handle:
+        log = Path(handle.name)
+    try:
+        launched = time.time_ns()
+        proc = subprocess.Popen(arguments + [str(log)], start_new_session=True)
+        try:
+            yield proc, log, launched
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finally:
+        log.unlink(missing_ok=True)
+
+
+def run_whisperd(binary, worker, n, backend):
+    with whisperd_fleet(binary, worker, n, backend) as (proc, log, launched):
+        stamps = wait_for(log, n, proc)
+        on_cpu, runqueue, _ = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/schedstat").read_text().split())
+    total = (max(stamps) - launched) / 1e6
+    return {"cold": total, "on_cpu": on_cpu / 1e6, "runqueue": runqueue / 1e6,
+            "blocked": total - on_cpu / 1e6 - runqueue / 1e6}
 
 
 def restart_samples(log, kills, proc, distinct):
@@ -201,96 +229,32 @@ def storm_samples(log, n, storms, proc):
 
 
 def storm_whisperd(binary, worker, n, backend, storms):
-    work = Path(tempfile.mkdtemp(prefix="whisperd-storm-", dir="/dev/shm"))
-    try:
-        for sub in ("state", "run", "logs"):
-            (work / sub).mkdir()
-        log = work / "start.log"
-        log.touch()
-        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}", "characters:"]
-        for i in range(n):
-            lines += [f"  w{i:03d}:", f"    command: [{json.dumps(worker)}, \"w{i:03d}\", {json.dumps(str(log))}]"]
-        (work / "roster.yaml").write_text("\n".join(lines) + "\n")
-        proc = subprocess.Popen([binary, "--roster", str(work / "roster.yaml"), "--state-dir", str(work / "state"),
-                                 "--runtime-dir", str(work / "run"), "--log-dir", str(work / "logs"), "--http", "off",
-                                 "--cgroup-backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            return storm_samples(log, n, storms, proc)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with whisperd_fleet(binary, worker, n, backend) as (proc, log, _):
+        return storm_samples(log, n, storms, proc)
 
 
 def storm_floor(supervisor, worker, n, storms):
-    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="storm-floor-", delete=False) as handle:
-        log = Path(handle.name)
-    try:
-        proc = subprocess.Popen([supervisor, str(n), worker, str(log)], start_new_session=True)
-        try:
-            return storm_samples(log, n, storms, proc)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    finally:
-        log.unlink(missing_ok=True)
+    with bare_loop([supervisor, str(n), worker]) as (proc, log, _):
+        return storm_samples(log, n, storms, proc)
 
 
 def restart_whisperd(binary, worker, backend, kills):
-    work = Path(tempfile.mkdtemp(prefix="whisperd-restart-", dir="/dev/shm"))
-    try:
-        for sub in ("state", "run", "logs"):
-            (work / sub).mkdir()
-        log = work / "start.log"
-        log.touch()
-        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}", "characters:"]
-        for i in range(kills):
-            lines += [f"  w{i:03d}:", f"    command: [{json.dumps(worker)}, \"w{i:03d}\", {json.dumps(str(log))}]"]
-        (work / "roster.yaml").write_text("\n".join(lines) + "\n")
-        proc = subprocess.Popen([binary, "--roster", str(work / "roster.yaml"), "--state-dir", str(work / "state"),
-                                 "--runtime-dir", str(work / "run"), "--log-dir", str(work / "logs"), "--http", "off",
-                                 "--cgroup-backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(log, kills, proc)
-            return restart_samples(log, kills, proc, distinct=True)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    # One character per kill: one killed every 1.2 s would rightly go to crashloop.
+    with whisperd_fleet(binary, worker, kills, backend) as (proc, log, _):
+        wait_for(log, kills, proc)
+        return restart_samples(log, kills, proc, distinct=True)
 
 
 def restart_floor(loop, worker, kills):
-    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="restart-floor-", delete=False) as handle:
-        log = Path(handle.name)
-    try:
-        proc = subprocess.Popen([loop, worker, str(log)], start_new_session=True)
-        try:
-            wait_for(log, 1, proc)
-            return restart_samples(log, kills, proc, distinct=False)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    finally:
-        log.unlink(missing_ok=True)
+    with bare_loop([loop, worker]) as (proc, log, _):
+        wait_for(log, 1, proc)
+        return restart_samples(log, kills, proc, distinct=False)
 
 
 def run_floor(spawner, worker, n):
-    with tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="floor-", delete=False) as handle:
-        log = Path(handle.name)
-    try:
-        launched = time.time_ns()
-        proc = subprocess.Popen([spawner, str(n), worker, str(log)], start_new_session=True)
-        try:
-            stamps = wait_for(log, n, proc)
-        finally:
-            # Its own session: the spawner and the workers it started, nothing else.
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        return {"cold": (max(stamps) - launched) / 1e6}
-    finally:
-        log.unlink(missing_ok=True)
+    with bare_loop([spawner, str(n), worker]) as (proc, log, launched):
+        stamps = wait_for(log, n, proc)
+    return {"cold": (max(stamps) - launched) / 1e6}
 
 
 def main():
