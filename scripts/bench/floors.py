@@ -296,25 +296,23 @@ def main():
         def median(key):
             return f"{statistics.median(row[key] for row in rows):.1f}" if key in rows[0] else "—"
         print(f"| {label} | {median('cold')} | {median('on_cpu')} | {median('runqueue')} | {median('blocked')} |")
-
-
-
     print()
-    print(f"Restart of one worker, {args.kills} SIGKILLs each, ms from the kill to the new start line:")
-    print("| supervisor | p50 | min | max |")
+    print_samples(f"Restart: {args.kills} SIGKILLs of a worker up for 1.2 s, ms from the kill to its new start line:",
+                  "p50", restarts, "bare waitpid + posix_spawn loop (C)", digits=2)
+    print()
+    print_samples(f"Storm: {max(1, args.n // 10)} of {args.n} workers SIGKILLed at once, {args.storms} times, "
+                  "ms until all are back:", "median", storms, "bare waitpid(-1) + posix_spawn loop (C)", digits=1)
+
+
+def print_samples(title, middle, samples_by_supervisor, floor_label, digits):
+    """One markdown table: median, min and max of each supervisor's samples."""
+    print(title)
+    print(f"| supervisor | {middle} | min | max |")
     print("|---|---|---|---|")
     for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("none", "whisperd, --cgroup-backend none"),
-                        ("floor", "bare waitpid + posix_spawn loop (C)")):
-        samples = sorted(restarts[name])
-        print(f"| {label} | {statistics.median(samples):.2f} | {samples[0]:.2f} | {samples[-1]:.2f} |")
-    print()
-    print(f"Storm: {max(1, args.n // 10)} of {args.n} workers SIGKILLed at once, {args.storms} times, ms until all are back:")
-    print("| supervisor | median | min | max |")
-    print("|---|---|---|---|")
-    for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("none", "whisperd, --cgroup-backend none"),
-                        ("floor", "bare waitpid(-1) + posix_spawn loop (C)")):
-        samples = sorted(storms[name])
-        print(f"| {label} | {statistics.median(samples):.1f} | {samples[0]:.1f} | {samples[-1]:.1f} |")
+                        ("floor", floor_label)):
+        samples = sorted(samples_by_supervisor[name])
+        print(f"| {label} | {statistics.median(samples):.{digits}f} | {samples[0]:.{digits}f} | {samples[-1]:.{digits}f} |")
 
 
 if __name__ == "__main__":
