@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -61,7 +62,7 @@ static int dup_onto(int from, int to)
  * the parent has put what the child needs. Those slots are reserved once, early, by
  * whisper_spawn_reserve_slots(); without them we fall back to vfork.
  */
-enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP_DIR, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + WHISPER_SPAWN_MAX_CGROUPS };
+enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP_DIR, SLOT_LANDLOCK, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + WHISPER_SPAWN_MAX_CGROUPS };
 static int reserved_slots[SLOT_COUNT];
 static int reserved_max = -1;
 static int reserved_null = -1;
@@ -143,6 +144,42 @@ static void child_fail(struct child_context *context, int step)
     _exit(127);
 }
 
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+static long landlock_restrict(int ruleset_fd)
+{
+    return syscall(446 /* landlock_restrict_self */, ruleset_fd, 0U);
+}
+
+int whisper_landlock_restrict_self(int ruleset_fd)
+{
+    return (int)landlock_restrict(ruleset_fd);
+}
+
+/* The child becomes its tenant: bounding set, groups, gid, uid (DESIGN §10). Raw system calls:
+   glibc's set*id wrappers would broadcast the change to whisperd's threads, whose memory this
+   child still shares, and the kernel changes only the calling thread's credentials anyway. */
+static void become_tenant(struct child_context *context, const whisper_spawn_request *request)
+{
+    if (request->drop_capabilities) {
+        /* Without CAP_SETPCAP these fail; the uid change below still empties every set. */
+        for (int cap = 0; cap <= request->cap_last; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    }
+    if (!request->change_identity) return;
+    if (syscall(SYS_setgroups, (size_t)request->group_count, request->groups) != 0) child_fail(context, 6);
+    if (syscall(SYS_setresgid, request->gid, request->gid, request->gid) != 0) child_fail(context, 6);
+    if (syscall(SYS_setresuid, request->uid, request->uid, request->uid) != 0) child_fail(context, 6);
+    /* Belt and braces: a uid that did not change must never reach exec. */
+    if (syscall(SYS_getuid) != (long)request->uid || syscall(SYS_geteuid) != (long)request->uid) {
+        errno = EPERM;
+        child_fail(context, 6);
+    }
+}
+
 /* Runs in the child, on its own stack, in our memory: async-signal-safe calls only. */
 static int child_main(void *argument)
 {
@@ -150,6 +187,7 @@ static int child_main(void *argument)
     const whisper_spawn_request *request = context->request;
     int in_fd = request->stdin_fd, out_fd = request->stdout_fd, err_fd = request->stderr_fd;
     int cgroup_dir = request->cgroup_dir_fd;
+    int landlock_fd = request->landlock_ruleset_fd;
     const int *cgroup_fds = request->cgroup_task_fds;
     int cgroup_count = request->cgroup_task_count;
 
@@ -162,11 +200,13 @@ static int child_main(void *argument)
         out_fd = context->slots[SLOT_STDOUT];
         err_fd = context->slots[SLOT_STDERR];
         if (cgroup_dir >= 0) cgroup_dir = context->slots[SLOT_CGROUP_DIR];
+        if (landlock_fd >= 0) landlock_fd = context->slots[SLOT_LANDLOCK];
         cgroup_fds = &context->slots[SLOT_CGROUP0];
     }
     reset_signals();
     if (request->reset_nice) setpriority(PRIO_PROCESS, 0, request->nice);
-    if (request->new_process_group) setpgid(0, 0);
+    /* Own session: it cannot join another character's process group, nor reach whisperd's. */
+    if (request->new_session && setsid() < 0) child_fail(context, 6);
     if (request->nofile_soft >= 0) {
         struct rlimit limit;
         if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
@@ -178,6 +218,27 @@ static int child_main(void *argument)
         struct rlimit limit = { (rlim_t)request->data_limit, (rlim_t)request->data_limit };
         setrlimit(RLIMIT_DATA, &limit);
     }
+    for (int i = 0; i < request->rlimit_count; i++) {
+        const whisper_rlimit *entry = &request->rlimits[i];
+        struct rlimit limit = {
+            entry->soft < 0 ? RLIM_INFINITY : (rlim_t)entry->soft,
+            entry->hard < 0 ? RLIM_INFINITY : (rlim_t)entry->hard,
+        };
+        if (setrlimit(entry->resource, &limit) != 0) child_fail(context, 9);
+    }
+    if (request->set_oom_score_adj) {
+        char text[16];
+        int value = request->oom_score_adj, length = 0;
+        unsigned magnitude = value < 0 ? (unsigned)(-value) : (unsigned)value;
+        char digits[12];
+        int count = 0;
+        do { digits[count++] = (char)('0' + magnitude % 10); magnitude /= 10; } while (magnitude && count < 11);
+        if (value < 0) text[length++] = '-';
+        while (count) text[length++] = digits[--count];
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, text, (size_t)length) != length) child_fail(context, 9);
+        close(fd);
+    }
     if (cgroup_dir >= 0 && !context->joined_at_clone) {
         /* No clone3 here: the slow, always-available way. */
         int procs = openat(cgroup_dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
@@ -188,7 +249,11 @@ static int child_main(void *argument)
     for (int i = 0; i < cgroup_count; i++) {
         if (write(cgroup_fds[i], "0", 1) != 1) child_fail(context, 3);
     }
+    become_tenant(context, request);
+    /* As the tenant: a directory it may not enter is an error now, not a way in later. */
     if (request->working_directory && chdir(request->working_directory) != 0) child_fail(context, 2);
+    if (request->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(context, 7);
+    if (landlock_fd >= 0 && landlock_restrict(landlock_fd) != 0) child_fail(context, 8);
     if (dup_onto(in_fd, 0) || dup_onto(out_fd, 1) || dup_onto(err_fd, 2)) child_fail(context, 4);
     if (context->use_slots) {
         syscall(SYS_close_range, 3U, ~0U, 0U);
@@ -281,6 +346,7 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
             && dup2(request->stdout_fd >= 0 ? request->stdout_fd : reserved_null, reserved_slots[SLOT_STDOUT]) >= 0
             && dup2(request->stderr_fd >= 0 ? request->stderr_fd : reserved_null, reserved_slots[SLOT_STDERR]) >= 0;
         if (ok && request->cgroup_dir_fd >= 0) ok = dup2(request->cgroup_dir_fd, reserved_slots[SLOT_CGROUP_DIR]) >= 0;
+        if (ok && request->landlock_ruleset_fd >= 0) ok = dup2(request->landlock_ruleset_fd, reserved_slots[SLOT_LANDLOCK]) >= 0;
         for (int i = 0; ok && i < request->cgroup_task_count; i++)
             ok = dup2(request->cgroup_task_fds[i], reserved_slots[SLOT_CGROUP0 + i]) >= 0;
         if (!ok) context.use_slots = 0;

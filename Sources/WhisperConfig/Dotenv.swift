@@ -124,4 +124,27 @@ public enum Secrets {
     }
 
     public static let redacted = "<redacted>"
+
+    /// What may be shown of a variable: nothing of a secret key's value, and no password of a
+    /// URL with credentials (`postgres://user:pass@host/db` → `postgres://user:<redacted>@host/db`)
+    /// whatever its key (`DATABASE_URL`, `POSTGRES_URL`, …).
+    public static func displayed(_ key: String, _ value: String) -> (value: String, isSecret: Bool) {
+        if isSecret(key) { return (redacted, true) }
+        if let masked = maskingURLCredentials(value) { return (masked, true) }
+        return (value, false)
+    }
+
+    /// `scheme://user:password@rest` with the password replaced; nil when there is none.
+    static func maskingURLCredentials(_ value: String) -> String? {
+        guard let colonSlash = value.firstIndex(of: ":"), value[colonSlash...].hasPrefix("://") else { return nil }
+        let scheme = value[..<colonSlash]
+        guard !scheme.isEmpty, scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) else { return nil }
+        let rest = value[value.index(colonSlash, offsetBy: 3)...]
+        let authorityEnd = rest.firstIndex { "/?#".contains($0) } ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        guard let at = authority.lastIndex(of: "@") else { return nil }
+        let userInfo = authority[..<at]
+        guard let colon = userInfo.firstIndex(of: ":") else { return nil }
+        return String(value[..<colon]) + ":" + redacted + String(value[at...])
+    }
 }

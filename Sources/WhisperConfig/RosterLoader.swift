@@ -32,6 +32,8 @@ public struct LoadedRoster: Sendable {
     public var charactersDirectory: String
     /// Per service: variable → the layer that set it (`base`, `.env:3`, `env`, `whisperd`).
     public var environmentOrigins: [ServiceName: [String: String]]
+    /// Accepted, but worth an operator's attention (printed by `--check` and at start).
+    public var warnings: [RosterProblem] = []
 }
 
 /// Reads `roster.yaml`: YAML → typed settings → resolved specs, and the pre-flight check.
@@ -163,7 +165,8 @@ struct RosterReader {
     static let topKeys = ["version", "characters_dir", "defaults", "jobs", "characters"]
     static let settingKeys = [
         "restart", "restart_delay", "restart_delay_max", "restart_reset_after", "restart_budget", "stop_signal",
-        "stop_grace", "limits", "health", "env_file", "env", "logs",
+        "stop_grace", "limits", "health", "env_file", "env", "logs", "user", "group", "supplementary_groups", "sandbox",
+        "oom_score_adj", "ulimits",
     ]
     static let characterKeys = settingKeys + ["command", "port", "after", "working_dir"]
     static let jobKeys = settingKeys + ["command", "run", "after", "working_dir"]
@@ -395,6 +398,61 @@ struct RosterReader {
                         settings.logMaxFiles = int(logValue, "\(keyPath).max_files", 1...100)
                     }
                 }
+            case "user":
+                if let text = string(value, keyPath) {
+                    switch text {
+                    case "dynamic": settings.user = .dynamic
+                    case "root", "0": settings.user = .root
+                    default:
+                        if let id = UInt32(text) { settings.user = .id(id) } else if Self.isValidAccountName(text) {
+                            settings.user = .named(text)
+                        } else {
+                            report(value, keyPath, "`\(text.prefix(40))` is not dynamic, root, a user name or a uid")
+                        }
+                    }
+                }
+            case "group":
+                settings.group = groupSpec(value, keyPath)
+            case "supplementary_groups":
+                if let items = stringList(value, keyPath) {
+                    settings.supplementaryGroups = items.enumerated().compactMap { index, item in
+                        groupSpec(text: item.0, node: value, "\(keyPath)[\(index)]")
+                    }
+                }
+            case "sandbox":
+                readSandbox(value, keyPath, &settings)
+            case "oom_score_adj":
+                settings.oomScoreAdjust = int(value, keyPath, -1000...1000)
+            case "ulimits":
+                var limits: [ResourceLimit] = []
+                for (name, nameNode, limitValue) in pairs(value, keyPath, allowed: ResourceLimit.Resource.allCases.map(\.rawValue)) {
+                    let limitPath = "\(keyPath).\(name)"
+                    guard let resource = ResourceLimit.Resource(rawValue: name) else { continue }
+                    if case .mapping = limitValue {
+                        var soft: UInt64?? = nil
+                        var hard: UInt64?? = nil
+                        for (bound, _, boundValue) in pairs(limitValue, limitPath, allowed: ["soft", "hard"]) {
+                            let parsed = limitNumber(boundValue, "\(limitPath).\(bound)")
+                            if bound == "soft" { soft = parsed } else { hard = parsed }
+                        }
+                        guard let soft, let hard else {
+                            report(nameNode, limitPath, "give both soft and hard (or one number for both)")
+                            continue
+                        }
+                        if let softValue = soft, let hardValue = hard, softValue > hardValue {
+                            report(nameNode, limitPath, "soft \(softValue) is above hard \(hardValue)")
+                            continue
+                        }
+                        if soft == nil, hard != nil {
+                            report(nameNode, limitPath, "soft is unlimited but hard is not")
+                            continue
+                        }
+                        limits.append(ResourceLimit(resource: resource, soft: soft, hard: hard))
+                    } else if let parsed = limitNumber(limitValue, limitPath) {
+                        limits.append(ResourceLimit(resource: resource, soft: parsed, hard: parsed))
+                    }
+                }
+                settings.resourceLimits = limits
             case "command":
                 if case .scalar = value {
                     report(value, keyPath, "expected a list such as [python3, bot.py], found a string")
@@ -415,6 +473,62 @@ struct RosterReader {
             }
         }
         return (settings, entry)
+    }
+
+    /// A ulimit value: a whole number, or `unlimited`/`-1`. `nil` is a reported problem;
+    /// `.some(nil)` is unlimited.
+    mutating func limitNumber(_ node: Node, _ path: String) -> UInt64?? {
+        guard let text = string(node, path) else { return nil }
+        if text == "unlimited" || text == "-1" || text == "infinity" { return .some(nil) }
+        guard let value = UInt64(text) else {
+            report(node, path, "`\(text.prefix(40))` is not a whole number or unlimited")
+            return nil
+        }
+        return .some(value)
+    }
+
+    /// POSIX-ish user and group names (what useradd accepts).
+    static func isValidAccountName(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, text.utf8.count <= 32 else { return false }
+        let allowed = { (c: Unicode.Scalar) in c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || "_-.".unicodeScalars.contains(c)) }
+        return (first.properties.isAlphabetic || first == "_") && first.isASCII && text.unicodeScalars.allSatisfy(allowed)
+            || (text.hasSuffix("$") && isValidAccountName(String(text.dropLast())))
+    }
+
+    mutating func groupSpec(_ node: Node, _ path: String) -> GroupSpec? {
+        guard let text = string(node, path) else { return nil }
+        return groupSpec(text: text, node: node, path)
+    }
+
+    mutating func groupSpec(text: String, node: Node, _ path: String) -> GroupSpec? {
+        if let id = UInt32(text) { return .id(id) }
+        guard Self.isValidAccountName(text) else {
+            report(node, path, "`\(text.prefix(40))` is not a group name or gid")
+            return nil
+        }
+        return .named(text)
+    }
+
+    mutating func readSandbox(_ node: Node, _ path: String, _ settings: inout RosterSettings) {
+        for (key, _, value) in pairs(node, path, allowed: ["filesystem", "read_paths", "write_paths", "bind_ports"]) {
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "filesystem": settings.sandboxFilesystem = choice(value, keyPath, FilesystemSandbox.self)
+            case "read_paths", "write_paths":
+                guard let items = stringList(value, keyPath) else { continue }
+                let paths = items.map(\.0)
+                if let relative = paths.first(where: { $0.isEmpty }) {
+                    report(value, keyPath, "`\(relative)` is empty")
+                }
+                if key == "read_paths" { settings.readPaths = paths } else { settings.writePaths = paths }
+            default:
+                guard case .sequence(let sequence) = value else {
+                    report(value, keyPath, "expected a list of ports, found \(kind(of: value))")
+                    continue
+                }
+                settings.bindPorts = sequence.enumerated().compactMap { index, item in int(item, "\(keyPath)[\(index)]", 1...65535) }
+            }
+        }
     }
 
     mutating func readHealth(_ node: Node, _ path: String, _ settings: inout RosterSettings) {

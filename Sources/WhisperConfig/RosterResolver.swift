@@ -7,6 +7,8 @@ struct RosterResolver {
     var reader: RosterReader
     let baseDirectory: String
     let document: RosterDocument
+    /// Not errors, but worth saying (`--check` prints them): e.g. a service that keeps root.
+    var warnings: [RosterProblem] = []
 
     /// Floors below which a limit is a typo, not a plan.
     static let minimumMemory: UInt64 = 8 << 20
@@ -47,6 +49,12 @@ struct RosterResolver {
                 continue
             }
             seenNames[entry.name] = entry.line
+            if Self.reservedNames.contains(entry.name) {
+                reader.problems.append(
+                    RosterProblem(
+                        file: reader.file, line: entry.line, key: path,
+                        message: "`\(entry.name)` is reserved (whisperd's own entry in the state or runtime directory); choose another name"))
+            }
             let settings = defaults.overlaid(with: entry.settings)
             checkSettings(settings, path: path, line: entry.line)
 
@@ -108,10 +116,12 @@ struct RosterResolver {
                 }
             }
             let kind: ServiceKind = entry.isJob ? .job(entry.jobRun ?? .oncePerRevision) : .character
+            let tenant = tenantSpec(settings, isBuiltInWorker: isBuiltInWorker, path: path, line: entry.line)
             specs.append(
                 ServiceSpec(
                     name: name, kind: kind,
-                    launch: LaunchSpec(arguments: arguments, environment: environment.values, workingDirectory: workingDirectory),
+                    launch: LaunchSpec(
+                        arguments: arguments, environment: environment.values, workingDirectory: workingDirectory, tenant: tenant),
                     port: entry.port, after: after, restart: settings.restartPolicy, stopSignal: settings.stopSignal!,
                     stopGrace: settings.stopGrace!, limits: settings.limits, health: settings.healthPolicy,
                     logs: settings.logPolicy))
@@ -129,7 +139,31 @@ struct RosterResolver {
         guard reader.problems.isEmpty else { return nil }
         return LoadedRoster(
             roster: Roster(services: specs), path: absolute(reader.file, from: baseDirectory),
-            charactersDirectory: charactersDirectory, environmentOrigins: origins)
+            charactersDirectory: charactersDirectory, environmentOrigins: origins, warnings: warnings)
+    }
+
+    /// Names whose `<state>/<name>/` or `<runtime>/<name>/` would be whisperd's own directory.
+    static let reservedNames: Set<String> = ["notify", "incidents", "memory"]
+
+    private mutating func tenantSpec(_ settings: RosterSettings, isBuiltInWorker: Bool, path: String, line: Int?) -> TenantSpec {
+        if settings.user == .root {
+            warnings.append(
+                RosterProblem(
+                    file: reader.file, line: line, key: "\(path).user",
+                    message: "runs as root: it can read every other character's files and drive whisperd (user: dynamic is the default)"))
+        }
+        if settings.sandboxFilesystem == .off {
+            warnings.append(
+                RosterProblem(file: reader.file, line: line, key: "\(path).sandbox.filesystem", message: "off: no filesystem rules for this service"))
+        }
+        let sandbox = SandboxSpec(
+            filesystem: settings.sandboxFilesystem ?? (isBuiltInWorker ? .strict : .default),
+            readPaths: (settings.readPaths ?? []).map { absolute($0, from: baseDirectory) },
+            writePaths: (settings.writePaths ?? []).map { absolute($0, from: baseDirectory) },
+            bindPorts: settings.bindPorts ?? [])
+        return TenantSpec(
+            user: settings.user, group: settings.group, supplementaryGroups: settings.supplementaryGroups ?? [], sandbox: sandbox,
+            oomScoreAdjust: settings.oomScoreAdjust, resourceLimits: settings.resourceLimits ?? [])
     }
 
     private mutating func checkSettings(_ settings: RosterSettings, path: String, line: Int?) {
@@ -170,14 +204,28 @@ struct RosterResolver {
         func problem(_ message: String) {
             reader.problems.append(RosterProblem(file: reader.file, line: line, key: path, message: message))
         }
-        var info = stat()
-        guard stat(file, &info) == 0 else {
-            if !isOptional { problem("\(file): \(String(cString: strerror(errno))) (prefix with ? to make it optional)") }
+        // The opened file is what is checked and read: no symlink, no swap between check and read.
+        let fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            if errno == ELOOP { return problem("\(file) is a symlink; name the file itself") }
+            if !isOptional || errno != ENOENT {
+                problem("\(file): \(String(cString: strerror(errno))) (prefix with ? to make it optional)")
+            }
             return
         }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { return problem("\(file) is not a regular file") }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return problem("\(file) is not a regular file") }
+        // Whoever can write it can inject LD_PRELOAD or PATH into a child.
+        let mode: mode_t = info.st_mode & 0o7777
+        if mode & 0o022 != 0 {
+            return problem("\(file) is group- or world-writable (mode \(String(mode, radix: 8))): chmod go-w \(file)")
+        }
+        if info.st_uid != 0 && info.st_uid != geteuid() {
+            return problem("\(file) belongs to uid \(info.st_uid), not to root or whisperd's user: chown root \(file)")
+        }
         guard info.st_size <= 1 << 20 else { return problem("\(file) is larger than 1 MiB") }
-        guard let data = readFileContents(file) else { return problem("\(file): cannot read it") }
+        guard let data = try? handle.readToEnd() ?? Data() else { return problem("\(file): cannot read it") }
         guard let text = String(data: data, encoding: .utf8) else { return problem("\(file) is not UTF-8") }
         switch Dotenv.parse(text) {
         case .failure(let error):

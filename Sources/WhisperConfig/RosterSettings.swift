@@ -30,6 +30,17 @@ struct RosterSettings {
     var env: [String: String]?
     var logMaxSize: UInt64?
     var logMaxFiles: Int?
+    // The tenant (DESIGN §10); `nil` everywhere means whisperd's defaults.
+    var user: UserSpec?
+    var group: GroupSpec?
+    var supplementaryGroups: [GroupSpec]?
+    var sandboxFilesystem: FilesystemSandbox?
+    var readPaths: [String]?
+    var writePaths: [String]?
+    var bindPorts: [Int]?
+    var oomScoreAdjust: Int?
+    /// Merged by resource: a character's `nofile` replaces the default's, others are kept.
+    var resourceLimits: [ResourceLimit]?
 
     /// The built-in defaults (DESIGN §3). No limits unless the roster sets them, as with Compose.
     static let builtIn = RosterSettings(
@@ -68,6 +79,18 @@ struct RosterSettings {
         if let extra = other.env { result.env = (env ?? [:]).merging(extra) { _, new in new } }
         result.logMaxSize = other.logMaxSize ?? logMaxSize
         result.logMaxFiles = other.logMaxFiles ?? logMaxFiles
+        result.user = other.user ?? user
+        result.group = other.group ?? group
+        result.supplementaryGroups = other.supplementaryGroups ?? supplementaryGroups
+        result.sandboxFilesystem = other.sandboxFilesystem ?? sandboxFilesystem
+        result.readPaths = other.readPaths ?? readPaths
+        result.writePaths = other.writePaths ?? writePaths
+        result.bindPorts = other.bindPorts ?? bindPorts
+        result.oomScoreAdjust = other.oomScoreAdjust ?? oomScoreAdjust
+        if let extra = other.resourceLimits {
+            let replaced = Set(extra.map(\.resource))
+            result.resourceLimits = (resourceLimits ?? []).filter { !replaced.contains($0.resource) } + extra
+        }
         return result
     }
 

@@ -1,4 +1,5 @@
 import Glibc
+import WhisperConfig
 import WhisperCore
 import WhisperSystem
 
@@ -40,6 +41,7 @@ extension Daemon {
             }
             rejectedDatagrams[name] = nil
             malformedDatagrams[name] = nil
+            tenants.forget(name)
             removeCgroup(of: name)
             metricsExporter?.forget(name)
             pendingTimesToReady[name] = nil
@@ -96,10 +98,25 @@ extension Daemon {
             post(.spawnFailed(name, errno: error.errno))
             return
         }
+        let tenant: Tenants.Prepared
+        do {
+            tenant = try tenants.prepare(
+                spec, charactersDirectory: loaded.charactersDirectory,
+                homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: socket.path)
+        } catch {
+            log.log(.error, character: name, "refused to start: \(error)")
+            post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EPERM))
+            return
+        }
+        var environment = childEnvironment(spec, notifySocket: socket.path)
+        environment.merge(tenant.environment) { _, own in own }
+        let settings = spec.launch.tenant
         let request = ProcessSpawner.Request(
-            arguments: spec.launch.arguments, environment: childEnvironment(spec, notifySocket: socket.path),
-            workingDirectory: spec.launch.workingDirectory,
-            placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil)
+            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
+            placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
+            identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
+            landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: settings.oomScoreAdjust.map { Int32($0) },
+            resourceLimits: settings.resourceLimits.map(ResourceLimitSetting.init))
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, character: name, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
@@ -217,7 +234,7 @@ extension Daemon {
     }
 
     private func handleNotification(_ name: ServiceName, _ datagram: NotifySocket.Datagram) {
-        guard let run = runs[name], isMember(datagram.senderPID, of: name, run: run) else {
+        guard let run = runs[name], isMember(datagram.senderPID, uid: datagram.senderUID, of: name, run: run) else {
             rejectedDatagrams[name, default: 0] += 1
             log.log(.debug, character: name, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
             return

@@ -207,14 +207,24 @@ extension Daemon {
         for failure in group.remove(using: remover) { log.log(.warning, character: name, "cgroup not removed: \(failure)") }
     }
 
-    /// Whether a notify datagram's sender belongs to the character: its main process, its
-    /// process group, or anything in its cgroup. The process group is checked too because a
-    /// short-lived sender (`whisperd notify` in a script) has often exited by the time its
-    /// datagram is read, and an exiting task no longer shows its cgroup in /proc, while a
-    /// zombie still shows its process group.
-    func isMember(_ pid: Int32, of name: ServiceName, run: LiveRun) -> Bool {
-        if pid == run.pid || ProcessTree.isMember(pid, ofGroupLedBy: run.pid) { return true }
+    /// Whether a notify datagram's sender belongs to the character: its main process or anything
+    /// in its cgroup; with no cgroup backend, a process of its own uid when it has one. Never
+    /// its process group: any process can join a group of its session, so that proves nothing.
+    func isMember(_ pid: Int32, uid: UInt32, of name: ServiceName, run: LiveRun) -> Bool {
+        if pid == run.pid { return true }
         if let group = characterCgroups[name], group.hasGrouping { return group.contains(pid: pid) }
+        if let own = tenants.uid(of: name), own != geteuid() { return uid == own }
+        return false
+    }
+
+    /// Whether a process belongs to any character (its cgroup, or its process being a main
+    /// process): such a peer never gets the control socket.
+    func isCharacterProcess(_ pid: Int32) -> Bool {
+        guard pid > 0 else { return false }
+        for (name, run) in runs {
+            if run.pid == pid { return true }
+            if let group = characterCgroups[name], group.hasGrouping, group.contains(pid: pid) { return true }
+        }
         return false
     }
 }

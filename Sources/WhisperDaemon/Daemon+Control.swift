@@ -16,11 +16,15 @@ extension Daemon {
             throw SystemError("control socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
         }
         let group = controlGroupID()
+        tenants.controlGroupID = group
         let owner = geteuid()
         controlServer = try HTTPServer(
             loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660,
-            authorize: { peer in
-                peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
+            authorize: { [unowned self] peer in
+                let isOperator = peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
+                // A character is never an operator, whatever user it runs as (`user: root`, or a
+                // whisperd that is not root and so cannot give characters users of their own).
+                return isOperator && !self.isCharacterProcess(peer.pid)
             },
             handler: { [unowned self] request in self.handleControlRequest(request) })
         if let group, chown(path, owner, group) != 0 {
@@ -184,9 +188,9 @@ extension Daemon {
         let origins = loaded.environmentOrigins[name] ?? [:]
         let variables = childEnvironment(spec, notifySocket: notifySocketPath(name))
         let entries: [[String: Any]] = variables.keys.sorted().map { key in
-            let secret = Secrets.isSecret(key)
+            let shown = Secrets.displayed(key, variables[key] ?? "")
             return [
-                "name": key, "value": secret ? Secrets.redacted : variables[key] ?? "", "secret": secret,
+                "name": key, "value": shown.value, "secret": shown.isSecret,
                 "origin": origins[key] ?? "whisperd",
             ]
         }

@@ -244,6 +244,12 @@ extension Daemon {
             object["last_exit"] = lastExit
         }
         if status.oomKills > 0 { object["oom_kills"] = status.oomKills }
+        if let tenant = tenants.reports[status.name] {
+            object["tenant"] = [
+                "uid": Int(tenant.uid), "gid": Int(tenant.gid), "sandbox": tenant.coverage.level.rawValue,
+                "not_enforced": tenant.coverage.missing,
+            ] as [String: Any]
+        }
         if detail != .brief, let limit = limits[status.name] {
             var resources: [String: Any] = [:]
             if let memory = limit.memoryBytes { resources["memory_limit_bytes"] = memory }

@@ -47,6 +47,8 @@ public final class Daemon {
     var spawner: ProcessSpawner
     let logWriter: LogWriter
     let stateStore: StateStore
+    /// Who each service runs as and what it may reach.
+    let tenants: Tenants
     let systemd = SystemdNotifier()
     var signals: SignalSource?
     var statusServer: HTTPServer?
@@ -133,6 +135,9 @@ public final class Daemon {
         }
         self.logWriter = try LogWriter(journal: configuration.journal)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
+        self.tenants = Tenants(
+            stateDirectory: configuration.stateDirectory, runtimeDirectory: configuration.runtimeDirectory,
+            executable: configuration.selfExecutable, stateStore: stateStore)
         self.incidents = IncidentStore(stateDirectory: configuration.stateDirectory)
         let stopped = Set(stateStore.stoppedServices().compactMap(ServiceName.init))
         var jobs: [ServiceName: String] = [:]

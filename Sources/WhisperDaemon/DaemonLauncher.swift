@@ -19,6 +19,27 @@ public enum DaemonLauncher {
             configuration.logDirectory,
         ] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            // whisperd writes here as root: nobody else may have put or be able to put anything here.
+            do { try TenantFiles.checkOwnDirectory(directory) } catch {
+                log.log(.error, "whisperd", "refusing to start: \(error)")
+                return 1
+            }
+        }
+        if geteuid() == 0 {
+            // Characters run as users of their own: they pass through the state and runtime
+            // directories to their own (search only, no listing); the logs are whisperd's alone.
+            for directory in [configuration.stateDirectory, configuration.runtimeDirectory, configuration.runtimeDirectory + "/notify"] {
+                var info = stat()
+                if stat(directory, &info) == 0, info.st_mode & 0o001 == 0 { chmod(directory, (info.st_mode & 0o7777) | 0o711) }
+            }
+            var info = stat()
+            if stat(configuration.logDirectory, &info) == 0, info.st_mode & 0o007 != 0 {
+                chmod(configuration.logDirectory, info.st_mode & 0o7770)
+            }
+        } else {
+            log.log(
+                .warning, "whisperd",
+                "not root: every character runs as whisperd's own user (uid \(geteuid())); user:/group: are not applied")
         }
         // Two supervisors on one runtime dir would start every bot twice.
         let lockPath = configuration.runtimeDirectory + "/whisperd.lock"
@@ -41,6 +62,12 @@ public enum DaemonLauncher {
         }
         defer { cgroups.finish() }
         report(cgroups, log: log)
+        let coverage = SandboxCoverage(abi: LandlockRuleset.abi, filesystem: .default)
+        if coverage.missing.isEmpty {
+            log.log(.info, "whisperd", "sandbox: Landlock ABI \(LandlockRuleset.abi): filesystem, TCP bind, signal and socket scoping enforced")
+        } else {
+            log.log(.warning, "whisperd", "WARNING: sandbox: NOT enforced on this kernel: \(coverage.missing.joined(separator: "; "))")
+        }
         if configuration.journal {
             log.log(
                 Journal.isRunning ? .info : .warning, "whisperd",

@@ -32,18 +32,44 @@ public struct ProcessSpawner: Sendable {
         public var placement: CgroupPlacement
         /// RLIMIT_DATA for the child: the only memory bound left when there is no memory cgroup.
         public var dataLimitBytes: UInt64?
+        /// Who the child becomes after joining its cgroup; `nil`: whisperd's own ids.
+        public var identity: ProcessIdentity?
+        /// Empty the capability bounding and ambient sets before exec.
+        public var dropsCapabilities: Bool
+        /// `no_new_privs`: exec never grants privileges (setuid bits and file capabilities are ignored).
+        public var noNewPrivileges: Bool
+        /// A Landlock ruleset the child restricts itself with before exec (see ``LandlockRuleset``).
+        public var landlockRulesetFD: Int32
+        public var oomScoreAdjust: Int32?
+        public var resourceLimits: [ResourceLimitSetting]
 
         public init(
             arguments: [String], environment: [String: String], workingDirectory: String,
-            placement: CgroupPlacement = CgroupPlacement(), dataLimitBytes: UInt64? = nil
+            placement: CgroupPlacement = CgroupPlacement(), dataLimitBytes: UInt64? = nil, identity: ProcessIdentity? = nil,
+            dropsCapabilities: Bool = false, noNewPrivileges: Bool = false, landlockRulesetFD: Int32 = -1,
+            oomScoreAdjust: Int32? = nil, resourceLimits: [ResourceLimitSetting] = []
         ) {
             self.arguments = arguments
             self.environment = environment
             self.workingDirectory = workingDirectory
             self.placement = placement
             self.dataLimitBytes = dataLimitBytes
+            self.identity = identity
+            self.dropsCapabilities = dropsCapabilities
+            self.noNewPrivileges = noNewPrivileges
+            self.landlockRulesetFD = landlockRulesetFD
+            self.oomScoreAdjust = oomScoreAdjust
+            self.resourceLimits = resourceLimits
         }
     }
+
+    /// The highest capability number this kernel knows (for dropping the bounding set).
+    static let lastCapability: Int32 = {
+        guard let text = readSmallFile("/proc/sys/kernel/cap_last_cap"),
+            let value = text.split(whereSeparator: \.isWhitespace).first.flatMap({ Int32($0) })
+        else { return 40 }
+        return value
+    }()
 
     public struct Child: Sendable {
         public let pid: Int32
@@ -123,19 +149,54 @@ public struct ProcessSpawner: Sendable {
 
         let argv = CStringArray(request.arguments)
         let envp = CStringArray(request.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+        let identity = request.identity
+        let groups: [UInt32] = identity?.supplementaryGroups ?? []
+        let limits: [whisper_rlimit] = request.resourceLimits.map { whisper_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
         let result: whisper_spawn_result = path.withCString { cPath in
             request.workingDirectory.withCString { cwd in
                 request.placement.taskFDs.withUnsafeBufferPointer { taskFDs in
-                    var spawnRequest = whisper_spawn_request(
-                        path: cPath, argv: argv.pointer, envp: envp.pointer, working_directory: cwd,
-                        stdin_fd: devNull, stdout_fd: stdoutPipe[1], stderr_fd: stderrPipe[1],
-                        cgroup_dir_fd: request.placement.directoryFD,
-                        cgroup_dir_by_write: request.placement.joinsDirectoryByWrite ? 1 : 0, cgroup_task_fds: taskFDs.baseAddress,
-                        cgroup_task_count: Int32(taskFDs.count),
-                        new_process_group: 1, nofile_soft: nofileSoftLimit,
-                        data_limit: request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1,
-                        reset_nice: childNice == nil ? 0 : 1, nice: childNice ?? 0)
-                    return whisper_spawn(&spawnRequest)
+                    groups.withUnsafeBufferPointer { groupIDs in
+                        limits.withUnsafeBufferPointer { rlimits in
+                            // Field by field: the type checker is slow on one call with every field.
+                            var spawnRequest = whisper_spawn_request()
+                            spawnRequest.path = cPath
+                            spawnRequest.argv = argv.pointer
+                            spawnRequest.envp = envp.pointer
+                            spawnRequest.working_directory = cwd
+                            spawnRequest.stdin_fd = devNull
+                            spawnRequest.stdout_fd = stdoutPipe[1]
+                            spawnRequest.stderr_fd = stderrPipe[1]
+                            spawnRequest.cgroup_dir_fd = request.placement.directoryFD
+                            spawnRequest.cgroup_dir_by_write = request.placement.joinsDirectoryByWrite ? 1 : 0
+                            spawnRequest.cgroup_task_fds = taskFDs.baseAddress
+                            spawnRequest.cgroup_task_count = Int32(taskFDs.count)
+                            spawnRequest.new_session = 1
+                            spawnRequest.nofile_soft = nofileSoftLimit
+                            spawnRequest.data_limit = request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1
+                            if let childNice {
+                                spawnRequest.reset_nice = 1
+                                spawnRequest.nice = childNice
+                            }
+                            if let adjust = request.oomScoreAdjust {
+                                spawnRequest.set_oom_score_adj = 1
+                                spawnRequest.oom_score_adj = adjust
+                            }
+                            spawnRequest.rlimits = rlimits.baseAddress
+                            spawnRequest.rlimit_count = Int32(rlimits.count)
+                            if let identity {
+                                spawnRequest.change_identity = 1
+                                spawnRequest.uid = identity.uid
+                                spawnRequest.gid = identity.gid
+                                spawnRequest.groups = groupIDs.baseAddress
+                                spawnRequest.group_count = Int32(groupIDs.count)
+                            }
+                            spawnRequest.drop_capabilities = request.dropsCapabilities ? 1 : 0
+                            spawnRequest.cap_last = Self.lastCapability
+                            spawnRequest.no_new_privs = request.noNewPrivileges ? 1 : 0
+                            spawnRequest.landlock_ruleset_fd = request.landlockRulesetFD
+                            return whisper_spawn(&spawnRequest)
+                        }
+                    }
                 }
             }
         }
@@ -144,10 +205,41 @@ public struct ProcessSpawner: Sendable {
         guard result.pid > 0 else {
             close(stdoutPipe[0])
             close(stderrPipe[0])
-            let steps = [1: "fork", 2: "chdir \(request.workingDirectory)", 3: "join cgroup", 4: "dup2", 5: "exec \(path)"]
+            let user: String = request.identity.map { "uid \($0.uid) gid \($0.gid)" } ?? "own user"
+            let steps: [Int: String] = [
+                1: "fork", 2: "chdir \(request.workingDirectory) as \(user)", 3: "join cgroup", 4: "dup2", 5: "exec \(path) as \(user)",
+                6: "setsid/setgroups/setgid/setuid to \(user)", 7: "no_new_privs", 8: "Landlock restrict_self",
+                9: "ulimits/oom_score_adj",
+            ]
             return .failure(.failed(step: steps[Int(result.failed_step)] ?? "spawn", errno: result.error))
         }
         return .success(Child(pid: result.pid, pidFD: result.pidfd, stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0]))
+    }
+}
+
+/// The ids a child takes on before exec.
+public struct ProcessIdentity: Hashable, Sendable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public var supplementaryGroups: [UInt32]
+
+    public init(uid: UInt32, gid: UInt32, supplementaryGroups: [UInt32] = []) {
+        self.uid = uid
+        self.gid = gid
+        self.supplementaryGroups = supplementaryGroups
+    }
+}
+
+/// One `setrlimit` for a child; -1 is unlimited.
+public struct ResourceLimitSetting: Hashable, Sendable {
+    public var resource: Int32
+    public var soft: Int64
+    public var hard: Int64
+
+    public init(resource: Int32, soft: Int64, hard: Int64) {
+        self.resource = resource
+        self.soft = soft
+        self.hard = hard
     }
 }
 

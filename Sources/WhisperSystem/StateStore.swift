@@ -13,6 +13,7 @@ public struct StateStore: Sendable {
 
     private var intentsPath: String { directory + "/intents.json" }
     private var jobsPath: String { directory + "/jobs.json" }
+    private var dynamicIDsPath: String { directory + "/dynamic-users.json" }
 
     /// Names whose intent is `down`.
     public func stoppedServices() -> Set<String> {
@@ -34,6 +35,15 @@ public struct StateStore: Sendable {
         var object = completedJobs()
         object[name] = revision
         try writeJSON(object, to: jobsPath)
+    }
+
+    /// Service name → the uid (and gid) `user: dynamic` gave it, kept so its files stay its own.
+    public func dynamicIDs() -> [String: UInt32] {
+        ((readJSON(dynamicIDsPath) as? [String: String]) ?? [:]).compactMapValues { UInt32($0) }
+    }
+
+    public func setDynamicIDs(_ assignments: [String: UInt32]) throws {
+        try writeJSON(assignments.mapValues(String.init), to: dynamicIDsPath)
     }
 
     private func readJSON(_ path: String) -> Any? {

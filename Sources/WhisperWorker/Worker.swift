@@ -79,9 +79,11 @@ public final class Worker {
         return base + "/" + name
     }
 
-    /// `WHISPERD_SQLITE_PATH`, else `<state dir>/memory/NAME.sqlite3`.
+    /// `WHISPERD_SQLITE_PATH`, else `$STATE_DIRECTORY/memory.sqlite3` (the character's own
+    /// directory, given by whisperd), else `<state dir>/memory/NAME.sqlite3`.
     var sqlitePath: String {
         if let explicit = environment["WHISPERD_SQLITE_PATH"], !explicit.isEmpty { return explicit }
+        if let own = environment["STATE_DIRECTORY"], !own.isEmpty { return own + "/memory.sqlite3" }
         let state = environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
         return state + "/memory/" + name + ".sqlite3"
     }

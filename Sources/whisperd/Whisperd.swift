@@ -81,6 +81,9 @@ struct Whisperd: ParsableCommand {
         case .success(let result):
             loaded = result
         }
+        for warning in loaded.warnings {
+            FileHandle.standardError.write(Data("whisperd: warning: \(warning)\n".utf8))
+        }
         if check {
             let jobs = loaded.roster.services.filter(\.isJob).count
             print("\(roster): ok (\(loaded.roster.services.count - jobs) characters, \(jobs) jobs)")

@@ -140,13 +140,13 @@ extension IntegrationTests {
                 fastDefaults + """
                     characters:
                       daemonizer:
-                        command: [sh, -c, 'setsid sh -c "echo \\$$ >> \(scratch.path)/grandchildren; exec sleep 300" & exec sleep 300']
+                        command: [sh, -c, 'setsid sh -c "echo \\$$ >> $STATE_DIRECTORY/grandchildren; exec sleep 300" & exec sleep 300']
                     """)
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
             let main = try #require(WhisperdProcess.pid(in: whisperd.waitFor("daemonizer: starting -> running")))
-            #expect(eventually { (scratch.read("grandchildren") ?? "").split(separator: "\n").count == 1 })
-            let first = try #require(Int32((scratch.read("grandchildren") ?? "").split(separator: "\n").first ?? ""))
+            #expect(eventually { (scratch.read("state/daemonizer/grandchildren") ?? "").split(separator: "\n").count == 1 })
+            let first = try #require(Int32((scratch.read("state/daemonizer/grandchildren") ?? "").split(separator: "\n").first ?? ""))
             #expect(isAlive(first))
 
             kill(main, SIGKILL)
@@ -154,8 +154,8 @@ extension IntegrationTests {
             #expect(whisperd.waitFor("daemonizer: starting -> running", occurrence: 2) != nil)
             #expect(!isAlive(first), "the double-forked grandchild outlived its character's restart")
 
-            #expect(eventually { (scratch.read("grandchildren") ?? "").split(separator: "\n").count == 2 })
-            let second = try #require(Int32((scratch.read("grandchildren") ?? "").split(separator: "\n").last ?? ""))
+            #expect(eventually { (scratch.read("state/daemonizer/grandchildren") ?? "").split(separator: "\n").count == 2 })
+            let second = try #require(Int32((scratch.read("state/daemonizer/grandchildren") ?? "").split(separator: "\n").last ?? ""))
             let group = try Self.directory(whisperd, "daemonizer", controller: nil)
             whisperd.signal(SIGTERM)
             #expect(whisperd.waitForExit() == 0)

@@ -133,7 +133,7 @@ extension IntegrationTests {
                     characters:
                       talker: {command: [sh, -c, 'echo first; read line < \(scratch.path)/go; echo "after the call: $line"; exec sleep 300']}
                     """)
-            mkfifo(scratch.path + "/go", 0o600)
+            mkfifo(scratch.path + "/go", 0o644)
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
             _ = whisperd.waitFor("talker: starting -> running")

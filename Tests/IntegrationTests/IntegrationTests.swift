@@ -176,7 +176,7 @@ extension IntegrationTests {
                 fastDefaults + """
                     jobs:
                       migrate:
-                        command: [sh, -c, 'sleep 0.2; echo migrated >> migrations.txt']
+                        command: [sh, -c, 'sleep 0.2; echo migrated >> $STATE_DIRECTORY/migrations.txt']
                     characters:
                       llm:
                         command: [sh, -c, 'sleep 0.3; whisperd notify READY=1; exec sleep 300']
@@ -204,7 +204,7 @@ extension IntegrationTests {
                 fastDefaults + """
                     jobs:
                       migrate:
-                        command: [sh, -c, 'echo run >> runs-\(version).txt']
+                        command: [sh, -c, 'echo run >> $STATE_DIRECTORY/runs-\(version).txt']
                     characters:
                       elena: {command: [sleep, '300'], after: [migrate]}
                     """
@@ -221,12 +221,12 @@ extension IntegrationTests {
                 #expect(second.waitFor("elena: stopped -> starting") != nil)
                 second.terminate()
             }
-            #expect(scratch.read("runs-v1.txt") == "run\n")
+            #expect(scratch.read("state/migrate/runs-v1.txt") == "run\n")
             scratch.write("roster.yaml", roster("v2"))
             let third = try WhisperdProcess(scratch: scratch)
             defer { third.terminate() }
             #expect(third.waitFor("migrate: running -> exited") != nil)
-            #expect(scratch.read("runs-v2.txt") == "run\n")
+            #expect(scratch.read("state/migrate/runs-v2.txt") == "run\n")
         }
     }
 
@@ -357,15 +357,15 @@ extension IntegrationTests {
                     characters:
                       envy:
                         port: 18123
-                        command: [sh, -c, 'env > env.txt; exec sleep 300']
+                        command: [sh, -c, 'env > $STATE_DIRECTORY/env.txt; exec sleep 300']
                         env_file: [.env, .env.extra]
                         env: {ONLY_ROSTER: r}
                     """)
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
             whisperd.waitFor("envy: starting -> running")
-            #expect(eventually { scratch.read("env.txt")?.contains("NOTIFY_SOCKET=") == true })
-            let lines = Set((scratch.read("env.txt") ?? "").split(separator: "\n").map(String.init))
+            #expect(eventually { scratch.read("state/envy/env.txt")?.contains("NOTIFY_SOCKET=") == true })
+            let lines = Set((scratch.read("state/envy/env.txt") ?? "").split(separator: "\n").map(String.init))
             #expect(lines.contains("LAYER=second-file"))
             #expect(lines.contains("FROM_FILE=yes"))
             #expect(lines.contains("ONLY_ROSTER=r"))
@@ -379,15 +379,15 @@ extension IntegrationTests {
 
         @Test func loopRunsAboveTheCharacters_whoKeepTheNiceValueWhisperdWasStartedWith() throws {
             let scratch = Scratch()
-            scratch.write("roster.yaml", fastDefaults + "characters:\n  calm: {command: [sh, -c, 'nice > nice.txt; exec sleep 300']}\n")
+            scratch.write("roster.yaml", fastDefaults + "characters:\n  calm: {command: [sh, -c, 'nice > $STATE_DIRECTORY/nice.txt; exec sleep 300']}\n")
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
             whisperd.waitFor("calm: starting -> running")
             errno = 0
             let started = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
             #expect(errno == 0)
-            #expect(eventually { scratch.read("nice.txt") != nil && scratch.read("nice.txt")!.hasSuffix("\n") })
-            #expect(scratch.read("nice.txt")?.trimmingCharacters(in: .whitespacesAndNewlines) == String(started))
+            #expect(eventually { scratch.read("state/calm/nice.txt") != nil && scratch.read("state/calm/nice.txt")!.hasSuffix("\n") })
+            #expect(scratch.read("state/calm/nice.txt")?.trimmingCharacters(in: .whitespacesAndNewlines) == String(started))
             // /proc/PID/stat field 19 is the nice value of the main (loop) thread.
             let stat = try String(contentsOfFile: "/proc/\(whisperd.pid)/stat", encoding: .utf8)
             let fields = stat[stat.range(of: ")")!.upperBound...].split(separator: " ")

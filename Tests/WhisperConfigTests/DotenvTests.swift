@@ -50,3 +50,19 @@ import WhisperConfig
         for key in ["PATH", "API_PORT", "LLM_MODEL_NAME", "LLM_MAX_TOKENS"] { #expect(!Secrets.isSecret(key)) }
     }
 }
+
+@Suite struct SecretDisplayTests {
+    @Test(arguments: [
+        ("DATABASE_URL", "postgres://app:s3cr3t@db:5432/whisper", "postgres://app:<redacted>@db:5432/whisper", true),
+        ("LLM_BASE_URL", "https://user:pa:ss@llm.example/v1?x=@", "https://user:<redacted>@llm.example/v1?x=@", true),
+        ("LLM_BASE_URL", "http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1", false),
+        ("WEBHOOK", "https://token@hooks.example/", "https://token@hooks.example/", false),
+        ("DISCORD_TOKEN", "abc", "<redacted>", true),
+        ("NOTE", "see mailto:x@y", "see mailto:x@y", false),
+    ])
+    func urlCredentials_areRedacted_whateverTheKey(key: String, value: String, shown: String, isSecret: Bool) {
+        let result = Secrets.displayed(key, value)
+        #expect(result.value == shown)
+        #expect(result.isSecret == isSecret)
+    }
+}

@@ -225,3 +225,116 @@ import WhisperCore
         }
     }
 }
+
+@Suite struct TenantSettingsTests {
+    let loader = RosterLoader(selfExecutable: "/usr/local/bin/whisperd", hostEnvironment: ["PATH": "/usr/bin:/bin"])
+    let directory = TempDirectory()
+
+    func load(_ yaml: String) -> Result<LoadedRoster, RosterError> {
+        loader.load(path: directory.write("etc/roster.yaml", yaml))
+    }
+
+    @Test func defaults_areDynamicUsers_strictForTheWorker_defaultForCommands() throws {
+        let loaded = try load("characters:\n  bot: {command: [sleep, '1']}\n  elena: {command: [whisperd, worker, elena]}\n").get()
+        let bot = try #require(loaded.roster[ServiceName("bot")!]).launch.tenant
+        #expect(bot.user == nil)  // whisperd decides: dynamic when root
+        #expect(bot.sandbox.filesystem == .default)
+        #expect(loaded.warnings.isEmpty)
+    }
+
+    @Test func everyTenantKey_isParsed_andEntriesOverrideDefaults() throws {
+        let yaml = """
+            defaults:
+              user: dynamic
+              sandbox: {filesystem: strict, read_paths: [models]}
+              ulimits: {nofile: 4096, core: 0}
+              oom_score_adj: 300
+            characters:
+              bot:
+                command: [sleep, '1']
+                user: botuser
+                group: "1234"
+                supplementary_groups: [audio, "44"]
+                sandbox: {filesystem: default, write_paths: [/srv/bot], bind_ports: [9100]}
+                ulimits: {nofile: {soft: 1024, hard: 8192}}
+            """
+        let loaded = try load(yaml).get()
+        let tenant = try #require(loaded.roster[ServiceName("bot")!]).launch.tenant
+        #expect(tenant.user == .named("botuser"))
+        #expect(tenant.group == .id(1234))
+        #expect(tenant.supplementaryGroups == [.named("audio"), .id(44)])
+        #expect(tenant.sandbox.filesystem == .default)
+        #expect(tenant.sandbox.readPaths.first?.hasSuffix("/etc/models") == true)  // from defaults, made absolute
+        #expect(tenant.sandbox.writePaths == ["/srv/bot"])
+        #expect(tenant.sandbox.bindPorts == [9100])
+        #expect(tenant.oomScoreAdjust == 300)
+        #expect(tenant.resourceLimits.contains(ResourceLimit(resource: .core, soft: 0, hard: 0)))
+        #expect(tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 1024, hard: 8192)))
+        #expect(!tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 4096, hard: 4096)))
+    }
+
+    @Test func userRoot_andFilesystemOff_areAccepted_withWarnings() throws {
+        let loaded = try load("characters:\n  bot: {command: [sleep, '1'], user: root, sandbox: {filesystem: off}}\n").get()
+        #expect(loaded.roster[ServiceName("bot")!]?.launch.tenant.user == .root)
+        #expect(loaded.warnings.map(\.key) == ["characters.bot.user", "characters.bot.sandbox.filesystem"])
+    }
+
+    @Test func badTenantValues_areEachReported() {
+        let yaml = """
+            characters:
+              memory: {command: [sleep, '1']}
+              bot:
+                command: [sleep, '1']
+                user: "bad user!"
+                sandbox: {filesystem: loose, bind_ports: [70000], network: none}
+                oom_score_adj: 2000
+                ulimits: {nofile: {soft: 10, hard: 5}, nofiles: 3, core: lots}
+            """
+        guard case .failure(let error) = load(yaml) else {
+            Issue.record("accepted")
+            return
+        }
+        let keys = Set(error.problems.map(\.key))
+        for key in [
+            "characters.memory", "characters.bot.user", "characters.bot.sandbox.filesystem", "characters.bot.sandbox.bind_ports[0]",
+            "characters.bot.sandbox.network", "characters.bot.oom_score_adj", "characters.bot.ulimits.nofile",
+            "characters.bot.ulimits.nofiles", "characters.bot.ulimits.core",
+        ] {
+            #expect(keys.contains(key), "no problem reported for \(key): \(error)")
+        }
+    }
+}
+
+@Suite struct EnvFileSafetyTests {
+    let loader = RosterLoader(selfExecutable: "/usr/local/bin/whisperd", hostEnvironment: ["PATH": "/usr/bin:/bin"])
+    let directory = TempDirectory()
+
+    func problems(envFile: String) -> [String] {
+        let roster = directory.write("etc/roster.yaml", "characters:\n  bot: {command: [sleep, '1'], env_file: [\(envFile)]}\n")
+        guard case .failure(let error) = loader.load(path: roster) else { return [] }
+        return error.problems.map(\.message)
+    }
+
+    @Test func groupOrWorldWritableEnvFile_isRefused() {
+        directory.write("etc/open.env", "LLM_MODEL_NAME=x\n", mode: 0o620)
+        #expect(problems(envFile: "open.env").contains { $0.contains("group- or world-writable") })
+    }
+
+    @Test func symlinkedEnvFile_isRefused_notFollowed() throws {
+        directory.write("etc/real.env", "LLM_MODEL_NAME=x\n")
+        try FileManager.default.createSymbolicLink(atPath: directory.path + "/etc/link.env", withDestinationPath: directory.path + "/etc/real.env")
+        #expect(problems(envFile: "link.env").contains { $0.contains("is a symlink") })
+    }
+
+    @Test func envFileOfAnotherUser_isRefused() throws {
+        try #require(geteuid() == 0, "needs root to give a file away")
+        let path = directory.write("etc/theirs.env", "LLM_MODEL_NAME=x\n")
+        #expect(chown(path, 65534, 65534) == 0)
+        #expect(problems(envFile: "theirs.env").contains { $0.contains("belongs to uid 65534") })
+    }
+
+    @Test func ownPrivateEnvFile_isRead() {
+        directory.write("etc/ok.env", "LLM_MODEL_NAME=x\n")
+        #expect(problems(envFile: "ok.env").isEmpty)
+    }
+}

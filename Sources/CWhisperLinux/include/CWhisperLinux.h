@@ -16,6 +16,13 @@
 /// the child only makes async-signal-safe system calls.
 #define WHISPER_SPAWN_MAX_CGROUPS 6
 
+/// One resource limit (RLIMIT_*) for a child; a value of -1 is RLIM_INFINITY.
+typedef struct whisper_rlimit {
+    int resource;
+    long long soft;
+    long long hard;
+} whisper_rlimit;
+
 typedef struct whisper_spawn_request {
     const char *path;            /* absolute path of the program */
     char *const *argv;
@@ -32,18 +39,35 @@ typedef struct whisper_spawn_request {
     int cgroup_dir_by_write;     /* join it by writing cgroup.procs instead (see CharacterCgroup.killAll) */
     const int *cgroup_task_fds;  /* v1 `tasks` files */
     int cgroup_task_count;
-    int new_process_group;       /* setpgid(0, 0) */
+    int new_session;             /* setsid(): own session and process group (pgid = pid) */
     long long nofile_soft;       /* >= 0: RLIMIT_NOFILE soft limit to restore (whisperd raises its own) */
     long long data_limit;        /* >= 0: RLIMIT_DATA in bytes (the memory bound when no memory cgroup) */
     int reset_nice;              /* set the child's nice value to `nice` (the loop thread runs above it) */
     int nice;
+    /* Resource settings applied while still privileged (raising needs root). */
+    int set_oom_score_adj;       /* write oom_score_adj below to /proc/self/oom_score_adj */
+    int oom_score_adj;
+    const whisper_rlimit *rlimits;
+    int rlimit_count;
+    /* The tenant (DESIGN §10), after the cgroup join, in this order: drop the capability
+       bounding set, setgroups, setgid, setuid, chdir as the new user, no_new_privs, Landlock. */
+    int change_identity;         /* setgroups(groups)/setgid(gid)/setuid(uid) */
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    int group_count;
+    int drop_capabilities;       /* PR_CAPBSET_DROP 0...cap_last and clear ambient capabilities */
+    int cap_last;
+    int no_new_privs;            /* PR_SET_NO_NEW_PRIVS: no setuid/file-capability gain at exec */
+    int landlock_ruleset_fd;     /* >= 0: landlock_restrict_self(fd) (needs no_new_privs) */
 } whisper_spawn_request;
 
 typedef struct whisper_spawn_result {
     pid_t pid;          /* > 0 on success */
     int pidfd;          /* pidfd of the child, -1 if the kernel has none */
     int error;          /* errno of the step that failed, 0 on success */
-    int failed_step;    /* 0 none, 1 fork, 2 chdir, 3 cgroup, 4 dup2, 5 exec */
+    int failed_step;    /* 0 none, 1 fork, 2 chdir, 3 cgroup, 4 dup2, 5 exec, 6 setgroups/setgid/setuid,
+                           7 capabilities/no_new_privs, 8 landlock, 9 rlimit/oom_score_adj */
 } whisper_spawn_result;
 
 /// Reserves the low descriptor slots the fast spawn path uses; call early, before many fds exist.
@@ -66,6 +90,18 @@ int whisper_pidfd_open(pid_t pid);
 int whisper_pidfd_send_signal(int pidfd, int sig);
 /// waitid(P_PIDFD, …, WEXITED|WNOHANG): 1 reaped (code/status set), 0 still running, -1 error.
 int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal);
+
+/* Landlock (landlock(7)), spelled out so that no kernel header newer than the build host's is
+   needed. whisper_landlock_abi: the kernel's ABI version, 0 when it has none (or disabled). */
+int whisper_landlock_abi(void);
+/* A ruleset handling these access rights (masks already reduced to what the ABI knows); fd or -1. */
+int whisper_landlock_create_ruleset(uint64_t handled_fs, uint64_t handled_net, uint64_t scoped);
+/* Allows `access` beneath the file or directory open at parent_fd (O_PATH is enough). 0 or -1. */
+int whisper_landlock_allow_path(int ruleset_fd, int parent_fd, uint64_t access);
+/* Allows `access` (bind/connect) on a TCP port. 0 or -1. */
+int whisper_landlock_allow_port(int ruleset_fd, uint64_t port, uint64_t access);
+/* For tests and `whisperd sandbox-probe`: restrict the calling thread (needs no_new_privs). */
+int whisper_landlock_restrict_self(int ruleset_fd);
 
 /// signalfd for the given signals, which are also blocked in the calling thread.
 int whisper_signalfd(const int *signals, int count);

@@ -34,19 +34,14 @@ public struct ServiceSpec: Hashable, Sendable {
     public var isJob: Bool { if case .job = kind { return true } else { return false } }
 
     /// A stable fingerprint of everything that defines a run, so a `once-per-revision` job
-    /// reruns exactly when its definition changes (FNV-1a: stable across processes, unlike `Hasher`).
+    /// reruns exactly when its definition changes.
     public var revision: String {
         var text = launch.arguments.joined(separator: "\u{1}")
         text += "\u{2}" + launch.workingDirectory + "\u{2}"
         for key in launch.environment.keys.sorted() {
             text += key + "=" + (launch.environment[key] ?? "") + "\u{1}"
         }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        let hex = String(hash, radix: 16)
+        let hex = String(stableHash(text), radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }
@@ -70,11 +65,17 @@ public struct LaunchSpec: Hashable, Sendable {
     /// The character's own environment (base, env files, `env:`); whisperd adds its own on spawn.
     public var environment: [String: String]
     public var workingDirectory: String
+    /// Identity, sandbox and per-process settings (DESIGN §10).
+    public var tenant: TenantSpec
 
-    public init(arguments: [String], environment: [String: String] = [:], workingDirectory: String = "/") {
+    public init(
+        arguments: [String], environment: [String: String] = [:], workingDirectory: String = "/",
+        tenant: TenantSpec = TenantSpec()
+    ) {
         self.arguments = arguments
         self.environment = environment
         self.workingDirectory = workingDirectory
+        self.tenant = tenant
     }
 }
 
@@ -191,4 +192,14 @@ public struct Roster: Hashable, Sendable {
 
     public subscript(name: ServiceName) -> ServiceSpec? { services.first { $0.name == name } }
     public var names: [ServiceName] { services.map(\.name) }
+}
+
+/// FNV-1a of the text's UTF-8: stable across processes and versions, unlike `Hasher`.
+func stableHash(_ text: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return hash
 }

@@ -62,15 +62,23 @@ final class Scratch {
         var template = Array("/tmp/wd-it-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         path = String(cString: created!)
+        // Characters run as users of their own (DESIGN §10): they must reach their scripts and
+        // character files here, as they would under /etc/whisperd.
+        chmod(path, 0o755)
     }
 
+    /// Writes a file readable by every user (characters run as their own), executable if asked;
+    /// env files (`.env`, `.env.NAME`, `NAME.env`) are root's alone, as install.sh leaves them.
     @discardableResult
     func write(_ relative: String, _ text: String, executable: Bool = false) -> String {
         let full = path + "/" + relative
         try? FileManager.default.createDirectory(
-            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o755])
+        let name = (relative as NSString).lastPathComponent
+        let isEnvFile = name.hasPrefix(".env") || name.hasSuffix(".env")
         _ = FileManager.default.createFile(
-            atPath: full, contents: Data(text.utf8), attributes: [.posixPermissions: executable ? 0o755 : 0o600])
+            atPath: full, contents: Data(text.utf8), attributes: [.posixPermissions: executable ? 0o755 : isEnvFile ? 0o600 : 0o644])
         return full
     }
 

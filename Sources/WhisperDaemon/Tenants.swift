@@ -1,0 +1,174 @@
+import Glibc
+import WhisperCore
+import WhisperSystem
+
+/// Who each service runs as and what it may reach (DESIGN §10): the ids it takes on, its own
+/// state and runtime directories, its Landlock ruleset and its notify socket's owner. Owned by
+/// the ``Daemon``, used on its loop thread only.
+final class Tenants {
+    /// What one spawn needs from the tenant side.
+    struct Prepared {
+        /// `nil`: the child keeps whisperd's own ids (whisperd is not root, or `user: root`).
+        var identity: ProcessIdentity?
+        var rulesetFD: Int32
+        /// STATE_DIRECTORY, RUNTIME_DIRECTORY, TMPDIR and, for a tenant of its own, HOME.
+        var environment: [String: String]
+    }
+
+    /// How a service runs, for status and `/health`.
+    struct Report: Sendable {
+        var uid: UInt32
+        var gid: UInt32
+        var coverage: SandboxCoverage
+    }
+
+    struct Refusal: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    let stateDirectory: String
+    let runtimeDirectory: String
+    let executable: String
+    let isRoot = geteuid() == 0
+    /// whisperd's control group: no tenant may hold it (set once the control socket exists).
+    var controlGroupID: UInt32?
+    private let stateStore: StateStore
+    private var allocator: DynamicIDAllocator
+    private let libraryDirectories = LandlockRuleset.mappedLibraryDirectories()
+    private var rulesets: [ServiceName: (plan: SandboxPlan, ruleset: LandlockRuleset)] = [:]
+    private var socketOwners: [ServiceName: ProcessIdentity] = [:]
+    private(set) var reports: [ServiceName: Report] = [:]
+
+    init(stateDirectory: String, runtimeDirectory: String, executable: String, stateStore: StateStore) {
+        self.stateDirectory = stateDirectory
+        self.runtimeDirectory = runtimeDirectory
+        self.executable = executable
+        self.stateStore = stateStore
+        allocator = DynamicIDAllocator(assignments: stateStore.dynamicIDs())
+    }
+
+    /// The ids of a live tenant: a notify datagram from this uid is its own when there is no
+    /// cgroup to ask.
+    func uid(of name: ServiceName) -> UInt32? { reports[name]?.uid }
+
+    func prepare(_ spec: ServiceSpec, charactersDirectory: String, homeIsInherited: Bool, notifySocket: String) throws -> Prepared {
+        let name = spec.name
+        let tenant = spec.launch.tenant
+        let identity = try resolveIdentity(name, tenant)
+        let uid = identity?.uid ?? getuid()
+        let gid = identity?.gid ?? getgid()
+        try TenantFiles.prepareOwnDirectory(parent: stateDirectory, name: name.rawValue, uid: uid, gid: gid)
+        try TenantFiles.prepareOwnDirectory(parent: runtimeDirectory, name: name.rawValue, uid: uid, gid: gid)
+        let ownState = "\(stateDirectory)/\(name.rawValue)"
+        let ownRuntime = "\(runtimeDirectory)/\(name.rawValue)"
+        try moveSharedStore(of: name, into: ownState, uid: uid, gid: gid)
+        let owner = identity ?? ProcessIdentity(uid: uid, gid: gid)
+        if socketOwners[name] != owner {
+            try TenantFiles.giveSocket(notifySocket, to: uid, gid)
+            socketOwners[name] = owner
+        }
+
+        var writePaths = [ownState, ownRuntime]
+        if ProcessSpawner.isSanitizerBuild { writePaths += Self.sanitizerReportDirectories() }
+        let plan = SandboxPlan(
+            sandbox: tenant.sandbox, port: spec.port, executable: executable, libraryPaths: libraryDirectories,
+            ownDirectories: writePaths, characterDirectory: "\(charactersDirectory)/\(name.rawValue)")
+        var rulesetFD: Int32 = -1
+        if LandlockRuleset.abi >= 1 {
+            if let cached = rulesets[name], cached.plan == plan {
+                rulesetFD = cached.ruleset.fd
+            } else {
+                let ruleset = try LandlockRuleset(plan: plan)
+                rulesets[name] = (plan, ruleset)
+                rulesetFD = ruleset.fd
+            }
+        }
+        reports[name] = Report(uid: uid, gid: gid, coverage: SandboxCoverage(abi: LandlockRuleset.abi, filesystem: plan.filesystem))
+
+        var environment = ["STATE_DIRECTORY": ownState, "RUNTIME_DIRECTORY": ownRuntime, "TMPDIR": ownRuntime]
+        if identity != nil, homeIsInherited { environment["HOME"] = ownState }
+        return Prepared(identity: identity, rulesetFD: rulesetFD, environment: environment)
+    }
+
+    /// A removed service: its ruleset is closed; its directories and uid are kept (its data).
+    func forget(_ name: ServiceName) {
+        rulesets[name] = nil
+        socketOwners[name] = nil
+        reports[name] = nil
+    }
+
+    /// The notify socket was made anew (after a removal): its owner must be set again.
+    func socketRecreated(_ name: ServiceName) { socketOwners[name] = nil }
+
+    private func resolveIdentity(_ name: ServiceName, _ tenant: TenantSpec) throws -> ProcessIdentity? {
+        guard isRoot else { return nil }  // said once at start: every service keeps whisperd's user
+        let user = tenant.user ?? .dynamic
+        var uid: UInt32
+        var gid: UInt32
+        var groups: [UInt32] = []
+        switch user {
+        case .root:
+            return nil
+        case .dynamic:
+            let before = allocator
+            switch allocator.id(for: name.rawValue, isTaken: UserDatabase.isIDTaken) {
+            case .failure(let failure): throw Refusal(description: "user: dynamic: \(failure)")
+            case .success(let assigned):
+                uid = assigned.id
+                gid = assigned.id
+            }
+            if allocator != before { try stateStore.setDynamicIDs(allocator.assignments) }
+        case .named(let userName):
+            guard let entry = UserDatabase.user(named: userName) else {
+                throw Refusal(description: "user: no user \(userName) in the passwd database")
+            }
+            uid = entry.uid
+            gid = entry.gid
+            groups = UserDatabase.memberships(of: entry).filter { $0 != entry.gid }
+        case .id(let id):
+            uid = id
+            gid = UserDatabase.user(id: id)?.gid ?? id
+        }
+        if let group = tenant.group { gid = try resolve(group, "group") }
+        if !tenant.supplementaryGroups.isEmpty {
+            groups = try tenant.supplementaryGroups.map { try resolve($0, "supplementary_groups") }
+        }
+        if uid == 0 { throw Refusal(description: "user: uid 0 is root; write `user: root` to mean it") }
+        if let control = controlGroupID, gid == control || groups.contains(control) {
+            throw Refusal(description: "its groups include whisperd's control group (gid \(control)): it could drive the whole fleet")
+        }
+        return ProcessIdentity(uid: uid, gid: gid, supplementaryGroups: groups)
+    }
+
+    private func resolve(_ group: GroupSpec, _ key: String) throws -> UInt32 {
+        switch group {
+        case .id(let id): return id
+        case .named(let groupName):
+            guard let id = UserDatabase.group(named: groupName) else { throw Refusal(description: "\(key): no group \(groupName)") }
+            return id
+        }
+    }
+
+    /// The store of the shared layout (`<state>/memory/NAME.sqlite3`) moves into the service's
+    /// own directory as `memory.sqlite3`: the log and index files first, the database last, so
+    /// an interrupted move is finished by the next start and no committed row is left behind.
+    private func moveSharedStore(of name: ServiceName, into directory: String, uid: UInt32, gid: UInt32) throws {
+        let old = "\(stateDirectory)/memory/\(name.rawValue).sqlite3"
+        let new = "\(directory)/memory.sqlite3"
+        guard access(old, F_OK) == 0, access(new, F_OK) != 0 else { return }
+        for suffix in ["-wal", "-shm", "-journal"] { try TenantFiles.move(old + suffix, to: new + suffix, uid: uid, gid: gid) }
+        try TenantFiles.move(old, to: new, uid: uid, gid: gid)
+    }
+
+    /// Where a sanitizer build's children write their reports (`log_path=` of *SAN_OPTIONS).
+    private static func sanitizerReportDirectories() -> [String] {
+        ["TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS"].compactMap { key -> String? in
+            guard let value = getenv(key).map({ String(cString: $0) }) else { return nil }
+            for option in value.split(whereSeparator: { $0 == ":" || $0 == " " }) where option.hasPrefix("log_path=") {
+                let path = String(option.dropFirst("log_path=".count))
+                if let slash = path.lastIndex(of: "/") { return String(path[..<slash]) }
+            }
+            return nil
+        }
+    }
+}

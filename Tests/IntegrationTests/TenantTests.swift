@@ -1,0 +1,100 @@
+import Foundation
+import Glibc
+import Testing
+
+/// DESIGN §10: a character is a tenant. A hostile character, run by the real whisperd as root on
+/// this host's cgroups, tries to reach everything that is not its own; every attempt must fail
+/// and its neighbour (a built-in worker) must not notice.
+@Suite(.serialized) struct TenantSection {
+    @Test func hostileCharacter_reachesNothingOfItsNeighbour_andTheNeighbourIsUnaffected() throws {
+        try #require(geteuid() == 0, "tenants need whisperd to run as root")
+        let scratch = Scratch()
+        let llm = try TestLLM()
+        let elenaPort = freePort()
+        scratch.write("characters/elena/character.md", "You are Elena.\n")
+        // Secrets for the neighbour only, readable by root alone (as install.sh leaves them).
+        let envFile = scratch.write(".env.elena", "DISCORD_TOKEN=elena-secret-token\n")
+        let hostile = repositoryRoot() + "/Tests/IntegrationTests/Support/hostile_character.py"
+        // A setuid-root program the hostile character may run: no_new_privs must keep it uid-less.
+        let setuidID = scratch.path + "/bin/id"
+        try FileManager.default.createDirectory(atPath: scratch.path + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/usr/bin/id", toPath: setuidID)
+        chmod(setuidID, 0o4755)
+        scratch.write(
+            "roster.yaml",
+            """
+            defaults:
+              restart: "no"
+              health: {watchdog: 0}
+              limits: {memory: 256M, pids: 64}
+            characters:
+              elena:
+                port: \(elenaPort)
+                env_file: [.env.elena]
+                env: {LLM_BASE_URL: "\(llm.baseURL)/v1", LLM_MODEL_NAME: test}
+              mallory:
+                command: [/usr/bin/python3, \(hostile)]
+                health: {ready: started}
+                after: [elena]
+                env:
+                  NEIGHBOUR: elena
+                  NEIGHBOUR_PORT: "\(elenaPort)"
+                  WHISPERD_TEST_STATE: \(scratch.path)/state
+                  WHISPERD_TEST_RUNTIME: \(scratch.path)/run
+                  WHISPERD_TEST_LOGS: \(scratch.path)/logs
+                  WHISPERD_TEST_ROSTER: \(scratch.path)/roster.yaml
+                  WHISPERD_TEST_ENV_FILE: \(envFile)
+                  WHISPERD_TEST_SETUID_ID: \(setuidID)
+            """)
+        let whisperd = try WhisperdProcess(scratch: scratch)
+        defer { whisperd.terminate() }
+        let elenaPID = try #require(WhisperdProcess.pid(in: whisperd.waitFor("elena: starting -> running")))
+        // A first chat, so the neighbour's store exists and holds something worth stealing.
+        llm.script([["content": "Hello from Elena."]])
+        #expect(postJSON(port: elenaPort, path: "/api/chat", ["user_id": "u1", "message": "hi"]).status == 200)
+        #expect(whisperd.waitFor("mallory: starting -> running", timeout: 20) != nil)
+
+        let report = scratch.path + "/state/mallory/attempts.json"
+        #expect(eventually(timeout: 30) { FileManager.default.fileExists(atPath: report) })
+        let data = try #require(FileManager.default.contents(atPath: report))
+        let table = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let attempts = try #require(table["attempts"] as? [[String: Any]])
+        let printed = attempts.map { row in
+            "\((row["succeeded"] as? Bool) == false ? "refused  " : "SUCCEEDED") \(row["attempt"] ?? ""): \(row["detail"] ?? "")"
+        }
+        print("hostile character, \(attempts.count) attempts:\n" + printed.joined(separator: "\n"))
+        #expect(attempts.count >= 24)
+        for row in attempts where (row["succeeded"] as? Bool) != false {
+            Issue.record("the hostile character succeeded: \(row["attempt"] ?? "") (\(row["detail"] ?? ""))")
+        }
+
+        // It is a tenant of its own: a dynamic uid, no groups, its own session, its own files.
+        let own = try #require(table["own"] as? [String: Any])
+        let uid = try #require(own["uid"] as? Int)
+        #expect((61184...65519).contains(uid))
+        #expect(own["gid"] as? Int == uid)
+        #expect((own["groups"] as? [Int])?.isEmpty == true)
+        #expect(own["sid_is_own"] as? Bool == true)
+        #expect(own["tmpdir"] as? String == scratch.path + "/run/mallory")
+        #expect(own["wrote_own_state"] as? Bool == true)
+        var info = stat()
+        #expect(stat(scratch.path + "/state/mallory", &info) == 0 && info.st_uid == UInt32(uid) && info.st_mode & 0o777 == 0o700)
+        #expect(stat(scratch.path + "/state/elena/memory.sqlite3", &info) == 0 && info.st_uid != UInt32(uid) && info.st_uid != 0)
+
+        // The neighbour did not notice: same process, still ready, still answering.
+        let elena = try #require(whisperd.character("elena"))
+        #expect(elena["pid"] as? Int == Int(elenaPID))
+        #expect(elena["state"] as? String == "running")
+        #expect(elena["ready"] as? Bool == true)
+        // Status says who each runs as and how much of its sandbox the kernel enforces.
+        let elenaTenant = try #require(elena["tenant"] as? [String: Any])
+        #expect((61184...65519).contains(elenaTenant["uid"] as? Int ?? 0) && elenaTenant["uid"] as? Int != uid)
+        #expect(elenaTenant["sandbox"] as? String == "enforced")
+        #expect((whisperd.character("mallory")?["tenant"] as? [String: Any])?["uid"] as? Int == uid)
+        llm.script([["content": "Still here."]])
+        let chat = postJSON(port: elenaPort, path: "/api/chat", ["user_id": "u1", "message": "still there?"])
+        #expect(chat.status == 200)
+        #expect(whisperd.count("elena", "WatchdogTimeout") == 0)
+        #expect(whisperd.count("control", "stop elena") == 0)
+    }
+}
