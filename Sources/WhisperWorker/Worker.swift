@@ -110,7 +110,7 @@ public final class Worker {
         }
         try loop.add(mailbox.fd, .readable) { [unowned self] _ in self.receiveCompletions() }
 
-        let signals = try SignalSource(signals: [SIGTERM, SIGINT])
+        let signals = try SignalSource(.worker)  // blocked in every thread since main
         try loop.add(signals.fd, .readable) { [unowned self] _ in
             guard !signals.drain().isEmpty else { return }
             self.beginDrain()

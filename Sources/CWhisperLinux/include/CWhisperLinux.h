@@ -67,7 +67,13 @@ int whisper_pidfd_send_signal(int pidfd, int sig);
 /// waitid(P_PIDFD, …, WEXITED|WNOHANG): 1 reaped (code/status set), 0 still running, -1 error.
 int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal);
 
-/// signalfd for the given signals, which are also blocked in the calling thread.
+/// Blocks the given signals in the calling thread. Called on the main thread before any other
+/// thread exists, it blocks them process-wide: every thread created later inherits the mask, so
+/// the signals reach only a signalfd (a thread that does not block them would take the default
+/// action, which for SIGTERM kills the process). Children get a clean mask (spawn.c).
+int whisper_block_signals(const int *signals, int count);
+/// signalfd for the given signals, which are also blocked in the calling thread (see
+/// whisper_block_signals for the other threads).
 int whisper_signalfd(const int *signals, int count);
 /// Reads one signal number from a signalfd; -1 if none.
 int whisper_signalfd_read(int fd);
