@@ -20,7 +20,7 @@ public struct RosterProblem: Hashable, Sendable, CustomStringConvertible {
 public struct RosterError: Error, Sendable, CustomStringConvertible {
     public var problems: [RosterProblem]
     public var description: String {
-        "roster rejected (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+        "roster rejected (\(counted(problems.count, "problem"))):\n"
             + problems.map { "  - \($0)" }.joined(separator: "\n")
     }
 }
@@ -32,6 +32,12 @@ public struct LoadedRoster: Sendable {
     public var charactersDirectory: String
     /// Per service: variable → the layer that set it (`base`, `.env:3`, `env`, `whisperd`).
     public var environmentOrigins: [ServiceName: [String: String]]
+
+    /// What `--check` prints for a valid roster: "3 characters, 1 job".
+    public var summary: String {
+        let jobs = roster.services.filter(\.isJob).count
+        return counted(roster.services.count - jobs, "character") + ", " + counted(jobs, "job")
+    }
 }
 
 /// Reads `roster.yaml`: YAML → typed settings → resolved specs, and the pre-flight check.

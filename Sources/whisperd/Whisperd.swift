@@ -83,8 +83,7 @@ struct Whisperd: ParsableCommand {
             loaded = result
         }
         if check {
-            let jobs = loaded.roster.services.filter(\.isJob).count
-            print("\(roster): ok (\(loaded.roster.services.count - jobs) characters, \(jobs) jobs)")
+            print("\(roster): ok (\(loaded.summary))")
             return
         }
         let address: (host: String, port: Int)?
