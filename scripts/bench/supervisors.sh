@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side supervisor benchmark (../shared/bench): whisperd against runit and s6.
-# shared/ is read-only, so the harness is copied to a scratch dir first; results land in
-# $WORK/results (default WORK: /tmp/whisperd-bench). Extra arguments go to bench.py, e.g.
+# Side-by-side supervisor benchmark (scripts/bench/harness): whisperd against runit and s6.
+# The harness is copied to a scratch dir first (scripts/bench/prepare-harness.sh); results
+# land in $WORK/results (default WORK: /tmp/whisperd-bench). Extra arguments go to bench.py, e.g.
 #   scripts/bench/supervisors.sh -n 300 --idle 5
 # WHISPERD_LIMITS=1 gives every character a memory and pids limit (see bench.py).
 set -euo pipefail
