@@ -16,7 +16,7 @@ sanitizers=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do sanitizers+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#sanitizers[@]} -gt 0 ] || sanitizers=(thread address)
-scripts/install-deps.sh >&2
+scripts/install-deps.sh test >&2
 status=0
 # The pids of running processes whose executable is under $1.
 leftovers() {

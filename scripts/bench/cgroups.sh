@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
-scripts/install-deps.sh
+scripts/install-deps.sh bench
 bin=$(scripts/build-release.sh)
 work=$(scripts/bench/prepare-harness.sh)
 args=("$@")

@@ -6,7 +6,7 @@
 # WHISPERD_LIMITS=1 gives every character a memory and pids limit (see bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/install-deps.sh
+scripts/install-deps.sh bench
 bin=$(scripts/build-release.sh)
 # Measured as installed, not as the linker left it in the page cache (see the helper).
 /usr/bin/python3 scripts/bench/drop-binary-cache.py "$bin"
