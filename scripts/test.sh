@@ -42,8 +42,9 @@ phase() {
   printf '%-16s %5d s  %5d passed  %3d failed\n' "$name" $((SECONDS - started)) "$passed" "$failed"
   if [ "$status" -ne 0 ]; then
     echo "--- $name failed (exit $status); the end of $log:"
-    grep -E '^✘ Test .* failed after|^FAIL ' "$log" | head -20 || true
-    tail -40 "$log"
+    grep -E '^✘ Test .* recorded an issue|^FAIL ' "$log" | head -40 || true
+    echo "..."
+    tail -60 "$log"
     echo "---"
     echo "$total_passed passed, $total_failed failed"
     exit "$status"
