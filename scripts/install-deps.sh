@@ -7,6 +7,7 @@
 #   scripts/install-deps.sh test    run + the test suite's tools (the default; scripts/test.sh,
 #                                   e2e-systemd.sh, sanitizers.sh, chaos/run.sh)
 #   scripts/install-deps.sh bench   run + what scripts/bench/ drives (wrk)
+#   scripts/install-deps.sh --list [SET]   print the set's packages, one a line; install nothing
 #
 # run: pkg-config, libsystemd-dev, zlib1g-dev and the headers of libcurl4-openssl-dev and
 #   libsqlite3-dev to build; libpq5 for a PostgreSQL store; the worker loads libcurl, SQLite
@@ -22,14 +23,17 @@
 # this; only when there is none already) forbids starting any service, and every unit the
 # install enabled is disabled again (the tests start their own processes).
 set -euo pipefail
+list_only=0
+if [ "${1:-}" = --list ]; then list_only=1; shift; fi
 set_name=${1:-test}
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
   test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container) ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
-  *) echo "usage: scripts/install-deps.sh [run|test|bench]" >&2; exit 2 ;;
+  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
 esac
+if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -97,5 +97,25 @@ extension IntegrationTests {
                 }
             }
         }
+
+        /// The run command installs what running needs and nothing of the test toolchain
+        /// (issue 28: PostgreSQL, Prometheus with its unit enabled, debootstrap, nspawn, wrk).
+        @Test func runDependencies_areASubsetOfTheTests_withoutTheTestToolchain() throws {
+            func packages(_ set: String) throws -> Set<String> {
+                let list = try runCommand("/bin/bash", [repositoryRoot() + "/scripts/install-deps.sh", "--list", set])
+                #expect(list.code == 0, "\(list.stderr)")
+                return Set(list.stdout.split(separator: "\n").map(String.init))
+            }
+            let run = try packages("run")
+            let test = try packages("test")
+            #expect(run.contains("libsystemd-dev") && run.contains("libcurl4-openssl-dev"))
+            #expect(run.isSubset(of: test), "\(run.subtracting(test))")
+            let toolchain: Set = ["postgresql-15", "prometheus", "debootstrap", "systemd-container", "wrk"]
+            #expect(run.isDisjoint(with: toolchain), "\(run.intersection(toolchain))")
+            // One release build for the sample, the end-to-end tests and install.sh.
+            let sample = try String(contentsOfFile: repositoryRoot() + "/scripts/run-sample.sh", encoding: .utf8)
+            #expect(sample.contains("bin=$(scripts/build-release.sh)"))
+            #expect(try runCommand("/bin/bash", [repositoryRoot() + "/scripts/install-deps.sh", "--list", "nope"]).code == 2)
+        }
     }
 }
