@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 started_at=$SECONDS
 
-scripts/install-deps.sh
+scripts/install-deps.sh run
 scripts/local-llm.sh --install
 bin=$(scripts/build-release.sh)
 ctl=$(dirname "$bin")/whisperctl

@@ -50,7 +50,7 @@ mirror() {
 }
 
 step "dependencies and release build"
-scripts/install-deps.sh
+scripts/install-deps.sh test
 scripts/build-release.sh >/dev/null
 
 if [ ! -x "$image/usr/lib/systemd/systemd" ]; then

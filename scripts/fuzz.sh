@@ -26,11 +26,13 @@ done
 echo "building the fuzzer (address sanitizer, libFuzzer's coverage) ..." >&2
 # Not -sanitize=fuzzer: that links libFuzzer's own main, and an executable target has one
 # already (whisperd-fuzz picks its target, then calls LLVMFuzzerRunDriver). Same
-# instrumentation, libFuzzer without main.
+# instrumentation, libFuzzer without main. Linked with the toolchain's lld: gold prints
+# "Cannot export local symbol '__asan_…'" for each of ~140 symbols of the ASan runtime's
+# export list that the static runtime keeps local (harmless, and lld does not complain).
 runtime=$(ls "$(dirname "$(readlink -f "$(command -v swiftc)")")"/../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a | head -1)
 swift build --scratch-path .build-fuzz --product whisperd-fuzz \
   -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,trace-cmp,pc-table,inline-8bit-counters \
-  -Xswiftc -DFUZZING -Xlinker "$runtime" -Xlinker -lstdc++ >&2
+  -Xswiftc -DFUZZING -Xswiftc -use-ld=lld -Xlinker "$runtime" -Xlinker -lstdc++ >&2
 fuzzer=.build-fuzz/debug/whisperd-fuzz
 
 failed=0

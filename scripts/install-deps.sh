@@ -1,23 +1,59 @@
 #!/usr/bin/env bash
-# Installs what building and testing whisperd needs on Debian 12. Idempotent; run as root.
+# Installs what building and running whisperd needs on Debian 12, and with `test` or `bench`
+# what testing or benchmarking it needs too. Idempotent; run as root.
+#
+#   scripts/install-deps.sh run     build whisperd and run the sample (scripts/run-sample.sh,
+#                                   scripts/install.sh): C headers and libraries, curl, python3
+#   scripts/install-deps.sh test    run + the test suite's tools (the default; scripts/test.sh,
+#                                   e2e-systemd.sh, sanitizers.sh, chaos/run.sh)
+#   scripts/install-deps.sh bench   run + what scripts/bench/ drives (wrk)
+#   scripts/install-deps.sh --list [SET]   print the set's packages, one a line; install nothing
+#
+# run: pkg-config, libsystemd-dev, zlib1g-dev and the headers of libcurl4-openssl-dev and
+#   libsqlite3-dev to build; libpq5 for a PostgreSQL store; the worker loads libcurl, SQLite
+#   and libpq with dlopen (Sources/CWorkerLibs). curl for the README's commands; python3 for
+#   scripts/local-llm.sh (which installs its own build tools).
+# test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
+#   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
+#   package), procps and util-linux (setpriv), debootstrap and systemd-container
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match).
+#
+# Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
+# and start their units on install. While it installs, a policy-rc.d (Debian's switch for
+# this; only when there is none already) forbids starting any service, and every unit the
+# install enabled is disabled again (the tests start their own processes).
 set -euo pipefail
-
-# prometheus: promtool checks /metrics in the tests; wrk: scripts/bench/http.sh;
-# debootstrap, systemd-container: the end-to-end test on a real systemd (scripts/e2e-systemd.sh);
-# libcurl4-openssl-dev, libsqlite3-dev (headers), libpq5: the worker's LLM client and stores, loaded with
-# dlopen by the worker only (Sources/CWorkerLibs); postgresql-15:
-# the throwaway clusters the store tests start (initdb/postgres, run as user postgres); python3:
-# the tests' LLM stand-in.
-packages=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 postgresql-15 curl procps python3 prometheus wrk util-linux debootstrap systemd-container)
+list_only=0
+if [ "${1:-}" = --list ]; then list_only=1; shift; fi
+set_name=${1:-test}
+runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
+case "$set_name" in
+  run) packages=("${runtime[@]}") ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container) ;;
+  bench) packages=("${runtime[@]}" wrk procps) ;;
+  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
+esac
+if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+
+enabled_units() { systemctl list-unit-files --state=enabled --no-legend 2>/dev/null | awk '{print $1}' | sort; }
+
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: need root to install: ${missing[*]}" >&2
     exit 1
   fi
+  echo "install-deps ($set_name): apt-get install ${missing[*]}" >&2
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# scripts/install-deps.sh: no service starts while it installs packages.\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  before=$(enabled_units)
   # Another apt/dpkg may hold the lock for a moment: retry.
   for attempt in 1 2 3 4 5; do
     if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
@@ -25,6 +61,10 @@ if ((${#missing[@]})); then
     fi
     [ "$attempt" = 5 ] && { echo "install-deps: apt-get failed" >&2; exit 1; }
     sleep 5
+  done
+  for unit in $(comm -13 <(echo "$before") <(enabled_units)); do
+    echo "install-deps: $unit was enabled by its package; disabling it" >&2
+    systemctl disable --quiet "$unit" 2>/dev/null || true
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }

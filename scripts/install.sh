@@ -38,7 +38,7 @@ doc_dir=/usr/local/share/doc/whisperd
 manifest=/usr/local/share/whisperd/installed-config.sha256
 
 if [ "$build" = 1 ]; then
-  scripts/install-deps.sh
+  scripts/install-deps.sh run
   scripts/build-release.sh >/dev/null
 fi
 built=$checkout/.build-release/release

@@ -10,13 +10,16 @@
 # race or memory error in a child fails the run too, not only one in the test process.
 # The TSan build passes -DWHISPER_TSAN: `Locked` (WhisperCore) is then a pthread mutex, which
 # TSan models, instead of Synchronization.Mutex, whose raw futex it cannot see.
+# The ASan build links with the toolchain's lld: gold prints "Cannot export local symbol
+# '__asan_…'" for each of ~140 symbols of the ASan runtime's export list, per executable
+# (harmless; lld is quiet). TSan's runtime gives gold no such trouble.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitizers=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do sanitizers+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#sanitizers[@]} -gt 0 ] || sanitizers=(thread address)
-scripts/install-deps.sh >&2
+scripts/install-deps.sh test >&2
 status=0
 # The pids of running processes whose executable is under $1.
 leftovers() {
@@ -30,7 +33,7 @@ leftovers() {
 for sanitizer in "${sanitizers[@]}"; do
     case "$sanitizer" in
         thread) scratch=.build-tsan; flags=(-Xswiftc -DWHISPER_TSAN) ;;
-        address) scratch=.build-asan; flags=() ;;
+        address) scratch=.build-asan; flags=(-Xswiftc -use-ld=lld) ;;
         *) echo "unknown sanitizer: $sanitizer (thread or address)" >&2; exit 2 ;;
     esac
     reports="$PWD/$scratch/sanitizer-reports"

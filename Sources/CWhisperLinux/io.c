@@ -22,11 +22,23 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 
+static void whisper_signal_set(sigset_t *set, const int *signals, int count)
+{
+    sigemptyset(set);
+    for (int i = 0; i < count; i++) sigaddset(set, signals[i]);
+}
+
+int whisper_block_signals(const int *signals, int count)
+{
+    sigset_t set;
+    whisper_signal_set(&set, signals, count);
+    return pthread_sigmask(SIG_BLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
 int whisper_signalfd(const int *signals, int count)
 {
     sigset_t set;
-    sigemptyset(&set);
-    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    whisper_signal_set(&set, signals, count);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }

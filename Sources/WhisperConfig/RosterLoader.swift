@@ -20,7 +20,7 @@ public struct RosterProblem: Hashable, Sendable, CustomStringConvertible {
 public struct RosterError: Error, Sendable, CustomStringConvertible {
     public var problems: [RosterProblem]
     public var description: String {
-        "roster rejected (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+        "roster rejected (\(counted(problems.count, "problem"))):\n"
             + problems.map { "  - \($0)" }.joined(separator: "\n")
     }
 }
@@ -34,6 +34,12 @@ public struct LoadedRoster: Sendable {
     public var environmentOrigins: [ServiceName: [String: String]]
     /// Accepted, but worth an operator's attention (printed by `--check` and at start).
     public var warnings: [RosterProblem] = []
+
+    /// What `--check` prints for a valid roster: "3 characters, 1 job".
+    public var summary: String {
+        let jobs = roster.services.filter(\.isJob).count
+        return counted(roster.services.count - jobs, "character") + ", " + counted(jobs, "job")
+    }
 }
 
 /// Reads `roster.yaml`: YAML → typed settings → resolved specs, and the pre-flight check.
@@ -79,7 +85,7 @@ public struct RosterLoader: Sendable {
             // runs NSRegularExpression over each scalar, which drags ICU into whisperd.
             root = try Yams.compose(yaml: text, .basic)
         } catch let error as YamlError {
-            reader.report(nil, "", "not valid YAML: \(Self.describe(error))")
+            reader.report(nil, "", "not valid YAML: \(Self.describe(error, in: text))")
             return .failure(reader.error)
         } catch {
             reader.report(nil, "", "not valid YAML: \(error)")
@@ -100,15 +106,23 @@ public struct RosterLoader: Sendable {
         return .success(result)
     }
 
-    static func describe(_ error: YamlError) -> String {
+    static func describe(_ error: YamlError, in text: String) -> String {
         switch error {
-        case .scanner(let context, let problem, let mark, _):
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
             return "line \(mark.line), column \(mark.column): \(problem)" + (context.map { " \($0.text)" } ?? "")
-        case .parser(let context, let problem, let mark, _):
-            return "line \(mark.line), column \(mark.column): \(problem)" + (context.map { " \($0.text)" } ?? "")
+                + tabHint(line: mark.line, in: text)
         default:
             return "\(error)"
         }
+    }
+
+    /// libyaml's words for a tab ("found character that cannot start any token") do not say
+    /// what the character is; an editor that inserts tabs is the usual cause.
+    static func tabHint(line: Int, in text: String) -> String {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard line >= 1, line <= lines.count else { return "" }
+        let indentation = lines[line - 1].prefix { $0 == " " || $0 == "\t" }
+        return indentation.contains("\t") ? " (line \(line) is indented with a tab: YAML indents with spaces only)" : ""
     }
 }
 
@@ -123,6 +137,7 @@ struct RosterDocument {
         var settings: RosterSettings
         var command: [String]?
         var port: Int?
+        var portLine: Int?
         var after: [(String, Int?)] = []
         var workingDirectory: String?
         var jobRun: JobRunMode?
@@ -145,11 +160,15 @@ struct RosterReader {
     init(file: String) { self.file = file }
 
     mutating func report(_ node: Node?, _ key: String, _ message: String) {
+        report(line: node?.mark?.line, key, message)
+    }
+
+    mutating func report(line: Int?, _ key: String, _ message: String) {
         guard problems.count < Self.maxProblems else {
             omitted += 1
             return
         }
-        problems.append(RosterProblem(file: file, line: node?.mark?.line, key: key, message: message))
+        problems.append(RosterProblem(file: file, line: line, key: key, message: message))
     }
 
     var error: RosterError {
@@ -462,6 +481,7 @@ struct RosterReader {
                 }
             case "port":
                 entry.port = int(value, keyPath, 1...65535)
+                entry.portLine = value.mark?.line
             case "after":
                 entry.after = stringList(value, keyPath) ?? []
             case "working_dir":

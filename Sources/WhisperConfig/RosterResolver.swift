@@ -37,7 +37,7 @@ struct RosterResolver {
         var origins: [ServiceName: [String: String]] = [:]
         var seenNames: [String: Int?] = [:]
         var identitySecrets: [String: [(service: String, key: String)]] = [:]
-        var ports: [Int: [String]] = [:]
+        var ports: [Int: [(name: String, path: String, line: Int?)]] = [:]
 
         // Jobs first: they usually gate characters, and status lists them that way.
         let entries = document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }
@@ -102,7 +102,7 @@ struct RosterResolver {
             var arguments = entry.command ?? [loader.selfExecutable, "worker", entry.name]
             if arguments.first == "whisperd" { arguments[0] = loader.selfExecutable }
 
-            if let port = entry.port { ports[port, default: []].append(entry.name) }
+            if let port = entry.port { ports[port, default: []].append((entry.name, path, entry.portLine)) }
             for (key, value) in environment.values where Secrets.isIdentitySecret(key) && !value.isEmpty {
                 identitySecrets[value, default: []].append((entry.name, key))
             }
@@ -129,7 +129,9 @@ struct RosterResolver {
         }
 
         for (port, users) in ports.sorted(by: { $0.key < $1.key }) where users.count > 1 {
-            reader.report(nil, "port", "port \(port) is used by \(users.joined(separator: ", "))")
+            // At the second user's `port:`, the line to change.
+            reader.report(
+                line: users[1].line, "\(users[1].path).port", "port \(port) is used by \(users.map(\.name).joined(separator: ", "))")
         }
         for (_, users) in identitySecrets where Set(users.map(\.service)).count > 1 {
             let described = users.map { "\($0.service) (\($0.key))" }.joined(separator: ", ")
@@ -242,13 +244,22 @@ struct RosterResolver {
     private mutating func checkDependencies(_ specs: [ServiceSpec]) {
         let byName = Dictionary(specs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let knownNames = Set(document.entries.map(\.name))
+        // The line of each `after:` item, to point at the one to change.
+        var afterLines: [String: [String: Int]] = [:]
+        for entry in document.entries {
+            for case (let dependency, let line?) in entry.after { afterLines[entry.name, default: [:]][dependency] = line }
+        }
+        func problem(_ spec: ServiceSpec, _ dependency: ServiceName, _ message: String) {
+            reader.report(
+                line: afterLines[spec.name.rawValue]?[dependency.rawValue],
+                "\(spec.isJob ? "jobs" : "characters").\(spec.name).after", message)
+        }
         for spec in specs {
-            let path = "\(spec.isJob ? "jobs" : "characters").\(spec.name).after"
             for dependency in spec.after {
                 if dependency == spec.name {
-                    reader.report(nil, path, "\(spec.name) cannot wait for itself")
+                    problem(spec, dependency, "\(spec.name) cannot wait for itself")
                 } else if !knownNames.contains(dependency.rawValue) {
-                    reader.report(nil, path, "unknown service `\(dependency)` (not a character or job in this roster)")
+                    problem(spec, dependency, "unknown service `\(dependency)` (not a character or job in this roster)")
                 }
             }
         }
@@ -260,9 +271,9 @@ struct RosterResolver {
             if state[name] == 1 {
                 guard let start = stack.firstIndex(of: name) else { return }
                 let cycle = Array(stack[start...])
-                if reported.insert(Set(cycle)).inserted, cycle.count > 1 {
+                if reported.insert(Set(cycle)).inserted, cycle.count > 1, let first = byName[cycle[0]] {
                     let text = (cycle + [name]).map(\.rawValue).joined(separator: " → ")
-                    reader.report(nil, "after", "dependency cycle: \(text)")
+                    problem(first, cycle[1], "dependency cycle: \(text)")
                 }
                 return
             }

@@ -256,7 +256,9 @@ extension Daemon {
             if let cpus = limit.cpus { resources["cpus_limit"] = cpus }
             if let pids = limit.pids { resources["pids_limit"] = pids }
             let usage = detail == .fresh ? characterCgroups[status.name]?.usage() : usage(of: status.name, now: now)
-            if let usage {
+            // A character with no process (crash-looping, stopped) has nothing to measure: what
+            // its cgroup still counts is page cache, not the character.
+            if let usage, status.pid != nil || (usage.pids ?? 0) > 0 {
                 if let memory = usage.memoryBytes { resources["memory_bytes"] = memory }
                 if let peak = usage.memoryPeakBytes { resources["memory_peak_bytes"] = peak }
                 if let cpu = usage.cpuMicroseconds { resources["cpu_seconds"] = Double(cpu) / 1e6 }

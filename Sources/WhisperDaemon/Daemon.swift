@@ -258,7 +258,7 @@ public final class Daemon {
             let problems = error.problems.map { "\($0)" }
             guard !dryRun else { return .rejected(problems) }
             for problem in problems { log.log(.error, "reload", "problem: \(problem)") }
-            log.log(.error, "reload", "rejected (\(problems.count) problems): the running fleet is unchanged")
+            log.log(.error, "reload", "rejected (\(counted(problems.count, "problem"))): the running fleet is unchanged")
             return .rejected(problems)
         case .success(let newRoster):
             let diff = RosterDiff(old: loaded.roster, new: newRoster.roster)

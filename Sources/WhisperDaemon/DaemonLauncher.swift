@@ -10,9 +10,8 @@ public enum DaemonLauncher {
         // whisperd's own lines go native only when stderr is the journal anyway (no doubles).
         let log = DaemonLog(writesToJournal: configuration.journal && Journal.standardErrorIsJournal())
         ProcessSpawner.reserveDescriptorSlots()
-        // Block the signals before any thread exists, so every thread inherits the mask and
-        // they arrive only through the signalfd.
-        let signals = try SignalSource(signals: [SIGTERM, SIGINT, SIGHUP, SIGQUIT])
+        // Blocked in every thread since main (HandledSignals): they arrive only through the signalfd.
+        let signals = try SignalSource(.supervisor)
         let nofile = raiseFileLimit()
         for directory in [
             configuration.stateDirectory, configuration.runtimeDirectory, configuration.runtimeDirectory + "/notify",

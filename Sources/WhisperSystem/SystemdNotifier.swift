@@ -31,9 +31,42 @@ public struct SystemdNotifier: Sendable {
     }
 }
 
+/// The signals a long-running mode of the binary reads from its signalfd. They must be blocked
+/// in every thread, or a thread that does not block them takes the default action (SIGTERM:
+/// the process dies mid-drain). A signal mask is per thread and inherited at thread creation,
+/// so ``blockBeforeAnyThreadStarts()`` runs first thing in `main`, while the main thread is the
+/// only one — before Foundation, curl, the Swift concurrency pool or a ``WorkerPool`` start any.
+public enum HandledSignals: Sendable {
+    /// whisperd supervising: stop (SIGTERM, SIGINT, SIGQUIT) and reload (SIGHUP).
+    case supervisor
+    /// `whisperd worker`: drain and exit (SIGTERM, SIGINT).
+    case worker
+
+    public var signals: [Int32] {
+        switch self {
+        case .supervisor: [SIGTERM, SIGINT, SIGHUP, SIGQUIT]
+        case .worker: [SIGTERM, SIGINT]
+        }
+    }
+
+    /// Blocks ``signals`` in the calling thread; from `main` before any thread starts, in the
+    /// whole process. Children still start with an empty mask (the spawn clears it).
+    public func blockBeforeAnyThreadStarts() {
+        let signals = signals
+        if signals.withUnsafeBufferPointer({ whisper_block_signals($0.baseAddress, Int32($0.count)) }) != 0 {
+            fatalError("pthread_sigmask: \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
 /// SIGTERM, SIGINT, SIGHUP … as readable events on the loop (signalfd), never as handlers.
 public final class SignalSource {
     public let fd: Int32
+
+    /// The signals must already be blocked in every thread: ``HandledSignals/blockBeforeAnyThreadStarts()``.
+    public convenience init(_ handled: HandledSignals) throws {
+        try self.init(signals: handled.signals)
+    }
 
     public init(signals: [Int32]) throws {
         fd = signals.withUnsafeBufferPointer { whisper_signalfd($0.baseAddress, Int32($0.count)) }

@@ -112,7 +112,7 @@ public final class Worker {
         }
         try loop.add(mailbox.fd, .readable) { [unowned self] _ in self.receiveCompletions() }
 
-        let signals = try SignalSource(signals: [SIGTERM, SIGINT])
+        let signals = try SignalSource(.worker)  // blocked in every thread since main
         try loop.add(signals.fd, .readable) { [unowned self] _ in
             guard !signals.drain().isEmpty else { return }
             self.beginDrain()
@@ -248,6 +248,7 @@ public final class Worker {
             let now = Clock.monotonicNanoseconds()
             if let drainDeadline = self.drainDeadline, now >= drainDeadline {
                 self.log("stopping with \(self.inflight) request(s) still in flight (grace over)")
+                self.answerUnfinished()
                 self.loop.stop()
                 return
             }
@@ -285,6 +286,19 @@ public final class Worker {
                 : "draining \(inflight) request(s) and \(answering) Discord repl\(answering == 1 ? "y" : "ies") in flight")
         if discord != nil { nextDiscordCheck = Clock.monotonicNanoseconds() + 50_000_000 }
         armDeadline()
+    }
+
+    /// Past the grace, every request still waiting gets a 503 saying so, not a connection that
+    /// just closes. Its work on other threads ends with the process; a user's message already
+    /// stored stays without a reply, as the 503 tells the client.
+    private func answerUnfinished() {
+        let body = JSONText.serialize(
+            [
+                "success": false, "bot_name": name,
+                "error": "\(name) is stopping and could not finish this request within its stop grace",
+            ] as [String: Any])
+        for answer in answers.values { answer(HTTPServer.Response(status: 503, contentType: "application/json", bytes: body)) }
+        answers.removeAll()
     }
 
     // MARK: - Work off the loop

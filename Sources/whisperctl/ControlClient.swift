@@ -24,8 +24,8 @@ struct ControlClient {
     func get(_ path: String) throws -> Response { try send("GET", path) }
     func post(_ path: String) throws -> Response { try send("POST", path) }
 
-    /// Sends a request; with `stream`, the body is handed over chunk by chunk as it arrives
-    /// (for `logs -f`) and the returned body is empty.
+    /// Sends a request; with `stream`, a 200's body is handed over chunk by chunk as it arrives
+    /// (for `logs -f`) and the returned body is empty. Any other answer's body is returned.
     func send(_ method: String, _ path: String, stream: ((Data) -> Void)? = nil) throws -> Response {
         let fd = try connect()
         defer { close(fd) }
@@ -45,6 +45,7 @@ struct ControlClient {
         var head = Data()
         var body = Data()
         var headerComplete = false
+        var status = 0
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -57,13 +58,18 @@ struct ControlClient {
                 headerComplete = true
                 chunk = head.subdata(in: range.upperBound..<head.endIndex)
                 head = head.subdata(in: head.startIndex..<range.upperBound)
+                status = statusCode(head)
             }
-            if let stream { stream(chunk) } else { body.append(chunk) }
+            if let stream, status == 200 { stream(chunk) } else { body.append(chunk) }
         }
         guard headerComplete else { throw Unreachable(path: socketPath, reason: "the connection closed without a response") }
-        let statusLine = String(decoding: head, as: UTF8.self).split(separator: "\r\n").first ?? ""
-        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         return Response(status: status, body: body)
+    }
+
+    /// The status code in a response head, or 0.
+    private func statusCode(_ head: Data) -> Int {
+        let statusLine = String(decoding: head, as: UTF8.self).split(separator: "\r\n").first ?? ""
+        return statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
     }
 
     private func connect() throws -> Int32 {

@@ -21,7 +21,9 @@ struct Whisperctl: ParsableCommand {
         commandName: "whisperctl",
         abstract: "Control a running whisperd through its control socket.",
         discussion: """
-            Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 whisperd not reachable.
+            Exit codes: 0 ok, 1 the operation failed (or, with status --check, a character \
+            that should be up is not ready), 2 usage, 3 whisperd not reachable.
+
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
@@ -51,7 +53,8 @@ struct Whisperctl: ParsableCommand {
 
 extension Whisperctl {
     /// `whisperctl --socket S status` reads as well as `whisperctl status --socket S`:
-    /// a `--socket` before the verb is moved after it.
+    /// a `--socket` before the verb is moved after it — or dropped for a verb that does not talk
+    /// to whisperd (`check` reads the file), so a socket set once (an alias) works with every verb.
     static func movingSocketOption(_ arguments: [String]) -> [String] {
         var moved: [String] = []
         var others: [String] = []
@@ -69,7 +72,8 @@ extension Whisperctl {
                 index += 1
             } else {
                 // The verb: the socket option goes right after it.
-                return others + [argument] + moved + arguments[(index + 1)...]
+                let socket = argument == Check._commandName ? [] : moved
+                return others + [argument] + socket + arguments[(index + 1)...]
             }
         }
         return arguments
@@ -120,6 +124,10 @@ extension Whisperctl {
         @OptionGroup var connection: Connection
         @Flag(name: .long, help: "Print JSON (the same objects as GET /v1/characters).")
         var json = false
+        @Flag(
+            name: .long,
+            help: "Also exit 1 if a character that should be up is not ready (as GET /health's 503); without it, status exits 0 whenever whisperd answers.")
+        var check = false
         @Argument(help: "Only these characters.")
         var names: [String] = []
 
@@ -130,17 +138,19 @@ extension Whisperctl {
                 if !unknown.isEmpty { throw OperationFailed(description: "no character named \(unknown.joined(separator: ", "))") }
                 list = list.filter { names.contains($0["name"] as? String ?? "") }
             }
+            let health = try connection.client.get("/health").object
             if json {
                 let data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
-                return
+            } else {
+                if names.isEmpty, let supervisor = health["supervisor"] as? [String: Any] { print(StatusTable.header(supervisor)) }
+                print(StatusTable.render(list))
+                let facets = StatusTable.facetLines(list)
+                if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
             }
-            if names.isEmpty, let supervisor = try connection.client.get("/health").object["supervisor"] as? [String: Any] {
-                print(StatusTable.header(supervisor))
-            }
-            print(StatusTable.render(list))
-            let facets = StatusTable.facetLines(list)
-            if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
+            guard check else { return }
+            let notReady = (health["not_ready"] as? [String] ?? []).filter { names.isEmpty || names.contains($0) }
+            if !notReady.isEmpty { throw OperationFailed(description: "not ready: \(notReady.joined(separator: ", "))") }
         }
     }
 
@@ -184,13 +194,14 @@ extension Whisperctl {
         func run() throws {
             let client = connection.client
             let path = "/v1/characters/\(name)/logs?lines=\(n)" + (follow ? "&follow=1" : "")
-            var status = 0
+            // Only a 200's body is the log; an error's body (JSON) is not printed as if it were.
             let response = try client.send("GET", path) { chunk in
                 FileHandle.standardOutput.write(chunk)
             }
-            status = response.status
-            if status == 404 { throw OperationFailed(description: "no character named \(name)") }
-            guard status == 200 else { throw OperationFailed(description: "logs failed (\(status))") }
+            if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
+            guard response.status == 200 else {
+                throw OperationFailed(description: "logs failed (\(response.status)): \(response.object["error"] as? String ?? response.text)")
+            }
         }
     }
 
@@ -207,7 +218,7 @@ extension Whisperctl {
             if response.status == 422 {
                 let problems = object["problems"] as? [String] ?? []
                 for problem in problems { FileHandle.standardError.write(Data("  \(problem)\n".utf8)) }
-                throw OperationFailed(description: "roster rejected (\(problems.count) problems); the running fleet is unchanged")
+                throw OperationFailed(description: "roster rejected (\(counted(problems.count, "problem"))); the running fleet is unchanged")
             }
             guard response.status == 200 else { throw OperationFailed(description: "reload failed (\(response.status)): \(response.text)") }
             let plan = object["plan"] as? [String] ?? []
@@ -266,12 +277,13 @@ extension Whisperctl {
             if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
             let entries = response.object["environment"] as? [[String: Any]] ?? []
             let width = entries.map { ($0["name"] as? String ?? "").count }.max() ?? 0
+            let originWidth = entries.map { ($0["origin"] as? String ?? "").count }.max() ?? 0
             for entry in entries {
                 let key = entry["name"] as? String ?? ""
                 let value = entry["value"] as? String ?? ""
                 if explain {
                     let origin = entry["origin"] as? String ?? ""
-                    print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(origin.padding(toLength: 14, withPad: " ", startingAt: 0))  \(value)")
+                    print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(origin.padding(toLength: originWidth, withPad: " ", startingAt: 0))  \(value)")
                 } else {
                     print("\(key)=\(value)")
                 }
@@ -294,8 +306,7 @@ extension Whisperctl {
             case .failure(let error):
                 throw OperationFailed(description: "\(roster): \(error)")
             case .success(let loaded):
-                let jobs = loaded.roster.services.filter(\.isJob).count
-                print("\(roster): ok (\(loaded.roster.services.count - jobs) characters, \(jobs) jobs)")
+                print("\(roster): ok (\(loaded.summary))")
             }
         }
     }

@@ -7,19 +7,20 @@ import WhisperDaemon
 import WhisperSystem
 import WhisperWorker
 
-@main
 struct Whisperd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "whisperd",
         abstract: "Supervise a fleet of AI character bots, each in its own process and cgroup.",
         discussion: """
-            Runs in the foreground (systemd does the daemonising). Without flags it reads
-            /etc/whisperd/roster.yaml and uses /var/lib/whisperd, /run/whisperd and
-            /var/log/whisperd (or systemd's $STATE_DIRECTORY, $RUNTIME_DIRECTORY and
-            $LOGS_DIRECTORY when set). With --roster elsewhere, state, runtime and log directories
+            Runs in the foreground (systemd does the daemonising). Without flags it reads \
+            /etc/whisperd/roster.yaml and uses /var/lib/whisperd, /run/whisperd and \
+            /var/log/whisperd (or systemd's $STATE_DIRECTORY, $RUNTIME_DIRECTORY and \
+            $LOGS_DIRECTORY when set). With --roster elsewhere, state, runtime and log directories \
             default to .whisperd/ next to the roster, so a checkout needs no root-owned paths.
-            SIGHUP reloads the roster (diff-apply); SIGTERM/SIGINT stop every service in
-            reverse dependency order (a second signal kills at once).
+
+            SIGHUP reloads the roster (diff-apply); SIGTERM/SIGINT stop every service in \
+            reverse dependency order, letting each finish what is in flight within its \
+            stop_grace (a second signal kills at once).
             """,
         version: WhisperdVersion.current,
         subcommands: [Worker.self, Notify.self, Migrate.self, MigrateStore.self]
@@ -85,8 +86,7 @@ struct Whisperd: ParsableCommand {
             FileHandle.standardError.write(Data("whisperd: warning: \(warning)\n".utf8))
         }
         if check {
-            let jobs = loaded.roster.services.filter(\.isJob).count
-            print("\(roster): ok (\(loaded.roster.services.count - jobs) characters, \(jobs) jobs)")
+            print("\(roster): ok (\(loaded.summary))")
             return
         }
         let address: (host: String, port: Int)?
@@ -126,6 +126,16 @@ struct Whisperd: ParsableCommand {
 
     private func absolute(_ path: String) -> String {
         Paths.absolute(path, from: FileManager.default.currentDirectoryPath)
+    }
+
+    /// The signals this invocation reads from a signalfd: the supervisor (also with `--check`,
+    /// `--help`: harmless, they exit at once), `worker`, or nil for the short-lived subcommands,
+    /// which keep the default dispositions.
+    static func handledSignals(arguments: [String]) -> HandledSignals? {
+        guard let first = arguments.dropFirst().first else { return .supervisor }
+        if first == Worker._commandName { return .worker }
+        let others = configuration.subcommands.map { $0._commandName } + ["help"]
+        return others.contains(first) ? nil : .supervisor
     }
 
     static func executablePath() -> String {
@@ -175,8 +185,8 @@ extension Whisperd {
         static let configuration = CommandConfiguration(
             abstract: "Send sd_notify lines to $NOTIFY_SOCKET (like systemd-notify), for shell-script characters.",
             discussion: """
-                Example: whisperd notify READY=1 STATUS=warming-up. Waits (up to 5 s) until the
-                supervisor has handled the message (BARRIER=1, as sd_notify_barrier). Exits 1 if
+                Example: whisperd notify READY=1 STATUS=warming-up. Waits (up to 5 s) until the \
+                supervisor has handled the message (BARRIER=1, as sd_notify_barrier). Exits 1 if \
                 NOTIFY_SOCKET is unset, the send fails, or the supervisor does not confirm.
                 """)
 

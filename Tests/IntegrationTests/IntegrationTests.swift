@@ -549,7 +549,7 @@ extension IntegrationTests {
             let bad = scratch.write("bad.yaml", "characters:\n  elena: {command: [sleep, '1'], port: 0}\n  Bad: {}\n")
             let (goodCode, goodOutput) = runWhisperd(["--check", "--roster", good])
             #expect(goodCode == 0)
-            #expect(goodOutput.contains("ok (1 characters, 0 jobs)"))
+            #expect(goodOutput.contains("ok (1 character, 0 jobs)"))
             let (badCode, badOutput) = runWhisperd(["--check", "--roster", bad])
             #expect(badCode == 1)
             #expect(badOutput.contains("2 problems") || badOutput.contains("3 problems"))

@@ -224,6 +224,34 @@ import WhisperCore
             return
         }
     }
+
+    /// Pre-flight problems point at the line to change (issue 28).
+    @Test func portAndAfterProblems_carryTheLineToChange() {
+        let found = problems(
+            """
+            characters:
+              a: {command: [/bin/true], port: 8000, after: [b]}
+              b:
+                command: [/bin/true]
+                port: 8000
+                after:
+                  - a
+                  - b
+                  - ghost
+            """)
+        func line(of fragment: String) -> Int? { found.first { $0.message.contains(fragment) }?.line }
+        #expect(line(of: "port 8000 is used by a, b") == 5, "\(found)")
+        #expect(line(of: "b cannot wait for itself") == 8, "\(found)")
+        #expect(line(of: "unknown service `ghost`") == 9, "\(found)")
+        #expect(line(of: "dependency cycle: a → b → a") == 2, "\(found)")
+        #expect(found.first { $0.message.contains("port 8000") }?.key == "characters.b.port")
+    }
+
+    @Test(arguments: ["characters:\n\ta: {command: [/bin/true]}\n", "characters:\n  a:\n    command: [/bin/true]\n  \tport: 8000\n"])
+    func aTabIndentation_isCalledATab(_ yaml: String) {
+        let text = problems(yaml).map(\.description).joined(separator: "\n")
+        #expect(text.contains("is indented with a tab: YAML indents with spaces only"), "\(text)")
+    }
 }
 
 @Suite struct TenantSettingsTests {

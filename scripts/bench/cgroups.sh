@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What cgroups cost whisperd: the shared benchmark (whisperd only) three times, on the same
+# What cgroups cost whisperd: the supervisor benchmark (scripts/bench/harness, whisperd only) three times, on the same
 # machine in one go:
 #   none    --cgroup-backend none (process groups only: the baseline)
 #   cgroups default backend (auto), no limits: placement before exec + whole-cgroup kill
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
-scripts/install-deps.sh
+scripts/install-deps.sh bench
 bin=$(scripts/build-release.sh)
 work=$(scripts/bench/prepare-harness.sh)
 args=("$@")

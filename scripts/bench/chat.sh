@@ -5,7 +5,7 @@
 # Writes docs/bench/chat-<date>.md. Arguments go to chat.py (e.g. --stores sqlite --duration 5s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/install-deps.sh
+scripts/install-deps.sh bench
 bin=$(scripts/build-release.sh)
 # Measured as installed, not as the linker left it in the page cache (see the helper).
 /usr/bin/python3 scripts/bench/drop-binary-cache.py "$bin"

@@ -2,7 +2,7 @@
 """Where whisperd's cold start and restart time go, and how low they could go on this machine.
 
 Cold start:
-Starts whisperd on a roster of N bench workers (the shared harness's worker, as bench.py's
+Starts whisperd on a roster of N bench workers (the bench harness's worker, as bench.py's
 whisperd adapter does) with each cgroup backend in turn — auto (this host: v2 grouping + v1
 memory), v2 (grouping only), none — and, as the floor, a bare C spawner that only
 posix_spawns the same N workers (no sockets, pipes, logs or cgroups). Each alternates for

@@ -18,7 +18,7 @@ pin=${PIN:-1}
 server_cpu=(); client_cpu=()
 if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ]; then server_cpu=(taskset -c 0); client_cpu=(taskset -c 1); fi
 duration=${DURATION:-10s}
-scripts/install-deps.sh
+scripts/install-deps.sh bench
 bin=$(scripts/build-release.sh)
 work=$(mktemp -d /tmp/whisperd-http-XXXXXX)
 port=$((20000 + RANDOM % 20000))

@@ -5,6 +5,6 @@
 # kill-storm,crash,oom,hogs,db-outage,disk-full,reload,silent).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/install-deps.sh >&2
+scripts/install-deps.sh test >&2
 bin=$(scripts/build-release.sh)
 exec /usr/bin/python3 scripts/chaos/chaos.py --bin "$bin" "$@"

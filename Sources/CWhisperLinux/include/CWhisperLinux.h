@@ -100,10 +100,16 @@ int whisper_landlock_create_ruleset(uint64_t handled_fs, uint64_t handled_net, u
 int whisper_landlock_allow_path(int ruleset_fd, int parent_fd, uint64_t access);
 /* Allows `access` (bind/connect) on a TCP port. 0 or -1. */
 int whisper_landlock_allow_port(int ruleset_fd, uint64_t port, uint64_t access);
-/* For tests and `whisperd sandbox-probe`: restrict the calling thread (needs no_new_privs). */
+/* Restricts the calling thread with the ruleset (needs no_new_privs). */
 int whisper_landlock_restrict_self(int ruleset_fd);
 
-/// signalfd for the given signals, which are also blocked in the calling thread.
+/// Blocks the given signals in the calling thread. Called on the main thread before any other
+/// thread exists, it blocks them process-wide: every thread created later inherits the mask, so
+/// the signals reach only a signalfd (a thread that does not block them would take the default
+/// action, which for SIGTERM kills the process). Children get a clean mask (spawn.c).
+int whisper_block_signals(const int *signals, int count);
+/// signalfd for the given signals, which are also blocked in the calling thread (see
+/// whisper_block_signals for the other threads).
 int whisper_signalfd(const int *signals, int count);
 /// Reads one signal number from a signalfd; -1 if none.
 int whisper_signalfd_read(int fd);

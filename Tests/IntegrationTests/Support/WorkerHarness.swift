@@ -101,6 +101,11 @@ final class TestLLM {
         _ = postJSON(port: port, path: "/script", behaviours)
     }
 
+    /// Lets the oldest request scripted with `["hold": true]` be answered.
+    func release() {
+        _ = postJSON(port: port, path: "/release", [String: String]())
+    }
+
     /// Every chat request received so far (the request bodies, in order).
     func requests() -> [[String: Any]] {
         guard let text = rawHTTP(port: port, "GET /requests HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),

@@ -4,7 +4,9 @@ are scripted and which records what it was asked.
 
   POST /v1/chat/completions   answered by the next scripted behaviour (default: a reply)
   POST /script                append behaviours: [{"reply": "text"}, {"status": 500},
-                              {"status": 429, "retry_after": 1}, {"delay": 0.5}, {"hang": true}]
+                              {"status": 429, "retry_after": 1}, {"delay": 0.5}, {"hang": true},
+                              {"hold": true} (answered once POST /release lets it go)]
+  POST /release               lets the oldest held request be answered
   GET  /requests              every chat request received: body, whether it had a bearer key, time
 Prints its port on the first line of stdout. Stdlib only.
 """
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 lock = threading.Lock()
 script = []
 received = []
+released = threading.Semaphore(0)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -53,6 +56,9 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 script.extend(self.body())
             return self.send_json(200, {"ok": True})
+        if self.path == "/release":
+            released.release()
+            return self.send_json(200, {"ok": True})
         if self.path != "/v1/chat/completions":
             return self.send_json(404, {"error": "not found"})
         request = self.body()
@@ -62,6 +68,8 @@ class Handler(BaseHTTPRequestHandler):
             behaviour = script.pop(0) if script else {}
         if behaviour.get("hang"):
             time.sleep(3600)
+        if behaviour.get("hold"):
+            released.acquire()
         if "delay" in behaviour:
             time.sleep(behaviour["delay"])
         if "status" in behaviour:
