@@ -39,6 +39,8 @@ for sanitizer in "${sanitizers[@]}"; do
     reports="$PWD/$scratch/sanitizer-reports"
     rm -rf "$reports"
     mkdir -p "$reports"
+    # Characters run as users of their own (docs/security.md): like /tmp, anyone may add a report.
+    chmod 1777 "$reports"
     echo "== swift test --sanitize=$sanitizer" >&2
     swift build --build-tests --sanitize="$sanitizer" --scratch-path "$scratch" "${flags[@]}"
     export TSAN_OPTIONS="log_path=$reports/tsan halt_on_error=0 second_deadlock_stack=1"

@@ -69,9 +69,14 @@ final class Tenants {
         }
 
         var writePaths = [ownState, ownRuntime]
-        if ProcessSpawner.isSanitizerBuild { writePaths += Self.sanitizerReportDirectories() }
+        var sandbox = tenant.sandbox
+        if ProcessSpawner.isSanitizerBuild {
+            let sanitizer = Self.sanitizerPaths()
+            writePaths += sanitizer.write
+            sandbox.readPaths += sanitizer.read
+        }
         let plan = SandboxPlan(
-            sandbox: tenant.sandbox, port: spec.port, executable: executable, libraryPaths: libraryDirectories,
+            sandbox: sandbox, port: spec.port, executable: executable, libraryPaths: libraryDirectories,
             ownDirectories: writePaths, characterDirectory: "\(charactersDirectory)/\(name.rawValue)")
         var rulesetFD: Int32 = -1
         if LandlockRuleset.abi >= 1 {
@@ -160,15 +165,20 @@ final class Tenants {
         try TenantFiles.move(old, to: new, uid: uid, gid: gid)
     }
 
-    /// Where a sanitizer build's children write their reports (`log_path=` of *SAN_OPTIONS).
-    private static func sanitizerReportDirectories() -> [String] {
-        ["TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS"].compactMap { key -> String? in
-            guard let value = getenv(key).map({ String(cString: $0) }) else { return nil }
-            for option in value.split(whereSeparator: { $0 == ":" || $0 == " " }) where option.hasPrefix("log_path=") {
-                let path = String(option.dropFirst("log_path=".count))
-                if let slash = path.lastIndex(of: "/") { return String(path[..<slash]) }
+    /// What a sanitizer build's children touch outside their sandbox: the directories they write
+    /// reports to (`log_path=`) and the suppression files they read, from *SAN_OPTIONS.
+    private static func sanitizerPaths() -> (write: [String], read: [String]) {
+        var write: [String] = []
+        var read: [String] = []
+        for key in ["TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS"] {
+            guard let value = getenv(key).map({ String(cString: $0) }) else { continue }
+            for option in value.split(whereSeparator: { $0 == ":" || $0 == " " }) {
+                let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { continue }
+                if parts[0] == "log_path", let slash = parts[1].lastIndex(of: "/") { write.append(String(parts[1][..<slash])) }
+                if parts[0] == "suppressions" { read.append(parts[1]) }
             }
-            return nil
         }
+        return (write, read)
     }
 }
