@@ -162,7 +162,14 @@ check "elena answers on her own port" inside curl -fsS -o /dev/null http://127.0
 check "elena's chat says which LLM variables to set (503: none configured here)" \
   bash -c 'inside curl -sS -o /dev/stderr -w "%{http_code}" -X POST -d "{\"user_id\":\"op\",\"message\":\"hi\"}" \
     http://127.0.0.1:8000/api/chat 2>&1 | grep -q "LLM_BASE_URL.*503"'
-check "her conversation store is in the state directory" inside test -f /var/lib/whisperd/memory/elena.sqlite3
+check "her conversation store is in her own state directory" inside test -f /var/lib/whisperd/elena/memory.sqlite3
+# Each character is a tenant (docs/security.md): a dynamic uid of its own, owning only its dirs.
+check "elena runs as a dynamic user of her own, not root" \
+  bash -c 'pid=$(inside pgrep -of "whisperd worker elena"); uid=$(inside ps -o uid= -p "$pid" | tr -d " "); [ -n "$uid" ] && [ "$uid" -ge 61184 ] && [ "$uid" -le 65519 ]'
+check "her state directory is hers alone (0700, her uid)" \
+  bash -c '[ "$(inside stat -c %a /var/lib/whisperd/elena)" = 700 ] && [ "$(inside stat -c %u /var/lib/whisperd/elena)" -ge 61184 ]'
+check "aria cannot read elena's store" \
+  bash -c '! inside setpriv --reuid="$(inside stat -c %u /var/lib/whisperd/aria)" --regid="$(inside stat -c %g /var/lib/whisperd/aria)" --clear-groups cat /var/lib/whisperd/elena/memory.sqlite3 >/dev/null 2>&1'
 check "systemctl status shows whisperd's STATUS= summary" bash -c 'inside systemctl show -p StatusText --value whisperd | grep -q "4/4 characters ready"'
 inside useradd --no-create-home --user-group --groups whisperd e2e-operator
 check "a member of group whisperd can use whisperctl" inside runuser -u e2e-operator -- whisperctl status

@@ -14,7 +14,10 @@ import Testing
         scratch.write("characters/elena/character.md", "You are Elena.\n")
         // Secrets for the neighbour only, readable by root alone (as install.sh leaves them).
         let envFile = scratch.write(".env.elena", "DISCORD_TOKEN=elena-secret-token\n")
-        let hostile = repositoryRoot() + "/Tests/IntegrationTests/Support/hostile_character.py"
+        // In the scratch directory: the checkout may sit where other users cannot enter.
+        let hostile = scratch.write(
+            "hostile.py", try String(contentsOfFile: repositoryRoot() + "/Tests/IntegrationTests/Support/hostile_character.py", encoding: .utf8),
+            executable: true)
         // A setuid-root program the hostile character may run: no_new_privs must keep it uid-less.
         let setuidID = scratch.path + "/bin/id"
         try FileManager.default.createDirectory(atPath: scratch.path + "/bin", withIntermediateDirectories: true)
