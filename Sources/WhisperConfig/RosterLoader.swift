@@ -185,7 +185,7 @@ struct RosterReader {
     static let settingKeys = [
         "restart", "restart_delay", "restart_delay_max", "restart_reset_after", "restart_budget", "stop_signal",
         "stop_grace", "limits", "health", "env_file", "env", "logs", "user", "group", "supplementary_groups", "sandbox",
-        "oom_score_adj", "ulimits",
+        "oom_score_adj", "ulimits", "cpu_weight", "memory_low",
     ]
     static let characterKeys = settingKeys + ["command", "port", "after", "working_dir"]
     static let jobKeys = settingKeys + ["command", "run", "after", "working_dir"]
@@ -442,6 +442,10 @@ struct RosterReader {
                 readSandbox(value, keyPath, &settings)
             case "oom_score_adj":
                 settings.oomScoreAdjust = int(value, keyPath, -1000...1000)
+            case "cpu_weight":
+                settings.cpuWeight = int(value, keyPath, 1...10_000)
+            case "memory_low":
+                settings.memoryLow = size(value, keyPath)
             case "ulimits":
                 var limits: [ResourceLimit] = []
                 for (name, nameNode, limitValue) in pairs(value, keyPath, allowed: ResourceLimit.Resource.allCases.map(\.rawValue)) {

@@ -183,6 +183,9 @@ struct RosterResolver {
                 problem("limits.memory_high", "\(Units.formatSize(high)) is above limits.memory (\(Units.formatSize(memory)))")
             }
         }
+        if let low = settings.memoryLow, let memory = settings.memory, low > memory {
+            problem("memory_low", "\(Units.formatSize(low)) is above limits.memory (\(Units.formatSize(memory)))")
+        }
         if let cpus = settings.cpus, cpus < Self.minimumCPUs { problem("limits.cpus", "\(cpus) is below the floor of \(Self.minimumCPUs)") }
         if let cpus = settings.cpus, !(cpus <= Self.maximumCPUs) {
             problem("limits.cpus", "\(cpus) is above the ceiling of \(Int(Self.maximumCPUs))")

@@ -39,6 +39,8 @@ struct RosterSettings {
     var writePaths: [String]?
     var bindPorts: [Int]?
     var oomScoreAdjust: Int?
+    var cpuWeight: Int?
+    var memoryLow: UInt64?
     /// Merged by resource: a character's `nofile` replaces the default's, others are kept.
     var resourceLimits: [ResourceLimit]?
 
@@ -87,6 +89,8 @@ struct RosterSettings {
         result.writePaths = other.writePaths ?? writePaths
         result.bindPorts = other.bindPorts ?? bindPorts
         result.oomScoreAdjust = other.oomScoreAdjust ?? oomScoreAdjust
+        result.cpuWeight = other.cpuWeight ?? cpuWeight
+        result.memoryLow = other.memoryLow ?? memoryLow
         if let extra = other.resourceLimits {
             let replaced = Set(extra.map(\.resource))
             result.resourceLimits = (resourceLimits ?? []).filter { !replaced.contains($0.resource) } + extra
@@ -101,7 +105,9 @@ struct RosterSettings {
             budgetMax: budgetMax!, budgetWindow: budgetWindow!)
     }
 
-    var limits: Limits { Limits(memoryBytes: memory, memoryHighBytes: memoryHigh, cpus: cpus, pids: pids) }
+    var limits: Limits {
+        Limits(memoryBytes: memory, memoryHighBytes: memoryHigh, cpus: cpus, pids: pids, cpuWeight: cpuWeight, memoryLowBytes: memoryLow)
+    }
 
     var healthPolicy: HealthPolicy {
         HealthPolicy(

@@ -284,6 +284,9 @@ public final class Daemon {
             if spec.limits.memoryHighBytes != nil, missing.contains("memory_high") { unenforced.append("memory_high") }
             if spec.limits.cpus != nil, missing.contains("cpus") { unenforced.append("cpus") }
             if spec.limits.pids != nil, missing.contains("pids") { unenforced.append("pids") }
+            if spec.limits.cpuWeight != nil, missing.contains("cpus") { unenforced.append("cpu_weight") }
+            // cgroup v1 has no protection from reclaim (memory.low is v2's).
+            if spec.limits.memoryLowBytes != nil, cgroups.memory?.version != .v2 { unenforced.append("memory_low") }
             guard !unenforced.isEmpty else { continue }
             log.log(
                 .warning, character: spec.name,

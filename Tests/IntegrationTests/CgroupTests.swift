@@ -196,6 +196,29 @@ extension IntegrationTests {
             #expect(whisperd.count("elena: starting -> running") == 1)
         }
 
+        @Test func cpuWeight_isWrittenAtStart_andLiveOnReload() throws {
+            let scratch = Scratch()
+            let roster = { (weight: Int) in
+                fastDefaults + "characters:\n  elena: {command: [sleep, '300'], cpu_weight: \(weight), memory_low: 16M}\n"
+            }
+            scratch.write("roster.yaml", roster(50))
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            let pid = try #require(WhisperdProcess.pid(in: whisperd.waitFor("elena: starting -> running")))
+            let cpu = try Self.directory(whisperd, "elena", controller: "cpu")
+            // Compose's cpu_shares scale on v1: weight 50 of 100 is 512 of 1024.
+            #expect(TestCgroups.read(cpu + "/cpu.shares") == "512\n")
+            #expect(TestCgroups.pids(cpu).contains(pid))
+            // This host's memory controller is v1, which has no memory.low: said, not silently dropped.
+            #expect(whisperd.waitFor("elena: limits NOT enforced", "memory_low") != nil)
+
+            scratch.write("roster.yaml", roster(400))
+            whisperd.signal(SIGHUP)
+            #expect(whisperd.waitFor("elena: limits updated live") != nil)
+            #expect(TestCgroups.read(cpu + "/cpu.shares") == "4096\n")
+            #expect(whisperd.character("elena")?["pid"] as? Int == Int(pid))
+        }
+
         @Test func whisperdKilledHard_thenStartedAgain_leavesNoDuplicateAndNoOrphan() throws {
             let scratch = Scratch()
             let base = "/wd-it-hardkill-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

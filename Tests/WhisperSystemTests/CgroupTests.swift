@@ -67,15 +67,20 @@ import WhisperSystem
 
     @Test func v2Values() {
         #expect(CgroupLimitFiles.memory(limits, .v2).map { "\($0.file)=\($0.value)" } == [
-            "memory.max=536870912", "memory.high=469762048", "memory.swap.max=0", "memory.oom.group=1",
+            "memory.max=536870912", "memory.high=469762048", "memory.swap.max=0", "memory.low=0", "memory.oom.group=1",
         ])
-        #expect(CgroupLimitFiles.cpu(limits, .v2).map(\.value) == ["20000 100000"])
-        #expect(CgroupLimitFiles.memory(Limits(), .v2).map(\.value) == ["max", "max", "max", "1"])
-        #expect(CgroupLimitFiles.cpu(Limits(), .v2).map(\.value) == ["max 100000"])
+        #expect(CgroupLimitFiles.cpu(limits, .v2).map(\.value) == ["20000 100000", "100"])
+        #expect(CgroupLimitFiles.memory(Limits(), .v2).map(\.value) == ["max", "max", "max", "0", "1"])
+        #expect(CgroupLimitFiles.cpu(Limits(), .v2).map(\.value) == ["max 100000", "100"])
+        // Compose's mem_reservation and cpu_shares (as a weight).
+        let reserved = Limits(cpuWeight: 250, memoryLowBytes: 64 << 20)
+        #expect(CgroupLimitFiles.memory(reserved, .v2).contains { $0 == ("memory.low", "67108864") })
+        #expect(CgroupLimitFiles.cpu(reserved, .v2).contains { $0 == ("cpu.weight", "250") })
+        #expect(CgroupLimitFiles.cpu(reserved, .v1).contains { $0 == ("cpu.shares", "2560") })
         #expect(CgroupLimitFiles.pids(Limits()).map(\.value) == ["max"])
         // Never a crash on a value the roster should have refused: no limit instead.
-        #expect(CgroupLimitFiles.cpu(Limits(cpus: 1e308), .v2).map(\.value) == ["max 100000"])
-        #expect(CgroupLimitFiles.cpu(Limits(cpus: .infinity), .v1).map(\.value) == ["100000", "-1"])
+        #expect(CgroupLimitFiles.cpu(Limits(cpus: 1e308), .v2).map(\.value) == ["max 100000", "100"])
+        #expect(CgroupLimitFiles.cpu(Limits(cpus: .infinity), .v1).map(\.value) == ["100000", "-1", "1024"])
     }
 
     @Test func v1Values_keepMemswAboveTheLimitAtEveryStep() {
@@ -84,11 +89,11 @@ import WhisperSystem
             "memory.soft_limit_in_bytes=469762048",
         ])
         #expect(CgroupLimitFiles.cpu(limits, .v1).map { "\($0.file)=\($0.value)" } == [
-            "cpu.cfs_period_us=100000", "cpu.cfs_quota_us=20000",
+            "cpu.cfs_period_us=100000", "cpu.cfs_quota_us=20000", "cpu.shares=1024",
         ])
-        #expect(CgroupLimitFiles.cpu(Limits(), .v1).last?.value == "-1")
+        #expect(CgroupLimitFiles.cpu(Limits(), .v1)[1].value == "-1")
         // The kernel's minimum quota is 1 ms.
-        #expect(CgroupLimitFiles.cpu(Limits(cpus: 0.001), .v1).last?.value == "1000")
+        #expect(CgroupLimitFiles.cpu(Limits(cpus: 0.001), .v1)[1].value == "1000")
     }
 }
 
@@ -110,7 +115,7 @@ import WhisperSystem
                 let character = service + "/char-" + name
                 for file in [
                     "cgroup.procs", "cgroup.kill", "memory.max", "memory.high", "memory.swap.max", "memory.oom.group",
-                    "cpu.max", "pids.max",
+                    "cpu.max", "cpu.weight", "memory.low", "pids.max",
                 ] {
                     write(character + "/" + file, "")
                 }

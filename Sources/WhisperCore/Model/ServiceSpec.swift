@@ -84,12 +84,22 @@ public struct Limits: Hashable, Sendable {
     public var memoryHighBytes: UInt64?
     public var cpus: Double?
     public var pids: Int?
+    /// Relative CPU share under contention, cgroup v2's `cpu.weight` scale (1–10000, default 100;
+    /// Compose `cpu_shares` / 10.24); v1 gets `cpu.shares` = weight × 1024 / 100.
+    public var cpuWeight: Int?
+    /// Memory protected from reclaim (Compose `mem_reservation`): v2 `memory.low`.
+    public var memoryLowBytes: UInt64?
 
-    public init(memoryBytes: UInt64? = nil, memoryHighBytes: UInt64? = nil, cpus: Double? = nil, pids: Int? = nil) {
+    public init(
+        memoryBytes: UInt64? = nil, memoryHighBytes: UInt64? = nil, cpus: Double? = nil, pids: Int? = nil, cpuWeight: Int? = nil,
+        memoryLowBytes: UInt64? = nil
+    ) {
         self.memoryBytes = memoryBytes
         self.memoryHighBytes = memoryHighBytes
         self.cpus = cpus
         self.pids = pids
+        self.cpuWeight = cpuWeight
+        self.memoryLowBytes = memoryLowBytes
     }
 }
 

@@ -18,6 +18,7 @@ public enum CgroupLimitFiles {
                 ("memory.high", limits.memoryHighBytes.map(String.init) ?? "max"),
                 // Without swap the limit really bounds the character; with no limit, leave swap alone.
                 ("memory.swap.max", limits.memoryBytes == nil ? "max" : "0"),
+                ("memory.low", limits.memoryLowBytes.map(String.init) ?? "0"),
                 // One OOM kill takes the whole character down, like a container.
                 ("memory.oom.group", "1"),
             ]
@@ -42,9 +43,15 @@ public enum CgroupLimitFiles {
         }
         switch version {
         case .v2:
-            return [("cpu.max", "\(quota.map(String.init) ?? "max") \(cpuPeriodMicroseconds)")]
+            return [
+                ("cpu.max", "\(quota.map(String.init) ?? "max") \(cpuPeriodMicroseconds)"),
+                ("cpu.weight", String(limits.cpuWeight ?? 100)),
+            ]
         case .v1:
-            return [("cpu.cfs_period_us", String(cpuPeriodMicroseconds)), ("cpu.cfs_quota_us", quota.map(String.init) ?? "-1")]
+            return [
+                ("cpu.cfs_period_us", String(cpuPeriodMicroseconds)), ("cpu.cfs_quota_us", quota.map(String.init) ?? "-1"),
+                ("cpu.shares", String(max(2, (limits.cpuWeight ?? 100) * 1024 / 100))),
+            ]
         }
     }
 
@@ -58,6 +65,9 @@ public enum CgroupLimitFiles {
         case "memory.oom.group": value == "0"
         case "cpu.cfs_period_us": value == String(cpuPeriodMicroseconds)
         case "cpu.max": value == "max \(cpuPeriodMicroseconds)"
+        case "cpu.weight": value == "100"
+        case "cpu.shares": value == "1024"
+        case "memory.low": value == "0"
         default: value == "max" || value == "-1"
         }
     }

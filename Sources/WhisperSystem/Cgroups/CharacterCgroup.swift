@@ -59,7 +59,7 @@ public final class CharacterCgroup {
     /// fewer cgroups on a v1 host. A v1 tree joined once stays joined.
     private func trees(for limits: Limits) -> [CgroupTree] {
         var wanted = [backend.grouping, backend.memory, backend.cpuAccounting].compactMap { $0 }
-        if limits.cpus != nil || isJoined(backend.cpu), let cpu = backend.cpu { wanted.append(cpu) }
+        if limits.cpus != nil || limits.cpuWeight != nil || isJoined(backend.cpu), let cpu = backend.cpu { wanted.append(cpu) }
         if limits.pids != nil || isJoined(backend.pids), let pids = backend.pids { wanted.append(pids) }
         var unique: [CgroupTree] = []
         for tree in wanted where !unique.contains(where: { $0.baseDirectory == tree.baseDirectory }) { unique.append(tree) }
@@ -143,9 +143,11 @@ public final class CharacterCgroup {
         if let memory = backend.memory {
             apply(
                 "memory", memory, CgroupLimitFiles.memory(limits, memory.version),
-                Limits(memoryBytes: limits.memoryBytes, memoryHighBytes: limits.memoryHighBytes))
+                Limits(memoryBytes: limits.memoryBytes, memoryHighBytes: limits.memoryHighBytes, memoryLowBytes: limits.memoryLowBytes))
         }
-        if let cpu = backend.cpu { apply("cpu", cpu, CgroupLimitFiles.cpu(limits, cpu.version), Limits(cpus: limits.cpus)) }
+        if let cpu = backend.cpu {
+            apply("cpu", cpu, CgroupLimitFiles.cpu(limits, cpu.version), Limits(cpus: limits.cpus, cpuWeight: limits.cpuWeight))
+        }
         if let pids = backend.pids { apply("pids", pids, CgroupLimitFiles.pids(limits), Limits(pids: limits.pids)) }
         fresh = []
         if let first = problems.first {
