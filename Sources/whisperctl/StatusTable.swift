@@ -3,7 +3,7 @@ import WhisperCore
 
 /// `whisperctl status`: one aligned row per character.
 enum StatusTable {
-    static let columns = ["NAME", "STATE", "READY", "PID", "UPTIME", "RESTARTS", "MEM/LIMIT", "CPU", "LAST-EXIT"]
+    static let columns = ["NAME", "STATE", "READY", "PID", "USER", "SANDBOX", "UPTIME", "RESTARTS", "MEM/LIMIT", "CPU", "LAST-EXIT"]
 
     static func render(_ characters: [[String: Any]]) -> String {
         let rows = [columns] + characters.map(row)
@@ -34,11 +34,15 @@ enum StatusTable {
         let cpu = (resources["cpu_seconds"] as? Double).map { duration($0) } ?? "-"
         var lastExit = (character["last_exit"] as? [String: Any]).flatMap { $0["reason"] as? String } ?? "-"
         if let ago = (character["last_exit"] as? [String: Any])?["seconds_ago"] as? Double { lastExit += " (\(duration(ago)) ago)" }
+        // Who it runs as (its uid; 0 is root) and how much of its Landlock sandbox is enforced.
+        let tenant = character["tenant"] as? [String: Any]
+        let user = (tenant?["uid"] as? Int).map { $0 == 0 ? "root" : String($0) } ?? "-"
+        let sandbox = tenant?["sandbox"] as? String ?? "-"
         var state = character["state"] as? String ?? "?"
         if character["crash_loop"] as? Bool == true, state != "crashloop" { state += "*" }
         return [
             character["name"] as? String ?? "?", state, (character["ready"] as? Bool ?? false) ? "yes" : "no",
-            (character["pid"] as? Int).map(String.init) ?? "-",
+            (character["pid"] as? Int).map(String.init) ?? "-", user, sandbox,
             (character["uptime_seconds"] as? Double).map(duration) ?? "-",
             String(character["restarts"] as? Int ?? 0), "\(memory)/\(limit)", cpu, lastExit,
         ]

@@ -119,7 +119,7 @@ extension ControlClient {
 extension Whisperctl {
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Show characters: NAME STATE READY PID UPTIME RESTARTS MEM/LIMIT CPU LAST-EXIT.")
+            abstract: "Show characters: NAME STATE READY PID USER SANDBOX UPTIME RESTARTS MEM/LIMIT CPU LAST-EXIT.")
 
         @OptionGroup var connection: Connection
         @Flag(name: .long, help: "Print JSON (the same objects as GET /v1/characters).")

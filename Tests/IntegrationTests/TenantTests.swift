@@ -94,6 +94,11 @@ import Testing
         #expect((61184...65519).contains(elenaTenant["uid"] as? Int ?? 0) && elenaTenant["uid"] as? Int != uid)
         #expect(elenaTenant["sandbox"] as? String == "enforced")
         #expect((whisperd.character("mallory")?["tenant"] as? [String: Any])?["uid"] as? Int == uid)
+        let status = try whisperd.ctl("status")
+        let rows: [String] = status.stdout.split(separator: "\n").map(String.init)
+        let malloryRow = rows.first { $0.hasPrefix("mallory ") } ?? ""
+        #expect(status.stdout.contains("USER") && status.stdout.contains("SANDBOX"))
+        #expect(malloryRow.contains(" \(uid) ") && malloryRow.contains(" enforced "), "\(status.stdout)")
         llm.script([["content": "Still here."]])
         let chat = postJSON(port: elenaPort, path: "/api/chat", ["user_id": "u1", "message": "still there?"])
         #expect(chat.status == 200)
