@@ -105,4 +105,31 @@ import Testing
         #expect(whisperd.count("elena", "WatchdogTimeout") == 0)
         #expect(whisperd.count("control", "stop elena") == 0)
     }
+
+    @Test func characterKeptAsRoot_stillCannotDriveTheControlSocket() throws {
+        try #require(geteuid() == 0, "needs root")
+        let scratch = Scratch()
+        // `user: root` opts out of the uid of its own, and so passes the socket's permissions
+        // and the uid check: only the peer's cgroup tells whisperd it is a character.
+        scratch.write(
+            "roster.yaml",
+            fastDefaults + """
+                characters:
+                  victim: {command: [sleep, '300']}
+                  rooted:
+                    command: [sh, -c, '\(whisperctlBinary()) --socket \(scratch.path)/run/control.sock stop victim > $STATE_DIRECTORY/out 2>&1; echo $? > $STATE_DIRECTORY/code; exec sleep 300']
+                    user: root
+                    restart: "no"
+                    after: [victim]
+                """)
+        let whisperd = try WhisperdProcess(scratch: scratch)
+        defer { whisperd.terminate() }
+        let victim = try #require(WhisperdProcess.pid(in: whisperd.waitFor("victim: starting -> running")))
+        #expect(eventually(timeout: 15) { scratch.read("state/rooted/code") != nil })
+        #expect(scratch.read("state/rooted/code")?.trimmingCharacters(in: .whitespacesAndNewlines) != "0", "\(scratch.read("state/rooted/out") ?? "")")
+        #expect(whisperd.count("control", "stop victim") == 0)
+        #expect(whisperd.character("victim")?["pid"] as? Int == Int(victim))
+        // The operator, outside every character's cgroup, still can.
+        #expect(try whisperd.ctl("stop", "victim").code == 0)
+    }
 }
