@@ -210,10 +210,8 @@ public final class HTTPServer {
     func serveInput(_ fd: Int32, _ connection: Connection) {
         while connections[fd] === connection, !connection.isResponding, !connection.input.isEmpty {
             switch Self.parse(connection.input) {
-            case .incomplete:
-                if connection.input.count > (1 << 20) + 16384 {
-                    respond(fd, connection, Response(status: 413, body: #"{"error":"request too large"}"#))
-                }
+            case .incomplete, .awaitingBody:
+                // The parser bounds what an unfinished request may hold (head and body limits).
                 return
             case .invalid(let reason):
                 respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
