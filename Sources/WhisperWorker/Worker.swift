@@ -103,8 +103,13 @@ public final class Worker {
         guard let portText = environment["API_PORT"], let port = Int(portText), (1...65535).contains(port) else {
             throw Failure(description: "API_PORT is not set to a port number (give the character `port:` in the roster)")
         }
+        let limits: HTTPLimits
+        switch HTTPLimits.from(environment) {
+        case .success(let valid): limits = valid
+        case .failure(let error): throw Failure(description: error.description)
+        }
         do {
-            server = try HTTPServer(loop: loop, host: host, port: port) { [unowned self] request in self.route(request) }
+            server = try HTTPServer(loop: loop, host: host, port: port, limits: limits) { [unowned self] request in self.route(request) }
         } catch {
             throw Failure(description: "cannot listen on \(host):\(port): \(error)")
         }

@@ -6,10 +6,9 @@ extension HTTPServer {
     func respond(_ fd: Int32, _ connection: Connection, _ response: Response, keepAlive: Bool = false, withBody: Bool = true) {
         connection.isResponding = true
         if let deferred = response.deferred {
-            connection.isAwaitingAnswer = true
+            setPhase(connection, .handling)
             deferred { [weak self, weak connection] answer in
                 guard let self, let connection, self.connections[fd] === connection, connection.isAwaitingAnswer else { return }
-                connection.isAwaitingAnswer = false
                 self.respond(fd, connection, answer, keepAlive: keepAlive, withBody: withBody)
                 self.serveInput(fd, connection)
             }
@@ -30,10 +29,12 @@ extension HTTPServer {
             let stream = HTTPStream(server: self, fd: fd)
             connection.stream = stream
             connection.closeAfterFlush = false
+            setPhase(connection, .streaming)
             flush(fd, connection)
             if connections[fd] === connection { open(stream) }
             return
         }
+        setPhase(connection, .writing(since: Clock.monotonicNanoseconds(), bytes: connection.pendingBytes))
         flush(fd, connection)
     }
 
@@ -79,13 +80,15 @@ extension HTTPServer {
             }
         }
         if connection.closeAfterFlush { return drop(fd) }
-        connection.lastProgressAt = Clock.monotonicNanoseconds()
-        scheduleSweep(at: connection.lastProgressAt + idleTimeout)
         if connection.isWaitingToWrite {
             loop.modify(fd, .readable)
             connection.isWaitingToWrite = false
         }
-        if connection.stream == nil { connection.isResponding = false }
+        if connection.stream == nil {
+            connection.isResponding = false
+            let now = Clock.monotonicNanoseconds()
+            setPhase(connection, connection.input.isEmpty ? .idle(since: now) : .readingHead(since: now))
+        }
     }
 
     /// One send of what is first in line, the first chunk from `offset`: two byte chunks (a head
@@ -124,7 +127,7 @@ extension HTTPServer {
 
     static let reasons: [Int: String] = [
         200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
-        404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
-        422: "Unprocessable Entity", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+        404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 413: "Payload Too Large",
+        422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
     ]
 }

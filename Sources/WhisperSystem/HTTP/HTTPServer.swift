@@ -3,7 +3,8 @@ import Glibc
 
 /// A small HTTP/1.1 server on the event loop, for status endpoints (`/health`) that must not
 /// pull a framework into the supervisor. Keep-alive (a scraper polls over one connection),
-/// pipelined requests answered in order, bodies up to 1 MiB, no chunked uploads.
+/// pipelined requests answered in order, bodies up to 1 MiB, no chunked uploads; deadlines and
+/// caps for slow and greedy clients in ``HTTPLimits``.
 public final class HTTPServer {
     public typealias Handler = (Request) -> Response
 
@@ -14,19 +15,20 @@ public final class HTTPServer {
     let listenFD: Int32
     let handler: Handler
     let authorize: Authorizer?
+    /// Deadlines and caps that slow and greedy clients meet (see ``HTTPLimits``).
+    public let limits: HTTPLimits
     var connections: [Int32: Connection] = [:]
     /// Every read lands here first (the loop is one thread): no 16 KiB allocation per request.
     var readBuffer = [UInt8](repeating: 0, count: 16384)
-    let maxConnections = 256
-    var activity: UInt64 = 0
     var isListenerClosed = false
-    /// A connection that makes no progress this long is closed: a stalled partial request, an
-    /// idle keep-alive, a client that stops reading its answer — so slow clients cannot hold
-    /// every slot. Streams and connections waiting for a deferred answer are exempt.
-    let idleTimeout: Int64
+    /// Bytes of unfinished requests that all connections hold (``HTTPLimits/maxBufferedBytes``).
+    public private(set) var bufferedBytes = 0
     /// Armed only while there are connections: no timer at all when nobody is connected.
     var sweepFD: Int32 = -1
     var nextSweep: Int64?
+
+    /// Connections open now.
+    public var connectionCount: Int { connections.count }
 
     /// A piece of an answer waiting to go out.
     enum Chunk {
@@ -54,17 +56,24 @@ public final class HTTPServer {
         var peer: PeerCredentials?
         var stream: HTTPStream?
         var closeAfterFlush = true
-        /// When this connection last did something; the least recent idle one makes room.
-        var lastActive: UInt64 = 0
-        /// Monotonic time of its last progress (bytes in, or an answer fully sent).
-        var lastProgressAt: Int64 = 0
-
-        /// A deferred response is being worked out: nothing to send yet.
-        var isAwaitingAnswer = false
+        /// When it was accepted.
+        let opened: Int64
+        /// Where it is, and since when: what its deadline is reckoned from.
+        var phase: ConnectionPhase
+        /// Requests it has sent whole (shedding spares those that have).
+        var completedRequests = 0
         /// Watched for writability (the socket buffer was full) instead of input.
         var isWaitingToWrite = false
 
-        var isIdle: Bool { !isResponding && input.isEmpty && stream == nil }
+        init(opened: Int64) {
+            self.opened = opened
+            phase = .readingHead(since: opened)
+        }
+
+        /// A deferred response is being worked out: nothing to send yet.
+        var isAwaitingAnswer: Bool { phase == .handling }
+
+        var standing: ConnectionStanding { ConnectionStanding(phase: phase, opened: opened, completedRequests: completedRequests) }
 
         func enqueue(_ bytes: [UInt8]) {
             guard !bytes.isEmpty else { return }
@@ -80,9 +89,9 @@ public final class HTTPServer {
     }
 
     public init(
-        loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, idleTimeoutSeconds: Double = 30, handler: @escaping Handler
+        loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler
     ) throws {
-        self.idleTimeout = Int64(idleTimeoutSeconds * 1e9)
+        self.limits = limits
         self.loop = loop
         self.listenFD = listenFD
         self.handler = handler
@@ -95,18 +104,19 @@ public final class HTTPServer {
     /// Listens on a Unix stream socket created with `mode`; every peer is checked by `authorize`
     /// before anything it sends is read.
     public convenience init(
-        loop: EventLoop, unixPath: String, mode: Int32, authorize: @escaping Authorizer, handler: @escaping Handler
+        loop: EventLoop, unixPath: String, mode: Int32, authorize: @escaping Authorizer, limits: HTTPLimits = HTTPLimits(),
+        handler: @escaping Handler
     ) throws {
         let fd = whisper_unix_listen(unixPath, mode, 128)
         guard fd >= 0 else { throw SystemError("listen on \(unixPath)") }
-        try self.init(loop: loop, listenFD: fd, authorize: authorize, handler: handler)
+        try self.init(loop: loop, listenFD: fd, authorize: authorize, limits: limits, handler: handler)
     }
 
     /// Listens on a literal loopback (or explicit) TCP address.
-    public convenience init(loop: EventLoop, host: String, port: Int, idleTimeoutSeconds: Double = 30, handler: @escaping Handler) throws {
+    public convenience init(loop: EventLoop, host: String, port: Int, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler) throws {
         let fd = whisper_tcp_listen(host, Int32(port), 128)
         guard fd >= 0 else { throw SystemError("listen on \(host):\(port)") }
-        try self.init(loop: loop, listenFD: fd, idleTimeoutSeconds: idleTimeoutSeconds, handler: handler)
+        try self.init(loop: loop, listenFD: fd, limits: limits, handler: handler)
     }
 
     /// Takes no new connections; those open are served to the end.
@@ -131,19 +141,15 @@ public final class HTTPServer {
         while true {
             let fd = whisper_accept(listenFD)
             if fd < 0 { return }
-            if connections.count >= maxConnections, !dropLeastRecentIdleConnection() {
-                // Every slot is busy with a request: say so (best effort, never blocking), then close.
-                _ = Self.tooBusy.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-                Glibc.shutdown(fd, Int32(SHUT_WR))
+            if connections.count >= limits.maxConnections, !shedOneConnection() {
+                // Every slot is busy with a request being answered: say so, then close.
+                Self.tell(fd, Self.tooBusy)
                 Glibc.close(fd)
                 continue
             }
-            let connection = Connection()
-            activity += 1
-            connection.lastActive = activity
-            connection.lastProgressAt = Clock.monotonicNanoseconds()
-            scheduleSweep(at: connection.lastProgressAt + idleTimeout)
+            let connection = Connection(opened: Clock.monotonicNanoseconds())
             connections[fd] = connection
+            setPhase(connection, connection.phase)
             if let authorize {
                 let peer = PeerCredentials(socket: fd)
                 connection.peer = peer
@@ -169,6 +175,19 @@ public final class HTTPServer {
                 + "Retry-After: 1\r\nConnection: close\r\n\r\n" + body).utf8)
     }()
 
+    /// Sends a short answer if the socket takes it now (never blocking), and ends our side.
+    private static func tell(_ fd: Int32, _ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Too many bytes of unfinished requests held: this request is not taken now.
+    private static func overloaded() -> Response {
+        var response = Response(status: 503, body: #"{"error":"too many requests in progress; try again"}"#)
+        response.extraHeaders = [("Retry-After", "1")]
+        return response
+    }
+
     private func service(_ fd: Int32) {
         guard let connection = connections[fd] else { return }
         if connection.stream != nil {
@@ -178,16 +197,7 @@ public final class HTTPServer {
             if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
             return flush(fd, connection)
         }
-        if connection.isAwaitingAnswer {
-            // Keep what a pipelining client sends; notice when it goes away.
-            var buffer = [UInt8](repeating: 0, count: 16384)
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
-            if count > 0 { connection.input += buffer[0..<count] }
-            if connection.input.count > (1 << 20) + 16384 { drop(fd) }
-            return
-        }
-        if connection.isResponding {
+        if connection.isResponding, !connection.isAwaitingAnswer {
             flush(fd, connection)
             return serveInput(fd, connection)
         }
@@ -197,11 +207,20 @@ public final class HTTPServer {
             return drop(fd)
         }
         if count == 0 { return drop(fd) }
-        activity += 1
-        connection.lastActive = activity
-        connection.lastProgressAt = Clock.monotonicNanoseconds()
-        scheduleSweep(at: connection.lastProgressAt + idleTimeout)
-        connection.input.append(contentsOf: readBuffer[0..<count])
+        if connection.isAwaitingAnswer {
+            // Keep what a pipelining client sends meanwhile, within the caps; notice when it goes.
+            guard bufferedBytes + count <= limits.maxBufferedBytes,
+                connection.input.count + count <= Self.maxHeadBytes + Self.maxBodyBytes
+            else { return drop(fd) }
+            receive(count, into: connection)
+            return
+        }
+        guard bufferedBytes + count <= limits.maxBufferedBytes else {
+            discardInput(connection)
+            return respond(fd, connection, Self.overloaded())
+        }
+        if case .idle = connection.phase { setPhase(connection, .readingHead(since: Clock.monotonicNanoseconds())) }
+        receive(count, into: connection)
         serveInput(fd, connection)
     }
 
@@ -210,19 +229,56 @@ public final class HTTPServer {
     func serveInput(_ fd: Int32, _ connection: Connection) {
         while connections[fd] === connection, !connection.isResponding, !connection.input.isEmpty {
             switch Self.parse(connection.input) {
-            case .incomplete, .awaitingBody:
-                // The parser bounds what an unfinished request may hold (head and body limits).
+            case .incomplete:
+                // The parser bounds a head (maxHeadBytes); the header deadline bounds its time.
+                return
+            case .awaitingBody(_, let length):
+                if case .readingBody = connection.phase { return }
+                setPhase(connection, .readingBody(since: Clock.monotonicNanoseconds(), length: length))
                 return
             case .invalid(let reason):
+                discardInput(connection)
                 respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
             case .tooLarge:
+                discardInput(connection)
                 respond(fd, connection, Response(status: 413, body: #"{"error":"request too large (the limit is 1 MiB)"}"#))
             case .complete(var request, let length, let keepAlive):
-                connection.input.removeFirst(length)
+                consumeInput(length, of: connection)
+                connection.completedRequests += 1
                 request.peer = connection.peer
                 respond(fd, connection, handler(request), keepAlive: keepAlive, withBody: request.method != "HEAD")
             }
         }
+    }
+
+    // MARK: - What is buffered
+
+    private func receive(_ count: Int, into connection: Connection) {
+        connection.input.append(contentsOf: readBuffer[0..<count])
+        bufferedBytes += count
+    }
+
+    private func consumeInput(_ count: Int, of connection: Connection) {
+        if count == connection.input.count {
+            // A large body's buffer is not kept by an idle connection.
+            connection.input.removeAll(keepingCapacity: connection.input.capacity <= readBuffer.count)
+        } else {
+            connection.input.removeFirst(count)
+        }
+        bufferedBytes -= count
+    }
+
+    private func discardInput(_ connection: Connection) {
+        bufferedBytes -= connection.input.count
+        connection.input = []
+    }
+
+    // MARK: - Deadlines
+
+    /// Moves `connection` to `phase` and makes sure the sweep comes by its deadline.
+    func setPhase(_ connection: Connection, _ phase: ConnectionPhase) {
+        connection.phase = phase
+        if let deadline = limits.deadline(phase) { scheduleSweep(at: deadline) }
     }
 
     func scheduleSweep(at time: Int64) {
@@ -239,34 +295,51 @@ public final class HTTPServer {
         _ = whisper_timerfd_arm_absolute(sweepFD, time)
     }
 
-    /// Closes the connections that made no progress within the idle timeout; re-arms for the next.
+    /// Ends the connections past their deadline (a request that takes too long gets 408); re-arms
+    /// for the next deadline.
     private func sweep() {
         var expirations: UInt64 = 0
         _ = Glibc.read(sweepFD, &expirations, 8)
         nextSweep = nil
         let now = Clock.monotonicNanoseconds()
         var earliest: Int64?
-        for (fd, connection) in connections where connection.stream == nil && !connection.isAwaitingAnswer {
-            if now - connection.lastProgressAt >= idleTimeout {
+        for (fd, connection) in connections {
+            switch limits.expiry(connection.phase, now: now) {
+            case nil:
+                if let deadline = limits.deadline(connection.phase) { earliest = min(earliest ?? .max, deadline) }
+            case .requestTimeout?:
+                discardInput(connection)
+                respond(fd, connection, Response(status: 408, body: #"{"error":"request not received in time"}"#))
+                if connections[fd] === connection, let deadline = limits.deadline(connection.phase) {
+                    earliest = min(earliest ?? .max, deadline)
+                }
+            case .close?:
                 drop(fd)
-            } else {
-                earliest = min(earliest ?? .max, connection.lastProgressAt)
+            case .abort?:
+                // Unsent bytes are dropped with the socket (RST), not kept by the kernel for a
+                // client that does not read.
+                var noLinger = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &noLinger, socklen_t(MemoryLayout<linger>.size))
+                drop(fd)
             }
         }
-        if let earliest { scheduleSweep(at: earliest + idleTimeout) }
+        if let earliest { scheduleSweep(at: earliest) }
     }
 
-    /// At the connection limit, an idle keep-alive connection gives way to a new one.
-    private func dropLeastRecentIdleConnection() -> Bool {
-        guard let (fd, _) = connections.filter({ $0.value.isIdle }).min(by: { $0.value.lastActive < $1.value.lastActive }) else {
-            return false
-        }
+    /// At the connection limit, the connection that matters least gives way to a new one
+    /// (``HTTPLimits/shedding(_:)``); false when every one is being answered.
+    private func shedOneConnection() -> Bool {
+        guard let fd = HTTPLimits.shedding(connections.lazy.map { (id: $0.key, standing: $0.value.standing) }),
+            let connection = connections[fd]
+        else { return false }
+        if case .idle = connection.phase {} else { Self.tell(fd, Self.tooBusy) }
         drop(fd)
         return true
     }
 
     func drop(_ fd: Int32) {
         guard let connection = connections.removeValue(forKey: fd) else { return }
+        bufferedBytes -= connection.input.count
         loop.remove(fd)
         Glibc.close(fd)
         connection.stream?.closed()
