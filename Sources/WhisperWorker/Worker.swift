@@ -27,6 +27,8 @@ public final class Worker {
         var contentType = "application/json"
         /// Facets this work learned about (`llm`, `store`), as `level[:detail]`.
         var facets: [String: String] = [:]
+        /// More header lines (`Retry-After`).
+        var headers: [(String, String)] = []
     }
 
     public static let version = "0.1.0"
@@ -79,11 +81,15 @@ public final class Worker {
         return base + "/" + name
     }
 
+    /// `WHISPERD_STATE_DIR`, else `./.whisperd-state`.
+    var stateDirectory: String {
+        environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
+    }
+
     /// `WHISPERD_SQLITE_PATH`, else `<state dir>/memory/NAME.sqlite3`.
     var sqlitePath: String {
         if let explicit = environment["WHISPERD_SQLITE_PATH"], !explicit.isEmpty { return explicit }
-        let state = environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
-        return state + "/memory/" + name + ".sqlite3"
+        return stateDirectory + "/memory/" + name + ".sqlite3"
     }
 
     public func run() throws -> Int32 {
@@ -97,7 +103,17 @@ public final class Worker {
         case .success(let configuration): llm = .success(try LLMClient(configuration: configuration))
         case .failure(let problem): llm = .failure(problem)
         }
-        service = ChatService(profile: profile, store: store, llm: llm, metrics: metrics)
+        let admission: AdmissionSettings
+        switch AdmissionSettings.from(environment) {
+        case .success(let valid): admission = valid
+        case .failure(let problem): throw Failure(description: problem.description)
+        }
+        let name = name
+        service = ChatService(
+            profile: profile, store: store, llm: llm, metrics: metrics,
+            admission: ChatAdmission(
+                settings: admission, budgetPath: stateDirectory + "/budget/" + name,
+                log: { FileHandle.standardError.write(Data("worker \(name): \($0)\n".utf8)) }))
 
         let host = environment["API_HOST"] ?? "127.0.0.1"
         guard let portText = environment["API_PORT"], let port = Int(portText), (1...65535).contains(port) else {
@@ -321,8 +337,9 @@ public final class Worker {
                 changes.append(Facet.notifyLine(facet, state))
             }
             if !changes.isEmpty { notify(changes.joined(separator: "\n")) }
-            answers.removeValue(forKey: completion.ticket)?(
-                HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body))
+            var response = HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body)
+            response.extraHeaders = completion.headers
+            answers.removeValue(forKey: completion.ticket)?(response)
         }
         inflightChanged()
         if drainDeadline != nil, inflight == 0, (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 { loop.stop() }
