@@ -327,9 +327,10 @@ public final class HTTPServer {
     }
 
     /// At the connection limit, the connection that matters least gives way to a new one
-    /// (``HTTPLimits/shedding(_:)``); false when every one is being answered.
+    /// (``HTTPLimits/shedding(_:now:)``); false when every one is being answered.
     private func shedOneConnection() -> Bool {
-        guard let fd = HTTPLimits.shedding(connections.lazy.map { (id: $0.key, standing: $0.value.standing) }),
+        let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
+        guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()),
             let connection = connections[fd]
         else { return false }
         if case .idle = connection.phase {} else { Self.tell(fd, Self.tooBusy) }
