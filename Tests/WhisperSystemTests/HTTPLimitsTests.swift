@@ -45,7 +45,6 @@ import WhisperSystem
     }
 
     @Test func shedding_takesTheOldestThatNeverCompletedARequest_first() {
-        let now = 100 * second
         let candidates: [(id: String, standing: ConnectionStanding)] = [
             ("idle since 1", standing(.idle(since: 1), opened: 0, completed: 3)),
             ("second request since 2", standing(.readingHead(since: 2), opened: 0, completed: 1)),
@@ -55,28 +54,12 @@ import WhisperSystem
             ("answer going out", standing(.writing(since: 0, bytes: 10), opened: 0)),
             ("streaming", standing(.streaming, opened: 0, completed: 1)),
         ]
-        #expect(limits.shedding(candidates, now: now) == "slow body opened 4")
-        #expect(limits.shedding(candidates.filter { !$0.id.contains("opened") }, now: now) == "second request since 2")
-        #expect(limits.shedding(candidates.filter { $0.id.hasPrefix("idle") || $0.id.hasPrefix("being") }, now: now) == "idle since 1")
+        #expect(HTTPLimits.shedding(candidates) == "slow body opened 4")
+        #expect(HTTPLimits.shedding(candidates.filter { !$0.id.contains("opened") }) == "second request since 2")
+        #expect(HTTPLimits.shedding(candidates.filter { $0.id.hasPrefix("idle") || $0.id.hasPrefix("being") }) == "idle since 1")
         // Every connection is being served: none is shed (the newcomer gets 503).
-        #expect(limits.shedding(candidates.filter { ["being answered", "answer going out", "streaming"].contains($0.id) }, now: now) == nil)
-        #expect(limits.shedding([(id: String, standing: ConnectionStanding)](), now: now) == nil)
-    }
-
-    /// Under a flood of new connections, one just accepted has not had the time to send its
-    /// request: idle keep-alives go before it, and it before nothing else that is older.
-    @Test func shedding_sparesAConnectionJustAccepted_untilNothingElseCanGo() {
-        let now = 100 * second
-        #expect(limits.newConnectionGrace == second)
-        let young = standing(.readingHead(since: now - 1), opened: now - 1)
-        let oldTrickler = standing(.readingHead(since: now - 5 * second), opened: now - 5 * second)
-        let idle = standing(.idle(since: now - 1), opened: now - 9 * second, completed: 1)
-        #expect(limits.shedding([(id: "young", standing: young), (id: "old trickler", standing: oldTrickler)], now: now) == "old trickler")
-        #expect(limits.shedding([(id: "young", standing: young), (id: "idle", standing: idle)], now: now) == "idle")
-        let younger = standing(.readingHead(since: now), opened: now)
-        #expect(limits.shedding([(id: "younger", standing: younger), (id: "young", standing: young)], now: now) == "young")
-        // A second later the young one is old enough to be an attacker's.
-        #expect(limits.shedding([(id: "young", standing: young), (id: "idle", standing: idle)], now: now + second) == "young")
+        #expect(HTTPLimits.shedding(candidates.filter { ["being answered", "answer going out", "streaming"].contains($0.id) }) == nil)
+        #expect(HTTPLimits.shedding([(id: String, standing: ConnectionStanding)]()) == nil)
     }
 }
 

@@ -16,7 +16,7 @@ public struct HTTPLimits: Sendable, Equatable {
     public var minimumWriteRate: Int
     /// A keep-alive connection between requests is closed after this long.
     public var idleTimeout: Int64
-    /// Open connections at most; past it the one that matters least is shed (``shedding(_:now:)``).
+    /// Open connections at most; past it the one that matters least is shed (``shedding(_:)``).
     public var maxConnections: Int
     /// Bytes of unfinished requests (heads, bodies, pipelined input) buffered by all connections
     /// together; a request that would go past it gets 503 with `Retry-After`.
@@ -73,24 +73,21 @@ public struct HTTPLimits: Sendable, Equatable {
     /// Which connection gives way to a new one at ``maxConnections``: first the oldest that has
     /// not completed a request yet (a client that connects and trickles is the attack, and a
     /// legitimate client sends its request at once), then the one reading a later request the
-    /// longest, then the longest idle keep-alive, and only then one just accepted (younger than
-    /// ``newConnectionGrace`` at `now`: it has not had the time to send, and under a flood of
-    /// new connections it is as likely the legitimate client as anyone). A connection whose
-    /// request is being answered, or whose answer is going out, or that streams, is never shed:
-    /// nil then (503).
-    public func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>, now: Int64) -> ID? {
+    /// longest, then the longest idle keep-alive. A connection whose request is being answered,
+    /// or whose answer is going out, or that streams, is never shed: nil then (503).
+    public static func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>) -> ID? {
         var best: (id: ID, rank: Int, since: Int64)?
         for (id, standing) in candidates {
             let rank: Int
             let since: Int64
             switch standing.phase {
             case .readingHead(let started), .readingBody(let started, _):
-                if standing.completedRequests > 0 {
+                if standing.completedRequests == 0 {
+                    rank = 0
+                    since = standing.opened
+                } else {
                     rank = 1
                     since = started
-                } else {
-                    rank = now - standing.opened < newConnectionGrace ? 3 : 0
-                    since = standing.opened
                 }
             case .idle(let started):
                 rank = 2
@@ -103,10 +100,6 @@ public struct HTTPLimits: Sendable, Equatable {
         }
         return best?.id
     }
-
-    /// How long a new connection is spared by shedding (while older ones can give way): a
-    /// tenth of the header deadline, at most a second.
-    public var newConnectionGrace: Int64 { min(Self.second, headerTimeout / 10) }
 }
 
 /// Where a connection is in its life, and since when (monotonic nanoseconds).

@@ -62,6 +62,8 @@ public final class HTTPServer {
         var phase: ConnectionPhase
         /// Requests it has sent whole (shedding spares those that have).
         var completedRequests = 0
+        /// A read was tried (shedding reads one that was not before judging it).
+        var hasBeenRead = false
         /// Watched for writability (the socket buffer was full) instead of input.
         var isWaitingToWrite = false
 
@@ -202,6 +204,7 @@ public final class HTTPServer {
             return serveInput(fd, connection)
         }
         let count = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        connection.hasBeenRead = true
         if count < 0 {
             if errno == EAGAIN || errno == EINTR { return }
             return drop(fd)
@@ -327,15 +330,25 @@ public final class HTTPServer {
     }
 
     /// At the connection limit, the connection that matters least gives way to a new one
-    /// (``HTTPLimits/shedding(_:now:)``); false when every one is being answered.
+    /// (``HTTPLimits/shedding(_:)``); false when every one is being answered. One picked that has
+    /// not been read yet (accepted in this burst, its request maybe waiting in the socket) is
+    /// read first and weighed again: under a flood of new connections it may be the
+    /// legitimate client, and a silent one has had its chance.
     private func shedOneConnection() -> Bool {
-        let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
-        guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()),
-            let connection = connections[fd]
-        else { return false }
-        if case .idle = connection.phase {} else { Self.tell(fd, Self.tooBusy) }
-        drop(fd)
-        return true
+        for _ in 0..<64 {
+            let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
+            guard let fd = HTTPLimits.shedding(candidates), let connection = connections[fd] else { return false }
+            if !connection.hasBeenRead {
+                connection.hasBeenRead = true
+                service(fd)
+                if connections.count < limits.maxConnections { return true }
+                continue
+            }
+            if case .idle = connection.phase {} else { Self.tell(fd, Self.tooBusy) }
+            drop(fd)
+            return true
+        }
+        return false
     }
 
     func drop(_ fd: Int32) {
