@@ -56,9 +56,11 @@ import WhisperSystem
         ]
         #expect(HTTPLimits.shedding(candidates) == "slow body opened 4")
         #expect(HTTPLimits.shedding(candidates.filter { !$0.id.contains("opened") }) == "second request since 2")
-        #expect(HTTPLimits.shedding(candidates.filter { $0.id.hasPrefix("idle") || $0.id.hasPrefix("being") }) == "idle since 1")
-        // Every connection is being served: none is shed (the newcomer gets 503).
-        #expect(HTTPLimits.shedding(candidates.filter { ["being answered", "answer going out", "streaming"].contains($0.id) }) == nil)
+        #expect(HTTPLimits.shedding(candidates.filter { $0.id.hasPrefix("idle") || $0.id.hasPrefix("answer") }) == "idle since 1")
+        // A client not reading its answer (slow read) goes before the newcomer is refused.
+        #expect(HTTPLimits.shedding(candidates.filter { ["being answered", "answer going out", "streaming"].contains($0.id) }) == "answer going out")
+        // Every connection is being answered or streams: none is shed (the newcomer gets 503).
+        #expect(HTTPLimits.shedding(candidates.filter { ["being answered", "streaming"].contains($0.id) }) == nil)
         #expect(HTTPLimits.shedding([(id: String, standing: ConnectionStanding)]()) == nil)
     }
 }

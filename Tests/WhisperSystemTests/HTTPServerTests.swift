@@ -272,6 +272,31 @@ import WhisperSystem
         }
     }
 
+    /// Every slot held by clients that do not read their (large) answers: a newcomer still gets
+    /// in, the longest-writing one is reset.
+    @Test func slowReadersOnEverySlot_theOldestGivesWay() throws {
+        let payload = [UInt8](repeating: 120, count: 8 << 20)
+        try withServer(limits: Self.limits(connections: 2), handler: { request in
+            request.path == "/big" ? HTTPServer.Response(status: 200, contentType: "application/octet-stream", bytes: payload)
+                : HTTPServer.Response(status: 200, body: "ok")
+        }) { port in
+            let readers = (0..<2).map { _ in connectTo(port, receiveBuffer: 4096) }
+            defer { readers.forEach { close($0) } }
+            var pending: [UInt8] = []
+            for fd in readers {
+                send(fd, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                // Its answer has begun (so it is in the server's writing phase).
+                #expect(readResponse(fd, &pending, headOnly: true)?.head.hasPrefix("HTTP/1.1 200") == true)
+                pending = []
+            }
+            let newcomer = connectTo(port)
+            defer { close(newcomer) }
+            send(newcomer, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(readToEnd(newcomer).text.hasSuffix("ok"))
+            #expect(waitFor(readers[0], Int32(POLLERR) | Int32(POLLHUP), timeout: 5) != 0, "the oldest slow reader is reset")
+        }
+    }
+
     @Test func whenEverySlotIsBeingAnswered_aNewcomerGets503() throws {
         let entered = DispatchSemaphore(value: 0)
         try withServer(limits: Self.limits(connections: 3), handler: { request in

@@ -73,8 +73,9 @@ public struct HTTPLimits: Sendable, Equatable {
     /// Which connection gives way to a new one at ``maxConnections``: first the oldest that has
     /// not completed a request yet (a client that connects and trickles is the attack, and a
     /// legitimate client sends its request at once), then the one reading a later request the
-    /// longest, then the longest idle keep-alive. A connection whose request is being answered,
-    /// or whose answer is going out, or that streams, is never shed: nil then (503).
+    /// longest, then the longest idle keep-alive, then the one whose answer has been going out
+    /// the longest (a client that does not read it is the slow-read attack). A connection whose
+    /// request is being answered, or that streams, is never shed: nil then (503).
     public static func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>) -> ID? {
         var best: (id: ID, rank: Int, since: Int64)?
         for (id, standing) in candidates {
@@ -92,7 +93,10 @@ public struct HTTPLimits: Sendable, Equatable {
             case .idle(let started):
                 rank = 2
                 since = started
-            case .handling, .writing, .streaming:
+            case .writing(let started, _):
+                rank = 3
+                since = started
+            case .handling, .streaming:
                 continue
             }
             if let current = best, (current.rank, current.since) <= (rank, since) { continue }

@@ -319,18 +319,14 @@ public final class HTTPServer {
             case .close?:
                 drop(fd)
             case .abort?:
-                // Unsent bytes are dropped with the socket (RST), not kept by the kernel for a
-                // client that does not read.
-                var noLinger = linger(l_onoff: 1, l_linger: 0)
-                setsockopt(fd, SOL_SOCKET, SO_LINGER, &noLinger, socklen_t(MemoryLayout<linger>.size))
-                drop(fd)
+                abort(fd)
             }
         }
         if let earliest { scheduleSweep(at: earliest) }
     }
 
     /// At the connection limit, the connection that matters least gives way to a new one
-    /// (``HTTPLimits/shedding(_:)``); false when every one is being answered. One picked that has
+    /// (``HTTPLimits/shedding(_:)``); false when every one is being answered or streams. One picked that has
     /// not been read yet (accepted in this burst, its request maybe waiting in the socket) is
     /// read first and weighed again: under a flood of new connections it may be the
     /// legitimate client, and a silent one has had its chance.
@@ -344,11 +340,24 @@ public final class HTTPServer {
                 if connections.count < limits.maxConnections { return true }
                 continue
             }
-            if case .idle = connection.phase {} else { Self.tell(fd, Self.tooBusy) }
-            drop(fd)
+            switch connection.phase {
+            case .idle: drop(fd)
+            case .writing: abort(fd)
+            default:
+                Self.tell(fd, Self.tooBusy)
+                drop(fd)
+            }
             return true
         }
         return false
+    }
+
+    /// Closes at once: unsent bytes are dropped with the socket (RST), not kept by the kernel
+    /// for a client that does not read.
+    private func abort(_ fd: Int32) {
+        var noLinger = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &noLinger, socklen_t(MemoryLayout<linger>.size))
+        drop(fd)
     }
 
     func drop(_ fd: Int32) {
