@@ -45,6 +45,7 @@ import WhisperSystem
     }
 
     @Test func shedding_takesTheOldestThatNeverCompletedARequest_first() {
+        let now = 100 * second
         let candidates: [(id: String, standing: ConnectionStanding)] = [
             ("idle since 1", standing(.idle(since: 1), opened: 0, completed: 3)),
             ("second request since 2", standing(.readingHead(since: 2), opened: 0, completed: 1)),
@@ -54,14 +55,30 @@ import WhisperSystem
             ("answer going out", standing(.writing(since: 0, bytes: 10), opened: 0)),
             ("streaming", standing(.streaming, opened: 0, completed: 1)),
         ]
-        #expect(HTTPLimits.shedding(candidates) == "slow body opened 4")
-        #expect(HTTPLimits.shedding(candidates.filter { !$0.id.contains("opened") }) == "second request since 2")
-        #expect(HTTPLimits.shedding(candidates.filter { $0.id.hasPrefix("idle") || $0.id.hasPrefix("answer") }) == "idle since 1")
+        #expect(limits.shedding(candidates, now: now) == "slow body opened 4")
+        #expect(limits.shedding(candidates.filter { !$0.id.contains("opened") }, now: now) == "second request since 2")
+        #expect(limits.shedding(candidates.filter { $0.id.hasPrefix("idle") || $0.id.hasPrefix("answer") }, now: now) == "idle since 1")
         // A client not reading its answer (slow read) goes before the newcomer is refused.
-        #expect(HTTPLimits.shedding(candidates.filter { ["being answered", "answer going out", "streaming"].contains($0.id) }) == "answer going out")
+        #expect(limits.shedding(candidates.filter { ["being answered", "answer going out", "streaming"].contains($0.id) }, now: now) == "answer going out")
         // Every connection is being answered or streams: none is shed (the newcomer gets 503).
-        #expect(HTTPLimits.shedding(candidates.filter { ["being answered", "streaming"].contains($0.id) }) == nil)
-        #expect(HTTPLimits.shedding([(id: String, standing: ConnectionStanding)]()) == nil)
+        #expect(limits.shedding(candidates.filter { ["being answered", "streaming"].contains($0.id) }, now: now) == nil)
+        #expect(limits.shedding([(id: String, standing: ConnectionStanding)](), now: now) == nil)
+    }
+
+    /// Between a client's connect and its send the server may have accepted it: one that has
+    /// sent nothing goes last for a moment, then it is a silent attacker like any other.
+    @Test func shedding_sparesANewConnectionThatHasNotSentYet_forAMoment() {
+        let now = 100 * second
+        #expect(limits.newConnectionGrace == second / 10)
+        let justConnected = ConnectionStanding(phase: .readingHead(since: now - 1), opened: now - 1, completedRequests: 0, hasSentBytes: false)
+        let trickling = ConnectionStanding(phase: .readingHead(since: now - 2), opened: now - 2, completedRequests: 0, hasSentBytes: true)
+        let idle = standing(.idle(since: now - 1), opened: now - 9 * second, completed: 1)
+        #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "idle", standing: idle)], now: now) == "idle")
+        #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "trickling", standing: trickling)], now: now) == "trickling")
+        let writing = standing(.writing(since: 0, bytes: 10), opened: 0, completed: 1)
+        #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "writing", standing: writing)], now: now) == "writing")
+        #expect(limits.shedding([(id: "just connected", standing: justConnected)], now: now) == "just connected")
+        #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "idle", standing: idle)], now: now + second / 10) == "just connected")
     }
 }
 

@@ -16,7 +16,7 @@ public struct HTTPLimits: Sendable, Equatable {
     public var minimumWriteRate: Int
     /// A keep-alive connection between requests is closed after this long.
     public var idleTimeout: Int64
-    /// Open connections at most; past it the one that matters least is shed (``shedding(_:)``).
+    /// Open connections at most; past it the one that matters least is shed (``shedding(_:now:)``).
     public var maxConnections: Int
     /// Bytes of unfinished requests (heads, bodies, pipelined input) buffered by all connections
     /// together; a request that would go past it gets 503 with `Retry-After`.
@@ -74,21 +74,23 @@ public struct HTTPLimits: Sendable, Equatable {
     /// not completed a request yet (a client that connects and trickles is the attack, and a
     /// legitimate client sends its request at once), then the one reading a later request the
     /// longest, then the longest idle keep-alive, then the one whose answer has been going out
-    /// the longest (a client that does not read it is the slow-read attack). A connection whose
-    /// request is being answered, or that streams, is never shed: nil then (503).
-    public static func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>) -> ID? {
+    /// the longest (a client that does not read it is the slow-read attack), and last the oldest
+    /// that has sent nothing yet and was accepted less than ``newConnectionGrace`` before `now`
+    /// (between its connect and its send: under a flood of connections it may be the legitimate
+    /// client). Never one whose request is being answered, or that streams: nil then (503).
+    public func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>, now: Int64) -> ID? {
         var best: (id: ID, rank: Int, since: Int64)?
         for (id, standing) in candidates {
             let rank: Int
             let since: Int64
             switch standing.phase {
             case .readingHead(let started), .readingBody(let started, _):
-                if standing.completedRequests == 0 {
-                    rank = 0
-                    since = standing.opened
-                } else {
+                if standing.completedRequests > 0 {
                     rank = 1
                     since = started
+                } else {
+                    rank = !standing.hasSentBytes && now - standing.opened < newConnectionGrace ? 4 : 0
+                    since = standing.opened
                 }
             case .idle(let started):
                 rank = 2
@@ -104,6 +106,11 @@ public struct HTTPLimits: Sendable, Equatable {
         }
         return best?.id
     }
+
+    /// How long a new connection that has sent nothing is spared by shedding: a client's request
+    /// follows the handshake's last packet at once (its own processing time, not a round
+    /// trip), so a tenth of a second is ample; a tenth of the header deadline if that is less.
+    public var newConnectionGrace: Int64 { min(Self.second / 10, headerTimeout / 10) }
 }
 
 /// Where a connection is in its life, and since when (monotonic nanoseconds).
@@ -140,11 +147,14 @@ public struct ConnectionStanding: Sendable, Equatable {
     public var opened: Int64
     /// Requests it has sent whole.
     public var completedRequests: Int
+    /// Whether any byte of a request has come from it.
+    public var hasSentBytes: Bool
 
-    public init(phase: ConnectionPhase, opened: Int64, completedRequests: Int) {
+    public init(phase: ConnectionPhase, opened: Int64, completedRequests: Int, hasSentBytes: Bool = true) {
         self.phase = phase
         self.opened = opened
         self.completedRequests = completedRequests
+        self.hasSentBytes = hasSentBytes
     }
 }
 

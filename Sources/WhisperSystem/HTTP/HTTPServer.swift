@@ -64,6 +64,8 @@ public final class HTTPServer {
         var completedRequests = 0
         /// A read was tried (shedding reads one that was not before judging it).
         var hasBeenRead = false
+        /// Some byte of a request came in.
+        var hasSentBytes = false
         /// Watched for writability (the socket buffer was full) instead of input.
         var isWaitingToWrite = false
 
@@ -75,7 +77,9 @@ public final class HTTPServer {
         /// A deferred response is being worked out: nothing to send yet.
         var isAwaitingAnswer: Bool { phase == .handling }
 
-        var standing: ConnectionStanding { ConnectionStanding(phase: phase, opened: opened, completedRequests: completedRequests) }
+        var standing: ConnectionStanding {
+            ConnectionStanding(phase: phase, opened: opened, completedRequests: completedRequests, hasSentBytes: hasSentBytes)
+        }
 
         func enqueue(_ bytes: [UInt8]) {
             guard !bytes.isEmpty else { return }
@@ -109,17 +113,22 @@ public final class HTTPServer {
         loop: EventLoop, unixPath: String, mode: Int32, authorize: @escaping Authorizer, limits: HTTPLimits = HTTPLimits(),
         handler: @escaping Handler
     ) throws {
-        let fd = whisper_unix_listen(unixPath, mode, 128)
+        let fd = whisper_unix_listen(unixPath, mode, Self.listenBacklog)
         guard fd >= 0 else { throw SystemError("listen on \(unixPath)") }
         try self.init(loop: loop, listenFD: fd, authorize: authorize, limits: limits, handler: handler)
     }
 
     /// Listens on a literal loopback (or explicit) TCP address.
     public convenience init(loop: EventLoop, host: String, port: Int, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler) throws {
-        let fd = whisper_tcp_listen(host, Int32(port), 128)
+        let fd = whisper_tcp_listen(host, Int32(port), Self.listenBacklog)
         guard fd >= 0 else { throw SystemError("listen on \(host):\(port)") }
         try self.init(loop: loop, listenFD: fd, limits: limits, handler: handler)
     }
+
+    /// Connections the kernel queues until they are accepted (capped by `net.core.somaxconn`):
+    /// under a flood of connections a newcomer waits its turn in the queue instead of having its
+    /// SYN dropped, which costs a client a second before it tries again.
+    static let listenBacklog: Int32 = 1024
 
     /// Takes no new connections; those open are served to the end.
     public func stopAccepting() {
@@ -257,6 +266,7 @@ public final class HTTPServer {
     // MARK: - What is buffered
 
     private func receive(_ count: Int, into connection: Connection) {
+        connection.hasSentBytes = true
         connection.input.append(contentsOf: readBuffer[0..<count])
         bufferedBytes += count
     }
@@ -326,14 +336,16 @@ public final class HTTPServer {
     }
 
     /// At the connection limit, the connection that matters least gives way to a new one
-    /// (``HTTPLimits/shedding(_:)``); false when every one is being answered or streams. One picked that has
+    /// (``HTTPLimits/shedding(_:now:)``); false when none may go. One picked that has
     /// not been read yet (accepted in this burst, its request maybe waiting in the socket) is
     /// read first and weighed again: under a flood of new connections it may be the
     /// legitimate client, and a silent one has had its chance.
     private func shedOneConnection() -> Bool {
         for _ in 0..<64 {
             let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
-            guard let fd = HTTPLimits.shedding(candidates), let connection = connections[fd] else { return false }
+            guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()), let connection = connections[fd] else {
+                return false
+            }
             if !connection.hasBeenRead {
                 connection.hasBeenRead = true
                 service(fd)
