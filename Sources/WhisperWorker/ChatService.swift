@@ -206,6 +206,20 @@ final class WorkerMetrics: Sendable {
         }
     }
 
+    /// The API server's connections and the bytes of unfinished requests it holds, set before
+    /// each rendering.
+    func httpServer(connections: Int, bufferedBytes: Int) {
+        metric("gauge|connections") {
+            $0.makeGauge(
+                descriptor: Self.name("http_connections", "", "Connections open to the API"), labels: [("character", character)])
+        }.set(Int64(connections))
+        metric("gauge|buffered") {
+            $0.makeGauge(
+                descriptor: Self.name("http_buffered", "bytes", "Bytes of unfinished requests the API holds"),
+                labels: [("character", character)])
+        }.set(Int64(bufferedBytes))
+    }
+
     /// Tokens left in the budget's window (`LLM_TOKEN_BUDGET`), set before each rendering.
     func budgetRemaining(_ tokens: Int) {
         metric("gauge|budget") {

@@ -52,6 +52,23 @@ def connections_to(port):
     return count
 
 
+def server_gauges(port):
+    """The worker's own count of connections and of bytes buffered by unfinished requests (its
+    /metrics); None when it could not be read."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    found = {}
+    for name in ("http_connections", "http_buffered_bytes"):
+        match = re.search(rf"^whisperd_worker_{name}{{[^}}]*}} (\d+)", text, re.M)
+        found[name] = int(match.group(1)) if match else None
+    return found
+
+
 class Legit(threading.Thread):
     """Chats one at a time, a new connection each, every `interval` s, until `stop` is set
     (or `limit` requests): latencies of the 200s, and what failed."""
@@ -101,11 +118,15 @@ def phase(name, port, pid, attack, seconds, ramp):
         time.sleep(ramp)
     legit = Legit(port, 0.05, int(seconds / 0.05) + 1)
     legit.start()
-    held, rss = [], []
+    held, rss, served, buffered = [], [], [], []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         held.append(connections_to(port))
         rss.append(status_field(pid, "VmRSS"))
+        gauges = server_gauges(port)
+        if gauges:
+            served.append(gauges["http_connections"] or 0)
+            buffered.append(gauges["http_buffered_bytes"] or 0)
         time.sleep(0.5)
     legit.stop.set()
     legit.join(timeout=15)
@@ -134,6 +155,7 @@ def phase(name, port, pid, attack, seconds, ramp):
         "p50": percentile(legit.latencies, 0.5), "p99": percentile(legit.latencies, 0.99),
         "held_max": max(held) if held else 0, "held_median": statistics.median(held) if held else 0,
         "rss_max_mib": max(rss) / 1024 if rss else float("nan"), "attacker": attacker_note,
+        "served_max": max(served) if served else -1, "buffered_max": max(buffered) if buffered else -1,
     }
 
 
@@ -209,14 +231,14 @@ def main():
                  f"kernel {os.uname().release}; release build; one worker on CPU 0 with default limits, the zero-latency "
                  "fake LLM, the attacker and the legitimate client on CPU 1; the client chats on a new connection "
                  f"every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for {args.ramp:.0f} s.", "",
-                 "| phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | connections held (max / median) | worker RSS max MiB | attacker's view |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "| phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the worker's own count (max) | bytes buffered (max) | worker RSS max MiB | attacker's view |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             failed = len(row["failures"])
             kinds = ", ".join(sorted(set(row["failures"])))
             lines.append(f"| {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | {row['p50']:.2f} | "
                          f"{row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | {row['held_max']} / {row['held_median']:.0f} | "
-                         f"{row['rss_max_mib']:.1f} | {row['attacker']} |")
+                         f"{row['served_max']} | {row['buffered_max']} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
         lines += ["", f"Worker peak RSS (VmHWM) over the run: {hwm:.1f} MiB; still running at the end: {'yes' if alive else 'NO'}."]
         print("\n".join(lines))
     finally:
