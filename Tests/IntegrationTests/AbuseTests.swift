@@ -179,6 +179,12 @@ extension IntegrationTests.AbuseSection {
         let started = Date()
         let chat = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "hello"], timeout: 10)
         #expect(chat.status == 200, "\(chat)")
+        // The worker says what it holds: the tricklers' connections and their half heads.
+        let metrics = rawHTTP(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") ?? ""
+        let connections = metrics.firstMatch(of: /whisperd_worker_http_connections\{character="elena"\} (\d+)/).flatMap { Int($0.1) }
+        let buffered = metrics.firstMatch(of: /whisperd_worker_http_buffered_bytes\{character="elena"\} (\d+)/).flatMap { Int($0.1) }
+        #expect((connections ?? 0) >= 30 && (connections ?? 0) <= 40, "\(String(describing: connections))")
+        #expect((buffered ?? 0) >= 30 * 30, "\(String(describing: buffered))")
         // Keep trickling (a line each 0.1 s, 3 s at most): the deadline, not progress, decides.
         var answers: [Int: String] = [:]
         for _ in 0..<30 where answers.count < tricklers.count {
