@@ -5,8 +5,10 @@ request, one every 50 ms, zero-latency LLM: scripts/bench/fake_llm.py). Reports,
 the legitimate client's p50/p99 and failures against the baseline (no attack), the worker's
 peak RSS, the connections held to its port and how many the attacker kept open.
 
-Run through scripts/bench/hostile.sh (builds the release binary). Traffic only to 127.0.0.1;
-every phase is bounded in time (--seconds) and every loop in count.
+--memory 256M runs the worker under whisperd with that memory limit (a one-character roster)
+and reports the cgroup's peak and OOM kills. Run through scripts/bench/hostile.sh (builds the
+release binary). Traffic only to 127.0.0.1; every phase is bounded in time (--seconds) and
+every loop in count.
 """
 import argparse
 import http.client
@@ -50,6 +52,58 @@ def connections_to(port):
             if fields[1].rsplit(":", 1)[1] == target and fields[3] == "01":
                 count += 1
     return count
+
+
+def start_under_whisperd(binary, work, port, env, memory):
+    """whisperd with a one-character roster (the worker with `limits: {memory: …}`); returns
+    (whisperd, the worker's pid, the worker's memory cgroup directory or None)."""
+    roster = Path(work) / "roster.yaml"
+    worker_env = {key: value for key, value in env.items() if key not in ("PATH", "API_PORT")}
+    roster.write_text(
+        "version: 1\n"
+        f"characters_dir: {REPO / 'characters'}\n"
+        "characters:\n"
+        "  elena:\n"
+        f"    port: {port}\n"
+        f"    env: {json.dumps(worker_env)}\n"
+        f"    limits: {{memory: {memory}}}\n"
+        "    health: {ready: notify, watchdog: off}\n")
+    whisperd = subprocess.Popen(["taskset", "-c", "0", binary, "--roster", str(roster), "--state-dir", f"{work}/wstate",
+                                 "--runtime-dir", f"{work}/run", "--log-dir", f"{work}/logs", "--http", "off"],
+                                env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
+                                stderr=open(f"{work}/whisperd.log", "w"))
+    wait_port(port, timeout=30)
+    children = Path(f"/proc/{whisperd.pid}/task/{whisperd.pid}/children").read_text().split()
+    pid = next(int(child) for child in children if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes())
+    cgroup = None
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for base in ([f"/sys/fs/cgroup/memory{path}"] if "memory" in controllers.split(",") else []) + \
+                ([f"/sys/fs/cgroup{path}"] if controllers == "" else []):
+            if Path(base, "memory.max_usage_in_bytes").exists() or Path(base, "memory.peak").exists():
+                cgroup = base
+    return whisperd, pid, cgroup
+
+
+def cgroup_memory(cgroup):
+    """(limit MiB, peak MiB, OOM kills) of a v1 or v2 memory cgroup."""
+    if cgroup is None:
+        return None
+    base = Path(cgroup)
+
+    def number(name):
+        try:
+            text = (base / name).read_text().strip()
+            return float("inf") if text == "max" else int(text)
+        except (OSError, ValueError):
+            return None
+
+    if (base / "memory.max_usage_in_bytes").exists():
+        oom = re.search(r"oom_kill (\d+)", (base / "memory.oom_control").read_text())
+        return number("memory.limit_in_bytes") / 2**20, number("memory.max_usage_in_bytes") / 2**20, int(oom.group(1)) if oom else 0
+    events = (base / "memory.events").read_text()
+    oom = re.search(r"oom_kill (\d+)", events)
+    return number("memory.max") / 2**20, number("memory.peak") / 2**20, int(oom.group(1)) if oom else 0
 
 
 def server_gauges(port):
@@ -187,6 +241,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=20, help="legitimate client's time per phase")
     parser.add_argument("--ramp", type=float, default=8, help="attack's time to build up before measuring")
     parser.add_argument("--connections", type=int, default=1000, help="slowhttptest's target connections")
+    parser.add_argument("--memory", default="", help="run the worker under whisperd with this memory limit (e.g. 256M)")
     parser.add_argument("--only", default="", help="comma-separated words: run only the phases whose name has one (baseline always runs)")
     args = parser.parse_args()
 
@@ -201,9 +256,15 @@ def main():
         env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
                "WHISPERD_SQLITE_PATH": f"{work}/memory.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
                "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model"}
-        worker, _ = start_worker(args.bin, env, f"{work}/notify.sock")
-        processes.append(worker)
-        wait_port(port)
+        cgroup = None
+        if args.memory:
+            whisperd, worker_pid, cgroup = start_under_whisperd(args.bin, work, port, env, args.memory)
+            processes.append(whisperd)
+        else:
+            worker, _ = start_worker(args.bin, env, f"{work}/notify.sock")
+            processes.append(worker)
+            worker_pid = worker.pid
+            wait_port(port)
         url = f"http://127.0.0.1:{port}"
         slow = ["taskset", "-c", "1", "slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
                 "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"]
@@ -221,14 +282,16 @@ def main():
             phases = [(name, attack) for name, attack in phases if attack is None or any(word in name for word in words)]
         rows = []
         for name, attack in phases:
-            rows.append(phase(name, port, worker.pid, attack, args.seconds, args.ramp if attack else 0))
+            rows.append(phase(name, port, worker_pid, attack, args.seconds, args.ramp if attack else 0))
             print(rows[-1], file=sys.stderr)
             time.sleep(2)
-        hwm = status_field(worker.pid, "VmHWM") / 1024
-        alive = worker.poll() is None
+        hwm = status_field(worker_pid, "VmHWM") / 1024
+        alive = Path(f"/proc/{worker_pid}").exists()
+        memory = cgroup_memory(cgroup)
         baseline = rows[0]
         lines = [f"`scripts/bench/hostile.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {os.cpu_count()} cores, "
-                 f"kernel {os.uname().release}; release build; one worker on CPU 0 with default limits, the zero-latency "
+                 f"kernel {os.uname().release}; release build; one worker on CPU 0 with default limits"
+                 f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency "
                  "fake LLM, the attacker and the legitimate client on CPU 1; the client chats on a new connection "
                  f"every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for {args.ramp:.0f} s.", "",
                  "| phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the worker's own count (max) | bytes buffered (max) | worker RSS max MiB | attacker's view |",
@@ -239,7 +302,11 @@ def main():
             lines.append(f"| {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | {row['p50']:.2f} | "
                          f"{row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | {row['held_max']} / {row['held_median']:.0f} | "
                          f"{row['served_max']} | {row['buffered_max']} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
-        lines += ["", f"Worker peak RSS (VmHWM) over the run: {hwm:.1f} MiB; still running at the end: {'yes' if alive else 'NO'}."]
+        lines += ["", f"Worker peak RSS (VmHWM) over the run: {hwm:.1f} MiB; the same process at the end: {'yes' if alive else 'NO'}."]
+        if args.memory:
+            lines.append(f"Under whisperd, `limits: {{memory: {args.memory}}}`: " + (
+                f"cgroup limit {memory[0]:.0f} MiB, peak usage {memory[1]:.1f} MiB, OOM kills {memory[2]}." if memory
+                else "no memory cgroup found (whisperd without a memory controller: not enforced)."))
         print("\n".join(lines))
     finally:
         for proc in processes:
