@@ -336,32 +336,28 @@ public final class HTTPServer {
     }
 
     /// At the connection limit, the connection that matters least gives way to a new one
-    /// (``HTTPLimits/shedding(_:now:)``); false when none may go. One picked that has
-    /// not been read yet (accepted in this burst, its request maybe waiting in the socket) is
-    /// read first and weighed again: under a flood of new connections it may be the
-    /// legitimate client, and a silent one has had its chance.
+    /// (``HTTPLimits/shedding(_:now:)``); false when none may go. Judged on what has arrived:
+    /// connections not read yet (accepted in this burst) are read first, so a newcomer whose
+    /// request is waiting in its socket is served, and a silent one is known to be silent.
     private func shedOneConnection() -> Bool {
-        for _ in 0..<64 {
-            let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
-            guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()), let connection = connections[fd] else {
-                return false
-            }
-            if !connection.hasBeenRead {
-                connection.hasBeenRead = true
-                service(fd)
-                if connections.count < limits.maxConnections { return true }
-                continue
-            }
-            switch connection.phase {
-            case .idle: drop(fd)
-            case .writing: abort(fd)
-            default:
-                Self.tell(fd, Self.tooBusy)
-                drop(fd)
-            }
-            return true
+        for fd in connections.keys {
+            guard let connection = connections[fd], !connection.hasBeenRead else { continue }
+            connection.hasBeenRead = true
+            service(fd)
         }
-        return false
+        if connections.count < limits.maxConnections { return true }
+        let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
+        guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()), let connection = connections[fd] else {
+            return false
+        }
+        switch connection.phase {
+        case .idle: drop(fd)
+        case .writing: abort(fd)
+        default:
+            Self.tell(fd, Self.tooBusy)
+            drop(fd)
+        }
+        return true
     }
 
     /// Closes at once: unsent bytes are dropped with the socket (RST), not kept by the kernel
