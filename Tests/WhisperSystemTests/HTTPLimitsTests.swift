@@ -66,7 +66,8 @@ import WhisperSystem
     }
 
     /// Between a client's connect and its send the server may have accepted it: one that has
-    /// sent nothing goes last for a moment, then it is a silent attacker like any other.
+    /// sent nothing goes last for a moment (the newest first), then it is a silent attacker like
+    /// any other.
     @Test func shedding_sparesANewConnectionThatHasNotSentYet_forAMoment() {
         let now = 100 * second
         #expect(limits.newConnectionGrace == second / 10)
@@ -78,6 +79,8 @@ import WhisperSystem
         let writing = standing(.writing(since: 0, bytes: 10), opened: 0, completed: 1)
         #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "writing", standing: writing)], now: now) == "writing")
         #expect(limits.shedding([(id: "just connected", standing: justConnected)], now: now) == "just connected")
+        let justNow = ConnectionStanding(phase: .readingHead(since: now), opened: now, completedRequests: 0, hasSentBytes: false)
+        #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "just now", standing: justNow)], now: now) == "just now")
         #expect(limits.shedding([(id: "just connected", standing: justConnected), (id: "idle", standing: idle)], now: now + second / 10) == "just connected")
     }
 }

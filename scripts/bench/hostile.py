@@ -143,12 +143,14 @@ class Legit(threading.Thread):
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
-                response.read()
+                answer = response.read()
                 conn.close()
                 if response.status == 200:
                     self.latencies.append((time.monotonic() - started) * 1000)
                 else:
                     self.failures.append(f"{response.status}")
+                    if os.environ.get("HOSTILE_DEBUG"):
+                        print(f"legit: {response.status} {answer[:120]!r}", file=sys.stderr)
             except (OSError, http.client.HTTPException) as error:
                 self.failures.append(type(error).__name__)
             spent = time.monotonic() - started

@@ -74,10 +74,12 @@ public struct HTTPLimits: Sendable, Equatable {
     /// not completed a request yet (a client that connects and trickles is the attack, and a
     /// legitimate client sends its request at once), then the one reading a later request the
     /// longest, then the longest idle keep-alive, then the one whose answer has been going out
-    /// the longest (a client that does not read it is the slow-read attack), and last the oldest
-    /// that has sent nothing yet and was accepted less than ``newConnectionGrace`` before `now`
+    /// the longest (a client that does not read it is the slow-read attack), and last one that
+    /// has sent nothing yet and was accepted less than ``newConnectionGrace`` before `now`
     /// (between its connect and its send: under a flood of connections it may be the legitimate
-    /// client). Never one whose request is being answered, or that streams: nil then (503).
+    /// client), the newest of those first (the flood's latest reconnection rather than the client
+    /// that came before it). Never one whose request is being answered, or that streams: nil
+    /// then (503).
     public func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>, now: Int64) -> ID? {
         var best: (id: ID, rank: Int, since: Int64)?
         for (id, standing) in candidates {
@@ -89,8 +91,13 @@ public struct HTTPLimits: Sendable, Equatable {
                     rank = 1
                     since = started
                 } else {
-                    rank = !standing.hasSentBytes && now - standing.opened < newConnectionGrace ? 4 : 0
-                    since = standing.opened
+                    if !standing.hasSentBytes, now - standing.opened < newConnectionGrace {
+                        rank = 4
+                        since = -standing.opened
+                    } else {
+                        rank = 0
+                        since = standing.opened
+                    }
                 }
             case .idle(let started):
                 rank = 2
