@@ -81,15 +81,19 @@ public final class Worker {
         return base + "/" + name
     }
 
-    /// `WHISPERD_STATE_DIR`, else `./.whisperd-state`.
-    var stateDirectory: String {
-        environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
-    }
-
     /// `WHISPERD_SQLITE_PATH`, else `<state dir>/memory/NAME.sqlite3`.
     var sqlitePath: String {
         if let explicit = environment["WHISPERD_SQLITE_PATH"], !explicit.isEmpty { return explicit }
-        return stateDirectory + "/memory/" + name + ".sqlite3"
+        let state = environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
+        return state + "/memory/" + name + ".sqlite3"
+    }
+
+    /// Where the token budget is kept: `$STATE_DIRECTORY/llm-budget` (the character's own
+    /// directory, when whisperd gives one), else `<state dir>/budget/NAME`.
+    var budgetPath: String {
+        if let own = environment["STATE_DIRECTORY"], !own.isEmpty { return own + "/llm-budget" }
+        let state = environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
+        return state + "/budget/" + name
     }
 
     public func run() throws -> Int32 {
@@ -112,7 +116,7 @@ public final class Worker {
         service = ChatService(
             profile: profile, store: store, llm: llm, metrics: metrics,
             admission: ChatAdmission(
-                settings: admission, budgetPath: stateDirectory + "/budget/" + name,
+                settings: admission, budgetPath: budgetPath,
                 log: { FileHandle.standardError.write(Data("worker \(name): \($0)\n".utf8)) }))
 
         let host = environment["API_HOST"] ?? "127.0.0.1"
