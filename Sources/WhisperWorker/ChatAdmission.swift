@@ -12,6 +12,7 @@ final class ChatAdmission: Sendable {
     private let budget: Locked<TokenBudget?>
     private let budgetPath: String?
     private let inProgress = Atomic<Int>(0)
+    private let spent = Atomic<Int>(0)
     private let now: @Sendable () -> Double
     private let log: @Sendable (String) -> Void
 
@@ -73,6 +74,7 @@ final class ChatAdmission: Sendable {
     /// The end of admitted work that spent `tokens`.
     func finish(tokens: Int) {
         if settings.llmMaxConcurrent != nil { inProgress.subtract(1, ordering: .acquiringAndReleasing) }
+        if tokens > 0 { spent.add(tokens, ordering: .relaxed) }
         guard settings.tokenBudget != nil, tokens > 0 else { return }
         let time = now()
         let budgetPath = budgetPath
@@ -91,6 +93,9 @@ final class ChatAdmission: Sendable {
             }
         }
     }
+
+    /// Tokens spent since the worker started (reported by the LLM, else estimated).
+    var spentTokens: Int { spent.load(ordering: .relaxed) }
 
     /// Tokens left in the budget's window; nil without a budget.
     func remainingTokens() -> Int? {

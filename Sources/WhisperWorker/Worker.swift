@@ -372,7 +372,13 @@ public final class Worker {
     }
 
     private func reportInflight(now: Int64) {
-        notify("X_WHISPERD_INFLIGHT=\(inflight)", waiting: false)
+        // The LLM spending rides along (whisperd's status and /metrics): it changes with chats.
+        var message = ""
+        if let admission = service?.admission {
+            message += "X_WHISPERD_LLM_TOKENS=\(admission.spentTokens)\n"
+            if let remaining = admission.remainingTokens() { message += "X_WHISPERD_LLM_BUDGET_REMAINING=\(remaining)\n" }
+        }
+        notify(message + "X_WHISPERD_INFLIGHT=\(inflight)", waiting: false)
         reportedInflight = inflight
         lastInflightReport = now
     }

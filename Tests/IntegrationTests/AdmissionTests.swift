@@ -172,5 +172,35 @@ extension IntegrationTests {
             #expect(group.wait(timeout: .now() + 30) == .success)
             #expect(statuses.values == Array(repeating: 200, count: 12))
         }
-    }
+    
+        /// whisperd hears the worker's spending: status and `/metrics` show the tokens spent and
+        /// what is left of the budget, and the `llm` facet says when it is spent.
+        @Test func whisperd_showsTheTokensSpent_andTheBudgetLeft() throws {
+            let scratch = Scratch()
+            let llm = try TestLLM()
+            scratch.write("characters/elena/character.md", "You are Elena.\n")
+            let port = freePort()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      elena:
+                        port: \(port)
+                        health: {ready: notify}
+                        env: {LLM_BASE_URL: "\(llm.baseURL)", LLM_MODEL_NAME: test-model, LLM_TOKEN_BUDGET: 30/1d}
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("elena: starting -> running") != nil)
+            #expect(Self.status(Self.chat(port, user: "u1")) == 200)
+            #expect(Self.status(Self.chat(port, user: "u2")) == 200)
+            #expect(Self.status(Self.chat(port, user: "u3")) == 429)
+            #expect(eventually { whisperd.character("elena")?["llm_tokens"] as? Int == 36 }, "\(whisperd.character("elena") ?? [:])")
+            #expect(whisperd.character("elena")?["llm_budget_remaining"] as? Int == 0)
+            #expect((whisperd.character("elena")?["facets"] as? [String: String])?["llm"] == "degraded:budget")
+            let metrics = whisperd.get("/metrics")?.1 ?? ""
+            #expect(metrics.contains("whisperd_llm_tokens_total{character=\"elena\"} 36"), "\(metrics.suffix(600))")
+            #expect(metrics.contains("whisperd_llm_budget_remaining_tokens{character=\"elena\"} 0"))
+        }
+}
 }
