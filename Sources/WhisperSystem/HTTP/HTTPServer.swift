@@ -102,10 +102,14 @@ public final class HTTPServer {
         self.listenFD = listenFD
         self.handler = handler
         self.authorize = authorize
-        // sendfile(2) has no MSG_NOSIGNAL: a client gone mid-body must give EPIPE, not SIGPIPE.
-        _ = whisper_ignore_sigpipe()
+        _ = Self.ignoresSIGPIPE
         try loop.add(listenFD, .readable) { [unowned self] _ in self.acceptAll() }
     }
+
+    /// sendfile(2) has no MSG_NOSIGNAL: a client gone mid-body must give EPIPE, not SIGPIPE. Set
+    /// once per process: the call also refreshes the spawner's record of signal dispositions, a
+    /// global that two servers made on two threads at once would race on.
+    private static let ignoresSIGPIPE: Bool = whisper_ignore_sigpipe() == 0
 
     /// Listens on a Unix stream socket created with `mode`; every peer is checked by `authorize`
     /// before anything it sends is read.
