@@ -83,8 +83,8 @@ final class ChatService: Sendable {
                 messages.append(ChatMessage(role: earlier.role.rawValue, content: earlier.content))
             }
             messages.append(ChatMessage(role: "user", content: message))
-            let promptEstimate = messages.reduce(0) { $0 + TokenBudget.estimatedTokens($1.content) }
             let asked = Date()
+            let asking = messages
             client.complete(messages) { [self] answer in
                 metrics.llmSeconds.record(Date().timeIntervalSince(asked))
                 switch answer {
@@ -93,9 +93,9 @@ final class ChatService: Sendable {
                     admission.finish(tokens: 0)
                     completion(.failure(.llm(error)))
                 case .success(let reply):
-                    // What the provider reports, else an estimate from the texts.
-                    admission.finish(
-                        tokens: (reply.promptTokens ?? promptEstimate) + (reply.completionTokens ?? TokenBudget.estimatedTokens(reply.content)))
+                    // What the provider reports, else an estimate from the texts (counted only then).
+                    let prompt = reply.promptTokens ?? asking.reduce(0) { $0 + TokenBudget.estimatedTokens($1.content) }
+                    admission.finish(tokens: prompt + (reply.completionTokens ?? TokenBudget.estimatedTokens(reply.content)))
                     finish(reply, userID: userID, message: message, client: client, started: started, completion: completion)
                 }
             }

@@ -102,6 +102,21 @@ extension IntegrationTests {
             #expect(llm.requests().count == 2)
         }
 
+        /// A provider that reports no usage: the tokens are estimated from the texts (about four
+        /// characters each), not counted as nothing.
+        @Test func tokenBudget_estimatesWhenTheProviderReportsNoUsage() throws {
+            let scratch = Scratch()
+            let llm = try TestLLM()
+            llm.script([["reply": String(repeating: "r", count: 400), "no_usage": true]])
+            let (worker, port) = try Worker.startWorker(
+                scratch, llm: llm, environment: ["LLM_TOKEN_BUDGET": "100000/1d", "WHISPERD_STATE_DIR": scratch.path + "/state"])
+            defer { withExtendedLifetime((worker, scratch)) {} }
+            #expect(Self.status(Self.chat(port, user: "u", String(repeating: "m", count: 800))) == 200)
+            let spent = scratch.read("state/budget/elena")?.split(separator: " ").last.flatMap { Int($0.dropLast()) } ?? 0
+            // The reply's 100 and the message's 200, with the system prompt on top.
+            #expect(spent > 300 && spent < 5000, "\(spent)")
+        }
+
         @Test func tokenBudget_resetsAtTheNextWindow() throws {
             let scratch = Scratch()
             let llm = try TestLLM()

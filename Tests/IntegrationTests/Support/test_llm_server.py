@@ -4,7 +4,8 @@ are scripted and which records what it was asked.
 
   POST /v1/chat/completions   answered by the next scripted behaviour (default: a reply)
   POST /script                append behaviours: [{"reply": "text"}, {"status": 500},
-                              {"status": 429, "retry_after": 1}, {"delay": 0.5}, {"hang": true}]
+                              {"status": 429, "retry_after": 1}, {"delay": 0.5}, {"hang": true},
+                              {"reply": "text", "no_usage": true}]
   GET  /requests              every chat request received: body, whether it had a bearer key, time
 Prints its port on the first line of stdout. Stdlib only.
 """
@@ -69,11 +70,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(behaviour["status"], {"error": {"message": "scripted failure"}}, headers)
         messages = request.get("messages", [])
         text = behaviour.get("reply") or f"echo: {messages[-1]['content']} [messages={len(messages)}]"
-        self.send_json(200, {
+        answer = {
             "id": "chatcmpl-test", "object": "chat.completion", "model": "test-model-1",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-        })
+        }
+        if behaviour.get("no_usage"):
+            del answer["usage"]
+        self.send_json(200, answer)
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
