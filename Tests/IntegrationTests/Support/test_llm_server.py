@@ -4,8 +4,7 @@ are scripted and which records what it was asked.
 
   POST /v1/chat/completions   answered by the next scripted behaviour (default: a reply)
   POST /script                append behaviours: [{"reply": "text"}, {"status": 500},
-                              {"status": 429, "retry_after": 1}, {"delay": 0.5}, {"hang": true},
-                              {"reply": "text", "no_usage": true}]
+                              {"status": 429, "retry_after": 1}, {"delay": 0.5}, {"hang": true}]
   GET  /requests              every chat request received: body, whether it had a bearer key, time
 Prints its port on the first line of stdout. Stdlib only.
 """
@@ -75,7 +74,7 @@ class Handler(BaseHTTPRequestHandler):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
         }
-        if behaviour.get("no_usage"):
+        if behaviour.get("no_usage"):  # {"no_usage": true}: a provider that reports no token counts
             del answer["usage"]
         self.send_json(200, answer)
 
