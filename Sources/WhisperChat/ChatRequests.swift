@@ -110,7 +110,8 @@ public enum ChatRequests {
         }
     }
 
-    public static func conversation(_ body: [UInt8]) -> Result<ConversationRequest, ValidationFailure> {
+    /// `maxTurns` bounds the messages (pydantic's `too_long` past it): each is an LLM call.
+    public static func conversation(_ body: [UInt8], maxTurns: Int = 20) -> Result<ConversationRequest, ValidationFailure> {
         decode(body) { fields, issues in
             let userID = requiredString(fields, "user_id", &issues)
             var messages: [String]?
@@ -133,12 +134,17 @@ public enum ChatRequests {
                         texts.append(text)
                     }
                 }
+                if items.count > maxTurns {
+                    issues.append(
+                        .at([.key("messages")], "too_long", "List should have at most \(maxTurns) items after validation, not \(items.count)",
+                            .array(items), ["field_type": .string("List"), "max_length": .int(Int64(maxTurns)), "actual_length": .int(Int64(items.count))]))
+                }
                 if items.isEmpty {
                     issues.append(
                         .at([.key("messages")], "too_short", "List should have at least 1 item after validation, not 0", .array([]),
                             ["field_type": .string("List"), "min_length": .int(1), "actual_length": .int(0)]))
                 }
-                messages = texts.count == items.count && !items.isEmpty ? texts : nil
+                messages = texts.count == items.count && !items.isEmpty && items.count <= maxTurns ? texts : nil
             case let other?:
                 issues.append(.at([.key("messages")], "list_type", "Input should be a valid list", other))
             }

@@ -274,6 +274,8 @@ extension Daemon {
                 uniquingKeysWith: { _, last in last })
         }
         if let inflight = status.inflight { object["inflight"] = inflight }
+        if let tokens = status.llmTokens { object["llm_tokens"] = tokens }
+        if let remaining = status.llmBudgetRemaining { object["llm_budget_remaining"] = remaining }
         if let next = status.nextRestartAt { object["restart_in_seconds"] = max(0, Double(next.nanoseconds - now) / 1e9) }
         return object
     }

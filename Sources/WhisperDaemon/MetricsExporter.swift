@@ -86,6 +86,29 @@ final class MetricsExporter: @unchecked Sendable {
             return counter
         }
 
+        /// Made when the worker first reports them (a character without an LLM has none).
+        private var llmTokensSeries: MirroredCounter?
+        private var llmBudgetSeries: Gauge?
+
+        func llmTokens() -> MirroredCounter {
+            if let existing = llmTokensSeries { return existing }
+            let made = MirroredCounter(
+                registry.makeCounter(
+                    descriptor: descriptor("llm_tokens", "total", "LLM tokens the character's worker spent (reported by the LLM, else estimated)"),
+                    labels: labels))
+            llmTokensSeries = made
+            return made
+        }
+
+        func llmBudgetRemaining() -> Gauge {
+            if let existing = llmBudgetSeries { return existing }
+            let made = registry.makeGauge(
+                descriptor: descriptor("llm_budget_remaining", "tokens", "Tokens left in the character's LLM_TOKEN_BUDGET window"),
+                labels: labels)
+            llmBudgetSeries = made
+            return made
+        }
+
         /// The state as one series with value 1 (the previous state's series is removed).
         func setState(_ value: String) {
             guard state?.name != value else { return }
@@ -157,6 +180,8 @@ final class MetricsExporter: @unchecked Sendable {
             series.logLinesDropped.update(to: Double(snapshot.logLinesDropped))
             series.notifyRejected.update(to: Double(snapshot.notifyRejected))
             series.notifyMalformed.update(to: Double(snapshot.notifyMalformed))
+            if let tokens = status.llmTokens { series.llmTokens().update(to: Double(tokens)) }
+            if let remaining = status.llmBudgetRemaining { series.llmBudgetRemaining().set(to: Double(remaining)) }
         }
         process.update()
         return registry.emitToBuffer()

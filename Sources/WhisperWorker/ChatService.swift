@@ -14,11 +14,17 @@ final class ChatService: Sendable {
     let writes: StoreQueue
     let llm: Result<LLMClient, LLMNotConfigured>
     let metrics: WorkerMetrics
+    /// Budget and concurrency bounds on LLM work (the per-user rate is the routes').
+    let admission: ChatAdmission
     /// The prompt's character-only blocks, made once.
     private let identity: String
 
-    init(profile: CharacterProfile, store: any ConversationStore, llm: Result<LLMClient, LLMNotConfigured>, metrics: WorkerMetrics) {
+    init(
+        profile: CharacterProfile, store: any ConversationStore, llm: Result<LLMClient, LLMNotConfigured>, metrics: WorkerMetrics,
+        admission: ChatAdmission
+    ) {
         self.profile = profile
+        self.admission = admission
         self.identity = Conversation.identityBlocks(profile)
         self.store = store
         self.writes = StoreQueue(store: store, name: profile.name) { metrics.storeSeconds.record($0) }
@@ -42,6 +48,8 @@ final class ChatService: Sendable {
         case store(String)
         /// 502: the user's message is stored, no reply is.
         case llm(LLMError)
+        /// 429: not taken (budget spent, too many in progress); nothing was stored.
+        case refused(ChatAdmission.Refusal)
     }
 
     typealias Completion = @Sendable (Result<Turn, Failure>) -> Void
@@ -55,6 +63,8 @@ final class ChatService: Sendable {
         case .failure(let problem): return completion(.failure(.notConfigured(problem.description)))
         case .success(let configured): client = configured
         }
+        if let refusal = admission.begin() { return completion(.failure(.refused(refusal))) }
+        let admission = admission
         let now = started.timeIntervalSince1970
         let userMessage = NewMessage(character: profile.name, userID: userID, role: .user, content: message, createdAt: now)
         writes.submit(.beginExchange(userMessage, recent: 2 * Conversation.historyExchanges + 2)) { [self] stored in
@@ -63,6 +73,7 @@ final class ChatService: Sendable {
             case .success(let outcome): recent = outcome.history
             case .failure(let error):
                 metrics.errors(kind: "store")
+                admission.finish(tokens: 0)
                 return completion(.failure(.store("\(error)")))
             }
             var messages = [
@@ -73,13 +84,18 @@ final class ChatService: Sendable {
             }
             messages.append(ChatMessage(role: "user", content: message))
             let asked = Date()
+            let asking = messages
             client.complete(messages) { [self] answer in
                 metrics.llmSeconds.record(Date().timeIntervalSince(asked))
                 switch answer {
                 case .failure(let error):
                     metrics.errors(kind: "llm_" + error.kind.rawValue)
+                    admission.finish(tokens: 0)
                     completion(.failure(.llm(error)))
                 case .success(let reply):
+                    // What the provider reports, else an estimate from the texts (counted only then).
+                    let prompt = reply.promptTokens ?? asking.reduce(0) { $0 + TokenBudget.estimatedTokens($1.content) }
+                    admission.finish(tokens: prompt + (reply.completionTokens ?? TokenBudget.estimatedTokens(reply.content)))
                     finish(reply, userID: userID, message: message, client: client, started: started, completion: completion)
                 }
             }
@@ -176,16 +192,41 @@ final class WorkerMetrics: Sendable {
         }.increment()
     }
 
-    /// Counters by label set, made once (the registry's lookup hashes every label each time).
-    private let counters = Locked<[String: Counter]>([:])
+    /// Counters and gauges by label set, made once (the registry's lookup hashes every label each time).
+    private let made = Locked<[String: any Sendable]>([:])
 
-    private func counter(_ key: String, _ make: (PrometheusCollectorRegistry) -> Counter) -> Counter {
-        counters.withLock { counters in
-            if let existing = counters[key] { return existing }
+    private func counter(_ key: String, _ make: (PrometheusCollectorRegistry) -> Counter) -> Counter { metric(key, make) }
+
+    private func metric<Metric: Sendable>(_ key: String, _ make: (PrometheusCollectorRegistry) -> Metric) -> Metric {
+        made.withLock { made in
+            if let existing = made[key] as? Metric { return existing }
             let created = make(registry)
-            counters[key] = created
+            made[key] = created
             return created
         }
+    }
+
+    /// The API server's connections and the bytes of unfinished requests it holds, set before
+    /// each rendering.
+    func httpServer(connections: Int, bufferedBytes: Int) {
+        metric("gauge|connections") {
+            $0.makeGauge(
+                descriptor: Self.name("http_connections", "", "Connections open to the API"), labels: [("character", character)])
+        }.set(Int64(connections))
+        metric("gauge|buffered") {
+            $0.makeGauge(
+                descriptor: Self.name("http_buffered", "bytes", "Bytes of unfinished requests the API holds"),
+                labels: [("character", character)])
+        }.set(Int64(bufferedBytes))
+    }
+
+    /// Tokens left in the budget's window (`LLM_TOKEN_BUDGET`), set before each rendering.
+    func budgetRemaining(_ tokens: Int) {
+        metric("gauge|budget") {
+            $0.makeGauge(
+                descriptor: Self.name("llm_budget_remaining", "tokens", "Tokens left in the LLM token budget's window"),
+                labels: [("character", character)])
+        }.set(Int64(tokens))
     }
 
     func render() -> [UInt8] { registry.emitToBuffer() }

@@ -32,6 +32,8 @@ extension Worker {
             response = diagnostics()
         case ("GET", "/metrics"):
             endpoint = "metrics"
+            if let remaining = service.admission.remainingTokens() { metrics.budgetRemaining(remaining) }
+            if let server { metrics.httpServer(connections: server.connectionCount, bufferedBytes: server.bufferedBytes) }
             response = HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render())
         case (_, "/health"), (_, "/api/chat"), (_, "/api/conversation"), (_, "/api/user-state"), (_, "/api/clear-user-data"),
             (_, "/api/diagnostics"), (_, "/metrics"):
@@ -75,6 +77,7 @@ extension Worker {
         case .success(let valid): request = valid
         }
         if case .failure(let problem) = service.llm { return notConfigured(problem) }
+        if let refusal = service.admission.admitUser(request.userID) { return refused(refusal) }
         let service = service!
         let metrics = metrics
         return later { ticket, answer in
@@ -86,40 +89,62 @@ extension Worker {
         }
     }
 
+    /// Its turns one after another, each an ordinary chat: no thread waits for one (a turn's end
+    /// starts the next; a delay is a timer), and the whole request is bounded in turns
+    /// (`CONVERSATION_MAX_TURNS`, a 422 past it) and in wall time (`CONVERSATION_MAX_SECONDS`).
     private func conversation(_ body: [UInt8]) -> HTTPServer.Response {
-        let botName = name
-        return handle(body, ChatRequests.conversation, endpoint: "conversation", needsLLM: true) { ticket, request, service in
-            let started = Date()
-            var turns: [[String: Any]] = []
-            var stored = true
-            for (index, message) in request.messages.enumerated() {
-                if index > 0, request.delayBetweenMilliseconds > 0 {
-                    Thread.sleep(forTimeInterval: Double(request.delayBetweenMilliseconds) / 1000)
-                }
-                switch service.chat(userID: request.userID, message: message, context: request.context) {
-                case .success(let turn):
-                    stored = stored && turn.memoryStored
-                    turns.append([
-                        "user_message": turn.userMessage, "bot_response": turn.reply,
-                        "processing_time_ms": Self.milliseconds(turn.processingMilliseconds), "mode": "fast", "complexity": "SIMPLE",
-                    ])
-                case .failure(let failure):
-                    // What was answered stays answered (and stored); the failing turn is said.
-                    var completion = Self.answer(ticket, .failure(failure), service)
-                    if var object = (try? JSONSerialization.jsonObject(with: Data(completion.body))) as? [String: Any] {
-                        object["turns"] = turns
-                        object["user_id"] = request.userID
-                        completion.body = JSONText.serialize(object)
-                    }
-                    return completion
-                }
+        let settings = service.admission.settings
+        let request: ConversationRequest
+        switch ChatRequests.conversation(body, maxTurns: settings.conversationMaxTurns) {
+        case .failure(let failure): return unprocessable(failure)
+        case .success(let valid): request = valid
+        }
+        if case .failure(let problem) = service.llm { return notConfigured(problem) }
+        if let refusal = service.admission.admitUser(request.userID, cost: request.messages.count) { return refused(refusal) }
+        let run = ConversationRun(
+            request: request, service: service!, maxSeconds: settings.conversationMaxSeconds, started: Date())
+        let metrics = metrics
+        return later { ticket, answer in
+            run.turn(0, done: []) { outcome in
+                let completion = Self.conversationAnswer(ticket, outcome, run)
+                metrics.request(endpoint: "conversation", status: completion.status)
+                answer(completion)
             }
+        }
+    }
+
+    static func conversationAnswer(_ ticket: Int, _ outcome: ConversationRun.Outcome, _ run: ConversationRun) -> Completion {
+        let service = run.service
+        let turns: [[String: Any]] = outcome.turns.map { turn in
+            [
+                "user_message": turn.userMessage, "bot_response": turn.reply, "processing_time_ms": milliseconds(turn.processingMilliseconds),
+                "mode": "fast", "complexity": "SIMPLE",
+            ]
+        }
+        switch outcome.end {
+        case .answered:
+            let stored = outcome.turns.allSatisfy(\.memoryStored)
             return Completion(
                 ticket: ticket, status: 200,
                 body: JSONText.serialize([
-                    "success": true, "user_id": request.userID, "bot_name": botName, "turns": turns,
-                    "total_time_ms": Self.milliseconds(Date().timeIntervalSince(started) * 1000), "memory_stored": stored,
+                    "success": true, "user_id": run.request.userID, "bot_name": service.profile.name, "turns": turns,
+                    "total_time_ms": milliseconds(Date().timeIntervalSince(run.started) * 1000), "memory_stored": stored,
                 ] as [String: Any]), facets: ["llm": "ok", "store": stored ? "ok" : "down:a write failed"])
+        case .failed(let failure):
+            // What was answered stays answered (and stored); the failing turn is said.
+            var (completion, object) = failureAnswer(ticket, failure, service)
+            object["turns"] = turns
+            object["user_id"] = run.request.userID
+            completion.body = JSONText.serialize(object)
+            return completion
+        case .outOfTime:
+            return Completion(
+                ticket: ticket, status: 504,
+                body: JSONText.serialize([
+                    "success": false, "user_id": run.request.userID, "bot_name": service.profile.name, "turns": turns,
+                    "error": "the conversation reached its time limit (CONVERSATION_MAX_SECONDS=\(run.maxSeconds)) after "
+                        + "\(outcome.turns.count) of \(run.request.messages.count) turns",
+                ] as [String: Any]))
         }
     }
 
@@ -192,18 +217,36 @@ extension Worker {
             return Completion(
                 ticket: ticket, status: 200, body: chatAnswer(turn, botName: service.profile.name),
                 facets: ["llm": "ok", "store": turn.memoryStored ? "ok" : "down:a write failed"])
-        case .failure(.llm(let error)):
-            return Completion(
-                ticket: ticket, status: 502,
-                body: JSONText.serialize(["success": false, "error": error.description, "bot_name": service.profile.name] as [String: Any]),
-                facets: ["llm": "down:\(error.kind.rawValue)", "store": "ok"])
-        case .failure(.notConfigured(let problem)):
-            return Completion(
-                ticket: ticket, status: 503,
-                body: JSONText.serialize(["success": false, "error": problem, "bot_name": service.profile.name] as [String: Any]))
-        case .failure(.store(let problem)):
-            return storeUnavailable(ticket, StoreError(problem), service)
+        case .failure(let failure):
+            return failureAnswer(ticket, failure, service).completion
         }
+    }
+
+    /// A failed chat as WhisperEngine shapes it (`{success: false, error, bot_name}`), and that
+    /// object (for answers that add to it).
+    static func failureAnswer(_ ticket: Int, _ failure: ChatService.Failure, _ service: ChatService) -> (
+        completion: Completion, object: [String: Any]
+    ) {
+        let botName = service.profile.name
+        let object: [String: Any]
+        var completion: Completion
+        switch failure {
+        case .llm(let error):
+            object = ["success": false, "error": error.description, "bot_name": botName]
+            completion = Completion(ticket: ticket, status: 502, body: [], facets: ["llm": "down:\(error.kind.rawValue)", "store": "ok"])
+        case .notConfigured(let problem):
+            object = ["success": false, "error": problem, "bot_name": botName]
+            completion = Completion(ticket: ticket, status: 503, body: [])
+        case .store(let problem):
+            object = ["success": false, "error": "conversation store unavailable: \(StoreError(problem))", "bot_name": botName]
+            completion = Completion(ticket: ticket, status: 503, body: [], facets: ["store": "down:\(StoreError(problem))"])
+        case .refused(let refusal):
+            object = ["success": false, "error": refusal.message, "bot_name": botName]
+            completion = Completion(ticket: ticket, status: 429, body: [], headers: [("Retry-After", String(refusal.retryAfterSeconds))])
+            if case .budgetSpent = refusal { completion.facets = ["llm": "degraded:budget"] }
+        }
+        completion.body = JSONText.serialize(object)
+        return (completion, object)
     }
 
     /// `{"bot_name","complexity","memory_stored","mode","model_used","processing_time_ms",
@@ -235,6 +278,13 @@ extension Worker {
             body: JSONText.serialize(
                 ["success": false, "error": "conversation store unavailable: \(error)", "bot_name": service.profile.name] as [String: Any]),
             facets: ["store": "down:\(error)"])
+    }
+
+    /// 429 with `Retry-After`, in WhisperEngine's error shape, decided on the loop.
+    private func refused(_ refusal: ChatAdmission.Refusal) -> HTTPServer.Response {
+        var response = json(429, ["success": false, "error": refusal.message, "bot_name": name])
+        response.extraHeaders = [("Retry-After", String(refusal.retryAfterSeconds))]
+        return response
     }
 
     private func notConfigured(_ problem: LLMNotConfigured) -> HTTPServer.Response {

@@ -27,6 +27,8 @@ public final class Worker {
         var contentType = "application/json"
         /// Facets this work learned about (`llm`, `store`), as `level[:detail]`.
         var facets: [String: String] = [:]
+        /// More header lines (`Retry-After`).
+        var headers: [(String, String)] = []
     }
 
     public static let version = "0.1.0"
@@ -88,6 +90,14 @@ public final class Worker {
         return state + "/memory/" + name + ".sqlite3"
     }
 
+    /// Where the token budget is kept: `$STATE_DIRECTORY/llm-budget` (the character's own
+    /// directory, when whisperd gives one), else `<state dir>/budget/NAME`.
+    var budgetPath: String {
+        if let own = environment["STATE_DIRECTORY"], !own.isEmpty { return own + "/llm-budget" }
+        let state = environment["WHISPERD_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.whisperd-state"
+        return state + "/budget/" + name
+    }
+
     public func run() throws -> Int32 {
         // Up front, so a missing library is a clear exit, not a failed first chat.
         let storeLibrary: WorkerLibraries.Set = StoreCommands.postgresURL(environment) == nil ? .sqlite : .postgres
@@ -99,14 +109,29 @@ public final class Worker {
         case .success(let configuration): llm = .success(try LLMClient(configuration: configuration))
         case .failure(let problem): llm = .failure(problem)
         }
-        service = ChatService(profile: profile, store: store, llm: llm, metrics: metrics)
+        let admission: AdmissionSettings
+        switch AdmissionSettings.from(environment) {
+        case .success(let valid): admission = valid
+        case .failure(let problem): throw Failure(description: problem.description)
+        }
+        let name = name
+        service = ChatService(
+            profile: profile, store: store, llm: llm, metrics: metrics,
+            admission: ChatAdmission(
+                settings: admission, budgetPath: budgetPath,
+                log: { FileHandle.standardError.write(Data("worker \(name): \($0)\n".utf8)) }))
 
         let host = environment["API_HOST"] ?? "127.0.0.1"
         guard let portText = environment["API_PORT"], let port = Int(portText), (1...65535).contains(port) else {
             throw Failure(description: "API_PORT is not set to a port number (give the character `port:` in the roster)")
         }
+        let limits: HTTPLimits
+        switch HTTPLimits.from(environment) {
+        case .success(let valid): limits = valid
+        case .failure(let error): throw Failure(description: error.description)
+        }
         do {
-            server = try HTTPServer(loop: loop, host: host, port: port) { [unowned self] request in self.route(request) }
+            server = try HTTPServer(loop: loop, host: host, port: port, limits: limits) { [unowned self] request in self.route(request) }
         } catch {
             throw Failure(description: "cannot listen on \(host):\(port): \(error)")
         }
@@ -332,8 +357,9 @@ public final class Worker {
                 changes.append(Facet.notifyLine(facet, state))
             }
             if !changes.isEmpty { notify(changes.joined(separator: "\n")) }
-            answers.removeValue(forKey: completion.ticket)?(
-                HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body))
+            var response = HTTPServer.Response(status: completion.status, contentType: completion.contentType, bytes: completion.body)
+            response.extraHeaders = completion.headers
+            answers.removeValue(forKey: completion.ticket)?(response)
         }
         inflightChanged()
         if drainDeadline != nil, inflight == 0, (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 { loop.stop() }
@@ -362,7 +388,13 @@ public final class Worker {
     }
 
     private func reportInflight(now: Int64) {
-        notify("X_WHISPERD_INFLIGHT=\(inflight)", waiting: false)
+        // The LLM spending rides along (whisperd's status and /metrics): it changes with chats.
+        var message = ""
+        if let admission = service?.admission {
+            message += "X_WHISPERD_LLM_TOKENS=\(admission.spentTokens)\n"
+            if let remaining = admission.remainingTokens() { message += "X_WHISPERD_LLM_BUDGET_REMAINING=\(remaining)\n" }
+        }
+        notify(message + "X_WHISPERD_INFLIGHT=\(inflight)", waiting: false)
         reportedInflight = inflight
         lastInflightReport = now
     }

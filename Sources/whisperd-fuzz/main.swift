@@ -36,11 +36,25 @@ let targets: [String: ([UInt8]) -> Void] = [
     // The control socket's and the status port's HTTP request parsing, and query decoding.
     "http-request": { bytes in
         var rest = bytes
-        while case .complete(let request, let length, _) = HTTPServer.parse(rest) {
-            precondition(length > 0 && length <= rest.count, "a request longer than its input")
-            _ = request.queryItems
-            _ = request.header("content-type")
-            rest.removeFirst(length)
+        while true {
+            switch HTTPServer.parse(rest) {
+            case .complete(let request, let length, _):
+                precondition(length > 0 && length <= rest.count, "a request longer than its input")
+                // What strict parsing promises the handler: token names, no line breaks in values.
+                for (name, value) in request.headers {
+                    precondition(!name.isEmpty && name.utf8.allSatisfy(HTTPServer.isTokenCharacter), "a header name that is no token")
+                    precondition(!value.utf8.contains(13) && !value.utf8.contains(10), "a line break in a header value")
+                }
+                _ = request.queryItems
+                _ = request.header("content-type")
+                rest.removeFirst(length)
+                continue
+            case .awaitingBody(let headLength, let contentLength):
+                precondition(headLength <= rest.count && headLength + contentLength > rest.count, "a body awaited that is in")
+            case .incomplete, .invalid, .tooLarge:
+                break
+            }
+            break
         }
     },
     // The worker's request bodies (FastAPI-shaped 422s).

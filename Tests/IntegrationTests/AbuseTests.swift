@@ -162,3 +162,44 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests.AbuseSection {
+    /// Slowloris against the real worker: every slot taken by clients that trickle a header line
+    /// now and then. A chat still gets in (the oldest trickler gives way), and the tricklers get
+    /// 408 at the header deadline however much they send.
+    @Test func slowlorisOnEverySlot_aChatStillGetsIn_andTheTricklersGet408() throws {
+        let scratch = Scratch()
+        let llm = try TestLLM()
+        let (worker, port) = try IntegrationTests.WorkerAPISection.startWorker(
+            scratch, llm: llm, environment: ["API_HEADER_TIMEOUT": "1.5", "API_MAX_CONNECTIONS": "40"])
+        defer { withExtendedLifetime((worker, scratch)) {} }
+        let tricklers = (0..<40).compactMap { _ in Client(port: port) }
+        #expect(tricklers.count == 40)
+        for client in tricklers { client.send(Array("POST /api/chat HTTP/1.1\r\nHost: x\r\n".utf8)) }
+        let started = Date()
+        let chat = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "hello"], timeout: 10)
+        #expect(chat.status == 200, "\(chat)")
+        // The worker says what it holds: the tricklers' connections and their half heads.
+        let metrics = rawHTTP(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") ?? ""
+        let connections = metrics.firstMatch(of: /whisperd_worker_http_connections\{character="elena"\} (\d+)/).flatMap { Int($0.1) }
+        let buffered = metrics.firstMatch(of: /whisperd_worker_http_buffered_bytes\{character="elena"\} (\d+)/).flatMap { Int($0.1) }
+        #expect((connections ?? 0) >= 30 && (connections ?? 0) <= 40, "\(String(describing: connections))")
+        #expect((buffered ?? 0) >= 30 * 30, "\(String(describing: buffered))")
+        // Keep trickling (a line each 0.1 s, 3 s at most): the deadline, not progress, decides.
+        var answers: [Int: String] = [:]
+        for _ in 0..<30 where answers.count < tricklers.count {
+            for (index, client) in tricklers.enumerated() where answers[index] == nil {
+                client.send(Array("X-Slow: y\r\n".utf8))
+                var entry = pollfd(fd: client.fd, events: Int16(POLLIN), revents: 0)
+                if poll(&entry, 1, 0) > 0 { answers[index] = client.readAll(timeout: 2) }
+            }
+            usleep(100_000)
+        }
+        let waited = Date().timeIntervalSince(started)
+        let timedOut = answers.values.filter { $0.hasPrefix("HTTP/1.1 408") }.count
+        let shed = answers.values.filter { $0.hasPrefix("HTTP/1.1 503") || $0.isEmpty }.count
+        #expect(timedOut + shed == tricklers.count && shed <= 1, "408: \(timedOut), shed: \(shed) of \(tricklers.count) after \(waited) s")
+        #expect(waited < 3.5)
+        #expect(getJSON(port: port, path: "/health").status == 200)
+    }
+}

@@ -202,6 +202,8 @@ extension IntegrationTests {
             #expect(done.values.allSatisfy { $0 == 200 })
             #expect(!reports.isEmpty && reports.count <= Int(seconds.rounded(.up)) + 2, "\(reports.count) reports in \(seconds) s")
             #expect(reports.last?.hasSuffix("X_WHISPERD_INFLIGHT=0") == true, "\(reports)")
+            // The LLM's spending rides along: 18 tokens a chat as the test LLM reports them.
+            #expect(reports.last?.contains("X_WHISPERD_LLM_TOKENS=\(160 * 18)\n") == true, "\(reports.last ?? "")")
         }
 
         @Test func fiftyConcurrentChats_storeAHundredRows() throws {

@@ -51,6 +51,19 @@ import WhisperChat
         #expect(issues(ChatRequests.conversation(bytes(#"{"user_id":"u","messages":"a"}"#))).map(\.type) == ["list_type"])
     }
 
+    /// Each message is an LLM call: a request may hold `maxTurns` of them, no more.
+    @Test func aConversation_isBoundedInTurns() throws {
+        let three = bytes(#"{"user_id":"u","messages":["a","b","c"]}"#)
+        #expect(try ChatRequests.conversation(three, maxTurns: 3).get().messages.count == 3)
+        let over = issues(ChatRequests.conversation(three, maxTurns: 2))
+        #expect(over.map(\.type) == ["too_long"])
+        #expect(over.first?.location == [.key("body"), .key("messages")])
+        #expect(over.first?.message == "List should have at most 2 items after validation, not 3")
+        #expect(over.first?.context?["max_length"] == .int(2))
+        let giant = bytes(#"{"user_id":"u","messages":["# + Array(repeating: #""m""#, count: 10_000).joined(separator: ",") + "]}")
+        #expect(issues(ChatRequests.conversation(giant)).map(\.type) == ["too_long"], "the default is bounded too")
+    }
+
     @Test func clearUserDataDefaultsToClearingBoth() throws {
         let request = try ChatRequests.clearUserData(bytes(#"{"user_id":"u"}"#)).get()
         #expect(request.clearMemories && request.clearTrust)

@@ -58,4 +58,13 @@ import WhisperCore
         #expect(!long.contains("\n") && !long.contains("\r") && long.count <= "X_WHISPERD_FACET=store:".count + 220)
         #expect((try? parse(long).get())?.facets.first?.level == .down)
     }
+
+    @Test func llmSpending_isReadAsCounts() throws {
+        let message = try parse("X_WHISPERD_LLM_TOKENS=2880\nX_WHISPERD_LLM_BUDGET_REMAINING=0\nX_WHISPERD_INFLIGHT=0").get()
+        #expect(message.llmTokens == 2880)
+        #expect(message.llmBudgetRemaining == 0)
+        for bad in ["X_WHISPERD_LLM_TOKENS=-1", "X_WHISPERD_LLM_TOKENS=many", "X_WHISPERD_LLM_BUDGET_REMAINING="] {
+            #expect(throws: NotifyMessage.ParseError.self) { try parse(bad).get() }
+        }
+    }
 }

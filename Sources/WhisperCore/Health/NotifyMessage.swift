@@ -16,6 +16,10 @@ public struct NotifyMessage: Hashable, Sendable {
     public var errno: Int32?
     public var facets: [Facet] = []
     public var inflight: Int?
+    /// `X_WHISPERD_LLM_TOKENS=`: LLM tokens the worker has spent since it started.
+    public var llmTokens: Int?
+    /// `X_WHISPERD_LLM_BUDGET_REMAINING=`: tokens left in its budget's window.
+    public var llmBudgetRemaining: Int?
     public var mainPID: Int32?
 
     public init() {}
@@ -80,6 +84,9 @@ public struct NotifyMessage: Hashable, Sendable {
             case "X_WHISPERD_INFLIGHT":
                 guard let count = Int(value), count >= 0 else { return .failure(.malformedLine(String(rawLine))) }
                 message.inflight = count
+            case "X_WHISPERD_LLM_TOKENS", "X_WHISPERD_LLM_BUDGET_REMAINING":
+                guard let count = Int(value), count >= 0 else { return .failure(.malformedLine(String(rawLine))) }
+                if key == "X_WHISPERD_LLM_TOKENS" { message.llmTokens = count } else { message.llmBudgetRemaining = count }
             default:
                 continue
             }

@@ -198,6 +198,8 @@ extension ServiceRecord {
         if let errno = message.errno { reportedErrno = errno }
         for facet in message.facets { facets[facet.name] = facet }
         if let inflight = message.inflight { self.inflight = inflight }
+        if let tokens = message.llmTokens { llmTokens = tokens }
+        if let remaining = message.llmBudgetRemaining { llmBudgetRemaining = remaining }
         guard isAlive, state != .stopping else { return }
         if let interval = message.watchdogInterval {
             watchdogInterval = interval > .zero ? interval : nil
@@ -279,6 +281,7 @@ extension ServiceRecord {
             name: spec.name, isJob: spec.isJob, state: state, desired: desired, isReady: isReady, pid: pid,
             startedAt: startedAt, readyAt: readyAt, restarts: restarts, restartsByReason: restartsByReason,
             oomKills: oomKills, isCrashLooping: isCrashLooping, lastExit: lastExit, statusText: statusText,
-            facets: facets.keys.sorted().compactMap { facets[$0] }, inflight: inflight, nextRestartAt: restartAt)
+            facets: facets.keys.sorted().compactMap { facets[$0] }, inflight: inflight, nextRestartAt: restartAt,
+            llmTokens: llmTokens, llmBudgetRemaining: llmBudgetRemaining)
     }
 }

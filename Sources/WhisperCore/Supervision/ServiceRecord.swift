@@ -43,6 +43,9 @@ struct ServiceRecord: Sendable {
     var statusText: String?
     var facets: [String: Facet] = [:]
     var inflight: Int?
+    /// What the worker last said of its LLM spending (kept across its restarts).
+    var llmTokens: Int?
+    var llmBudgetRemaining: Int?
     var reportedErrno: Int32?
     var isReloading = false
 
@@ -94,6 +97,9 @@ public struct ServiceStatus: Hashable, Sendable {
     public var facets: [Facet]
     public var inflight: Int?
     public var nextRestartAt: Instant?
+    /// LLM tokens the worker reported spending since it started; tokens left in its budget.
+    public var llmTokens: Int? = nil
+    public var llmBudgetRemaining: Int? = nil
 
     /// Counts against `/health`: wanted up, not a job, and not ready.
     public var isUnhealthy: Bool { !isJob && desired == .up && !isReady && state != .exited }

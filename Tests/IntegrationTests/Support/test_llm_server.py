@@ -77,11 +77,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(behaviour["status"], {"error": {"message": "scripted failure"}}, headers)
         messages = request.get("messages", [])
         text = behaviour.get("reply") or f"echo: {messages[-1]['content']} [messages={len(messages)}]"
-        self.send_json(200, {
+        answer = {
             "id": "chatcmpl-test", "object": "chat.completion", "model": "test-model-1",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-        })
+        }
+        if behaviour.get("no_usage"):  # {"no_usage": true}: a provider that reports no token counts
+            del answer["usage"]
+        self.send_json(200, answer)
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

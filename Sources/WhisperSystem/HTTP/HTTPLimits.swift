@@ -1,0 +1,201 @@
+/// How long and how much a client may take of the server: deadlines, not progress, so that a
+/// client trickling a byte now and then cannot hold a slot; and caps on what is buffered, so that
+/// slow or greedy clients cannot grow the process. Pure: every decision is a function of its
+/// inputs and a given `now` (monotonic nanoseconds). The figures are in docs/worker.md.
+public struct HTTPLimits: Sendable, Equatable {
+    /// A request's head must be in this long after its first byte (or after the connection
+    /// opened, for its first request).
+    public var headerTimeout: Int64
+    /// A body must be in within this long plus its length at `minimumBodyRate`.
+    public var bodyTimeout: Int64
+    /// Bytes per second a body must at least arrive at, on average.
+    public var minimumBodyRate: Int
+    /// An answer must be taken by the client within this long plus its length at `minimumWriteRate`.
+    public var writeTimeout: Int64
+    /// Bytes per second a client must at least read an answer at, on average.
+    public var minimumWriteRate: Int
+    /// A keep-alive connection between requests is closed after this long.
+    public var idleTimeout: Int64
+    /// Open connections at most; past it the one that matters least is shed (``shedding(_:now:)``).
+    public var maxConnections: Int
+    /// Bytes of unfinished requests (heads, bodies, pipelined input) buffered by all connections
+    /// together; a request that would go past it gets 503 with `Retry-After`.
+    public var maxBufferedBytes: Int
+
+    public static let second: Int64 = 1_000_000_000
+
+    public init(
+        headerTimeout: Int64 = 10 * second, bodyTimeout: Int64 = 10 * second, minimumBodyRate: Int = 8192,
+        writeTimeout: Int64 = 10 * second, minimumWriteRate: Int = 16384, idleTimeout: Int64 = 30 * second,
+        maxConnections: Int = 256, maxBufferedBytes: Int = 32 << 20
+    ) {
+        self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
+        self.minimumBodyRate = minimumBodyRate
+        self.writeTimeout = writeTimeout
+        self.minimumWriteRate = minimumWriteRate
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.maxBufferedBytes = maxBufferedBytes
+    }
+
+    /// Seconds (as an operator writes them) to the nanoseconds kept here.
+    public static func nanoseconds(seconds: Double) -> Int64 { Int64((seconds * 1e9).rounded()) }
+
+    /// When a connection in `phase` runs out of time; nil when the client is not what it waits on.
+    public func deadline(_ phase: ConnectionPhase) -> Int64? {
+        switch phase {
+        case .readingHead(let since): since + headerTimeout
+        case .readingBody(let since, let length): since + bodyTimeout + Self.time(length, at: minimumBodyRate)
+        case .writing(let since, let bytes): since + writeTimeout + Self.time(bytes, at: minimumWriteRate)
+        case .idle(let since): since + idleTimeout
+        case .handling, .streaming: nil
+        }
+    }
+
+    /// What becomes of a connection in `phase` at `now`: nil while it is within its deadline.
+    public func expiry(_ phase: ConnectionPhase, now: Int64) -> Expiry? {
+        guard let deadline = deadline(phase), now >= deadline else { return nil }
+        switch phase {
+        case .readingHead, .readingBody: return .requestTimeout
+        case .writing: return .abort
+        case .idle, .handling, .streaming: return .close
+        }
+    }
+
+    /// How long `bytes` take at `rate` bytes per second (saturating, never negative).
+    private static func time(_ bytes: Int, at rate: Int) -> Int64 {
+        guard bytes > 0 else { return 0 }
+        guard rate > 0 else { return .max / 4 }
+        return Int64(bytes) * second / Int64(rate)
+    }
+
+    /// Which connection gives way to a new one at ``maxConnections``: first the oldest that has
+    /// not completed a request yet (a client that connects and trickles is the attack, and a
+    /// legitimate client sends its request at once), then the one reading a later request the
+    /// longest, then the longest idle keep-alive, then the one whose answer has been going out
+    /// the longest (a client that does not read it is the slow-read attack), and last one that
+    /// has sent nothing yet and was accepted less than ``newConnectionGrace`` before `now`
+    /// (between its connect and its send: under a flood of connections it may be the legitimate
+    /// client), the newest of those first (the flood's latest reconnection rather than the client
+    /// that came before it). Never one whose request is being answered, or that streams: nil
+    /// then (503).
+    public func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>, now: Int64) -> ID? {
+        var best: (id: ID, rank: Int, since: Int64)?
+        for (id, standing) in candidates {
+            let rank: Int
+            let since: Int64
+            switch standing.phase {
+            case .readingHead(let started), .readingBody(let started, _):
+                if standing.completedRequests > 0 {
+                    rank = 1
+                    since = started
+                } else {
+                    if !standing.hasSentBytes, now - standing.opened < newConnectionGrace {
+                        rank = 4
+                        since = -standing.opened
+                    } else {
+                        rank = 0
+                        since = standing.opened
+                    }
+                }
+            case .idle(let started):
+                rank = 2
+                since = started
+            case .writing(let started, _):
+                rank = 3
+                since = started
+            case .handling, .streaming:
+                continue
+            }
+            if let current = best, (current.rank, current.since) <= (rank, since) { continue }
+            best = (id, rank, since)
+        }
+        return best?.id
+    }
+
+    /// How long a new connection that has sent nothing is spared by shedding: a client's request
+    /// follows the handshake's last packet at once (its own processing time, not a round
+    /// trip), so a tenth of a second is ample; a tenth of the header deadline if that is less.
+    public var newConnectionGrace: Int64 { min(Self.second / 10, headerTimeout / 10) }
+}
+
+/// Where a connection is in its life, and since when (monotonic nanoseconds).
+public enum ConnectionPhase: Equatable, Sendable {
+    /// Waiting for a request's head: since the connection opened, or since the first byte of a
+    /// later request (or the end of the answer before, for pipelined input).
+    case readingHead(since: Int64)
+    /// The head is in; `length` bytes of body are coming, since the head completed.
+    case readingBody(since: Int64, length: Int)
+    /// The handler is working out the answer: its bounds apply, not the client's.
+    case handling
+    /// An answer of `bytes` is going out, since it was queued.
+    case writing(since: Int64, bytes: Int)
+    /// Between requests of a keep-alive connection.
+    case idle(since: Int64)
+    /// A streamed response (its own backlog cap applies).
+    case streaming
+}
+
+/// What the sweep does with a connection past its deadline.
+public enum Expiry: Equatable, Sendable {
+    /// 408 Request Timeout, then close.
+    case requestTimeout
+    /// Close, saying nothing (an idle keep-alive).
+    case close
+    /// Close at once, dropping what is unsent (a client that does not read its answer).
+    case abort
+}
+
+/// What shedding weighs of one connection.
+public struct ConnectionStanding: Sendable, Equatable {
+    public var phase: ConnectionPhase
+    /// When it was accepted.
+    public var opened: Int64
+    /// Requests it has sent whole.
+    public var completedRequests: Int
+    /// Whether any byte of a request has come from it.
+    public var hasSentBytes: Bool
+
+    public init(phase: ConnectionPhase, opened: Int64, completedRequests: Int, hasSentBytes: Bool = true) {
+        self.phase = phase
+        self.opened = opened
+        self.completedRequests = completedRequests
+        self.hasSentBytes = hasSentBytes
+    }
+}
+
+extension HTTPLimits {
+    /// The settings an operator may change, by environment variable (documented in docs/worker.md):
+    /// what is not set keeps its default; a value that is not a positive number is an error
+    /// naming the variable, and nothing is taken.
+    public static func from(_ environment: [String: String]) -> Result<HTTPLimits, SettingError> {
+        var limits = HTTPLimits()
+        func number(_ name: String) -> Result<Double?, SettingError> {
+            guard let text = environment[name], !text.isEmpty else { return .success(nil) }
+            guard let value = Double(text), value.isFinite, value > 0, value < 1e9 else {
+                return .failure(SettingError(description: "\(name)=\(text) is not a positive number"))
+            }
+            return .success(value)
+        }
+        do {
+            if let seconds = try number("API_HEADER_TIMEOUT").get() { limits.headerTimeout = nanoseconds(seconds: seconds) }
+            if let seconds = try number("API_BODY_TIMEOUT").get() { limits.bodyTimeout = nanoseconds(seconds: seconds) }
+            if let rate = try number("API_BODY_MIN_RATE").get() { limits.minimumBodyRate = Int(rate) }
+            if let seconds = try number("API_WRITE_TIMEOUT").get() { limits.writeTimeout = nanoseconds(seconds: seconds) }
+            if let rate = try number("API_WRITE_MIN_RATE").get() { limits.minimumWriteRate = Int(rate) }
+            if let seconds = try number("API_IDLE_TIMEOUT").get() { limits.idleTimeout = nanoseconds(seconds: seconds) }
+            if let count = try number("API_MAX_CONNECTIONS").get() { limits.maxConnections = max(1, Int(count)) }
+            if let mebibytes = try number("API_MAX_BUFFERED_MIB").get() { limits.maxBufferedBytes = Int(mebibytes * 1_048_576) }
+        } catch {
+            return .failure(error)
+        }
+        return .success(limits)
+    }
+
+    public struct SettingError: Error, Equatable, CustomStringConvertible {
+        public let description: String
+
+        public init(description: String) { self.description = description }
+    }
+}

@@ -1,0 +1,382 @@
+import CWhisperLinux
+import Glibc
+
+/// A small HTTP/1.1 server on the event loop, for status endpoints (`/health`) that must not
+/// pull a framework into the supervisor. Keep-alive (a scraper polls over one connection),
+/// pipelined requests answered in order, bodies up to 1 MiB, no chunked uploads; deadlines and
+/// caps for slow and greedy clients in ``HTTPLimits``.
+public final class HTTPServer {
+    public typealias Handler = (Request) -> Response
+
+    /// Decides at accept time whether a Unix-socket peer may talk to us at all.
+    public typealias Authorizer = (PeerCredentials) -> Bool
+
+    let loop: EventLoop
+    let listenFD: Int32
+    let handler: Handler
+    let authorize: Authorizer?
+    /// Deadlines and caps that slow and greedy clients meet (see ``HTTPLimits``).
+    public let limits: HTTPLimits
+    var connections: [Int32: Connection] = [:]
+    /// Every read lands here first (the loop is one thread): no 16 KiB allocation per request.
+    var readBuffer = [UInt8](repeating: 0, count: 16384)
+    var isListenerClosed = false
+    /// Bytes of unfinished requests that all connections hold (``HTTPLimits/maxBufferedBytes``).
+    public private(set) var bufferedBytes = 0
+    /// Armed only while there are connections: no timer at all when nobody is connected.
+    var sweepFD: Int32 = -1
+    var nextSweep: Int64?
+
+    /// Connections open now.
+    public var connectionCount: Int { connections.count }
+
+    /// A piece of an answer waiting to go out.
+    enum Chunk {
+        case bytes([UInt8])
+        case file(FileBody)
+
+        var count: Int {
+            switch self {
+            case .bytes(let bytes): bytes.count
+            case .file(let file): file.count
+            }
+        }
+    }
+
+    final class Connection {
+        var input: [UInt8] = []
+        /// What is left to send, in order: a response's head and its (shared, often cached)
+        /// body go out together by sendmsg, never copied into one buffer; a file body follows
+        /// its head by sendfile.
+        var pending: [Chunk] = []
+        var pendingBytes = 0
+        /// How much of `pending[0]` is sent.
+        var sentOfFirst = 0
+        var isResponding = false
+        var peer: PeerCredentials?
+        var stream: HTTPStream?
+        var closeAfterFlush = true
+        /// When it was accepted.
+        let opened: Int64
+        /// Where it is, and since when: what its deadline is reckoned from.
+        var phase: ConnectionPhase
+        /// Requests it has sent whole (shedding spares those that have).
+        var completedRequests = 0
+        /// A read was tried (shedding reads one that was not before judging it).
+        var hasBeenRead = false
+        /// Some byte of a request came in.
+        var hasSentBytes = false
+        /// Watched for writability (the socket buffer was full) instead of input.
+        var isWaitingToWrite = false
+
+        init(opened: Int64) {
+            self.opened = opened
+            phase = .readingHead(since: opened)
+        }
+
+        /// A deferred response is being worked out: nothing to send yet.
+        var isAwaitingAnswer: Bool { phase == .handling }
+
+        var standing: ConnectionStanding {
+            ConnectionStanding(phase: phase, opened: opened, completedRequests: completedRequests, hasSentBytes: hasSentBytes)
+        }
+
+        func enqueue(_ bytes: [UInt8]) {
+            guard !bytes.isEmpty else { return }
+            pending.append(.bytes(bytes))
+            pendingBytes += bytes.count
+        }
+
+        func enqueue(_ file: FileBody) {
+            guard file.count > 0 else { return }
+            pending.append(.file(file))
+            pendingBytes += file.count
+        }
+    }
+
+    public init(
+        loop: EventLoop, listenFD: Int32, authorize: Authorizer? = nil, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler
+    ) throws {
+        self.limits = limits
+        self.loop = loop
+        self.listenFD = listenFD
+        self.handler = handler
+        self.authorize = authorize
+        _ = Self.ignoresSIGPIPE
+        try loop.add(listenFD, .readable) { [unowned self] _ in self.acceptAll() }
+    }
+
+    /// sendfile(2) has no MSG_NOSIGNAL: a client gone mid-body must give EPIPE, not SIGPIPE. Set
+    /// once per process: the call also refreshes the spawner's record of signal dispositions, a
+    /// global that two servers made on two threads at once would race on.
+    private static let ignoresSIGPIPE: Bool = whisper_ignore_sigpipe() == 0
+
+    /// Listens on a Unix stream socket created with `mode`; every peer is checked by `authorize`
+    /// before anything it sends is read.
+    public convenience init(
+        loop: EventLoop, unixPath: String, mode: Int32, authorize: @escaping Authorizer, limits: HTTPLimits = HTTPLimits(),
+        handler: @escaping Handler
+    ) throws {
+        let fd = whisper_unix_listen(unixPath, mode, Self.listenBacklog)
+        guard fd >= 0 else { throw SystemError("listen on \(unixPath)") }
+        try self.init(loop: loop, listenFD: fd, authorize: authorize, limits: limits, handler: handler)
+    }
+
+    /// Listens on a literal loopback (or explicit) TCP address.
+    public convenience init(loop: EventLoop, host: String, port: Int, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler) throws {
+        let fd = whisper_tcp_listen(host, Int32(port), Self.listenBacklog)
+        guard fd >= 0 else { throw SystemError("listen on \(host):\(port)") }
+        try self.init(loop: loop, listenFD: fd, limits: limits, handler: handler)
+    }
+
+    /// Connections the kernel queues until they are accepted (capped by `net.core.somaxconn`):
+    /// under a flood of connections a newcomer waits its turn in the queue instead of having its
+    /// SYN dropped, which costs a client a second before it tries again.
+    static let listenBacklog: Int32 = 1024
+
+    /// Takes no new connections; those open are served to the end.
+    public func stopAccepting() {
+        guard !isListenerClosed else { return }
+        isListenerClosed = true
+        loop.remove(listenFD)
+        Glibc.close(listenFD)
+    }
+
+    public func close() {
+        stopAccepting()
+        for fd in connections.keys { drop(fd) }
+        if sweepFD >= 0 {
+            loop.remove(sweepFD)
+            Glibc.close(sweepFD)
+            sweepFD = -1
+        }
+    }
+
+    private func acceptAll() {
+        while true {
+            let fd = whisper_accept(listenFD)
+            if fd < 0 { return }
+            if connections.count >= limits.maxConnections, !shedOneConnection() {
+                // Every slot is busy with a request being answered: say so, then close.
+                Self.tell(fd, Self.tooBusy)
+                Glibc.close(fd)
+                continue
+            }
+            let connection = Connection(opened: Clock.monotonicNanoseconds())
+            connections[fd] = connection
+            setPhase(connection, connection.phase)
+            if let authorize {
+                let peer = PeerCredentials(socket: fd)
+                connection.peer = peer
+                guard let peer, authorize(peer) else {
+                    // Refused before a single byte of the request is looked at.
+                    respond(fd, connection, Response(status: 403, body: #"{"error":"permission denied"}"#))
+                    continue
+                }
+            }
+            do {
+                try loop.add(fd, .readable) { [unowned self] _ in self.service(fd) }
+            } catch {
+                connections[fd] = nil
+                Glibc.close(fd)
+            }
+        }
+    }
+
+    private static let tooBusy: [UInt8] = {
+        let body = #"{"error":"too many connections; try again"}"#
+        return Array(
+            ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Retry-After: 1\r\nConnection: close\r\n\r\n" + body).utf8)
+    }()
+
+    /// Sends a short answer if the socket takes it now (never blocking), and ends our side.
+    private static func tell(_ fd: Int32, _ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Too many bytes of unfinished requests held: this request is not taken now.
+    private static func overloaded() -> Response {
+        var response = Response(status: 503, body: #"{"error":"too many requests in progress; try again"}"#)
+        response.extraHeaders = [("Retry-After", "1")]
+        return response
+    }
+
+    private func service(_ fd: Int32) {
+        guard let connection = connections[fd] else { return }
+        if connection.stream != nil {
+            // A streaming client only ever sends its goodbye.
+            var scratch = [UInt8](repeating: 0, count: 512)
+            let count = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR) { return drop(fd) }
+            return flush(fd, connection)
+        }
+        if connection.isResponding, !connection.isAwaitingAnswer {
+            flush(fd, connection)
+            return serveInput(fd, connection)
+        }
+        let count = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        connection.hasBeenRead = true
+        if count < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            return drop(fd)
+        }
+        if count == 0 { return drop(fd) }
+        if connection.isAwaitingAnswer {
+            // Keep what a pipelining client sends meanwhile, within the caps; notice when it goes.
+            guard bufferedBytes + count <= limits.maxBufferedBytes,
+                connection.input.count + count <= Self.maxHeadBytes + Self.maxBodyBytes
+            else { return drop(fd) }
+            receive(count, into: connection)
+            return
+        }
+        guard bufferedBytes + count <= limits.maxBufferedBytes else {
+            discardInput(connection)
+            return respond(fd, connection, Self.overloaded())
+        }
+        if case .idle = connection.phase { setPhase(connection, .readingHead(since: Clock.monotonicNanoseconds())) }
+        receive(count, into: connection)
+        serveInput(fd, connection)
+    }
+
+    /// Answers the complete requests in the input, in order (pipelining), while each answer
+    /// goes out at once; stops at an incomplete one or when the socket makes us wait.
+    func serveInput(_ fd: Int32, _ connection: Connection) {
+        while connections[fd] === connection, !connection.isResponding, !connection.input.isEmpty {
+            switch Self.parse(connection.input) {
+            case .incomplete:
+                // The parser bounds a head (maxHeadBytes); the header deadline bounds its time.
+                return
+            case .awaitingBody(_, let length):
+                if case .readingBody = connection.phase { return }
+                setPhase(connection, .readingBody(since: Clock.monotonicNanoseconds(), length: length))
+                return
+            case .invalid(let reason):
+                discardInput(connection)
+                respond(fd, connection, Response(status: 400, body: #"{"error":"\#(reason)"}"#))
+            case .tooLarge:
+                discardInput(connection)
+                respond(fd, connection, Response(status: 413, body: #"{"error":"request too large (the limit is 1 MiB)"}"#))
+            case .complete(var request, let length, let keepAlive):
+                consumeInput(length, of: connection)
+                connection.completedRequests += 1
+                request.peer = connection.peer
+                respond(fd, connection, handler(request), keepAlive: keepAlive, withBody: request.method != "HEAD")
+            }
+        }
+    }
+
+    // MARK: - What is buffered
+
+    private func receive(_ count: Int, into connection: Connection) {
+        connection.hasSentBytes = true
+        connection.input.append(contentsOf: readBuffer[0..<count])
+        bufferedBytes += count
+    }
+
+    private func consumeInput(_ count: Int, of connection: Connection) {
+        if count == connection.input.count {
+            // A large body's buffer is not kept by an idle connection.
+            connection.input.removeAll(keepingCapacity: connection.input.capacity <= readBuffer.count)
+        } else {
+            connection.input.removeFirst(count)
+        }
+        bufferedBytes -= count
+    }
+
+    private func discardInput(_ connection: Connection) {
+        bufferedBytes -= connection.input.count
+        connection.input = []
+    }
+
+    // MARK: - Deadlines
+
+    /// Moves `connection` to `phase` and makes sure the sweep comes by its deadline.
+    func setPhase(_ connection: Connection, _ phase: ConnectionPhase) {
+        connection.phase = phase
+        if let deadline = limits.deadline(phase) { scheduleSweep(at: deadline) }
+    }
+
+    func scheduleSweep(at time: Int64) {
+        if sweepFD < 0 {
+            sweepFD = whisper_timerfd_create()
+            guard sweepFD >= 0, (try? loop.add(sweepFD, .readable, { [unowned self] _ in self.sweep() })) != nil else {
+                if sweepFD >= 0 { Glibc.close(sweepFD) }
+                sweepFD = -1
+                return
+            }
+        }
+        if let nextSweep, nextSweep <= time { return }
+        nextSweep = time
+        _ = whisper_timerfd_arm_absolute(sweepFD, time)
+    }
+
+    /// Ends the connections past their deadline (a request that takes too long gets 408); re-arms
+    /// for the next deadline.
+    private func sweep() {
+        var expirations: UInt64 = 0
+        _ = Glibc.read(sweepFD, &expirations, 8)
+        nextSweep = nil
+        let now = Clock.monotonicNanoseconds()
+        var earliest: Int64?
+        for (fd, connection) in connections {
+            switch limits.expiry(connection.phase, now: now) {
+            case nil:
+                if let deadline = limits.deadline(connection.phase) { earliest = min(earliest ?? .max, deadline) }
+            case .requestTimeout?:
+                discardInput(connection)
+                respond(fd, connection, Response(status: 408, body: #"{"error":"request not received in time"}"#))
+                if connections[fd] === connection, let deadline = limits.deadline(connection.phase) {
+                    earliest = min(earliest ?? .max, deadline)
+                }
+            case .close?:
+                drop(fd)
+            case .abort?:
+                abort(fd)
+            }
+        }
+        if let earliest { scheduleSweep(at: earliest) }
+    }
+
+    /// At the connection limit, the connection that matters least gives way to a new one
+    /// (``HTTPLimits/shedding(_:now:)``); false when none may go. Judged on what has arrived:
+    /// connections not read yet (accepted in this burst) are read first, so a newcomer whose
+    /// request is waiting in its socket is served, and a silent one is known to be silent.
+    private func shedOneConnection() -> Bool {
+        for fd in connections.keys {
+            guard let connection = connections[fd], !connection.hasBeenRead else { continue }
+            connection.hasBeenRead = true
+            service(fd)
+        }
+        if connections.count < limits.maxConnections { return true }
+        let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
+        guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()), let connection = connections[fd] else {
+            return false
+        }
+        switch connection.phase {
+        case .idle: drop(fd)
+        case .writing: abort(fd)
+        default:
+            Self.tell(fd, Self.tooBusy)
+            drop(fd)
+        }
+        return true
+    }
+
+    /// Closes at once: unsent bytes are dropped with the socket (RST), not kept by the kernel
+    /// for a client that does not read.
+    private func abort(_ fd: Int32) {
+        var noLinger = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &noLinger, socklen_t(MemoryLayout<linger>.size))
+        drop(fd)
+    }
+
+    func drop(_ fd: Int32) {
+        guard let connection = connections.removeValue(forKey: fd) else { return }
+        bufferedBytes -= connection.input.count
+        loop.remove(fd)
+        Glibc.close(fd)
+        connection.stream?.closed()
+    }
+}

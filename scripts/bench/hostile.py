@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""One character worker under hostile clients: Debian's slowhttptest (slowloris -H, slow body
+-B, slow read -X) and a wrk flood, each while a legitimate client chats (a new connection per
+request, one every 50 ms, zero-latency LLM: scripts/bench/fake_llm.py). Reports, per phase,
+the legitimate client's p50/p99 and failures against the baseline (no attack), the worker's
+peak RSS, the connections held to its port and how many the attacker kept open.
+
+--memory 256M runs the worker under whisperd with that memory limit (a one-character roster)
+and reports the cgroup's peak and OOM kills. Run through scripts/bench/hostile.sh (builds the
+release binary). Traffic only to 127.0.0.1; every phase is bounded in time (--seconds) and
+every loop in count.
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from chat import free_port, start_worker, wait_port  # noqa: E402
+
+
+def status_field(pid, name):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def connections_to(port):
+    """Established TCP connections whose local port is `port` (the worker's side)."""
+    count = 0
+    target = f"{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].rsplit(":", 1)[1] == target and fields[3] == "01":
+                count += 1
+    return count
+
+
+def start_under_whisperd(binary, work, port, env, memory):
+    """whisperd with a one-character roster (the worker with `limits: {memory: …}`); returns
+    (whisperd, the worker's pid, the worker's memory cgroup directory or None)."""
+    roster = Path(work) / "roster.yaml"
+    worker_env = {key: value for key, value in env.items() if key not in ("PATH", "API_PORT")}
+    roster.write_text(
+        "version: 1\n"
+        f"characters_dir: {REPO / 'characters'}\n"
+        "characters:\n"
+        "  elena:\n"
+        f"    port: {port}\n"
+        f"    env: {json.dumps(worker_env)}\n"
+        f"    limits: {{memory: {memory}}}\n"
+        "    health: {ready: notify, watchdog: off}\n")
+    whisperd = subprocess.Popen(["taskset", "-c", "0", binary, "--roster", str(roster), "--state-dir", f"{work}/wstate",
+                                 "--runtime-dir", f"{work}/run", "--log-dir", f"{work}/logs", "--http", "off"],
+                                env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
+                                stderr=open(f"{work}/whisperd.log", "w"))
+    wait_port(port, timeout=30)
+    children = Path(f"/proc/{whisperd.pid}/task/{whisperd.pid}/children").read_text().split()
+    pid = next(int(child) for child in children if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes())
+    cgroup = None
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for base in ([f"/sys/fs/cgroup/memory{path}"] if "memory" in controllers.split(",") else []) + \
+                ([f"/sys/fs/cgroup{path}"] if controllers == "" else []):
+            if Path(base, "memory.max_usage_in_bytes").exists() or Path(base, "memory.peak").exists():
+                cgroup = base
+    return whisperd, pid, cgroup
+
+
+def cgroup_memory(cgroup):
+    """(limit MiB, peak MiB, OOM kills) of a v1 or v2 memory cgroup."""
+    if cgroup is None:
+        return None
+    base = Path(cgroup)
+
+    def number(name):
+        try:
+            text = (base / name).read_text().strip()
+            return float("inf") if text == "max" else int(text)
+        except (OSError, ValueError):
+            return None
+
+    if (base / "memory.max_usage_in_bytes").exists():
+        oom = re.search(r"oom_kill (\d+)", (base / "memory.oom_control").read_text())
+        return number("memory.limit_in_bytes") / 2**20, number("memory.max_usage_in_bytes") / 2**20, int(oom.group(1)) if oom else 0
+    events = (base / "memory.events").read_text()
+    oom = re.search(r"oom_kill (\d+)", events)
+    return number("memory.max") / 2**20, number("memory.peak") / 2**20, int(oom.group(1)) if oom else 0
+
+
+def server_gauges(port):
+    """The worker's own count of connections and of bytes buffered by unfinished requests (its
+    /metrics); None when it could not be read."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    found = {}
+    for name in ("http_connections", "http_buffered_bytes"):
+        match = re.search(rf"^whisperd_worker_{name}{{[^}}]*}} (\d+)", text, re.M)
+        found[name] = int(match.group(1)) if match else None
+    return found
+
+
+class Legit(threading.Thread):
+    """Chats one at a time, a new connection each, every `interval` s, until `stop` is set
+    (or `limit` requests): latencies of the 200s, and what failed."""
+
+    def __init__(self, port, interval, limit):
+        super().__init__(daemon=True)
+        self.port, self.interval, self.limit = port, interval, limit
+        self.latencies, self.failures = [], []
+        self.stop = threading.Event()
+
+    def run(self):
+        body = json.dumps({"user_id": "legit", "message": "Hello there, how is the kelp forest today?"})
+        for index in range(self.limit):
+            if self.stop.is_set():
+                return
+            started = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                answer = response.read()
+                conn.close()
+                if response.status == 200:
+                    self.latencies.append((time.monotonic() - started) * 1000)
+                else:
+                    self.failures.append(f"{response.status}")
+                    if os.environ.get("HOSTILE_DEBUG"):
+                        print(f"legit: {response.status} {answer[:120]!r}", file=sys.stderr)
+            except (OSError, http.client.HTTPException) as error:
+                self.failures.append(type(error).__name__)
+            spent = time.monotonic() - started
+            self.stop.wait(max(0.0, self.interval - spent))
+
+
+def percentile(values, fraction):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def phase(name, port, pid, attack, seconds, ramp):
+    """Runs `attack` (argv or None), waits `ramp` s for it to build up, then the legitimate
+    client for `seconds` s, sampling RSS and connections every 0.5 s."""
+    attacker = None
+    if attack:
+        # Line-buffered: slowhttptest's status survives its being stopped.
+        attacker = subprocess.Popen(["stdbuf", "-oL"] + attack, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(ramp)
+    legit = Legit(port, 0.05, int(seconds / 0.05) + 1)
+    legit.start()
+    held, rss, served, buffered = [], [], [], []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        held.append(connections_to(port))
+        rss.append(status_field(pid, "VmRSS"))
+        gauges = server_gauges(port)
+        if gauges:
+            served.append(gauges["http_connections"] or 0)
+            buffered.append(gauges["http_buffered_bytes"] or 0)
+        time.sleep(0.5)
+    legit.stop.set()
+    legit.join(timeout=15)
+    attacker_note = ""
+    if attacker:
+        failed_early = attacker.poll() not in (None, 0)
+        if attack[3] == "wrk":
+            # wrk prints its totals only at the end of its (bounded) run.
+            try:
+                attacker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        attacker.terminate()
+        try:
+            output, _ = attacker.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            attacker.kill()
+            output, _ = attacker.communicate()
+        attacker_note = summarize_attacker(output)
+        if failed_early:
+            raise RuntimeError(f"the attacker failed: {' '.join(attack)}: {output[-500:]}")
+        if os.environ.get("HOSTILE_DEBUG"):
+            print(output[-3000:], file=sys.stderr)
+    return {
+        "name": name, "ok": len(legit.latencies), "failures": legit.failures,
+        "p50": percentile(legit.latencies, 0.5), "p99": percentile(legit.latencies, 0.99),
+        "held_max": max(held) if held else 0, "held_median": statistics.median(held) if held else 0,
+        "rss_max_mib": max(rss) / 1024 if rss else float("nan"), "attacker": attacker_note,
+        "served_max": max(served) if served else -1, "buffered_max": max(buffered) if buffered else -1,
+    }
+
+
+def summarize_attacker(output):
+    """slowhttptest's last status (connected / pending / closed / service available), or wrk's totals."""
+    output = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", output)
+    statuses = re.findall(r"(pending|connected|error|closed|service available):\s+(\d+|YES|NO)", output)
+    if statuses:
+        latest = {}
+        for key, value in statuses:
+            latest[key] = value
+        return ", ".join(f"{key} {value}" for key, value in latest.items())
+    requests = re.search(r"(\d+) requests in ([\d.]+\w+)", output)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    parts = []
+    if requests:
+        parts.append(f"{requests.group(1)} requests in {requests.group(2)}")
+    if non2xx:
+        parts.append(f"{non2xx.group(1)} non-2xx")
+    if errors:
+        parts.append("socket errors " + errors.group(1).strip())
+    return "; ".join(parts)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--seconds", type=float, default=20, help="legitimate client's time per phase")
+    parser.add_argument("--ramp", type=float, default=8, help="attack's time to build up before measuring")
+    parser.add_argument("--connections", type=int, default=1000, help="slowhttptest's target connections")
+    parser.add_argument("--memory", default="", help="run the worker under whisperd with this memory limit (e.g. 256M)")
+    parser.add_argument("--only", default="", help="comma-separated words: run only the phases whose name has one (baseline always runs)")
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="whisperd-hostile-bench-", dir="/var/tmp")
+    os.chmod(work, 0o755)
+    processes = []
+    try:
+        llm = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(HERE / "fake_llm.py")], stdout=subprocess.PIPE, text=True)
+        processes.append(llm)
+        llm_port = int(llm.stdout.readline())
+        port = free_port()
+        env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
+               "WHISPERD_SQLITE_PATH": f"{work}/memory.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
+               "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model"}
+        cgroup = None
+        if args.memory:
+            whisperd, worker_pid, cgroup = start_under_whisperd(args.bin, work, port, env, args.memory)
+            processes.append(whisperd)
+        else:
+            worker, _ = start_worker(args.bin, env, f"{work}/notify.sock")
+            processes.append(worker)
+            worker_pid = worker.pid
+            wait_port(port)
+        url = f"http://127.0.0.1:{port}"
+        slow = ["taskset", "-c", "1", "slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
+                "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"]
+        phases = [
+            ("baseline", None),
+            ("slowloris (slowhttptest -H)", slow + ["-H", "-u", f"{url}/health"]),
+            ("slow body (slowhttptest -B, Content-Length 8192)", slow + ["-B", "-s", "8192", "-u", f"{url}/api/chat"]),
+            ("slow read (slowhttptest -X, window 1-32 B, 10 pipelined)", slow + ["-X", "-k", "10", "-w", "1", "-y", "32", "-n", "5", "-z", "8",
+                                                                  "-u", f"{url}/metrics"]),
+            ("flood (wrk -c 512 GET /health)", ["taskset", "-c", "1", "wrk", "-c", "512", "-t", "1",
+                                                "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]),
+        ]
+        if args.only:
+            words = args.only.split(",")
+            phases = [(name, attack) for name, attack in phases if attack is None or any(word in name for word in words)]
+        rows = []
+        for name, attack in phases:
+            rows.append(phase(name, port, worker_pid, attack, args.seconds, args.ramp if attack else 0))
+            print(rows[-1], file=sys.stderr)
+            time.sleep(2)
+        hwm = status_field(worker_pid, "VmHWM") / 1024
+        alive = Path(f"/proc/{worker_pid}").exists()
+        memory = cgroup_memory(cgroup)
+        baseline = rows[0]
+        lines = [f"`scripts/bench/hostile.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {os.cpu_count()} cores, "
+                 f"kernel {os.uname().release}; release build; one worker on CPU 0 with default limits"
+                 f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency "
+                 "fake LLM, the attacker and the legitimate client on CPU 1; the client chats on a new connection "
+                 f"every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for {args.ramp:.0f} s.", "",
+                 "| phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the worker's own count (max) | bytes buffered (max) | worker RSS max MiB | attacker's view |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            failed = len(row["failures"])
+            kinds = ", ".join(sorted(set(row["failures"])))
+            lines.append(f"| {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | {row['p50']:.2f} | "
+                         f"{row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | {row['held_max']} / {row['held_median']:.0f} | "
+                         f"{row['served_max']} | {row['buffered_max']} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
+        lines += ["", f"Worker peak RSS (VmHWM) over the run: {hwm:.1f} MiB; the same process at the end: {'yes' if alive else 'NO'}."]
+        if args.memory:
+            lines.append(f"Under whisperd, `limits: {{memory: {args.memory}}}`: " + (
+                f"cgroup limit {memory[0]:.0f} MiB, peak usage {memory[1]:.1f} MiB, OOM kills {memory[2]}." if memory
+                else "no memory cgroup found (whisperd without a memory controller: not enforced)."))
+        print("\n".join(lines))
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

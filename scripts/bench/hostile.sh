@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One character worker under hostile clients (issue 22): slowhttptest's slowloris, slow body
+# and slow read, and a wrk flood, each while a legitimate client chats; its p50/p99 and
+# failures against the baseline, the worker's RSS, the connections held. Prints a Markdown
+# table (recorded in docs/reliability.md). Arguments go to hostile.py (--seconds, --ramp,
+# --connections, --memory 256M to run the worker under whisperd with that limit, --only).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if ! command -v slowhttptest >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get install -y slowhttptest wrk >&2
+fi
+bin=$(scripts/build-release.sh)
+# slowhttptest holds a descriptor per connection.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+exec /usr/bin/python3 scripts/bench/hostile.py --bin "$bin" "$@"
