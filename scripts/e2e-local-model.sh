@@ -25,6 +25,8 @@ done
 
 # The sample roster as it is, in a scratch tree (no operator .env from the checkout).
 work=$(mktemp -d /tmp/whisperd-e2e-model-XXXXXX)
+# Characters run as users of their own (docs/security.md): they must be able to enter the tree.
+chmod 755 "$work"
 mkdir "$work/etc"
 cp etc/roster.yaml etc/local-llm.env "$work/etc/"
 chmod 600 "$work/etc/local-llm.env"
