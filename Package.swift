@@ -104,7 +104,7 @@ let package = Package(
             dependencies: [
                 "WhisperSystem", "WhisperWorker", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
-            ], exclude: ["Support/test_llm_server.py"],
+            ], exclude: ["Support/test_llm_server.py", "Support/hostile_character.py"],
             swiftSettings: strictSettings),
     ]
 )
