@@ -157,7 +157,8 @@ extension Whisperd {
                 /api/chat, /api/conversation, /api/user-state, /api/clear-user-data, \
                 /api/diagnostics, /metrics. LLM: LLM_BASE_URL or LLM_PROVIDER, LLM_MODEL_NAME, \
                 LLM_API_KEY, LLM_TEMPERATURE, LLM_MAX_TOKENS (512), LLM_TIMEOUT. Store: PostgreSQL \
-                with POSTGRES_URL or DATABASE_URL, else SQLite at $WHISPERD_SQLITE_PATH or \
+                with POSTGRES_URL or DATABASE_URL, else SQLite at $WHISPERD_SQLITE_PATH, \
+                $STATE_DIRECTORY/memory.sqlite3 (its own directory, given by whisperd) or \
                 $WHISPERD_STATE_DIR/memory/NAME.sqlite3. Readiness, watchdog pings and the \
                 api/llm/store facets go to $NOTIFY_SOCKET. With DISCORD_TOKEN (or \
                 DISCORD_BOT_TOKEN) it is also that Discord bot (facet discord; docs/discord.md). \
