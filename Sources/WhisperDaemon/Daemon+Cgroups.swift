@@ -221,6 +221,8 @@ extension Daemon {
     /// process): such a peer never gets the control socket.
     func isCharacterProcess(_ pid: Int32) -> Bool {
         guard pid > 0 else { return false }
+        // A peer gone before it is checked (connect, send, exit) cannot show its cgroup: refused.
+        if cgroups.grouping != nil, readSmallFile("/proc/\(pid)/cgroup") == nil { return true }
         for (name, run) in runs {
             if run.pid == pid { return true }
             if let group = characterCgroups[name], group.hasGrouping, group.contains(pid: pid) { return true }
