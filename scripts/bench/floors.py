@@ -116,16 +116,21 @@ def wait_for(log, n, proc, timeout=30):
 
 
 @contextlib.contextmanager
-def whisperd_fleet(binary, worker, n, backend):
+def whisperd_fleet(binary, worker, n, backend, tenants=False):
     """whisperd (with `backend`) keeping N bench workers, as bench.py's adapter runs it;
-    yields (process, start log, launch time in ns). Stopped with SIGTERM, temp dir removed."""
+    yields (process, start log, launch time in ns). Stopped with SIGTERM, temp dir removed.
+    `tenants`: every worker a user of its own in its Landlock sandbox (whisperd's default as
+    root), allowed to append to the start log; else root without a sandbox, as runit and s6."""
     work = Path(tempfile.mkdtemp(prefix="whisperd-floors-", dir="/dev/shm"))
     try:
+        os.chmod(work, 0o755)
         for sub in ("state", "run", "logs"):
             (work / sub).mkdir()
         log = work / "start.log"
         log.touch()
-        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}", "characters:"]
+        os.chmod(log, 0o666)
+        isolation = [f"  sandbox: {{write_paths: [{json.dumps(str(log))}]}}"] if tenants else ["  user: root", "  sandbox: {filesystem: off}"]
+        lines = ["version: 1", "defaults:", "  restart: always", "  restart_delay: 0s", "  health: {ready: started}"] + isolation + ["characters:"]
         for i in range(n):
             lines += [f"  w{i:03d}:", f"    command: [{json.dumps(worker)}, \"w{i:03d}\", {json.dumps(str(log))}]"]
         (work / "roster.yaml").write_text("\n".join(lines) + "\n")
@@ -161,8 +166,8 @@ def bare_loop(arguments):
         log.unlink(missing_ok=True)
 
 
-def run_whisperd(binary, worker, n, backend):
-    with whisperd_fleet(binary, worker, n, backend) as (proc, log, launched):
+def run_whisperd(binary, worker, n, backend, tenants=False):
+    with whisperd_fleet(binary, worker, n, backend, tenants) as (proc, log, launched):
         stamps = wait_for(log, n, proc)
         on_cpu, runqueue, _ = map(int, Path(f"/proc/{proc.pid}/task/{proc.pid}/schedstat").read_text().split())
     total = (max(stamps) - launched) / 1e6
@@ -238,9 +243,9 @@ def storm_floor(supervisor, worker, n, storms):
         return storm_samples(log, n, storms, proc)
 
 
-def restart_whisperd(binary, worker, backend, kills):
+def restart_whisperd(binary, worker, backend, kills, tenants=False):
     # One character per kill: one killed every 1.2 s would rightly go to crashloop.
-    with whisperd_fleet(binary, worker, kills, backend) as (proc, log, _):
+    with whisperd_fleet(binary, worker, kills, backend, tenants) as (proc, log, _):
         wait_for(log, kills, proc)
         return restart_samples(log, kills, proc, distinct=True)
 
@@ -276,12 +281,14 @@ def main():
         subprocess.run(["gcc", "-O2", "-o", str(build / "restart"), str(build / "restart.c")], check=True)
         (build / "storm.c").write_text(STORM_C)
         subprocess.run(["gcc", "-O2", "-o", str(build / "storm"), str(build / "storm.c")], check=True)
-        results = {name: [] for name in ("auto", "v2", "none", "floor")}
+        results = {name: [] for name in ("tenants", "auto", "v2", "none", "floor")}
         for _ in range(args.rounds):
+            results["tenants"].append(run_whisperd(args.bin, args.worker, args.n, "auto", tenants=True))
             for backend in ("auto", "v2", "none"):
                 results[backend].append(run_whisperd(args.bin, args.worker, args.n, backend))
             results["floor"].append(run_floor(str(build / "floor"), args.worker, args.n))
         restarts = {backend: restart_whisperd(args.bin, args.worker, backend, args.kills) for backend in ("auto", "none")}
+        restarts["tenants"] = restart_whisperd(args.bin, args.worker, "auto", args.kills, tenants=True)
         restarts["floor"] = restart_floor(str(build / "restart"), args.worker, args.kills)
         storms = {backend: storm_whisperd(args.bin, args.worker, args.n, backend, args.storms) for backend in ("auto", "none")}
         storms["floor"] = storm_floor(str(build / "storm"), args.worker, args.n, args.storms)
@@ -290,7 +297,8 @@ def main():
     print(f"N = {args.n}, {args.rounds} rounds, medians (ms); {os.cpu_count()} cores, kernel {os.uname().release}")
     print("| configuration | cold start | loop thread on CPU | waiting for a CPU | blocked (mostly child execve) |")
     print("|---|---|---|---|---|")
-    for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("v2", "whisperd, --cgroup-backend v2"),
+    for name, label in (("tenants", "whisperd, auto, characters as tenants (own uid, Landlock)"),
+                        ("auto", "whisperd, --cgroup-backend auto"), ("v2", "whisperd, --cgroup-backend v2"),
                         ("none", "whisperd, --cgroup-backend none"), ("floor", "bare posix_spawn loop (C)")):
         rows = results[name]
         def median(key):
@@ -309,8 +317,11 @@ def print_samples(title, middle, samples_by_supervisor, floor_label, digits):
     print(title)
     print(f"| supervisor | {middle} | min | max |")
     print("|---|---|---|---|")
-    for name, label in (("auto", "whisperd, --cgroup-backend auto"), ("none", "whisperd, --cgroup-backend none"),
+    for name, label in (("tenants", "whisperd, auto, characters as tenants (own uid, Landlock)"),
+                        ("auto", "whisperd, --cgroup-backend auto"), ("none", "whisperd, --cgroup-backend none"),
                         ("floor", floor_label)):
+        if name not in samples_by_supervisor:
+            continue
         samples = sorted(samples_by_supervisor[name])
         print(f"| {label} | {statistics.median(samples):.{digits}f} | {samples[0]:.{digits}f} | {samples[-1]:.{digits}f} |")
 

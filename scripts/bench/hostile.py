@@ -248,6 +248,7 @@ def main():
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="whisperd-hostile-bench-", dir="/var/tmp")
+    os.chmod(work, 0o755)  # under whisperd the worker is a user of its own (docs/security.md)
     os.chmod(work, 0o755)
     processes = []
     try:

@@ -151,6 +151,10 @@ class Fleet:
             "  stop_grace: 2s",
             "  limits: {memory: 256M, pids: 64}",
             "  health: {ready: started, ready_timeout: 10s, watchdog: off}",
+            # The scenarios measure resource isolation (cgroups) as before tenants existed; the
+            # workers keep root so they reach the scenario files in the 0700 work dir.
+            "  user: root",
+            "  sandbox: {filesystem: off}",
             "  env:",
             f"    LLM_BASE_URL: http://127.0.0.1:{self.llm_port}",
             "    LLM_MODEL_NAME: chaos",

@@ -506,6 +506,10 @@ class Whisperd(Supervisor):
             "  restart: always",
             "  restart_delay: 0s",
             "  health: {ready: started}",
+            # Like runit and s6 here: the workers keep root and no sandbox, so the comparison is of
+            # supervision alone (floors.py measures what a character's own user and Landlock add).
+            "  user: root",
+            "  sandbox: {filesystem: off}",
         ]
         if limits:
             lines.append("  limits: {memory: 64M, pids: 64}")
