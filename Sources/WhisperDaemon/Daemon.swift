@@ -197,6 +197,9 @@ public final class Daemon {
             for action in actions { execute(action) }
         }
         isDraining = false
+        do { try tenants.saveAllocations() } catch {
+            log.log(.error, "whisperd", "cannot save the characters' dynamic uids: \(error)")
+        }
         renderedStatus.removeAll(keepingCapacity: true)
         statusGeneration += 1
         armTimer()

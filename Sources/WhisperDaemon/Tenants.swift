@@ -34,9 +34,16 @@ final class Tenants {
     var controlGroupID: UInt32?
     private let stateStore: StateStore
     private var allocator: DynamicIDAllocator
+    /// Ids given since the file was last written: written once per batch of events (a cold
+    /// start of N characters writes it once, not N times).
+    private var hasUnsavedAllocations = false
     private let libraryDirectories = LandlockRuleset.mappedLibraryDirectories()
     private var rulesets: [ServiceName: (plan: SandboxPlan, ruleset: LandlockRuleset)] = [:]
     private var socketOwners: [ServiceName: ProcessIdentity] = [:]
+    /// Services whose identity and directories were settled in this whisperd's life: a restart
+    /// reuses them (nothing a tenant can do replaces its directory, whose parent is whisperd's).
+    /// Keyed with the roster's tenant settings: a reload that changes `user:` settles anew.
+    private var settled: [ServiceName: (tenant: TenantSpec, identity: ProcessIdentity?)] = [:]
     private(set) var reports: [ServiceName: Report] = [:]
 
     init(stateDirectory: String, runtimeDirectory: String, executable: String, stateStore: StateStore) {
@@ -54,14 +61,22 @@ final class Tenants {
     func prepare(_ spec: ServiceSpec, charactersDirectory: String, homeIsInherited: Bool, notifySocket: String) throws -> Prepared {
         let name = spec.name
         let tenant = spec.launch.tenant
-        let identity = try resolveIdentity(name, tenant)
-        let uid = identity?.uid ?? getuid()
-        let gid = identity?.gid ?? getgid()
-        try TenantFiles.prepareOwnDirectory(parent: stateDirectory, name: name.rawValue, uid: uid, gid: gid)
-        try TenantFiles.prepareOwnDirectory(parent: runtimeDirectory, name: name.rawValue, uid: uid, gid: gid)
         let ownState = "\(stateDirectory)/\(name.rawValue)"
         let ownRuntime = "\(runtimeDirectory)/\(name.rawValue)"
-        try moveSharedStore(of: name, into: ownState, uid: uid, gid: gid)
+        let identity: ProcessIdentity?
+        if let known = settled[name], known.tenant == tenant {
+            identity = known.identity
+        } else {
+            identity = try resolveIdentity(name, tenant)
+            let uid = identity?.uid ?? getuid()
+            let gid = identity?.gid ?? getgid()
+            try TenantFiles.prepareOwnDirectory(parent: stateDirectory, name: name.rawValue, uid: uid, gid: gid)
+            try TenantFiles.prepareOwnDirectory(parent: runtimeDirectory, name: name.rawValue, uid: uid, gid: gid)
+            try moveSharedStore(of: name, into: ownState, uid: uid, gid: gid)
+            settled[name] = (tenant, identity)
+        }
+        let uid = identity?.uid ?? getuid()
+        let gid = identity?.gid ?? getgid()
         let owner = identity ?? ProcessIdentity(uid: uid, gid: gid)
         if socketOwners[name] != owner {
             try TenantFiles.giveSocket(notifySocket, to: uid, gid)
@@ -95,8 +110,17 @@ final class Tenants {
         return Prepared(identity: identity, rulesetFD: rulesetFD, environment: environment)
     }
 
+    /// Writes the dynamic ids given since the last call (the daemon calls it after each batch
+    /// of events, before it waits for the next).
+    func saveAllocations() throws {
+        guard hasUnsavedAllocations else { return }
+        try stateStore.setDynamicIDs(allocator.assignments)
+        hasUnsavedAllocations = false
+    }
+
     /// A removed service: its ruleset is closed; its directories and uid are kept (its data).
     func forget(_ name: ServiceName) {
+        settled[name] = nil
         rulesets[name] = nil
         socketOwners[name] = nil
         reports[name] = nil
@@ -115,14 +139,14 @@ final class Tenants {
         case .root:
             return nil
         case .dynamic:
-            let before = allocator
+            let before = allocator.assignments[name.rawValue]
             switch allocator.id(for: name.rawValue, isTaken: UserDatabase.isIDTaken) {
             case .failure(let failure): throw Refusal(description: "user: dynamic: \(failure)")
             case .success(let assigned):
                 uid = assigned.id
                 gid = assigned.id
             }
-            if allocator != before { try stateStore.setDynamicIDs(allocator.assignments) }
+            if before != uid { hasUnsavedAllocations = true }
         case .named(let userName):
             guard let entry = UserDatabase.user(named: userName) else {
                 throw Refusal(description: "user: no user \(userName) in the passwd database")

@@ -80,6 +80,9 @@ import Testing
         #expect(own["sid_is_own"] as? Bool == true)
         #expect(own["tmpdir"] as? String == scratch.path + "/run/mallory")
         #expect(own["wrote_own_state"] as? Bool == true)
+        // The uid is kept for the next start.
+        let saved = try #require(scratch.read("state/dynamic-users.json"))
+        #expect(saved.contains("\"mallory\" : \"\(uid)\"") || saved.contains("\"mallory\":\"\(uid)\""), "\(saved)")
         var info = stat()
         #expect(stat(scratch.path + "/state/mallory", &info) == 0 && info.st_uid == UInt32(uid) && info.st_mode & 0o777 == 0o700)
         #expect(stat(scratch.path + "/state/elena/memory.sqlite3", &info) == 0 && info.st_uid != UInt32(uid) && info.st_uid != 0)
@@ -131,5 +134,35 @@ import Testing
         #expect(whisperd.character("victim")?["pid"] as? Int == Int(victim))
         // The operator, outside every character's cgroup, still can.
         #expect(try whisperd.ctl("stop", "victim").code == 0)
+    }
+
+    @Test func reloadChangingUser_restartsAsTheNewUser_whoGetsTheDirectoryAndItsFiles() throws {
+        try #require(geteuid() == 0, "needs root")
+        let scratch = Scratch()
+        let roster = { (user: String) in
+            fastDefaults + """
+                characters:
+                  keeper:
+                    command: [sh, -c, 'echo kept >> $STATE_DIRECTORY/notes; id -u > $STATE_DIRECTORY/uid; exec sleep 300']
+                    user: \(user)
+                """
+        }
+        scratch.write("roster.yaml", roster("dynamic"))
+        let whisperd = try WhisperdProcess(scratch: scratch)
+        defer { whisperd.terminate() }
+        #expect(whisperd.waitFor("keeper: starting -> running") != nil)
+        #expect(eventually { scratch.read("state/keeper/uid") != nil })
+        let dynamic = Int(scratch.read("state/keeper/uid")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+        #expect((61184...65519).contains(dynamic))
+
+        scratch.write("roster.yaml", roster("\"65534\""))
+        whisperd.signal(SIGHUP)
+        #expect(whisperd.waitFor("keeper: starting -> running", occurrence: 2) != nil)
+        #expect(eventually { scratch.read("state/keeper/uid")?.hasPrefix("65534") == true })
+        // Its earlier file came along: the directory and what is in it belong to the new user.
+        #expect(scratch.read("state/keeper/notes") == "kept\nkept\n")
+        var info = stat()
+        #expect(stat(scratch.path + "/state/keeper", &info) == 0 && info.st_uid == 65534)
+        #expect(stat(scratch.path + "/state/keeper/notes", &info) == 0 && info.st_uid == 65534)
     }
 }
