@@ -128,7 +128,7 @@ import Testing
         let whisperd = try WhisperdProcess(scratch: scratch)
         defer { whisperd.terminate() }
         let victim = try #require(WhisperdProcess.pid(in: whisperd.waitFor("victim: starting -> running")))
-        #expect(eventually(timeout: 15) { scratch.read("state/rooted/code") != nil })
+        #expect(eventually(timeout: 15) { scratch.read("state/rooted/code")?.hasSuffix("\n") == true })
         #expect(scratch.read("state/rooted/code")?.trimmingCharacters(in: .whitespacesAndNewlines) != "0", "\(scratch.read("state/rooted/out") ?? "")")
         #expect(whisperd.count("control", "stop victim") == 0)
         #expect(whisperd.character("victim")?["pid"] as? Int == Int(victim))
@@ -151,14 +151,15 @@ import Testing
         let whisperd = try WhisperdProcess(scratch: scratch)
         defer { whisperd.terminate() }
         #expect(whisperd.waitFor("keeper: starting -> running") != nil)
-        #expect(eventually { scratch.read("state/keeper/uid") != nil })
+        // The shell opens (truncates) the file before it writes: wait for the whole line.
+        #expect(eventually { scratch.read("state/keeper/uid")?.hasSuffix("\n") == true })
         let dynamic = Int(scratch.read("state/keeper/uid")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
         #expect((61184...65519).contains(dynamic))
 
         scratch.write("roster.yaml", roster("\"65534\""))
         whisperd.signal(SIGHUP)
         #expect(whisperd.waitFor("keeper: starting -> running", occurrence: 2) != nil)
-        #expect(eventually { scratch.read("state/keeper/uid")?.hasPrefix("65534") == true })
+        #expect(eventually { scratch.read("state/keeper/uid") == "65534\n" })
         // Its earlier file came along: the directory and what is in it belong to the new user.
         #expect(scratch.read("state/keeper/notes") == "kept\nkept\n")
         var info = stat()
