@@ -123,7 +123,13 @@ final class Scratch {
         readFileContents(path + "/" + relative).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    deinit {
+        // A process still finishing (a whisperd unlinking its sockets) can make one pass stop
+        // halfway on a file that vanished under it: try again until the tree is gone.
+        for _ in 0..<5 where FileManager.default.fileExists(atPath: path) {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
 }
 
 /// A running whisperd under test. Its stderr (whisperd's event log) is read on a thread, and
