@@ -73,6 +73,11 @@ public enum TenantFiles {
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
             if name == "." || name == ".." { continue }
+            // A second link to a file may lead out of the directory (a hard link the old owner
+            // made to someone else's file): such a file is not given away.
+            var info = stat()
+            guard fstatat(directoryFD, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { throw SystemError("stat \(name)") }
+            if (info.st_mode & S_IFMT) != S_IFDIR && info.st_nlink > 1 { continue }
             guard fchownat(directoryFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) == 0 else { throw SystemError("chown \(name)") }
             if entry.pointee.d_type == UInt8(DT_DIR) {
                 let child = openat(directoryFD, name, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
