@@ -1,5 +1,6 @@
 import CWhisperLinux
 import Glibc
+import WhisperCore
 
 /// Open cgroup files a child is placed with before exec: a v2 cgroup directory (joined by
 /// clone3 with CLONE_INTO_CGROUP) and v1 `tasks` files (the single-threaded child writes "0").
@@ -240,6 +241,21 @@ public struct ResourceLimitSetting: Hashable, Sendable {
         self.resource = resource
         self.soft = soft
         self.hard = hard
+    }
+}
+
+extension ResourceLimitSetting {
+    /// The roster's `ulimits:` entry as a `setrlimit` call.
+    public init(_ limit: ResourceLimit) {
+        // Linux's resource numbers (asm-generic/resource.h); Glibc does not export them all to Swift.
+        let numbers: [ResourceLimit.Resource: Int32] = [
+            .cpu: 0, .fsize: 1, .data: 2, .stack: 3, .core: 4, .rss: 5, .nproc: 6, .nofile: 7, .memlock: 8, .locks: 10,
+            .sigpending: 11, .msgqueue: 12, .nice: 13, .rtprio: 14, .rttime: 15,
+        ]
+        let resource = numbers[limit.resource] ?? -1
+        let soft: Int64 = limit.soft.map { Int64(clamping: $0) } ?? -1
+        let hard: Int64 = limit.hard.map { Int64(clamping: $0) } ?? -1
+        self.init(resource: resource, soft: soft, hard: hard)
     }
 }
 

@@ -1,6 +1,5 @@
 import CWhisperLinux
 import Glibc
-import WhisperCore
 
 /// The passwd and group databases (through NSS), for `user:`/`group:` names and for the ids the
 /// dynamic range must skip.
@@ -125,20 +124,5 @@ public enum TenantFiles {
             let octal = String(mode, radix: 8)
             throw SystemError("\(path) is group- or world-writable (mode \(octal)): chmod go-w \(path)", errno: EPERM)
         }
-    }
-}
-
-extension ResourceLimitSetting {
-    /// The roster's `ulimits:` entry as a `setrlimit` call.
-    public init(_ limit: ResourceLimit) {
-        // Linux's resource numbers (asm-generic/resource.h); Glibc does not export them all to Swift.
-        let numbers: [ResourceLimit.Resource: Int32] = [
-            .cpu: 0, .fsize: 1, .data: 2, .stack: 3, .core: 4, .rss: 5, .nproc: 6, .nofile: 7, .memlock: 8, .locks: 10,
-            .sigpending: 11, .msgqueue: 12, .nice: 13, .rtprio: 14, .rttime: 15,
-        ]
-        let resource = numbers[limit.resource] ?? -1
-        let soft: Int64 = limit.soft.map { Int64(clamping: $0) } ?? -1
-        let hard: Int64 = limit.hard.map { Int64(clamping: $0) } ?? -1
-        self.init(resource: resource, soft: soft, hard: hard)
     }
 }
