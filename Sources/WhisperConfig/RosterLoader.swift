@@ -185,7 +185,7 @@ struct RosterReader {
     static let settingKeys = [
         "restart", "restart_delay", "restart_delay_max", "restart_reset_after", "restart_budget", "stop_signal",
         "stop_grace", "limits", "health", "env_file", "env", "logs", "user", "group", "supplementary_groups", "sandbox",
-        "oom_score_adj", "ulimits", "cpu_weight", "memory_low",
+        "oom_score_adj", "ulimits", "cpu_weight", "memory_low", "cpuset",
     ]
     static let characterKeys = settingKeys + ["command", "port", "after", "working_dir"]
     static let jobKeys = settingKeys + ["command", "run", "after", "working_dir"]
@@ -278,6 +278,14 @@ struct RosterReader {
             return nil
         }
         return value
+    }
+
+    mutating func cpuset(_ node: Node, _ path: String) -> CPUSet? {
+        guard let text = string(node, path) else { return nil }
+        do { return try CPUSet.parse(text) } catch {
+            report(node, path, "`\(text.prefix(40))` \(error)")
+            return nil
+        }
     }
 
     mutating func choice<T: RawRepresentable & CaseIterable>(_ node: Node, _ path: String, _: T.Type) -> T?
@@ -446,6 +454,8 @@ struct RosterReader {
                 settings.cpuWeight = int(value, keyPath, 1...10_000)
             case "memory_low":
                 settings.memoryLow = size(value, keyPath)
+            case "cpuset":
+                settings.cpuset = cpuset(value, keyPath)
             case "ulimits":
                 var limits: [ResourceLimit] = []
                 for (name, nameNode, limitValue) in pairs(value, keyPath, allowed: ResourceLimit.Resource.allCases.map(\.rawValue)) {

@@ -281,6 +281,7 @@ public final class Daemon {
     /// Names, per character, the limits it asks for that this host cannot enforce.
     private func warnAboutLimits(_ roster: Roster) {
         let missing = Set(cgroups.notEnforced)
+        let online = readSmallFile("/sys/devices/system/cpu/online").flatMap { try? CPUSet.parse(String($0.filter { $0 != "\n" })) }
         for spec in roster.services {
             var unenforced: [String] = []
             if spec.limits.memoryBytes != nil, missing.contains("memory") { unenforced.append("memory (RLIMIT_DATA only)") }
@@ -288,8 +289,14 @@ public final class Daemon {
             if spec.limits.cpus != nil, missing.contains("cpus") { unenforced.append("cpus") }
             if spec.limits.pids != nil, missing.contains("pids") { unenforced.append("pids") }
             if spec.limits.cpuWeight != nil, missing.contains("cpus") { unenforced.append("cpu_weight") }
+            if spec.limits.cpuset != nil, missing.contains("cpuset") { unenforced.append("cpuset") }
             // cgroup v1 has no protection from reclaim (memory.low is v2's).
             if spec.limits.memoryLowBytes != nil, cgroups.memory?.version != .v2 { unenforced.append("memory_low") }
+            if let cpuset = spec.limits.cpuset, let online, !cpuset.isSubset(of: online) {
+                log.log(
+                    .warning, character: spec.name,
+                    "cpuset \(cpuset) names CPUs this host does not have online (\(online)): its cgroup will refuse it")
+            }
             guard !unenforced.isEmpty else { continue }
             log.log(
                 .warning, character: spec.name,

@@ -285,8 +285,10 @@ import WhisperCore
                 supplementary_groups: [audio, "44"]
                 sandbox: {filesystem: default, write_paths: [/srv/bot], bind_ports: [9100]}
                 ulimits: {nofile: {soft: 1024, hard: 8192}}
+                cpuset: " 2-3, 0 ,1"
             """
         let loaded = try load(yaml).get()
+        #expect(loaded.roster[ServiceName("bot")!]?.limits.cpuset?.description == "0-3")
         let tenant = try #require(loaded.roster[ServiceName("bot")!]).launch.tenant
         #expect(tenant.user == .named("botuser"))
         #expect(tenant.group == .id(1234))
@@ -317,6 +319,7 @@ import WhisperCore
                 sandbox: {filesystem: loose, bind_ports: [70000], network: none}
                 oom_score_adj: 2000
                 ulimits: {nofile: {soft: 10, hard: 5}, nofiles: 3, core: lots}
+                cpuset: 3-1
             """
         guard case .failure(let error) = load(yaml) else {
             Issue.record("accepted")
@@ -326,7 +329,7 @@ import WhisperCore
         for key in [
             "characters.memory", "characters.bot.user", "characters.bot.sandbox.filesystem", "characters.bot.sandbox.bind_ports[0]",
             "characters.bot.sandbox.network", "characters.bot.oom_score_adj", "characters.bot.ulimits.nofile",
-            "characters.bot.ulimits.nofiles", "characters.bot.ulimits.core",
+            "characters.bot.ulimits.nofiles", "characters.bot.ulimits.core", "characters.bot.cpuset",
         ] {
             #expect(keys.contains(key), "no problem reported for \(key): \(error)")
         }

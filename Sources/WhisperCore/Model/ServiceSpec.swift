@@ -89,10 +89,12 @@ public struct Limits: Hashable, Sendable {
     public var cpuWeight: Int?
     /// Memory protected from reclaim (Compose `mem_reservation`): v2 `memory.low`.
     public var memoryLowBytes: UInt64?
+    /// The CPUs it may run on (Compose `cpuset`): `cpuset.cpus` in v1 and v2.
+    public var cpuset: CPUSet?
 
     public init(
         memoryBytes: UInt64? = nil, memoryHighBytes: UInt64? = nil, cpus: Double? = nil, pids: Int? = nil, cpuWeight: Int? = nil,
-        memoryLowBytes: UInt64? = nil
+        memoryLowBytes: UInt64? = nil, cpuset: CPUSet? = nil
     ) {
         self.memoryBytes = memoryBytes
         self.memoryHighBytes = memoryHighBytes
@@ -100,6 +102,7 @@ public struct Limits: Hashable, Sendable {
         self.pids = pids
         self.cpuWeight = cpuWeight
         self.memoryLowBytes = memoryLowBytes
+        self.cpuset = cpuset
     }
 }
 
