@@ -197,13 +197,18 @@ public final class Daemon {
             for action in actions { execute(action) }
         }
         isDraining = false
-        do { try tenants.saveAllocations() } catch {
-            log.log(.error, "whisperd", "cannot save the characters' dynamic uids: \(error)")
-        }
+        saveDynamicIDs()
         renderedStatus.removeAll(keepingCapacity: true)
         statusGeneration += 1
         armTimer()
         publishSystemdStatus()
+    }
+
+    /// The dynamic uids given since the last batch, written once per batch of events.
+    func saveDynamicIDs() {
+        do { try tenants.saveAllocations() } catch {
+            log.log(.error, "whisperd", "cannot save the characters' dynamic uids: \(error)")
+        }
     }
 
     private func armTimer() {
