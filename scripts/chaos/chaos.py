@@ -612,7 +612,7 @@ def hogs(fleet, args):
     bomb = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n"
     extra = (f"  forkbomb:\n    command: {python_command(bomb, fleet.marker + '-forkbomb')}\n"
              "    limits: {pids: 32, cpus: 0.25}\n    restart_delay: 1s\n    restart_delay_max: 2s\n" + HOSTILE_CPUSET
-             f"  hog:\n    command: {python_command('while True: pass', fleet.marker + '-hog')}\n"
+             + f"  hog:\n    command: {python_command('while True: pass', fleet.marker + '-hog')}\n"
              "    limits: {cpus: 0.25}\n" + HOSTILE_CPUSET)
     result = fleet.apply(extra)
     promise(result.returncode == 0, f"roster with forkbomb and hog applied ({result.stderr.strip()})")
