@@ -1,4 +1,5 @@
 import Testing
+import WhisperRandom
 
 @testable import WhisperCore
 

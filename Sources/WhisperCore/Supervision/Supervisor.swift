@@ -1,3 +1,5 @@
+import WhisperRandom
+
 /// The whole fleet as a pure state machine: events in, actions out.
 ///
 /// The shell owns one timer, set to ``nextDeadline``; when it fires it sends
