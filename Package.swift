@@ -30,10 +30,12 @@ let package = Package(
         // Shared by the threads of the adapters and the worker: `Locked` (a value behind a mutex;
         // a pthread mutex in the TSan build) and `GroupCommit` (blocking: callers wait for a batch).
         .target(name: "WhisperConcurrency", swiftSettings: strictSettings),
+        // Reading a file whole (Foundation, without FileManager's leak): the one way for every module.
+        .target(name: "WhisperFiles", swiftSettings: strictSettings),
         // Roster file -> WhisperCore types; every problem reported at once.
         .target(
             name: "WhisperConfig",
-            dependencies: ["WhisperCore", .product(name: "Yams", package: "Yams")],
+            dependencies: ["WhisperCore", "WhisperFiles", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
         // The one place that calls vfork/execve, pidfd, epoll and friends.
@@ -45,14 +47,14 @@ let package = Package(
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
-            dependencies: ["WhisperCore", "WhisperConcurrency", "CWhisperLinux", "CSystemd", "CZlib"],
+            dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "CWhisperLinux", "CSystemd", "CZlib"],
             swiftSettings: strictSettings
         ),
         // The imperative shell that runs the core against the OS.
         .target(
             name: "WhisperDaemon",
             dependencies: [
-                "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperSystem",
+                "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings
@@ -68,7 +70,7 @@ let package = Package(
         .target(
             name: "WhisperWorker",
             dependencies: [
-                "WhisperChat", "WhisperSystem", "WhisperConcurrency", "CWorkerLibs",
+                "WhisperChat", "WhisperSystem", "WhisperConcurrency", "WhisperFiles", "CWorkerLibs",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -95,7 +97,7 @@ let package = Package(
         // build replays the committed corpora).
         .executableTarget(
             name: "whisperd-fuzz",
-            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperSystem"],
+            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperFiles", "WhisperSystem"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
@@ -104,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore", "WhisperRandom"],
+            name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore", "WhisperFiles", "WhisperRandom"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperWorkerTests", dependencies: ["WhisperWorker", "WhisperCore", "WhisperConcurrency"],
@@ -112,7 +114,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "WhisperSystem", "WhisperWorker", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                "WhisperSystem", "WhisperWorker", "WhisperFiles", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ], exclude: ["Support/test_llm_server.py", "Support/hostile_character.py"],
             swiftSettings: strictSettings),
