@@ -22,13 +22,20 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
-        // Pure: no Foundation, no Glibc (but for the TSan build's lock), no clock. Everything here is
-        // a function of its inputs.
-        .target(name: "WhisperCore", swiftSettings: strictSettings),
+        // A seedable random number generator (SplitMix64), so jitter and backoff reproduce from a seed.
+        .target(name: "WhisperRandom", swiftSettings: strictSettings),
+        // Pure: the supervisor's model and state machine. No Foundation, no Glibc, no clock, no lock
+        // or other blocking primitive. Everything here is a function of its inputs.
+        .target(name: "WhisperCore", dependencies: ["WhisperRandom"], swiftSettings: strictSettings),
+        // Shared by the threads of the adapters and the worker: `Locked` (a value behind a mutex;
+        // a pthread mutex in the TSan build) and `GroupCommit` (blocking: callers wait for a batch).
+        .target(name: "WhisperConcurrency", swiftSettings: strictSettings),
+        // Reading a file whole (Foundation, without FileManager's leak): the one way for every module.
+        .target(name: "WhisperFiles", swiftSettings: strictSettings),
         // Roster file -> WhisperCore types; every problem reported at once.
         .target(
             name: "WhisperConfig",
-            dependencies: ["WhisperCore", .product(name: "Yams", package: "Yams")],
+            dependencies: ["WhisperCore", "WhisperFiles", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
         // The one place that calls vfork/execve, pidfd, epoll and friends.
@@ -40,14 +47,15 @@ let package = Package(
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
-            dependencies: ["WhisperCore", "CWhisperLinux", "CSystemd", "CZlib"],
+            dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "CWhisperLinux", "CSystemd", "CZlib"],
             swiftSettings: strictSettings
         ),
         // The imperative shell that runs the core against the OS.
         .target(
             name: "WhisperDaemon",
             dependencies: [
-                "WhisperCore", "WhisperConfig", "WhisperSystem", .product(name: "Prometheus", package: "swift-prometheus"),
+                "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings
         ),
@@ -55,14 +63,14 @@ let package = Package(
         // request validation. No I/O: a function of its inputs and a given time.
         .target(
             name: "WhisperChat",
-            dependencies: ["WhisperCore", .product(name: "Yams", package: "Yams")],
+            dependencies: ["WhisperConcurrency", "WhisperRandom", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
         // The worker's adapters: HTTP API, LLM client (libcurl), conversation store (SQLite, libpq).
         .target(
             name: "WhisperWorker",
             dependencies: [
-                "WhisperChat", "WhisperSystem", "CWorkerLibs",
+                "WhisperChat", "WhisperSystem", "WhisperConcurrency", "WhisperFiles", "CWorkerLibs",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -89,20 +97,24 @@ let package = Package(
         // build replays the committed corpora).
         .executableTarget(
             name: "whisperd-fuzz",
-            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperSystem"],
+            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperFiles", "WhisperSystem"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore"], swiftSettings: strictSettings),
-        .testTarget(name: "WhisperWorkerTests", dependencies: ["WhisperWorker", "WhisperCore"], swiftSettings: strictSettings),
+            name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore", "WhisperFiles", "WhisperRandom"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "WhisperWorkerTests", dependencies: ["WhisperWorker", "WhisperCore", "WhisperConcurrency"],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "WhisperSystem", "WhisperWorker", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                "WhisperSystem", "WhisperWorker", "WhisperFiles", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ], exclude: ["Support/test_llm_server.py", "Support/hostile_character.py"],
             swiftSettings: strictSettings),

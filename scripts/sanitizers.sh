@@ -8,7 +8,7 @@
 # scratch). Every instrumented process — the test runner and each whisperd, whisperctl and
 # worker the integration tests start — writes its reports to a log_path under that dir, so a
 # race or memory error in a child fails the run too, not only one in the test process.
-# The TSan build passes -DWHISPER_TSAN: `Locked` (WhisperCore) is then a pthread mutex, which
+# The TSan build passes -DWHISPER_TSAN: `Locked` (WhisperConcurrency) is then a pthread mutex, which
 # TSan models, instead of Synchronization.Mutex, whose raw futex it cannot see.
 # The ASan build links with the toolchain's lld: gold prints "Cannot export local symbol
 # '__asan_…'" for each of ~140 symbols of the ASan runtime's export list, per executable

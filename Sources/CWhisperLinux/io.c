@@ -373,9 +373,7 @@ int whisper_ignore_sigpipe(void)
     struct sigaction ignore;
     memset(&ignore, 0, sizeof ignore);
     ignore.sa_handler = SIG_IGN;
-    int rc = sigaction(SIGPIPE, &ignore, NULL);
-    whisper_spawn_note_signal_dispositions();
-    return rc;
+    return sigaction(SIGPIPE, &ignore, NULL);
 }
 
 int whisper_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid)

@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// One stored message of a conversation between a user and a character.
 public struct StoredMessage: Sendable, Equatable {

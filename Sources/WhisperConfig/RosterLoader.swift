@@ -1,6 +1,7 @@
 import Foundation
 import WhisperCore
 import Yams
+import WhisperFiles
 
 /// One thing wrong with a roster, with where it is.
 public struct RosterProblem: Hashable, Sendable, CustomStringConvertible {

@@ -3,6 +3,7 @@ import Glibc
 import Synchronization
 import WhisperConfig
 import WhisperCore
+import WhisperConcurrency
 import WhisperSystem
 
 /// The read-only loopback endpoint: `/health` (503 while anything wanted up is not ready) and

@@ -3,6 +3,7 @@ import Glibc
 import WhisperConfig
 import Synchronization
 import WhisperCore
+import WhisperConcurrency
 import WhisperSystem
 
 /// Where a background `/metrics` rendering leaves its result for the loop.

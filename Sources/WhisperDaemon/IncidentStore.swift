@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import WhisperSystem
+import WhisperFiles
 
 /// The last abnormal exits per character (`whisperctl why`), kept in
 /// `<state>/incidents/<name>.jsonl`, one JSON object per line. Recording is one append

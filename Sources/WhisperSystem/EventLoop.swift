@@ -5,6 +5,10 @@ import Glibc
 ///
 /// Everything the supervisor does happens on this loop's thread, so its state needs no locks.
 /// It is not `Sendable` on purpose: it must never be touched from another thread.
+///
+/// Each registration has an id, packed with the fd into the event's data (as NIO's
+/// registration ids): a handler that closes fd X while another registers a new X in the same
+/// `epoll_wait` batch would otherwise hand the old X's event to the new handler.
 public final class EventLoop {
     public struct Interest: OptionSet, Sendable {
         public let rawValue: UInt32
@@ -19,7 +23,15 @@ public final class EventLoop {
 
     private let epollFD: Int32
     private let timerFD: Int32
-    private var handlers: [Int32: Handler] = [:]
+    private struct Registration {
+        let id: UInt32
+        let handler: Handler
+    }
+
+    private var registrations: [Int32: Registration] = [:]
+    /// Ids repeat only after 2^32 registrations; a stale event would need its fd's number and
+    /// an id that old within one batch of at most 64 events.
+    private var lastRegistrationID: UInt32 = 0
     private var deadlineHandler: (() -> Void)?
     private var armedDeadline: Int64?
     private var isStopped = false
@@ -43,24 +55,32 @@ public final class EventLoop {
     }
 
     public func add(_ fd: Int32, _ interest: Interest, _ handler: @escaping Handler) throws {
-        var event = epoll_event()
-        event.events = interest.rawValue
-        event.data.fd = fd
+        lastRegistrationID &+= 1
+        let registration = Registration(id: lastRegistrationID, handler: handler)
+        var event = Self.event(interest, fd: fd, id: registration.id)
         guard epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else { throw SystemError("epoll_ctl(ADD)") }
-        handlers[fd] = handler
+        registrations[fd] = registration
     }
 
+    /// Changes what `fd` is watched for; its registration (and id) stays.
     public func modify(_ fd: Int32, _ interest: Interest) {
-        var event = epoll_event()
-        event.events = interest.rawValue
-        event.data.fd = fd
+        guard let registration = registrations[fd] else { return }
+        var event = Self.event(interest, fd: fd, id: registration.id)
         _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
     }
 
     /// Stops watching `fd` (the caller closes it).
     public func remove(_ fd: Int32) {
-        guard handlers.removeValue(forKey: fd) != nil else { return }
+        guard registrations.removeValue(forKey: fd) != nil else { return }
         _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil)
+    }
+
+    /// The registration id in the high 32 bits of the event's data, the fd in the low 32.
+    private static func event(_ interest: Interest, fd: Int32, id: UInt32) -> epoll_event {
+        var event = epoll_event()
+        event.events = interest.rawValue
+        event.data.u64 = UInt64(id) << 32 | UInt64(UInt32(bitPattern: fd))
+        return event
     }
 
     /// The one timer: `handler` runs when `monotonicNanoseconds` passes. `nil` disarms it.
@@ -83,9 +103,12 @@ public final class EventLoop {
                 fatalError("epoll_wait: \(SystemError("epoll_wait"))")
             }
             for index in 0..<Int(count) {
-                let fd = events[index].data.fd
-                // A handler earlier in this batch may have removed this fd.
-                handlers[fd]?(events[index].events)
+                let data = events[index].data.u64
+                let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+                // A handler earlier in this batch may have removed this fd, or removed it and
+                // registered a new descriptor with the same number: then the event is not its.
+                guard let registration = registrations[fd], registration.id == UInt32(data >> 32) else { continue }
+                registration.handler(events[index].events)
                 if isStopped { return }
             }
         }

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Dispatch
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// Writes every character's log file on its own thread, so a slow or full disk never stalls the
 /// event loop — and so never a child's pipe. When the queue is over budget, lines are dropped

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WhisperFiles
 
 /// whisperd's memory across restarts: which services an operator stopped, and which
 /// `once-per-revision` jobs succeeded at which revision. Small JSON files, replaced atomically.

@@ -71,7 +71,7 @@ public final class SignalSource {
     public init(signals: [Int32]) throws {
         fd = signals.withUnsafeBufferPointer { whisper_signalfd($0.baseAddress, Int32($0.count)) }
         guard fd >= 0 else { throw SystemError("signalfd") }
-        _ = whisper_ignore_sigpipe()
+        SignalDispositions.ignoreSIGPIPE()
     }
 
     /// Every pending signal number.

@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// A fixed set of threads for blocking work (an LLM call, a database round trip) that must
 /// not run on the event loop. Jobs run in submission order as threads free up.

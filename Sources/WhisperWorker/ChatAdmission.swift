@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 import WhisperChat
-import WhisperCore
+import WhisperConcurrency
 
 /// WhisperChat's admission rules run against the clock, with their state locked (chats start on
 /// the loop and end on the store's thread) and the token budget kept in a file across restarts.

@@ -2,7 +2,7 @@ import Foundation
 import Prometheus
 import WhisperChat
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// One character's chat pipeline, run without a thread of its own: the user's message is
 /// stored (durably, by the store's thread, batched with other chats') before the LLM is asked

@@ -3,6 +3,7 @@ import WhisperChat
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
+import WhisperFiles
 
 // The fuzz targets: whisperd's parsers of untrusted input, each checked for more than "did
 // not crash" where a cheap invariant exists.

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import WhisperSystem
+import WhisperFiles
 
 /// Secret-looking variables (`*TOKEN*`, `*KEY*`, `*SECRET*`, `*PASSWORD*`) from the roster and
 /// env files: their values appear nowhere whisperd writes or answers — its log, the state

@@ -1,5 +1,6 @@
 import Testing
 import WhisperCore
+import WhisperRandom
 
 @Suite struct BackoffTests {
     let policy = RestartPolicy(delay: .milliseconds(100), delayMax: .seconds(1))

@@ -3,6 +3,7 @@ import Glibc
 import Testing
 import WhisperCore
 import WhisperSystem
+import WhisperFiles
 
 @Suite struct CgroupLayoutTests {
     @Test func parsesAHybridHost_likeThisOne() {

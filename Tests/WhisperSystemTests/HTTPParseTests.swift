@@ -1,5 +1,6 @@
 import Testing
 import WhisperCore
+import WhisperRandom
 @testable import WhisperSystem
 
 /// The request parser, byte by byte: what it accepts, what it refuses and why, and that it

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import WhisperSystem
+import WhisperFiles
 
 /// `releaseStartupCodePages` on a real file mapping of this test process: its pages leave the
 /// process's memory, and reading them again gives the same bytes.

@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import WhisperChat
-import WhisperCore
+import WhisperConcurrency
 @testable import WhisperWorker
 
 /// The worker's admission adapter with a fake clock: its refusals, its concurrency slots, and

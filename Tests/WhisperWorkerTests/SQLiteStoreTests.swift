@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import WhisperChat
-import WhisperCore
+import WhisperConcurrency
 import WhisperWorker
 
 /// The SQLite store on a real file, written from many threads at once, so writes share group

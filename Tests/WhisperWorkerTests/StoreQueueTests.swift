@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import WhisperChat
-import WhisperCore
+import WhisperConcurrency
 @testable import WhisperWorker
 
 /// The chat path's store thread on a real SQLite file: operations submitted while a batch is

@@ -74,7 +74,7 @@ typedef struct whisper_spawn_result {
 int whisper_spawn_reserve_slots(void);
 
 /// Records which signals whisperd ignores or handles, so children reset only those. Call again
-/// after changing a disposition (whisper_ignore_sigpipe does).
+/// after changing a disposition (SignalDispositions.ignoreSIGPIPE in WhisperSystem does).
 void whisper_spawn_note_signal_dispositions(void);
 
 /// 1 in a ThreadSanitizer or AddressSanitizer build (scripts/sanitizers.sh), else 0.
@@ -165,6 +165,7 @@ int whisper_socket_error(int fd);
 int whisper_pipe(int fds[2]);
 int whisper_set_nonblocking(int fd, int on);
 
+/// Only the sigaction: call SignalDispositions.ignoreSIGPIPE, which also tells the spawner.
 int whisper_ignore_sigpipe(void);
 /// The calling thread's id.
 pid_t whisper_gettid(void);

@@ -1,4 +1,4 @@
-import WhisperCore
+import WhisperRandom
 
 /// One bot's gateway session as a state machine: it is told what happened (connected, a
 /// payload, time passed, the connection closed) with the current monotonic time in seconds,

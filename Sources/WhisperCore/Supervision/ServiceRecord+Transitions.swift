@@ -1,3 +1,5 @@
+import WhisperRandom
+
 /// Collects what one `handle` call decided, and carries its inputs (time, randomness).
 struct Effects {
     let now: Instant

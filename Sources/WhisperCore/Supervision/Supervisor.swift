@@ -1,7 +1,13 @@
+import WhisperRandom
+
 /// The whole fleet as a pure state machine: events in, actions out.
 ///
 /// The shell owns one timer, set to ``nextDeadline``; when it fires it sends
 /// ``SupervisorEvent/timerFired``. Nothing here reads a clock, sleeps or touches a process.
+///
+/// An event costs O(what it affects): the records it touched and their dependents are
+/// reconciled, and only their deadlines (a heap) and summary counts are brought up to date.
+/// A roster load, a removal and shutdown go over the whole fleet.
 ///
 /// ```swift
 /// var supervisor = Supervisor(persistedDown: [], completedJobs: [:], seed: 1)
@@ -16,6 +22,12 @@ public struct Supervisor: Sendable {
     /// Records touched by the current event; reconcile looks at these (and their dependents) only.
     private var touched: Set<ServiceName> = []
     private var needsFullReconcile = false
+    /// Each record's earliest deadline, so ``nextDeadline`` is O(1) and a change O(log N).
+    private var deadlines = DeadlineQueue<ServiceName>()
+    /// The counts behind ``summary``, adjusted as records change.
+    private var fleetSummary = FleetSummary()
+    /// Records were added, removed or reordered: every deadline and count is refreshed.
+    private var needsFullRefresh = false
     private var roster: Roster?
     private var completedJobs: [ServiceName: String]
     private var persistedDown: Set<ServiceName>
@@ -41,6 +53,7 @@ public struct Supervisor: Sendable {
         var fx = Effects(now: now, rng: rng)
         touched.removeAll(keepingCapacity: true)
         needsFullReconcile = false
+        needsFullRefresh = false
         switch event {
         case .rosterLoaded(let newRoster):
             load(newRoster, &fx)
@@ -58,8 +71,10 @@ public struct Supervisor: Sendable {
                 let reason = records[i].recordExit(termination, spawnErrno: nil, peakMemoryBytes: peak, &fx)
                 afterExit(at: i, reason, &fx)
                 touched.insert(name)
+                // Only the record that exited can have become one to forget: every other
+                // removed one was forgotten when it stopped (see `derivedStateIsConsistent`).
+                if records[i].afterExit == .remove { dropRemoved(&fx) }
             }
-            dropRemoved(&fx)
         case .notified(let name, let message):
             update(name) { $0.apply(message, &fx) }
         case .probeFinished(let name, let succeeded):
@@ -83,18 +98,14 @@ public struct Supervisor: Sendable {
             needsFullReconcile = true
         }
         reconcile(&fx)
+        refreshDeadlinesAndSummary()
+        assert(derivedStateIsConsistent(), "deadlines or summary counts out of step with the records")
         rng = fx.rng
         return fx.actions
     }
 
-    /// The earliest moment something must happen without an outside event.
-    public var nextDeadline: Instant? {
-        var earliest: Instant?
-        for i in records.indices {
-            if let deadline = records[i].earliestDeadline, earliest == nil || deadline < earliest! { earliest = deadline }
-        }
-        return earliest
-    }
+    /// The earliest moment something must happen without an outside event. O(1).
+    public var nextDeadline: Instant? { deadlines.earliest }
 
     public func statuses() -> [ServiceStatus] { records.map { $0.status() } }
     public func status(of name: ServiceName) -> ServiceStatus? { index[name].map { records[$0].status() } }
@@ -102,23 +113,45 @@ public struct Supervisor: Sendable {
     public func pid(of name: ServiceName) -> Int32? { index[name].flatMap { records[$0].pid } }
 
     /// `3/3 ready`, plus whatever needs attention: the `STATUS=` line whisperd gives systemd.
+    /// O(crash-looping + failed services): the counts are kept as records change.
     public var summary: String {
-        var wanted = 0
-        var ready = 0
-        var looping: [String] = []
-        var failed: [String] = []
-        for record in records {
-            if record.state == .failed { failed.append(record.spec.name.rawValue) }
-            guard !record.spec.isJob, record.desired == .up else { continue }
-            wanted += 1
-            if record.isReady { ready += 1 }
-            if record.isCrashLooping { looping.append(record.spec.name.rawValue) }
+        fleetSummary.text(isShuttingDown: isShuttingDown) { index[$0] ?? Int.max }
+    }
+
+    // MARK: - Derived state: deadlines and summary counts
+
+    /// Brings the deadline heap and the summary counts up to date with the records this event
+    /// changed (every mutation of a record goes through `touched`, or sets `needsFullRefresh`).
+    private mutating func refreshDeadlinesAndSummary() {
+        if needsFullRefresh {
+            deadlines.removeAll()
+            fleetSummary.removeAll()
+            for record in records {
+                deadlines.schedule(record.spec.name, at: record.earliestDeadline)
+                fleetSummary.update(record.spec.name, FleetSummary.Membership(record))
+            }
+            return
         }
-        var text = "\(ready)/\(wanted) characters ready"
-        if !looping.isEmpty { text += "; crash loop: " + looping.joined(separator: ", ") }
-        if !failed.isEmpty { text += "; failed: " + failed.joined(separator: ", ") }
-        if isShuttingDown { text = "stopping; " + text }
-        return text
+        for name in touched {
+            guard let i = index[name] else { continue }
+            deadlines.schedule(name, at: records[i].earliestDeadline)
+            fleetSummary.update(name, FleetSummary.Membership(records[i]))
+        }
+    }
+
+    /// The incremental state equals a recount over every record (debug builds check this after
+    /// every event, so each core test checks it too), and no record waits to be forgotten.
+    private func derivedStateIsConsistent() -> Bool {
+        var recount = FleetSummary()
+        var withDeadline = 0
+        for record in records {
+            recount.update(record.spec.name, FleetSummary.Membership(record))
+            guard deadlines.deadline(of: record.spec.name) == record.earliestDeadline else { return false }
+            if record.earliestDeadline != nil { withDeadline += 1 }
+            if record.afterExit == .remove, !record.isAlive { return false }
+        }
+        let earliest = records.compactMap(\.earliestDeadline).min()
+        return recount == fleetSummary && deadlines.count == withDeadline && deadlines.earliest == earliest
     }
 
     // MARK: - Events
@@ -130,6 +163,7 @@ public struct Supervisor: Sendable {
     }
 
     private mutating func rebuildIndex() {
+        needsFullRefresh = true
         index = Dictionary(uniqueKeysWithValues: records.enumerated().map { ($1.spec.name, $0) })
         dependents = [:]
         for record in records {
@@ -249,7 +283,8 @@ public struct Supervisor: Sendable {
 
     private mutating func fireDeadlines(_ fx: inout Effects) {
         let now = fx.now
-        for i in records.indices {
+        // Only the records due, from the heap, in roster order (the order actions come out in).
+        for i in deadlines.due(at: now).compactMap({ index[$0] }).sorted() {
             guard let earliest = records[i].earliestDeadline, earliest <= now else { continue }
             touched.insert(records[i].spec.name)
             let name = records[i].spec.name
@@ -336,6 +371,7 @@ public struct Supervisor: Sendable {
             for i in pending where records[i].afterExit != .remove {
                 let before = records[i].state
                 reconcileOne(i, &fx)
+                touched.insert(records[i].spec.name)
                 if records[i].state != before { next.formUnion(dependents[records[i].spec.name] ?? []) }
             }
             pending = next.compactMap { index[$0] }.sorted()
@@ -388,6 +424,7 @@ public struct Supervisor: Sendable {
 
     /// Stop in reverse dependency order: a service goes once nothing alive depends on it.
     private mutating func advanceShutdown(_ fx: inout Effects) {
+        needsFullRefresh = true
         var anyAlive = false
         for i in records.indices {
             if !records[i].isAlive {

@@ -1,6 +1,6 @@
 import Glibc
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// Reads one character's accounting files through descriptors kept open. Safe from any thread,
 /// so the metrics thread can read a whole fleet (~30 µs a character: 9 ms for 300) while the

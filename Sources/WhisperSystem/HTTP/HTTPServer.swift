@@ -109,7 +109,7 @@ public final class HTTPServer {
     /// sendfile(2) has no MSG_NOSIGNAL: a client gone mid-body must give EPIPE, not SIGPIPE. Set
     /// once per process: the call also refreshes the spawner's record of signal dispositions, a
     /// global that two servers made on two threads at once would race on.
-    private static let ignoresSIGPIPE: Bool = whisper_ignore_sigpipe() == 0
+    private static let ignoresSIGPIPE: Bool = SignalDispositions.ignoreSIGPIPE()
 
     /// Listens on a Unix stream socket created with `mode`; every peer is checked by `authorize`
     /// before anything it sends is read.

@@ -5,7 +5,7 @@ import Synchronization
 import WSClient
 import WhisperChat
 import WhisperSystem
-import WhisperCore
+import WhisperConcurrency
 
 /// The character as a Discord bot: one gateway session (WebSocket, driven by the pure
 /// `GatewaySession`), messages answered through the same `ChatService` as `/api/chat` (so

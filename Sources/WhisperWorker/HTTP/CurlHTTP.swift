@@ -1,7 +1,7 @@
 import CWorkerLibs
 import Foundation
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// Blocking HTTP requests on libcurl, for worker threads: the LLM client and Discord's REST
 /// API. Easy handles are pooled so connections (and TLS sessions) are reused. Header values

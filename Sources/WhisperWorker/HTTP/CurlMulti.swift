@@ -2,7 +2,7 @@ import CWorkerLibs
 import Dispatch
 import Foundation
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// HTTP requests on libcurl's multi interface, all driven by one thread: any number of
 /// transfers in flight without a thread each (a blocking `CurlHTTP` call parks its thread for

@@ -2,7 +2,7 @@ import CWorkerLibs
 import Foundation
 import WhisperChat
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// Conversations in PostgreSQL through libpq: one database for every character (rows keyed
 /// by character), parameterised statements only, a small pool of connections made on demand.

@@ -2,7 +2,7 @@ import CWorkerLibs
 import Glibc
 import WhisperChat
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// A character's conversations in one SQLite file: WAL, parameterised statements only, and a
 /// write is on disk before it is acknowledged. SQLite runs with `synchronous=NORMAL` (no sync at

@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import Synchronization
-import WhisperCore
+import WhisperConcurrency
 
 /// The chat path's one store thread: operations queue up while a batch is being written, and
 /// the next batch takes all of them — one transaction for every chat that arrived meanwhile,

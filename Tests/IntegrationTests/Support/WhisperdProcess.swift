@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import WhisperSystem
+import WhisperFiles
 
 /// The built `whisperd` binary next to the test bundle (or `$WHISPERD_BIN`).
 /// The environment for a process a test starts: under scripts/sanitizers.sh its reports go where

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
-import WhisperCore
+import WhisperConcurrency
 
 /// `GroupCommit` with a real commit stand-in that takes a millisecond (an fsync's order), under
 /// 16 threads writing as fast as they can — the shape of `wrk -c 16` on the chat API.
