@@ -139,7 +139,7 @@ struct RosterDocument {
         var command: [String]?
         var port: Int?
         var portLine: Int?
-        var after: [(String, Int?)] = []
+        var after: [DependencyEntry] = []
         var workingDirectory: String?
         var jobRun: JobRunMode?
     }
@@ -148,6 +148,15 @@ struct RosterDocument {
     var charactersDirectory: String?
     var defaults = RosterSettings()
     var entries: [Entry] = []
+}
+
+/// One `after:` item as written, with its line for problems.
+struct DependencyEntry {
+    var name: String
+    var line: Int?
+    var condition: DependencyCondition = .healthy
+    var required = true
+    var restart = false
 }
 
 struct RosterReader {
@@ -279,6 +288,59 @@ struct RosterReader {
             return nil
         }
         return value
+    }
+
+    /// `after: [a, b]` (each `healthy`), or Compose's map: `after: {db: healthy, migrate:
+    /// completed_successfully, cache: {condition: started, required: false, restart: true}}`.
+    mutating func dependencies(_ node: Node, _ path: String) -> [DependencyEntry] {
+        if case .sequence = node {
+            return (stringList(node, path) ?? []).map { DependencyEntry(name: $0.0, line: $0.1) }
+        }
+        guard case .mapping = node else {
+            report(node, path, "expected a list of names or a map of name: condition, found \(kind(of: node))")
+            return []
+        }
+        var result: [DependencyEntry] = []
+        for (name, nameNode, value) in pairs(node, path, allowed: nil) {
+            let itemPath = "\(path).\(name)"
+            var entry = DependencyEntry(name: name, line: nameNode.mark?.line)
+            if case .mapping = value {
+                for (key, _, setting) in pairs(value, itemPath, allowed: ["condition", "required", "restart"]) {
+                    switch key {
+                    case "condition": entry.condition = condition(setting, "\(itemPath).condition") ?? entry.condition
+                    case "required": entry.required = flag(setting, "\(itemPath).required") ?? entry.required
+                    default: entry.restart = flag(setting, "\(itemPath).restart") ?? entry.restart
+                    }
+                }
+            } else {
+                entry.condition = condition(value, itemPath) ?? entry.condition
+            }
+            result.append(entry)
+        }
+        return result
+    }
+
+    /// A condition by whisperd's name or Compose's (`service_healthy`).
+    mutating func condition(_ node: Node, _ path: String) -> DependencyCondition? {
+        guard let text = string(node, path) else { return nil }
+        let bare = text.hasPrefix("service_") ? String(text.dropFirst("service_".count)) : text
+        guard let condition = DependencyCondition(rawValue: bare) else {
+            let options = DependencyCondition.allCases.map(\.rawValue).joined(separator: " | ")
+            report(node, path, "`\(text.prefix(40))` is not a condition: \(options) (or Compose's service_…)")
+            return nil
+        }
+        return condition
+    }
+
+    mutating func flag(_ node: Node, _ path: String) -> Bool? {
+        guard let text = string(node, path) else { return nil }
+        switch text {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            report(node, path, "expected true or false, found `\(text.prefix(40))`")
+            return nil
+        }
     }
 
     mutating func cpuset(_ node: Node, _ path: String) -> CPUSet? {
@@ -498,7 +560,7 @@ struct RosterReader {
                 entry.port = int(value, keyPath, 1...65535)
                 entry.portLine = value.mark?.line
             case "after":
-                entry.after = stringList(value, keyPath) ?? []
+                entry.after = dependencies(value, keyPath)
             case "working_dir":
                 entry.workingDirectory = string(value, keyPath)
             case "run":

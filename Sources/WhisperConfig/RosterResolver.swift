@@ -108,11 +108,17 @@ struct RosterResolver {
             }
 
             guard let name = ServiceName(entry.name) else { continue }
-            var after: [ServiceName] = []
-            for (dependency, line) in entry.after {
-                if let dependencyName = ServiceName(dependency) { after.append(dependencyName) } else {
+            var after: [Dependency] = []
+            for dependency in entry.after {
+                if let dependencyName = ServiceName(dependency.name) {
+                    after.append(
+                        Dependency(
+                            dependencyName, condition: dependency.condition, required: dependency.required,
+                            restartsWithIt: dependency.restart))
+                } else {
                     reader.problems.append(
-                        RosterProblem(file: reader.file, line: line, key: "\(path).after", message: "`\(dependency)` is not a valid name"))
+                        RosterProblem(
+                            file: reader.file, line: dependency.line, key: "\(path).after", message: "`\(dependency.name)` is not a valid name"))
                 }
             }
             let kind: ServiceKind = entry.isJob ? .job(entry.jobRun ?? .oncePerRevision) : .character
@@ -250,7 +256,9 @@ struct RosterResolver {
         // The line of each `after:` item, to point at the one to change.
         var afterLines: [String: [String: Int]] = [:]
         for entry in document.entries {
-            for case (let dependency, let line?) in entry.after { afterLines[entry.name, default: [:]][dependency] = line }
+            for dependency in entry.after {
+                if let line = dependency.line { afterLines[entry.name, default: [:]][dependency.name] = line }
+            }
         }
         func problem(_ spec: ServiceSpec, _ dependency: ServiceName, _ message: String) {
             reader.report(
@@ -258,11 +266,18 @@ struct RosterResolver {
                 "\(spec.isJob ? "jobs" : "characters").\(spec.name).after", message)
         }
         for spec in specs {
-            for dependency in spec.after {
-                if dependency == spec.name {
-                    problem(spec, dependency, "\(spec.name) cannot wait for itself")
-                } else if !knownNames.contains(dependency.rawValue) {
-                    problem(spec, dependency, "unknown service `\(dependency)` (not a character or job in this roster)")
+            for dependency in spec.dependencies {
+                if dependency.name == spec.name {
+                    problem(spec, dependency.name, "\(spec.name) cannot wait for itself")
+                } else if !knownNames.contains(dependency.name.rawValue) {
+                    // Compose's `required: false`: a dependency that may be absent is not an error.
+                    if dependency.required {
+                        problem(spec, dependency.name, "unknown service `\(dependency.name)` (not a character or job in this roster)")
+                    }
+                } else if dependency.condition == .completedSuccessfully, byName[dependency.name]?.isJob == false {
+                    problem(
+                        spec, dependency.name,
+                        "`\(dependency.name)` is a character, which never completes: completed_successfully needs a job (under jobs:)")
                 }
             }
         }

@@ -198,6 +198,37 @@ extension IntegrationTests {
             #expect(elenaStart > migrated && elenaStart > llmReady)
         }
 
+        @Test func afterMap_startedDoesNotWaitForReadiness_andRestartTrueFollowsAnOperatorRestart() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      lavalink:
+                        command: [sleep, '300']
+                        health: {ready: notify, ready_timeout: 60s}
+                      gateway:
+                        command: [sleep, '300']
+                        after: {lavalink: {condition: service_started, restart: true}}
+                      bystander:
+                        command: [sleep, '300']
+                        after: {lavalink: started, redis: {condition: healthy, required: false}}
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            // lavalink never says READY=1, yet both start: `started` is enough, and redis may be absent.
+            let gateway = try #require(WhisperdProcess.pid(in: whisperd.waitFor("gateway: starting -> running")))
+            let bystander = try #require(WhisperdProcess.pid(in: whisperd.waitFor("bystander: starting -> running")))
+            #expect(whisperd.character("lavalink")?["state"] as? String == "starting")
+
+            let restart = try whisperd.ctl("restart", "lavalink", "--no-wait")
+            #expect(restart.code == 0, "\(restart.stderr)")
+            #expect(whisperd.waitFor("gateway:", "restarted with a dependency") != nil)
+            let newGateway = try #require(WhisperdProcess.pid(in: whisperd.waitFor("gateway: starting -> running", occurrence: 2)))
+            #expect(newGateway != gateway)
+            #expect(whisperd.character("bystander")?["pid"] as? Int == Int(bystander), "bystander did not ask for restart: true")
+        }
+
         @Test func oncePerRevisionJob_skipsAfterRestart_andRerunsWhenChanged() throws {
             let scratch = Scratch()
             func roster(_ version: String) -> String {

@@ -303,6 +303,61 @@ import WhisperCore
         #expect(!tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 4096, hard: 4096)))
     }
 
+    @Test func afterAsAMap_takesComposesConditions_requiredAndRestart() throws {
+        let yaml = """
+            jobs:
+              migrate: {command: [/bin/true]}
+            characters:
+              postgres: {command: [sleep, '1']}
+              lavalink: {command: [sleep, '1']}
+              elena:
+                command: [sleep, '1']
+                after:
+                  postgres: healthy
+                  migrate: service_completed_successfully
+                  lavalink: {condition: service_started, restart: true}
+                  redis: {condition: started, required: false}
+              aria: {command: [sleep, '1'], after: [postgres, migrate]}
+            """
+        let roster = try load(yaml).get().roster
+        let elena = try #require(roster[ServiceName("elena")!]).dependencies
+        #expect(elena == [
+            Dependency(ServiceName("postgres")!, condition: .healthy),
+            Dependency(ServiceName("migrate")!, condition: .completedSuccessfully),
+            Dependency(ServiceName("lavalink")!, condition: .started, restartsWithIt: true),
+            Dependency(ServiceName("redis")!, condition: .started, required: false),
+        ])
+        // The list form: each healthy (for a job: succeeded), required, no restart.
+        #expect(roster[ServiceName("aria")!]?.dependencies == [Dependency(ServiceName("postgres")!), Dependency(ServiceName("migrate")!)])
+    }
+
+    @Test func afterAsAMap_badValuesAreEachReported() {
+        let yaml = """
+            characters:
+              postgres: {command: [sleep, '1']}
+              elena:
+                command: [sleep, '1']
+                after:
+                  postgres: service_finished
+                  ghost: {condition: started, required: maybe}
+                  other: {condition: started, restart: true, when: now}
+              aria: {command: [sleep, '1'], after: {postgres: completed_successfully}}
+              ryan: {command: [sleep, '1'], after: postgres}
+            """
+        guard case .failure(let error) = load(yaml) else {
+            Issue.record("accepted")
+            return
+        }
+        let text = error.problems.map(\.description).joined(separator: "\n")
+        for expected in [
+            "`service_finished` is not a condition", "expected true or false, found `maybe`", "unknown key `when`",
+            "`postgres` is a character, which never completes", "expected a list of names or a map",
+            "unknown service `other`",
+        ] {
+            #expect(text.contains(expected), "no problem saying \(expected): \(text)")
+        }
+    }
+
     @Test func userRoot_andFilesystemOff_areAccepted_withWarnings() throws {
         let loaded = try load("characters:\n  bot: {command: [sleep, '1'], user: root, sandbox: {filesystem: off}}\n").get()
         #expect(loaded.roster[ServiceName("bot")!]?.launch.tenant.user == .root)

@@ -4,7 +4,8 @@ public struct ServiceSpec: Hashable, Sendable {
     public var kind: ServiceKind
     public var launch: LaunchSpec
     public var port: Int?
-    public var after: [ServiceName]
+    /// `after:`, in roster order.
+    public var dependencies: [Dependency]
     public var restart: RestartPolicy
     public var stopSignal: Signal
     public var stopGrace: Duration
@@ -14,7 +15,7 @@ public struct ServiceSpec: Hashable, Sendable {
 
     public init(
         name: ServiceName, kind: ServiceKind = .character, launch: LaunchSpec, port: Int? = nil,
-        after: [ServiceName] = [], restart: RestartPolicy = RestartPolicy(), stopSignal: Signal = .term,
+        after dependencies: [Dependency] = [], restart: RestartPolicy = RestartPolicy(), stopSignal: Signal = .term,
         stopGrace: Duration = .seconds(10), limits: Limits = Limits(), health: HealthPolicy = HealthPolicy(),
         logs: LogPolicy = LogPolicy()
     ) {
@@ -22,7 +23,7 @@ public struct ServiceSpec: Hashable, Sendable {
         self.kind = kind
         self.launch = launch
         self.port = port
-        self.after = after
+        self.dependencies = dependencies
         self.restart = restart
         self.stopSignal = stopSignal
         self.stopGrace = stopGrace
@@ -30,6 +31,9 @@ public struct ServiceSpec: Hashable, Sendable {
         self.health = health
         self.logs = logs
     }
+
+    /// The names it waits for.
+    public var after: [ServiceName] { dependencies.map(\.name) }
 
     public var isJob: Bool { if case .job = kind { return true } else { return false } }
 
