@@ -35,11 +35,16 @@ public struct LoadedRoster: Sendable {
     public var environmentOrigins: [ServiceName: [String: String]]
     /// Accepted, but worth an operator's attention (printed by `--check` and at start).
     public var warnings: [RosterProblem] = []
+    /// Services left out because none of their `profiles:` is active, by name.
+    public var inactive: [String] = []
+    /// Profile → the services (active or not) that name it.
+    public var profileMembers: [String: [String]] = [:]
 
     /// What `--check` prints for a valid roster: "3 characters, 1 job".
     public var summary: String {
         let jobs = roster.services.filter(\.isJob).count
-        return counted(roster.services.count - jobs, "character") + ", " + counted(jobs, "job")
+        let counts = counted(roster.services.count - jobs, "character") + ", " + counted(jobs, "job")
+        return inactive.isEmpty ? counts : counts + "; not in the active profiles: " + inactive.joined(separator: ", ")
     }
 }
 
@@ -49,10 +54,21 @@ public struct RosterLoader: Sendable {
     public var selfExecutable: String
     /// whisperd's own environment: the source of the base layer (PATH, LANG, TZ, HOME).
     public var hostEnvironment: [String: String]
+    /// The active profiles (`--profile`): a service with `profiles:` runs only when one of its
+    /// profiles is active; a service without runs always (Compose's rule).
+    public var profiles: Set<String>
 
-    public init(selfExecutable: String, hostEnvironment: [String: String]) {
+    public init(selfExecutable: String, hostEnvironment: [String: String], profiles: Set<String> = []) {
         self.selfExecutable = selfExecutable
         self.hostEnvironment = hostEnvironment
+        self.profiles = profiles
+    }
+
+    /// Compose's profile names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+    public static func isValidProfile(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.utf8.count <= 64, first.isASCII, first.properties.isAlphabetic || ("0"..."9").contains(first)
+        else { return false }
+        return name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0)) }
     }
 
     public static let maxFileSize = 4 << 20
@@ -140,6 +156,7 @@ struct RosterDocument {
         var port: Int?
         var portLine: Int?
         var after: [DependencyEntry] = []
+        var profiles: [String] = []
         var workingDirectory: String?
         var jobRun: JobRunMode?
     }
@@ -197,8 +214,8 @@ struct RosterReader {
         "stop_grace", "limits", "health", "env_file", "env", "logs", "user", "group", "supplementary_groups", "sandbox",
         "oom_score_adj", "ulimits", "cpu_weight", "memory_low", "cpuset",
     ]
-    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir"]
-    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir"]
+    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir", "profiles"]
+    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir", "profiles"]
 
     /// The pairs of a mapping, with unknown and duplicate keys reported.
     mutating func pairs(_ node: Node, _ path: String, allowed: [String]?) -> [(key: String, keyNode: Node, value: Node)] {
@@ -561,6 +578,12 @@ struct RosterReader {
                 entry.portLine = value.mark?.line
             case "after":
                 entry.after = dependencies(value, keyPath)
+            case "profiles":
+                for (index, item) in (stringList(value, keyPath) ?? []).enumerated() {
+                    if RosterLoader.isValidProfile(item.0) { entry.profiles.append(item.0) } else {
+                        report(value, "\(keyPath)[\(index)]", "`\(item.0.prefix(40))` is not a profile name (a letter or digit, then letters, digits, _ . -)")
+                    }
+                }
             case "working_dir":
                 entry.workingDirectory = string(value, keyPath)
             case "run":

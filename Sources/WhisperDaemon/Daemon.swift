@@ -42,7 +42,7 @@ public final class Daemon {
     let configuration: DaemonConfiguration
     let log: DaemonLog
     let loop: EventLoop
-    let loader: RosterLoader
+    var loader: RosterLoader
     var loaded: LoadedRoster
     var core: Supervisor
     var spawner: ProcessSpawner
@@ -124,7 +124,8 @@ public final class Daemon {
         self.log = log
         self.loop = try EventLoop()
         self.loader = RosterLoader(
-            selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment)
+            selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
+            profiles: configuration.profiles)
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         // The loop thread runs a little above the characters (when allowed), so a burst of
         // children starting on both cores does not keep it waiting for a CPU between spawns;

@@ -229,6 +229,63 @@ extension IntegrationTests {
             #expect(whisperd.character("bystander")?["pid"] as? Int == Int(bystander), "bystander did not ask for restart: true")
         }
 
+        @Test func profiles_switchedAtRunTime_startAndStopTheirServices_andAreRemembered() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      postgres: {command: [sleep, '300']}
+                      elena: {command: [sleep, '300'], profiles: [bots, all], after: [postgres]}
+                      tool: {command: [sleep, '300'], profiles: [tools], after: [needsdb]}
+                      needsdb: {command: [sleep, '300'], profiles: [db]}
+                    """)
+            do {
+                let whisperd = try WhisperdProcess(scratch: scratch)
+                #expect(whisperd.waitFor("postgres: starting -> running") != nil)
+                #expect(whisperd.character("elena") == nil, "elena is only in profiles bots and all")
+
+                let start = try whisperd.ctl("start", "--profile", "bots")
+                #expect(start.code == 0, "\(start.stderr)")
+                #expect(start.stdout.contains("start elena"))
+                #expect(whisperd.character("elena")?["ready"] as? Bool == true, "start --profile returns once its services are ready")
+                #expect(scratch.read("state/profiles.json")?.contains("\"bots\" : \"on\"") == true)
+
+                // A switch that would break the roster changes nothing.
+                let broken = try whisperd.ctl("start", "--profile", "tools")
+                #expect(broken.code != 0)
+                #expect(broken.stderr.contains("`needsdb` runs only with profile db"), "\(broken.stderr)")
+                #expect(whisperd.character("tool") == nil)
+                whisperd.terminate()
+            }
+            // A new whisperd keeps the switch made at run time.
+            let again = try WhisperdProcess(scratch: scratch)
+            defer { again.terminate() }
+            let elena = try #require(WhisperdProcess.pid(in: again.waitFor("elena: starting -> running")))
+            let stop = try again.ctl("stop", "--profile", "bots")
+            #expect(stop.code == 0, "\(stop.stderr)")
+            #expect(again.waitFor("elena: stopping -> stopped") != nil)
+            #expect(eventually { again.character("elena") == nil })
+            #expect(!isAlive(elena))
+            #expect(scratch.read("state/profiles.json")?.contains("\"bots\" : \"off\"") == true)
+        }
+
+        @Test func profileFlag_selectsServicesAtStart_andCheckSaysWhatIsLeftOut() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + "characters:\n  a: {command: [sleep, '300'], profiles: [x]}\n  b: {command: [sleep, '300'], profiles: [y]}\n")
+            let check = try runCommand(whisperdBinary(), ["--roster", scratch.path + "/roster.yaml", "--check", "--profile", "x"])
+            #expect(check.code == 0)
+            #expect(check.stdout.contains("1 character, 0 jobs; not in the active profiles: b"), "\(check.stdout)")
+            let bad = try runCommand(whisperdBinary(), ["--roster", scratch.path + "/roster.yaml", "--check", "--profile=-bad"])
+            #expect(bad.code != 0 && bad.stderr.contains("not a profile name"))
+            let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: ["--profile", "y,x"])
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("a: starting -> running") != nil)
+            #expect(whisperd.waitFor("b: starting -> running") != nil)
+        }
+
         @Test func oncePerRevisionJob_skipsAfterRestart_andRerunsWhenChanged() throws {
             let scratch = Scratch()
             func roster(_ version: String) -> String {

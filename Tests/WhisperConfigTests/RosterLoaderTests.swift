@@ -303,6 +303,52 @@ import WhisperCore
         #expect(!tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 4096, hard: 4096)))
     }
 
+    @Test func profiles_selectServicesAsComposeDoes() throws {
+        let yaml = """
+            jobs:
+              migrate: {command: [/bin/true]}
+            characters:
+              postgres: {command: [sleep, '1']}
+              elena: {command: [sleep, '1'], profiles: [elena, all], after: [postgres]}
+              aria: {command: [sleep, '1'], profiles: [aria, all]}
+              debug: {command: [sleep, '1'], profiles: [debug], after: {elena: {condition: started, required: false}}}
+            """
+        func names(_ profiles: Set<String>) throws -> [String] {
+            var loader = self.loader
+            loader.profiles = profiles
+            return try loader.load(path: directory.write("etc/roster.yaml", yaml)).get().roster.services.map(\.name.rawValue)
+        }
+        // No profile: only the services without `profiles:`.
+        #expect(try names([]) == ["migrate", "postgres"])
+        #expect(try names(["elena"]) == ["migrate", "postgres", "elena"])
+        #expect(try names(["all"]) == ["migrate", "postgres", "elena", "aria"])
+        // debug's dependency on elena is not required: debug runs without it.
+        #expect(try names(["debug"]) == ["migrate", "postgres", "debug"])
+        var loader = self.loader
+        loader.profiles = ["aria"]
+        let loaded = try loader.load(path: directory.write("etc/roster.yaml", yaml)).get()
+        #expect(loaded.inactive == ["elena", "debug"])
+        #expect(loaded.summary.hasSuffix("not in the active profiles: elena, debug"))
+    }
+
+    @Test func profiles_aRequiredDependencyOutsideTheActiveProfiles_namesTheProfile() {
+        var loader = self.loader
+        loader.profiles = ["bots"]
+        let yaml = """
+            characters:
+              postgres: {command: [sleep, '1'], profiles: [db]}
+              elena: {command: [sleep, '1'], profiles: [bots], after: [postgres]}
+              bad: {command: [sleep, '1'], profiles: ["-x", ok]}
+            """
+        guard case .failure(let error) = loader.load(path: directory.write("etc/roster.yaml", yaml)) else {
+            Issue.record("accepted")
+            return
+        }
+        let text = error.problems.map(\.description).joined(separator: "\n")
+        #expect(text.contains("`postgres` runs only with profile db: activate one (--profile)"), "\(text)")
+        #expect(text.contains("`-x` is not a profile name"), "\(text)")
+    }
+
     @Test func afterAsAMap_takesComposesConditions_requiredAndRestart() throws {
         let yaml = """
             jobs:
