@@ -651,8 +651,41 @@ struct RosterReader {
         }
     }
 
+    static let probeScheduleKeys = ["interval", "timeout", "retries", "start_period", "start_interval"]
+
+    mutating func probeSchedule(_ key: String, _ value: Node, _ path: String, _ probe: inout ProbeSettings) {
+        switch key {
+        case "interval": probe.interval = duration(value, path)
+        case "timeout": probe.timeout = duration(value, path)
+        case "retries": probe.retries = int(value, path, 1...100)
+        case "start_period": probe.startPeriod = duration(value, path)
+        default: probe.startInterval = duration(value, path)
+        }
+    }
+
+    /// Compose's healthcheck `test`: `[CMD, prog, arg…]`, `[CMD-SHELL, "cmd"]`, `"cmd"` (shell),
+    /// `[NONE]` (no check: `nil`).
+    mutating func healthTest(_ node: Node, _ path: String) -> [String]? {
+        if case .scalar = node {
+            guard let text = string(node, path), !text.isEmpty else {
+                report(node, path, "is empty")
+                return nil
+            }
+            return ["/bin/sh", "-c", text]
+        }
+        guard let items = stringList(node, path)?.map(\.0) else { return nil }
+        switch items.first {
+        case "CMD" where items.count >= 2: return Array(items.dropFirst())
+        case "CMD-SHELL" where items.count == 2: return ["/bin/sh", "-c", items[1]]
+        case "NONE": return nil
+        default:
+            report(node, path, "expected [CMD, program, args…], [CMD-SHELL, \"command\"], [NONE] or a shell command")
+            return nil
+        }
+    }
+
     mutating func readHealth(_ node: Node, _ path: String, _ settings: inout RosterSettings) {
-        let allowed = ["ready", "ready_timeout", "watchdog", "http", "on_unhealthy"]
+        let allowed = ["ready", "ready_timeout", "watchdog", "http", "exec", "tcp", "ready_log_line", "on_unhealthy"]
         for (key, _, value) in pairs(node, path, allowed: allowed) {
             let keyPath = "\(path).\(key)"
             switch key {
@@ -665,6 +698,32 @@ struct RosterReader {
                     settings.watchdog = .some(interval > .zero ? interval : nil)
                 }
             case "on_unhealthy": settings.onUnhealthy = choice(value, keyPath, UnhealthyAction.self)
+            case "ready_log_line":
+                if let pattern = string(value, keyPath) {
+                    if pattern.isEmpty || (try? Regex(pattern)) == nil {
+                        report(value, keyPath, "`\(pattern.prefix(40))` is not a regular expression")
+                    } else {
+                        settings.readyLogLine = pattern
+                    }
+                }
+            case "exec":
+                settings.exec.isGiven = true
+                for (execKey, _, execValue) in pairs(value, keyPath, allowed: ["test", "disable"] + Self.probeScheduleKeys) {
+                    let execPath = "\(keyPath).\(execKey)"
+                    switch execKey {
+                    case "test": settings.execTest = .some(healthTest(execValue, execPath))
+                    case "disable": if flag(execValue, execPath) == true { settings.execTest = .some(nil) }
+                    default: probeSchedule(execKey, execValue, execPath, &settings.exec)
+                    }
+                }
+            case "tcp":
+                settings.tcp.isGiven = true
+                for (tcpKey, _, tcpValue) in pairs(value, keyPath, allowed: ["port"] + Self.probeScheduleKeys) {
+                    let tcpPath = "\(keyPath).\(tcpKey)"
+                    if tcpKey == "port" { settings.tcpPort = int(tcpValue, tcpPath, 1...65535) } else {
+                        probeSchedule(tcpKey, tcpValue, tcpPath, &settings.tcp)
+                    }
+                }
             default:
                 let httpKeys = ["path", "interval", "timeout", "retries", "start_period"]
                 for (httpKey, _, httpValue) in pairs(value, keyPath, allowed: httpKeys) {

@@ -63,6 +63,7 @@ struct RosterResolver {
             }
             let settings = defaults.overlaid(with: entry.settings)
             checkSettings(settings, path: path, line: entry.line)
+            if !entry.isJob { checkHealth(settings, port: entry.port, path: path, line: entry.line) }
 
             let workingDirectory = absolute(entry.workingDirectory ?? ".", from: baseDirectory)
             if entry.workingDirectory != nil {
@@ -135,7 +136,7 @@ struct RosterResolver {
                     launch: LaunchSpec(
                         arguments: arguments, environment: environment.values, workingDirectory: workingDirectory, tenant: tenant),
                     port: entry.port, after: after, restart: settings.restartPolicy, stopSignal: settings.stopSignal!,
-                    stopGrace: settings.stopGrace!, limits: settings.limits, health: settings.healthPolicy,
+                    stopGrace: settings.stopGrace!, limits: settings.limits, health: settings.healthPolicy(port: entry.port),
                     logs: settings.logPolicy))
             origins[name] = environment.origins
         }
@@ -182,6 +183,25 @@ struct RosterResolver {
         return TenantSpec(
             user: settings.user, group: settings.group, supplementaryGroups: settings.supplementaryGroups ?? [], sandbox: sandbox,
             oomScoreAdjust: settings.oomScoreAdjust, resourceLimits: settings.resourceLimits ?? [])
+    }
+
+    /// What each `ready:` mode needs, and sane probe schedules.
+    private mutating func checkHealth(_ settings: RosterSettings, port: Int?, path: String, line: Int?) {
+        func problem(_ key: String, _ message: String) {
+            reader.problems.append(RosterProblem(file: reader.file, line: line, key: "\(path).\(key)", message: message))
+        }
+        switch settings.ready {
+        case .http where port == nil: problem("health.ready", "ready: http probes the service's port: give it a `port:`")
+        case .exec where (settings.execTest ?? nil) == nil: problem("health.exec.test", "ready: exec needs a test ([CMD, …] or [CMD-SHELL, \"…\"])")
+        case .tcp where settings.tcpPort == nil && port == nil: problem("health.tcp.port", "ready: tcp needs a port (or the service's `port:`)")
+        case .log where settings.readyLogLine == nil: problem("health.ready_log_line", "ready: log needs the line to wait for (a regular expression)")
+        default: break
+        }
+        for (name, probe) in [("exec", settings.exec), ("tcp", settings.tcp)] {
+            if let interval = probe.interval, interval < .milliseconds(10) { problem("health.\(name).interval", "must be at least 10ms") }
+            if let interval = probe.startInterval, interval < .milliseconds(10) { problem("health.\(name).start_interval", "must be at least 10ms") }
+            if let timeout = probe.timeout, timeout <= .zero { problem("health.\(name).timeout", "must be above 0") }
+        }
     }
 
     private mutating func checkSettings(_ settings: RosterSettings, path: String, line: Int?) {

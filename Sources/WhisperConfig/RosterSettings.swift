@@ -25,6 +25,14 @@ struct RosterSettings {
     var httpRetries: Int?
     var httpStartPeriod: Duration?
     var onUnhealthy: UnhealthyAction?
+    /// `health.exec` (Compose's healthcheck): `test` as arguments; `.some(nil)` is `[NONE]`/`disable`.
+    var execTest: [String]??
+    var exec = ProbeSettings()
+    /// `health.tcp`.
+    var tcpPort: Int?
+    var tcp = ProbeSettings()
+    /// `health.ready_log_line`.
+    var readyLogLine: String?
     /// Replaces, never merges: a character that lists env files lists all of them.
     var envFiles: [String]?
     var env: [String: String]?
@@ -77,6 +85,11 @@ struct RosterSettings {
         result.httpTimeout = other.httpTimeout ?? httpTimeout
         result.httpRetries = other.httpRetries ?? httpRetries
         result.httpStartPeriod = other.httpStartPeriod ?? httpStartPeriod
+        result.execTest = other.execTest ?? execTest
+        result.exec = exec.overlaid(with: other.exec)
+        result.tcpPort = other.tcpPort ?? tcpPort
+        result.tcp = tcp.overlaid(with: other.tcp)
+        result.readyLogLine = other.readyLogLine ?? readyLogLine
         result.onUnhealthy = other.onUnhealthy ?? onUnhealthy
         result.envFiles = other.envFiles ?? envFiles
         if let extra = other.env { result.env = (env ?? [:]).merging(extra) { _, new in new } }
@@ -112,14 +125,56 @@ struct RosterSettings {
             cpuset: cpuset)
     }
 
-    var healthPolicy: HealthPolicy {
-        HealthPolicy(
-            ready: ready!, readyTimeout: readyTimeout!, watchdog: watchdog!,
-            http: HTTPProbePolicy(
-                path: httpPath!, interval: httpInterval!, timeout: httpTimeout!, retries: httpRetries!,
-                startPeriod: httpStartPeriod!),
+    /// `port`: the service's `port:`, the TCP probe's default.
+    func healthPolicy(port: Int?) -> HealthPolicy {
+        let http = ProbePolicy(
+            check: .http(path: httpPath!), interval: httpInterval!, timeout: httpTimeout!, retries: httpRetries!,
+            startPeriod: httpStartPeriod!)
+        let execProbe = (execTest ?? nil).map { exec.policy(.exec(arguments: $0), defaults: ProbeSettings.composeDefaults) }
+        let tcpProbe = (tcpPort ?? port).map { tcp.policy(.tcp(port: $0), defaults: ProbeSettings.tcpDefaults) }
+        // The check `ready:` names; with another mode, an exec or tcp block given is liveness after readiness.
+        let probe: ProbePolicy? =
+            switch ready! {
+            case .http: http
+            case .exec: execProbe
+            case .tcp: tcpProbe
+            case .notify, .started, .log: execProbe ?? (tcp.isGiven ? tcpProbe : nil)
+            }
+        return HealthPolicy(
+            ready: ready!, readyTimeout: readyTimeout!, watchdog: watchdog!, probe: probe, readyLogPattern: readyLogLine,
             onUnhealthy: onUnhealthy!)
     }
 
     var logPolicy: LogPolicy { LogPolicy(maxSizeBytes: logMaxSize!, maxFiles: logMaxFiles!) }
+}
+
+/// A probe's schedule as written; `nil` fields fall back to the probe kind's defaults.
+struct ProbeSettings {
+    var interval: Duration?
+    var timeout: Duration?
+    var retries: Int?
+    var startPeriod: Duration?
+    var startInterval: Duration?
+    /// Set when the roster wrote a block for it (a tcp block alone makes a liveness probe).
+    var isGiven = false
+
+    /// Compose's healthcheck defaults: every 30s, 30s timeout, 3 retries, no start period, 5s while starting.
+    static let composeDefaults = ProbeSettings(
+        interval: .seconds(30), timeout: .seconds(30), retries: 3, startPeriod: .zero, startInterval: .seconds(5))
+    static let tcpDefaults = ProbeSettings(
+        interval: .seconds(30), timeout: .seconds(5), retries: 3, startPeriod: .zero, startInterval: .milliseconds(250))
+
+    func overlaid(with other: ProbeSettings) -> ProbeSettings {
+        ProbeSettings(
+            interval: other.interval ?? interval, timeout: other.timeout ?? timeout, retries: other.retries ?? retries,
+            startPeriod: other.startPeriod ?? startPeriod, startInterval: other.startInterval ?? startInterval,
+            isGiven: isGiven || other.isGiven)
+    }
+
+    func policy(_ check: ProbeCheck, defaults: ProbeSettings) -> ProbePolicy {
+        let merged = defaults.overlaid(with: self)
+        return ProbePolicy(
+            check: check, interval: merged.interval!, timeout: merged.timeout!, retries: merged.retries!,
+            startPeriod: merged.startPeriod!, startInterval: merged.startInterval!)
+    }
 }

@@ -15,15 +15,8 @@ extension Daemon {
             if kill(-pid, signal.rawValue) != 0 { _ = ChildReaper.signal(pidFD: run.pidFD, signal.rawValue) }
         case .killAll(let name, let pid):
             killAll(name, pid: pid)
-        case .probe(let name, let port, let path, let timeout):
-            let deadline = Clock.monotonicNanoseconds() + timeout.nanoseconds
-            let probe = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline) {
-                [unowned self] succeeded in
-                self.probes[name] = nil
-                self.post(.probeFinished(name, succeeded: succeeded))
-            }
-            // A refused connect completes inside the initialiser: nothing left to track then.
-            if !probe.isDone { probes[name] = probe }
+        case .probe(let name, let check, let port, let timeout):
+            startProbe(name, check, port: port, timeout: timeout)
         case .applyLimits(let name, let limits):
             applyLimitsLive(name, limits)
         case .persistIntent(let name, let intent):
@@ -83,6 +76,68 @@ extension Daemon {
         }
     }
 
+    /// One check of `name`; its verdict comes back as `probeFinished`.
+    private func startProbe(_ name: ServiceName, _ check: ProbeCheck, port: Int?, timeout: Duration) {
+        let deadline = Clock.monotonicNanoseconds() + timeout.nanoseconds
+        let finished: (Bool) -> Void = { [unowned self] succeeded in
+            self.probes[name] = nil
+            self.post(.probeFinished(name, succeeded: succeeded))
+        }
+        let probe: any RunningProbe
+        switch check {
+        case .http(let path):
+            guard let port else { return finished(false) }
+            probe = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline, completion: finished)
+        case .tcp(let port):
+            probe = TCPProbe(loop: loop, host: "127.0.0.1", port: port, deadline: deadline, completion: finished)
+        case .exec(let arguments):
+            guard let spec = loaded.roster[name], let child = spawnProbe(spec, arguments) else { return finished(false) }
+            probe = ExecProbe(loop: loop, child: child, deadline: deadline) { [unowned self] succeeded, detail in
+                if succeeded {
+                    self.lastProbeFailure[name] = nil
+                } else {
+                    self.lastProbeFailure[name] = detail
+                    self.log.log(.info, character: name, "health check failed (\(detail.prefix(300)))")
+                }
+                finished(succeeded)
+            }
+        }
+        // A refused connect completes inside the initialiser: nothing left to track then.
+        if !probe.isDone { probes[name] = probe }
+    }
+
+    /// The exec probe's process: as the service runs (user, cgroup, environment, sandbox), but
+    /// without its notify socket (a probe does not speak for the service).
+    private func spawnProbe(_ spec: ServiceSpec, _ arguments: [String]) -> ProcessSpawner.Child? {
+        let name = spec.name
+        do {
+            let placement = try prepareCgroup(for: spec)
+            let tenant = try tenants.prepare(
+                spec, charactersDirectory: loaded.charactersDirectory,
+                homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: nil)
+            var environment = childEnvironment(spec, notifySocket: "")
+            environment["NOTIFY_SOCKET"] = nil
+            environment.merge(tenant.environment) { _, own in own }
+            let request = ProcessSpawner.Request(
+                arguments: arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
+                placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
+                identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
+                landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: nil,
+                resourceLimits: spec.launch.tenant.resourceLimits.map(ResourceLimitSetting.init))
+            switch spawner.spawn(request) {
+            case .success(let child): return child
+            case .failure(let failure):
+                lastProbeFailure[name] = "cannot start \(arguments.first ?? ""): \(failure)"
+                log.log(.warning, character: name, "health check: cannot start \(arguments.first ?? ""): \(failure)")
+                return nil
+            }
+        } catch {
+            lastProbeFailure[name] = "\(error)"
+            log.log(.warning, character: name, "health check: \(error)")
+            return nil
+        }
+    }
+
     private func spawn(_ spec: ServiceSpec) {
         let name = spec.name
         let socket: NotifySocket
@@ -131,6 +186,7 @@ extension Daemon {
             let policy = LogWriter.FilePolicy(
                 path: "\(configuration.logDirectory)/\(name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
                 maxFiles: spec.logs.maxFiles)
+            readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
             watchOutput(child.stdoutFD, stream: "stdout", of: name, run: run, policy: policy)
             watchOutput(child.stderrFD, stream: "stderr", of: name, run: run, policy: policy)
             do {
@@ -172,6 +228,20 @@ extension Daemon {
         }
     }
 
+    /// `ready: log`: the first line (text after the time and stream) that matches makes it ready.
+    private func matchReadyLine(_ name: ServiceName, in formatted: [UInt8]) {
+        guard let pattern = readyLogMatchers[name] else { return }
+        for line in formatted.split(separator: 0x0A) {
+            let fields = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            if String(decoding: fields[2], as: UTF8.self).contains(pattern) {
+                readyLogMatchers[name] = nil
+                post(.readyLineSeen(name))
+                return
+            }
+        }
+    }
+
     private func drainOutput(_ fd: Int32, _ name: ServiceName, _ run: LiveRun, _ policy: LogWriter.FilePolicy) {
         guard var pipe = run.outputs[fd] else { return }
         // One read per wake-up: a child writing as fast as it can (`yes`) gets 64 KiB a turn of
@@ -182,6 +252,7 @@ extension Daemon {
             if count > 0 {
                 let (bytes, lines) = pipe.assembler.feed(outputBuffer[0..<count], now: now)
                 if lines > 0 {
+                    if readyLogMatchers[name] != nil { matchReadyLine(name, in: bytes) }
                     logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines, stream: pipe.assembler.stream, pid: run.pid)
                     if let followers = logFollowers[name] { for stream in followers.values { stream.write(bytes) } }
                 }

@@ -203,6 +203,7 @@ extension Daemon {
             "restarts": status.restarts, "state_after": status.state.rawValue,
         ]
         if let peak = exit.peakMemoryBytes { incident["peak_memory_bytes"] = peak }
+        if exit.reason == .healthCheckFailed, let probe = lastProbeFailure[name] { incident["health_check"] = probe }
         let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10)
         incident["last_log_lines"] = lines.split(separator: "\n").map(String.init)
         var health: [String: Any] = [:]

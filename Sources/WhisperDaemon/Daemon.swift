@@ -68,7 +68,11 @@ public final class Daemon {
     /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
-    var probes: [ServiceName: HTTPProbe] = [:]
+    var probes: [ServiceName: any RunningProbe] = [:]
+    /// What the last failed health check said (an exec probe's output tail), for the incident.
+    var lastProbeFailure: [ServiceName: String] = [:]
+    /// `ready: log`: the pattern each starting service's output is matched against, until it matches.
+    var readyLogMatchers: [ServiceName: Regex<AnyRegexOutput>] = [:]
     let cgroups: CgroupBackend
     var characterCgroups: [ServiceName: CharacterCgroup] = [:]
     /// The OOM event descriptor registered in the loop, per character.

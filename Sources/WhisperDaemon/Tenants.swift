@@ -58,7 +58,8 @@ final class Tenants {
     /// cgroup to ask.
     func uid(of name: ServiceName) -> UInt32? { reports[name]?.uid }
 
-    func prepare(_ spec: ServiceSpec, charactersDirectory: String, homeIsInherited: Bool, notifySocket: String) throws -> Prepared {
+    /// `notifySocket`: given to the service's user (`nil` for a health-check process, which has none).
+    func prepare(_ spec: ServiceSpec, charactersDirectory: String, homeIsInherited: Bool, notifySocket: String?) throws -> Prepared {
         let name = spec.name
         let tenant = spec.launch.tenant
         let ownState = "\(stateDirectory)/\(name.rawValue)"
@@ -78,7 +79,7 @@ final class Tenants {
         let uid = identity?.uid ?? getuid()
         let gid = identity?.gid ?? getgid()
         let owner = identity ?? ProcessIdentity(uid: uid, gid: gid)
-        if socketOwners[name] != owner {
+        if let notifySocket, socketOwners[name] != owner {
             try TenantFiles.giveSocket(notifySocket, to: uid, gid)
             socketOwners[name] = owner
         }

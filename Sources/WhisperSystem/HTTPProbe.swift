@@ -1,8 +1,16 @@
 import CWhisperLinux
 import Glibc
 
+/// A check in flight on the event loop. Its owner calls ``expire()`` at ``deadline``; the
+/// check reports once, through the completion it was made with.
+public protocol RunningProbe: AnyObject {
+    var deadline: Int64 { get }
+    var isDone: Bool { get }
+    func expire()
+}
+
 /// One nonblocking `GET` on loopback, run on the event loop: success is any 2xx status line.
-public final class HTTPProbe {
+public final class HTTPProbe: RunningProbe {
     public let deadline: Int64
     private let loop: EventLoop
     private var fd: Int32 = -1
@@ -64,6 +72,48 @@ public final class HTTPProbe {
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let code = Int(parts[1]) else { return false }
         return (200..<300).contains(code)
     }
+
+    private func finish(_ succeeded: Bool) {
+        if fd >= 0 {
+            loop.remove(fd)
+            close(fd)
+            fd = -1
+        }
+        guard let completion else { return }
+        self.completion = nil
+        completion(succeeded)
+    }
+}
+
+/// One nonblocking TCP connect on loopback: success is an established connection.
+public final class TCPProbe: RunningProbe {
+    public let deadline: Int64
+    private let loop: EventLoop
+    private var fd: Int32 = -1
+    private var completion: ((Bool) -> Void)?
+
+    public init(loop: EventLoop, host: String, port: Int, deadline: Int64, completion: @escaping (Bool) -> Void) {
+        self.loop = loop
+        self.deadline = deadline
+        self.completion = completion
+        fd = whisper_tcp_connect(host, Int32(port))
+        guard fd >= 0 else {
+            finish(false)
+            return
+        }
+        do {
+            try loop.add(fd, .writable) { [weak self] _ in
+                guard let self else { return }
+                self.finish(whisper_socket_error(self.fd) == 0)
+            }
+        } catch {
+            finish(false)
+        }
+    }
+
+    public var isDone: Bool { completion == nil }
+
+    public func expire() { finish(false) }
 
     private func finish(_ succeeded: Bool) {
         if fd >= 0 {

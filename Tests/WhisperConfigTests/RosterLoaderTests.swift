@@ -24,7 +24,7 @@ import WhisperCore
         #expect(loaded.roster.names.map(\.rawValue) == ["migrate", "local-llm", "elena", "aria", "ryan"])
         let model = try #require(loaded.roster[ServiceName("local-llm")!])
         #expect(model.health.ready == .http)
-        #expect(model.health.http.path == "/v1/models")
+        #expect(model.health.probe?.check == .http(path: "/v1/models"))
         // The local model's address comes from etc/local-llm.env; .env (absent here) would win.
         #expect(loaded.roster[ServiceName("aria")!]?.launch.environment["LLM_BASE_URL"] == "http://127.0.0.1:8080/v1")
         #expect(loaded.roster[ServiceName("aria")!]?.after.map(\.rawValue) == ["migrate", "local-llm"])
@@ -44,10 +44,11 @@ import WhisperCore
               restart: on-failure
               restart_delay: 250ms
               limits: {memory: 256M, pids: 64}
-              health: {ready: started, http: {interval: 5s}}
+              health: {ready: http, http: {interval: 5s}}
             characters:
               elena:
                 command: [/bin/sleep, "100"]
+                port: 8000
                 limits: {memory: 1G}
                 health: {http: {retries: 7}}
                 stop_signal: INT
@@ -59,9 +60,9 @@ import WhisperCore
         #expect(elena.restart.delay == .milliseconds(250))
         #expect(elena.restart.delayMax == .seconds(60))
         #expect(elena.limits == Limits(memoryBytes: 1 << 30, pids: 64))
-        #expect(elena.health.ready == .started)
-        #expect(elena.health.http.interval == .seconds(5))
-        #expect(elena.health.http.retries == 7)
+        #expect(elena.health.ready == .http)
+        #expect(elena.health.probe?.interval == .seconds(5))
+        #expect(elena.health.probe?.retries == 7)
         #expect(elena.stopSignal == .int)
         #expect(elena.stopGrace == .seconds(3))
         #expect(elena.launch.workingDirectory == directory.path + "/etc")
@@ -301,6 +302,70 @@ import WhisperCore
         #expect(tenant.resourceLimits.contains(ResourceLimit(resource: .core, soft: 0, hard: 0)))
         #expect(tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 1024, hard: 8192)))
         #expect(!tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 4096, hard: 4096)))
+    }
+
+    @Test func healthChecks_inComposesShapes() throws {
+        let yaml = """
+            characters:
+              postgres:
+                command: [sleep, '1']
+                health: {ready: exec, exec: {test: [CMD, pg_isready, -U, whisper], interval: 10s, retries: 5, start_period: 30s}}
+              redis:
+                command: [sleep, '1']
+                health: {ready: exec, exec: {test: [CMD-SHELL, "redis-cli ping"]}}
+              qdrant:
+                command: [sleep, '1']
+                port: 6333
+                health: {ready: tcp}
+              lavalink:
+                command: [sleep, '1']
+                health: {ready: log, ready_log_line: 'Lavalink is ready to accept connections'}
+              elena:
+                command: [sleep, '1']
+                health: {ready: notify, exec: {test: "curl -f localhost:8000/health", timeout: 2s}}
+              quiet:
+                command: [sleep, '1']
+                health: {ready: notify, exec: {test: [NONE]}}
+            """
+        let roster = try load(yaml).get().roster
+        func probe(_ name: String) -> ProbePolicy? { roster[ServiceName(name)!]?.health.probe }
+        // Compose's defaults where the roster says nothing: timeout 30s, start_interval 5s.
+        #expect(probe("postgres") == ProbePolicy(
+            check: .exec(arguments: ["pg_isready", "-U", "whisper"]), interval: .seconds(10), timeout: .seconds(30), retries: 5,
+            startPeriod: .seconds(30), startInterval: .seconds(5)))
+        #expect(probe("redis")?.check == .exec(arguments: ["/bin/sh", "-c", "redis-cli ping"]))
+        #expect(probe("redis")?.interval == .seconds(30))
+        #expect(probe("qdrant")?.check == .tcp(port: 6333))
+        #expect(probe("lavalink") == nil)
+        #expect(roster[ServiceName("lavalink")!]?.health.readyLogPattern == "Lavalink is ready to accept connections")
+        // With notify readiness, an exec block is liveness after it.
+        #expect(probe("elena")?.check == .exec(arguments: ["/bin/sh", "-c", "curl -f localhost:8000/health"]))
+        #expect(probe("elena")?.timeout == .seconds(2))
+        #expect(probe("quiet") == nil)
+    }
+
+    @Test func healthChecks_whatEachModeNeeds_andBadValues() {
+        let yaml = """
+            characters:
+              a: {command: [sleep, '1'], health: {ready: exec}}
+              b: {command: [sleep, '1'], health: {ready: tcp}}
+              c: {command: [sleep, '1'], health: {ready: log}}
+              d: {command: [sleep, '1'], health: {ready: log, ready_log_line: '(unclosed'}}
+              e: {command: [sleep, '1'], health: {ready: exec, exec: {test: [RUN, x], interval: 1ms, timeout: 0s, start_interval: 1ms}}}
+              f: {command: [sleep, '1'], health: {ready: http}}
+            """
+        guard case .failure(let error) = load(yaml) else {
+            Issue.record("accepted")
+            return
+        }
+        let text = error.problems.map(\.description).joined(separator: "\n")
+        for expected in [
+            "characters.a.health.exec.test", "characters.b.health.tcp.port", "characters.c.health.ready_log_line",
+            "`(unclosed` is not a regular expression", "expected [CMD, program, args…]", "characters.e.health.exec.interval",
+            "characters.e.health.exec.timeout", "characters.e.health.exec.start_interval", "ready: http probes the service's port",
+        ] {
+            #expect(text.contains(expected), "no problem saying \(expected): \(text)")
+        }
     }
 
     @Test func profiles_selectServicesAsComposeDoes() throws {

@@ -15,7 +15,9 @@ extension ServiceSpec {
             after: after.map { Dependency(.n($0)) }, restart: restart, stopGrace: grace,
             health: HealthPolicy(
                 ready: ready, readyTimeout: .seconds(5), watchdog: watchdog,
-                http: HTTPProbePolicy(interval: .seconds(10), timeout: .seconds(1), retries: 3, startPeriod: .seconds(20)),
+                probe: ready == .http
+                    ? ProbePolicy(check: .http(path: "/health"), interval: .seconds(10), timeout: .seconds(1), retries: 3, startPeriod: .seconds(20))
+                    : nil,
                 onUnhealthy: onUnhealthy))
     }
 

@@ -218,7 +218,7 @@ import WhisperCore
     @Test func httpReadiness_probesUntilAnswered_thenAtTheInterval() {
         var harness = Harness([.character("ryan", ready: .http, port: 8002)])
         let first = harness.fireNextDeadline()
-        #expect(first.contains(.probe(.n("ryan"), port: 8002, path: "/health", timeout: .seconds(1))))
+        #expect(first.contains(.probe(.n("ryan"), .http(path: "/health"), port: 8002, timeout: .seconds(1))))
         harness.send(.probeFinished(.n("ryan"), succeeded: false))
         #expect(harness.state("ryan") == .starting)
         harness.fireNextDeadline()
@@ -270,6 +270,105 @@ import WhisperCore
         #expect(harness.status("elena").facets.first?.level == .down)
         #expect(harness.status("elena").inflight == 2)
         #expect(harness.status("elena").statusText == "waiting for the LLM")
+    }
+}
+
+/// Compose's healthcheck schedule for exec and tcp probes, on a fake clock.
+@Suite struct SupervisorProbeScheduleTests {
+    static func postgres(startPeriod: Duration = .zero, ready: ReadinessMode = .exec, onUnhealthy: UnhealthyAction = .restart) -> ServiceSpec {
+        var spec = ServiceSpec.character("postgres", ready: ready, onUnhealthy: onUnhealthy)
+        spec.health.probe = ProbePolicy(
+            check: .exec(arguments: ["pg_isready"]), interval: .seconds(10), timeout: .seconds(3), retries: 3,
+            startPeriod: startPeriod, startInterval: .seconds(1))
+        spec.health.readyTimeout = .seconds(60)
+        return spec
+    }
+
+    static func probes(_ actions: [SupervisorAction]) -> [ProbeCheck] {
+        actions.compactMap { if case .probe(_, let check, _, _) = $0 { check } else { nil } }
+    }
+
+    @Test func whileStarting_probesEveryStartInterval_withItsTimeout_thenEveryInterval() {
+        var harness = Harness([Self.postgres()])
+        let started = harness.now
+        let first = harness.fireNextDeadline()
+        #expect(harness.now == started.advanced(by: .seconds(1)), "the first check after start_interval")
+        #expect(first.contains(.probe(.n("postgres"), .exec(arguments: ["pg_isready"]), port: nil, timeout: .seconds(3))))
+        // At most one at a time: while it runs, no deadline asks for another.
+        #expect(harness.supervisor.nextDeadline != harness.now)
+        harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        #expect(harness.state("postgres") == .starting)
+        let second = harness.fireNextDeadline()
+        #expect(harness.now == started.advanced(by: .seconds(2)))
+        #expect(Self.probes(second).count == 1)
+        harness.send(.probeFinished(.n("postgres"), succeeded: true))
+        #expect(harness.state("postgres") == .running)
+        #expect(harness.status("postgres").isReady)
+        #expect(harness.supervisor.nextDeadline == harness.now.advanced(by: .seconds(10)), "liveness at the interval")
+    }
+
+    @Test func failuresWithinStartPeriod_doNotCount_thenRetriesInARowRestart() {
+        var harness = Harness([Self.postgres(startPeriod: .seconds(100))])
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: true))
+        for _ in 0..<5 {
+            harness.fireNextDeadline()
+            harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        }
+        #expect(harness.state("postgres") == .running, "within start_period: failures do not count")
+        harness.now = harness.now.advanced(by: .seconds(100))
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: true))
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        #expect(harness.state("postgres") == .running, "a success in between starts the count again")
+        harness.fireNextDeadline()
+        let third = harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        #expect(harness.state("postgres") == .stopping)
+        #expect(third.signals.map(\.0) == ["postgres"])
+    }
+
+    @Test func onUnhealthyReport_keepsItRunning_notReady_andItRecovers() {
+        var harness = Harness([Self.postgres(onUnhealthy: .report)])
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: true))
+        for _ in 0..<3 {
+            harness.fireNextDeadline()
+            harness.send(.probeFinished(.n("postgres"), succeeded: false))
+        }
+        #expect(harness.state("postgres") == .running)
+        #expect(!harness.status("postgres").isReady)
+        harness.fireNextDeadline()
+        harness.send(.probeFinished(.n("postgres"), succeeded: true))
+        #expect(harness.status("postgres").isReady)
+    }
+
+    @Test func aProbeGivenWithNotifyReadiness_isLivenessAfterReadyOnly() {
+        var harness = Harness([Self.postgres(ready: .notify)])
+        #expect(Self.probes(harness.log).isEmpty)
+        var ready = NotifyMessage()
+        ready.isReady = true
+        harness.send(.notified(.n("postgres"), ready))
+        #expect(harness.supervisor.nextDeadline == harness.now.advanced(by: .seconds(10)))
+        #expect(Self.probes(harness.fireNextDeadline()).count == 1)
+    }
+
+    @Test func readyLog_aMatchingLineMakesItReady_onlyWhileStarting() {
+        var spec = ServiceSpec.character("lavalink", ready: .log)
+        spec.health.readyLogPattern = "Lavalink is ready"
+        var harness = Harness([spec])
+        #expect(harness.state("lavalink") == .starting)
+        harness.send(.readyLineSeen(.n("lavalink")))
+        #expect(harness.state("lavalink") == .running)
+        #expect(harness.status("lavalink").isReady)
+        // A character in another mode ignores it.
+        var other = Harness([.character("elena", ready: .notify)])
+        other.send(.readyLineSeen(.n("elena")))
+        #expect(other.state("elena") == .starting)
     }
 }
 

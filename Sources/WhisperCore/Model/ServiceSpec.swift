@@ -145,6 +145,12 @@ public enum ReadinessMode: String, Hashable, Sendable, CaseIterable {
     case started
     /// Ready when an HTTP GET on the character's port answers 2xx.
     case http
+    /// Ready when a command (Compose's healthcheck `test:`) exits 0.
+    case exec
+    /// Ready when a TCP connect to a port succeeds.
+    case tcp
+    /// Ready when the service writes a line matching `ready_log_line` (process-compose's `log_ready`).
+    case log
 }
 
 public enum UnhealthyAction: String, Hashable, Sendable, CaseIterable {
@@ -152,22 +158,48 @@ public enum UnhealthyAction: String, Hashable, Sendable, CaseIterable {
     case report
 }
 
-public struct HTTPProbePolicy: Hashable, Sendable {
-    public var path: String
+/// What a probe checks.
+public enum ProbeCheck: Hashable, Sendable {
+    /// GET on the service's `port:`, 2xx passes.
+    case http(path: String)
+    /// A command run as the service (its user, cgroup, environment, sandbox); exit 0 passes.
+    /// Compose's `[CMD, …]` is the arguments; `[CMD-SHELL, "…"]` is `/bin/sh -c "…"`.
+    case exec(arguments: [String])
+    /// A TCP connect to this port on 127.0.0.1.
+    case tcp(port: Int)
+}
+
+/// A health check with Compose's schedule: before the service is ready it runs every
+/// `startInterval`; after, every `interval` as liveness, where `retries` failures in a row
+/// (not counting those within `startPeriod` of the start) make it unhealthy. At most one runs
+/// at a time; one that takes longer than `timeout` fails (and an exec probe is killed).
+public struct ProbePolicy: Hashable, Sendable {
+    public var check: ProbeCheck
     public var interval: Duration
     public var timeout: Duration
     public var retries: Int
     public var startPeriod: Duration
+    public var startInterval: Duration
 
     public init(
-        path: String = "/health", interval: Duration = .seconds(30), timeout: Duration = .seconds(5), retries: Int = 3,
-        startPeriod: Duration = .seconds(60)
+        check: ProbeCheck, interval: Duration = .seconds(30), timeout: Duration = .seconds(5), retries: Int = 3,
+        startPeriod: Duration = .seconds(60), startInterval: Duration = .milliseconds(250)
     ) {
-        self.path = path
+        self.check = check
         self.interval = interval
         self.timeout = timeout
         self.retries = retries
         self.startPeriod = startPeriod
+        self.startInterval = startInterval
+    }
+
+    /// For log lines and incidents: "HTTP /health", "exec pg_isready", "TCP port 5432".
+    public var label: String {
+        switch check {
+        case .http(let path): "HTTP \(path)"
+        case .exec(let arguments): "exec " + (arguments.first == "/bin/sh" && arguments.count == 3 ? arguments[2] : arguments.joined(separator: " "))
+        case .tcp(let port): "TCP port \(port)"
+        }
     }
 }
 
@@ -176,17 +208,21 @@ public struct HealthPolicy: Hashable, Sendable {
     public var readyTimeout: Duration
     /// The watchdog interval a child that pings must keep; `nil` disables it.
     public var watchdog: Duration?
-    public var http: HTTPProbePolicy
+    /// The check behind `ready: http | exec | tcp` (and liveness after); `nil` for the others.
+    public var probe: ProbePolicy?
+    /// `ready: log`: the regular expression a line of output must match.
+    public var readyLogPattern: String?
     public var onUnhealthy: UnhealthyAction
 
     public init(
         ready: ReadinessMode = .notify, readyTimeout: Duration = .seconds(60), watchdog: Duration? = .seconds(30),
-        http: HTTPProbePolicy = HTTPProbePolicy(), onUnhealthy: UnhealthyAction = .restart
+        probe: ProbePolicy? = nil, readyLogPattern: String? = nil, onUnhealthy: UnhealthyAction = .restart
     ) {
         self.ready = ready
         self.readyTimeout = readyTimeout
         self.watchdog = watchdog
-        self.http = http
+        self.probe = probe
+        self.readyLogPattern = readyLogPattern
         self.onUnhealthy = onUnhealthy
     }
 }

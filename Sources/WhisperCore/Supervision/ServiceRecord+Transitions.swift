@@ -45,20 +45,19 @@ extension ServiceRecord {
             becomeReady("started, pid \(newPID)", &fx)
         case .notify:
             readyDeadline = fx.now.advanced(by: spec.health.readyTimeout)
-        case .http:
+        case .http, .exec, .tcp:
             readyDeadline = fx.now.advanced(by: spec.health.readyTimeout)
-            probeAt = fx.now.advanced(by: startupProbeInterval)
+            probeAt = spec.health.probe.map { fx.now.advanced(by: $0.startInterval) }
+        case .log:
+            readyDeadline = fx.now.advanced(by: spec.health.readyTimeout)
         }
     }
-
-    /// While waiting for readiness, probe often; after that, at the configured interval.
-    var startupProbeInterval: Duration { min(spec.health.http.interval, .milliseconds(250)) }
 
     mutating func becomeReady(_ detail: String, _ fx: inout Effects) {
         isReady = true
         readyDeadline = nil
         if readyAt == nil || state != .running { readyAt = fx.now }
-        if spec.health.ready == .http { probeAt = fx.now.advanced(by: spec.health.http.interval) }
+        if let probe = spec.health.probe { probeAt = fx.now.advanced(by: probe.interval) }
         if state == .running {
             fx.actions.append(.transitioned(spec.name, from: .running, to: .running, detail: "ready again"))
         }
@@ -238,29 +237,28 @@ extension ServiceRecord {
 
     mutating func probeFinished(succeeded: Bool, _ fx: inout Effects) {
         isProbeInFlight = false
-        guard isAlive, state != .stopping else { return }
-        let http = spec.health.http
+        guard isAlive, state != .stopping, let probe = spec.health.probe else { return }
         if succeeded {
             probeFailures = 0
             if !isReady {
-                becomeReady("HTTP \(http.path) answered", &fx)
+                becomeReady("\(probe.label) passed", &fx)
             } else {
-                probeAt = fx.now.advanced(by: http.interval)
+                probeAt = fx.now.advanced(by: probe.interval)
             }
             return
         }
         if !isReady {
             // Starting: ready_timeout decides. Reported unhealthy already: keep probing for recovery.
-            probeAt = fx.now.advanced(by: readyDeadline == nil ? http.interval : startupProbeInterval)
+            probeAt = fx.now.advanced(by: readyDeadline == nil ? probe.interval : probe.startInterval)
             return
         }
-        if let startedAt, fx.now.duration(since: startedAt) < http.startPeriod {
-            probeAt = fx.now.advanced(by: http.interval)
+        if let startedAt, fx.now.duration(since: startedAt) < probe.startPeriod {
+            probeAt = fx.now.advanced(by: probe.interval)
             return
         }
         probeFailures += 1
-        probeAt = fx.now.advanced(by: http.interval)
-        if probeFailures >= http.retries { unhealthy(&fx) }
+        probeAt = fx.now.advanced(by: probe.interval)
+        if probeFailures >= probe.retries { unhealthy(&fx) }
     }
 
     private mutating func unhealthy(_ fx: inout Effects) {
@@ -273,7 +271,8 @@ extension ServiceRecord {
                 isReady = false
                 fx.actions.append(
                     .transitioned(
-                        spec.name, from: state, to: state, detail: "unhealthy: \(failures) failed HTTP probes"))
+                        spec.name, from: state, to: state,
+                        detail: "unhealthy: \(failures) failed \(spec.health.probe?.label ?? "") probes"))
             }
         }
     }

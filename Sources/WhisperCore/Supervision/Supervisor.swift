@@ -79,6 +79,11 @@ public struct Supervisor: Sendable {
             update(name) { $0.apply(message, &fx) }
         case .probeFinished(let name, let succeeded):
             update(name) { $0.probeFinished(succeeded: succeeded, &fx) }
+        case .readyLineSeen(let name):
+            update(name) { record in
+                guard record.isAlive, !record.isReady, record.state == .starting, record.spec.health.ready == .log else { return }
+                record.becomeReady("ready_log_line matched", &fx)
+            }
         case .oomKilled(let name):
             update(name) { record in
                 record.oomKills += 1
@@ -307,12 +312,11 @@ public struct Supervisor: Sendable {
                 records[i].beginStop(.watchdogTimeout, &fx)
             }
             if let probeAt = records[i].probeAt, probeAt <= now, !records[i].isProbeInFlight, records[i].isAlive,
-                let port = records[i].spec.port
+                let probe = records[i].spec.health.probe
             {
                 records[i].probeAt = nil
                 records[i].isProbeInFlight = true
-                let http = records[i].spec.health.http
-                fx.actions.append(.probe(name, port: port, path: http.path, timeout: http.timeout))
+                fx.actions.append(.probe(name, probe.check, port: records[i].spec.port, timeout: probe.timeout))
             }
             if let restartAt = records[i].restartAt, restartAt <= now {
                 // Leave it stopped-but-wanted; reconcile starts it once its dependencies allow.

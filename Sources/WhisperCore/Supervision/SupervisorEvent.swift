@@ -10,8 +10,10 @@ public enum SupervisorEvent: Hashable, Sendable {
     case childExited(ServiceName, pid: Int32, ProcessTermination, peakMemoryBytes: UInt64? = nil)
     /// A datagram from inside the service's process tree arrived on its notify socket.
     case notified(ServiceName, NotifyMessage)
-    /// An HTTP probe started by a `probe` action finished.
+    /// A probe started by a `probe` action finished.
     case probeFinished(ServiceName, succeeded: Bool)
+    /// `ready: log`: the service wrote a line matching its `ready_log_line`.
+    case readyLineSeen(ServiceName)
     /// The kernel OOM-killed a process of this service (whatever process it was).
     case oomKilled(ServiceName)
     /// The earliest deadline (``Supervisor/nextDeadline``) has passed.
@@ -35,7 +37,8 @@ public enum SupervisorAction: Hashable, Sendable {
     /// SIGKILL everything left in the service's group (or cgroup): its main process is gone or
     /// its grace period is over.
     case killAll(ServiceName, pid: Int32)
-    case probe(ServiceName, port: Int, path: String, timeout: Duration)
+    /// Run one check now; answer with `probeFinished`. `port` is the service's `port:` (for HTTP).
+    case probe(ServiceName, ProbeCheck, port: Int?, timeout: Duration)
     case applyLimits(ServiceName, Limits)
     case persistIntent(ServiceName, Intent)
     case recordJobCompleted(ServiceName, revision: String)

@@ -1,0 +1,98 @@
+import Foundation
+import Glibc
+import WhisperCore
+import WhisperSystem
+
+/// A health check command (Compose's `test:`), run as the service runs — its user, cgroup,
+/// environment and sandbox — in a session of its own, so that at its timeout, and after it
+/// exits, its whole process group is killed: nothing it forked outlives it. Its output's last
+/// bytes are kept for the incident.
+final class ExecProbe: RunningProbe {
+    /// Output kept, from the end.
+    static let tailBytes = 2048
+
+    let deadline: Int64
+    private let loop: EventLoop
+    private let pid: Int32
+    private var pidFD: Int32
+    private var outputFDs: [Int32]
+    private var output: [UInt8] = []
+    private var timedOut = false
+    private var completion: ((_ succeeded: Bool, _ detail: String) -> Void)?
+
+    var isDone: Bool { completion == nil }
+
+    init(loop: EventLoop, child: ProcessSpawner.Child, deadline: Int64, completion: @escaping (Bool, String) -> Void) {
+        self.loop = loop
+        self.deadline = deadline
+        self.pid = child.pid
+        self.pidFD = child.pidFD
+        self.outputFDs = [child.stdoutFD, child.stderrFD]
+        self.completion = completion
+        for fd in outputFDs {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            try? loop.add(fd, .readable) { [self] _ in self.readOutput(fd) }
+        }
+        do {
+            try loop.add(pidFD, .readable) { [self] _ in self.exited() }
+        } catch {
+            kill(-pid, SIGKILL)
+            finish(false, "cannot watch the probe process: \(error)")
+        }
+    }
+
+    /// The timeout: the whole group is killed; the verdict comes when the process is reaped.
+    func expire() {
+        guard !isDone, !timedOut else { return }
+        timedOut = true
+        kill(-pid, SIGKILL)
+    }
+
+    private func readOutput(_ fd: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count > 0 {
+            output += buffer[0..<count]
+            if output.count > Self.tailBytes { output.removeFirst(output.count - Self.tailBytes) }
+        } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+            closeOutput(fd)
+        }
+    }
+
+    private func closeOutput(_ fd: Int32) {
+        guard let index = outputFDs.firstIndex(of: fd) else { return }
+        loop.remove(fd)
+        close(fd)
+        outputFDs.remove(at: index)
+    }
+
+    private func exited() {
+        guard let result = ChildReaper.reap(pidFD: pidFD) else { return }
+        // What it forked into its group goes with it (the group outlives its leader while a
+        // member lives, and its id is not reused before).
+        kill(-pid, SIGKILL)
+        for fd in outputFDs { readOutput(fd) }
+        let verdict: (Bool, String) =
+            if timedOut {
+                (false, "timed out")
+            } else if let signal = result.signal {
+                (false, "killed by signal \(signal)")
+            } else {
+                (result.code == 0, "exit code \(result.code ?? -1)")
+            }
+        finish(verdict.0, verdict.1)
+    }
+
+    private func finish(_ succeeded: Bool, _ detail: String) {
+        for fd in outputFDs { closeOutput(fd) }
+        if pidFD >= 0 {
+            loop.remove(pidFD)
+            close(pidFD)
+            pidFD = -1
+        }
+        guard let completion else { return }
+        self.completion = nil
+        let text = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        completion(succeeded, text.isEmpty ? detail : "\(detail): \(text)")
+    }
+}
