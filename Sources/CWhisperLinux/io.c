@@ -418,8 +418,10 @@ int whisper_page_out_file_mappings(void)
         char permissions[8];
         int path_at = 0;
         if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, permissions, &path_at) < 3) continue;
-        /* Read-only and backed by a file (a path, not [vdso], [heap], or anonymous). */
-        if (permissions[1] == 'w' || path_at <= 0 || line[path_at] != '/') continue;
+        /* Backed by a file (a path, not [vdso], [heap], or anonymous) and private: read-only
+           code and data, and the pages of the writable data segment that were only read (still
+           the file's; the ones written to are anonymous copies, which need swap and stay). */
+        if (permissions[3] != 'p' || path_at <= 0 || line[path_at] != '/') continue;
         if (madvise((void *)start, end - start, MADV_PAGEOUT) == 0) advised++;
     }
     fclose(maps);

@@ -35,11 +35,16 @@ public struct LoadedRoster: Sendable {
     public var environmentOrigins: [ServiceName: [String: String]]
     /// Accepted, but worth an operator's attention (printed by `--check` and at start).
     public var warnings: [RosterProblem] = []
+    /// Services left out because none of their `profiles:` is active, by name.
+    public var inactive: [String] = []
+    /// Profile → the services (active or not) that name it.
+    public var profileMembers: [String: [String]] = [:]
 
     /// What `--check` prints for a valid roster: "3 characters, 1 job".
     public var summary: String {
         let jobs = roster.services.filter(\.isJob).count
-        return counted(roster.services.count - jobs, "character") + ", " + counted(jobs, "job")
+        let counts = counted(roster.services.count - jobs, "character") + ", " + counted(jobs, "job")
+        return inactive.isEmpty ? counts : counts + "; not in the active profiles: " + inactive.joined(separator: ", ")
     }
 }
 
@@ -49,10 +54,21 @@ public struct RosterLoader: Sendable {
     public var selfExecutable: String
     /// whisperd's own environment: the source of the base layer (PATH, LANG, TZ, HOME).
     public var hostEnvironment: [String: String]
+    /// The active profiles (`--profile`): a service with `profiles:` runs only when one of its
+    /// profiles is active; a service without runs always (Compose's rule).
+    public var profiles: Set<String>
 
-    public init(selfExecutable: String, hostEnvironment: [String: String]) {
+    public init(selfExecutable: String, hostEnvironment: [String: String], profiles: Set<String> = []) {
         self.selfExecutable = selfExecutable
         self.hostEnvironment = hostEnvironment
+        self.profiles = profiles
+    }
+
+    /// Compose's profile names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+    public static func isValidProfile(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.utf8.count <= 64, first.isASCII, first.properties.isAlphabetic || ("0"..."9").contains(first)
+        else { return false }
+        return name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0)) }
     }
 
     public static let maxFileSize = 4 << 20
@@ -139,7 +155,8 @@ struct RosterDocument {
         var command: [String]?
         var port: Int?
         var portLine: Int?
-        var after: [(String, Int?)] = []
+        var after: [DependencyEntry] = []
+        var profiles: [String] = []
         var workingDirectory: String?
         var jobRun: JobRunMode?
     }
@@ -148,6 +165,15 @@ struct RosterDocument {
     var charactersDirectory: String?
     var defaults = RosterSettings()
     var entries: [Entry] = []
+}
+
+/// One `after:` item as written, with its line for problems.
+struct DependencyEntry {
+    var name: String
+    var line: Int?
+    var condition: DependencyCondition = .healthy
+    var required = true
+    var restart = false
 }
 
 struct RosterReader {
@@ -186,10 +212,10 @@ struct RosterReader {
     static let settingKeys = [
         "restart", "restart_delay", "restart_delay_max", "restart_reset_after", "restart_budget", "stop_signal",
         "stop_grace", "limits", "health", "env_file", "env", "logs", "user", "group", "supplementary_groups", "sandbox",
-        "oom_score_adj", "ulimits", "cpu_weight", "memory_low",
+        "oom_score_adj", "ulimits", "cpu_weight", "memory_low", "cpuset",
     ]
-    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir"]
-    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir"]
+    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir", "profiles"]
+    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir", "profiles"]
 
     /// The pairs of a mapping, with unknown and duplicate keys reported.
     mutating func pairs(_ node: Node, _ path: String, allowed: [String]?) -> [(key: String, keyNode: Node, value: Node)] {
@@ -279,6 +305,67 @@ struct RosterReader {
             return nil
         }
         return value
+    }
+
+    /// `after: [a, b]` (each `healthy`), or Compose's map: `after: {db: healthy, migrate:
+    /// completed_successfully, cache: {condition: started, required: false, restart: true}}`.
+    mutating func dependencies(_ node: Node, _ path: String) -> [DependencyEntry] {
+        if case .sequence = node {
+            return (stringList(node, path) ?? []).map { DependencyEntry(name: $0.0, line: $0.1) }
+        }
+        guard case .mapping = node else {
+            report(node, path, "expected a list of names or a map of name: condition, found \(kind(of: node))")
+            return []
+        }
+        var result: [DependencyEntry] = []
+        for (name, nameNode, value) in pairs(node, path, allowed: nil) {
+            let itemPath = "\(path).\(name)"
+            var entry = DependencyEntry(name: name, line: nameNode.mark?.line)
+            if case .mapping = value {
+                for (key, _, setting) in pairs(value, itemPath, allowed: ["condition", "required", "restart"]) {
+                    switch key {
+                    case "condition": entry.condition = condition(setting, "\(itemPath).condition") ?? entry.condition
+                    case "required": entry.required = flag(setting, "\(itemPath).required") ?? entry.required
+                    default: entry.restart = flag(setting, "\(itemPath).restart") ?? entry.restart
+                    }
+                }
+            } else {
+                entry.condition = condition(value, itemPath) ?? entry.condition
+            }
+            result.append(entry)
+        }
+        return result
+    }
+
+    /// A condition by whisperd's name or Compose's (`service_healthy`).
+    mutating func condition(_ node: Node, _ path: String) -> DependencyCondition? {
+        guard let text = string(node, path) else { return nil }
+        let bare = text.hasPrefix("service_") ? String(text.dropFirst("service_".count)) : text
+        guard let condition = DependencyCondition(rawValue: bare) else {
+            let options = DependencyCondition.allCases.map(\.rawValue).joined(separator: " | ")
+            report(node, path, "`\(text.prefix(40))` is not a condition: \(options) (or Compose's service_…)")
+            return nil
+        }
+        return condition
+    }
+
+    mutating func flag(_ node: Node, _ path: String) -> Bool? {
+        guard let text = string(node, path) else { return nil }
+        switch text {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            report(node, path, "expected true or false, found `\(text.prefix(40))`")
+            return nil
+        }
+    }
+
+    mutating func cpuset(_ node: Node, _ path: String) -> CPUSet? {
+        guard let text = string(node, path) else { return nil }
+        do { return try CPUSet.parse(text) } catch {
+            report(node, path, "`\(text.prefix(40))` \(error)")
+            return nil
+        }
     }
 
     mutating func choice<T: RawRepresentable & CaseIterable>(_ node: Node, _ path: String, _: T.Type) -> T?
@@ -447,6 +534,8 @@ struct RosterReader {
                 settings.cpuWeight = int(value, keyPath, 1...10_000)
             case "memory_low":
                 settings.memoryLow = size(value, keyPath)
+            case "cpuset":
+                settings.cpuset = cpuset(value, keyPath)
             case "ulimits":
                 var limits: [ResourceLimit] = []
                 for (name, nameNode, limitValue) in pairs(value, keyPath, allowed: ResourceLimit.Resource.allCases.map(\.rawValue)) {
@@ -488,7 +577,13 @@ struct RosterReader {
                 entry.port = int(value, keyPath, 1...65535)
                 entry.portLine = value.mark?.line
             case "after":
-                entry.after = stringList(value, keyPath) ?? []
+                entry.after = dependencies(value, keyPath)
+            case "profiles":
+                for (index, item) in (stringList(value, keyPath) ?? []).enumerated() {
+                    if RosterLoader.isValidProfile(item.0) { entry.profiles.append(item.0) } else {
+                        report(value, "\(keyPath)[\(index)]", "`\(item.0.prefix(40))` is not a profile name (a letter or digit, then letters, digits, _ . -)")
+                    }
+                }
             case "working_dir":
                 entry.workingDirectory = string(value, keyPath)
             case "run":

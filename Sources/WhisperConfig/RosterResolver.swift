@@ -9,6 +9,8 @@ struct RosterResolver {
     let document: RosterDocument
     /// Not errors, but worth saying (`--check` prints them): e.g. a service that keeps root.
     var warnings: [RosterProblem] = []
+    /// Entries left out by the active profiles.
+    var inactive: [RosterDocument.Entry] = []
 
     /// Floors below which a limit is a typo, not a plan.
     static let minimumMemory: UInt64 = 8 << 20
@@ -39,8 +41,12 @@ struct RosterResolver {
         var identitySecrets: [String: [(service: String, key: String)]] = [:]
         var ports: [Int: [(name: String, path: String, line: Int?)]] = [:]
 
-        // Jobs first: they usually gate characters, and status lists them that way.
-        let entries = document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }
+        // Jobs first: they usually gate characters, and status lists them that way. A service
+        // whose profiles are all inactive is left out (Compose's rule), and said.
+        let active = loader.profiles
+        let isActive = { (entry: RosterDocument.Entry) in entry.profiles.isEmpty || !active.isDisjoint(with: entry.profiles) }
+        let entries = (document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }).filter(isActive)
+        inactive = document.entries.filter { !isActive($0) }
         for entry in entries {
             let path = "\(entry.isJob ? "jobs" : "characters").\(entry.name)"
             if seenNames[entry.name] != nil {
@@ -108,11 +114,17 @@ struct RosterResolver {
             }
 
             guard let name = ServiceName(entry.name) else { continue }
-            var after: [ServiceName] = []
-            for (dependency, line) in entry.after {
-                if let dependencyName = ServiceName(dependency) { after.append(dependencyName) } else {
+            var after: [Dependency] = []
+            for dependency in entry.after {
+                if let dependencyName = ServiceName(dependency.name) {
+                    after.append(
+                        Dependency(
+                            dependencyName, condition: dependency.condition, required: dependency.required,
+                            restartsWithIt: dependency.restart))
+                } else {
                     reader.problems.append(
-                        RosterProblem(file: reader.file, line: line, key: "\(path).after", message: "`\(dependency)` is not a valid name"))
+                        RosterProblem(
+                            file: reader.file, line: dependency.line, key: "\(path).after", message: "`\(dependency.name)` is not a valid name"))
                 }
             }
             let kind: ServiceKind = entry.isJob ? .job(entry.jobRun ?? .oncePerRevision) : .character
@@ -141,7 +153,11 @@ struct RosterResolver {
         guard reader.problems.isEmpty else { return nil }
         return LoadedRoster(
             roster: Roster(services: specs), path: absolute(reader.file, from: baseDirectory),
-            charactersDirectory: charactersDirectory, environmentOrigins: origins, warnings: warnings)
+            charactersDirectory: charactersDirectory, environmentOrigins: origins, warnings: warnings,
+            inactive: inactive.map(\.name),
+            profileMembers: document.entries.reduce(into: [:]) { members, entry in
+                for profile in entry.profiles { members[profile, default: []].append(entry.name) }
+            })
     }
 
     /// Names whose `<state>/<name>/` or `<runtime>/<name>/` would be whisperd's own directory.
@@ -246,11 +262,14 @@ struct RosterResolver {
 
     private mutating func checkDependencies(_ specs: [ServiceSpec]) {
         let byName = Dictionary(specs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let knownNames = Set(document.entries.map(\.name))
+        let knownNames = Set(specs.map(\.name.rawValue))
+        let inactiveProfiles = Dictionary(inactive.map { ($0.name, $0.profiles) }, uniquingKeysWith: { first, _ in first })
         // The line of each `after:` item, to point at the one to change.
         var afterLines: [String: [String: Int]] = [:]
         for entry in document.entries {
-            for case (let dependency, let line?) in entry.after { afterLines[entry.name, default: [:]][dependency] = line }
+            for dependency in entry.after {
+                if let line = dependency.line { afterLines[entry.name, default: [:]][dependency.name] = line }
+            }
         }
         func problem(_ spec: ServiceSpec, _ dependency: ServiceName, _ message: String) {
             reader.report(
@@ -258,11 +277,22 @@ struct RosterResolver {
                 "\(spec.isJob ? "jobs" : "characters").\(spec.name).after", message)
         }
         for spec in specs {
-            for dependency in spec.after {
-                if dependency == spec.name {
-                    problem(spec, dependency, "\(spec.name) cannot wait for itself")
-                } else if !knownNames.contains(dependency.rawValue) {
-                    problem(spec, dependency, "unknown service `\(dependency)` (not a character or job in this roster)")
+            for dependency in spec.dependencies {
+                if dependency.name == spec.name {
+                    problem(spec, dependency.name, "\(spec.name) cannot wait for itself")
+                } else if !knownNames.contains(dependency.name.rawValue) {
+                    // Compose's `required: false`: a dependency that may be absent is not an error.
+                    if dependency.required, let profiles = inactiveProfiles[dependency.name.rawValue] {
+                        problem(
+                            spec, dependency.name,
+                            "`\(dependency.name)` runs only with profile \(profiles.joined(separator: " or ")): activate one (--profile), or make it `required: false`")
+                    } else if dependency.required {
+                        problem(spec, dependency.name, "unknown service `\(dependency.name)` (not a character or job in this roster)")
+                    }
+                } else if dependency.condition == .completedSuccessfully, byName[dependency.name]?.isJob == false {
+                    problem(
+                        spec, dependency.name,
+                        "`\(dependency.name)` is a character, which never completes: completed_successfully needs a job (under jobs:)")
                 }
             }
         }

@@ -41,6 +41,7 @@ struct RosterSettings {
     var oomScoreAdjust: Int?
     var cpuWeight: Int?
     var memoryLow: UInt64?
+    var cpuset: CPUSet?
     /// Merged by resource: a character's `nofile` replaces the default's, others are kept.
     var resourceLimits: [ResourceLimit]?
 
@@ -91,6 +92,7 @@ struct RosterSettings {
         result.oomScoreAdjust = other.oomScoreAdjust ?? oomScoreAdjust
         result.cpuWeight = other.cpuWeight ?? cpuWeight
         result.memoryLow = other.memoryLow ?? memoryLow
+        result.cpuset = other.cpuset ?? cpuset
         if let extra = other.resourceLimits {
             let replaced = Set(extra.map(\.resource))
             result.resourceLimits = (resourceLimits ?? []).filter { !replaced.contains($0.resource) } + extra
@@ -106,7 +108,8 @@ struct RosterSettings {
     }
 
     var limits: Limits {
-        Limits(memoryBytes: memory, memoryHighBytes: memoryHigh, cpus: cpus, pids: pids, cpuWeight: cpuWeight, memoryLowBytes: memoryLow)
+        Limits(memoryBytes: memory, memoryHighBytes: memoryHigh, cpus: cpus, pids: pids, cpuWeight: cpuWeight, memoryLowBytes: memoryLow,
+            cpuset: cpuset)
     }
 
     var healthPolicy: HealthPolicy {

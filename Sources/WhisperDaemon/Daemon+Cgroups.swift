@@ -185,6 +185,7 @@ extension Daemon {
         if let high = limits.memoryHighBytes { parts.append("memory_high=" + ByteCount.humanReadable(high)) }
         parts.append("cpus=" + (limits.cpus.map { String($0) } ?? "unlimited"))
         parts.append("pids=" + (limits.pids.map(String.init) ?? "unlimited"))
+        if let cpuset = limits.cpuset { parts.append("cpuset=\(cpuset)") }
         return parts.joined(separator: " ")
     }
 

@@ -71,6 +71,13 @@ extension Daemon {
             log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")
             return reloadResponse(dryRun: dryRun)
         }
+        if parts.count == 4, parts[0] == "v1", parts[1] == "profiles" {
+            guard parts[3] == "start" || parts[3] == "stop" else {
+                return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop)"])
+            }
+            log.log(.info, "control", "\(peer): \(parts[3]) --profile \(parts[2])")
+            return switchProfile(parts[2], on: parts[3] == "start")
+        }
         guard parts.count == 4, parts[0] == "v1", parts[1] == "characters" else {
             return jsonResponse(404, ["error": "no such route: POST \(request.path)"])
         }
@@ -93,6 +100,35 @@ extension Daemon {
     /// Every JSON answer of both endpoints.
     func jsonResponse(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
         HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
+    }
+
+    // MARK: - Profiles
+
+    /// `whisperctl start|stop --profile P`: the roster again with P switched, applied like a
+    /// reload (services that gain or lose their profile start or stop) and remembered in the
+    /// state directory. A roster the switch makes invalid changes nothing.
+    private func switchProfile(_ profile: String, on: Bool) -> HTTPServer.Response {
+        guard RosterLoader.isValidProfile(profile) else {
+            return jsonResponse(400, ["error": "`\(profile.prefix(40))` is not a profile name"])
+        }
+        guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        let previous = loader.profiles
+        if on { loader.profiles.insert(profile) } else { loader.profiles.remove(profile) }
+        switch reload(dryRun: false) {
+        case .rejected(let problems):
+            loader.profiles = previous
+            return jsonResponse(422, ["applied": false, "problems": problems])
+        case .planned(let plan):
+            do { try stateStore.setProfile(profile, active: on) } catch {
+                log.log(.error, "whisperd", "cannot remember profile \(profile): \(error)")
+            }
+            return jsonResponse(
+                200,
+                [
+                    "applied": true, "plan": plan, "profiles": loader.profiles.sorted(),
+                    "services": loaded.profileMembers[profile] ?? [],
+                ])
+        }
     }
 
     // MARK: - Reload

@@ -256,6 +256,7 @@ extension Daemon {
             if let memory = limit.memoryBytes { resources["memory_limit_bytes"] = memory }
             if let cpus = limit.cpus { resources["cpus_limit"] = cpus }
             if let pids = limit.pids { resources["pids_limit"] = pids }
+            if let cpuset = limit.cpuset { resources["cpuset"] = cpuset.description }
             let usage = detail == .fresh ? characterCgroups[status.name]?.usage() : usage(of: status.name, now: now)
             // A character with no process (crash-looping, stopped) has nothing to measure: what
             // its cgroup still counts is page cache, not the character.

@@ -42,7 +42,7 @@ public final class Daemon {
     let configuration: DaemonConfiguration
     let log: DaemonLog
     let loop: EventLoop
-    let loader: RosterLoader
+    var loader: RosterLoader
     var loaded: LoadedRoster
     var core: Supervisor
     var spawner: ProcessSpawner
@@ -124,7 +124,8 @@ public final class Daemon {
         self.log = log
         self.loop = try EventLoop()
         self.loader = RosterLoader(
-            selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment)
+            selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
+            profiles: configuration.profiles)
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         // The loop thread runs a little above the characters (when allowed), so a burst of
         // children starting on both cores does not keep it waiting for a CPU between spawns;
@@ -198,13 +199,18 @@ public final class Daemon {
             for action in actions { execute(action) }
         }
         isDraining = false
-        do { try tenants.saveAllocations() } catch {
-            log.log(.error, "whisperd", "cannot save the characters' dynamic uids: \(error)")
-        }
+        saveDynamicIDs()
         renderedStatus.removeAll(keepingCapacity: true)
         statusGeneration += 1
         armTimer()
         publishSystemdStatus()
+    }
+
+    /// The dynamic uids given since the last batch, written once per batch of events.
+    func saveDynamicIDs() {
+        do { try tenants.saveAllocations() } catch {
+            log.log(.error, "whisperd", "cannot save the characters' dynamic uids: \(error)")
+        }
     }
 
     private func armTimer() {
@@ -282,6 +288,7 @@ public final class Daemon {
     /// Names, per character, the limits it asks for that this host cannot enforce.
     private func warnAboutLimits(_ roster: Roster) {
         let missing = Set(cgroups.notEnforced)
+        let online = readSmallFile("/sys/devices/system/cpu/online").flatMap { try? CPUSet.parse(String($0.filter { $0 != "\n" })) }
         for spec in roster.services {
             var unenforced: [String] = []
             if spec.limits.memoryBytes != nil, missing.contains("memory") { unenforced.append("memory (RLIMIT_DATA only)") }
@@ -289,8 +296,14 @@ public final class Daemon {
             if spec.limits.cpus != nil, missing.contains("cpus") { unenforced.append("cpus") }
             if spec.limits.pids != nil, missing.contains("pids") { unenforced.append("pids") }
             if spec.limits.cpuWeight != nil, missing.contains("cpus") { unenforced.append("cpu_weight") }
+            if spec.limits.cpuset != nil, missing.contains("cpuset") { unenforced.append("cpuset") }
             // cgroup v1 has no protection from reclaim (memory.low is v2's).
             if spec.limits.memoryLowBytes != nil, cgroups.memory?.version != .v2 { unenforced.append("memory_low") }
+            if let cpuset = spec.limits.cpuset, let online, !cpuset.isSubset(of: online) {
+                log.log(
+                    .warning, character: spec.name,
+                    "cpuset \(cpuset) names CPUs this host does not have online (\(online)): its cgroup will refuse it")
+            }
             guard !unenforced.isEmpty else { continue }
             log.log(
                 .warning, character: spec.name,

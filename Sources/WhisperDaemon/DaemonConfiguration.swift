@@ -16,6 +16,8 @@ public struct DaemonConfiguration: Sendable {
     public var controlGroup: String
     /// Characters' lines also go to the journal (`--journal`, or run by systemd).
     public var journal: Bool
+    /// `--profile`: the active profiles (services with `profiles:` run only in one of them).
+    public var profiles: Set<String> = []
 
     public init(
         rosterPath: String, stateDirectory: String, runtimeDirectory: String, logDirectory: String,

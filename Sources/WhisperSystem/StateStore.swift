@@ -15,6 +15,7 @@ public struct StateStore: Sendable {
     private var intentsPath: String { directory + "/intents.json" }
     private var jobsPath: String { directory + "/jobs.json" }
     private var dynamicIDsPath: String { directory + "/dynamic-users.json" }
+    private var profilesPath: String { directory + "/profiles.json" }
 
     /// Names whose intent is `down`.
     public func stoppedServices() -> Set<String> {
@@ -45,6 +46,27 @@ public struct StateStore: Sendable {
 
     public func setDynamicIDs(_ assignments: [String: UInt32]) throws {
         try writeJSON(assignments.mapValues(String.init), to: dynamicIDsPath)
+    }
+
+    /// Profiles the operator switched on or off at run time (`whisperctl start|stop --profile`),
+    /// over the `--profile` flags.
+    public func profileSwitches() -> [String: Bool] {
+        ((readJSON(profilesPath) as? [String: String]) ?? [:]).compactMapValues { $0 == "on" ? true : $0 == "off" ? false : nil }
+    }
+
+    public func setProfile(_ name: String, active: Bool) throws {
+        var object = (readJSON(profilesPath) as? [String: String]) ?? [:]
+        object[name] = active ? "on" : "off"
+        try writeJSON(object, to: profilesPath)
+    }
+
+    /// `--profile` flags with the run-time switches applied.
+    public func activeProfiles(flags: Set<String>) -> Set<String> {
+        var active = flags
+        for (name, on) in profileSwitches() {
+            if on { active.insert(name) } else { active.remove(name) }
+        }
+        return active
     }
 
     private func readJSON(_ path: String) -> Any? {

@@ -319,12 +319,17 @@ struct Target: ParsableArguments {
     var timeout: Double = 60
     @Flag(name: .long, help: "Return once whisperd accepted the request, without waiting.")
     var noWait = false
+    @Option(
+        name: .long,
+        help: "start/stop: switch this profile on or off (its services start or stop; remembered across whisperd restarts).")
+    var profile: String?
     @Argument(help: "Characters to act on.")
     var names: [String] = []
 
     func validate() throws {
-        if all && !names.isEmpty { throw ValidationError("give names or --all, not both") }
-        if !all && names.isEmpty { throw ValidationError("name at least one character, or --all") }
+        let given = [all, !names.isEmpty, profile != nil].filter { $0 }.count
+        if given > 1 { throw ValidationError("give names, --all or --profile, one of them") }
+        if given == 0 { throw ValidationError("name at least one character, or --all, or --profile") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
     }
 }
@@ -333,7 +338,24 @@ enum Operation {
     /// Sends the operation for each character, then waits for each to reach its goal: ready
     /// (with a new pid, for restart) or down. On timeout, says where it is stuck and why.
     static func run(_ verb: String, _ target: Target, _ client: ControlClient) throws {
-        let names = try client.resolve(target.names, all: target.all)
+        let names: [String]
+        if let profile = target.profile {
+            guard verb == "start" || verb == "stop" else { throw OperationFailed(description: "--profile works with start and stop") }
+            let response = try client.post("/v1/profiles/\(profile)/\(verb)")
+            guard response.status == 200 else {
+                let problems = (response.object["problems"] as? [String]).map { ":\n  " + $0.joined(separator: "\n  ") }
+                throw OperationFailed(
+                    description: "\(verb) --profile \(profile): " + (problems ?? (response.object["error"] as? String ?? response.text)))
+            }
+            for line in response.object["plan"] as? [String] ?? [] { print(line) }
+            // Starting waits for the profile's services; stopping, for those that were running.
+            let members = response.object["services"] as? [String] ?? []
+            let present = Set(try client.resolve([], all: true))
+            names = verb == "start" ? members.filter(present.contains) : []
+            guard !names.isEmpty else { return }
+            return try wait(verb, names, before: [:], target, client)
+        }
+        names = try client.resolve(target.names, all: target.all)
         var before: [String: Int] = [:]
         for name in names {
             if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
@@ -342,6 +364,11 @@ enum Operation {
                 throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
             }
         }
+        try wait(verb, names, before: before, target, client)
+    }
+
+    /// Waits for each character to reach the operation's goal, or says where it is stuck.
+    static func wait(_ verb: String, _ names: [String], before: [String: Int], _ target: Target, _ client: ControlClient) throws {
         guard !target.noWait else { return }
         let deadline = Date().addingTimeInterval(target.timeout)
         var failures: [String] = []

@@ -71,10 +71,27 @@ struct Whisperd: ParsableCommand {
     @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
     var check = false
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Activate a profile: services with `profiles:` run only when one of theirs is active; services without always run. Repeatable, or comma-separated.",
+            valueName: "NAME"))
+    var profile: [String] = []
+
+    /// `--profile a --profile b,c` → {a, b, c}, each a valid profile name.
+    func activeProfiles() throws -> Set<String> {
+        let names = profile.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+        for name in names where !RosterLoader.isValidProfile(name) {
+            throw ValidationError("--profile: `\(name.prefix(40))` is not a profile name (a letter or digit, then letters, digits, _ . -)")
+        }
+        return Set(names)
+    }
+
     func run() throws {
         let selfPath = Whisperd.executablePath()
-        let loader = RosterLoader(selfExecutable: selfPath, hostEnvironment: ProcessInfo.processInfo.environment)
-        let loaded: LoadedRoster
+        let profiles = try activeProfiles()
+        let loader = RosterLoader(selfExecutable: selfPath, hostEnvironment: ProcessInfo.processInfo.environment, profiles: profiles)
+        var loaded: LoadedRoster
         switch loader.load(path: roster) {
         case .failure(let error):
             FileHandle.standardError.write(Data("whisperd: \(roster): \(error)\n".utf8))
@@ -109,7 +126,7 @@ struct Whisperd: ParsableCommand {
         func systemdDirectory(_ variable: String) -> String? {
             environment[variable].flatMap { $0.split(separator: ":").first.map(String.init) }
         }
-        let configuration = DaemonConfiguration(
+        var configuration = DaemonConfiguration(
             rosterPath: loaded.path,
             stateDirectory: absolute(
                 stateDir ?? systemdDirectory("STATE_DIRECTORY") ?? (isProduction ? "/var/lib/whisperd" : localBase + "/state")),
@@ -120,6 +137,18 @@ struct Whisperd: ParsableCommand {
             httpAddress: address, selfExecutable: selfPath, cgroupMode: cgroupMode,
             cgroupBase: cgroup.map(Paths.normalize), controlGroup: controlGroup,
             journal: journal ?? (Journal.isServiceEnvironment(environment) && Journal.isRunning))
+        // Profiles switched with whisperctl while a previous whisperd ran are kept.
+        let active = ((try? StateStore(directory: configuration.stateDirectory))?.activeProfiles(flags: profiles)) ?? profiles
+        configuration.profiles = active
+        if active != profiles {
+            switch RosterLoader(selfExecutable: selfPath, hostEnvironment: environment, profiles: active).load(path: roster) {
+            case .failure(let error):
+                FileHandle.standardError.write(Data("whisperd: \(roster) with the profiles switched at run time (\(active.sorted().joined(separator: ", "))): \(error)\n".utf8))
+                throw ExitCode(1)
+            case .success(let result):
+                loaded = result
+            }
+        }
         let code = try DaemonLauncher.launch(configuration, loaded: loaded)
         if code != 0 { throw ExitCode(code) }
     }

@@ -1,6 +1,8 @@
 import Foundation
 import Glibc
 import Testing
+import WhisperCore
+import WhisperSystem
 
 /// Real kernel enforcement: this machine (and CI) has writable v1 memory, cpu, pids and freezer
 /// hierarchies plus a controller-less v2 hierarchy, so `auto` groups and kills through v2 and
@@ -219,6 +221,54 @@ extension IntegrationTests {
             #expect(whisperd.character("elena")?["pid"] as? Int == Int(pid))
         }
 
+        /// The CPUs a process may run on, as the kernel reports them.
+        static func allowedCPUs(_ pid: Int32) -> String? {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }?
+                .split(separator: "\t").last.map(String.init)
+        }
+
+        @Test func cpuset_pinsTheCharacter_changesLiveOnReload_andIsReleasedWhenRemoved() throws {
+            let online = try #require(readSmallFile("/sys/devices/system/cpu/online")).filter { $0 != "\n" }
+            let cpus = try CPUSet.parse(online).cpus
+            try #require(cpus.count >= 2, "needs two CPUs")
+            let scratch = Scratch()
+            let roster = { (cpuset: String?) in
+                fastDefaults + "characters:\n  elena: {command: [sleep, '300']\(cpuset.map { ", cpuset: '\($0)'" } ?? "")}\n"
+            }
+            scratch.write("roster.yaml", roster("\(cpus[1])"))
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            let pid = try #require(WhisperdProcess.pid(in: whisperd.waitFor("elena: starting -> running")))
+            let cpuset = try Self.directory(whisperd, "elena", controller: "cpuset")
+            #expect(TestCgroups.pids(cpuset).contains(pid))
+            #expect(Self.allowedCPUs(pid) == "\(cpus[1])")
+            #expect(Self.resources(whisperd, "elena")?["cpuset"] as? String == "\(cpus[1])")
+
+            scratch.write("roster.yaml", roster("\(cpus[0])"))
+            whisperd.signal(SIGHUP)
+            #expect(whisperd.waitFor("elena: limits updated live", "cpuset=\(cpus[0])") != nil)
+            #expect(Self.allowedCPUs(pid) == "\(cpus[0])")
+
+            // Without `cpuset:` the character may use every CPU again, still the same process.
+            scratch.write("roster.yaml", roster(nil))
+            whisperd.signal(SIGHUP)
+            #expect(whisperd.waitFor("elena: limits updated live", occurrence: 2) != nil)
+            #expect(whisperd.waitFor("elena: limits updated live", occurrence: 2)?.contains("cpuset") == false)
+            #expect(Self.allowedCPUs(pid) == online)
+            #expect(whisperd.character("elena")?["pid"] as? Int == Int(pid))
+        }
+
+        @Test func cpusetOfACPUTheHostLacks_isNamedAtLoad_andTheStartFailsWithTheKernelsReason() throws {
+            let scratch = Scratch()
+            scratch.write("roster.yaml", fastDefaults + "characters:\n  elena: {command: [sleep, '300'], cpuset: '4000'}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("elena: cpuset 4000 names CPUs this host does not have online") != nil)
+            #expect(whisperd.waitFor("elena:", "cpuset.cpus") != nil)
+            #expect(whisperd.character("elena")?["pid"] == nil)
+        }
+
         @Test func whisperdKilledHard_thenStartedAgain_leavesNoDuplicateAndNoOrphan() throws {
             let scratch = Scratch()
             let base = "/wd-it-hardkill-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -285,11 +335,11 @@ extension IntegrationTests {
             scratch.write("roster.yaml", Self.daemonizingRoster(limits: "{memory: 64M, cpus: 0.5, pids: 16}"))
             let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: ["--cgroup-backend", "v2"])
             defer { whisperd.terminate() }
-            #expect(whisperd.waitFor("WARNING: these limits are NOT enforced on this host: memory, memory_high, cpus, pids") != nil)
+            #expect(whisperd.waitFor("WARNING: these limits are NOT enforced on this host: memory, memory_high, cpus, pids, cpuset") != nil)
             #expect(whisperd.waitFor("elena: limits NOT enforced (v2 backend): memory (RLIMIT_DATA only), cpus, pids") != nil)
             let main = try #require(WhisperdProcess.pid(in: whisperd.waitFor("elena: starting -> running")))
             let cgroups = try #require((whisperd.healthJSON()?["supervisor"] as? [String: Any])?["cgroups"] as? [String: Any])
-            #expect(cgroups["not_enforced"] as? [String] == ["memory", "memory_high", "cpus", "pids"])
+            #expect(cgroups["not_enforced"] as? [String] == ["memory", "memory_high", "cpus", "pids", "cpuset"])
             // The memory limit still bounds the heap through RLIMIT_DATA.
             #expect((try? String(contentsOfFile: "/proc/\(main)/limits", encoding: .utf8))?.contains("67108864") == true)
             Self.killMainExpectingWholeTreeGone(whisperd, main: main, group: try Self.directory(whisperd, "elena", controller: nil))

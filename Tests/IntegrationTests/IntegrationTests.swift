@@ -198,6 +198,94 @@ extension IntegrationTests {
             #expect(elenaStart > migrated && elenaStart > llmReady)
         }
 
+        @Test func afterMap_startedDoesNotWaitForReadiness_andRestartTrueFollowsAnOperatorRestart() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      lavalink:
+                        command: [sleep, '300']
+                        health: {ready: notify, ready_timeout: 60s}
+                      gateway:
+                        command: [sleep, '300']
+                        after: {lavalink: {condition: service_started, restart: true}}
+                      bystander:
+                        command: [sleep, '300']
+                        after: {lavalink: started, redis: {condition: healthy, required: false}}
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            // lavalink never says READY=1, yet both start: `started` is enough, and redis may be absent.
+            let gateway = try #require(WhisperdProcess.pid(in: whisperd.waitFor("gateway: starting -> running")))
+            let bystander = try #require(WhisperdProcess.pid(in: whisperd.waitFor("bystander: starting -> running")))
+            #expect(whisperd.character("lavalink")?["state"] as? String == "starting")
+
+            let restart = try whisperd.ctl("restart", "lavalink", "--no-wait")
+            #expect(restart.code == 0, "\(restart.stderr)")
+            #expect(whisperd.waitFor("gateway:", "restarted with a dependency") != nil)
+            let newGateway = try #require(WhisperdProcess.pid(in: whisperd.waitFor("gateway: starting -> running", occurrence: 2)))
+            #expect(newGateway != gateway)
+            #expect(whisperd.character("bystander")?["pid"] as? Int == Int(bystander), "bystander did not ask for restart: true")
+        }
+
+        @Test func profiles_switchedAtRunTime_startAndStopTheirServices_andAreRemembered() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      postgres: {command: [sleep, '300']}
+                      elena: {command: [sleep, '300'], profiles: [bots, all], after: [postgres]}
+                      tool: {command: [sleep, '300'], profiles: [tools], after: [needsdb]}
+                      needsdb: {command: [sleep, '300'], profiles: [db]}
+                    """)
+            do {
+                let whisperd = try WhisperdProcess(scratch: scratch)
+                #expect(whisperd.waitFor("postgres: starting -> running") != nil)
+                #expect(whisperd.character("elena") == nil, "elena is only in profiles bots and all")
+
+                let start = try whisperd.ctl("start", "--profile", "bots")
+                #expect(start.code == 0, "\(start.stderr)")
+                #expect(start.stdout.contains("start elena"))
+                #expect(whisperd.character("elena")?["ready"] as? Bool == true, "start --profile returns once its services are ready")
+                #expect(scratch.read("state/profiles.json")?.contains("\"bots\" : \"on\"") == true)
+
+                // A switch that would break the roster changes nothing.
+                let broken = try whisperd.ctl("start", "--profile", "tools")
+                #expect(broken.code != 0)
+                #expect(broken.stderr.contains("`needsdb` runs only with profile db"), "\(broken.stderr)")
+                #expect(whisperd.character("tool") == nil)
+                whisperd.terminate()
+            }
+            // A new whisperd keeps the switch made at run time.
+            let again = try WhisperdProcess(scratch: scratch)
+            defer { again.terminate() }
+            let elena = try #require(WhisperdProcess.pid(in: again.waitFor("elena: starting -> running")))
+            let stop = try again.ctl("stop", "--profile", "bots")
+            #expect(stop.code == 0, "\(stop.stderr)")
+            #expect(again.waitFor("elena: stopping -> stopped") != nil)
+            #expect(eventually { again.character("elena") == nil })
+            #expect(!isAlive(elena))
+            #expect(scratch.read("state/profiles.json")?.contains("\"bots\" : \"off\"") == true)
+        }
+
+        @Test func profileFlag_selectsServicesAtStart_andCheckSaysWhatIsLeftOut() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + "characters:\n  a: {command: [sleep, '300'], profiles: [x]}\n  b: {command: [sleep, '300'], profiles: [y]}\n")
+            let check = try runCommand(whisperdBinary(), ["--roster", scratch.path + "/roster.yaml", "--check", "--profile", "x"])
+            #expect(check.code == 0)
+            #expect(check.stdout.contains("1 character, 0 jobs; not in the active profiles: b"), "\(check.stdout)")
+            let bad = try runCommand(whisperdBinary(), ["--roster", scratch.path + "/roster.yaml", "--check", "--profile=-bad"])
+            #expect(bad.code != 0 && bad.stderr.contains("not a profile name"))
+            let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: ["--profile", "y,x"])
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("a: starting -> running") != nil)
+            #expect(whisperd.waitFor("b: starting -> running") != nil)
+        }
+
         @Test func oncePerRevisionJob_skipsAfterRestart_andRerunsWhenChanged() throws {
             let scratch = Scratch()
             func roster(_ version: String) -> String {

@@ -285,8 +285,10 @@ import WhisperCore
                 supplementary_groups: [audio, "44"]
                 sandbox: {filesystem: default, write_paths: [/srv/bot], bind_ports: [9100]}
                 ulimits: {nofile: {soft: 1024, hard: 8192}}
+                cpuset: " 2-3, 0 ,1"
             """
         let loaded = try load(yaml).get()
+        #expect(loaded.roster[ServiceName("bot")!]?.limits.cpuset?.description == "0-3")
         let tenant = try #require(loaded.roster[ServiceName("bot")!]).launch.tenant
         #expect(tenant.user == .named("botuser"))
         #expect(tenant.group == .id(1234))
@@ -299,6 +301,107 @@ import WhisperCore
         #expect(tenant.resourceLimits.contains(ResourceLimit(resource: .core, soft: 0, hard: 0)))
         #expect(tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 1024, hard: 8192)))
         #expect(!tenant.resourceLimits.contains(ResourceLimit(resource: .nofile, soft: 4096, hard: 4096)))
+    }
+
+    @Test func profiles_selectServicesAsComposeDoes() throws {
+        let yaml = """
+            jobs:
+              migrate: {command: [/bin/true]}
+            characters:
+              postgres: {command: [sleep, '1']}
+              elena: {command: [sleep, '1'], profiles: [elena, all], after: [postgres]}
+              aria: {command: [sleep, '1'], profiles: [aria, all]}
+              debug: {command: [sleep, '1'], profiles: [debug], after: {elena: {condition: started, required: false}}}
+            """
+        func names(_ profiles: Set<String>) throws -> [String] {
+            var loader = self.loader
+            loader.profiles = profiles
+            return try loader.load(path: directory.write("etc/roster.yaml", yaml)).get().roster.services.map(\.name.rawValue)
+        }
+        // No profile: only the services without `profiles:`.
+        #expect(try names([]) == ["migrate", "postgres"])
+        #expect(try names(["elena"]) == ["migrate", "postgres", "elena"])
+        #expect(try names(["all"]) == ["migrate", "postgres", "elena", "aria"])
+        // debug's dependency on elena is not required: debug runs without it.
+        #expect(try names(["debug"]) == ["migrate", "postgres", "debug"])
+        var loader = self.loader
+        loader.profiles = ["aria"]
+        let loaded = try loader.load(path: directory.write("etc/roster.yaml", yaml)).get()
+        #expect(loaded.inactive == ["elena", "debug"])
+        #expect(loaded.summary.hasSuffix("not in the active profiles: elena, debug"))
+    }
+
+    @Test func profiles_aRequiredDependencyOutsideTheActiveProfiles_namesTheProfile() {
+        var loader = self.loader
+        loader.profiles = ["bots"]
+        let yaml = """
+            characters:
+              postgres: {command: [sleep, '1'], profiles: [db]}
+              elena: {command: [sleep, '1'], profiles: [bots], after: [postgres]}
+              bad: {command: [sleep, '1'], profiles: ["-x", ok]}
+            """
+        guard case .failure(let error) = loader.load(path: directory.write("etc/roster.yaml", yaml)) else {
+            Issue.record("accepted")
+            return
+        }
+        let text = error.problems.map(\.description).joined(separator: "\n")
+        #expect(text.contains("`postgres` runs only with profile db: activate one (--profile)"), "\(text)")
+        #expect(text.contains("`-x` is not a profile name"), "\(text)")
+    }
+
+    @Test func afterAsAMap_takesComposesConditions_requiredAndRestart() throws {
+        let yaml = """
+            jobs:
+              migrate: {command: [/bin/true]}
+            characters:
+              postgres: {command: [sleep, '1']}
+              lavalink: {command: [sleep, '1']}
+              elena:
+                command: [sleep, '1']
+                after:
+                  postgres: healthy
+                  migrate: service_completed_successfully
+                  lavalink: {condition: service_started, restart: true}
+                  redis: {condition: started, required: false}
+              aria: {command: [sleep, '1'], after: [postgres, migrate]}
+            """
+        let roster = try load(yaml).get().roster
+        let elena = try #require(roster[ServiceName("elena")!]).dependencies
+        #expect(elena == [
+            Dependency(ServiceName("postgres")!, condition: .healthy),
+            Dependency(ServiceName("migrate")!, condition: .completedSuccessfully),
+            Dependency(ServiceName("lavalink")!, condition: .started, restartsWithIt: true),
+            Dependency(ServiceName("redis")!, condition: .started, required: false),
+        ])
+        // The list form: each healthy (for a job: succeeded), required, no restart.
+        #expect(roster[ServiceName("aria")!]?.dependencies == [Dependency(ServiceName("postgres")!), Dependency(ServiceName("migrate")!)])
+    }
+
+    @Test func afterAsAMap_badValuesAreEachReported() {
+        let yaml = """
+            characters:
+              postgres: {command: [sleep, '1']}
+              elena:
+                command: [sleep, '1']
+                after:
+                  postgres: service_finished
+                  ghost: {condition: started, required: maybe}
+                  other: {condition: started, restart: true, when: now}
+              aria: {command: [sleep, '1'], after: {postgres: completed_successfully}}
+              ryan: {command: [sleep, '1'], after: postgres}
+            """
+        guard case .failure(let error) = load(yaml) else {
+            Issue.record("accepted")
+            return
+        }
+        let text = error.problems.map(\.description).joined(separator: "\n")
+        for expected in [
+            "`service_finished` is not a condition", "expected true or false, found `maybe`", "unknown key `when`",
+            "`postgres` is a character, which never completes", "expected a list of names or a map",
+            "unknown service `other`",
+        ] {
+            #expect(text.contains(expected), "no problem saying \(expected): \(text)")
+        }
     }
 
     @Test func userRoot_andFilesystemOff_areAccepted_withWarnings() throws {
@@ -317,6 +420,7 @@ import WhisperCore
                 sandbox: {filesystem: loose, bind_ports: [70000], network: none}
                 oom_score_adj: 2000
                 ulimits: {nofile: {soft: 10, hard: 5}, nofiles: 3, core: lots}
+                cpuset: 3-1
             """
         guard case .failure(let error) = load(yaml) else {
             Issue.record("accepted")
@@ -326,7 +430,7 @@ import WhisperCore
         for key in [
             "characters.memory", "characters.bot.user", "characters.bot.sandbox.filesystem", "characters.bot.sandbox.bind_ports[0]",
             "characters.bot.sandbox.network", "characters.bot.oom_score_adj", "characters.bot.ulimits.nofile",
-            "characters.bot.ulimits.nofiles", "characters.bot.ulimits.core",
+            "characters.bot.ulimits.nofiles", "characters.bot.ulimits.core", "characters.bot.cpuset",
         ] {
             #expect(keys.contains(key), "no problem reported for \(key): \(error)")
         }

@@ -12,7 +12,7 @@ extension ServiceSpec {
     ) -> ServiceSpec {
         ServiceSpec(
             name: .n(name), kind: .character, launch: LaunchSpec(arguments: arguments), port: port,
-            after: after.map(ServiceName.n), restart: restart, stopGrace: grace,
+            after: after.map { Dependency(.n($0)) }, restart: restart, stopGrace: grace,
             health: HealthPolicy(
                 ready: ready, readyTimeout: .seconds(5), watchdog: watchdog,
                 http: HTTPProbePolicy(interval: .seconds(10), timeout: .seconds(1), retries: 3, startPeriod: .seconds(20)),
@@ -20,7 +20,7 @@ extension ServiceSpec {
     }
 
     static func job(_ name: String, run: JobRunMode = .oncePerRevision, after: [String] = [], arguments: [String] = ["/bin/true"]) -> ServiceSpec {
-        ServiceSpec(name: .n(name), kind: .job(run), launch: LaunchSpec(arguments: arguments), after: after.map(ServiceName.n))
+        ServiceSpec(name: .n(name), kind: .job(run), launch: LaunchSpec(arguments: arguments), after: after.map { Dependency(.n($0)) })
     }
 }
 

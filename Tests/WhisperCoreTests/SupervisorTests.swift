@@ -315,6 +315,103 @@ import WhisperCore
     }
 }
 
+/// `after:` in Compose's map form: conditions, `required: false`, `restart: true`.
+@Suite struct SupervisorDependencyConditionTests {
+    static func waiting(_ name: String, for dependencies: [Dependency], ready: ReadinessMode = .started) -> ServiceSpec {
+        var spec = ServiceSpec.character(name, ready: ready)
+        spec.dependencies = dependencies
+        return spec
+    }
+
+    var ready: NotifyMessage {
+        var message = NotifyMessage()
+        message.isReady = true
+        return message
+    }
+
+    @Test func started_startsTheDependentOnceTheDependencyIsSpawned_notReady() {
+        let harness = Harness([
+            .character("lavalink", ready: .notify), Self.waiting("elena", for: [Dependency(.n("lavalink"), condition: .started)]),
+        ])
+        #expect(harness.state("lavalink") == .starting)
+        #expect(harness.log.spawned == ["lavalink", "elena"])
+    }
+
+    @Test func healthy_waitsForReadiness() {
+        var harness = Harness([
+            .character("postgres", ready: .notify), Self.waiting("elena", for: [Dependency(.n("postgres"), condition: .healthy)]),
+        ])
+        #expect(harness.state("elena") == .waiting)
+        #expect(harness.send(.notified(.n("postgres"), ready)).spawned == ["elena"])
+    }
+
+    @Test func completedSuccessfully_waitsForTheJobsExitZero() {
+        var harness = Harness([.job("migrate"), Self.waiting("elena", for: [Dependency(.n("migrate"), condition: .completedSuccessfully)])])
+        #expect(harness.state("elena") == .waiting)
+        #expect(harness.exit("migrate", .exited(code: 0)).spawned == ["elena"])
+    }
+
+    @Test func started_onAJob_isMetWhileItRuns() {
+        let harness = Harness([.job("warmup"), Self.waiting("elena", for: [Dependency(.n("warmup"), condition: .started)])])
+        #expect(harness.state("warmup") == .running)
+        #expect(harness.state("elena") == .running)
+    }
+
+    @Test func notRequired_anAbsentDependency_doesNotHoldItBack() {
+        let harness = Harness([Self.waiting("elena", for: [Dependency(.n("redis"), required: false)])])
+        #expect(harness.state("elena") == .running)
+    }
+
+    @Test func required_anAbsentDependency_holdsItBack() {
+        let harness = Harness([Self.waiting("elena", for: [Dependency(.n("redis"))])])
+        #expect(harness.state("elena") == .waiting)
+    }
+
+    @Test func notRequired_aDependencyStoppedByTheOperator_doesNotHoldItBack_aRequiredOneDoes() {
+        var harness = Harness([
+            .character("redis", ready: .notify), Self.waiting("elena", for: [Dependency(.n("redis"), required: false)]),
+            Self.waiting("aria", for: [Dependency(.n("redis"))]),
+        ])
+        #expect(harness.state("elena") == .waiting)
+        harness.send(.operatorRequested(.stop, .n("redis")))
+        harness.exit("redis", .signaled(.term))
+        #expect(harness.state("elena") == .running)
+        #expect(harness.state("aria") == .waiting)
+    }
+
+    @Test func restartTrue_anOperatorRestartOfTheDependency_restartsTheDependentAfterIt() {
+        var harness = Harness([
+            .character("postgres", ready: .notify),
+            Self.waiting("elena", for: [Dependency(.n("postgres"), restartsWithIt: true)]),
+            Self.waiting("aria", for: [Dependency(.n("postgres"))]),
+        ])
+        harness.send(.notified(.n("postgres"), ready))
+        let elena = harness.pid("elena")
+        let aria = harness.pid("aria")
+        let actions = harness.send(.operatorRequested(.restart, .n("postgres")))
+        #expect(actions.signals.map(\.0).sorted() == ["elena", "postgres"], "aria did not ask to restart with it")
+        harness.exit("postgres", .signaled(.term))
+        harness.exit("elena", .signaled(.term))
+        // elena waits for postgres again before it starts.
+        #expect(harness.state("elena") == .waiting)
+        #expect(harness.send(.notified(.n("postgres"), ready)).spawned == ["elena"])
+        #expect(harness.pid("elena") != elena)
+        #expect(harness.pid("aria") == aria)
+    }
+
+    @Test func restartTrue_aCrashOfTheDependency_restartsNothingElse() {
+        var harness = Harness([
+            .character("postgres", ready: .notify, restart: RestartPolicy(mode: .always, delay: .zero)),
+            Self.waiting("elena", for: [Dependency(.n("postgres"), restartsWithIt: true)]),
+        ])
+        harness.send(.notified(.n("postgres"), ready))
+        let elena = harness.pid("elena")
+        let actions = harness.exit("postgres", .signaled(.kill))
+        #expect(actions.signals.isEmpty)
+        #expect(harness.pid("elena") == elena)
+    }
+}
+
 @Suite struct SupervisorOperatorTests {
     @Test func stop_persistsIntent_andTheServiceStaysDown() {
         var harness = Harness([.character("elena")])

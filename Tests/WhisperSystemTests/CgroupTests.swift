@@ -79,6 +79,11 @@ import WhisperFiles
         #expect(CgroupLimitFiles.cpu(reserved, .v2).contains { $0 == ("cpu.weight", "250") })
         #expect(CgroupLimitFiles.cpu(reserved, .v1).contains { $0 == ("cpu.shares", "2560") })
         #expect(CgroupLimitFiles.pids(Limits()).map(\.value) == ["max"])
+        // cpuset: v2 inherits from an empty value; v1 has no "inherit", so it gets the base's CPUs.
+        let pinned = Limits(cpuset: CPUSet(cpus: [3, 1, 2]))
+        #expect(CgroupLimitFiles.cpuset(pinned, .v2, allCPUs: "0-7").map(\.value) == ["1-3"])
+        #expect(CgroupLimitFiles.cpuset(Limits(), .v2, allCPUs: "0-7").map(\.value) == [""])
+        #expect(CgroupLimitFiles.cpuset(Limits(), .v1, allCPUs: "0-7").map(\.value) == ["0-7"])
         // Never a crash on a value the roster should have refused: no limit instead.
         #expect(CgroupLimitFiles.cpu(Limits(cpus: 1e308), .v2).map(\.value) == ["max 100000", "100"])
         #expect(CgroupLimitFiles.cpu(Limits(cpus: .infinity), .v1).map(\.value) == ["100000", "-1", "1024"])
@@ -116,7 +121,7 @@ import WhisperFiles
                 let character = service + "/char-" + name
                 for file in [
                     "cgroup.procs", "cgroup.kill", "memory.max", "memory.high", "memory.swap.max", "memory.oom.group",
-                    "cpu.max", "cpu.weight", "memory.low", "pids.max",
+                    "cpu.max", "cpu.weight", "memory.low", "pids.max", "cpuset.cpus",
                 ] {
                     write(character + "/" + file, "")
                 }
@@ -158,7 +163,7 @@ import WhisperFiles
         #expect(backend.notEnforced.isEmpty)
         #expect(backend.grouping?.baseDirectory == fake.root + fake.service)
         #expect(fake.read(fake.service + "/supervisor/cgroup.procs") == "0")
-        #expect(fake.read(fake.service + "/cgroup.subtree_control") == "+memory +cpu +pids")
+        #expect(fake.read(fake.service + "/cgroup.subtree_control") == "+memory +cpu +pids +cpuset")
 
         let elena = backend.makeCharacterCgroup("elena")
         let placement = try elena.prepare(limits: Limits(memoryBytes: 512 << 20, memoryHighBytes: 448 << 20, cpus: 1.5, pids: 256))
@@ -172,8 +177,11 @@ import WhisperFiles
         #expect(elena.oomEventFD >= 0 && elena.oomEventNeedsPriority)
         #expect(elena.populatedEventFD >= 0)
 
+        try elena.applyLive(Limits(cpuset: CPUSet(cpus: [0, 1])))
+        #expect(fake.elena("cpuset.cpus") == "0-1")
         try elena.applyLive(Limits())
         #expect(fake.elena("memory.max") == "max")
+        #expect(fake.elena("cpuset.cpus") == "\n", "back to the parent's CPUs")
         #expect(fake.elena("memory.high") == "max")
         #expect(fake.elena("memory.swap.max") == "max")
         #expect(fake.elena("cpu.max") == "max 100000")
@@ -228,8 +236,8 @@ import WhisperFiles
         defer { backend.finish() }
         #expect(backend.name == "v2")
         #expect(backend.grouping != nil)
-        #expect(backend.notEnforced == ["memory", "memory_high", "cpus", "pids"])
-        #expect(backend.notes.contains { $0.contains("has no memory, cpu, pids controller") })
+        #expect(backend.notEnforced == ["memory", "memory_high", "cpus", "pids", "cpuset"])
+        #expect(backend.notes.contains { $0.contains("has no memory, cpu, pids, cpuset controller") })
         #expect(backend.notes.contains { $0.hasPrefix("cgroup v1 memory:") && $0.contains("not writable") })
         // No controllers enabled, so whisperd need not leave its cgroup.
         #expect(fake.read(fake.service + "/supervisor/cgroup.procs") == "")
@@ -248,6 +256,6 @@ import WhisperFiles
         let backend = try CgroupBackend.detect(mode: .none, basePath: nil, layout: FakeTree().layout)
         #expect(backend.name == "none")
         #expect(backend.grouping == nil)
-        #expect(backend.notEnforced == ["memory", "memory_high", "cpus", "pids"])
+        #expect(backend.notEnforced == ["memory", "memory_high", "cpus", "pids", "cpuset"])
     }
 }

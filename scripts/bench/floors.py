@@ -19,7 +19,15 @@ kernel's and the worker's own cost).
 Storm: a tenth of N workers SIGKILLed at once, --storms times, timed until all are back —
 under whisperd with each backend and under a bare C loop of waitpid(-1) + posix_spawn.
 
+Isolation (--section isolation, or all): whisperd with every character a tenant (own uid,
+own directories, Landlock, cgroups: its default as root) against the same-work floor
+(isolated_floor.c: a C loop doing the same kernel work per character — cgroup placement,
+own directories, uid drop, capability drop, no_new_privs, Landlock ruleset and restriction —
+and nothing else) and against runit (root, no cgroups, no sandbox): cold start, restart p50
+and whisperd's PSS, with the ratios the issue sets (≤ 1.3× cold, ≤ 1.15× restart, ≤ 8 MiB).
+
 Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [--rounds 5] [--kills 25] [--storms 5]
+                               [--section all|backends|isolation]
 Needs the harness's worker: scripts/bench/prepare-harness.sh builds it.
 """
 import argparse
@@ -97,6 +105,146 @@ int main(int argc, char **argv) {
     }
 }
 """
+
+
+def mount_point(kind, option=None):
+    """The mount point of a cgroup hierarchy: kind cgroup2, or cgroup with `option` (memory)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        if fields[dash + 1] == kind and (option is None or option in fields[dash + 3].split(",")):
+            return fields[4]
+    raise SystemExit(f"no {kind} {option or ''} hierarchy mounted")
+
+
+@contextlib.contextmanager
+def isolated_floor(program, worker, arguments):
+    """The same-work floor (isolated_floor.c): `arguments` go between the mode and the worker
+    (`["cold", "300"]` or `["restart"]`). Its workers are setsid'd, so they are found and killed
+    through the cgroups this function made for them; everything is removed at the end."""
+    work = Path(tempfile.mkdtemp(prefix="isolated-floor-", dir="/dev/shm"))
+    v2 = Path(mount_point("cgroup2")) / f"whisperd-floor-{os.getpid()}"
+    memory = Path(mount_point("cgroup", "memory")) / f"whisperd-floor-{os.getpid()}"
+    try:
+        os.chmod(work, 0o755)
+        for sub in ("state", "run"):
+            (work / sub).mkdir()
+        log = work / "start.log"
+        log.touch()
+        os.chmod(log, 0o666)
+        v2.mkdir()
+        memory.mkdir()
+        launched = time.time_ns()
+        proc = subprocess.Popen([program, arguments[0], *arguments[1:], worker, str(log), str(work), str(v2), str(memory), "62000"],
+                                start_new_session=True)
+        try:
+            yield proc, log, launched
+        finally:
+            proc.kill()
+            proc.wait()
+            for group in v2.glob("char-*"):
+                # The floor's own workers, by pid, until the cgroup is empty.
+                deadline = time.monotonic() + 10
+                while (pids := [int(p) for p in (group / "cgroup.procs").read_text().split()]) and time.monotonic() < deadline:
+                    for pid in pids:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.01)
+    finally:
+        for base in (v2, memory):
+            for group in base.glob("char-*"):
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+            with contextlib.suppress(OSError):
+                base.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def runit_fleet(worker, n):
+    """runsvdir keeping N bench workers (as the harness's runit adapter: `run` a symlink to
+    the worker, which takes its name from the directory); stopped with SIGHUP (runsvdir TERMs
+    every runsv, each brings its worker down), then any worker of this run still alive is killed."""
+    work = Path(tempfile.mkdtemp(prefix="runit-floors-", dir="/dev/shm"))
+    try:
+        log = work / "start.log"
+        log.touch()
+        scan = work / "service"
+        scan.mkdir()
+        for i in range(n):
+            (scan / f"w{i:03d}").mkdir()
+            (scan / f"w{i:03d}" / "run").symlink_to(worker)
+        # runsvdir waits a second before scanning a directory changed in the current second.
+        os.utime(scan, (time.time() - 10, time.time() - 10))
+        launched = time.time_ns()
+        proc = subprocess.Popen(["runsvdir", str(scan)], start_new_session=True, env={**os.environ, "BENCH_LOG": str(log)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield proc, log, launched
+        finally:
+            proc.send_signal(signal.SIGHUP)
+            proc.wait(timeout=30)
+            started = {int(line.split()[2]) for line in log.read_text().splitlines() if line.strip()}
+            deadline = time.monotonic() + 10
+            while (alive := [pid for pid in started if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pss_kib(pid):
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
+def isolation_section(args, build):
+    """whisperd with tenants vs the same-work floor vs runit, alternating, in one run."""
+    floor = str(build / "isolated_floor")
+    subprocess.run(["gcc", "-O2", "-o", floor, str(Path(__file__).with_name("isolated_floor.c"))], check=True)
+    cold = {"tenants": [], "floor": [], "runit": []}
+    pss = []
+    for _ in range(args.rounds):
+        with whisperd_fleet(args.bin, args.worker, args.n, "auto", tenants=True) as (proc, log, launched):
+            cold["tenants"].append((max(wait_for(log, args.n, proc)) - launched) / 1e6)
+            time.sleep(2)  # as the harness: PSS 2 s after the cold start
+            pss.append(pss_kib(proc.pid))
+        with isolated_floor(floor, args.worker, ["cold", str(args.n)]) as (proc, log, launched):
+            cold["floor"].append((max(wait_for(log, args.n, proc)) - launched) / 1e6)
+        with runit_fleet(args.worker, args.n) as (proc, log, launched):
+            cold["runit"].append((max(wait_for(log, args.n, proc)) - launched) / 1e6)
+    restarts = {"tenants": restart_whisperd(args.bin, args.worker, "auto", args.kills, tenants=True)}
+    with isolated_floor(floor, args.worker, ["restart"]) as (proc, log, _):
+        wait_for(log, 1, proc)
+        restarts["floor"] = restart_samples(log, args.kills, proc, distinct=False)
+    with runit_fleet(args.worker, args.kills) as (proc, log, _):
+        wait_for(log, args.kills, proc)
+        restarts["runit"] = restart_samples(log, args.kills, proc, distinct=True)
+    return cold, restarts, pss
+
+
+def print_isolation(args, cold, restarts, pss):
+    print(f"Isolation: N = {args.n}, {args.rounds} rounds (cold start, medians, ms), {args.kills} kills (restart); "
+          f"{os.cpu_count()} cores, kernel {os.uname().release}")
+    labels = (("tenants", "whisperd, auto, every character a tenant (own uid and dirs, Landlock, cgroups)"),
+              ("floor", "same-work floor (isolated_floor.c)"), ("runit", "runit (root, no cgroups, no sandbox)"))
+    print("| supervisor | cold start | restart p50 | restart min | restart max |")
+    print("|---|---|---|---|---|")
+    for name, label in labels:
+        samples = sorted(restarts[name])
+        print(f"| {label} | {statistics.median(cold[name]):.1f} | {statistics.median(samples):.2f} | "
+              f"{samples[0]:.2f} | {samples[-1]:.2f} |")
+    cold_ratio = statistics.median(cold["tenants"]) / statistics.median(cold["floor"])
+    restart_ratio = statistics.median(restarts["tenants"]) / statistics.median(restarts["floor"])
+    print()
+    print(f"whisperd / same-work floor: cold start {cold_ratio:.2f}× (target ≤ 1.3×), "
+          f"restart p50 {restart_ratio:.2f}× (target ≤ 1.15×)")
+    print(f"whisperd PSS 2 s after the cold start: median {statistics.median(pss) / 1024:.1f} MiB, "
+          f"max {max(pss) / 1024:.1f} MiB (target ≤ 8 MiB)")
 
 
 def start_lines(log):
@@ -270,10 +418,20 @@ def main():
     parser.add_argument("--kills", type=int, default=25)
     parser.add_argument("--storms", type=int, default=5)
     parser.add_argument("--worker", default="/tmp/whisperd-bench/build/worker")
+    parser.add_argument("--section", choices=("all", "backends", "isolation"), default="all")
     args = parser.parse_args()
     if not os.access(args.worker, os.X_OK):
         raise SystemExit(f"no bench worker at {args.worker}: run scripts/bench/prepare-harness.sh")
     build = Path(tempfile.mkdtemp(prefix="spawn-floor-"))
+    if args.section != "backends":
+        try:
+            print_isolation(args, *isolation_section(args, build))
+        finally:
+            if args.section == "isolation":
+                shutil.rmtree(build, ignore_errors=True)
+        if args.section == "isolation":
+            return
+        print()
     try:
         (build / "floor.c").write_text(FLOOR_C)
         subprocess.run(["gcc", "-O2", "-o", str(build / "floor"), str(build / "floor.c")], check=True)

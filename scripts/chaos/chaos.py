@@ -48,7 +48,10 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 failures = []
-CGROUP_ROOTS = ["/sys/fs/cgroup/" + c for c in ("unified", "pids", "memory", "cpu", "cpuacct", "freezer")]
+CGROUP_ROOTS = ["/sys/fs/cgroup/" + c for c in ("unified", "pids", "memory", "cpu", "cpuacct", "freezer", "cpuset")]
+# --partition: the misbehaving characters get `cpuset:` of their own CPU, everything else (the
+# workers, whisperd, PostgreSQL, the LLM, the load) the other CPUs.
+HOSTILE_CPUSET = ""
 
 
 def promise(ok, text):
@@ -574,7 +577,7 @@ def oom_in_one(fleet, args):
     print("\n== OOM in one: a character grows 4 MiB every 50 ms past its 64M limit, again and again", flush=True)
     grower = "import time\nheld = []\ntime.sleep(0.3)\nwhile True:\n    held.append(b'x' * (4 << 20))\n    time.sleep(0.05)\n"
     extra = (f"  oomer:\n    command: {python_command(grower, fleet.marker + '-oomer')}\n"
-             "    limits: {memory: 64M}\n    restart_delay: 500ms\n    restart_delay_max: 2s\n")
+             "    limits: {memory: 64M}\n    restart_delay: 500ms\n    restart_delay_max: 2s\n" + HOSTILE_CPUSET)
     result = fleet.apply(extra)
     promise(result.returncode == 0, f"roster with oomer applied ({result.stderr.strip()})")
     fleet.ctl("stop", "oomer")
@@ -608,9 +611,9 @@ def hogs(fleet, args):
     # Every process forks for ever (a failed fork is retried 10 ms later), so the tree stays at the cap.
     bomb = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n"
     extra = (f"  forkbomb:\n    command: {python_command(bomb, fleet.marker + '-forkbomb')}\n"
-             "    limits: {pids: 32, cpus: 0.25}\n    restart_delay: 1s\n    restart_delay_max: 2s\n"
-             f"  hog:\n    command: {python_command('while True: pass', fleet.marker + '-hog')}\n"
-             "    limits: {cpus: 0.25}\n")
+             "    limits: {pids: 32, cpus: 0.25}\n    restart_delay: 1s\n    restart_delay_max: 2s\n" + HOSTILE_CPUSET
+             + f"  hog:\n    command: {python_command('while True: pass', fleet.marker + '-hog')}\n"
+             "    limits: {cpus: 0.25}\n" + HOSTILE_CPUSET)
     result = fleet.apply(extra)
     promise(result.returncode == 0, f"roster with forkbomb and hog applied ({result.stderr.strip()})")
     fleet.ctl("stop", "forkbomb")
@@ -861,7 +864,19 @@ def main():
     parser.add_argument("--storm-seconds", type=float, default=120)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--partition", action="store_true",
+                        help="pin the OOM-looping, fork-bombing and CPU-hogging characters to the last CPU "
+                             "(roster cpuset:) and everything else to the others")
     args = parser.parse_args()
+    if args.partition:
+        global HOSTILE_CPUSET
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--partition needs two CPUs")
+        HOSTILE_CPUSET = f"    cpuset: '{cpus[-1]}'\n"
+        # Inherited by PostgreSQL, the test LLM, whisperd and (without cpuset:) its characters.
+        os.sched_setaffinity(0, set(cpus[:-1]))
+        print(f"partitioned: misbehaving characters on CPU {cpus[-1]}, everything else on {cpus[:-1]}", flush=True)
     # Only the children's command lines carry the marker (not whisperd's, not the work dir's).
     marker = f"chaosmark{os.getpid()}"
     work = tempfile.mkdtemp(prefix="wd-chaos-")

@@ -142,8 +142,8 @@ int whisper_unix_listen(const char *path, int mode, int backlog);
 /// accept4, nonblocking and close-on-exec; a TCP connection gets TCP_NODELAY (every answer is
 /// written whole, so Nagle only ever delays a body's last segment).
 int whisper_accept(int fd);
-/* Asks the kernel to reclaim the pages of this process's read-only file mappings (its code,
-   read-only data and libraries) that only it maps (MADV_PAGEOUT; pages shared with another
+/* Asks the kernel to reclaim the pages of this process's private file mappings (its code,
+   read-only data, libraries, and the never-written pages of the data segments) that only it maps (MADV_PAGEOUT; pages shared with another
    process, such as a worker running the same binary, are left alone). A page needed again is
    read back on its next touch. Returns the number of mappings advised, -1 if /proc/self/maps
    cannot be read. */

@@ -4,7 +4,8 @@ public struct ServiceSpec: Hashable, Sendable {
     public var kind: ServiceKind
     public var launch: LaunchSpec
     public var port: Int?
-    public var after: [ServiceName]
+    /// `after:`, in roster order.
+    public var dependencies: [Dependency]
     public var restart: RestartPolicy
     public var stopSignal: Signal
     public var stopGrace: Duration
@@ -14,7 +15,7 @@ public struct ServiceSpec: Hashable, Sendable {
 
     public init(
         name: ServiceName, kind: ServiceKind = .character, launch: LaunchSpec, port: Int? = nil,
-        after: [ServiceName] = [], restart: RestartPolicy = RestartPolicy(), stopSignal: Signal = .term,
+        after dependencies: [Dependency] = [], restart: RestartPolicy = RestartPolicy(), stopSignal: Signal = .term,
         stopGrace: Duration = .seconds(10), limits: Limits = Limits(), health: HealthPolicy = HealthPolicy(),
         logs: LogPolicy = LogPolicy()
     ) {
@@ -22,7 +23,7 @@ public struct ServiceSpec: Hashable, Sendable {
         self.kind = kind
         self.launch = launch
         self.port = port
-        self.after = after
+        self.dependencies = dependencies
         self.restart = restart
         self.stopSignal = stopSignal
         self.stopGrace = stopGrace
@@ -30,6 +31,9 @@ public struct ServiceSpec: Hashable, Sendable {
         self.health = health
         self.logs = logs
     }
+
+    /// The names it waits for.
+    public var after: [ServiceName] { dependencies.map(\.name) }
 
     public var isJob: Bool { if case .job = kind { return true } else { return false } }
 
@@ -89,10 +93,12 @@ public struct Limits: Hashable, Sendable {
     public var cpuWeight: Int?
     /// Memory protected from reclaim (Compose `mem_reservation`): v2 `memory.low`.
     public var memoryLowBytes: UInt64?
+    /// The CPUs it may run on (Compose `cpuset`): `cpuset.cpus` in v1 and v2.
+    public var cpuset: CPUSet?
 
     public init(
         memoryBytes: UInt64? = nil, memoryHighBytes: UInt64? = nil, cpus: Double? = nil, pids: Int? = nil, cpuWeight: Int? = nil,
-        memoryLowBytes: UInt64? = nil
+        memoryLowBytes: UInt64? = nil, cpuset: CPUSet? = nil
     ) {
         self.memoryBytes = memoryBytes
         self.memoryHighBytes = memoryHighBytes
@@ -100,6 +106,7 @@ public struct Limits: Hashable, Sendable {
         self.pids = pids
         self.cpuWeight = cpuWeight
         self.memoryLowBytes = memoryLowBytes
+        self.cpuset = cpuset
     }
 }
 

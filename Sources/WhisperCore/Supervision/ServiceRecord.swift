@@ -5,6 +5,8 @@ struct ServiceRecord: Sendable {
         case followPolicy
         /// Start again at once (operator restart, changed command).
         case restartNow
+        /// Start again once its dependencies allow (restarted with a dependency: `restart: true`).
+        case restartAfterDependencies
         /// Stay down.
         case stayDown
         /// Removed from the roster: forget once gone.

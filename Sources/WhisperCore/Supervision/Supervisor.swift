@@ -228,6 +228,8 @@ public struct Supervisor: Sendable {
         reordered += records.filter { $0.afterExit == .remove && newRoster[$0.spec.name] == nil }
         records = reordered
         rebuildIndex()
+        let relaunched = Set(diff.relaunched)
+        for name in diff.relaunched { restartDependents(of: name, except: relaunched, &fx) }
         dropRemoved(&fx)
     }
 
@@ -250,6 +252,10 @@ public struct Supervisor: Sendable {
             return
         case .restartNow:
             records[i].start(&fx)
+            return
+        case .restartAfterDependencies:
+            // Stopped but wanted: reconcile starts it once what it waits for is back.
+            records[i].transition(to: .stopped, "restarted with a dependency", &fx)
             return
         case .stayDown:
             records[i].transition(to: .stopped, records[i].stoppedDetail(reason), &fx)
@@ -318,6 +324,8 @@ public struct Supervisor: Sendable {
 
     private mutating func operate(_ command: OperatorCommand, _ name: ServiceName, _ fx: inout Effects) {
         guard !isShuttingDown else { return }
+        var restartsWith: [ServiceName] = []
+        defer { for restarted in restartsWith { restartDependents(of: restarted, &fx) } }
         update(name) { record in
             let wasDown = record.desired == .down
             switch command {
@@ -332,6 +340,7 @@ public struct Supervisor: Sendable {
                     record.transition(to: .stopped, "stopped by operator", &fx)
                 }
             case .start, .restart:
+                if command == .restart { restartsWith.append(name) }
                 record.desired = .up
                 if wasDown { fx.actions.append(.persistIntent(name, .up)) }
                 record.forgetFailures()
@@ -403,9 +412,35 @@ public struct Supervisor: Sendable {
     }
 
     private func firstUnmetDependency(of spec: ServiceSpec) -> ServiceName? {
-        spec.after.first { dependency in
-            guard let i = index[dependency] else { return true }
-            return records[i].spec.isJob ? !records[i].jobSucceeded : !(records[i].isReady && records[i].state == .running)
+        spec.dependencies.first { dependency in
+            guard let i = index[dependency.name], records[i].afterExit != .remove else { return dependency.required }
+            let record = records[i]
+            // `required: false`: a dependency that is stopped for good or has given up does not hold it back.
+            if !dependency.required, record.desired == .down || record.state == .failed || record.state == .crashloop {
+                return false
+            }
+            switch dependency.condition {
+            case .started:
+                return record.spec.isJob ? !(record.isAlive || record.jobSucceeded) : !(record.isAlive && record.state != .stopping)
+            case .healthy:
+                return record.spec.isJob ? !record.jobSucceeded : !(record.isReady && record.state == .running)
+            case .completedSuccessfully:
+                return !record.jobSucceeded
+            }
+        }?.name
+    }
+
+    /// Compose's `restart: true`: the services that asked to be restarted with `name` are, once
+    /// it is restarted by the operator or a reload (they then wait for it again, by condition).
+    private mutating func restartDependents(of name: ServiceName, except skipped: Set<ServiceName> = [], _ fx: inout Effects) {
+        for dependent in dependents[name] ?? [] where !skipped.contains(dependent) {
+            guard let i = index[dependent],
+                records[i].spec.dependencies.contains(where: { $0.name == name && $0.restartsWithIt }),
+                records[i].desired == .up, records[i].isAlive, records[i].afterExit == .followPolicy
+            else { continue }
+            records[i].afterExit = .restartAfterDependencies
+            records[i].beginStop(.stopped, &fx)
+            touched.insert(dependent)
         }
     }
 

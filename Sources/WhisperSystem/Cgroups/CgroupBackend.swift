@@ -55,6 +55,11 @@ public final class CgroupBackend {
     /// CPU time: v2 `cpu.stat` (present without the cpu controller) or v1 `cpuacct`.
     public let cpuAccounting: CgroupTree?
     public let pids: CgroupTree?
+    /// CPU pinning (`cpuset:`).
+    public let cpuset: CgroupTree?
+    /// What a v1 character cgroup's `cpuset.cpus` goes back to when its `cpuset:` is removed:
+    /// the base's CPUs (v1 has no "inherit"; v2 takes an empty value).
+    let allCPUs: String
     /// Why something is not available, for the log.
     public let notes: [String]
     private let createdBases: [String]
@@ -62,7 +67,8 @@ public final class CgroupBackend {
 
     init(
         mode: CgroupMode, grouping: CgroupTree?, memory: CgroupTree?, cpu: CgroupTree?, cpuAccounting: CgroupTree?,
-        pids: CgroupTree?, notes: [String], createdBases: [String], lockFDs: [Int32]
+        pids: CgroupTree?, cpuset: CgroupTree? = nil, allCPUs: String = "", notes: [String], createdBases: [String],
+        lockFDs: [Int32]
     ) {
         self.mode = mode
         self.grouping = grouping
@@ -70,6 +76,8 @@ public final class CgroupBackend {
         self.cpu = cpu
         self.cpuAccounting = cpuAccounting
         self.pids = pids
+        self.cpuset = cpuset
+        self.allCPUs = allCPUs
         self.notes = notes
         self.createdBases = createdBases
         self.lockFDs = lockFDs
@@ -85,7 +93,7 @@ public final class CgroupBackend {
     /// Every distinct tree in use.
     public var trees: [CgroupTree] {
         var seen: [CgroupTree] = []
-        for tree in [grouping, memory, cpu, cpuAccounting, pids].compactMap({ $0 }) where !seen.contains(tree) {
+        for tree in [grouping, memory, cpu, cpuAccounting, pids, cpuset].compactMap({ $0 }) where !seen.contains(tree) {
             seen.append(tree)
         }
         return seen
@@ -105,6 +113,7 @@ public final class CgroupBackend {
         if memory == nil { missing += ["memory", "memory_high"] }
         if cpu == nil { missing.append("cpus") }
         if pids == nil { missing.append("pids") }
+        if cpuset == nil { missing.append("cpuset") }
         return missing
     }
 
@@ -119,6 +128,7 @@ public final class CgroupBackend {
             ("memory", describe(memory, "not enforced (RLIMIT_DATA bounds the heap only)")),
             ("cpus", describe(cpu, "not enforced")),
             ("pids", describe(pids, "not enforced")),
+            ("cpuset", describe(cpuset, "not enforced")),
             ("cpu accounting", describe(cpuAccounting, "not available")),
         ]
     }
@@ -209,6 +219,7 @@ public final class CgroupBackend {
             let path = basePath(in: hierarchy)
             guard usableBase(hierarchy, path, "cgroup v1 \(controller)") else { return nil }
             let tree = CgroupTree(version: .v1, hierarchy: hierarchy, basePath: path, controller: controller)
+            if controller == "cpuset", !prepareV1CpusetBase(tree, notes: &notes) { return nil }
             v1Trees[controller] = tree
             return tree
         }
@@ -228,16 +239,18 @@ public final class CgroupBackend {
         let cpu = pick("cpu", "cpu")
         let pids = pick("pids", "pids")
         let cpuAccounting = unified ?? v1Tree("cpuacct")
+        let cpuset = pick("cpuset", "cpuset")
+        let allCPUs = cpuset.flatMap { CgroupFS.read($0.baseDirectory + "/cpuset.cpus")?.trimmingTrailingNewline }.map(String.init) ?? ""
 
         var backend = CgroupBackend(
-            mode: mode, grouping: grouping, memory: memory, cpu: cpu, cpuAccounting: cpuAccounting, pids: pids, notes: notes,
-            createdBases: created, lockFDs: [])
+            mode: mode, grouping: grouping, memory: memory, cpu: cpu, cpuAccounting: cpuAccounting, pids: pids, cpuset: cpuset,
+            allCPUs: allCPUs, notes: notes, createdBases: created, lockFDs: [])
         // Bases made for trees that ended up unused are removed again.
         let used = Set(backend.trees.map(\.baseDirectory))
         for directory in created.reversed() where !used.contains(directory) { rmdir(directory) }
         backend = CgroupBackend(
-            mode: mode, grouping: grouping, memory: memory, cpu: cpu, cpuAccounting: cpuAccounting, pids: pids, notes: notes,
-            createdBases: created.filter { used.contains($0) }, lockFDs: [])
+            mode: mode, grouping: grouping, memory: memory, cpu: cpu, cpuAccounting: cpuAccounting, pids: pids, cpuset: cpuset,
+            allCPUs: allCPUs, notes: notes, createdBases: created.filter { used.contains($0) }, lockFDs: [])
         try backend.lockBases()
         return backend
     }
@@ -245,7 +258,7 @@ public final class CgroupBackend {
     /// v2 allows processes only in leaves once controllers are enabled: if whisperd lives in its
     /// base (systemd's delegated cgroup), it first moves itself to `<base>/supervisor`.
     private static func enableV2Controllers(_ tree: CgroupTree, ownPath: String, notes: inout [String]) -> Set<String> {
-        let wanted = ["memory", "cpu", "pids"]
+        let wanted = ["memory", "cpu", "pids", "cpuset"]
         let available = Set((CgroupFS.read(tree.baseDirectory + "/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace).map(String.init))
         let offered = wanted.filter(available.contains)
         if offered.count < wanted.count {
@@ -278,6 +291,32 @@ public final class CgroupBackend {
             }
         }
         return enabled
+    }
+
+    /// A v1 cpuset cgroup accepts no task until its `cpuset.cpus` and `cpuset.mems` are set, and
+    /// a new one starts empty: fill the base (and any empty ancestor) from its parent, and let
+    /// the kernel copy them into each new character cgroup (`cgroup.clone_children`), so joining
+    /// costs no extra writes.
+    private static func prepareV1CpusetBase(_ tree: CgroupTree, notes: inout [String]) -> Bool {
+        var path = tree.hierarchy.directory("/")
+        var parent = path
+        for component in tree.basePath.split(separator: "/") {
+            path += (path.hasSuffix("/") ? "" : "/") + component
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                guard (CgroupFS.read(path + "/" + file)?.trimmingTrailingNewline ?? "").isEmpty else { continue }
+                let inherited = CgroupFS.read(parent + "/" + file)?.trimmingTrailingNewline ?? ""
+                do { try CgroupFS.write(String(inherited), to: path + "/" + file) } catch {
+                    notes.append("cgroup v1 cpuset: cannot fill \(path)/\(file) (\(error))")
+                    return false
+                }
+            }
+            parent = path
+        }
+        do { try CgroupFS.write("1", to: tree.baseDirectory + "/cgroup.clone_children") } catch {
+            notes.append("cgroup v1 cpuset: cannot set \(tree.baseDirectory)/cgroup.clone_children (\(error))")
+            return false
+        }
+        return true
     }
 
     /// One whisperd per base: a second one would take the first one's characters for leftovers.

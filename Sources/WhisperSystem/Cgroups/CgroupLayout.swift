@@ -29,7 +29,7 @@ public struct CgroupLayout: Hashable, Sendable {
     }
 
     /// The controllers whisperd uses from v1 hierarchies.
-    public static let v1Controllers = ["freezer", "memory", "cpu", "cpuacct", "pids"]
+    public static let v1Controllers = ["freezer", "memory", "cpu", "cpuacct", "pids", "cpuset"]
 
     public static func current() -> CgroupLayout {
         parse(mountinfo: readSmallFile("/proc/self/mountinfo", limit: 1 << 20) ?? "", selfCgroup: readSmallFile("/proc/self/cgroup") ?? "")

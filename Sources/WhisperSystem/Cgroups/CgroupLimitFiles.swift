@@ -55,6 +55,11 @@ public enum CgroupLimitFiles {
         }
     }
 
+    /// `allCPUs`: what v1 goes back to without a `cpuset:` (v2 inherits from an empty value).
+    public static func cpuset(_ limits: Limits, _ version: CgroupVersion, allCPUs: String) -> [(file: String, value: String)] {
+        [("cpuset.cpus", limits.cpuset?.description ?? (version == .v2 ? "" : allCPUs))]
+    }
+
     public static func pids(_ limits: Limits) -> [(file: String, value: String)] {
         [("pids.max", limits.pids.map(String.init) ?? "max")]
     }
@@ -68,6 +73,8 @@ public enum CgroupLimitFiles {
         case "cpu.weight": value == "100"
         case "cpu.shares": value == "1024"
         case "memory.low": value == "0"
+        // A new v2 cpuset cgroup inherits; a new v1 one is cloned from the base (clone_children).
+        case "cpuset.cpus": false
         default: value == "max" || value == "-1"
         }
     }

@@ -61,6 +61,7 @@ public final class CharacterCgroup {
         var wanted = [backend.grouping, backend.memory, backend.cpuAccounting].compactMap { $0 }
         if limits.cpus != nil || limits.cpuWeight != nil || isJoined(backend.cpu), let cpu = backend.cpu { wanted.append(cpu) }
         if limits.pids != nil || isJoined(backend.pids), let pids = backend.pids { wanted.append(pids) }
+        if limits.cpuset != nil || isJoined(backend.cpuset), let cpuset = backend.cpuset { wanted.append(cpuset) }
         var unique: [CgroupTree] = []
         for tree in wanted where !unique.contains(where: { $0.baseDirectory == tree.baseDirectory }) { unique.append(tree) }
         return unique
@@ -149,6 +150,11 @@ public final class CharacterCgroup {
             apply("cpu", cpu, CgroupLimitFiles.cpu(limits, cpu.version), Limits(cpus: limits.cpus, cpuWeight: limits.cpuWeight))
         }
         if let pids = backend.pids { apply("pids", pids, CgroupLimitFiles.pids(limits), Limits(pids: limits.pids)) }
+        if let cpuset = backend.cpuset {
+            apply(
+                "cpuset", cpuset, CgroupLimitFiles.cpuset(limits, cpuset.version, allCPUs: backend.allCPUs),
+                Limits(cpuset: limits.cpuset))
+        }
         fresh = []
         if let first = problems.first {
             // Try again next time rather than believing a half-written state.
@@ -158,16 +164,18 @@ public final class CharacterCgroup {
     }
 
     /// A reload changed only `limits:` of a running character: write them to its cgroups now.
-    /// A v1 tree it was not in yet (a newly set `cpus:`) is joined by moving its processes.
+    /// A v1 tree it was not in yet (a newly set `cpus:`) is joined by moving its processes,
+    /// after its limits are written (a v1 cpuset takes no task before its CPUs are set).
     public func applyLive(_ limits: Limits) throws(SystemError) {
         cachedPlacement = nil
         let members = processIDs()
-        for tree in trees(for: limits) where !isJoined(tree) {
-            try join(tree)
+        let newTrees = trees(for: limits).filter { !isJoined($0) }
+        for tree in newTrees { try join(tree) }
+        try write(limits)
+        for tree in newTrees {
             let procs = directory(tree) + "/cgroup.procs"
             for pid in members { try? CgroupFS.write(String(pid), to: procs) }
         }
-        try write(limits)
     }
 
     // MARK: - Membership and kill
