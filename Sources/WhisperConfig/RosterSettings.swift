@@ -129,7 +129,7 @@ struct RosterSettings {
     func healthPolicy(port: Int?) -> HealthPolicy {
         let http = ProbePolicy(
             check: .http(path: httpPath!), interval: httpInterval!, timeout: httpTimeout!, retries: httpRetries!,
-            startPeriod: httpStartPeriod!)
+            startPeriod: httpStartPeriod!, startInterval: min(httpInterval!, .milliseconds(250)))
         let execProbe = (execTest ?? nil).map { exec.policy(.exec(arguments: $0), defaults: ProbeSettings.composeDefaults) }
         let tcpProbe = (tcpPort ?? port).map { tcp.policy(.tcp(port: $0), defaults: ProbeSettings.tcpDefaults) }
         // The check `ready:` names; with another mode, an exec or tcp block given is liveness after readiness.

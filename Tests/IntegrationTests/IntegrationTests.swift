@@ -146,7 +146,7 @@ extension IntegrationTests {
                     """)
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
-            #expect(whisperd.waitFor("ryan: starting -> running", "HTTP /health answered") != nil)
+            #expect(whisperd.waitFor("ryan: starting -> running", "HTTP /health passed") != nil)
             let (code, body) = try #require(httpGet(port: port, path: "/health"))
             #expect(code == 200)
             #expect(body.contains(#""status":"healthy""#))
