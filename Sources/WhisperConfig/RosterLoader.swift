@@ -39,6 +39,8 @@ public struct LoadedRoster: Sendable {
     public var inactive: [String] = []
     /// Profile → the services (active or not) that name it.
     public var profileMembers: [String: [String]] = [:]
+    /// The active characters as written (before `replicas:` expands them): what `scale` takes.
+    public var characterEntries: Set<String> = []
 
     /// What `--check` prints for a valid roster: "3 characters, 1 job".
     public var summary: String {
@@ -63,6 +65,11 @@ public struct RosterLoader: Sendable {
         self.hostEnvironment = hostEnvironment
         self.profiles = profiles
     }
+
+    /// `whisperctl scale NAME N` at run time, over the roster's `replicas:`.
+    public var replicaOverrides: [String: Int] = [:]
+
+    public static let maxReplicas = 64
 
     /// Compose's profile names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
     public static func isValidProfile(_ name: String) -> Bool {
@@ -154,11 +161,26 @@ struct RosterDocument {
         var settings: RosterSettings
         var command: [String]?
         var port: Int?
+        /// `port: [8000, 8010]`: one port per replica.
+        var ports: [Int]?
         var portLine: Int?
         var after: [DependencyEntry] = []
         var profiles: [String] = []
         var workingDirectory: String?
         var jobRun: JobRunMode?
+        /// `replicas: N` as written.
+        var replicas: Int?
+        /// Set on the entries a replicated entry expands into: which instance of which character.
+        var replica: Replica?
+
+        struct Replica {
+            var base: String
+            var index: Int
+            var count: Int
+        }
+
+        /// The character this service is (its files, its bot name): the base name of a replica.
+        var characterName: String { replica?.base ?? name }
     }
 
     var version: Int?
@@ -214,7 +236,7 @@ struct RosterReader {
         "stop_grace", "limits", "health", "env_file", "env", "logs", "user", "group", "supplementary_groups", "sandbox",
         "oom_score_adj", "ulimits", "cpu_weight", "memory_low", "cpuset",
     ]
-    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir", "profiles"]
+    static let characterKeys = settingKeys + ["command", "port", "after", "working_dir", "profiles", "replicas"]
     static let jobKeys = settingKeys + ["command", "run", "after", "working_dir", "profiles"]
 
     /// The pairs of a mapping, with unknown and duplicate keys reported.
@@ -574,8 +596,14 @@ struct RosterReader {
                     entry.command = items.map(\.0)
                 }
             case "port":
-                entry.port = int(value, keyPath, 1...65535)
+                if case .sequence(let items) = value {
+                    entry.ports = items.enumerated().compactMap { index, item in int(item, "\(keyPath)[\(index)]", 1...65535) }
+                } else {
+                    entry.port = int(value, keyPath, 1...65535)
+                }
                 entry.portLine = value.mark?.line
+            case "replicas":
+                entry.replicas = int(value, keyPath, 0...RosterLoader.maxReplicas)
             case "after":
                 entry.after = dependencies(value, keyPath)
             case "profiles":

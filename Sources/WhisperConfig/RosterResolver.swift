@@ -45,7 +45,7 @@ struct RosterResolver {
         // whose profiles are all inactive is left out (Compose's rule), and said.
         let active = loader.profiles
         let isActive = { (entry: RosterDocument.Entry) in entry.profiles.isEmpty || !active.isDisjoint(with: entry.profiles) }
-        let entries = (document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }).filter(isActive)
+        let entries = expandReplicas((document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }).filter(isActive))
         inactive = document.entries.filter { !isActive($0) }
         for entry in entries {
             let path = "\(entry.isJob ? "jobs" : "characters").\(entry.name)"
@@ -89,8 +89,12 @@ struct RosterResolver {
                 environment.set(key, value, origin: "env")
             }
             let isBuiltInWorker = entry.command == nil && !entry.isJob
-            environment.set("WHISPERD_CHARACTER", entry.name, origin: "whisperd")
-            if !entry.isJob { environment.set("DISCORD_BOT_NAME", entry.name, origin: "whisperd") }
+            environment.set("WHISPERD_CHARACTER", entry.characterName, origin: "whisperd")
+            if !entry.isJob { environment.set("DISCORD_BOT_NAME", entry.characterName, origin: "whisperd") }
+            if let replica = entry.replica {
+                environment.set("REPLICA_INDEX", String(replica.index), origin: "whisperd")
+                environment.set("REPLICA_COUNT", String(replica.count), origin: "whisperd")
+            }
             environment.set("WHISPERD_CHARACTERS_DIR", charactersDirectory, origin: "whisperd")
             if let port = entry.port { environment.set("API_PORT", String(port), origin: "whisperd") }
             if let watchdog = settings.watchdog ?? nil {
@@ -98,7 +102,7 @@ struct RosterResolver {
             }
 
             if isBuiltInWorker {
-                let characterFile = "\(charactersDirectory)/\(entry.name)/character.md"
+                let characterFile = "\(charactersDirectory)/\(entry.characterName)/character.md"
                 if access(characterFile, R_OK) != 0 {
                     reader.problems.append(
                         RosterProblem(
@@ -106,12 +110,13 @@ struct RosterResolver {
                             message: "built-in worker needs \(characterFile) (missing or unreadable); or give `command:`"))
                 }
             }
-            var arguments = entry.command ?? [loader.selfExecutable, "worker", entry.name]
+            var arguments = entry.command ?? [loader.selfExecutable, "worker", entry.characterName]
             if arguments.first == "whisperd" { arguments[0] = loader.selfExecutable }
 
             if let port = entry.port { ports[port, default: []].append((entry.name, path, entry.portLine)) }
             for (key, value) in environment.values where Secrets.isIdentitySecret(key) && !value.isEmpty {
-                identitySecrets[value, default: []].append((entry.name, key))
+                // Replicas of one character share its bot account on purpose (gateway shards).
+                identitySecrets[value, default: []].append((entry.characterName, key))
             }
 
             guard let name = ServiceName(entry.name) else { continue }
@@ -152,13 +157,69 @@ struct RosterResolver {
         }
         checkDependencies(specs)
         guard reader.problems.isEmpty else { return nil }
-        return LoadedRoster(
+        let inactiveNames = Set(inactive.map(\.name))
+        var loaded = LoadedRoster(
             roster: Roster(services: specs), path: absolute(reader.file, from: baseDirectory),
             charactersDirectory: charactersDirectory, environmentOrigins: origins, warnings: warnings,
-            inactive: inactive.map(\.name),
-            profileMembers: document.entries.reduce(into: [:]) { members, entry in
-                for profile in entry.profiles { members[profile, default: []].append(entry.name) }
-            })
+            inactive: inactive.map(\.name))
+        loaded.profileMembers = document.entries.reduce(into: [:]) { members, entry in
+            for profile in entry.profiles { members[profile, default: []].append(entry.name) }
+        }
+        loaded.characterEntries = Set(document.entries.filter { !$0.isJob && !inactiveNames.contains($0.name) }.map(\.name))
+        return loaded
+    }
+
+    /// `replicas: N` → `NAME-0 … NAME-(N-1)`, each with its port (`port:` + i, or the i-th of a
+    /// list); an `after:` naming the character waits for every instance. 0 replicas: none.
+    private mutating func expandReplicas(_ entries: [RosterDocument.Entry]) -> [RosterDocument.Entry] {
+        var instances: [String: [String]] = [:]
+        var counts: [String: Int] = [:]
+        for entry in entries where !entry.isJob {
+            guard let count = loader.replicaOverrides[entry.name] ?? entry.replicas else { continue }
+            counts[entry.name] = count
+            instances[entry.name] = (0..<count).map { "\(entry.name)-\($0)" }
+        }
+        var expanded: [RosterDocument.Entry] = []
+        for var entry in entries {
+            entry.after = entry.after.flatMap { dependency -> [DependencyEntry] in
+                guard let names = instances[dependency.name] else { return [dependency] }
+                return names.map { name in
+                    var instance = dependency
+                    instance.name = name
+                    return instance
+                }
+            }
+            let path = "characters.\(entry.name)"
+            if entry.isJob, entry.ports != nil {
+                reader.report(line: entry.portLine, "jobs.\(entry.name).port", "a list of ports is for a character with replicas")
+            }
+            guard let count = counts[entry.name] else {
+                if entry.ports != nil, !entry.isJob {
+                    reader.report(line: entry.portLine, "\(path).port", "a list of ports needs `replicas:` (one port each)")
+                }
+                expanded.append(entry)
+                continue
+            }
+            if let ports = entry.ports, ports.count != count {
+                reader.report(line: entry.portLine, "\(path).port", "\(ports.count) ports for \(count) replicas: give one each (or one base port)")
+            }
+            if let base = entry.port, base + count - 1 > 65535 {
+                reader.report(line: entry.portLine, "\(path).port", "ports \(base)…\(base + count - 1) go past 65535")
+            }
+            if !ServiceName.isValid("\(entry.name)-\(count - 1)") {
+                reader.report(line: entry.line, path, "`\(entry.name)-\(count - 1)` is too long for a name: shorten `\(entry.name)`")
+            }
+            for index in 0..<count {
+                var instance = entry
+                instance.name = "\(entry.name)-\(index)"
+                instance.replica = .init(base: entry.name, index: index, count: count)
+                instance.port = entry.ports.map { index < $0.count ? $0[index] : nil } ?? entry.port.map { $0 + index }
+                instance.ports = nil
+                if let port = instance.port, port > 65535 { instance.port = nil }
+                expanded.append(instance)
+            }
+        }
+        return expanded
     }
 
     /// Names whose `<state>/<name>/` or `<runtime>/<name>/` would be whisperd's own directory.

@@ -71,6 +71,13 @@ extension Daemon {
             log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")
             return reloadResponse(dryRun: dryRun)
         }
+        if parts.count == 4, parts[0] == "v1", parts[1] == "scale" {
+            guard let count = Int(parts[3]), (0...RosterLoader.maxReplicas).contains(count) else {
+                return jsonResponse(400, ["error": "replicas must be a number in 0...\(RosterLoader.maxReplicas)"])
+            }
+            log.log(.info, "control", "\(peer): scale \(parts[2]) \(count)")
+            return scale(parts[2], to: count)
+        }
         if parts.count == 4, parts[0] == "v1", parts[1] == "profiles" {
             guard parts[3] == "start" || parts[3] == "stop" else {
                 return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop)"])
@@ -128,6 +135,28 @@ extension Daemon {
                     "applied": true, "plan": plan, "profiles": loader.profiles.sorted(),
                     "services": loaded.profileMembers[profile] ?? [],
                 ])
+        }
+    }
+
+    /// `whisperctl scale NAME N`: the roster again with NAME at N replicas (`NAME-0` …), applied
+    /// like a reload and remembered in the state directory.
+    private func scale(_ name: String, to count: Int) -> HTTPServer.Response {
+        guard loaded.characterEntries.contains(name) else {
+            return jsonResponse(404, ["error": "no character named \(name.prefix(64)) in the roster (scale takes the name as written)"])
+        }
+        guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        let previous = loader.replicaOverrides[name]
+        loader.replicaOverrides[name] = count
+        switch reload(dryRun: false) {
+        case .rejected(let problems):
+            loader.replicaOverrides[name] = previous
+            return jsonResponse(422, ["applied": false, "problems": problems])
+        case .planned(let plan):
+            do { try stateStore.setReplicas(name, count) } catch {
+                log.log(.error, "whisperd", "cannot remember the scale of \(name): \(error)")
+            }
+            return jsonResponse(
+                200, ["applied": true, "plan": plan, "services": (0..<count).map { "\(name)-\($0)" }])
         }
     }
 

@@ -130,6 +130,7 @@ public final class Daemon {
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
+        self.loader.replicaOverrides = configuration.replicaOverrides
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         // The loop thread runs a little above the characters (when allowed), so a burst of
         // children starting on both cores does not keep it waiting for a CPU between spawns;

@@ -93,7 +93,9 @@ final class Tenants {
         }
         let plan = SandboxPlan(
             sandbox: sandbox, port: spec.port, executable: executable, libraryPaths: libraryDirectories,
-            ownDirectories: writePaths, characterDirectory: "\(charactersDirectory)/\(name.rawValue)")
+            ownDirectories: writePaths,
+            // A replica (`elena-1`) reads the files of the character it is (`elena`).
+            characterDirectory: "\(charactersDirectory)/\(spec.launch.environment["WHISPERD_CHARACTER"] ?? name.rawValue)")
         var rulesetFD: Int32 = -1
         if LandlockRuleset.abi >= 1 {
             if let cached = rulesets[name], cached.plan == plan {

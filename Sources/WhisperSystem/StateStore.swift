@@ -16,6 +16,7 @@ public struct StateStore: Sendable {
     private var jobsPath: String { directory + "/jobs.json" }
     private var dynamicIDsPath: String { directory + "/dynamic-users.json" }
     private var profilesPath: String { directory + "/profiles.json" }
+    private var scalePath: String { directory + "/scale.json" }
 
     /// Names whose intent is `down`.
     public func stoppedServices() -> Set<String> {
@@ -58,6 +59,17 @@ public struct StateStore: Sendable {
         var object = (readJSON(profilesPath) as? [String: String]) ?? [:]
         object[name] = active ? "on" : "off"
         try writeJSON(object, to: profilesPath)
+    }
+
+    /// `whisperctl scale NAME N`: character → replicas, over the roster's `replicas:`.
+    public func replicaOverrides() -> [String: Int] {
+        ((readJSON(scalePath) as? [String: String]) ?? [:]).compactMapValues { Int($0) }
+    }
+
+    public func setReplicas(_ name: String, _ count: Int) throws {
+        var object = (readJSON(scalePath) as? [String: String]) ?? [:]
+        object[name] = String(count)
+        try writeJSON(object, to: scalePath)
     }
 
     /// `--profile` flags with the run-time switches applied.

@@ -27,7 +27,7 @@ struct Whisperctl: ParsableCommand {
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Logs.self, Reload.self, Why.self, Env.self, Check.self]
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Scale.self, Logs.self, Reload.self, Why.self, Env.self, Check.self]
     )
 
     static func main() {
@@ -159,6 +159,32 @@ extension Whisperctl {
         @OptionGroup var connection: Connection
         @OptionGroup var target: Target
         func run() throws { try Operation.run("start", target, connection.client) }
+    }
+
+    struct Scale: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run N instances of a character (NAME-0 … NAME-(N-1)), live; remembered across whisperd restarts.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the new instances to be ready.")
+        var timeout: Double = 60
+        @Argument(help: "The character, as the roster names it.")
+        var name: String
+        @Argument(help: "How many instances (0 stops them all).")
+        var replicas: Int
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/scale/\(name)/\(replicas)")
+            guard response.status == 200 else {
+                let problems = (response.object["problems"] as? [String]).map { ":\n  " + $0.joined(separator: "\n  ") }
+                throw OperationFailed(description: "scale \(name): " + (problems ?? (response.object["error"] as? String ?? response.text)))
+            }
+            for line in response.object["plan"] as? [String] ?? [] { print(line) }
+            var target = try Target.parse(["--timeout", String(timeout)] + ["--all"])
+            target.all = false
+            let instances = response.object["services"] as? [String] ?? []
+            try Operation.wait("start", instances, before: [:], target, client)
+        }
     }
 
     struct Stop: ParsableCommand {

@@ -138,12 +138,17 @@ struct Whisperd: ParsableCommand {
             cgroupBase: cgroup.map(Paths.normalize), controlGroup: controlGroup,
             journal: journal ?? (Journal.isServiceEnvironment(environment) && Journal.isRunning))
         // Profiles switched with whisperctl while a previous whisperd ran are kept.
-        let active = ((try? StateStore(directory: configuration.stateDirectory))?.activeProfiles(flags: profiles)) ?? profiles
+        let store = try? StateStore(directory: configuration.stateDirectory)
+        let active = store?.activeProfiles(flags: profiles) ?? profiles
+        let scaled = store?.replicaOverrides() ?? [:]
         configuration.profiles = active
-        if active != profiles {
-            switch RosterLoader(selfExecutable: selfPath, hostEnvironment: environment, profiles: active).load(path: roster) {
+        configuration.replicaOverrides = scaled
+        if active != profiles || !scaled.isEmpty {
+            var runtimeLoader = RosterLoader(selfExecutable: selfPath, hostEnvironment: environment, profiles: active)
+            runtimeLoader.replicaOverrides = scaled
+            switch runtimeLoader.load(path: roster) {
             case .failure(let error):
-                FileHandle.standardError.write(Data("whisperd: \(roster) with the profiles switched at run time (\(active.sorted().joined(separator: ", "))): \(error)\n".utf8))
+                FileHandle.standardError.write(Data("whisperd: \(roster) with what was switched and scaled at run time (\(active.sorted().joined(separator: ", "))): \(error)\n".utf8))
                 throw ExitCode(1)
             case .success(let result):
                 loaded = result

@@ -270,6 +270,41 @@ extension IntegrationTests {
             #expect(scratch.read("state/profiles.json")?.contains("\"bots\" : \"off\"") == true)
         }
 
+        @Test func replicas_runAsInstances_scaleLive_andTheScaleIsRemembered() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      gateway:
+                        command: [sh, -c, 'echo "instance $REPLICA_INDEX of $REPLICA_COUNT on $API_PORT"; exec sleep 300']
+                        replicas: 3
+                        port: 18100
+                    """)
+            do {
+                let whisperd = try WhisperdProcess(scratch: scratch)
+                for index in 0..<3 { #expect(whisperd.waitFor("gateway-\(index): starting -> running") != nil) }
+                #expect(eventually { scratch.read("logs/gateway-2.log")?.contains("instance 2 of 3 on 18102") == true })
+                let kept = try #require(whisperd.character("gateway-0")?["pid"] as? Int)
+                let scale = try whisperd.ctl("scale", "gateway", "1")
+                #expect(scale.code == 0, "\(scale.stderr)")
+                #expect(eventually { whisperd.character("gateway-2") == nil && whisperd.character("gateway-1") == nil })
+                // The one left is a different definition now (REPLICA_COUNT 1): restarted once, by design.
+                #expect(whisperd.character("gateway-0")?["ready"] as? Bool == true)
+                #expect(whisperd.character("gateway-0")?["pid"] as? Int != kept)
+                let unknown = try whisperd.ctl("scale", "ghost", "2")
+                #expect(unknown.code != 0 && unknown.stderr.contains("no character named ghost"))
+                whisperd.terminate()
+            }
+            let again = try WhisperdProcess(scratch: scratch)
+            defer { again.terminate() }
+            #expect(again.waitFor("gateway-0: starting -> running") != nil)
+            #expect(again.character("gateway-1") == nil, "the scale made at run time is kept")
+            let up = try again.ctl("scale", "gateway", "2")
+            #expect(up.code == 0, "\(up.stderr)")
+            #expect(again.character("gateway-1")?["ready"] as? Bool == true, "scale returns once the new instances are ready")
+        }
+
         @Test func profileFlag_selectsServicesAtStart_andCheckSaysWhatIsLeftOut() throws {
             let scratch = Scratch()
             scratch.write(

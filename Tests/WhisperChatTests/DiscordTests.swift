@@ -202,6 +202,44 @@ import WhisperChat
         return .object(fields)
     }
 
+    @Test func aShard_answersOnlyItsGuilds_andDirectMessagesOnShardZero() {
+        // Guild 1 << 22 is on shard 1 of 3; guild 5 << 22 on shard 2.
+        var first = Self.settings
+        first.shard = GatewayShard(index: 1, count: 3)
+        var zero = Self.settings
+        zero.shard = GatewayShard(index: 0, count: 3)
+        let mine = message(content: "<@900> hi", guild: String(UInt64(1) << 22), mentions: ["900"])
+        let other = message(content: "<@900> hi", guild: String(UInt64(5) << 22), mentions: ["900"])
+        let direct = message(author: "42", content: "hi", guild: nil)
+        #expect(DiscordMessagePolicy.decide(mine, botUserID: Self.bot, settings: first) != .ignore("another shard's"))
+        #expect(DiscordMessagePolicy.decide(other, botUserID: Self.bot, settings: first) == .ignore("another shard's"))
+        #expect(DiscordMessagePolicy.decide(direct, botUserID: Self.bot, settings: first) == .ignore("another shard's"))
+        #expect(DiscordMessagePolicy.decide(direct, botUserID: Self.bot, settings: zero) != .ignore("another shard's"))
+    }
+
+    @Test func replicaVariables_makeAShard_andBadOnesAreNamed() throws {
+        let base = ["DISCORD_TOKEN": "abc"]
+        guard case .success(let sharded)? = DiscordSettings.from(base.merging(["REPLICA_INDEX": "2", "REPLICA_COUNT": "4"]) { $1 }) else {
+            Issue.record("not accepted")
+            return
+        }
+        #expect(sharded.shard == GatewayShard(index: 2, count: 4))
+        guard case .success(let single)? = DiscordSettings.from(base.merging(["REPLICA_INDEX": "0", "REPLICA_COUNT": "1"]) { $1 }) else {
+            Issue.record("not accepted")
+            return
+        }
+        #expect(single.shard == nil, "one instance is no sharding")
+        guard case .failure(let error)? = DiscordSettings.from(base.merging(["REPLICA_INDEX": "4", "REPLICA_COUNT": "4"]) { $1 }) else {
+            Issue.record("accepted an index past the count")
+            return
+        }
+        #expect(error.description.contains("is not a shard"))
+        let identify = GatewayCommand.identify(token: "abc", intents: 513, shard: GatewayShard(index: 2, count: 4))
+        let json = try JSONValue.parse(Array(identify.jsonText.utf8))
+        #expect(json["d"]["shard"] == .array([.int(2), .int(4)]))
+        #expect("\(identify)" == "identify(intents: 513, shard: [2, 4])")
+    }
+
     private func decide(_ message: JSONValue) -> DiscordMessagePolicy.Decision {
         DiscordMessagePolicy.decide(message, botUserID: Self.bot, settings: Self.settings)
     }

@@ -368,6 +368,55 @@ import WhisperCore
         }
     }
 
+    @Test func replicas_expandIntoNamedInstances_withPortsAndIndex_andDependentsWaitForAll() throws {
+        let yaml = """
+            characters:
+              gateway: {command: [sleep, '1'], replicas: 3, port: 8100, env: {DISCORD_TOKEN: same}}
+              shard: {command: [sleep, '1'], replicas: 2, port: [9001, 9005]}
+              web: {command: [sleep, '1'], after: {gateway: started}}
+            """
+        var loaded = try load(yaml).get()
+        #expect(loaded.roster.names.map(\.rawValue) == ["gateway-0", "gateway-1", "gateway-2", "shard-0", "shard-1", "web"])
+        let second = try #require(loaded.roster[ServiceName("gateway-1")!])
+        #expect(second.port == 8101)
+        #expect(second.launch.environment["REPLICA_INDEX"] == "1")
+        #expect(second.launch.environment["REPLICA_COUNT"] == "3")
+        #expect(second.launch.environment["API_PORT"] == "8101")
+        #expect(second.launch.environment["DISCORD_BOT_NAME"] == "gateway", "the same bot: one token, shards")
+        #expect(loaded.roster[ServiceName("shard-1")!]?.port == 9005)
+        #expect(loaded.roster[ServiceName("web")!]?.dependencies.map(\.name.rawValue) == ["gateway-0", "gateway-1", "gateway-2"])
+        #expect(loaded.roster[ServiceName("web")!]?.dependencies.allSatisfy { $0.condition == .started } == true)
+        #expect(loaded.characterEntries == ["gateway", "shard", "web"])
+        // `whisperctl scale` overrides the roster's count (0: none).
+        var scaled = loader
+        scaled.replicaOverrides = ["gateway": 1, "web": 2, "shard": 0]
+        loaded = try scaled.load(path: directory.write("etc/roster.yaml", yaml.replacingOccurrences(of: "port: [9001, 9005]", with: "port: 9001"))).get()
+        #expect(loaded.roster.names.map(\.rawValue) == ["gateway-0", "web-0", "web-1"])
+    }
+
+    @Test func replicas_badShapesAreNamed() {
+        let yaml = """
+            characters:
+              a: {command: [sleep, '1'], replicas: 2, port: [9001]}
+              b: {command: [sleep, '1'], port: [9001, 9002]}
+              c: {command: [sleep, '1'], replicas: 3, port: 65534}
+              d: {command: [sleep, '1'], replicas: 65}
+              e: {command: [sleep, '1'], replicas: 2, port: 9100}
+              f: {command: [sleep, '1'], port: 9101}
+            """
+        guard case .failure(let error) = load(yaml) else {
+            Issue.record("accepted")
+            return
+        }
+        let text = error.problems.map(\.description).joined(separator: "\n")
+        for expected in [
+            "1 ports for 2 replicas", "a list of ports needs `replicas:`", "ports 65534…65536 go past 65535",
+            "characters.d.replicas", "port 9101 is used by e-1, f",
+        ] {
+            #expect(text.contains(expected), "no problem saying \(expected): \(text)")
+        }
+    }
+
     @Test func profiles_selectServicesAsComposeDoes() throws {
         let yaml = """
             jobs:

@@ -13,6 +13,9 @@ public struct DiscordSettings: Sendable, Equatable {
     public var directMessageAllowed: Set<String>
     /// `BLOCKED_USER_IDS`: never answered.
     public var blockedUsers: Set<String>
+    /// One gateway shard of several (`REPLICA_INDEX` / `REPLICA_COUNT`, set by whisperd for
+    /// `replicas:`): identify says so, and only its guilds are answered.
+    public var shard: GatewayShard?
 
     public init(
         token: String, apiBase: String, gatewayURL: String?, intents: Int, blockDirectMessages: Bool,
@@ -69,11 +72,38 @@ public struct DiscordSettings: Sendable, Equatable {
             let allowedSchemes = key == "DISCORD_API_BASE" ? ["http", "https"] : ["ws", "wss"]
             if !allowedSchemes.contains(scheme) { problems.append("\(key)=\(url) is not a \(allowedSchemes.joined(separator: "/")) URL") }
         }
+        var shard: GatewayShard?
+        if let index = value("REPLICA_INDEX"), let count = value("REPLICA_COUNT") {
+            if let index = Int(index), let count = Int(count), count >= 1, (0..<count).contains(index) {
+                shard = count > 1 ? GatewayShard(index: index, count: count) : nil
+            } else {
+                problems.append("REPLICA_INDEX=\(index) REPLICA_COUNT=\(count) is not a shard (0 <= index < count)")
+            }
+        }
         if !problems.isEmpty { return .failure(DiscordSettingsError(problems: problems)) }
-        return .success(
-            DiscordSettings(
-                token: token, apiBase: apiBase, gatewayURL: value("DISCORD_GATEWAY_URL"), intents: intents,
-                blockDirectMessages: blockDMs, directMessageAllowed: allowed, blockedUsers: blocked))
+        var settings = DiscordSettings(
+            token: token, apiBase: apiBase, gatewayURL: value("DISCORD_GATEWAY_URL"), intents: intents,
+            blockDirectMessages: blockDMs, directMessageAllowed: allowed, blockedUsers: blocked)
+        settings.shard = shard
+        return .success(settings)
+    }
+}
+
+/// Discord's sharding: a guild belongs to shard `(guild_id >> 22) % count`; direct messages
+/// come to shard 0 only.
+public struct GatewayShard: Sendable, Equatable {
+    public var index: Int
+    public var count: Int
+
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+
+    public func owns(guildID: String?) -> Bool {
+        guard let guildID else { return index == 0 }
+        guard let id = UInt64(guildID) else { return false }
+        return Int((id >> 22) % UInt64(count)) == index
     }
 }
 
@@ -112,6 +142,7 @@ public enum DiscordMessagePolicy {
         if settings.blockedUsers.contains(authorID) { return .ignore("blocked user") }
         let content = message["content"].stringValue ?? ""
         let guildID = message["guild_id"].stringValue
+        if let shard = settings.shard, !shard.owns(guildID: guildID) { return .ignore("another shard's") }
         let isDirect = guildID == nil
         if isDirect {
             if settings.blockDirectMessages, !settings.directMessageAllowed.contains(authorID) {

@@ -48,7 +48,7 @@ public enum GatewayEvent: Sendable, Equatable {
 /// What the bot sends. Its description never shows the token.
 public enum GatewayCommand: Sendable, Equatable, CustomStringConvertible {
     /// op 2
-    case identify(token: String, intents: Int)
+    case identify(token: String, intents: Int, shard: GatewayShard? = nil)
     /// op 6
     case resume(token: String, sessionID: String, sequence: Int)
     /// op 1, with the last sequence number seen (null before any).
@@ -56,12 +56,11 @@ public enum GatewayCommand: Sendable, Equatable, CustomStringConvertible {
 
     public var jsonText: String {
         switch self {
-        case .identify(let token, let intents):
+        case .identify(let token, let intents, let shard):
             let properties: JSONValue = .object(["os": .string("linux"), "browser": .string("whisperd"), "device": .string("whisperd")])
-            return JSONValue.object([
-                "op": .int(2),
-                "d": .object(["token": .string(token), "intents": .int(Int64(intents)), "properties": properties]),
-            ]).jsonText
+            var payload: [String: JSONValue] = ["token": .string(token), "intents": .int(Int64(intents)), "properties": properties]
+            if let shard { payload["shard"] = .array([.int(Int64(shard.index)), .int(Int64(shard.count))]) }
+            return JSONValue.object(["op": .int(2), "d": .object(payload)]).jsonText
         case .resume(let token, let sessionID, let sequence):
             return JSONValue.object([
                 "op": .int(6),
@@ -74,7 +73,8 @@ public enum GatewayCommand: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .identify(_, let intents): "identify(intents: \(intents))"
+        case .identify(_, let intents, let shard):
+            "identify(intents: \(intents)\(shard.map { ", shard: [\($0.index), \($0.count)]" } ?? ""))"
         case .resume(_, let sessionID, let sequence): "resume(session: \(sessionID), seq: \(sequence))"
         case .heartbeat(let sequence): "heartbeat(\(sequence.map(String.init) ?? "null"))"
         }

@@ -74,6 +74,7 @@ public struct GatewaySession: Sendable {
 
     let token: String
     let intents: Int
+    let shard: GatewayShard?
     var gatewayURL: String
     var random: SplitMix64
     /// Set when this side closed to resume at once (op 7, a zombie connection).
@@ -81,7 +82,10 @@ public struct GatewaySession: Sendable {
     public let backoffBase: Double
     public let backoffCap: Double
 
-    public init(token: String, intents: Int, seed: UInt64, backoffBase: Double = 1, backoffCap: Double = 60) {
+    public init(
+        token: String, intents: Int, shard: GatewayShard? = nil, seed: UInt64, backoffBase: Double = 1, backoffCap: Double = 60
+    ) {
+        self.shard = shard
         self.token = token
         self.intents = intents
         self.gatewayURL = ""
@@ -131,7 +135,7 @@ public struct GatewaySession: Sendable {
                 return [.send(.resume(token: token, sessionID: sessionID, sequence: sequence)), .facet(.degraded("resuming"))]
             }
             phase = .handshaking(resuming: false)
-            return [.send(.identify(token: token, intents: intents))]
+            return [.send(.identify(token: token, intents: intents, shard: shard))]
         case .heartbeatAck:
             awaitingAck = false
             return []
@@ -174,7 +178,7 @@ public struct GatewaySession: Sendable {
         var actions: [Action] = []
         if let due = identifyDue, now >= due {
             identifyDue = nil
-            if case .handshaking = phase { actions.append(.send(.identify(token: token, intents: intents))) }
+            if case .handshaking = phase { actions.append(.send(.identify(token: token, intents: intents, shard: shard))) }
         }
         if let due = nextHeartbeat, now >= due, let interval = heartbeatInterval {
             if awaitingAck {

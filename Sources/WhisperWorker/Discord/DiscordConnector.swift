@@ -44,7 +44,8 @@ final class DiscordConnector: Sendable {
         self.rest = DiscordREST(settings: settings, pool: pool)
         self.reportFacet = reportFacet
         self.log = log
-        self.session = Locked(GatewaySession(token: settings.token, intents: settings.intents, seed: UInt64.random(in: 0...UInt64.max)))
+        self.session = Locked(GatewaySession(
+                token: settings.token, intents: settings.intents, shard: settings.shard, seed: UInt64.random(in: 0...UInt64.max)))
     }
 
     private func now() -> Double { DiscordREST.now() }
