@@ -14,6 +14,8 @@ struct ComposeNode {
     var kind: Kind
     var file: String
     var line: Int?
+    /// A plain `key:`, `~` or `null` (not `""`, which is an empty string).
+    var isNull = false
 
     var scalar: String? {
         if case .scalar(let text) = kind { return text }
@@ -32,12 +34,6 @@ struct ComposeNode {
 
     subscript(key: String) -> ComposeNode? {
         entries?.first { $0.key == key }?.value
-    }
-
-    /// YAML's null (`key:` with nothing, `~`, `null`).
-    var isNull: Bool {
-        guard let text = scalar else { return false }
-        return ["", "~", "null", "Null", "NULL"].contains(text)
     }
 
     var kindName: String {
@@ -89,7 +85,8 @@ enum ComposeReader {
         let line = node.mark?.line
         switch node {
         case .scalar(let scalar):
-            return ComposeNode(kind: .scalar(scalar.string), file: file, line: line)
+            let isNull = scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+            return ComposeNode(kind: .scalar(scalar.string), file: file, line: line, isNull: isNull)
         case .alias:
             throw ComposeFailure(file: file, line: line, message: "an unresolved alias")
         case .sequence(let sequence):

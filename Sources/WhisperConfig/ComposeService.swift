@@ -20,6 +20,8 @@ struct ComposeServiceTranslation {
     var unmappable: String?
     var findings: [ComposeFinding] = []
     var isBuiltInWorker = false
+    /// A `healthcheck:` became a probe.
+    var hasProbe = false
     var characterName: String?
 
     init(name: String, node: ComposeNode, line: Int?, isJob: Bool) {
@@ -172,6 +174,8 @@ struct ComposeServiceTranslation {
                 } else { note(key, value, .notMappable("\(value.kindName) is not a signal name")) }
             case "stop_grace_period": readDuration(value, key: key, to: "stop_grace")
             case "logging": readLogging(value)
+            case "profiles" where !options.profiles.isEmpty:
+                note(key, value, .ignored("chosen by --profile: imported to run always"))
             case "profiles":
                 let profiles = value.items?.compactMap(\.scalar) ?? []
                 if profiles.allSatisfy(RosterLoader.isValidProfile), !profiles.isEmpty {
@@ -188,7 +192,7 @@ struct ComposeServiceTranslation {
         }
         readEnvironmentKeys(environmentValues)
         readDependsOn()
-        if !isJob, !isBuiltInWorker, node["healthcheck"].map(Self.isDisabled) ?? true {
+        if !isJob, !isBuiltInWorker, !hasProbe {
             set("health", "ready", .scalar("started"))
             if node["healthcheck"] == nil {
                 note("", line: line, .mapped("health.ready: started: no health check (Compose counts a started container as up)"))
@@ -430,6 +434,7 @@ struct ComposeServiceTranslation {
                 note("healthcheck.retries", retries, .notMappable("expected 1…100"))
             }
         }
+        hasProbe = true
         if !isBuiltInWorker { set("health", "ready", .scalar("exec")) }
         set("health", "exec", .map(exec))
         note("healthcheck", value, .mapped(isBuiltInWorker
