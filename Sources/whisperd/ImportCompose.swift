@@ -46,6 +46,26 @@ extension Whisperd.Import {
                 valueName: "IMAGE"))
         var workerImage: String?
 
+        /// ArgumentParser lets the root command take its options from anywhere on the line, and
+        /// `whisperd --profile` is the root's: `whisperd import compose F --profile P` fills the
+        /// root's, not this one's. So the values after `compose` are read here too.
+        static func profilesTakenByTheRoot(_ arguments: [String]) -> [String] {
+            guard let start = arguments.firstIndex(of: "compose") else { return [] }
+            var values: [String] = []
+            var index = start + 1
+            while index < arguments.count, arguments[index] != "--" {
+                let argument = arguments[index]
+                if argument == "--profile", index + 1 < arguments.count {
+                    values.append(arguments[index + 1])
+                    index += 1
+                } else if argument.hasPrefix("--profile=") {
+                    values.append(String(argument.dropFirst("--profile=".count)))
+                }
+                index += 1
+            }
+            return values
+        }
+
         func fail(_ message: String) -> ExitCode {
             FileHandle.standardError.write(Data("whisperd import compose: \(message)\n".utf8))
             return ExitCode(1)
@@ -64,7 +84,7 @@ extension Whisperd.Import {
         func run() throws {
             let directory = FileManager.default.currentDirectoryPath
             var profiles: Set<String> = []
-            for name in profile.flatMap({ $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }) {
+            for name in (profile + Self.profilesTakenByTheRoot(CommandLine.arguments)).flatMap({ $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }) {
                 guard RosterLoader.isValidProfile(name) else { throw fail("--profile: `\(name.prefix(40))` is not a profile name") }
                 profiles.insert(name)
             }
