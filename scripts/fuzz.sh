@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes whisperd's parsers of untrusted input with libFuzzer (and the address sanitizer):
 # roster + pre-flight, dotenv, sd_notify datagrams, the control/status HTTP request parser,
-# the worker's chat request bodies, Discord gateway payloads.
+# the worker's chat request bodies, Discord gateway payloads, Compose files (`import compose`).
 #
 #   scripts/fuzz.sh [--seconds N] [TARGET…]     default: 60 s each, every target
 #
@@ -21,7 +21,7 @@ while (($#)); do
     *) targets+=("$1"); shift ;;
   esac
 done
-((${#targets[@]})) || targets=(roster dotenv notify http-request chat-request gateway)
+((${#targets[@]})) || targets=(roster dotenv notify http-request chat-request gateway compose)
 
 echo "building the fuzzer (address sanitizer, libFuzzer's coverage) ..." >&2
 # Not -sanitize=fuzzer: that links libFuzzer's own main, and an executable target has one

@@ -22,6 +22,19 @@ let targets: [String: ([UInt8]) -> Void] = [
         case .failure(let error): precondition(!error.problems.isEmpty, "a rejected roster names its problems")
         }
     },
+    // `whisperd import compose`: the Compose reader (anchors, merge keys, interpolation,
+    // extends) and the translation; what it writes must be YAML the roster loader reads with
+    // no unknown key.
+    "compose": { bytes in
+        let source = ComposeSource(path: "/nonexistent/whisperd-fuzz/compose.yaml", text: String(decoding: bytes, as: UTF8.self))
+        let options = ComposeImportOptions(workerImage: "whisperengine/bot")
+        guard case .success(let result) = ComposeImport.translate([source], environment: ["SET": "value", "EMPTY": ""], options: options) else { return }
+        if case .failure(let error) = loader.parse(result.roster, path: "/nonexistent/whisperd-fuzz/roster.yaml") {
+            for problem in error.problems {
+                precondition(!problem.message.hasPrefix("not valid YAML") && !problem.message.hasPrefix("unknown key"), "the roster written is unreadable: \(problem)\n\(result.roster)")
+            }
+        }
+    },
     "dotenv": { bytes in
         if case .success(let entries) = Dotenv.parse(String(decoding: bytes, as: UTF8.self)) {
             for entry in entries { precondition(!entry.key.isEmpty && !entry.key.contains("="), "bad key \(entry.key)") }

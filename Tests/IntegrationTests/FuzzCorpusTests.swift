@@ -6,7 +6,7 @@ import Testing
 /// not only in `scripts/fuzz.sh`.
 extension IntegrationTests {
     @Suite struct FuzzCorpusSection {
-        @Test(arguments: ["roster", "dotenv", "notify", "http-request", "chat-request", "gateway"])
+        @Test(arguments: ["roster", "dotenv", "notify", "http-request", "chat-request", "gateway", "compose"])
         func committedInputs_replayWithoutFailure(target: String) throws {
             let fuzzer = (whisperdBinary() as NSString).deletingLastPathComponent + "/whisperd-fuzz"
             let corpus = repositoryRoot() + "/fuzz/corpus/" + target
