@@ -172,7 +172,10 @@ struct ComposeTranslator {
         var leftOut: [String: String] = [:]
         for service in serviceEntries {
             let path = "services.\(service.key)"
-            if service.key.hasPrefix("x-") { continue }
+            if service.key.hasPrefix("x-") {
+                note(service.value, line: service.line, path, .ignored("extension field (x-)"))
+                continue
+            }
             guard service.value.entries != nil else {
                 throw ComposeFailure(file: service.value.file, line: service.line, message: "\(path): expected a mapping, found \(service.value.kindName)")
             }

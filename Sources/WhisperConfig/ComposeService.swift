@@ -135,11 +135,7 @@ struct ComposeServiceTranslation {
             case "healthcheck": readHealthcheck(value)
             case "restart": readRestart(value)
             case "deploy": readDeploy(value)
-            case "scale":
-                if let count = Int(value.scalar ?? ""), count >= 0 {
-                    set("replicas", .scalar(String(count)))
-                    note(key, value, .mapped("replicas: \(count)"))
-                } else { note(key, value, .notMappable("expected a whole number, found \(value.kindName)")) }
+            case "scale": readReplicas(value, key: key)
             case "cpus": readCPUs(value, key: key)
             case "mem_limit": readSize(value, key: key, outer: "limits", inner: "memory")
             case "mem_reservation": readSize(value, key: key, outer: nil, inner: "memory_low")
@@ -495,11 +491,7 @@ struct ComposeServiceTranslation {
         for entry in value.entries ?? [] {
             let key = "deploy.\(entry.key)"
             switch entry.key {
-            case "replicas":
-                if let count = Int(entry.value.scalar ?? ""), count >= 0 {
-                    set("replicas", .scalar(String(count)))
-                    note(key, entry.value, .mapped("replicas: \(count) (NAME-0 … NAME-\(max(count, 1) - 1))"))
-                } else { note(key, entry.value, .notMappable("expected a whole number")) }
+            case "replicas": readReplicas(entry.value, key: key)
             case "resources":
                 for group in entry.value.entries ?? [] {
                     for resource in group.value.entries ?? [] {
@@ -532,6 +524,15 @@ struct ComposeServiceTranslation {
         }
     }
 
+    mutating func readReplicas(_ value: ComposeNode, key: String) {
+        guard let count = Int(value.scalar ?? ""), (0...RosterLoader.maxReplicas).contains(count) else {
+            note(key, value, .notMappable("\(value.kindName): replicas are 0…\(RosterLoader.maxReplicas)"))
+            return
+        }
+        set("replicas", .scalar(String(count)))
+        note(key, value, .mapped("replicas: \(count)" + (count > 0 ? " (NAME-0 … NAME-\(count - 1))" : "")))
+    }
+
     mutating func readUlimits(_ value: ComposeNode) {
         var limits: [(String, RosterValue)] = []
         for entry in value.entries ?? [] {
@@ -541,7 +542,10 @@ struct ComposeServiceTranslation {
             }
             // Docker writes -1 for no limit.
             func bound(_ text: String) -> RosterValue { .scalar(text == "-1" ? "unlimited" : text) }
-            if let text = entry.value.scalar {
+            let bounds = [entry.value.scalar, entry.value["soft"]?.scalar, entry.value["hard"]?.scalar].compactMap { $0 }
+            if let bad = bounds.first(where: { UInt64($0) == nil && !["-1", "unlimited"].contains($0) }) {
+                note("ulimits.\(entry.key)", entry.value, .notMappable("`\(bad.prefix(40))` is not a whole number or unlimited"))
+            } else if let text = entry.value.scalar {
                 limits.append((entry.key, bound(text)))
             } else if let soft = entry.value["soft"]?.scalar, let hard = entry.value["hard"]?.scalar {
                 limits.append((entry.key, .map([("soft", bound(soft)), ("hard", bound(hard))])))

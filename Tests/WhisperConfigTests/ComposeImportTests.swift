@@ -322,6 +322,7 @@ import WhisperCore
                   nproc: 512
                   core: -1
                   bogus: 1
+                  stack: lots
               v2:
                 command: [/bin/true]
                 deploy:
@@ -342,6 +343,7 @@ import WhisperCore
         #expect(limits.contains(ResourceLimit(resource: .nproc, soft: 512, hard: 512)))
         #expect(limits.contains(ResourceLimit(resource: .core, soft: nil, hard: nil)))
         #expect(finding(result, "services.v1.ulimits.bogus")?.label == "not mappable")
+        #expect(finding(result, "services.v1.ulimits.stack")?.label == "not mappable")
         let v2 = try service(loaded, "v2")
         #expect(v2.limits.cpus == 0.25)
         #expect(v2.limits.memoryBytes == 100_000_000)
@@ -404,6 +406,9 @@ import WhisperCore
                   - target: 80
                     published: "8200"
                 deploy: {replicas: 2}
+              too-many:
+                command: [/bin/true]
+                scale: 65
               container-only:
                 command: [/bin/true]
                 ports: ["8300"]
@@ -421,6 +426,8 @@ import WhisperCore
         #expect(all.roster.services.filter { $0.name.rawValue.hasPrefix("short-") }.map(\.port) == [8101, 8102, 8103])
         #expect(all.roster.services.filter { $0.name.rawValue.hasPrefix("long-") }.map(\.port) == [8200, 8201])
         #expect(try service(all, "container-only").port == 8300)
+        #expect(finding(result, "services.too-many.scale")?.label == "not mappable")
+        #expect(try service(all, "too-many").port == nil)
     }
 
     @Test func profileOption_importsOnlyThoseServices_andDropsDependenciesOnTheRest() throws {
