@@ -84,10 +84,12 @@ public struct ComposeImportError: Error, Sendable, CustomStringConvertible {
 /// process's over `.env`'s, merged by the caller) and options in; roster text and report out.
 public enum ComposeImport {
     public static func translate(
-        _ sources: [ComposeSource], environment: [String: String], options: ComposeImportOptions = .init()
+        _ sources: [ComposeSource], extendedFiles: [String: String] = [:], environment: [String: String],
+        options: ComposeImportOptions = .init()
     ) -> Result<ComposeImportResult, ComposeImportError> {
         do {
             var translator = ComposeTranslator(environment: environment, options: options)
+            translator.extendedFiles = extendedFiles
             return .success(try translator.run(sources))
         } catch {
             return .failure(ComposeImportError(file: error.file, line: error.line, message: error.message))
@@ -102,10 +104,14 @@ struct ComposeTranslator {
     var environment: [String: String]
     var options: ComposeImportOptions
     var findings: [ComposeFinding] = []
+    /// Absolute path → text of the files `extends: {file: …}` names.
+    var extendedFiles: [String: String] = [:]
+    var interpolator: ComposeInterpolator
 
     init(environment: [String: String], options: ComposeImportOptions) {
         self.environment = environment
         self.options = options
+        self.interpolator = ComposeInterpolator(environment: environment)
     }
 
     mutating func note(_ node: ComposeNode?, line: Int? = nil, _ key: String, _ outcome: ComposeFinding.Outcome) {
@@ -149,14 +155,14 @@ struct ComposeTranslator {
             }
             merged = merged.map { ComposeReader.overlay($0, root) } ?? root
         }
-        var interpolator = ComposeInterpolator(environment: environment)
         let document = try interpolator.interpolate(merged!)
+        var translated = try translate(document)
         for variable in interpolator.unset {
-            findings.append(ComposeFinding(
+            translated.findings.append(ComposeFinding(
                 file: displayName(variable.file), line: variable.line, key: "",
                 outcome: .warning("variable \(variable.name) is not set; an empty string is used (as Compose does)")))
         }
-        return try translate(document)
+        return translated
     }
 
     mutating func translate(_ document: ComposeNode) throws(ComposeFailure) -> ComposeImportResult {
@@ -236,44 +242,80 @@ struct ComposeTranslator {
         return ComposeImportResult(roster: roster, findings: findings, names: names)
     }
 
-    /// `extends: {service: base}` (same file) or `extends: base`: the base's keys under the
-    /// service's own (mappings merged). `extends: {file: …}` needs the other file: not supported.
+    /// `extends: base`, `{service: base}` or `{service: base, file: other.yaml}`: the base's
+    /// keys under the service's own (mappings merged), chained, in this file or others. Another
+    /// file's text comes from `extendedFiles` (read by the caller, see `filesToRead`); its
+    /// relative paths (`env_file`) resolve from its own directory, as in Compose.
     mutating func resolveExtends(_ services: [ComposeEntry]) throws(ComposeFailure) -> [ComposeEntry] {
+        // File → its services; "" is the files given, layered.
+        var tables: [String: [ComposeEntry]] = ["": services]
         var resolved: [String: ComposeNode] = [:]
-        func resolve(_ name: String, _ chain: [String]) throws(ComposeFailure) -> ComposeNode? {
-            if let done = resolved[name] { return done }
-            guard let entry = services.first(where: { $0.key == name }) else { return nil }
+        func table(for file: String, from node: ComposeNode) throws(ComposeFailure) -> String {
+            let path = Paths.absolute(file, from: Paths.directory(of: node.file))
+            if tables[path] != nil { return path }
+            guard let text = extendedFiles[path] else {
+                throw ComposeFailure(file: node.file, line: node.line, message: "extends.file: \(path) was not read")
+            }
+            let root = try interpolator.interpolate(try ComposeReader.read(text, file: path))
+            tables[path] = root["services"]?.entries ?? []
+            return path
+        }
+        func resolve(_ file: String, _ name: String, _ chain: [String]) throws(ComposeFailure) -> ComposeNode? {
+            let id = file + "#" + name
+            if let done = resolved[id] { return done }
+            guard let entry = tables[file]?.first(where: { $0.key == name }) else { return nil }
             guard let extends = entry.value["extends"] else {
-                resolved[name] = entry.value
+                resolved[id] = entry.value
                 return entry.value
             }
-            let baseName = extends.scalar ?? extends["service"]?.scalar
-            if extends["file"] != nil {
-                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends.file: extending a service of another file is not supported yet; pass that file as a FILE argument and use `extends: {service: …}`")
+            guard let baseName = extends.scalar ?? extends["service"]?.scalar else {
+                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends: expected a service name or {service: NAME, file: PATH}")
             }
-            guard let baseName else {
-                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends: expected a service name or {service: NAME}")
+            let baseFile = try extends["file"]?.scalar.map { path throws(ComposeFailure) in try table(for: path, from: extends) } ?? file
+            let baseID = baseFile + "#" + baseName
+            guard !chain.contains(baseID) else {
+                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends: a cycle through \((chain + [baseID]).map { $0.split(separator: "#").last.map(String.init) ?? $0 }.joined(separator: " → "))")
             }
-            guard !chain.contains(baseName) else {
-                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends: a cycle through \(chain.joined(separator: " → "))")
-            }
-            guard let base = try resolve(baseName, chain + [name]) else {
-                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends: no service `\(baseName)`")
+            guard let base = try resolve(baseFile, baseName, chain + [id]) else {
+                throw ComposeFailure(file: extends.file, line: extends.line, message: "services.\(name).extends: no service `\(baseName)`" + (baseFile.isEmpty ? "" : " in \(baseFile)"))
             }
             var own = entry.value
             own.kind = .map((entry.value.entries ?? []).filter { $0.key != "extends" })
             let result = ComposeReader.overlay(base, own)
-            resolved[name] = ComposeNode(kind: result.kind, file: entry.value.file, line: entry.value.line)
-            return resolved[name]
+            resolved[id] = ComposeNode(kind: result.kind, file: entry.value.file, line: entry.value.line)
+            return resolved[id]
         }
         var result: [ComposeEntry] = []
         for entry in services {
-            if entry.value["extends"] != nil {
-                note(entry.value["extends"], "services.\(entry.key).extends", .mapped("the base service's keys are merged in"))
+            if let extends = entry.value["extends"] {
+                let from = extends["file"]?.scalar.map { " of \($0)" } ?? ""
+                note(extends, "services.\(entry.key).extends", .mapped("the keys of the base service\(from) are merged in"))
             }
-            result.append(ComposeEntry(key: entry.key, line: entry.line, value: try resolve(entry.key, []) ?? entry.value))
+            result.append(ComposeEntry(key: entry.key, line: entry.line, value: try resolve("", entry.key, []) ?? entry.value))
         }
         return result
+    }
+}
+
+extension ComposeImport {
+    /// The files that `extends: {file: …}` in these texts names and that are not in `alreadyRead`
+    /// (absolute paths). The caller reads them and asks again until none is left, then passes
+    /// them all to `translate` as `extendedFiles`. A text that does not parse names none
+    /// (`translate` reports it).
+    public static func filesToRead(_ sources: [ComposeSource], alreadyRead: [String: String]) -> [String] {
+        var wanted: [String] = []
+        let texts = sources.map { ($0.path, $0.text) } + alreadyRead.map { ($0.key, $0.value) }
+        for (path, text) in texts {
+            guard let root = try? ComposeReader.read(text, file: path) else { continue }
+            for service in root["services"]?.entries ?? [] {
+                guard let file = service.value["extends"]?["file"]?.scalar else { continue }
+                let absolute = Paths.absolute(file, from: Paths.directory(of: path))
+                if alreadyRead[absolute] == nil, !sources.contains(where: { $0.path == absolute }), !wanted.contains(absolute) {
+                    wanted.append(absolute)
+                }
+            }
+        }
+        return wanted
     }
 }
 

@@ -109,8 +109,8 @@ struct ComposeServiceTranslation {
         if let workerImage = options.workerImage, let image, Self.image(image, matches: workerImage), !isJob {
             isBuiltInWorker = true
             characterName = environmentValues.first { $0.0 == "DISCORD_BOT_NAME" }?.1 ?? name
-            note("image", line: node["image"]?.line, .mapped("the built-in worker (`whisperd worker \(rosterName)`, --worker-image): it reads characters/\(rosterName)/character.md beside the roster"))
-            if hasCommand { note("command", line: (node["command"] ?? node["entrypoint"])?.line, .ignored("the built-in worker takes no command")) }
+            note("image", node["image"]!, .mapped("the built-in worker (`whisperd worker \(rosterName)`, --worker-image): it reads characters/\(rosterName)/character.md beside the roster"))
+            if let command = node["command"] ?? node["entrypoint"] { note("command", command, .ignored("the built-in worker takes no command")) }
         } else if !hasCommand {
             let reason = image.map { "`image: \($0)` has no `command:`: whisperd runs no images; give the program on this host as `command:`" }
                 ?? "no `command:` (and no image given as --worker-image)"
@@ -119,7 +119,7 @@ struct ComposeServiceTranslation {
             return
         } else {
             readCommand()
-            if let image { note("image", line: node["image"]?.line, .ignored("`\(image)`: no images; the command must exist on this host")) }
+            if let image { note("image", node["image"]!, .ignored("`\(image)`: no images; the command must exist on this host")) }
         }
         for entry in entries {
             let key = entry.key
@@ -263,7 +263,7 @@ struct ComposeServiceTranslation {
         let what = entrypoint == nil ? "" : command == nil ? " (the entrypoint)" : " (entrypoint + command)"
         var detail = "command:\(what), run on this host (`\(full[0])` must exist here)"
         if entrypoint == nil, node["image"] != nil { detail += "; an image's own entrypoint is not prepended" }
-        note(entrypoint == nil ? "command" : "entrypoint", line: (node["entrypoint"] ?? node["command"])?.line, .mapped(detail))
+        note(entrypoint == nil ? "command" : "entrypoint", (node["entrypoint"] ?? node["command"])!, .mapped(detail))
     }
 
     // MARK: environment

@@ -93,6 +93,13 @@ extension Whisperd.Import {
                 let path = Paths.absolute(file, from: directory)
                 sources.append(ComposeSource(path: path, text: try readText(path)))
             }
+            // `extends: {file: …}`: read what the files name, and what those name, in turn.
+            var extendedFiles: [String: String] = [:]
+            for _ in 0..<16 {
+                let wanted = ComposeImport.filesToRead(sources, alreadyRead: extendedFiles)
+                if wanted.isEmpty { break }
+                for path in wanted { extendedFiles[path] = try readText(path) }
+            }
             // Compose: the shell's environment wins over .env.
             var environment: [String: String] = [:]
             let defaultEnvFile = Paths.directory(of: sources[0].path) + "/.env"
@@ -105,7 +112,7 @@ extension Whisperd.Import {
             }
             environment.merge(ProcessInfo.processInfo.environment) { _, shell in shell }
             let options = ComposeImportOptions(profiles: profiles, workerImage: workerImage)
-            switch ComposeImport.translate(sources, environment: environment, options: options) {
+            switch ComposeImport.translate(sources, extendedFiles: extendedFiles, environment: environment, options: options) {
             case .failure(let error):
                 throw fail("\(error)")
             case .success(let result):

@@ -36,7 +36,7 @@ extension IntegrationTests {
         }
 
         @Test func everyCorpusFile_importsAndPassesCheck() throws {
-            for file in ["keys.yaml", "extends.yaml"] {
+            for file in ["keys.yaml", "extends.yaml", "extends-file.yaml"] {
                 let scratch = Scratch()
                 let imported = try runCommand(whisperdBinary(), ["import", "compose", Self.corpus + file])
                 #expect(imported.code == 0, "\(file): \(imported.stderr)")
@@ -44,6 +44,10 @@ extension IntegrationTests {
                 let check = try runCommand(whisperdBinary(), ["--check", "--roster", scratch.path + "/roster.yaml"])
                 #expect(check.code == 0, "\(file): \(check.stdout)\(check.stderr)\n\(imported.stdout)")
             }
+            let extended = try runCommand(whisperdBinary(), ["import", "compose", Self.corpus + "extends-file.yaml"])
+            #expect(extended.stdout.contains("command: [/bin/sleep, 60]"), "\(extended.stdout)")
+            #expect(extended.stdout.contains("LEVEL: from-extends-file"))
+            #expect(extended.stdout.contains("EXTRA: \"yes\""))
             // An override file on top: later wins.
             var environment = ProcessInfo.processInfo.environment
             environment["POSTGRES_PASSWORD"] = "x"

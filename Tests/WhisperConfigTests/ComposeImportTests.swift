@@ -503,8 +503,48 @@ import WhisperCore
         #expect(try service(loaded, "short").launch.arguments == ["/bin/sleep", "2"])
         #expect(try service(loaded, "short").launch.environment["LEVEL"] == "child")
         #expect(try #require(failure("services:\n  a:\n    extends: b\n  b:\n    extends: a\n")).message.contains("cycle"))
-        #expect(try #require(failure("services:\n  a:\n    extends: {service: b, file: other.yaml}\n")).message.contains("another file"))
+        #expect(try #require(failure("services:\n  a:\n    extends: {service: b, file: other.yaml}\n")).message.contains("other.yaml was not read"))
         #expect(try #require(failure("services:\n  a:\n    extends: nope\n")).message.contains("no service `nope`"))
+    }
+
+    @Test func extends_otherFiles_chained_withTheirOwnDirectories() throws {
+        directory.write("common/base.env", "FROM_BASE_FILE=1\n")
+        let common = """
+            services:
+              base:
+                command: [/bin/sleep, "${SLEEP:-5}"]
+                env_file: base.env
+                stop_signal: SIGINT
+              web:
+                extends: {service: base, file: ../more/deeper.yaml}
+            """
+        let deeper = "services:\n  root:\n    command: [/bin/true]\n    environment: {DEEP: \"yes\"}\n  base:\n    extends: root\n"
+        let main = ComposeSource(path: directory.path + "/compose.yaml", text: """
+            services:
+              app:
+                extends: {file: common/common.yaml, service: base}
+                environment: {OWN: "1"}
+              site:
+                extends: {file: ./common/common.yaml, service: web}
+            """)
+        let commonPath = directory.path + "/common/common.yaml"
+        let deeperPath = directory.path + "/more/deeper.yaml"
+        #expect(ComposeImport.filesToRead([main], alreadyRead: [:]) == [commonPath])
+        #expect(ComposeImport.filesToRead([main], alreadyRead: [commonPath: common]) == [deeperPath])
+        #expect(ComposeImport.filesToRead([main], alreadyRead: [commonPath: common, deeperPath: deeper]).isEmpty)
+        let result = try ComposeImport.translate(
+            [main], extendedFiles: [commonPath: common, deeperPath: deeper], environment: ["SLEEP": "7"]).get()
+        let loaded = try loader.parse(result.roster, path: directory.path + "/roster.yaml").get()
+        let app = try service(loaded, "app")
+        #expect(app.launch.arguments == ["/bin/sleep", "7"])
+        #expect(app.launch.environment["FROM_BASE_FILE"] == "1")
+        #expect(app.launch.environment["OWN"] == "1")
+        #expect(app.stopSignal == Signal(name: "SIGINT"))
+        let site = try service(loaded, "site")
+        #expect(site.launch.arguments == ["/bin/true"])
+        #expect(site.launch.environment["DEEP"] == "yes")
+        // A key from the other file is reported there.
+        #expect(result.findings.first { $0.key == "services.app.stop_signal" }.map { ($0.file, $0.line) }! == ("common.yaml", 5))
     }
 
     @Test func ignoredAndUnknownKeys_reportedWithTheirLines() throws {
