@@ -390,7 +390,9 @@ struct ComposeServiceTranslation {
         var detail = "port: \(port) (exported as API_PORT)"
         if host == nil { detail += "; Compose would publish a random host port" }
         if let host, let container, host != container {
-            detail += "; the program must listen on \(host) itself (it would have listened on \(container) in its container)"
+            detail += isBuiltInWorker
+                ? "; the built-in worker listens there (it was \(container) in its container)"
+                : "; the program must listen on \(host) itself (it would have listened on \(container) in its container)"
         }
         note("ports", first, .mapped(detail))
         if items.count > 1 { note("ports", items[1], .ignored("\(items.count - 1) more mapping\(items.count == 2 ? "" : "s"): a service has one `port:`")) }
