@@ -146,8 +146,9 @@ struct ComposeServiceTranslation {
                     note(key, value, .mapped("cpuset: \(text)"))
                 } else { note(key, value, .notMappable("\(value.kindName) is not a CPU list")) }
             case "cpu_shares":
-                if let shares = Double(value.scalar ?? ""), shares > 0 {
-                    let weight = min(10_000, max(1, Int((shares / 10.24).rounded())))
+                if let shares = Double(value.scalar ?? ""), shares > 0, shares.isFinite {
+                    // Clamped before the conversion: a huge share count must not trap.
+                    let weight = Int(min(10_000, max(1, (shares / 10.24).rounded())))
                     set("cpu_weight", .scalar(String(weight)))
                     note(key, value, .mapped("cpu_weight: \(weight) (shares / 10.24)"))
                 } else { note(key, value, .notMappable("expected a positive number, found \(value.kindName)")) }

@@ -353,6 +353,20 @@ import WhisperCore
         #expect(finding(result, "services.v2.deploy.resources.reservations.cpus")?.label == "not mappable")
     }
 
+    /// Found by the fuzzer: a share count past Int.max trapped converting to a weight.
+    @Test func cpuShares_outOfRange_clampedOrRefused_neverATrap() throws {
+        let (loaded, result) = try roster("""
+            services:
+              huge: {command: [/bin/true], cpu_shares: 51211111111111111111111111}
+              tiny: {command: [/bin/true], cpu_shares: 2}
+              inf: {command: [/bin/true], cpu_shares: .inf}
+            """)
+        #expect(try service(loaded, "huge").limits.cpuWeight == 10_000)
+        #expect(try service(loaded, "tiny").limits.cpuWeight == 1)
+        #expect(try service(loaded, "inf").limits.cpuWeight == nil)
+        #expect(finding(result, "services.inf.cpu_shares")?.label == "not mappable")
+    }
+
     @Test func processKeys_userWorkingDirSignalsGraceRestartLogging() throws {
         let yaml = """
             services:
