@@ -125,18 +125,68 @@ enum ComposeReader {
     }
 
     /// Compose's override of one file by the next: mappings merge key by key, anything else is
-    /// replaced. (Compose appends a few lists, such as `ports` and `volumes`; here the later
-    /// file's list replaces the earlier one's.)
+    /// replaced, except in a service: `environment` and `labels` merge by name whichever form
+    /// each file uses, and the lists of `appendedServiceKeys` are concatenated.
     static func overlay(_ base: ComposeNode, _ top: ComposeNode) -> ComposeNode {
         guard var entries = base.entries, let topEntries = top.entries else { return top }
         for entry in topEntries {
             if let index = entries.firstIndex(where: { $0.key == entry.key }) {
-                entries[index].value = overlay(entries[index].value, entry.value)
+                entries[index].value = entry.key == "services"
+                    ? overlayServices(entries[index].value, entry.value) : overlay(entries[index].value, entry.value)
             } else {
                 entries.append(entry)
             }
         }
         return ComposeNode(kind: .map(entries), file: base.file, line: base.line)
+    }
+
+    /// Lists Compose concatenates when one file (or `extends`) overrides another.
+    static let appendedServiceKeys: Set<String> = ["ports", "expose", "volumes", "dns", "dns_search", "extra_hosts", "cap_add", "cap_drop", "devices", "tmpfs"]
+
+    static func overlayServices(_ base: ComposeNode, _ top: ComposeNode) -> ComposeNode {
+        guard var entries = base.entries, let topEntries = top.entries else { return top }
+        for entry in topEntries {
+            if let index = entries.firstIndex(where: { $0.key == entry.key }) {
+                entries[index].value = overlayService(entries[index].value, entry.value)
+            } else {
+                entries.append(entry)
+            }
+        }
+        return ComposeNode(kind: .map(entries), file: base.file, line: base.line)
+    }
+
+    /// One service over another (a later file's, or a service over the one it extends).
+    static func overlayService(_ base: ComposeNode, _ top: ComposeNode) -> ComposeNode {
+        guard var entries = base.entries, let topEntries = top.entries else { return top }
+        for entry in topEntries {
+            guard let index = entries.firstIndex(where: { $0.key == entry.key }) else {
+                entries.append(entry)
+                continue
+            }
+            let current = entries[index].value
+            if ["environment", "labels"].contains(entry.key) {
+                entries[index].value = overlay(namedValues(current), namedValues(entry.value))
+            } else if appendedServiceKeys.contains(entry.key), let old = current.items, let new = entry.value.items {
+                entries[index].value = ComposeNode(kind: .list(old + new), file: current.file, line: current.line)
+            } else {
+                entries[index].value = overlay(current, entry.value)
+            }
+        }
+        return ComposeNode(kind: .map(entries), file: base.file, line: base.line)
+    }
+
+    /// `[A=1, B]` → `{A: "1", B: null}`, so two forms merge by name; a mapping is kept.
+    static func namedValues(_ node: ComposeNode) -> ComposeNode {
+        guard let items = node.items else { return node }
+        let entries = items.compactMap { item -> ComposeEntry? in
+            guard let text = item.scalar else { return nil }
+            guard let equals = text.firstIndex(of: "=") else {
+                return ComposeEntry(key: text, line: item.line, value: ComposeNode(kind: .scalar(""), file: item.file, line: item.line, isNull: true))
+            }
+            let value = ComposeNode(kind: .scalar(String(text[text.index(after: equals)...])), file: item.file, line: item.line)
+            return ComposeEntry(key: String(text[..<equals]), line: item.line, value: value)
+        }
+        return ComposeNode(kind: .map(entries), file: node.file, line: node.line)
     }
 }
 

@@ -281,7 +281,7 @@ struct ComposeTranslator {
             }
             var own = entry.value
             own.kind = .map((entry.value.entries ?? []).filter { $0.key != "extends" })
-            let result = ComposeReader.overlay(base, own)
+            let result = ComposeReader.overlayService(base, own)
             resolved[id] = ComposeNode(kind: result.kind, file: entry.value.file, line: entry.value.line)
             return resolved[id]
         }

@@ -504,7 +504,7 @@ import WhisperCore
                 stop_signal: SIGINT
               child:
                 extends: {service: base}
-                environment: {LEVEL: child}
+                environment: [LEVEL=child]
               short:
                 extends: child
                 command: [/bin/sleep, "2"]
@@ -589,13 +589,21 @@ import WhisperCore
     }
 
     @Test func severalFiles_laterOverridesEarlier() throws {
-        let base = ComposeSource(path: directory.path + "/compose.yaml", text: "services:\n  a:\n    command: [/bin/true]\n    environment: {A: base, B: base}\n    stop_signal: SIGINT\n")
-        let override = ComposeSource(path: directory.path + "/override.yaml", text: "services:\n  a:\n    environment: {B: override}\n    stop_signal: SIGQUIT\n  b:\n    command: [/bin/true]\n")
+        let base = ComposeSource(
+            path: directory.path + "/compose.yaml",
+            text: "services:\n  a:\n    command: [/bin/true]\n    environment: {A: base, B: base}\n    stop_signal: SIGINT\n    ports: [\"8001:80\"]\n")
+        // Compose merges `environment` by name across forms and appends `ports`; `command` is replaced.
+        let override = ComposeSource(
+            path: directory.path + "/override.yaml",
+            text: "services:\n  a:\n    environment: [B=override, C=new]\n    stop_signal: SIGQUIT\n    ports: [\"8002:80\"]\n  b:\n    command: [/bin/true]\n")
         let result = try ComposeImport.translate([base, override], environment: [:]).get()
         let loaded = try loader.parse(result.roster, path: directory.path + "/roster.yaml").get()
         let a = try service(loaded, "a")
         #expect(a.launch.environment["A"] == "base")
         #expect(a.launch.environment["B"] == "override")
+        #expect(a.launch.environment["C"] == "new")
+        #expect(a.port == 8001)
+        #expect(result.findings.first { $0.key == "services.a.ports" && $0.label == "ignored" }?.file == "override.yaml")
         #expect(a.stopSignal == Signal(name: "SIGQUIT"))
         #expect(try service(loaded, "b").launch.arguments == ["/bin/true"])
         #expect(result.findings.first { $0.key == "services.a.stop_signal" }?.file == "override.yaml")
