@@ -101,7 +101,6 @@ public enum ComposeImport {
 func displayName(_ path: String) -> String { Paths.lastComponent(path) }
 
 struct ComposeTranslator {
-    var environment: [String: String]
     var options: ComposeImportOptions
     var findings: [ComposeFinding] = []
     /// Absolute path → text of the files `extends: {file: …}` names.
@@ -109,7 +108,6 @@ struct ComposeTranslator {
     var interpolator: ComposeInterpolator
 
     init(environment: [String: String], options: ComposeImportOptions) {
-        self.environment = environment
         self.options = options
         self.interpolator = ComposeInterpolator(environment: environment)
     }
@@ -192,7 +190,7 @@ struct ComposeTranslator {
                 continue
             }
             var service = ComposeServiceTranslation(name: service.key, node: service.value, line: service.line, isJob: jobs.contains(service.key))
-            service.translate(options: options, environment: environment)
+            service.translate(options: options)
             if let reason = service.unmappable {
                 leftOut[service.name] = reason
             } else {

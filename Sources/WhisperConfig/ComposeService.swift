@@ -101,7 +101,7 @@ struct ComposeServiceTranslation {
         set(outer, .map(entries))
     }
 
-    mutating func translate(options: ComposeImportOptions, environment: [String: String]) {
+    mutating func translate(options: ComposeImportOptions) {
         let entries = node.entries ?? []
         let environmentValues = readEnvironment()
         let image = node["image"]?.scalar
