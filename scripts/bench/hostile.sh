@@ -12,4 +12,10 @@ fi
 bin=$(scripts/build-release.sh)
 # slowhttptest holds a descriptor per connection.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec /usr/bin/python3 scripts/bench/hostile.py --bin "$bin" "$@"
+# --hummingbird: the same run also measures the bench-only Hummingbird 2 server (the worker's
+# chat path behind Hummingbird; built by build-hummingbird.sh, ~15-20 min the first time).
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --hummingbird ]; then args+=(--hummingbird "$(scripts/bench/build-hummingbird.sh)"); else args+=("$arg"); fi
+done
+exec /usr/bin/python3 scripts/bench/hostile.py --bin "$bin" "${args[@]}"
