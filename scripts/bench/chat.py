@@ -67,8 +67,8 @@ def wrk(url, lua, connections, duration, cpu):
 
 
 class Postgres:
-    def __init__(self, work):
-        self.dir = Path(work) / "pg"
+    def __init__(self, work, name="pg"):
+        self.dir = Path(work) / name
         self.dir.mkdir()
         shutil.chown(self.dir, "postgres", "postgres")
         as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
@@ -180,7 +180,7 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model",
                    "WORKER_THREADS": os.environ.get("WORKER_THREADS", "16")}
             if store == "postgres":
-                postgres = Postgres(work)
+                postgres = Postgres(work, f"pg-{server}")
                 env["POSTGRES_URL"] = postgres.url
             ready_times = []
             for _ in range(5 if server == "whisperd" else 0):

@@ -134,9 +134,9 @@ class Legit(threading.Thread):
     """Chats one at a time, a new connection each, every `interval` s, until `stop` is set
     (or `limit` requests): latencies of the 200s, and what failed."""
 
-    def __init__(self, port, interval, limit):
+    def __init__(self, port, interval, limit, health_only=False):
         super().__init__(daemon=True)
-        self.port, self.interval, self.limit = port, interval, limit
+        self.port, self.interval, self.limit, self.health_only = port, interval, limit, health_only
         self.latencies, self.failures = [], []
         self.stop = threading.Event()
 
@@ -148,7 +148,10 @@ class Legit(threading.Thread):
             started = time.monotonic()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
+                if self.health_only:
+                    conn.request("GET", "/health")
+                else:
+                    conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 answer = response.read()
                 conn.close()
@@ -171,7 +174,7 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def phase(name, port, pid, attack, seconds, ramp):
+def phase(name, port, pid, attack, seconds, ramp, health_only=False):
     """Runs `attack` (argv or None), waits `ramp` s for it to build up, then the legitimate
     client for `seconds` s, sampling RSS and connections every 0.5 s."""
     attacker = None
@@ -179,7 +182,7 @@ def phase(name, port, pid, attack, seconds, ramp):
         # Line-buffered: slowhttptest's status survives its being stopped.
         attacker = subprocess.Popen(["stdbuf", "-oL"] + attack, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(ramp)
-    legit = Legit(port, 0.05, int(seconds / 0.05) + 1)
+    legit = Legit(port, 0.05, int(seconds / 0.05) + 1, health_only)
     legit.start()
     held, rss, served, buffered = [], [], [], []
     deadline = time.monotonic() + seconds
@@ -196,7 +199,7 @@ def phase(name, port, pid, attack, seconds, ramp):
     attacker_note = ""
     if attacker:
         failed_early = attacker.poll() not in (None, 0)
-        if attack[3] == "wrk":
+        if "wrk" in attack:
             # wrk prints its totals only at the end of its (bounded) run.
             try:
                 attacker.wait(timeout=10)
@@ -252,6 +255,9 @@ def main():
     parser.add_argument("--ramp", type=float, default=8, help="attack's time to build up before measuring")
     parser.add_argument("--connections", type=int, default=1000, help="slowhttptest's target connections")
     parser.add_argument("--memory", default="", help="run the server under whisperd with this memory limit (e.g. 256M)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="two more flood phases: the attacker at SCHED_IDLE (it takes only CPU time the client and the "
+                             "LLM leave), and the client asking GET /health instead of chatting")
     parser.add_argument("--only", default="", help="comma-separated words: run only the phases whose name has one (baseline always runs)")
     args = parser.parse_args()
 
@@ -262,7 +268,10 @@ def main():
         llm = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(HERE / "fake_llm.py")], stdout=subprocess.PIPE, text=True)
         processes.append(llm)
         llm_port = int(llm.stdout.readline())
-        servers = [("whisperd", None)] + ([("hummingbird", args.hummingbird)] if args.hummingbird else [])
+        servers = [("whisperd", None, {})]
+        if args.hummingbird:
+            # Capped like the worker (it stops accepting at 256), and as Hummingbird comes (no cap).
+            servers += [("hummingbird", args.hummingbird, {}), ("hummingbird, no cap", args.hummingbird, {"HB_MAX_CONNECTIONS": "0"})]
         lines = [f"`scripts/bench/hostile.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {os.cpu_count()} cores, "
                  f"kernel {os.uname().release}; release build; one server on CPU 0 with default limits"
                  f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency "
@@ -273,11 +282,11 @@ def main():
                  "| server | phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the server's own count (max) | bytes buffered (max) | RSS max MiB | attacker's view |",
                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         notes = []
-        for server, hummingbird in servers:
+        for server, hummingbird, server_env in servers:
             port = free_port()
             env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
-                   "WHISPERD_SQLITE_PATH": f"{work}/memory-{server}.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
-                   "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model"}
+                   "WHISPERD_SQLITE_PATH": f"{work}/memory-{len(notes)}.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
+                   "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model", **server_env}
             cgroup = None
             if args.memory:
                 shutil.rmtree(f"{work}/wstate", ignore_errors=True)
@@ -330,6 +339,7 @@ def main():
 def run_phases(args, port, pid):
     """The baseline and each attack against the server on `port` (process `pid`)."""
     url = f"http://127.0.0.1:{port}"
+    flood = ["taskset", "-c", "1", "wrk", "-c", "512", "-t", "1", "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]
     slow = ["taskset", "-c", "1", "slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
             "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"]
     phases = [
@@ -338,15 +348,19 @@ def run_phases(args, port, pid):
         ("slow body (slowhttptest -B, Content-Length 8192)", slow + ["-B", "-s", "8192", "-u", f"{url}/api/chat"]),
         ("slow read (slowhttptest -X, window 1-32 B, 10 pipelined)", slow + ["-X", "-k", "10", "-w", "1", "-y", "32", "-n", "5", "-z", "8",
                                                               "-u", f"{url}/metrics"]),
-        ("flood (wrk -c 512 GET /health)", ["taskset", "-c", "1", "wrk", "-c", "512", "-t", "1",
-                                            "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]),
+        ("flood (wrk -c 512 GET /health)", flood),
     ]
+    under_cap = ["taskset", "-c", "1", "wrk", "-c", "200", "-t", "1", "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]
+    if args.diagnose:
+        phases += [("flood, the attacker at SCHED_IDLE", ["chrt", "--idle", "0"] + flood),
+                   ("flood, the client asks GET /health", flood),
+                   ("flood under the cap (wrk -c 200)", under_cap)]
     if args.only:
         words = args.only.split(",")
         phases = [(name, attack) for name, attack in phases if attack is None or any(word in name for word in words)]
     rows = []
     for name, attack in phases:
-        rows.append(phase(name, port, pid, attack, args.seconds, args.ramp if attack else 0))
+        rows.append(phase(name, port, pid, attack, args.seconds, args.ramp if attack else 0, health_only="GET /health" in name and "client" in name))
         print(rows[-1], file=sys.stderr)
         time.sleep(2)
     return rows

@@ -3,7 +3,8 @@
 // `whisperd worker NAME`, only the HTTP layer differs. Bench only: `whisperd-hummingbird NAME`
 // with the worker's environment (API_HOST, API_PORT, the store and LLM settings). Hummingbird's
 // own protections are set to the worker's defaults where it has one: at most 256 connections
-// (it stops accepting past them), the listen backlog 1024, a connection idle for 10 s closed.
+// (it stops accepting past them; `HB_MAX_CONNECTIONS=0`: no cap, as Hummingbird's default), the
+// listen backlog 1024, a connection idle for 10 s closed.
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -55,12 +56,14 @@ router.post("/api/chat") { request, _ -> Response in
     }
 }
 
+let maxConnections = environment["HB_MAX_CONNECTIONS"].flatMap(Int.init) ?? 256
+
 let app = Application(
     router: router,
     server: .http1(configuration: HTTP1Channel.Configuration(idleTimeout: .seconds(10))),
     configuration: ApplicationConfiguration(
         address: .hostname(host, port: port), serverName: "whisperd-hummingbird", backlog: 1024,
-        availableConnectionsDelegate: MaximumAvailableConnections(256)),
+        availableConnectionsDelegate: maxConnections > 0 ? MaximumAvailableConnections(maxConnections) : nil),
     onServerRunning: { _ in
         FileHandle.standardError.write(Data("whisperd-hummingbird: serving \(name) on http://\(host):\(port)\n".utf8))
     }
