@@ -250,6 +250,8 @@ def summarize_attacker(output):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--also-bin", action="append", default=[], metavar="LABEL=PATH",
+                        help="another whisperd binary (e.g. the build before a change) attacked in the same run")
     parser.add_argument("--hummingbird", default="", help="also attack this whisperd-hummingbird binary (build-hummingbird.sh)")
     parser.add_argument("--seconds", type=float, default=20, help="legitimate client's time per phase")
     parser.add_argument("--ramp", type=float, default=8, help="attack's time to build up before measuring")
@@ -269,6 +271,11 @@ def main():
         processes.append(llm)
         llm_port = int(llm.stdout.readline())
         servers = [("whisperd", None, {})]
+        others = {}
+        for entry in args.also_bin:
+            label, path = entry.split("=", 1)
+            others[f"whisperd ({label})"] = path
+            servers.append((f"whisperd ({label})", None, {}))
         if args.hummingbird:
             # Capped like the worker (it stops accepting at 256), and as Hummingbird comes (no cap).
             servers += [("hummingbird", args.hummingbird, {}), ("hummingbird, no cap", args.hummingbird, {"HB_MAX_CONNECTIONS": "0"})]
@@ -283,6 +290,7 @@ def main():
                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         notes = []
         for server, hummingbird, server_env in servers:
+            binary = others.get(server, args.bin)
             port = free_port()
             env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
                    "WHISPERD_SQLITE_PATH": f"{work}/memory-{len(notes)}.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
@@ -291,14 +299,14 @@ def main():
             if args.memory:
                 shutil.rmtree(f"{work}/wstate", ignore_errors=True)
                 supervisor, server_pid, cgroup = start_under_whisperd(
-                    args.bin, work, port, env, args.memory, command=[hummingbird, "elena"] if hummingbird else None)
+                    binary, work, port, env, args.memory, command=[hummingbird, "elena"] if hummingbird else None)
             elif hummingbird:
                 supervisor = subprocess.Popen(["taskset", "-c", "0", hummingbird, "elena"], env=env,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 server_pid = supervisor.pid
                 wait_port(port, timeout=30)
             else:
-                supervisor, _ = start_worker(args.bin, env, f"{work}/notify.sock")
+                supervisor, _ = start_worker(binary, env, f"{work}/notify.sock")
                 server_pid = supervisor.pid
                 wait_port(port)
             processes.append(supervisor)

@@ -3,6 +3,7 @@
 # and slow read, and a wrk flood, each while a legitimate client chats; its p50/p99 and
 # failures against the baseline, the worker's RSS, the connections held. Prints a Markdown
 # table (recorded in docs/reliability.md). Arguments go to hostile.py (--seconds, --ramp, --diagnose,
+# --also-bin LABEL=PATH for another build in the same run,
 # --connections, --memory 256M to run the worker under whisperd with that limit, --only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
