@@ -12,6 +12,9 @@ let package = Package(
     products: [
         .executable(name: "whisperd", targets: ["whisperd"]),
         .executable(name: "whisperctl", targets: ["whisperctl"]),
+        // For scripts/bench/hummingbird-worker only (the chat path behind another HTTP layer); an
+        // automatic library adds nothing to this package's build.
+        .library(name: "WhisperWorker", targets: ["WhisperWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
