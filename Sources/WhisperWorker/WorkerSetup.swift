@@ -3,6 +3,7 @@ import Glibc
 import WhisperChat
 import WhisperCore
 import WhisperSystem
+import WhisperFiles
 
 extension Worker {
     /// What a character's chat path is made of, from its name and environment: its files, its
