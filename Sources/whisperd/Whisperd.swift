@@ -23,7 +23,7 @@ struct Whisperd: ParsableCommand {
             stop_grace (a second signal kills at once).
             """,
         version: WhisperdVersion.current,
-        subcommands: [Worker.self, Notify.self, Migrate.self, MigrateStore.self]
+        subcommands: [Worker.self, Notify.self, Migrate.self, MigrateStore.self, BackupCommand.self, RestoreCommand.self]
     )
 
     static let productionRoster = "/etc/whisperd/roster.yaml"
