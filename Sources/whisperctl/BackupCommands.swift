@@ -10,14 +10,41 @@ enum WhisperdBinary {
         return (selfPath as NSString).deletingLastPathComponent + "/whisperd"
     }
 
-    /// Runs whisperd with `arguments`, its output passed through; its exit code.
-    static func run(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
+    /// Runs whisperd with `arguments` (posix_spawn, not Foundation's Process, which leaks under
+    /// LeakSanitizer); its exit code, and its stdout when `capture`, else passed through.
+    @discardableResult
+    static func run(_ arguments: [String], capture: Bool = false) throws -> (code: Int32, output: String) {
+        var pipe: [Int32] = [-1, -1]
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if capture {
+            guard Glibc.pipe(&pipe) == 0 else { throw OperationFailed(description: "pipe: \(String(cString: strerror(errno)))") }
+            posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
+            posix_spawn_file_actions_addclose(&actions, pipe[0])
+        }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        if capture { close(pipe[1]) }
+        guard status == 0 else {
+            if capture { close(pipe[0]) }
+            throw OperationFailed(description: "cannot run \(path): \(String(cString: strerror(status)))")
+        }
+        var output: [UInt8] = []
+        if capture {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = read(pipe[0], &buffer, buffer.count)
+                if count > 0 { output += buffer[0..<count] } else if count < 0, errno == EINTR { continue } else { break }
+            }
+            close(pipe[0])
+        }
+        var wait: Int32 = 0
+        while waitpid(pid, &wait, 0) < 0, errno == EINTR {}
+        let code = (wait & 0x7f) == 0 ? (wait >> 8) & 0xff : 128 + (wait & 0x7f)
+        return (code, String(decoding: output, as: UTF8.self))
     }
 }
 
@@ -67,7 +94,7 @@ extension Whisperctl {
             ]
             if includeSecrets { arguments.append("--include-secrets") }
             if paths.storesOnPostgres { arguments.append("--postgres") }
-            let code = try WhisperdBinary.run(arguments + chosen)
+            let code = try WhisperdBinary.run(arguments + chosen).code
             if code != 0 { throw OperationFailed(description: "backup failed (whisperd backup exited \(code))") }
             if paths.storesOnPostgres {
                 FileHandle.standardError.write(Data("whisperctl: the conversation stores are in PostgreSQL: not in this archive; back them up with pg_dump\n".utf8))
@@ -85,7 +112,7 @@ extension Whisperctl {
         func run() throws {
             let client = connection.client
             let paths = try Paths(client)
-            let verified = try WhisperdBinary.run(["restore", "--verify-only", archive] + names)
+            let verified = try WhisperdBinary.run(["restore", "--verify-only", archive] + names).code
             if verified != 0 { throw OperationFailed(description: "\(archive) refused; nothing was changed") }
             let chosen = names.isEmpty ? try archiveCharacters() : names
             if let unknown = chosen.first(where: { !paths.characters.contains($0) }) {
@@ -97,7 +124,7 @@ extension Whisperctl {
             target.all = false
             target.names = chosen
             try Operation.run("stop", target, client)
-            let code = try WhisperdBinary.run(["restore", "--state-path", paths.stateDir, archive] + chosen)
+            let code = try WhisperdBinary.run(["restore", "--state-path", paths.stateDir, archive] + chosen).code
             if !wasRunning.isEmpty {
                 target.names = wasRunning
                 try Operation.run("start", target, client)
@@ -107,15 +134,8 @@ extension Whisperctl {
 
         /// The characters listed in the verified archive's manifest.
         private func archiveCharacters() throws -> [String] {
-            let pipe = Pipe()
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: WhisperdBinary.path)
-            process.arguments = ["restore", "--verify-only", archive]
-            process.standardOutput = pipe
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("characters: ") }) else {
+            let listing = try WhisperdBinary.run(["restore", "--verify-only", archive], capture: true)
+            guard listing.code == 0, let line = listing.output.split(separator: "\n").first(where: { $0.hasPrefix("characters: ") }) else {
                 throw OperationFailed(description: "cannot list the characters of \(archive)")
             }
             return line.dropFirst("characters: ".count).split(separator: " ").map(String.init)
