@@ -12,6 +12,9 @@ let package = Package(
     products: [
         .executable(name: "whisperd", targets: ["whisperd"]),
         .executable(name: "whisperctl", targets: ["whisperctl"]),
+        // For scripts/bench/hummingbird-worker only (the chat path behind another HTTP layer); an
+        // automatic library adds nothing to this package's build.
+        .library(name: "WhisperWorker", targets: ["WhisperWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -32,6 +35,8 @@ let package = Package(
         .target(name: "WhisperConcurrency", swiftSettings: strictSettings),
         // Reading a file whole (Foundation, without FileManager's leak): the one way for every module.
         .target(name: "WhisperFiles", swiftSettings: strictSettings),
+        // Backups: the archive (ustar), its manifest and SHA-256 checksums, and the restore.
+        .target(name: "WhisperBackup", dependencies: ["WhisperFiles"], swiftSettings: strictSettings),
         // Roster file -> WhisperCore types; every problem reported at once.
         .target(
             name: "WhisperConfig",
@@ -80,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "whisperd",
             dependencies: [
-                "WhisperDaemon", "WhisperWorker", "WhisperConfig", "WhisperCore", "WhisperSystem",
+                "WhisperDaemon", "WhisperWorker", "WhisperConfig", "WhisperCore", "WhisperSystem", "WhisperBackup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
@@ -102,6 +107,7 @@ let package = Package(
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),

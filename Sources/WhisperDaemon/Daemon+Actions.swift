@@ -87,9 +87,9 @@ extension Daemon {
         switch check {
         case .http(let path):
             guard let port else { return finished(false) }
-            probe = HTTPProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline, completion: finished)
+            probe = LoopbackProbe(loop: loop, host: "127.0.0.1", port: port, path: path, deadline: deadline, completion: finished)
         case .tcp(let port):
-            probe = TCPProbe(loop: loop, host: "127.0.0.1", port: port, deadline: deadline, completion: finished)
+            probe = LoopbackProbe(loop: loop, host: "127.0.0.1", port: port, path: nil, deadline: deadline, completion: finished)
         case .exec(let arguments):
             guard let spec = loaded.roster[name], let child = spawnProbe(spec, arguments) else { return finished(false) }
             probe = ExecProbe(loop: loop, child: child, deadline: deadline) { [unowned self] succeeded, detail in

@@ -54,6 +54,21 @@ extension Daemon {
     func handleControlRequest(_ request: HTTPServer.Request) -> HTTPServer.Response {
         let parts = request.path.split(separator: "/").map(String.init)
         if request.method == "GET" || request.method == "HEAD" {
+            if parts == ["v1", "paths"] {
+                // For `whisperctl backup` and `restore`: where things are, and which characters.
+                let characters = loaded.roster.services.filter { !$0.isJob }
+                let onPostgres = characters.contains { spec in
+                    ["DATABASE_URL", "POSTGRES_URL"].contains { !(spec.launch.environment[$0] ?? "").isEmpty }
+                }
+                return jsonResponse(
+                    200,
+                    [
+                        "state_dir": configuration.stateDirectory, "runtime_dir": configuration.runtimeDirectory,
+                        "log_dir": configuration.logDirectory, "roster": configuration.rosterPath,
+                        "characters_dir": loaded.charactersDirectory, "characters": characters.map(\.name.rawValue),
+                        "stores_on_postgres": onPostgres,
+                    ])
+            }
             if parts.count == 4, parts[0] == "v1", parts[1] == "characters", let name = known(parts[2]) {
                 switch parts[3] {
                 case "logs": return logs(name, request)

@@ -14,7 +14,8 @@ extension Worker {
         switch (request.method, request.path) {
         case ("GET", "/health"), ("HEAD", "/health"):
             endpoint = "health"
-            response = json(200, ["status": "healthy", "timestamp": Self.timestamp()])
+            let health = ChatRoute.health()
+            response = HTTPServer.Response(status: health.status, contentType: "application/json", bytes: health.body)
         case ("POST", "/api/chat"):
             endpoint = "chat"
             response = chat(request.body)
@@ -71,20 +72,16 @@ extension Worker {
     /// No thread waits for a chat: the store's and the LLM client's threads carry it, and the
     /// answer comes back through the mailbox.
     private func chat(_ body: [UInt8]) -> HTTPServer.Response {
-        let request: ChatRequest
-        switch ChatRequests.chat(body) {
-        case .failure(let failure): return unprocessable(failure)
-        case .success(let valid): request = valid
-        }
-        if case .failure(let problem) = service.llm { return notConfigured(problem) }
-        if let refusal = service.admission.admitUser(request.userID) { return refused(refusal) }
-        let service = service!
-        let metrics = metrics
-        return later { ticket, answer in
-            service.chat(userID: request.userID, message: request.message, context: request.context) { outcome in
-                let completion = Self.answer(ticket, outcome, service)
-                metrics.request(endpoint: "chat", status: completion.status)
-                answer(completion)
+        switch ChatRoute(service: service, botName: name).start(body) {
+        case .answered(let answer):
+            var response = HTTPServer.Response(status: answer.status, contentType: "application/json", bytes: answer.body)
+            response.extraHeaders = answer.headers
+            return response
+        case .started(let run):
+            return later { ticket, respond in
+                run { answer in
+                    respond(Completion(ticket: ticket, status: answer.status, body: answer.body, facets: answer.facets, headers: answer.headers))
+                }
             }
         }
     }

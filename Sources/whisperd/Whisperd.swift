@@ -23,7 +23,9 @@ struct Whisperd: ParsableCommand {
             stop_grace (a second signal kills at once).
             """,
         version: WhisperdVersion.current,
-        subcommands: [Worker.self, Notify.self, Migrate.self, MigrateStore.self, Import.self]
+        subcommands: [
+            Worker.self, Notify.self, Migrate.self, MigrateStore.self, BackupCommand.self, RestoreCommand.self, Import.self,
+        ]
     )
 
     static let productionRoster = "/etc/whisperd/roster.yaml"

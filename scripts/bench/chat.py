@@ -6,6 +6,10 @@ For SQLite and for PostgreSQL (a throwaway cluster): exec -> READY time (median 
 rows), the same wrk straight at the fake LLM, the worker's idle RSS after the load, and its own
 split (chat minus LLM time, from its /metrics). Writes docs/bench/chat-<date>.md.
 
+With --hummingbird BIN (chat.sh --hummingbird), the same load also goes, in the same run, to
+the bench-only Hummingbird 2 server (scripts/bench/hummingbird-worker: the same chat path,
+only the HTTP layer differs): its rows say "hummingbird" (it sends no READY: no start time).
+
 Run through scripts/bench/chat.sh (builds the release binary, installs what is needed).
 WORKER_THREADS in the environment is passed to the worker (default 16).
 """
@@ -63,8 +67,8 @@ def wrk(url, lua, connections, duration, cpu):
 
 
 class Postgres:
-    def __init__(self, work):
-        self.dir = Path(work) / "pg"
+    def __init__(self, work, name="pg"):
+        self.dir = Path(work) / name
         self.dir.mkdir()
         shutil.chown(self.dir, "postgres", "postgres")
         as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
@@ -106,6 +110,14 @@ def start_worker(binary, env, notify_path):
     return proc, ready
 
 
+def start_hummingbird(binary, env):
+    """The Hummingbird 2 server with the worker's environment, on the worker's CPU; returns it
+    once its port answers."""
+    proc = subprocess.Popen(["taskset", "-c", "0", binary, "elena"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(int(env["API_PORT"]), timeout=30)
+    return proc
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far (its threads included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -132,6 +144,7 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--store-dir", default=None, help="where the SQLite file goes (default: the work dir on /var/tmp, a real disk)")
+    parser.add_argument("--hummingbird", default=None, help="also measure this whisperd-hummingbird binary (build-hummingbird.sh)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="whisperd-chat-bench-", dir="/var/tmp")
@@ -159,22 +172,26 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
 """)
         direct = wrk(f"http://127.0.0.1:{llm_port}/v1/chat/completions", str(llm_lua), args.connections, args.duration, "1")
         rows = []
-        for store in args.stores.split(","):
+        servers = [("whisperd", args.bin)] + ([("hummingbird", args.hummingbird)] if args.hummingbird else [])
+        for store, (server, binary) in [(store, server) for store in args.stores.split(",") for server in servers]:
             port = free_port()
             env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
-                   "WHISPERD_SQLITE_PATH": f"{args.store_dir or work}/memory-{store}-{os.getpid()}.sqlite3",
+                   "WHISPERD_SQLITE_PATH": f"{args.store_dir or work}/memory-{store}-{server}-{os.getpid()}.sqlite3",
                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model",
                    "WORKER_THREADS": os.environ.get("WORKER_THREADS", "16")}
             if store == "postgres":
-                postgres = Postgres(work)
+                postgres = Postgres(work, f"pg-{server}")
                 env["POSTGRES_URL"] = postgres.url
             ready_times = []
-            for _ in range(5):
-                proc, ready = start_worker(args.bin, env, f"{work}/notify.sock")
+            for _ in range(5 if server == "whisperd" else 0):
+                proc, ready = start_worker(binary, env, f"{work}/notify.sock")
                 ready_times.append(ready * 1000)
                 proc.terminate()
                 proc.wait()
-            worker, _ = start_worker(args.bin, env, f"{work}/notify.sock")
+            if server == "whisperd":
+                worker, _ = start_worker(binary, env, f"{work}/notify.sock")
+            else:
+                worker = start_hummingbird(binary, env)
             processes.append(worker)
             wait_port(port)
             time.sleep(1)  # idle: a second after READY
@@ -187,7 +204,8 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
             time.sleep(1)
             metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
             inside = metric_mean(metrics, "whisperd_worker_chat_duration_seconds") - metric_mean(metrics, "whisperd_worker_llm_duration_seconds")
-            rows.append({"store": store, "ready": statistics.median(ready_times), "ready_all": ready_times, "idle_rss": idle_rss,
+            rows.append({"store": store, "server": server, "ready": statistics.median(ready_times) if ready_times else float("nan"),
+                         "ready_all": ready_times, "idle_rss": idle_rss,
                          "rss_after": rss_mib(worker.pid), "chat": loaded, "inside": inside,
                          "cpu_per_chat": cpu_used / (loaded["rps"] * duration_seconds(args.duration)) * 1e6,
                          "overhead_p50": loaded["p50"] - direct["p50"]})
@@ -205,11 +223,11 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
                  "200 users; worker on CPU 0, wrk and the LLM on CPU 1; stores on the VM's disk "
                  "(SQLite WAL + synchronous=FULL; PostgreSQL with fsync on).", "",
                  f"Straight at the fake LLM: p50 {direct['p50']:.2f} ms, p99 {direct['p99']:.2f} ms, {direct['rps']:.0f} requests/s.", "",
-                 "| store | exec → READY ms (median of 5) | idle RSS MiB | RSS after load MiB | chat requests/s | chat p50 / p90 / p99 ms | overhead p50 ms (chat − LLM) | worker's own ms per chat (mean, chat − LLM) | worker CPU µs per chat | non-2xx |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 "| store | HTTP server | exec → READY ms (median of 5) | idle RSS MiB | RSS after load MiB | chat requests/s | chat p50 / p90 / p99 ms | overhead p50 ms (chat − LLM) | worker's own ms per chat (mean, chat − LLM) | worker CPU µs per chat | non-2xx |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             chat = row["chat"]
-            lines.append(f"| {row['store']} | {row['ready']:.1f} | {row['idle_rss']:.1f} | {row['rss_after']:.1f} | {chat['rps']:.0f} | "
+            lines.append(f"| {row['store']} | {row['server']} | {row['ready']:.1f} | {row['idle_rss']:.1f} | {row['rss_after']:.1f} | {chat['rps']:.0f} | "
                          f"{chat['p50']:.2f} / {chat['p90']:.2f} / {chat['p99']:.2f} | {row['overhead_p50']:.2f} | {row['inside']:.2f} | "
                          f"{row['cpu_per_chat']:.0f} | {chat['non2xx']} |")
         out.write_text("\n".join(lines) + "\n")

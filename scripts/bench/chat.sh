@@ -9,4 +9,10 @@ scripts/install-deps.sh bench
 bin=$(scripts/build-release.sh)
 # Measured as installed, not as the linker left it in the page cache (see the helper).
 /usr/bin/python3 scripts/bench/drop-binary-cache.py "$bin"
-exec /usr/bin/python3 scripts/bench/chat.py --bin "$bin" "$@"
+# --hummingbird: the same run also measures the bench-only Hummingbird 2 server (the worker's
+# chat path behind Hummingbird; built by build-hummingbird.sh, ~15-20 min the first time).
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --hummingbird ]; then args+=(--hummingbird "$(scripts/bench/build-hummingbird.sh)"); else args+=("$arg"); fi
+done
+exec /usr/bin/python3 scripts/bench/chat.py --bin "$bin" "${args[@]}"

@@ -9,6 +9,10 @@ peak RSS, the connections held to its port and how many the attacker kept open.
 and reports the cgroup's peak and OOM kills. Run through scripts/bench/hostile.sh (builds the
 release binary). Traffic only to 127.0.0.1; every phase is bounded in time (--seconds) and
 every loop in count.
+
+--hummingbird BIN (hostile.sh --hummingbird) runs every phase, in the same run, against the
+bench-only Hummingbird 2 server too (scripts/bench/hummingbird-worker: the worker's chat path,
+only the HTTP layer differs); with --memory it runs under whisperd as a `command:` character.
 """
 import argparse
 import http.client
@@ -54,27 +58,30 @@ def connections_to(port):
     return count
 
 
-def start_under_whisperd(binary, work, port, env, memory):
-    """whisperd with a one-character roster (the worker with `limits: {memory: …}`); returns
-    (whisperd, the worker's pid, the worker's memory cgroup directory or None)."""
+def start_under_whisperd(binary, work, port, env, memory, command=None):
+    """whisperd with a one-character roster (the worker, or `command` — the Hummingbird server
+    — with `limits: {memory: …}`, its store in its own state directory); returns (whisperd, the
+    character's pid, its memory cgroup directory or None)."""
     roster = Path(work) / "roster.yaml"
-    worker_env = {key: value for key, value in env.items() if key not in ("PATH", "API_PORT")}
+    worker_env = {key: value for key, value in env.items() if key not in ("PATH", "API_PORT", "WHISPERD_SQLITE_PATH")}
     roster.write_text(
         "version: 1\n"
         f"characters_dir: {REPO / 'characters'}\n"
         "characters:\n"
         "  elena:\n"
         f"    port: {port}\n"
-        f"    env: {json.dumps(worker_env)}\n"
-        f"    limits: {{memory: {memory}}}\n"
-        "    health: {ready: notify, watchdog: off}\n")
+        + (f"    command: {json.dumps(command)}\n    health: {{ready: started, watchdog: off}}\n" if command
+           else "    health: {ready: notify, watchdog: off}\n")
+        + f"    env: {json.dumps(worker_env)}\n"
+        f"    limits: {{memory: {memory}}}\n")
     whisperd = subprocess.Popen(["taskset", "-c", "0", binary, "--roster", str(roster), "--state-dir", f"{work}/wstate",
                                  "--runtime-dir", f"{work}/run", "--log-dir", f"{work}/logs", "--http", "off"],
                                 env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
                                 stderr=open(f"{work}/whisperd.log", "w"))
     wait_port(port, timeout=30)
     children = Path(f"/proc/{whisperd.pid}/task/{whisperd.pid}/children").read_text().split()
-    pid = next(int(child) for child in children if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes())
+    mark = os.path.basename(command[0]).encode() if command else b"worker"
+    pid = next(int(child) for child in children if mark in Path(f"/proc/{child}/cmdline").read_bytes())
     cgroup = None
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -127,9 +134,9 @@ class Legit(threading.Thread):
     """Chats one at a time, a new connection each, every `interval` s, until `stop` is set
     (or `limit` requests): latencies of the 200s, and what failed."""
 
-    def __init__(self, port, interval, limit):
+    def __init__(self, port, interval, limit, health_only=False):
         super().__init__(daemon=True)
-        self.port, self.interval, self.limit = port, interval, limit
+        self.port, self.interval, self.limit, self.health_only = port, interval, limit, health_only
         self.latencies, self.failures = [], []
         self.stop = threading.Event()
 
@@ -141,7 +148,10 @@ class Legit(threading.Thread):
             started = time.monotonic()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
+                if self.health_only:
+                    conn.request("GET", "/health")
+                else:
+                    conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 answer = response.read()
                 conn.close()
@@ -164,7 +174,7 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def phase(name, port, pid, attack, seconds, ramp):
+def phase(name, port, pid, attack, seconds, ramp, health_only=False):
     """Runs `attack` (argv or None), waits `ramp` s for it to build up, then the legitimate
     client for `seconds` s, sampling RSS and connections every 0.5 s."""
     attacker = None
@@ -172,7 +182,7 @@ def phase(name, port, pid, attack, seconds, ramp):
         # Line-buffered: slowhttptest's status survives its being stopped.
         attacker = subprocess.Popen(["stdbuf", "-oL"] + attack, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(ramp)
-    legit = Legit(port, 0.05, int(seconds / 0.05) + 1)
+    legit = Legit(port, 0.05, int(seconds / 0.05) + 1, health_only)
     legit.start()
     held, rss, served, buffered = [], [], [], []
     deadline = time.monotonic() + seconds
@@ -180,8 +190,8 @@ def phase(name, port, pid, attack, seconds, ramp):
         held.append(connections_to(port))
         rss.append(status_field(pid, "VmRSS"))
         gauges = server_gauges(port)
-        if gauges:
-            served.append(gauges["http_connections"] or 0)
+        if gauges and gauges["http_connections"] is not None:  # Hummingbird has no such gauges
+            served.append(gauges["http_connections"])
             buffered.append(gauges["http_buffered_bytes"] or 0)
         time.sleep(0.5)
     legit.stop.set()
@@ -189,7 +199,7 @@ def phase(name, port, pid, attack, seconds, ramp):
     attacker_note = ""
     if attacker:
         failed_early = attacker.poll() not in (None, 0)
-        if attack[3] == "wrk":
+        if "wrk" in attack:
             # wrk prints its totals only at the end of its (bounded) run.
             try:
                 attacker.wait(timeout=10)
@@ -240,83 +250,128 @@ def summarize_attacker(output):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--also-bin", action="append", default=[], metavar="LABEL=PATH",
+                        help="another whisperd binary (e.g. the build before a change) attacked in the same run")
+    parser.add_argument("--hummingbird", default="", help="also attack this whisperd-hummingbird binary (build-hummingbird.sh)")
     parser.add_argument("--seconds", type=float, default=20, help="legitimate client's time per phase")
     parser.add_argument("--ramp", type=float, default=8, help="attack's time to build up before measuring")
     parser.add_argument("--connections", type=int, default=1000, help="slowhttptest's target connections")
-    parser.add_argument("--memory", default="", help="run the worker under whisperd with this memory limit (e.g. 256M)")
+    parser.add_argument("--memory", default="", help="run the server under whisperd with this memory limit (e.g. 256M)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="two more flood phases: the attacker at SCHED_IDLE (it takes only CPU time the client and the "
+                             "LLM leave), and the client asking GET /health instead of chatting")
     parser.add_argument("--only", default="", help="comma-separated words: run only the phases whose name has one (baseline always runs)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="whisperd-hostile-bench-", dir="/var/tmp")
     os.chmod(work, 0o755)  # under whisperd the worker is a user of its own (docs/security.md)
-    os.chmod(work, 0o755)
     processes = []
     try:
         llm = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(HERE / "fake_llm.py")], stdout=subprocess.PIPE, text=True)
         processes.append(llm)
         llm_port = int(llm.stdout.readline())
-        port = free_port()
-        env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
-               "WHISPERD_SQLITE_PATH": f"{work}/memory.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
-               "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model"}
-        cgroup = None
-        if args.memory:
-            whisperd, worker_pid, cgroup = start_under_whisperd(args.bin, work, port, env, args.memory)
-            processes.append(whisperd)
-        else:
-            worker, _ = start_worker(args.bin, env, f"{work}/notify.sock")
-            processes.append(worker)
-            worker_pid = worker.pid
-            wait_port(port)
-        url = f"http://127.0.0.1:{port}"
-        slow = ["taskset", "-c", "1", "slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
-                "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"]
-        phases = [
-            ("baseline", None),
-            ("slowloris (slowhttptest -H)", slow + ["-H", "-u", f"{url}/health"]),
-            ("slow body (slowhttptest -B, Content-Length 8192)", slow + ["-B", "-s", "8192", "-u", f"{url}/api/chat"]),
-            ("slow read (slowhttptest -X, window 1-32 B, 10 pipelined)", slow + ["-X", "-k", "10", "-w", "1", "-y", "32", "-n", "5", "-z", "8",
-                                                                  "-u", f"{url}/metrics"]),
-            ("flood (wrk -c 512 GET /health)", ["taskset", "-c", "1", "wrk", "-c", "512", "-t", "1",
-                                                "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]),
-        ]
-        if args.only:
-            words = args.only.split(",")
-            phases = [(name, attack) for name, attack in phases if attack is None or any(word in name for word in words)]
-        rows = []
-        for name, attack in phases:
-            rows.append(phase(name, port, worker_pid, attack, args.seconds, args.ramp if attack else 0))
-            print(rows[-1], file=sys.stderr)
-            time.sleep(2)
-        hwm = status_field(worker_pid, "VmHWM") / 1024
-        alive = Path(f"/proc/{worker_pid}").exists()
-        memory = cgroup_memory(cgroup)
-        baseline = rows[0]
+        servers = [("whisperd", None, {})]
+        others = {}
+        for entry in args.also_bin:
+            label, path = entry.split("=", 1)
+            others[f"whisperd ({label})"] = path
+            servers.append((f"whisperd ({label})", None, {}))
+        if args.hummingbird:
+            # Capped like the worker (it stops accepting at 256), and as Hummingbird comes (no cap).
+            servers += [("hummingbird", args.hummingbird, {}), ("hummingbird, no cap", args.hummingbird, {"HB_MAX_CONNECTIONS": "0"})]
         lines = [f"`scripts/bench/hostile.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {os.cpu_count()} cores, "
-                 f"kernel {os.uname().release}; release build; one worker on CPU 0 with default limits"
+                 f"kernel {os.uname().release}; release build; one server on CPU 0 with default limits"
                  f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency "
                  "fake LLM, the attacker and the legitimate client on CPU 1; the client chats on a new connection "
-                 f"every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for {args.ramp:.0f} s.", "",
-                 "| phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the worker's own count (max) | bytes buffered (max) | worker RSS max MiB | attacker's view |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for row in rows:
-            failed = len(row["failures"])
-            kinds = ", ".join(sorted(set(row["failures"])))
-            lines.append(f"| {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | {row['p50']:.2f} | "
-                         f"{row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | {row['held_max']} / {row['held_median']:.0f} | "
-                         f"{row['served_max']} | {row['buffered_max']} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
-        lines += ["", f"Worker peak RSS (VmHWM) over the run: {hwm:.1f} MiB; the same process at the end: {'yes' if alive else 'NO'}."]
-        if args.memory:
-            lines.append(f"Under whisperd, `limits: {{memory: {args.memory}}}`: " + (
-                f"cgroup limit {memory[0]:.0f} MiB, peak usage {memory[1]:.1f} MiB, OOM kills {memory[2]}." if memory
-                else "no memory cgroup found (whisperd without a memory controller: not enforced)."))
-        print("\n".join(lines))
+                 f"every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for {args.ramp:.0f} s. "
+                 "\"whisperd\" is the worker's own HTTP server; \"hummingbird\" the same chat path on Hummingbird 2 "
+                 "(scripts/bench/hummingbird-worker).", "",
+                 "| server | phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the server's own count (max) | bytes buffered (max) | RSS max MiB | attacker's view |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        notes = []
+        for server, hummingbird, server_env in servers:
+            binary = others.get(server, args.bin)
+            port = free_port()
+            env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
+                   "WHISPERD_SQLITE_PATH": f"{work}/memory-{len(notes)}.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
+                   "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model", **server_env}
+            cgroup = None
+            if args.memory:
+                shutil.rmtree(f"{work}/wstate", ignore_errors=True)
+                supervisor, server_pid, cgroup = start_under_whisperd(
+                    binary, work, port, env, args.memory, command=[hummingbird, "elena"] if hummingbird else None)
+            elif hummingbird:
+                supervisor = subprocess.Popen(["taskset", "-c", "0", hummingbird, "elena"], env=env,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                server_pid = supervisor.pid
+                wait_port(port, timeout=30)
+            else:
+                supervisor, _ = start_worker(binary, env, f"{work}/notify.sock")
+                server_pid = supervisor.pid
+                wait_port(port)
+            processes.append(supervisor)
+            rows = run_phases(args, port, server_pid)
+            baseline = rows[0]
+            for row in rows:
+                failed = len(row["failures"])
+                kinds = ", ".join(sorted(set(row["failures"])))
+                served = "–" if row["served_max"] < 0 else row["served_max"]
+                buffered = "–" if row["buffered_max"] < 0 else row["buffered_max"]
+                lines.append(f"| {server} | {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | {row['p50']:.2f} | "
+                             f"{row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | {row['held_max']} / {row['held_median']:.0f} | "
+                             f"{served} | {buffered} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
+            hwm = status_field(server_pid, "VmHWM") / 1024
+            alive = Path(f"/proc/{server_pid}").exists()
+            notes.append(f"{server}: peak RSS (VmHWM) over the run {hwm:.1f} MiB; the same process at the end: {'yes' if alive else 'NO'}.")
+            if args.memory:
+                memory = cgroup_memory(cgroup)
+                notes.append(f"{server} under whisperd, `limits: {{memory: {args.memory}}}`: " + (
+                    f"cgroup limit {memory[0]:.0f} MiB, peak usage {memory[1]:.1f} MiB, OOM kills {memory[2]}." if memory
+                    else "no memory cgroup found (whisperd without a memory controller: not enforced)."))
+            supervisor.terminate()
+            try:
+                supervisor.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+                supervisor.wait()
+            processes.remove(supervisor)
+        print("\n".join(lines + [""] + notes))
     finally:
         for proc in processes:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_phases(args, port, pid):
+    """The baseline and each attack against the server on `port` (process `pid`)."""
+    url = f"http://127.0.0.1:{port}"
+    flood = ["taskset", "-c", "1", "wrk", "-c", "512", "-t", "1", "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]
+    slow = ["taskset", "-c", "1", "slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
+            "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"]
+    phases = [
+        ("baseline", None),
+        ("slowloris (slowhttptest -H)", slow + ["-H", "-u", f"{url}/health"]),
+        ("slow body (slowhttptest -B, Content-Length 8192)", slow + ["-B", "-s", "8192", "-u", f"{url}/api/chat"]),
+        ("slow read (slowhttptest -X, window 1-32 B, 10 pipelined)", slow + ["-X", "-k", "10", "-w", "1", "-y", "32", "-n", "5", "-z", "8",
+                                                              "-u", f"{url}/metrics"]),
+        ("flood (wrk -c 512 GET /health)", flood),
+    ]
+    under_cap = ["taskset", "-c", "1", "wrk", "-c", "200", "-t", "1", "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]
+    if args.diagnose:
+        phases += [("flood, the attacker at SCHED_IDLE", ["chrt", "--idle", "0"] + flood),
+                   ("flood, the client asks GET /health", flood),
+                   ("flood under the cap (wrk -c 200)", under_cap)]
+    if args.only:
+        words = args.only.split(",")
+        phases = [(name, attack) for name, attack in phases if attack is None or any(word in name for word in words)]
+    rows = []
+    for name, attack in phases:
+        rows.append(phase(name, port, pid, attack, args.seconds, args.ramp if attack else 0, health_only="GET /health" in name and "client" in name))
+        print(rows[-1], file=sys.stderr)
+        time.sleep(2)
+    return rows
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # One character worker under hostile clients (issue 22): slowhttptest's slowloris, slow body
 # and slow read, and a wrk flood, each while a legitimate client chats; its p50/p99 and
 # failures against the baseline, the worker's RSS, the connections held. Prints a Markdown
-# table (recorded in docs/reliability.md). Arguments go to hostile.py (--seconds, --ramp,
+# table (recorded in docs/reliability.md). Arguments go to hostile.py (--seconds, --ramp, --diagnose,
+# --also-bin LABEL=PATH for another build in the same run,
 # --connections, --memory 256M to run the worker under whisperd with that limit, --only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,4 +13,10 @@ fi
 bin=$(scripts/build-release.sh)
 # slowhttptest holds a descriptor per connection.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec /usr/bin/python3 scripts/bench/hostile.py --bin "$bin" "$@"
+# --hummingbird: the same run also measures the bench-only Hummingbird 2 server (the worker's
+# chat path behind Hummingbird; built by build-hummingbird.sh, ~15-20 min the first time).
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --hummingbird ]; then args+=(--hummingbird "$(scripts/bench/build-hummingbird.sh)"); else args+=("$arg"); fi
+done
+exec /usr/bin/python3 scripts/bench/hostile.py --bin "$bin" "${args[@]}"

@@ -9,22 +9,27 @@ public protocol RunningProbe: AnyObject {
     func expire()
 }
 
-/// One nonblocking `GET` on loopback, run on the event loop: success is any 2xx status line.
-public final class HTTPProbe: RunningProbe {
+/// One check on loopback, run on the event loop: a `GET` whose success is any 2xx status line,
+/// or (`path` nil) a TCP connect whose success is an established connection.
+public final class LoopbackProbe: RunningProbe {
     public let deadline: Int64
     private let loop: EventLoop
     private var fd: Int32 = -1
     private var request: [UInt8]
     private var response: [UInt8] = []
     private var completion: ((Bool) -> Void)?
+    private let connectOnly: Bool
 
     /// - Parameters:
     ///   - deadline: monotonic ns after which the probe counts as failed (the owner calls ``expire()``).
-    public init(loop: EventLoop, host: String, port: Int, path: String, deadline: Int64, completion: @escaping (Bool) -> Void) {
+    public init(loop: EventLoop, host: String, port: Int, path: String?, deadline: Int64, completion: @escaping (Bool) -> Void) {
         self.loop = loop
         self.deadline = deadline
         self.completion = completion
-        self.request = Array("GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUser-Agent: whisperd-probe\r\nConnection: close\r\n\r\n".utf8)
+        self.connectOnly = path == nil
+        self.request = path.map {
+            Array("GET \($0) HTTP/1.1\r\nHost: \(host):\(port)\r\nUser-Agent: whisperd-probe\r\nConnection: close\r\n\r\n".utf8)
+        } ?? []
         fd = whisper_tcp_connect(host, Int32(port))
         guard fd >= 0 else {
             finish(false)
@@ -42,6 +47,7 @@ public final class HTTPProbe: RunningProbe {
     public func expire() { finish(false) }
 
     private func onEvent() {
+        if connectOnly { return finish(whisper_socket_error(fd) == 0) }
         if !request.isEmpty {
             if whisper_socket_error(fd) != 0 { return finish(false) }
             let written = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -72,48 +78,6 @@ public final class HTTPProbe: RunningProbe {
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let code = Int(parts[1]) else { return false }
         return (200..<300).contains(code)
     }
-
-    private func finish(_ succeeded: Bool) {
-        if fd >= 0 {
-            loop.remove(fd)
-            close(fd)
-            fd = -1
-        }
-        guard let completion else { return }
-        self.completion = nil
-        completion(succeeded)
-    }
-}
-
-/// One nonblocking TCP connect on loopback: success is an established connection.
-public final class TCPProbe: RunningProbe {
-    public let deadline: Int64
-    private let loop: EventLoop
-    private var fd: Int32 = -1
-    private var completion: ((Bool) -> Void)?
-
-    public init(loop: EventLoop, host: String, port: Int, deadline: Int64, completion: @escaping (Bool) -> Void) {
-        self.loop = loop
-        self.deadline = deadline
-        self.completion = completion
-        fd = whisper_tcp_connect(host, Int32(port))
-        guard fd >= 0 else {
-            finish(false)
-            return
-        }
-        do {
-            try loop.add(fd, .writable) { [weak self] _ in
-                guard let self else { return }
-                self.finish(whisper_socket_error(self.fd) == 0)
-            }
-        } catch {
-            finish(false)
-        }
-    }
-
-    public var isDone: Bool { completion == nil }
-
-    public func expire() { finish(false) }
 
     private func finish(_ succeeded: Bool) {
         if fd >= 0 {
