@@ -65,6 +65,8 @@ extension Daemon {
     /// seen before the OOM event), then the exit with the run's peak memory.
     func finishRun(_ name: ServiceName, _ run: LiveRun, _ termination: ProcessTermination) {
         if runs[name] === run { runs[name] = nil }
+        // A check of this run must not judge the next one: dropped (an exec probe is killed).
+        probes[name] = nil
         var peak: UInt64?
         if let group = characterCgroups[name] {
             reportOOMKills(name, consumingWakeUp: false)

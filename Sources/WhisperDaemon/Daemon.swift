@@ -228,10 +228,8 @@ public final class Daemon {
 
     private func timerFired() {
         let now = Clock.monotonicNanoseconds()
-        for (name, probe) in probes where probe.deadline <= now {
-            probes[name] = nil
-            probe.expire()
-        }
+        // A probe leaves `probes` with its verdict (an exec probe's comes when it is reaped).
+        for probe in probes.values where probe.deadline <= now && !probe.isDone { probe.expire() }
         for drain in drains.values where drain.deadline <= now { drainTimedOut(drain) }
         if let ping = nextSystemdPing, ping <= now, let interval = systemd.watchdogPingInterval {
             systemd.watchdog()

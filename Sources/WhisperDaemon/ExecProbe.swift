@@ -20,7 +20,8 @@ final class ExecProbe: RunningProbe {
     private var timedOut = false
     private var completion: ((_ succeeded: Bool, _ detail: String) -> Void)?
 
-    var isDone: Bool { completion == nil }
+    /// Done for the timer once it has its verdict or has been killed (the reap then reports).
+    var isDone: Bool { completion == nil || timedOut }
 
     init(loop: EventLoop, child: ProcessSpawner.Child, deadline: Int64, completion: @escaping (Bool, String) -> Void) {
         self.loop = loop
@@ -29,15 +30,31 @@ final class ExecProbe: RunningProbe {
         self.pidFD = child.pidFD
         self.outputFDs = [child.stdoutFD, child.stderrFD]
         self.completion = completion
+        // Weak: the daemon owns the probe until its verdict; a whisperd that exits with one in
+        // flight drops it (deinit kills the group) instead of keeping a cycle through the loop.
         for fd in outputFDs {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            try? loop.add(fd, .readable) { [self] _ in self.readOutput(fd) }
+            try? loop.add(fd, .readable) { [weak self] _ in self?.readOutput(fd) }
         }
         do {
-            try loop.add(pidFD, .readable) { [self] _ in self.exited() }
+            try loop.add(pidFD, .readable) { [weak self] _ in self?.exited() }
         } catch {
             kill(-pid, SIGKILL)
+            var info = siginfo_t()
+            _ = waitid(P_PIDFD, id_t(pidFD), &info, WEXITED)
             finish(false, "cannot watch the probe process: \(error)")
+        }
+    }
+
+    deinit {
+        if pidFD >= 0 { kill(-pid, SIGKILL) }
+        for fd in outputFDs {
+            loop.remove(fd)
+            close(fd)
+        }
+        if pidFD >= 0 {
+            loop.remove(pidFD)
+            close(pidFD)
         }
     }
 
@@ -67,10 +84,10 @@ final class ExecProbe: RunningProbe {
     }
 
     private func exited() {
-        guard let result = ChildReaper.reap(pidFD: pidFD) else { return }
-        // What it forked into its group goes with it (the group outlives its leader while a
-        // member lives, and its id is not reused before).
+        // What it forked into its group goes with it: killed before the leader is reaped, while
+        // the zombie leader still holds the group's id (after, it could be someone else's).
         kill(-pid, SIGKILL)
+        guard let result = ChildReaper.reap(pidFD: pidFD) else { return }
         for fd in outputFDs { readOutput(fd) }
         let verdict: (Bool, String) =
             if timedOut {

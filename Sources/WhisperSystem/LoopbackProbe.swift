@@ -46,6 +46,13 @@ public final class LoopbackProbe: RunningProbe {
 
     public func expire() { finish(false) }
 
+    deinit {
+        if fd >= 0 {
+            loop.remove(fd)
+            close(fd)
+        }
+    }
+
     private func onEvent() {
         if connectOnly { return finish(whisper_socket_error(fd) == 0) }
         if !request.isEmpty {

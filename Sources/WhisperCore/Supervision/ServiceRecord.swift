@@ -77,6 +77,8 @@ struct ServiceRecord: Sendable {
         probeAt = nil
         killDeadline = nil
         probeFailures = 0
+        // A check of the run that ended is dropped by the shell; its verdict never comes.
+        isProbeInFlight = false
     }
 }
 
