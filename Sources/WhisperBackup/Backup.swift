@@ -19,6 +19,9 @@ public struct BackupManifest: Codable, Equatable, Sendable {
     public var stores: String
     public var characters: [String]
     public var files: [File]
+    /// Files of a character's state directory left out, and why (not a plain file, too big, a
+    /// name too long for the archive): a character cannot make everyone's backup fail.
+    public var skipped: [String]?
 }
 
 /// `whisperctl backup`: one archive (ustar) with `manifest.json` first, then per character its
@@ -56,31 +59,54 @@ public enum Backup {
     public static let daemonStateFiles = ["intents.json", "jobs.json", "dynamic-users.json", "profiles.json", "scale.json"]
     static let storeName = "memory.sqlite3"
 
+    /// The largest file of a character's state directory taken (a store past it is an error).
+    public static let maxFileBytes = 1 << 30
+
     /// Builds the archive. `snapshot(source, destination)` copies a live SQLite store
-    /// consistently (the worker's `VACUUM INTO`); `now` names the time in the manifest.
+    /// consistently (the worker's `VACUUM INTO`, symlinks refused); `now` names the time in the
+    /// manifest. A character's directory is the character's: every file in it is opened without
+    /// following a link, checked on the open descriptor (a plain file with one link, not too
+    /// big) and read from that descriptor.
     public static func archive(
         _ request: BackupRequest, now: String, snapshot: (String, String) throws -> Void
     ) throws -> [UInt8] {
         var entries: [Tar.Entry] = []
         var files: [BackupManifest.File] = []
+        var skipped: [String] = []
         func add(_ path: String, _ bytes: [UInt8], character: String?, mode: Int = 0o600) {
+            guard path.utf8.count <= Tar.maxPathBytes else {
+                skipped.append("\(path): name too long for the archive")
+                return
+            }
             entries.append(Tar.Entry(path: path, mode: mode, bytes: bytes))
             files.append(.init(path: path, character: character, size: bytes.count, sha256: SHA256.hex(bytes)))
         }
-        let scratch = NSTemporaryDirectory() + "/whisperd-backup-\(getpid())"
-        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        // Private to whisperd's user: the snapshots are other characters' conversations.
+        var template = Array((NSTemporaryDirectory() + "/whisperd-backup-XXXXXX").utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw BackupFailure("cannot make a private scratch directory: \(String(cString: strerror(errno)))")
+        }
+        let scratch = String(cString: made)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         for name in request.characters {
             let own = "\(request.stateDirectory)/\(name)"
-            for file in regularFiles(in: own) where !file.hasSuffix("-wal") && !file.hasSuffix("-shm") && !file.hasSuffix(".tmp") {
+            // Every name, so that what is not a plain file is said, not silently dropped.
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: own)) ?? []).sorted()
+            for file in names where !file.hasSuffix("-wal") && !file.hasSuffix("-shm") && !file.hasSuffix(".tmp") {
+                let path = "characters/\(name)/state/\(file)"
                 if file == storeName {
+                    if case .failure(let reason) = checkOwnFile("\(own)/\(file)") {
+                        throw BackupFailure("\(name)'s store \(own)/\(file): \(reason.description)")
+                    }
                     let copy = "\(scratch)/\(name).sqlite3"
-                    try? FileManager.default.removeItem(atPath: copy)
                     try snapshot("\(own)/\(file)", copy)
                     guard let bytes = readFileContents(copy) else { throw BackupFailure("cannot read the snapshot of \(name)'s store") }
-                    add("characters/\(name)/state/\(file)", Array(bytes), character: name)
-                } else if let bytes = readFileContents("\(own)/\(file)") {
-                    add("characters/\(name)/state/\(file)", Array(bytes), character: name)
+                    add(path, Array(bytes), character: name)
+                } else {
+                    switch readOwnFile("\(own)/\(file)") {
+                    case .success(let bytes): add(path, bytes, character: name)
+                    case .failure(let reason): skipped.append("\(path): \(reason.description)")
+                    }
                 }
             }
             for file in regularFiles(in: "\(request.charactersDirectory)/\(name)") {
@@ -105,8 +131,9 @@ public enum Backup {
             request.databaseURLConfigured
             ? "PostgreSQL (DATABASE_URL/POSTGRES_URL): not in this archive; back it up with pg_dump (docs/operations.md)"
             : "SQLite: an online snapshot of each character's store"
-        let manifest = BackupManifest(
+        var manifest = BackupManifest(
             createdAt: now, includesSecrets: request.includeSecrets, stores: stores, characters: request.characters, files: files)
+        manifest.skipped = skipped.isEmpty ? nil : skipped
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let manifestBytes = Array(try encoder.encode(manifest))
@@ -137,37 +164,81 @@ public enum Backup {
         return (manifest, contents)
     }
 
-    /// Puts `name`'s state back into `<state>/<name>/`, owned as that directory is: each file
-    /// written beside and renamed over, the store's WAL files removed. The character must be
+    /// Puts `name`'s state back into `<state>/<name>/`, owned as that directory is. The
+    /// directory is the character's, so it is opened without following a link and every name
+    /// in it is worked on relative to that descriptor: a temporary name removed and created anew
+    /// (`O_EXCL`: never a planted FIFO, link or symlink), written, synced, chowned, then renamed
+    /// over; the store's WAL files go before the store is replaced (an old WAL must never be
+    /// replayed into the restored store), and the directory is synced. The character must be
     /// stopped (the caller stops it and starts it again).
     public static func restore(_ name: String, from contents: [String: [UInt8]], stateDirectory: String) throws -> [String] {
         let prefix = "characters/\(name)/state/"
         let own = "\(stateDirectory)/\(name)"
+        let directory = open(own, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard directory >= 0 else { throw BackupFailure("\(own): \(String(cString: strerror(errno)))") }
+        defer { close(directory) }
         var info = stat()
-        guard lstat(own, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { throw BackupFailure("\(own) is not a directory") }
+        guard fstat(directory, &info) == 0 else { throw BackupFailure("\(own): cannot stat") }
         var restored: [String] = []
         for (path, bytes) in contents.sorted(by: { $0.key < $1.key }) where path.hasPrefix(prefix) {
             let file = String(path.dropFirst(prefix.count))
-            guard !file.isEmpty, !file.contains("/") else { continue }
-            let target = "\(own)/\(file)"
-            let temporary = target + ".restore-tmp"
-            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw BackupFailure("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+            guard !file.isEmpty, !file.contains("/"), file != ".", file != ".." else { continue }
+            let temporary = ".\(file).restore-tmp"
+            _ = unlinkat(directory, temporary, 0)
+            let fd = openat(directory, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw BackupFailure("cannot write \(own)/\(temporary): \(String(cString: strerror(errno)))") }
             let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             let synced = fsync(fd) == 0
-            fchown(fd, info.st_uid, info.st_gid)
+            let owned = fchown(fd, info.st_uid, info.st_gid) == 0
             close(fd)
-            guard written == bytes.count, synced, rename(temporary, target) == 0 else {
-                unlink(temporary)
-                throw BackupFailure("cannot write \(target)")
-            }
             if file == storeName {
-                unlink(target + "-wal")
-                unlink(target + "-shm")
+                _ = unlinkat(directory, file + "-wal", 0)
+                _ = unlinkat(directory, file + "-shm", 0)
+            }
+            guard written == bytes.count, synced, owned, renameat(directory, temporary, directory, file) == 0 else {
+                _ = unlinkat(directory, temporary, 0)
+                throw BackupFailure("cannot write \(own)/\(file)\(owned ? "" : " (chown to the character failed)")")
             }
             restored.append(file)
         }
+        guard fsync(directory) == 0 else { throw BackupFailure("\(own): cannot sync the directory") }
         return restored
+    }
+
+    struct Refused: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The checks of ``readOwnFile`` without the read (the store is read by SQLite).
+    static func checkOwnFile(_ path: String) -> Result<Void, Refused> {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(Refused(description: String(cString: strerror(errno)))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .failure(Refused(description: "not a plain file")) }
+        guard info.st_nlink == 1 else { return .failure(Refused(description: "has other hard links")) }
+        return .success(())
+    }
+
+    /// A file of a directory a character owns: opened without following a link and without
+    /// blocking (a FIFO), checked on the descriptor, read from it.
+    static func readOwnFile(_ path: String) -> Result<[UInt8], Refused> {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(Refused(description: String(cString: strerror(errno)))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .failure(Refused(description: "not a plain file")) }
+        guard info.st_nlink == 1 else { return .failure(Refused(description: "has other hard links")) }
+        guard info.st_size <= maxFileBytes else { return .failure(Refused(description: "larger than \(maxFileBytes >> 20) MiB")) }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + offset, $0.count - offset, off_t(offset)) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { return .failure(Refused(description: "changed while read")) }
+            offset += count
+        }
+        return .success(bytes)
     }
 
     private static func regularFiles(in directory: String) -> [String] {

@@ -17,6 +17,9 @@ public enum Tar {
         public var description: String
     }
 
+    /// The longest path a plain ustar header holds (no prefix field, no PAX).
+    public static let maxPathBytes = 100
+
     public static func write(_ entries: [Entry], mtime: Int) -> [UInt8] {
         var archive: [UInt8] = []
         for entry in entries {
@@ -64,9 +67,12 @@ public enum Tar {
             var sum = 0
             for (index, byte) in header.enumerated() { sum += (148..<156).contains(index) ? 0x20 : Int(byte) }
             guard Int(field(148, 8), radix: 8) == sum else { throw Damaged(description: "entry \(entries.count + 1): bad header checksum") }
-            guard let size = Int(field(124, 12), radix: 8), let mode = Int(field(100, 8), radix: 8) else {
-                throw Damaged(description: "entry \(entries.count + 1): bad size or mode")
-            }
+            let sizeText = field(124, 12)
+            let modeText = field(100, 8)
+            guard !sizeText.isEmpty, sizeText.count <= 11, sizeText.allSatisfy({ ("0"..."7").contains($0) }),
+                !modeText.isEmpty, modeText.allSatisfy({ ("0"..."7").contains($0) }),
+                let size = Int(sizeText, radix: 8), let mode = Int(modeText, radix: 8), size <= archive.count - offset - 512
+            else { throw Damaged(description: "entry \(entries.count + 1): bad size or mode") }
             let path = field(0, 100)
             guard !path.isEmpty, !path.hasPrefix("/"), !path.split(separator: "/").contains("..") else {
                 throw Damaged(description: "entry \(entries.count + 1): refused path `\(path.prefix(100))`")

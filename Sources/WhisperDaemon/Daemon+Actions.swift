@@ -97,7 +97,9 @@ extension Daemon {
                     self.lastProbeFailure[name] = nil
                 } else {
                     self.lastProbeFailure[name] = detail
-                    self.log.log(.info, character: name, "health check failed (\(detail.prefix(300)))")
+                    // The probe's output is the character's: no control character (a forged log line) gets through.
+                    let printable = String(detail.prefix(300).unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : Character($0) })
+                    self.log.log(.info, character: name, "health check failed (\(printable))")
                 }
                 finished(succeeded)
             }

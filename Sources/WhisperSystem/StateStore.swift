@@ -63,7 +63,8 @@ public struct StateStore: Sendable {
 
     /// `whisperctl scale NAME N`: character → replicas, over the roster's `replicas:`.
     public func replicaOverrides() -> [String: Int] {
-        ((readJSON(scalePath) as? [String: String]) ?? [:]).compactMapValues { Int($0) }
+        // A hand-edited or foreign value is ignored, not trusted (a negative count would trap).
+        ((readJSON(scalePath) as? [String: String]) ?? [:]).compactMapValues { Int($0) }.filter { (0...64).contains($0.value) }
     }
 
     public func setReplicas(_ name: String, _ count: Int) throws {

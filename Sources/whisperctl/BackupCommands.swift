@@ -118,17 +118,22 @@ extension Whisperctl {
             if let unknown = chosen.first(where: { !paths.characters.contains($0) }) {
                 throw OperationFailed(description: "\(unknown) is not a character of this whisperd; nothing was changed")
             }
-            var wasRunning: [String] = []
-            for name in chosen where (try client.character(name)["pid"] as? Int) != nil { wasRunning.append(name) }
+            // Wanted up before (running, or between restarts): wanted up after, whatever happens.
+            var wantedUp: [String] = []
+            for name in chosen where (try client.character(name)["desired"] as? String) == "up" { wantedUp.append(name) }
             var target = try Target.parse(["--all"])
             target.all = false
             target.names = chosen
+            defer {
+                if !wantedUp.isEmpty {
+                    target.names = wantedUp
+                    do { try Operation.run("start", target, client) } catch {
+                        FileHandle.standardError.write(Data("whisperctl: starting \(wantedUp.joined(separator: ", ")) again: \(error)\n".utf8))
+                    }
+                }
+            }
             try Operation.run("stop", target, client)
             let code = try WhisperdBinary.run(["restore", "--state-path", paths.stateDir, archive] + chosen).code
-            if !wasRunning.isEmpty {
-                target.names = wasRunning
-                try Operation.run("start", target, client)
-            }
             if code != 0 { throw OperationFailed(description: "restore failed (whisperd restore exited \(code))") }
         }
 

@@ -34,6 +34,14 @@ extension Whisperd {
                 FileHandle.standardError.write(Data("whisperd backup: \(error)\n".utf8))
                 throw ExitCode(1)
             }
+            // What a restore will check, checked before anyone can rely on the archive.
+            do {
+                let (manifest, _) = try Backup.verify(bytes)
+                for skipped in manifest.skipped ?? [] { FileHandle.standardError.write(Data("whisperd backup: left out \(skipped)\n".utf8)) }
+            } catch {
+                FileHandle.standardError.write(Data("whisperd backup: the archive made does not verify: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
             let stamp = now.filter { $0.isNumber }.prefix(14)
             let path = "\(to)/whisperd-backup-\(stamp).tar"
             // Written beside and renamed: a reader never sees half an archive.

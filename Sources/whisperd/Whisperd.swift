@@ -150,8 +150,13 @@ struct Whisperd: ParsableCommand {
             runtimeLoader.replicaOverrides = scaled
             switch runtimeLoader.load(path: roster) {
             case .failure(let error):
-                FileHandle.standardError.write(Data("whisperd: \(roster) with what was switched and scaled at run time (\(active.sorted().joined(separator: ", "))): \(error)\n".utf8))
-                throw ExitCode(1)
+                // The roster changed since: it wins (the fleet starts as --check saw it), said loudly.
+                FileHandle.standardError.write(
+                    Data(
+                        "whisperd: WARNING: ignoring the profiles and scale switched at run time (\(active.sorted().joined(separator: ", ")); \(scaled.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ", "))): with them \(roster) is invalid: \(error)\n"
+                            .utf8))
+                configuration.profiles = profiles
+                configuration.replicaOverrides = [:]
             case .success(let result):
                 loaded = result
             }

@@ -32,6 +32,12 @@ extension IntegrationTests {
                 #expect(postJSON(port: port, path: "/api/chat", ["user_id": "backup-user", "message": text]).status == 200)
             }
             let snapshot = try #require(Self.memoryCount(port))
+            // What a hostile character could leave in its own directory: a link to a secret, a
+            // FIFO, a name too long for the archive. Left out, said, and no one's backup fails.
+            let own = scratch.path + "/state/elena"
+            #expect(symlink("/etc/shadow", own + "/evil") == 0)
+            #expect(mkfifo(own + "/pipe", 0o600) == 0)
+            FileManager.default.createFile(atPath: own + "/" + String(repeating: "n", count: 90), contents: Data("x".utf8))
             let target = scratch.path + "/backups"
             mkdir(target, 0o700)
             let backup = try whisperd.ctl("backup", "--to", target, "elena")
@@ -40,6 +46,12 @@ extension IntegrationTests {
             #expect(archive.hasPrefix(target + "/whisperd-backup-") && archive.hasSuffix(".tar"), "\(backup.stdout)")
             var info = stat()
             #expect(stat(archive, &info) == 0 && info.st_mode & 0o077 == 0o040, "0640 without secrets")
+            #expect(backup.stderr.contains("left out characters/elena/state/evil: "), "\(backup.stderr)")
+            #expect(backup.stderr.contains("left out characters/elena/state/pipe: not a plain file"), "\(backup.stderr)")
+            #expect(backup.stderr.contains("name too long"), "\(backup.stderr)")
+            let shadow = try String(contentsOfFile: "/etc/shadow", encoding: .utf8)
+            let archived = String(decoding: try #require(FileManager.default.contents(atPath: archive)), as: UTF8.self)
+            #expect(!archived.contains(shadow.prefix(40)), "a link's target was archived")
 
             #expect(postJSON(port: port, path: "/api/chat", ["user_id": "backup-user", "message": "three"]).status == 200)
             #expect(Self.memoryCount(port) ?? 0 > snapshot)
@@ -55,6 +67,8 @@ extension IntegrationTests {
             #expect(whisperd.character("elena")?["pid"] as? Int == before)
             #expect(Self.memoryCount(port) ?? 0 > snapshot)
 
+            // A FIFO planted where restore writes its temporary file does not block it.
+            #expect(mkfifo(own + "/.memory.sqlite3.restore-tmp", 0o600) == 0)
             let restore = try whisperd.ctl("restore", archive, "elena")
             #expect(restore.code == 0, "\(restore.stderr)")
             #expect(restore.stdout.contains("elena: restored"), "\(restore.stdout)")

@@ -8,7 +8,9 @@ public enum StoreSnapshot {
     public static func copy(sqlite source: String, to destination: String) throws {
         try WorkerLibraries.load(.sqlite)
         var handle: OpaquePointer?
-        guard wl_sqlite3_open_v2(source, &handle, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let handle else {
+        // SQLITE_OPEN_NOFOLLOW (3.31+): the store's directory is a character's; no symlink there.
+        let noFollow: Int32 = 0x0100_0000
+        guard wl_sqlite3_open_v2(source, &handle, SQLITE_OPEN_READONLY | noFollow, nil) == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: wl_sqlite3_errmsg($0)) } ?? "out of memory"
             if let handle { wl_sqlite3_close_v2(handle) }
             throw StoreError("cannot open \(source): \(message)")
