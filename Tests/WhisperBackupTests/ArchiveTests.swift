@@ -48,6 +48,27 @@ import WhisperBackup
         #expect(throws: Tar.Damaged.self) { try Tar.read(climbing) }
     }
 
+    /// The archive with its first header's size field set to `text` and the checksum made right.
+    static func withSize(_ text: String, _ archive: [UInt8]) -> [UInt8] {
+        var bytes = archive
+        let field = Array(text.utf8) + [0]
+        for index in 0..<12 { bytes[124 + index] = index < field.count ? field[index] : 0 }
+        for index in 148..<156 { bytes[index] = 0x20 }
+        let sum = bytes[0..<512].reduce(0) { $0 + Int($1) }
+        let checksum = Array(String(sum, radix: 8).utf8)
+        for index in 0..<6 { bytes[148 + index] = index < 6 - checksum.count ? UInt8(ascii: "0") : checksum[index - (6 - checksum.count)] }
+        bytes[154] = 0
+        return bytes
+    }
+
+    @Test func aForgedSize_isRefused_notACrash() {
+        let archive = Tar.write([Tar.Entry(path: "a", mode: 0o600, bytes: [1, 2, 3])], mtime: 0)
+        #expect((try? Tar.read(Self.withSize("00000000003", archive))) != nil, "the helper keeps a good header good")
+        for forged in ["-1", "77777777777", "+3", "9", ""] {
+            #expect(throws: Tar.Damaged.self) { try Tar.read(Self.withSize(forged, archive)) }
+        }
+    }
+
     @Test func verify_checksEveryFileAgainstTheManifest() throws {
         let manifest = """
             {"characters":["elena"],"createdAt":"now","files":[{"character":"elena","path":"x","sha256":"\(SHA256.hex([1, 2, 3]))","size":3}],"format":1,"includesSecrets":false,"stores":"SQLite"}
