@@ -66,7 +66,7 @@ extension Daemon {
             // are not needed again behind: give them back, since whisperd then lives for
             // months at its idle size (PSS at 300 characters 17.5 -> ~7 MiB, ~10 after restarts).
             // The start-up burst's uids are saved first: encoding them after the release would
-            // bring back the pages just released (PSS with tenants 15.2 -> see docs/performance.md).
+            // bring back the pages just released (docs/performance.md, the PSS row).
             saveDynamicIDs()
             releaseFreedMemory()
             releaseStartupCodePages()
