@@ -18,7 +18,9 @@ extension IntegrationTests {
         @Test func theSampleStack_survivesItsDatabaseBeingKilled() throws {
             let llm = try TestLLM()
             let scratch = Scratch()
-            let (pgPort, elenaPort, ariaPort) = (freePort(), freePort(), freePort())
+            // PostgreSQL is killed while the characters keep connecting: a port they cannot take by
+            // a TCP self-connect (see freePortBelowEphemeralRange).
+            let (pgPort, elenaPort, ariaPort) = (freePortBelowEphemeralRange(), freePort(), freePort())
             var roster = try String(contentsOfFile: repositoryRoot() + "/etc/stack.yaml", encoding: .utf8)
             for (from, to) in [("5433", pgPort), ("8010", elenaPort), ("8011", ariaPort)] {
                 #expect(roster.contains(from))

@@ -22,7 +22,7 @@ final class TestPostgres {
         let initdb = try runCommand(
             "/usr/bin/setpriv", asPostgres + [Self.bin + "/initdb", "-D", directory + "/data", "-A", "trust", "-U", "whisperd", "--no-sync", "-E", "UTF8"])
         guard initdb.code == 0 else { throw TestFailure("initdb failed: \(initdb.stderr)") }
-        port = freePort()
+        port = freePortBelowEphemeralRange()
         server = try Self.startServer(directory: directory, port: port)
         let created = try runCommand("/usr/bin/createdb", ["-h", "127.0.0.1", "-p", String(port), "-U", "whisperd", "whisperd"])
         guard created.code == 0 else { throw TestFailure("createdb failed: \(created.stderr)") }

@@ -326,6 +326,27 @@ func freePort() -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768–60999 here). For a server
+/// that is down while clients keep connecting to its port (PostgreSQL in the outage tests): a
+/// port from the ephemeral range can be taken by a client's own TCP self-connect (the kernel
+/// picked the destination port as the source port), and the server then cannot bind it again.
+func freePortBelowEphemeralRange() -> Int {
+    for _ in 0..<500 {
+        let candidate = Int.random(in: 20000..<32768)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(candidate).bigEndian)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        close(fd)
+        if bound == 0 { return candidate }
+    }
+    return freePort()
+}
+
 /// A blocking HTTP/1.1 GET on loopback (test side only).
 func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String)? {
     guard let text = rawHTTP(port: port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", timeout: timeout),
