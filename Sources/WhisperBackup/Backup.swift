@@ -209,28 +209,40 @@ public enum Backup {
         var description: String
     }
 
-    /// The checks of ``readOwnFile`` without the read (the store is read by SQLite).
-    static func checkOwnFile(_ path: String) -> Result<Void, Refused> {
+    /// A file of a directory a character owns, opened without following a link and without
+    /// blocking (a FIFO), checked on the descriptor: a plain file with one link. The caller
+    /// closes the descriptor.
+    static func openOwnFile(_ path: String) -> Result<(fd: Int32, size: Int), Refused> {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { return .failure(Refused(description: String(cString: strerror(errno)))) }
-        defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .failure(Refused(description: "not a plain file")) }
-        guard info.st_nlink == 1 else { return .failure(Refused(description: "has other hard links")) }
-        return .success(())
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            return .failure(Refused(description: "not a plain file"))
+        }
+        guard info.st_nlink == 1 else {
+            close(fd)
+            return .failure(Refused(description: "has other hard links"))
+        }
+        return .success((fd, Int(info.st_size)))
     }
 
-    /// A file of a directory a character owns: opened without following a link and without
-    /// blocking (a FIFO), checked on the descriptor, read from it.
+    /// The checks of ``openOwnFile`` without the read (the store is read by SQLite).
+    static func checkOwnFile(_ path: String) -> Result<Void, Refused> {
+        openOwnFile(path).map { close($0.fd) }
+    }
+
+    /// A file of a directory a character owns: checked by ``openOwnFile``, read from that descriptor.
     static func readOwnFile(_ path: String) -> Result<[UInt8], Refused> {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return .failure(Refused(description: String(cString: strerror(errno)))) }
+        let opened: (fd: Int32, size: Int)
+        switch openOwnFile(path) {
+        case .failure(let refused): return .failure(refused)
+        case .success(let file): opened = file
+        }
+        let fd = opened.fd
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .failure(Refused(description: "not a plain file")) }
-        guard info.st_nlink == 1 else { return .failure(Refused(description: "has other hard links")) }
-        guard info.st_size <= maxFileBytes else { return .failure(Refused(description: "larger than \(maxFileBytes >> 20) MiB")) }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        guard opened.size <= maxFileBytes else { return .failure(Refused(description: "larger than \(maxFileBytes >> 20) MiB")) }
+        var bytes = [UInt8](repeating: 0, count: opened.size)
         var offset = 0
         while offset < bytes.count {
             let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + offset, $0.count - offset, off_t(offset)) }
