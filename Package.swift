@@ -37,6 +37,10 @@ let package = Package(
         .target(name: "WhisperFiles", swiftSettings: strictSettings),
         // Backups: the archive (ustar), its manifest and SHA-256 checksums, and the restore.
         .target(name: "WhisperBackup", dependencies: ["WhisperFiles"], swiftSettings: strictSettings),
+        // The typed API contract: a Codable type (with its JSON Schema) for every payload of the
+        // control socket and the HTTP port, and the routes; the OpenAPI documents are made from
+        // them. Pure: no Foundation, shared by whisperd and whisperctl.
+        .target(name: "WhisperAPI", swiftSettings: strictSettings),
         // Roster file -> WhisperCore types; every problem reported at once.
         .target(
             name: "WhisperConfig",
@@ -59,7 +63,7 @@ let package = Package(
         .target(
             name: "WhisperDaemon",
             dependencies: [
-                "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
+                "WhisperAPI", "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings
@@ -94,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "whisperctl",
             dependencies: [
-                "WhisperConfig", "WhisperCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "WhisperAPI", "WhisperConfig", "WhisperCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
         ),
@@ -106,6 +110,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),

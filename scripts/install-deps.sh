@@ -16,7 +16,9 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match).
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match),
+#   python3-venv for .api-contract/venv: schemathesis and openapi-spec-validator from PyPI,
+#   pinned (scripts/e2e-api.sh; docs/api.md).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -29,7 +31,7 @@ set_name=${1:-test}
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container) ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container python3-venv) ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
 esac
@@ -68,3 +70,18 @@ if ((${#missing[@]})); then
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
+
+# The API contract's tools (scripts/e2e-api.sh), pinned, in a venv of their own; reinstalled
+# only when the pins change.
+if [ "$set_name" = test ]; then
+  api_tools=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
+  venv=$(cd "$(dirname "$0")/.." && pwd)/.api-contract/venv
+  stamp=$venv/.installed-$(printf '%s\n' "${api_tools[@]}" | sha256sum | cut -c1-12)
+  if [ ! -f "$stamp" ]; then
+    echo "install-deps (test): pip install ${api_tools[*]} into $venv" >&2
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${api_tools[@]}"
+    touch "$stamp"
+  fi
+fi

@@ -47,7 +47,7 @@ public enum JSONText {
 
     /// Copies runs of plain bytes in bulk and escapes the rest (a chat prompt is kilobytes of
     /// text with a few newlines; byte-at-a-time appends made serialising it a tenth of a chat).
-    private static func writeString(_ text: String, into output: inout [UInt8]) {
+    static func writeString(_ text: String, into output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         var text = text
         text.withUTF8 { bytes in

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The API contract against a live whisperd (the built debug binary): the OpenAPI documents it
+# serves (GET /openapi.json on the loopback port and on the control socket) pass
+# openapi-spec-validator, and schemathesis, generating requests from them, finds every
+# documented status code and response shape held — on the read-only port, and on the control
+# socket (through scripts/api/unix_forward.py) with a throwaway fleet of `sleep` characters
+# that it starts, stops, restarts, scales and reloads. ~2 min on 2 cores.
+#
+# Prints PASS/FAIL lines (scripts/test.sh counts them). Needs scripts/install-deps.sh test
+# (the pinned tools in .api-contract/venv). EXAMPLES (default 40) is schemathesis's
+# --max-examples per operation.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+venv=$repo/.api-contract/venv
+examples=${EXAMPLES:-40}
+failures=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+check() { # description command…: passes when the command succeeds
+  local description=$1
+  shift
+  if "$@"; then pass "$description"; else fail "$description"; fi
+}
+
+[ -x "$venv/bin/schemathesis" ] || { echo "FAIL tools: $venv has no schemathesis (run scripts/install-deps.sh test)"; exit 1; }
+bin=$(swift build --show-bin-path)/whisperd
+[ -x "$bin" ] || { echo "FAIL build: no $bin (swift build first)"; exit 1; }
+
+work=$(mktemp -d /tmp/e2e-api-XXXXXX)
+chmod 755 "$work"  # characters run as their own users and start in it
+cgroup=/$(basename "$work")
+cleanup() {
+  set +e
+  for child in "${forward_pid:-}" "${whisperd_pid:-}"; do
+    [ -n "$child" ] && kill "$child" 2>/dev/null && wait "$child" 2>/dev/null
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A free port below the ephemeral range (a client's own port can never take it).
+port=$(python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(20000, low)
+    with socket.socket() as s:
+        try: s.bind(("127.0.0.1", port)); print(port); break
+        except OSError: pass
+')
+mkdir -p "$work/characters"
+cat > "$work/roster.yaml" <<ROSTER
+version: 1
+defaults:
+  restart_delay: 50ms
+  restart_delay_max: 1s
+  stop_grace: 2s
+  health: {ready: started, ready_timeout: 5s, watchdog: off}
+characters:
+  elena:
+    command: [sleep, '3600']
+    limits: {memory: 64M, pids: 32}
+    env: {API_TOKEN: not-a-real-secret, GREETING: hello}
+  sofia: {command: [sh, -c, 'echo sofia up; exec sleep 3600']}
+  debug-bot: {command: [sleep, '3600'], profiles: [debug]}
+ROSTER
+"$bin" --roster "$work/roster.yaml" --http "127.0.0.1:$port" --state-dir "$work/state" --runtime-dir "$work/run" \
+  --log-dir "$work/logs" --cgroup "$cgroup" 2> "$work/whisperd.log" &
+whisperd_pid=$!
+socket=$work/run/control.sock
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null && [ -S "$socket" ] && break
+  sleep 0.1
+done
+check "whisperd is up with two characters" curl -sf "http://127.0.0.1:$port/health"
+echo
+
+# One crash, so `incidents` has something to say.
+curl -s --unix-socket "$socket" -X POST "http://whisperd/v1/characters/sofia/restart" >/dev/null
+
+curl -sf "http://127.0.0.1:$port/openapi.json" -o "$work/loopback.json"
+curl -sf --unix-socket "$socket" "http://whisperd/openapi.json" -o "$work/control.json"
+check "openapi-spec-validator: the loopback port's document" "$venv/bin/openapi-spec-validator" "$work/loopback.json"
+check "openapi-spec-validator: the control socket's document" "$venv/bin/openapi-spec-validator" "$work/control.json"
+
+python3 scripts/api/unix_forward.py "$socket" "$work/forward.port" &
+forward_pid=$!
+for _ in $(seq 50); do [ -s "$work/forward.port" ] && break; sleep 0.1; done
+forward=$(cat "$work/forward.port" 2>/dev/null)
+
+# schemathesis: every check; its default phases (examples, coverage, fuzzing, stateful).
+schemathesis() { # label url…
+  local label=$1
+  shift
+  # In the scratch dir: schemathesis leaves its cache (.schemathesis/) where it runs.
+  (cd "$work" && "$venv/bin/schemathesis" --config-file "$repo/scripts/api/schemathesis.toml" run "$@" --checks all \
+    --max-examples "$examples" --request-timeout 5 --no-color --seed 1) > "$work/schemathesis-$label.log" 2>&1
+  local status=$?
+  # All of it when something failed (each failure with its curl line to reproduce), else the summary.
+  if [ "$status" -eq 0 ]; then tail -25 "$work/schemathesis-$label.log"; else cat "$work/schemathesis-$label.log"; fi | sed "s/^/  [$label] /"
+  return $status
+}
+check "schemathesis: the loopback port (read-only API)" schemathesis loopback "http://127.0.0.1:$port/openapi.json"
+check "schemathesis: the control socket (the whole API, on a throwaway fleet)" \
+  schemathesis control "$work/control.json" --url "http://127.0.0.1:$forward"
+
+check "whisperd survived it and still answers" curl -sf -o /dev/null "http://127.0.0.1:$port/v1/characters"
+if [ "$failures" -gt 0 ]; then
+  echo "--- the end of whisperd's log:"
+  tail -30 "$work/whisperd.log"
+fi
+echo "$failures failed"
+[ "$failures" -eq 0 ]
