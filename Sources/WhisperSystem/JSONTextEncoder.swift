@@ -4,7 +4,7 @@
 /// this builds a small tree and writes it in one pass.
 extension JSONText {
     public static func encode(_ value: some Encodable) throws -> [UInt8] {
-        let node = try TreeEncoder.node(for: value, codingPath: [])
+        let node = try TreeEncoder.node(for: value)
         var output: [UInt8] = []
         output.reserveCapacity(4096)
         write(node, into: &output)
@@ -52,17 +52,16 @@ private final class ObjectBox {
     var members: [String: Node] = [:]
 }
 
+/// `codingPath` stays empty: nothing here throws, and a path per field would cost an
+/// allocation each.
 private final class TreeEncoder: Encoder {
-    let codingPath: [any CodingKey]
+    var codingPath: [any CodingKey] { [] }
     var userInfo: [CodingUserInfoKey: Any] { [:] }
     var root: Node?
 
-    init(codingPath: [any CodingKey], root: Node? = nil) {
-        self.codingPath = codingPath
-        self.root = root
-    }
+    init(root: Node? = nil) { self.root = root }
 
-    static func node(for value: some Encodable, codingPath: [any CodingKey]) throws -> Node {
+    static func node(for value: some Encodable) throws -> Node {
         switch value {
         case let text as String: return .string(text)
         case let flag as Bool: return .literal(flag ? "true" : "false")
@@ -70,7 +69,7 @@ private final class TreeEncoder: Encoder {
         case let number as UInt64: return .literal(String(number))
         case let number as Double: return .literal(number.isFinite ? "\(number)" : "null")
         default:
-            let encoder = TreeEncoder(codingPath: codingPath)
+            let encoder = TreeEncoder()
             try value.encode(to: encoder)
             return encoder.root ?? .object(ObjectBox())
         }
@@ -82,7 +81,7 @@ private final class TreeEncoder: Encoder {
             object = ObjectBox()
             root = .object(object)
         }
-        return KeyedEncodingContainer(KeyedContainer<Key>(object: object, codingPath: codingPath))
+        return KeyedEncodingContainer(KeyedContainer<Key>(object: object))
     }
 
     func unkeyedContainer() -> any UnkeyedEncodingContainer {
@@ -91,19 +90,27 @@ private final class TreeEncoder: Encoder {
             array = ArrayBox()
             root = .array(array)
         }
-        return UnkeyedContainer(array: array, codingPath: codingPath)
+        return UnkeyedContainer(array: array)
     }
 
     func singleValueContainer() -> any SingleValueEncodingContainer { SingleValueContainer(encoder: self) }
 
     private struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
         let object: ObjectBox
-        let codingPath: [any CodingKey]
+        var codingPath: [any CodingKey] { [] }
 
         mutating func encodeNil(forKey key: Key) throws { object.members[key.stringValue] = .literal("null") }
 
         mutating func encode(_ value: some Encodable, forKey key: Key) throws {
-            object.members[key.stringValue] = try TreeEncoder.node(for: value, codingPath: codingPath + [key])
+            object.members[key.stringValue] = try TreeEncoder.node(for: value)
+        }
+        // The common field types directly, without a cast through `Encodable`.
+        mutating func encode(_ value: String, forKey key: Key) throws { object.members[key.stringValue] = .string(value) }
+        mutating func encode(_ value: Bool, forKey key: Key) throws { object.members[key.stringValue] = .literal(value ? "true" : "false") }
+        mutating func encode(_ value: Int, forKey key: Key) throws { object.members[key.stringValue] = .literal(String(value)) }
+        mutating func encode(_ value: UInt64, forKey key: Key) throws { object.members[key.stringValue] = .literal(String(value)) }
+        mutating func encode(_ value: Double, forKey key: Key) throws {
+            object.members[key.stringValue] = .literal(value.isFinite ? "\(value)" : "null")
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(
@@ -111,13 +118,13 @@ private final class TreeEncoder: Encoder {
         ) -> KeyedEncodingContainer<NestedKey> {
             let nested = ObjectBox()
             object.members[key.stringValue] = .object(nested)
-            return KeyedEncodingContainer(KeyedContainer<NestedKey>(object: nested, codingPath: codingPath + [key]))
+            return KeyedEncodingContainer(KeyedContainer<NestedKey>(object: nested))
         }
 
         mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
             let nested = ArrayBox()
             object.members[key.stringValue] = .array(nested)
-            return UnkeyedContainer(array: nested, codingPath: codingPath + [key])
+            return UnkeyedContainer(array: nested)
         }
 
         mutating func superEncoder() -> any Encoder { superEncoder(forKey: Key(stringValue: "super")!) }
@@ -126,47 +133,47 @@ private final class TreeEncoder: Encoder {
         mutating func superEncoder(forKey key: Key) -> any Encoder {
             let nested = ObjectBox()
             object.members[key.stringValue] = .object(nested)
-            return TreeEncoder(codingPath: codingPath + [key], root: .object(nested))
+            return TreeEncoder(root: .object(nested))
         }
     }
 
     private struct UnkeyedContainer: UnkeyedEncodingContainer {
         let array: ArrayBox
-        let codingPath: [any CodingKey]
+        var codingPath: [any CodingKey] { [] }
         var count: Int { array.items.count }
 
         mutating func encodeNil() throws { array.items.append(.literal("null")) }
 
         mutating func encode(_ value: some Encodable) throws {
-            array.items.append(try TreeEncoder.node(for: value, codingPath: codingPath))
+            array.items.append(try TreeEncoder.node(for: value))
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
             let nested = ObjectBox()
             array.items.append(.object(nested))
-            return KeyedEncodingContainer(KeyedContainer<NestedKey>(object: nested, codingPath: codingPath))
+            return KeyedEncodingContainer(KeyedContainer<NestedKey>(object: nested))
         }
 
         mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
             let nested = ArrayBox()
             array.items.append(.array(nested))
-            return UnkeyedContainer(array: nested, codingPath: codingPath)
+            return UnkeyedContainer(array: nested)
         }
 
         mutating func superEncoder() -> any Encoder {
             let nested = ObjectBox()
             array.items.append(.object(nested))
-            return TreeEncoder(codingPath: codingPath, root: .object(nested))
+            return TreeEncoder(root: .object(nested))
         }
     }
 
     private struct SingleValueContainer: SingleValueEncodingContainer {
         let encoder: TreeEncoder
-        var codingPath: [any CodingKey] { encoder.codingPath }
+        var codingPath: [any CodingKey] { [] }
 
         mutating func encodeNil() throws { encoder.root = .literal("null") }
         mutating func encode(_ value: some Encodable) throws {
-            encoder.root = try TreeEncoder.node(for: value, codingPath: codingPath)
+            encoder.root = try TreeEncoder.node(for: value)
         }
         // The integer and floating-point widths the protocol names one by one all end here.
         mutating func encode(_ value: Bool) throws { encoder.root = .literal(value ? "true" : "false") }
