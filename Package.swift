@@ -111,7 +111,7 @@ let package = Package(
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig"], swiftSettings: strictSettings),
+            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),

@@ -4,16 +4,17 @@
 # openapi-spec-validator, and schemathesis, generating requests from them, finds every
 # documented status code and response shape held — on the read-only port, and on the control
 # socket (through scripts/api/unix_forward.py) with a throwaway fleet of `sleep` characters
-# that it starts, stops, restarts, scales and reloads. ~2 min on 2 cores.
+# and a scheduled job that it starts, stops, restarts, runs, scales and reloads, and a
+# whisperd that it re-executes in place. ~2 min on 2 cores.
 #
 # Prints PASS/FAIL lines (scripts/test.sh counts them). Needs scripts/install-deps.sh test
-# (the pinned tools in .api-contract/venv). EXAMPLES (default 40) is schemathesis's
-# --max-examples per operation.
+# (the pinned tools in .api-contract/venv). EXAMPLES (default 100) is schemathesis's
+# --max-examples per operation; SEED (default 1) its seed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 venv=$repo/.api-contract/venv
-examples=${EXAMPLES:-40}
+examples=${EXAMPLES:-100}
 failures=0
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
@@ -64,6 +65,8 @@ characters:
     env: {API_TOKEN: not-a-real-secret, GREETING: hello}
   sofia: {command: [sh, -c, 'echo sofia up; exec sleep 3600']}
   debug-bot: {command: [sleep, '3600'], profiles: [debug]}
+jobs:
+  tidy: {command: [sleep, '0.2'], schedule: "0 4 * * *"}
 ROSTER
 "$bin" --roster "$work/roster.yaml" --http "127.0.0.1:$port" --state-dir "$work/state" --runtime-dir "$work/run" \
   --log-dir "$work/logs" --cgroup "$cgroup" 2> "$work/whisperd.log" &
@@ -95,7 +98,7 @@ schemathesis() { # label url…
   shift
   # In the scratch dir: schemathesis leaves its cache (.schemathesis/) where it runs.
   (cd "$work" && "$venv/bin/schemathesis" --config-file "$repo/scripts/api/schemathesis.toml" run "$@" --checks all \
-    --max-examples "$examples" --request-timeout 5 --no-color --seed 1) > "$work/schemathesis-$label.log" 2>&1
+    --max-examples "$examples" --request-timeout 5 --no-color --seed "${SEED:-1}") > "$work/schemathesis-$label.log" 2>&1
   local status=$?
   # All of it when something failed (each failure with its curl line to reproduce), else the summary.
   if [ "$status" -eq 0 ]; then tail -25 "$work/schemathesis-$label.log"; else cat "$work/schemathesis-$label.log"; fi | sed "s/^/  [$label] /"
@@ -106,6 +109,10 @@ check "schemathesis: the control socket (the whole API, on a throwaway fleet)" \
   schemathesis control "$work/control.json" --url "http://127.0.0.1:$forward"
 
 check "whisperd survived it and still answers" curl -sf -o /dev/null "http://127.0.0.1:$port/v1/characters"
+# The generated calls included a re-exec in place: the same pid answers, as a new process image.
+reexecs=$(curl -s "http://127.0.0.1:$port/health" | python3 -c 'import json, sys; print(json.load(sys.stdin)["supervisor"]["reexecs"])')
+check "schemathesis re-executed whisperd in place ($reexecs times) and it kept its pid" \
+  test "${reexecs:-0}" -gt 0 -a "$(curl -s "http://127.0.0.1:$port/health" | python3 -c 'import json, sys; print(json.load(sys.stdin)["supervisor"]["pid"])')" = "$whisperd_pid"
 if [ "$failures" -gt 0 ]; then
   echo "--- the end of whisperd's log:"
   tail -30 "$work/whisperd.log"

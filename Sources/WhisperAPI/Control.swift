@@ -277,3 +277,29 @@ public struct ProfileResult: APIModel, Equatable {
     }
     public static var example: Self { ProfileResult(applied: true, plan: ["start debug-bot"], profiles: ["debug"], services: ["debug-bot"]) }
 }
+
+/// `POST /v1/reexec` (control socket), 202: whisperd will exec its binary in place.
+public struct ReexecScheduled: APIModel, Equatable {
+    /// Always `scheduled`.
+    public var reexec: String
+    /// Re-executions so far (this one not counted yet).
+    public var reexecs: Int
+    /// The pid, which the new binary keeps.
+    public var pid: Int
+
+    public init(reexecs: Int, pid: Int) {
+        reexec = "scheduled"
+        self.reexecs = reexecs
+        self.pid = pid
+    }
+
+    public static var schema: JSONSchema {
+        .object(
+            "The re-exec is under way; the pid stays the same and every character keeps running.",
+            [
+                "reexec": .string(oneOf: ["scheduled"]), "reexecs": .integer("Re-executions so far.", minimum: 0),
+                "pid": .integer("whisperd's pid, which the new binary keeps.", minimum: 1),
+            ])
+    }
+    public static var example: Self { ReexecScheduled(reexecs: 0, pid: 812) }
+}

@@ -30,6 +30,8 @@ public struct JSONSchema: Encodable, Sendable, Equatable {
     public var minimum: Int?
     public var maximum: Int?
     public var format: String?
+    /// An ECMA-262 regular expression the whole string matches.
+    public var pattern: String?
     /// Any one of these (an answer whose body may be of two types).
     public var anyOf: [JSONSchema]?
 
@@ -42,7 +44,7 @@ public struct JSONSchema: Encodable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case type, description, properties, required, additionalProperties, items, format, minimum, maximum, anyOf
+        case type, description, properties, required, additionalProperties, items, format, pattern, minimum, maximum, anyOf
         case reference = "$ref"
         case allowed = "enum"
     }
@@ -52,10 +54,13 @@ public struct JSONSchema: Encodable, Sendable, Equatable {
         self.description = description
     }
 
-    public static func string(_ description: String? = nil, oneOf values: [String]? = nil, format: String? = nil) -> JSONSchema {
+    public static func string(
+        _ description: String? = nil, oneOf values: [String]? = nil, format: String? = nil, pattern: String? = nil
+    ) -> JSONSchema {
         var schema = JSONSchema(.string, description)
         schema.allowed = values
         schema.format = format
+        schema.pattern = pattern
         return schema
     }
 

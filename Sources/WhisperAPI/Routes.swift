@@ -42,9 +42,13 @@ public struct Route: Sendable {
 }
 
 extension Route.Parameter {
+    /// What `ServiceName` and `RosterLoader.isValidProfile` accept (a test keeps them equal).
+    public static let namePattern = "^[a-z0-9][a-z0-9_-]{0,62}$"
+    public static let profilePattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
     static let name = Route.Parameter(
         name: "name", location: .path,
-        schema: .string("A character or job: lowercase letters, digits and `-`, at most 63, starting with a letter or digit."),
+        schema: .string("A character or job: lowercase letters, digits, `_` and `-`, at most 63, starting with a letter or digit.", pattern: namePattern),
         description: "The character or job.", example: "elena")
 }
 
@@ -131,16 +135,25 @@ extension Route {
             answers: [.json(200, EnvironmentReport.self, "Sorted by name."), .notFoundCharacter], endpoints: [.control]),
         Route(
             method: .post, path: "/v1/characters/{name}/{operation}", operationID: "operate",
-            summary: "Start, stop or restart a character; answers at once (poll its status for the result).",
+            summary: "Start, stop, restart (or restart rolling: the new process beside the old) a character, or run a job once now; answers at once (poll its status for the result).",
             parameters: [
                 .name,
                 Parameter(
-                    name: "operation", location: .path, schema: .string(oneOf: ["start", "stop", "restart"]),
+                    name: "operation", location: .path, schema: .string(oneOf: ["start", "stop", "restart", "rolling-restart", "run"]),
                     description: "What to do.", example: "restart"),
             ],
             answers: [
                 .json(202, CharacterStatus.self, "Accepted; its status as of now (without resources)."),
-                .error(404, "No character of that name, or no such operation."), .shuttingDown,
+                .error(404, "No character of that name, or no such operation."),
+                .error(409, "whisperd is shutting down; or `run` of a character (not a job) or of a job already running."),
+            ], endpoints: [.control]),
+        Route(
+            method: .post, path: "/v1/reexec", operationID: "reexec",
+            summary: "Upgrade in place: whisperd execs its binary (the new one after an upgrade); every character keeps running.",
+            parameters: [],
+            answers: [
+                .json(202, ReexecScheduled.self, "Scheduled."),
+                .error(409, "Not now, and why: shutting down, a re-exec already under way, a character stopping, draining or in a rolling restart."),
             ], endpoints: [.control]),
         Route(
             method: .post, path: "/v1/reload", operationID: "reload",
@@ -159,7 +172,8 @@ extension Route {
             summary: "Run N instances of a character (`NAME-0` …), live; remembered across restarts of whisperd.",
             parameters: [
                 Parameter(
-                    name: "name", location: .path, schema: .string(), description: "The character as the roster names it.",
+                    name: "name", location: .path, schema: .string(pattern: Parameter.namePattern),
+                    description: "The character as the roster names it.",
                     example: "elena"),
                 Parameter(
                     name: "replicas", location: .path, schema: .integer(minimum: 0, maximum: Route.maxReplicas),
@@ -173,7 +187,9 @@ extension Route {
             method: .post, path: "/v1/profiles/{profile}/{operation}", operationID: "switchProfile",
             summary: "Switch a profile on or off: its services start or stop; remembered across restarts of whisperd.",
             parameters: [
-                Parameter(name: "profile", location: .path, schema: .string(), description: "The profile.", example: "debug"),
+                Parameter(
+                    name: "profile", location: .path, schema: .string(pattern: Parameter.profilePattern), description: "The profile.",
+                    example: "debug"),
                 Parameter(
                     name: "operation", location: .path, schema: .string(oneOf: ["start", "stop"]), description: "On or off.",
                     example: "start"),

@@ -19,6 +19,8 @@ public struct CharacterStatus: APIModel, Equatable {
     public var uptimeSeconds: Double?
     public var lastExit: LastExit?
     public var oomKills: Int?
+    /// Scheduled jobs only.
+    public var schedule: Schedule?
     public var tenant: Tenant?
     public var resources: Resources?
     public var restartsByReason: [String: Int]?
@@ -71,6 +73,57 @@ public struct CharacterStatus: APIModel, Equatable {
                 ], optional: ["peak_memory_bytes"])
         }
         public static var example: Self { LastExit(reason: "exit 1", secondsAgo: 12.5, uptimeSeconds: 3600.25, peakMemoryBytes: 73_400_320) }
+    }
+
+    /// A scheduled job's rule, its next run and how its last run went.
+    public struct Schedule: APIModel, Equatable {
+        /// As the roster writes it (`30 3 * * *`, `@hourly`).
+        public var rule: String
+        /// Runs not started because the previous one was still running.
+        public var skippedRuns: Int
+        /// ISO 8601, UTC, and the same as Unix seconds.
+        public var nextRun: String?
+        public var nextRunUnix: Int?
+        public var lastRun: String?
+        public var lastRunUnix: Int?
+        /// `running`, `ok` or `failed: REASON`.
+        public var lastResult: String?
+
+        public init(rule: String, skippedRuns: Int) {
+            self.rule = rule
+            self.skippedRuns = skippedRuns
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case rule
+            case skippedRuns = "skipped_runs"
+            case nextRun = "next_run"
+            case nextRunUnix = "next_run_unix"
+            case lastRun = "last_run"
+            case lastRunUnix = "last_run_unix"
+            case lastResult = "last_result"
+        }
+
+        public static var schemaName: String { "Schedule" }
+        public static var schema: JSONSchema {
+            .object(
+                "A scheduled job: its rule, next run and last run.",
+                [
+                    "rule": .string("As the roster writes it."), "skipped_runs": .integer("Runs skipped: the last was still running.", minimum: 0),
+                    "next_run": .string(format: "date-time"), "next_run_unix": .integer(),
+                    "last_run": .string(format: "date-time"), "last_run_unix": .integer(),
+                    "last_result": .string("`running`, `ok` or `failed: REASON`."),
+                ], optional: ["next_run", "next_run_unix", "last_run", "last_run_unix", "last_result"])
+        }
+        public static var example: Self {
+            var schedule = Schedule(rule: "30 3 * * *", skippedRuns: 0)
+            schedule.nextRun = "2026-12-07T03:30:00Z"
+            schedule.nextRunUnix = 1_796_614_200
+            schedule.lastRun = "2026-12-06T03:30:00Z"
+            schedule.lastRunUnix = 1_796_527_800
+            schedule.lastResult = "ok"
+            return schedule
+        }
     }
 
     /// Who it runs as and how much of its sandbox the kernel enforces.
@@ -161,7 +214,7 @@ public struct CharacterStatus: APIModel, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, state, desired, ready, restarts, pid, tenant, resources, facets, inflight
+        case name, kind, state, desired, ready, restarts, pid, tenant, resources, facets, inflight, schedule
         case crashLoop = "crash_loop"
         case logLinesDropped = "log_lines_dropped"
         case notifyRejected = "notify_rejected"
@@ -190,7 +243,7 @@ public struct CharacterStatus: APIModel, Equatable {
                 "notify_rejected": .integer("Notify datagrams from a process not its own.", minimum: 0),
                 "notify_malformed": .integer(minimum: 0),
                 "pid": .integer(minimum: 1), "uptime_seconds": .number(), "last_exit": .reference(LastExit.self),
-                "oom_kills": .integer(minimum: 1), "tenant": .reference(Tenant.self), "resources": .reference(Resources.self),
+                "oom_kills": .integer(minimum: 1), "schedule": .reference(Schedule.self), "tenant": .reference(Tenant.self), "resources": .reference(Resources.self),
                 "restarts_by_reason": .map(of: .integer(minimum: 0), "Exit kind (`Error`, `OOMKilled` …) -> restarts."),
                 "status_text": .string("Its last STATUS= notification."),
                 "facets": .map(of: .string(), "Facet -> `level` or `level:detail` (ok, degraded, down)."),
@@ -199,7 +252,7 @@ public struct CharacterStatus: APIModel, Equatable {
             ],
             optional: [
                 "log_lines_dropped", "notify_rejected", "notify_malformed", "pid", "uptime_seconds", "last_exit", "oom_kills",
-                "tenant", "resources", "restarts_by_reason", "status_text", "facets", "inflight", "llm_tokens",
+                "schedule", "tenant", "resources", "restarts_by_reason", "status_text", "facets", "inflight", "llm_tokens",
                 "llm_budget_remaining", "restart_in_seconds",
             ])
     }
@@ -213,6 +266,7 @@ public struct CharacterStatus: APIModel, Equatable {
         status.uptimeSeconds = 185.5
         status.lastExit = .example
         status.oomKills = 1
+        status.schedule = .example
         status.tenant = .example
         status.resources = .example
         status.restartsByReason = ["Error": 1, "OOMKilled": 1]
@@ -267,11 +321,16 @@ public struct HealthReport: APIModel, Equatable {
         public var cgroups: CgroupReport
         public var shuttingDown: Bool
         public var summary: String
+        /// How often it re-executed itself in place (`whisperctl reexec`) since it started.
+        public var reexecs: Int
+        /// Why the last re-exec failed (it kept running), if it did.
+        public var reexecError: String?
 
         public init(
             version: String, pid: Int, uptimeSeconds: Double, cgroupBackend: String, cgroups: CgroupReport, shuttingDown: Bool,
-            summary: String
+            summary: String, reexecs: Int
         ) {
+            self.reexecs = reexecs
             self.version = version
             self.pid = pid
             self.uptimeSeconds = uptimeSeconds
@@ -282,7 +341,8 @@ public struct HealthReport: APIModel, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case version, pid, cgroups, summary
+            case version, pid, cgroups, summary, reexecs
+            case reexecError = "reexec_error"
             case uptimeSeconds = "uptime_seconds"
             case cgroupBackend = "cgroup_backend"
             case shuttingDown = "shutting_down"
@@ -296,12 +356,16 @@ public struct HealthReport: APIModel, Equatable {
                     "version": .string(), "pid": .integer(minimum: 1), "uptime_seconds": .number(),
                     "cgroup_backend": .string(oneOf: CgroupReport.backends), "cgroups": .reference(CgroupReport.self),
                     "shutting_down": .boolean(), "summary": .string("`3 running, 1 backoff` …"),
-                ])
+                    "reexecs": .integer("Re-executions in place since it started.", minimum: 0),
+                    "reexec_error": .string("Why the last re-exec failed (whisperd kept running)."),
+                ], optional: ["reexec_error"])
         }
         public static var example: Self {
-            Supervisor(
+            var supervisor = Supervisor(
                 version: "0.1.0", pid: 812, uptimeSeconds: 3600.5, cgroupBackend: "hybrid", cgroups: .example, shuttingDown: false,
-                summary: "2 running")
+                summary: "2 running", reexecs: 1)
+            supervisor.reexecError = "exec /usr/bin/whisperd: No such file or directory"
+            return supervisor
         }
     }
 

@@ -38,9 +38,11 @@ extension Daemon {
             let statuses = core.statuses()
             let limits = limitsByName
             let unhealthy = statuses.filter(\.isUnhealthy)
-            let supervisor = HealthReport.Supervisor(
+            var supervisor = HealthReport.Supervisor(
                 version: WhisperdVersion.current, pid: Int(getpid()), uptimeSeconds: Double(now - startedAt) / 1e9,
-                cgroupBackend: cgroups.name, cgroups: cgroupReport, shuttingDown: core.isShuttingDown, summary: core.summary)
+                cgroupBackend: cgroups.name, cgroups: cgroupReport, shuttingDown: core.isShuttingDown, summary: core.summary,
+                reexecs: reexecs)
+            supervisor.reexecError = lastReexecError
             let report = HealthReport(
                 status: unhealthy.isEmpty ? "ok" : "degraded", supervisor: supervisor,
                 characters: statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
@@ -117,7 +119,10 @@ extension Daemon {
                 status: status, limits: limits[status.name],
                 usage: characterCgroups[status.name] == nil ? nil : usageCache[status.name]?.usage,
                 logLinesDropped: dropped[status.name.rawValue] ?? 0, notifyRejected: rejectedDatagrams[status.name] ?? 0,
-                notifyMalformed: malformedDatagrams[status.name] ?? 0)
+                notifyMalformed: malformedDatagrams[status.name] ?? 0,
+                schedule: timetable.entry(status.name).map { entry in
+                    (entry.nextDue, jobRunStartedAt[status.name], status.lastExit.map { $0.reason.isSuccess })
+                })
         }
     }
 
@@ -233,6 +238,7 @@ extension Daemon {
                 peakMemoryBytes: exit.peakMemoryBytes)
         }
         if status.oomKills > 0 { object.oomKills = status.oomKills }
+        object.schedule = scheduleDescription(status)
         if let tenant = tenants.reports[status.name] {
             object.tenant = CharacterStatus.Tenant(
                 uid: Int(tenant.uid), gid: Int(tenant.gid), sandbox: tenant.coverage.level.rawValue, notEnforced: tenant.coverage.missing)

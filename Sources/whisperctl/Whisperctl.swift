@@ -28,7 +28,7 @@ struct Whisperctl: ParsableCommand {
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Scale.self, Logs.self, Reload.self, Backup.self, Restore.self, Why.self, Env.self, Check.self]
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Reexec.self, Backup.self, Restore.self, Why.self, Env.self, Check.self]
     )
 
     static func main() {
@@ -177,6 +177,8 @@ extension Whisperctl {
                 print(StatusTable.render(list))
                 let facets = StatusTable.facetLines(list)
                 if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
+                let schedules = StatusTable.scheduleLines(list)
+                if !schedules.isEmpty { print("\nscheduled jobs:\n" + schedules.joined(separator: "\n")) }
             }
             guard check else { return }
             let notReady = (health.notReady ?? []).filter { names.isEmpty || names.contains($0) }
@@ -224,8 +226,52 @@ extension Whisperctl {
         static let configuration = CommandConfiguration(
             abstract: "Restart characters and wait until each is ready again with a new process.")
         @OptionGroup var connection: Connection
+        @Flag(
+            name: .long,
+            help: "Zero downtime: start the new process beside the old one, hand over when it is ready, then drain the old one (one character at a time).")
+        var rolling = false
         @OptionGroup var target: Target
-        func run() throws { try Operation.run("restart", target, connection.client) }
+        func run() throws { try Operation.run(rolling ? "rolling-restart" : "restart", target, connection.client) }
+    }
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a job once now (scheduled or not) and wait for its result; fails when the job fails.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the job to finish before failing.")
+        var timeout: Double = 3600
+        @Flag(name: .long, help: "Return once whisperd started it, without waiting.")
+        var noWait = false
+        @Argument(help: "The job, as the roster names it under jobs:.")
+        var job: String
+
+        func validate() throws {
+            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        }
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/characters/\(job)/run")
+            guard response.status == 202 else {
+                throw OperationFailed(description: "run \(job): \(response.errorMessage)")
+            }
+            guard !noWait else { return }
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                let status = try client.character(job)
+                let state = status.state
+                let reason = status.lastExit?.reason
+                if status.pid == nil, !["starting", "running", "waiting", "stopping"].contains(state) {
+                    guard state == "exited" else {
+                        throw OperationFailed(description: "\(job) failed: state \(state)" + (reason.map { ", last exit \($0)" } ?? ""))
+                    }
+                    print("\(job): done" + (reason.map { " (\($0))" } ?? ""))
+                    return
+                }
+                if Date() >= deadline { throw OperationFailed(description: "\(job) still \(state) after \(Int(timeout))s (it keeps running)") }
+                usleep(50_000)
+            }
+        }
     }
 
     struct Logs: ParsableCommand {
@@ -276,6 +322,38 @@ extension Whisperctl {
             let plan = try response.decode(ReloadResult.self).plan
             if plan.isEmpty { print(dryRun ? "nothing would change" : "roster unchanged") }
             for line in plan { print(dryRun ? "would \(line)" : line) }
+        }
+    }
+
+    struct Reexec: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upgrade whisperd in place: it execs its binary (the new one after an upgrade) and keeps every character running (same pids).",
+            discussion: "Also SIGUSR2 to whisperd. `systemctl reload` still means: re-read the roster.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the new process to answer.")
+        var timeout: Double = 30
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/reexec")
+            guard response.status == 202 else { throw OperationFailed(description: "reexec refused: \(response.errorMessage)") }
+            let before = try response.decode(ReexecScheduled.self).reexecs
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                // The socket is not answered for the moment of the exec itself: retry.
+                let supervisor: HealthReport.Supervisor
+                do { supervisor = try client.health().supervisor } catch is ControlClient.Unreachable {
+                    usleep(20_000)
+                    continue
+                }
+                if let error = supervisor.reexecError { throw OperationFailed(description: "reexec failed: \(error)") }
+                if supervisor.reexecs > before {
+                    print("whisperd re-executed: version \(supervisor.version), pid \(supervisor.pid), \(supervisor.summary)")
+                    return
+                }
+                usleep(20_000)
+            }
+            throw OperationFailed(description: "whisperd did not answer as the new process within \(Int(timeout))s")
         }
     }
 
@@ -400,14 +478,17 @@ enum Operation {
         }
         names = try client.resolve(target.names, all: target.all)
         var before: [String: Int] = [:]
-        for name in names {
-            if let pid = try client.character(name).pid { before[name] = pid }
-            let response = try client.post("/v1/characters/\(name)/\(verb)")
-            guard response.status == 202 else {
-                throw OperationFailed(description: "\(verb) \(name): \(response.errorMessage)")
+        // A rolling restart goes one character at a time: the next starts once the last handed over.
+        for batch in verb == "rolling-restart" ? names.map { [$0] } : [names] {
+            for name in batch {
+                if let pid = try client.character(name).pid { before[name] = pid }
+                let response = try client.post("/v1/characters/\(name)/\(verb)")
+                guard response.status == 202 else {
+                    throw OperationFailed(description: "\(verb) \(name): \(response.errorMessage)")
+                }
             }
+            try wait(verb, batch, before: before, target, client)
         }
-        try wait(verb, names, before: before, target, client)
     }
 
     /// Waits for each character to reach the operation's goal, or says where it is stuck.
@@ -423,7 +504,7 @@ enum Operation {
                 let done: Bool =
                     switch verb {
                     case "stop": state == "stopped" && pid == nil
-                    case "restart": character.ready && pid != nil && pid != before[name]
+                    case "restart", "rolling-restart": character.ready && pid != nil && pid != before[name]
                     default: character.ready || (character.kind == "job" && state == "exited")
                     }
                 if done {

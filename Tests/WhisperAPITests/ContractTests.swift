@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import WhisperAPI
 import WhisperConfig
+import WhisperCore
 import WhisperSystem
 
 /// The types of the contract and their schemas must say the same thing: each type's example
@@ -31,6 +32,19 @@ import WhisperSystem
 
     @Test func theDocumentedReplicaLimit_isTheRosters() {
         #expect(Route.maxReplicas == RosterLoader.maxReplicas)
+    }
+
+    @Test func theDocumentedNamePatterns_acceptWhatWhisperdAccepts() throws {
+        let names = try Regex(Route.Parameter.namePattern)
+        let profiles = try Regex(Route.Parameter.profilePattern)
+        let candidates = [
+            "elena", "e", "0day", "a_b-c", "Elena", "-x", "_x", "a.b", "a b", "é", "", "a/b", String(repeating: "a", count: 63),
+            String(repeating: "a", count: 64), String(repeating: "a", count: 65), "Debug.2", "x%2F",
+        ]
+        for candidate in candidates {
+            #expect((candidate.wholeMatch(of: names) != nil) == ServiceName.isValid(candidate), "name `\(candidate)`")
+            #expect((candidate.wholeMatch(of: profiles) != nil) == RosterLoader.isValidProfile(candidate), "profile `\(candidate)`")
+        }
     }
 
     @Test func aPathServesTheMethodsOfItsMostLiteralRoute() {
