@@ -19,27 +19,36 @@ public enum JSONText {
         case let number as UInt64: output += Array(String(number).utf8)
         case let number as UInt32: output += Array(String(number).utf8)
         case let number as Double: output += Array((number.isFinite ? "\(number)" : "null").utf8)
-        case let object as [String: Any]:
-            output.append(UInt8(ascii: "{"))
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                writeString(key, into: &output)
-                output.append(UInt8(ascii: ":"))
-                write(object[key]!, into: &output)
-            }
-            output.append(UInt8(ascii: "}"))
-        case let array as [Any]:
-            output.append(UInt8(ascii: "["))
-            for (index, element) in array.enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                write(element, into: &output)
-            }
-            output.append(UInt8(ascii: "]"))
+        case let object as [String: Any]: writeObject(object, into: &output, write)
+        case let array as [Any]: writeArray(array, into: &output, write)
         case Optional<Any>.none:
             output += Array("null".utf8)
         default:
             writeString("\(value)", into: &output)
         }
+    }
+
+    /// `{"key":value,…}` with the keys in byte order; `writeValue` writes each value.
+    static func writeObject<Value>(
+        _ members: [String: Value], into output: inout [UInt8], _ writeValue: (Value, inout [UInt8]) -> Void
+    ) {
+        output.append(UInt8(ascii: "{"))
+        for (index, key) in members.keys.sorted().enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            writeString(key, into: &output)
+            output.append(UInt8(ascii: ":"))
+            writeValue(members[key]!, &output)
+        }
+        output.append(UInt8(ascii: "}"))
+    }
+
+    static func writeArray<Element>(_ elements: [Element], into output: inout [UInt8], _ writeElement: (Element, inout [UInt8]) -> Void) {
+        output.append(UInt8(ascii: "["))
+        for (index, element) in elements.enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            writeElement(element, &output)
+        }
+        output.append(UInt8(ascii: "]"))
     }
 
     /// `text` as a JSON string literal, for callers that write JSON by hand.

@@ -15,22 +15,8 @@ extension JSONText {
         switch node {
         case .string(let text): writeString(text, into: &output)
         case .literal(let text): output += Array(text.utf8)
-        case .array(let array):
-            output.append(UInt8(ascii: "["))
-            for (index, element) in array.items.enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                write(element, into: &output)
-            }
-            output.append(UInt8(ascii: "]"))
-        case .object(let object):
-            output.append(UInt8(ascii: "{"))
-            for (index, key) in object.members.keys.sorted().enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                writeString(key, into: &output)
-                output.append(UInt8(ascii: ":"))
-                write(object.members[key]!, into: &output)
-            }
-            output.append(UInt8(ascii: "}"))
+        case .array(let array): writeArray(array.items, into: &output, write)
+        case .object(let object): writeObject(object.members, into: &output, write)
         }
     }
 }
