@@ -178,6 +178,8 @@ extension Daemon {
         }
         var environment = childEnvironment(spec, notifySocket: socket.path)
         environment.merge(tenant.environment) { _, own in own }
+        // The new process of a rolling restart (the worker then waits for its Discord session).
+        if asSuccessor { environment["WHISPERD_SUCCESSOR"] = "1" }
         let settings = spec.launch.tenant
         let request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,

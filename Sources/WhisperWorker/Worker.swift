@@ -132,6 +132,12 @@ public final class Worker {
         let storeName = store.kind == "sqlite" ? "sqlite \(setup.sqlitePath)" : "postgres"
         facets = ["api": "ok", "store": storeState, "llm": llmState]
         if discordSettings != nil { facets["discord"] = "degraded:connecting" }
+        // The new process of a rolling restart says it waits for the Discord session before it
+        // says it is ready: whisperd stops the old process at READY=1, which then hands it over.
+        if discordSettings != nil, waitsForDiscordHandOff, let files = discordHandOffFiles {
+            discordHandOffAnnouncedAt = Double(Clock.monotonicNanoseconds()) / 1e9
+            files.announceWaiting()
+        }
         log(
             "serving \(name) on http://\(host):\(port) (store \(storeName) \(storeState); LLM \(llmState); "
                 + (discordSettings == nil ? "Discord off: no DISCORD_TOKEN)" : "Discord on)"))
@@ -151,6 +157,11 @@ public final class Worker {
         return exitStatus
     }
 
+    /// Where a rolling restart hands the gateway session over, and whether this is the new process.
+    var discordHandOffFiles: DiscordHandOffFiles? { environment["STATE_DIRECTORY"].map { DiscordHandOffFiles(directory: $0) } }
+    var waitsForDiscordHandOff: Bool { environment["WHISPERD_SUCCESSOR"] == "1" }
+    var discordHandOffAnnouncedAt: Double = 0
+
     private func startDiscord(_ settings: DiscordSettings) {
         let socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         let name = name
@@ -159,7 +170,8 @@ public final class Worker {
             reportFacet: { value in
                 if let socket { _ = NotifySocket.send(Facet.notifyLine("discord", value), to: socket) }
             },
-            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) })
+            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) },
+            handOffFiles: discordHandOffFiles, waitsForHandOff: waitsForDiscordHandOff, handOffAnnouncedAt: discordHandOffAnnouncedAt)
         discord = connector
         Task.detached { await connector.run() }
         nextDiscordCheck = Clock.monotonicNanoseconds() + 5_000_000_000
@@ -226,7 +238,7 @@ public final class Worker {
             loop.stop()  // A second signal: now.
             return
         }
-        let answering = discord?.stopTakingMessages() ?? 0
+        let answering = discord?.stopTakingMessagesOrHandOff() ?? 0
         notify("STOPPING=1\nSTATUS=stopping: \(inflight + answering) request(s) in flight")
         server?.stopAccepting()
         let grace = environment["WHISPERD_STOP_GRACE_MS"].flatMap(Int64.init) ?? 10_000
