@@ -244,29 +244,44 @@ extension KubernetesExporter {
         return container
     }
 
+    /// What a service waits for, in the order to wait: the characters (whose own `after:`
+    /// their pods keep) and the jobs, each after what it waits for in turn.
+    func awaited(_ service: ExportedService) -> [ExportedService] {
+        var order: [ExportedService] = []
+        func visit(_ waiting: ExportedService) {
+            for dependency in dependencies(of: waiting) where dependency.required {
+                guard let target = self.service(named: dependency.name.rawValue), !order.contains(where: { $0.name == target.name }) else { continue }
+                if target.isJob { visit(target) }
+                order.append(target)
+            }
+        }
+        visit(service)
+        return order
+    }
+
     /// What a service waits for, as containers that run before it: `whisperd wait` for a
     /// character, the job itself (`run-one JOB`) for a job.
     func initContainers(_ service: ExportedService) -> [K.Container] {
-        var containers: [K.Container] = []
-        for dependency in dependencies(of: service) where dependency.required {
-            guard let target = self.service(named: dependency.name.rawValue) else { continue }
+        awaited(service).map { target in
             if target.isJob {
                 let command = runOneCommand(target.name, stateDirectory: "/run/whisperd/\(target.name)-state", http: false)
-                containers.append(container(target, name: "job-\(target.name)", command: command, probes: false))
-            } else {
-                let check =
-                    dependency.condition == .started
-                    ? ["--tcp", "\(target.name):\(KubernetesExportOptions.statusPort)"]
-                    : ["--http", "http://\(target.name):\(KubernetesExportOptions.statusPort)/health"]
-                var wait = K.Container(
-                    name: "wait-\(target.name)", image: options.image,
-                    command: [KubernetesExportOptions.binary, "wait"] + check + ["--timeout", "10m"], securityContext: K.SecurityContext())
-                wait.resources = K.ResourceRequirements(
-                    limits: K.OrderedStrings([(key: "cpu", value: "100m"), (key: "memory", value: "32Mi")]), requests: nil)
-                containers.append(wait)
+                return container(target, name: "job-\(target.name)", command: command, probes: false)
             }
+            // The condition of the first `after:` naming it (a job waited for in turn may name it too).
+            let condition = ([service] + awaited(service)).lazy.compactMap { waiting in
+                dependencies(of: waiting).first { $0.name.rawValue == target.name }?.condition
+            }.first
+            let check =
+                condition == .started
+                ? ["--tcp", "\(target.name):\(KubernetesExportOptions.statusPort)"]
+                : ["--http", "http://\(target.name):\(KubernetesExportOptions.statusPort)/health"]
+            var wait = K.Container(
+                name: "wait-\(target.name)", image: options.image,
+                command: [KubernetesExportOptions.binary, "wait"] + check + ["--timeout", "10m"], securityContext: K.SecurityContext())
+            wait.resources = K.ResourceRequirements(
+                limits: K.OrderedStrings([(key: "cpu", value: "100m"), (key: "memory", value: "32Mi")]), requests: nil)
+            return wait
         }
-        return containers
     }
 
     func podSecurity(_ service: ExportedService) -> K.PodSecurityContext {
@@ -287,7 +302,7 @@ extension KubernetesExporter {
     mutating func translate(_ service: ExportedService) throws -> [K.Object] {
         let component = service.isJob ? "job" : "character"
         let environment = environment(of: service)
-        let waitedJobs = dependencies(of: service).compactMap { self.service(named: $0.name.rawValue) }.filter(\.isJob)
+        let waitedJobs = awaited(service).filter(\.isJob)
         var data: [(key: String, value: String)] = [(key: "roster.yaml", value: podRoster(service, jobs: waitedJobs))]
         var items = [K.Volume.KeyToPath(key: "roster.yaml", path: "roster.yaml")]
         var fileNotes: [String] = []
@@ -343,7 +358,9 @@ extension KubernetesExporter {
                     .statefulSet(K.StatefulSet(metadata: meta(service.name, component: component, of: service.name), spec: .init(serviceName: service.name, replicas: replicas, podManagementPolicy: "Parallel", selector: .init(matchLabels: selector(service.name)), template: template, volumeClaimTemplates: claims))))
                 summary.append(
                     "StatefulSet \(service.name) (\(counted(replicas, "replica"))"
-                        + (stateOnClaim ? "; its SQLite store on a \(options.storageSize) volume claim `state` per pod" : "; PostgreSQL store, state on an emptyDir") + ")")
+                        + (stateOnClaim
+                            ? "; its state directory (a built-in worker's SQLite store) on a \(options.storageSize) volume claim `state` per pod"
+                            : "; PostgreSQL store, state on an emptyDir") + ")")
                 summary.append("Service \(service.name) (headless: DNS lists only ready pods)")
             } else {
                 objects.append(
@@ -365,6 +382,11 @@ extension KubernetesExporter {
         summary.append(envText)
         note(service.line, service.path, .mapped(summary.joined(separator: "; ")))
         for text in fileNotes { note(service.line, service.path + ".files", .notMappable(text)) }
+        if !isBuiltInWorker(service), writtenCommand(service).contains(where: { argument in Self.loopbackHosts.contains { argument.contains($0) } }) {
+            note(
+                service.line, "\(service.path).command",
+                .warning("names a loopback address: in a pod, a program that listens there is unreachable from other pods, and one that connects there reaches only its own pod"))
+        }
         for name in environment.loopback {
             note(
                 service.line, "\(service.path).env.\(name)",
