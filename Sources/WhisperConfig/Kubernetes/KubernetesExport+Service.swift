@@ -384,16 +384,21 @@ extension KubernetesExporter {
         for text in fileNotes { note(service.line, service.path + ".files", .notMappable(text)) }
         if !isBuiltInWorker(service), writtenCommand(service).contains(where: { argument in Self.loopbackHosts.contains { argument.contains($0) } }) {
             note(
-                service.line, "\(service.path).command",
+                writtenLine("command", of: service), "\(service.path).command",
                 .warning("names a loopback address: in a pod, a program that listens there is unreachable from other pods, and one that connects there reaches only its own pod"))
         }
         for name in environment.loopback {
             note(
-                service.line, "\(service.path).env.\(name)",
+                writtenLine("env.\(name)", of: service), "\(service.path).env.\(name)",
                 .warning("names a loopback address: in a pod that is the pod itself; point it at a Service (another character's name)"))
         }
         reportKeys(service, environment: environment)
         return objects
+    }
+
+    /// The line of a key the service (or `defaults:`) writes; the service's own line when neither does.
+    func writtenLine(_ path: String, of service: ExportedService) -> Int? {
+        keys.effective(for: service.name).first { $0.key.path == path }?.key.line ?? service.line
     }
 
     func nilIfEmpty<T>(_ items: [T]) -> [T]? { items.isEmpty ? nil : items }
