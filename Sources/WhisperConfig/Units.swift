@@ -78,19 +78,3 @@ extension String {
         return String(text)
     }
 }
-
-extension Units {
-    /// A duration in the roster's notation, exact: `250ms`, `10s`, `5m`, `2h`, `1500us`.
-    public static func formatDuration(_ duration: Duration) -> String {
-        let nanoseconds = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-        if nanoseconds == 0 { return "0" }
-        if nanoseconds % 1_000_000_000 != 0 {
-            if nanoseconds % 1_000_000 == 0 { return "\(nanoseconds / 1_000_000)ms" }
-            return nanoseconds % 1000 == 0 ? "\(nanoseconds / 1000)us" : "\(nanoseconds)ns"
-        }
-        let seconds = nanoseconds / 1_000_000_000
-        if seconds % 3600 == 0 { return "\(seconds / 3600)h" }
-        if seconds % 60 == 0 { return "\(seconds / 60)m" }
-        return "\(seconds)s"
-    }
-}

@@ -114,7 +114,7 @@ import Yams
         let result = try export(loaded)
         #expect(
             names(result) == [
-                "ConfigMap migrate-config", "Job migrate",
+                "ConfigMap migrate-config", "Job migrate", "ConfigMap nightly-backup-config", "CronJob nightly-backup",
                 "ConfigMap local-llm-config", "Service local-llm", "StatefulSet local-llm",
                 "ConfigMap elena-config", "Service elena", "StatefulSet elena",
                 "ConfigMap aria-config", "Service aria", "StatefulSet aria",
@@ -368,6 +368,32 @@ import Yams
         let once = try job(result, "once")
         #expect(once.spec.template.spec.restartPolicy == "Never" && once.spec.backoffLimit == 0)
         #expect(report(result).contains("jobs.seed: mapped: Job seed-\(revision)"))
+    }
+
+    @Test func scheduledJobs_areCronJobs_everyOnlyWhenCronCanSayIt() throws {
+        let result = try exportRoster("""
+            version: 1
+            jobs:
+              nightly: {command: [/bin/true], schedule: "30 3 * * *", timezone: Europe/Berlin, jitter: 10m}
+              quarter: {command: [/bin/true], every: 15m, catch_up: true}
+              sixhours: {command: [/bin/true], every: 6h}
+              odd: {command: [/bin/true], every: 7m}
+            characters: {}
+            """)
+        var cronJobs: [String: Kubernetes.CronJob] = [:]
+        for case .cronJob(let object) in result.objects { cronJobs[object.metadata.name] = object }
+        #expect(cronJobs["nightly"]?.spec.schedule == "30 3 * * *" && cronJobs["nightly"]?.spec.timeZone == "Europe/Berlin")
+        #expect(cronJobs["nightly"]?.spec.concurrencyPolicy == "Forbid" && cronJobs["nightly"]?.spec.startingDeadlineSeconds == 300)
+        #expect(cronJobs["quarter"]?.spec.schedule == "*/15 * * * *" && cronJobs["quarter"]?.spec.startingDeadlineSeconds == nil)
+        #expect(cronJobs["sixhours"]?.spec.schedule == "0 */6 * * *")
+        #expect(cronJobs["odd"] == nil && !result.objects.contains { $0.kind == "Job" })
+        let text = report(result)
+        #expect(text.contains("jobs.odd.every: not mappable: every 7m"), "\(text)")
+        #expect(text.contains("jobs.nightly.jitter: not mappable"))
+        #expect(text.contains("jobs.quarter.every: mapped: CronJob quarter schedule \"*/15 * * * *\""))
+        // The pod runs the job once, now: its roster has no schedule.
+        let pod = try loadPodRoster(try configMap(result, "nightly-config"), "nightly").get()
+        #expect(pod.roster.services.first?.schedule == nil && pod.roster.services.first?.kind == .job(.everyStart))
     }
 
     @Test func theSameRoster_givesTheSameBytes() throws {

@@ -25,6 +25,10 @@ extension KubernetesExporter {
         case "command":
             if isBuiltInWorker(service) { return .mapped("the built-in worker of the image (whisperd worker \(service.name))") }
             let program = writtenCommand(service).first ?? ""
+            if writtenCommand(service).prefix(2) == ["whisperd", "backup"] {
+                return .warning(
+                    "whisperd backup reads the stores of one host's fleet; in Kubernetes each is in its pod's volume claim (or PostgreSQL): back those up instead (volume snapshots, pg_dump)")
+            }
             return kept(service, program == "whisperd" ? "whisperd of the image" : "`\(program)` must exist in the image (\(options.image))")
         case "port":
             guard let port = spec.port else { return .ignored("not a character's") }
@@ -40,6 +44,8 @@ extension KubernetesExporter {
             return .mapped("exported (one of its profiles is active, or none is asked for); profiles do not exist in Kubernetes: apply what you want")
         case "working_dir":
             return .notMappable("a directory of this host; in the pod the service runs in \(KubernetesExportOptions.configDirectory) (its roster's directory)")
+        case "schedule", "every", "timezone", "jitter", "catch_up":
+            return scheduleOutcome(parts[0], service)
         case "run":
             if case .job(.oncePerRevision) = spec.kind {
                 return .mapped("Job \(service.name)-\(spec.revision): named by its revision, so a changed job is a new Job and an unchanged one is not run again")
@@ -117,6 +123,35 @@ extension KubernetesExporter {
             return .notMappable(text)
         }
         return .mapped(text)
+    }
+
+    func scheduleOutcome(_ key: String, _ service: ExportedService) -> ComposeFinding.Outcome {
+        guard let schedule = service.spec.schedule else { return .ignored("no schedule") }
+        guard let cron = Self.cronSchedule(schedule) else {
+            return .notMappable(
+                "\(schedule): a CronJob's schedule is cron, and this interval does not divide an hour or a day evenly: no CronJob is written; give `schedule:` (cron) instead")
+        }
+        switch key {
+        case "schedule":
+            return .mapped(
+                "CronJob \(service.name) schedule \"\(cron)\" (concurrencyPolicy Forbid: never two runs at once)"
+                    + (schedule.timeZone == nil ? "; without timezone: the controller's zone (usually UTC), where whisperd read this host's" : ""))
+        case "every":
+            return .mapped("CronJob \(service.name) schedule \"\(cron)\": runs at multiples of \(Duration.seconds(Self.seconds(schedule)).humanReadable) past the hour or midnight, not that long after the last run")
+        case "timezone":
+            return .mapped("CronJob spec.timeZone \(schedule.timeZone ?? "")")
+        case "jitter":
+            return .notMappable("the CronJob controller starts every run on time: no jitter")
+        default:
+            return schedule.catchUp
+                ? .mapped("no startingDeadlineSeconds: the controller starts a run it missed (the last one) when it can")
+                : .mapped("startingDeadlineSeconds 300: a run that cannot start within 5 minutes of its time is skipped")
+        }
+    }
+
+    static func seconds(_ schedule: JobSchedule) -> Int64 {
+        if case .every(let interval) = schedule.rule { return interval.components.seconds }
+        return 0
     }
 
     func restartOutcome(_ service: ExportedService) -> ComposeFinding.Outcome {

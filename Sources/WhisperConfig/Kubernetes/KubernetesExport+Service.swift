@@ -138,10 +138,11 @@ extension KubernetesExporter {
 
     func rosterEntry(_ service: ExportedService) -> [(String, RosterValue)] {
         let spec = service.spec
-        let format = Units.formatDuration
+        let format = { (duration: Duration) in duration.humanReadable }
         var entry: [(String, RosterValue)] = []
         if !isBuiltInWorker(service) { entry.append(("command", .list(writtenCommand(service)))) }
-        if case .job(let mode) = spec.kind { entry.append(("run", .scalar(mode.rawValue))) }
+        // A scheduled job's pod runs it once, now: the CronJob is its clock.
+        if case .job(let mode) = spec.kind { entry.append(("run", .scalar(spec.schedule == nil ? mode.rawValue : JobRunMode.everyStart.rawValue))) }
         if let port = spec.port, !service.isJob { entry.append(("port", .scalar(String(port)))) }
         if let replicas = service.replicas { entry.append(("replicas", .scalar(String(replicas)))) }
         entry += [
@@ -165,7 +166,7 @@ extension KubernetesExporter {
     }
 
     func healthEntry(_ health: HealthPolicy) -> [(String, RosterValue)] {
-        let format = Units.formatDuration
+        let format = { (duration: Duration) in duration.humanReadable }
         var entry: [(String, RosterValue)] = [
             ("ready", .scalar(health.ready.rawValue)), ("ready_timeout", .scalar(format(health.readyTimeout))),
             ("watchdog", .scalar(health.watchdog.map(format) ?? "off")), ("on_unhealthy", .scalar(health.onUnhealthy.rawValue)),
@@ -338,7 +339,16 @@ extension KubernetesExporter {
             volumes: volumes(service, configItems: items, stateOnClaim: stateOnClaim))
         let template = K.PodTemplate(metadata: .init(labels: labels(service.name, component: component)), spec: pod)
         var summary: [String] = []
-        if service.isJob {
+        if let schedule = service.spec.schedule {
+            let jobSpec = K.Job.Spec(backoffLimit: service.spec.restart.mode == .no ? 0 : 6, template: template)
+            if let cron = Self.cronSchedule(schedule) {
+                objects.append(
+                    .cronJob(K.CronJob(metadata: meta(service.name, component: component, of: service.name), spec: .init(schedule: cron, timeZone: schedule.timeZone, concurrencyPolicy: "Forbid", startingDeadlineSeconds: schedule.catchUp ? nil : 300, jobTemplate: .init(spec: jobSpec)))))
+                summary.append("CronJob \(service.name) (\(cron)\(schedule.timeZone.map { " \($0)" } ?? ""))")
+            } else {
+                summary.append("no CronJob: \(schedule) has no cron equivalent (see every)")
+            }
+        } else if service.isJob {
             let jobName: String
             if case .job(.oncePerRevision) = service.spec.kind { jobName = "\(service.name)-\(service.spec.revision)" } else { jobName = service.name }
             objects.append(
@@ -399,6 +409,24 @@ extension KubernetesExporter {
     /// The line of a key the service (or `defaults:`) writes; the service's own line when neither does.
     func writtenLine(_ path: String, of service: ExportedService) -> Int? {
         keys.effective(for: service.name).first { $0.key.path == path }?.key.line ?? service.line
+    }
+
+    /// A CronJob's schedule: cron as written; `every:` only when it divides an hour or a day
+    /// evenly (then at multiples past the hour or midnight, cron's phase), else nil.
+    static func cronSchedule(_ schedule: JobSchedule) -> String? {
+        switch schedule.rule {
+        case .cron(let expression):
+            return expression.text
+        case .every(let interval):
+            let seconds = interval.components.seconds
+            guard interval.components.attoseconds == 0, seconds % 60 == 0 else { return nil }
+            let minutes = seconds / 60
+            if minutes < 60 { return 60 % minutes == 0 ? (minutes == 1 ? "* * * * *" : "*/\(minutes) * * * *") : nil }
+            guard minutes % 60 == 0 else { return nil }
+            let hours = minutes / 60
+            if hours < 24 { return 24 % hours == 0 ? (hours == 1 ? "0 * * * *" : "0 */\(hours) * * *") : nil }
+            return hours == 24 ? "0 0 * * *" : hours == 168 ? "0 0 * * 0" : nil
+        }
     }
 
     func nilIfEmpty<T>(_ items: [T]) -> [T]? { items.isEmpty ? nil : items }

@@ -184,7 +184,8 @@ struct KubernetesExporter {
         for service in services {
             let location = service.line.map { "\(file):\($0): " } ?? "\(file): "
             // Jobs are named NAME-<16 hex of the revision>; StatefulSet pods carry a label NAME-<hash>.
-            let limit = service.isJob ? 46 : (service.isStateful ? 52 : 63)
+            // A CronJob's name is at most 52 (its Jobs get a suffix).
+            let limit = service.spec.schedule != nil ? 52 : service.isJob ? 46 : (service.isStateful ? 52 : 63)
             if !KubernetesExport.isLabel(service.name, limit: limit, startsWithLetter: true) {
                 problems.append(
                     "\(location)\(service.path): `\(service.name)` cannot name Kubernetes objects: use a-z 0-9 - only, start with a letter, end with a letter or digit, at most \(limit) characters (RFC 1123/1035; a \(service.isJob ? "Job's name gets a revision suffix" : service.isStateful ? "StatefulSet's pods get a suffix" : "Service's name")): rename it in the roster")
