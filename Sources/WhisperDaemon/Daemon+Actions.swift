@@ -187,9 +187,7 @@ extension Daemon {
         case .success(let child):
             let run = Daemon.LiveRun(pid: child.pid, pidFD: child.pidFD)
             runs[name] = run
-            let policy = LogWriter.FilePolicy(
-                path: "\(configuration.logDirectory)/\(name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
-                maxFiles: spec.logs.maxFiles)
+            let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
             watchOutput(child.stdoutFD, stream: "stdout", of: name, run: run, policy: policy)
             watchOutput(child.stderrFD, stream: "stderr", of: name, run: run, policy: policy)
@@ -202,7 +200,13 @@ extension Daemon {
         }
     }
 
-    private func reap(_ name: ServiceName, _ run: LiveRun) {
+    func logPolicy(for spec: ServiceSpec) -> LogWriter.FilePolicy {
+        LogWriter.FilePolicy(
+            path: "\(configuration.logDirectory)/\(spec.name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
+            maxFiles: spec.logs.maxFiles)
+    }
+
+    func reap(_ name: ServiceName, _ run: LiveRun) {
         guard let result = ChildReaper.reap(pidFD: run.pidFD) else { return }
         loop.remove(run.pidFD)
         close(run.pidFD)
@@ -222,8 +226,10 @@ extension Daemon {
 
     /// Reads a child's stdout or stderr into its log file. Outlives the main process while a
     /// grandchild still holds the pipe.
-    private func watchOutput(_ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy) {
-        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream))
+    func watchOutput(
+        _ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy, unfinishedLine: [UInt8] = []
+    ) {
+        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream, partial: unfinishedLine))
         do {
             try loop.add(fd, .readable) { [unowned self] _ in self.drainOutput(fd, name, run, policy) }
         } catch {
@@ -307,9 +313,13 @@ extension Daemon {
             throw SystemError("notify socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
         }
         let socket = try NotifySocket(path: path)
+        try listenForNotifications(name, socket)
+        return socket
+    }
+
+    func listenForNotifications(_ name: ServiceName, _ socket: NotifySocket) throws {
         notifySockets[name] = socket
         try loop.add(socket.fd, .readable) { [unowned self] _ in self.receiveNotifications(name, socket) }
-        return socket
     }
 
     private func receiveNotifications(_ name: ServiceName, _ socket: NotifySocket) {

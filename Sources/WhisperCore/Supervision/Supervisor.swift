@@ -32,6 +32,8 @@ public struct Supervisor: Sendable {
     private var completedJobs: [ServiceName: String]
     private var persistedDown: Set<ServiceName>
     private var rng: SplitMix64
+    /// Runs handed over by a previous whisperd, taken at the first roster load.
+    private var adopted: [ServiceName: AdoptedRun]
     public private(set) var isShuttingDown = false
     public private(set) var isStartupAnnounced = false
     private var isShutdownAnnounced = false
@@ -40,7 +42,12 @@ public struct Supervisor: Sendable {
     ///   - persistedDown: services an operator stopped, from the state dir; they stay down.
     ///   - completedJobs: `once-per-revision` jobs and the revision that last succeeded.
     ///   - seed: seeds the restart jitter.
-    public init(persistedDown: Set<ServiceName> = [], completedJobs: [ServiceName: String] = [:], seed: UInt64) {
+    ///   - adopted: processes a previous whisperd handed over (re-exec): they are taken as running.
+    public init(
+        persistedDown: Set<ServiceName> = [], completedJobs: [ServiceName: String] = [:], adopted: [ServiceName: AdoptedRun] = [:],
+        seed: UInt64
+    ) {
+        self.adopted = adopted
         self.persistedDown = persistedDown
         self.completedJobs = completedJobs
         self.rng = SplitMix64(seed: seed)
@@ -197,8 +204,10 @@ public struct Supervisor: Sendable {
             records = newRoster.services.map { spec in
                 var record = ServiceRecord(spec: spec, desired: persistedDown.contains(spec.name) ? .down : .up)
                 record.jobSucceeded = isAlreadyDone(spec)
+                if let run = adopted[spec.name] { record.adopt(run, &fx) }
                 return record
             }
+            adopted = [:]
             rebuildIndex()
             return
         }

@@ -156,8 +156,10 @@ final class WhisperdProcess: @unchecked Sendable {
     ///     its character's output there).
     init(
         scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:],
-        asNobody: Bool = false, directoryFlags: Bool = true, subcommand: [String] = [], readsStandardOutput: Bool = false
+        asNobody: Bool = false, directoryFlags: Bool = true, binary: String? = nil, subcommand: [String] = [],
+        readsStandardOutput: Bool = false
     ) throws {
+        let binary = binary ?? whisperdBinary()
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
         var extraArguments = extraArguments
@@ -171,16 +173,16 @@ final class WhisperdProcess: @unchecked Sendable {
             extraArguments += ["--cgroup", base]
             cgroupBase = base
         }
-        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : whisperdBinary())
+        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : binary)
         process.arguments =
-            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperdBinary()] : []) + subcommand
+            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", binary] : []) + subcommand
             + ["--roster", scratch.path + "/roster.yaml", "--http", "127.0.0.1:\(self.httpPort)"]
             + (directoryFlags
                 ? ["--state-dir", scratch.path + "/state", "--runtime-dir", scratch.path + "/run", "--log-dir", scratch.path + "/logs"]
                 : [])
             + extraArguments
         var environment = ProcessInfo.processInfo.environment
-        environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        environment["PATH"] = (binary as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.removeValue(forKey: "NOTIFY_SOCKET")
         environment.removeValue(forKey: "WATCHDOG_USEC")
         environment["WHISPERD_TEST_LEAK"] = "must-not-reach-children"
