@@ -59,29 +59,32 @@ import Yams
 
     func names(_ result: KubernetesExportResult) -> [String] { result.objects.map { "\($0.kind) \($0.metadata.name)" } }
 
+    /// The object of this kind and name: `extract` picks the kind.
+    func object<T>(_ result: KubernetesExportResult, _ name: String, _ kind: String, _ extract: (Kubernetes.Object) -> (T, String)?) throws -> T {
+        for candidate in result.objects {
+            if let (object, objectName) = extract(candidate), objectName == name { return object }
+        }
+        throw Missing(what: "\(kind) \(name) in \(names(result))")
+    }
+
     func statefulSet(_ result: KubernetesExportResult, _ name: String) throws -> Kubernetes.StatefulSet {
-        for case .statefulSet(let object) in result.objects where object.metadata.name == name { return object }
-        throw Missing(what: "StatefulSet \(name) in \(names(result))")
+        try object(result, name, "StatefulSet") { if case .statefulSet(let o) = $0 { (o, o.metadata.name) } else { nil } }
     }
 
     func deployment(_ result: KubernetesExportResult, _ name: String) throws -> Kubernetes.Deployment {
-        for case .deployment(let object) in result.objects where object.metadata.name == name { return object }
-        throw Missing(what: "Deployment \(name) in \(names(result))")
+        try object(result, name, "Deployment") { if case .deployment(let o) = $0 { (o, o.metadata.name) } else { nil } }
     }
 
     func job(_ result: KubernetesExportResult, _ name: String) throws -> Kubernetes.Job {
-        for case .job(let object) in result.objects where object.metadata.name == name { return object }
-        throw Missing(what: "Job \(name) in \(names(result))")
+        try object(result, name, "Job") { if case .job(let o) = $0 { (o, o.metadata.name) } else { nil } }
     }
 
     func configMap(_ result: KubernetesExportResult, _ name: String) throws -> Kubernetes.ConfigMap {
-        for case .configMap(let object) in result.objects where object.metadata.name == name { return object }
-        throw Missing(what: "ConfigMap \(name) in \(names(result))")
+        try object(result, name, "ConfigMap") { if case .configMap(let o) = $0 { (o, o.metadata.name) } else { nil } }
     }
 
     func service(_ result: KubernetesExportResult, _ name: String) throws -> Kubernetes.Service {
-        for case .service(let object) in result.objects where object.metadata.name == name { return object }
-        throw Missing(what: "Service \(name) in \(names(result))")
+        try object(result, name, "Service") { if case .service(let o) = $0 { (o, o.metadata.name) } else { nil } }
     }
 
     struct Missing: Error, CustomStringConvertible {

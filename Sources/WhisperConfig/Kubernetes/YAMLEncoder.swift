@@ -115,7 +115,12 @@ public enum YAMLEncoder {
 
     /// The text plain when it can only be read back as this string; double-quoted otherwise.
     public static func quoted(_ text: String) -> String {
-        if isPlainSafe(text) { return text }
+        isPlainSafe(text) ? text : doubleQuoted(text)
+    }
+
+    /// A double-quoted YAML scalar: `"`, `\\`, line breaks, tabs and every control or
+    /// invisible separator character escaped.
+    static func doubleQuoted(_ text: String) -> String {
         var output = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
