@@ -256,6 +256,8 @@ import Yams
               DISCORD_TOKEN: tok-s3cret-1
               DATABASE_URL: postgres://app:pw-s3cret-2@127.0.0.1:5433/app
               PLAIN: visible
+              SELF_URL: "http://127.0.0.1:8100/health"
+              ELSEWHERE: "localhost:9999"
           db:
             command: [/bin/sleep, "60"]
             health: {ready: started}
@@ -277,6 +279,9 @@ import Yams
         #expect(env(bot, "DISCORD_TOKEN")?.value == nil)
         #expect(env(bot, "PLAIN")?.value == "visible")
         #expect(report(result).contains("characters.bot.env.DATABASE_URL: mapped: env from Secret bot-env, key DATABASE_URL; 127.0.0.1:5433 → db:5433"))
+        // Loopback is warned about unless it is the service's own port (itself, in its pod too).
+        #expect(report(result).contains("characters.bot.env.ELSEWHERE: warning: names a loopback address"))
+        #expect(!report(result).contains("characters.bot.env.SELF_URL: warning"))
     }
 
     @Test func secretsFrom_writesNoValueAtAll_andNamesTheSecretsToCreate() throws {
