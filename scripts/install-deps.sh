@@ -16,7 +16,10 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match).
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match);
+#   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
+#   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
+#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -33,6 +36,7 @@ case "$set_name" in
   bench) packages=("${runtime[@]}" wrk procps) ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
 esac
+[ "$set_name" = test ] && packages+=(python3-venv)
 if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
 for package in "${packages[@]}"; do
@@ -68,3 +72,16 @@ if ((${#missing[@]})); then
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
+
+# The manifests' validator (Tests/IntegrationTests/KubernetesTests.swift, scripts/e2e-kubernetes.sh):
+# kubernetes-validate with the schemas of Kubernetes 1.31, in a virtualenv of its own.
+if [ "$set_name" = test ]; then
+  validator_version=1.31.0
+  validator_home=/var/cache/whisperd-test/kubernetes-validate
+  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $validator_version"; then
+    echo "install-deps (test): kubernetes-validate==$validator_version into $validator_home" >&2
+    mkdir -p "$(dirname "$validator_home")"
+    [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"
+    "$validator_home/bin/pip" install --quiet "kubernetes-validate==$validator_version"
+  fi
+fi
