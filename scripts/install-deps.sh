@@ -7,6 +7,7 @@
 #   scripts/install-deps.sh test    run + the test suite's tools (the default; scripts/test.sh,
 #                                   e2e-systemd.sh, sanitizers.sh, chaos/run.sh)
 #   scripts/install-deps.sh bench   run + what scripts/bench/ drives (wrk)
+#   scripts/install-deps.sh image   run + what scripts/build-image.sh needs (podman)
 #   scripts/install-deps.sh --list [SET]   print the set's packages, one a line; install nothing
 #
 # run: pkg-config, libsystemd-dev, zlib1g-dev and the headers of libcurl4-openssl-dev and
@@ -16,7 +17,12 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match).
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match), and
+#   image's packages plus python3-venv (scripts/e2e-kubernetes.sh: kubernetes-validate from
+#   PyPI in a virtualenv).
+# image: podman with runc (Debian's crun refuses this machine's hybrid cgroups), netavark,
+#   aardvark-dns and iptables (pods' networks and their names), catatonit (podman builds its
+#   pods' pause image from it, offline) and ca-certificates (copied into the image).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -26,12 +32,14 @@ set -euo pipefail
 list_only=0
 if [ "${1:-}" = --list ]; then list_only=1; shift; fi
 set_name=${1:-test}
+image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates)
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container) ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}" python3-venv) ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
-  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
+  image) packages=("${runtime[@]}" "${image[@]}") ;;
+  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench|image]" >&2; exit 2 ;;
 esac
 if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
