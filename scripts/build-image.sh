@@ -8,9 +8,9 @@
 # The whisperd image holds only what the release binary (scripts/build-release.sh, reused when
 # built) runs on: whisperd (stripped), the shared libraries it and the worker's dlopen'ed
 # libcurl, libsqlite3 and libpq need (their ldd closure, copied from the installed Debian
-# packages), CA certificates, /etc/passwd and /etc/group with the non-root user whisperd
-# (uid/gid 10001), the sample characters and roster under /etc/whisperd, and whisperd's
-# directories owned by that user. No shell, no package manager. USER 10001:10001, ENTRYPOINT
+# packages), CA certificates, time zones (tzdata), /etc/passwd and /etc/group with the
+# non-root user whisperd (uid/gid 10001), the sample characters and roster under
+# /etc/whisperd, and whisperd's directories owned by that user. No shell, no package manager. USER 10001:10001, ENTRYPOINT
 # ["/usr/bin/whisperd"]. Default tag localhost/whisperd:latest, archive
 # .build/image/whisperd-oci.tar.
 #
@@ -61,7 +61,7 @@ if [ "$flavour" = whisperd ]; then
     [ -e "$multiarch/$soname" ] || { echo "build-image: $multiarch/$soname is not installed (scripts/install-deps.sh run)" >&2; exit 1; }
     programs+=("$multiarch/$soname")
   done
-  contents=("$binary" etc/roster.yaml characters)
+  contents=("$binary" etc/roster.yaml characters /usr/share/zoneinfo)
 else
   # The server's own modules (plpgsql, text search, encodings), without the LLVM JIT (~100 MB).
   mapfile -t modules < <(find "$pg/lib" -maxdepth 1 -name '*.so' ! -name 'llvmjit*' | sort)
@@ -139,6 +139,11 @@ if [ "$flavour" = whisperd ]; then
   grep -q '^  env: {API_HOST: 0.0.0.0}' "$root/etc/whisperd/roster.yaml" ||
     { echo "build-image: etc/roster.yaml has no defaults: section" >&2; exit 1; }
   chmod -R u=rwX,go=rX "$root/etc/whisperd"
+  # The time zones a character's profile may name (elena's is America/Los_Angeles): Foundation
+  # reads them from tzdata; without them her first chat traps. Not the duplicate right/ tree.
+  mkdir -p "$root/usr/share"
+  cp -a /usr/share/zoneinfo "$root/usr/share/zoneinfo"
+  rm -rf "$root/usr/share/zoneinfo/right" "$root/usr/share/zoneinfo/posix"
   writable=("$root"/var/lib/whisperd "$root"/var/log/whisperd "$root"/run/whisperd)
   changes=(--change 'ENTRYPOINT=["/usr/bin/whisperd"]' --change 'WORKDIR=/var/lib/whisperd')
 else
@@ -175,7 +180,9 @@ EOF
   chmod 755 "$root/usr/bin/postgres-entrypoint"
   writable=("$root"/var/lib/postgresql "$root"/run/postgresql)
   changes=(--change 'ENTRYPOINT=["/usr/bin/postgres-entrypoint"]' --change 'WORKDIR=/var/lib/postgresql'
-    --change 'ENV=PGDATA=/var/lib/postgresql/data' --change 'ENV=TZ=UTC')
+    --change 'ENV=PGDATA=/var/lib/postgresql/data' --change 'ENV=TZ=UTC'
+    # SIGTERM is PostgreSQL's smart shutdown, which waits for every client to leave.
+    --change 'STOPSIGNAL=SIGINT')
 fi
 mkdir -p "${writable[@]}"
 chown "$uid:$uid" "${writable[@]}"

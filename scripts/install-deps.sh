@@ -22,7 +22,7 @@
 #   PyPI in a virtualenv).
 # image: podman with runc (Debian's crun refuses this machine's hybrid cgroups), netavark,
 #   aardvark-dns and iptables (pods' networks and their names), catatonit (podman builds its
-#   pods' pause image from it, offline) and ca-certificates (copied into the image).
+#   pods' pause image from it, offline), ca-certificates and tzdata (copied into the image).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -32,7 +32,7 @@ set -euo pipefail
 list_only=0
 if [ "${1:-}" = --list ]; then list_only=1; shift; fi
 set_name=${1:-test}
-image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates)
+image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates tzdata)
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;

@@ -18,7 +18,14 @@
 
 podman_private_setup() {
   local dir=$1 nofile nproc
-  mkdir -p "$dir/run" "$dir/storage" "$dir/networks"
+  # podman refuses a --runroot longer than 50 characters, and conmon passes it to the
+  # `podman container cleanup` that restarts a container by its policy: a longer one would
+  # silently leave dead containers dead.
+  if [ ${#dir} -gt 46 ]; then
+    echo "podman-private: $dir is too long for podman's run root ($dir/run, at most 50 characters)" >&2
+    return 1
+  fi
+  mkdir -p "$dir/run" "$dir/tmp" "$dir/storage" "$dir/networks"
   chmod 700 "$dir"
   # At or below this machine's hard limits, never above 1024/4096.
   nofile=$(ulimit -Hn) nproc=$(ulimit -Hu)
@@ -33,9 +40,9 @@ default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-events_logfile_path = "$dir/run/events.log"
+events_logfile_path = "$dir/tmp/events.log"
 lock_type = "file"
-tmp_dir = "$dir/run/libpod"
+tmp_dir = "$dir/tmp"
 static_dir = "$dir/storage/libpod"
 volume_path = "$dir/storage/volumes"
 
@@ -48,7 +55,7 @@ EOF
 [storage]
 driver = "overlay"
 graphroot = "$dir/storage"
-runroot = "$dir/run/storage"
+runroot = "$dir/run"
 EOF
   cat >"$dir/registries.conf" <<EOF
 # Written by scripts/podman-private.sh: offline, no registry is searched.
@@ -60,22 +67,45 @@ EOF
 }
 
 podman_private_remove() {
-  local dir=$1 network mount
-  [ -f "$dir/containers.conf" ] || { rm -rf "$dir"; return 0; }
-  (
-    export CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf \
-      CONTAINERS_REGISTRIES_CONF=$dir/registries.conf
-    podman pod rm --all --force --time 0 >/dev/null 2>&1 || true
-    podman rm --all --force --time 0 >/dev/null 2>&1 || true
-    podman volume rm --all --force >/dev/null 2>&1 || true
-    podman rmi --all --force >/dev/null 2>&1 || true
-    for network in $(podman network ls --format '{{.Name}}' 2>/dev/null); do
-      [ "$network" = podman ] || podman network rm --force "$network" >/dev/null 2>&1 || true
-    done
-  )
-  # Overlay mounts and network namespaces podman may have left below DIR, deepest first.
+  local dir=$1 pods pod network hierarchy process mount
+  # Every pod this storage ever had (one removed before now included), from its events.
+  pods=$(grep -ho '"ID":"[0-9a-f]*","Name":"[^"]*","Status":"create","Time":"[^"]*","Type":"pod"' \
+    "$dir/tmp/events.log" 2>/dev/null | cut -d'"' -f4 | sort -u || true)
+  if [ -f "$dir/containers.conf" ]; then
+    (
+      export CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf \
+        CONTAINERS_REGISTRIES_CONF=$dir/registries.conf
+      podman pod rm --all --force >/dev/null || true
+      podman rm --all --force >/dev/null || true
+      for network in $(podman network ls --format '{{.Name}}' 2>/dev/null); do
+        [ "$network" = podman ] || podman network rm --force "$network" >/dev/null || true
+      done
+    )
+  fi
+  # Whatever podman could not stop (it failed above): the processes of this storage's pods and
+  # its conmons, by pid.
+  local leftovers=() arguments file
+  for pod in $pods; do
+    leftovers+=($(find /sys/fs/cgroup/memory/libpod_parent/"$pod" -name cgroup.procs -exec cat {} + 2>/dev/null))
+  done
+  for file in /proc/[0-9]*/cmdline; do
+    mapfile -d '' arguments <"$file" 2>/dev/null || continue
+    [[ "${arguments[*]}" == *"$dir/"* ]] && leftovers+=("$(basename "$(dirname "$file")")")
+  done
+  for process in "${leftovers[@]}"; do
+    echo "podman-private: process $process of $dir was left running; killing it" >&2
+    kill -KILL "$process" 2>/dev/null || true
+  done
+  # Overlay and shm mounts podman may have left below DIR, deepest first.
   for mount in $(awk -v dir="$dir/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r); do
     umount -l "$mount" 2>/dev/null || true
   done
   rm -rf "$dir"
+  # With cgroupfs on hybrid cgroups podman 4.3 leaves its pods' empty cgroups behind in the
+  # named and unified hierarchies.
+  for pod in $pods; do
+    for hierarchy in /sys/fs/cgroup/*/libpod_parent/"$pod"; do
+      [ -d "$hierarchy" ] && find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+  done
 }
