@@ -142,6 +142,7 @@ extension Daemon {
 
     private func spawn(_ spec: ServiceSpec) {
         let name = spec.name
+        if spec.isJob { jobRunStartedAt[name] = Self.wallClockSeconds() }
         let socket: NotifySocket
         do {
             socket = try notifySocket(for: name)
@@ -185,9 +186,7 @@ extension Daemon {
         case .success(let child):
             let run = Daemon.LiveRun(pid: child.pid, pidFD: child.pidFD)
             runs[name] = run
-            let policy = LogWriter.FilePolicy(
-                path: "\(configuration.logDirectory)/\(name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
-                maxFiles: spec.logs.maxFiles)
+            let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
             watchOutput(child.stdoutFD, stream: "stdout", of: name, run: run, policy: policy)
             watchOutput(child.stderrFD, stream: "stderr", of: name, run: run, policy: policy)
@@ -200,7 +199,13 @@ extension Daemon {
         }
     }
 
-    private func reap(_ name: ServiceName, _ run: LiveRun) {
+    func logPolicy(for spec: ServiceSpec) -> LogWriter.FilePolicy {
+        LogWriter.FilePolicy(
+            path: "\(configuration.logDirectory)/\(spec.name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
+            maxFiles: spec.logs.maxFiles)
+    }
+
+    func reap(_ name: ServiceName, _ run: LiveRun) {
         guard let result = ChildReaper.reap(pidFD: run.pidFD) else { return }
         loop.remove(run.pidFD)
         close(run.pidFD)
@@ -220,8 +225,10 @@ extension Daemon {
 
     /// Reads a child's stdout or stderr into its log file. Outlives the main process while a
     /// grandchild still holds the pipe.
-    private func watchOutput(_ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy) {
-        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream))
+    func watchOutput(
+        _ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy, unfinishedLine: [UInt8] = []
+    ) {
+        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream, partial: unfinishedLine))
         do {
             try loop.add(fd, .readable) { [unowned self] _ in self.drainOutput(fd, name, run, policy) }
         } catch {
@@ -278,6 +285,11 @@ extension Daemon {
         var environment = spec.launch.environment
         environment["NOTIFY_SOCKET"] = path
         environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        if spec.isJob {
+            // For jobs that act on the fleet's files, such as `whisperd backup --all` run by a schedule.
+            environment["WHISPERD_ROSTER"] = configuration.rosterPath
+            environment["WHISPERD_CHARACTERS_DIR"] = loaded.charactersDirectory
+        }
         // How long the child has after its stop signal: the worker drains within it.
         environment["WHISPERD_STOP_GRACE_MS"] = String(spec.stopGrace.nanoseconds / 1_000_000)
         if ProcessSpawner.isSanitizerBuild {
@@ -300,9 +312,13 @@ extension Daemon {
             throw SystemError("notify socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
         }
         let socket = try NotifySocket(path: path)
+        try listenForNotifications(name, socket)
+        return socket
+    }
+
+    func listenForNotifications(_ name: ServiceName, _ socket: NotifySocket) throws {
         notifySockets[name] = socket
         try loop.add(socket.fd, .readable) { [unowned self] _ in self.receiveNotifications(name, socket) }
-        return socket
     }
 
     private func receiveNotifications(_ name: ServiceName, _ socket: NotifySocket) {

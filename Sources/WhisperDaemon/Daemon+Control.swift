@@ -10,7 +10,9 @@ import WhisperSystem
 extension Daemon {
     var controlSocketPath: String { configuration.runtimeDirectory + "/control.sock" }
 
-    func startControlSocket() throws {
+    /// - Parameter inheritedFD: the socket, still bound and listening, from the whisperd that
+    ///   re-executed into this one.
+    func startControlSocket(inheritedFD: Int32? = nil) throws {
         let path = controlSocketPath
         guard path.utf8.count < 108 else {
             throw SystemError("control socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
@@ -18,15 +20,19 @@ extension Daemon {
         let group = controlGroupID()
         tenants.controlGroupID = group
         let owner = geteuid()
+        let authorize: HTTPServer.Authorizer = { [unowned self] peer in
+            let isOperator = peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
+            // A character is never an operator, whatever user it runs as (`user: root`, or a
+            // whisperd that is not root and so cannot give characters users of their own).
+            return isOperator && !self.isCharacterProcess(peer.pid)
+        }
+        let handler: HTTPServer.Handler = { [unowned self] request in self.handleControlRequest(request) }
+        if let inheritedFD {
+            controlServer = try HTTPServer(loop: loop, listenFD: inheritedFD, authorize: authorize, handler: handler)
+            return
+        }
         controlServer = try HTTPServer(
-            loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660,
-            authorize: { [unowned self] peer in
-                let isOperator = peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
-                // A character is never an operator, whatever user it runs as (`user: root`, or a
-                // whisperd that is not root and so cannot give characters users of their own).
-                return isOperator && !self.isCharacterProcess(peer.pid)
-            },
-            handler: { [unowned self] request in self.handleControlRequest(request) })
+            loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660, authorize: authorize, handler: handler)
         if let group, chown(path, owner, group) != 0 {
             log.log(.warning, "whisperd", "cannot give \(path) to group \(configuration.controlGroup): \(SystemError("chown"))")
         }
@@ -57,9 +63,7 @@ extension Daemon {
             if parts == ["v1", "paths"] {
                 // For `whisperctl backup` and `restore`: where things are, and which characters.
                 let characters = loaded.roster.services.filter { !$0.isJob }
-                let onPostgres = characters.contains { spec in
-                    ["DATABASE_URL", "POSTGRES_URL"].contains { !(spec.launch.environment[$0] ?? "").isEmpty }
-                }
+                let onPostgres = characters.contains { $0.launch.storesInPostgres }
                 return jsonResponse(
                     200,
                     [
@@ -81,6 +85,11 @@ extension Daemon {
         }
         guard request.method == "POST" else { return jsonResponse(405, ["error": "method \(request.method) not allowed"]) }
         let peer = request.peer.map { "uid=\($0.uid) pid=\($0.pid)" } ?? "peer unknown"
+        if parts == ["v1", "reexec"] {
+            log.log(.info, "control", "\(peer): reexec")
+            if let refusal = requestReexec(by: peer) { return jsonResponse(409, ["error": refusal]) }
+            return jsonResponse(202, ["reexec": "scheduled", "reexecs": reexecs, "pid": Int(getpid())])
+        }
         if parts == ["v1", "reload"] {
             let dryRun = request.queryItems["dry_run"].map { $0 == "1" || $0 == "true" } ?? false
             log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")
@@ -105,9 +114,13 @@ extension Daemon {
         }
         guard let name = known(parts[2]) else { return jsonResponse(404, ["error": "no character named \(parts[2])"]) }
         guard let command = OperatorCommand(rawValue: parts[3]) else {
-            return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop, restart)"])
+            return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop, restart, run)"])
         }
         guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        if command == .run, let status = core.status(of: name) {
+            guard status.isJob else { return jsonResponse(409, ["error": "\(name) is a character, not a job: use restart"]) }
+            if let pid = status.pid { return jsonResponse(409, ["error": "\(name) is already running (pid \(pid))"]) }
+        }
         log.log(.info, "control", "\(peer): \(command.rawValue) \(name)")
         post(.operatorRequested(command, name))
         guard let status = core.status(of: name) else { return jsonResponse(404, ["error": "no character named \(name)"]) }

@@ -35,17 +35,20 @@ extension Daemon {
             let statuses = core.statuses()
             let limits = limitsByName
             let unhealthy = statuses.filter(\.isUnhealthy)
+            var supervisor: [String: Any] = [
+                "version": WhisperdVersion.current,
+                "pid": Int(getpid()),
+                "uptime_seconds": Double(now - startedAt) / 1e9,
+                "cgroup_backend": cgroups.name,
+                "cgroups": cgroupReport,
+                "shutting_down": core.isShuttingDown,
+                "summary": core.summary,
+                "reexecs": reexecs,
+            ]
+            if let error = lastReexecError { supervisor["reexec_error"] = error }
             var body: [String: Any] = [
                 "status": unhealthy.isEmpty ? "ok" : "degraded",
-                "supervisor": [
-                    "version": WhisperdVersion.current,
-                    "pid": Int(getpid()),
-                    "uptime_seconds": Double(now - startedAt) / 1e9,
-                    "cgroup_backend": cgroups.name,
-                    "cgroups": cgroupReport,
-                    "shutting_down": core.isShuttingDown,
-                    "summary": core.summary,
-                ] as [String: Any],
+                "supervisor": supervisor,
                 "characters": statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
             ]
             if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }
@@ -121,7 +124,10 @@ extension Daemon {
                 status: status, limits: limits[status.name],
                 usage: characterCgroups[status.name] == nil ? nil : usageCache[status.name]?.usage,
                 logLinesDropped: dropped[status.name.rawValue] ?? 0, notifyRejected: rejectedDatagrams[status.name] ?? 0,
-                notifyMalformed: malformedDatagrams[status.name] ?? 0)
+                notifyMalformed: malformedDatagrams[status.name] ?? 0,
+                schedule: timetable.entry(status.name).map { entry in
+                    (entry.nextDue, jobRunStartedAt[status.name], status.lastExit.map { $0.reason.isSuccess })
+                })
         }
     }
 
@@ -245,6 +251,7 @@ extension Daemon {
             object["last_exit"] = lastExit
         }
         if status.oomKills > 0 { object["oom_kills"] = status.oomKills }
+        if let schedule = scheduleDescription(status) { object["schedule"] = schedule }
         if let tenant = tenants.reports[status.name] {
             object["tenant"] = [
                 "uid": Int(tenant.uid), "gid": Int(tenant.gid), "sandbox": tenant.coverage.level.rawValue,

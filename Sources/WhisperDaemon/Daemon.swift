@@ -68,6 +68,17 @@ public final class Daemon {
     /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
+    /// Scheduled jobs: when each runs next (wall clock).
+    var timetable = JobTimetable()
+    /// When each job's current or last run started (wall-clock seconds), for status.
+    var jobRunStartedAt: [ServiceName: Int64] = [:]
+    /// What the previous whisperd handed over (this one was started by a re-exec), until adopted.
+    var handover: Handover?
+    /// A re-exec was asked for: it happens on the loop's next turn, after the answer is sent.
+    var pendingReexec: String?
+    /// Re-execs this whisperd has been through; why the last one asked for failed, if it did.
+    var reexecs = 0
+    var lastReexecError: String?
     var probes: [ServiceName: any RunningProbe] = [:]
     /// What the last failed health check said (an exec probe's output tail), for the incident.
     var lastProbeFailure: [ServiceName: String] = [:]
@@ -120,8 +131,10 @@ public final class Daemon {
 
     public init(
         configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64,
-        cgroups: CgroupBackend = .none()
+        cgroups: CgroupBackend = .none(), handover: Handover? = nil
     ) throws {
+        self.handover = handover
+        self.reexecs = handover?.reexecs ?? 0
         self.configuration = configuration
         self.cgroups = cgroups
         self.loaded = loaded
@@ -150,7 +163,10 @@ public final class Daemon {
         var jobs: [ServiceName: String] = [:]
         for (name, revision) in stateStore.completedJobs() { if let name = ServiceName(name) { jobs[name] = revision } }
         let seed = UInt64(truncatingIfNeeded: Clock.realtimeNanoseconds()) ^ UInt64(getpid())
-        self.core = Supervisor(persistedDown: stopped, completedJobs: jobs, seed: seed)
+        let inRoster = Set(loaded.roster.names)
+        self.core = Supervisor(
+            persistedDown: stopped, completedJobs: jobs, adopted: (handover?.adoptedRuns() ?? [:]).filter { inRoster.contains($0.key) },
+            seed: seed)
     }
 
     /// How many nice steps the loop thread runs above the characters (`setpriority` on that
@@ -163,13 +179,16 @@ public final class Daemon {
         try loop.add(signals.fd, .readable) { [unowned self] _ in
             for signal in signals.drain() { self.received(signal: signal) }
         }
-        if let address = configuration.httpAddress {
+        if let fd = handover?.statusFD {
+            statusServer = try HTTPServer(loop: loop, listenFD: fd) { [unowned self] request in self.handleStatusRequest(request) }
+        } else if let address = configuration.httpAddress {
             statusServer = try HTTPServer(loop: loop, host: address.host, port: address.port) { [unowned self] request in
                 self.handleStatusRequest(request)
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
-        try startControlSocket()
+        try startControlSocket(inheritedFD: handover?.controlFD)
+        adoptHandedOverRuns()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
         log.log(
             .info, "whisperd",
@@ -178,7 +197,7 @@ public final class Daemon {
         if !stopped.isEmpty { log.log(.info, "whisperd", "kept stopped by operator intent: \(stopped.joined(separator: ", "))") }
         warnAboutLimits(loaded.roster)
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
-        post(.rosterLoaded(loaded.roster))
+        apply(loaded.roster)
         loop.run()
         for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
         for failure in cgroupRemover.finish() { log.log(.warning, "whisperd", "cgroup not removed: \(failure)") }
@@ -218,11 +237,16 @@ public final class Daemon {
         }
     }
 
+    /// Wakes the loop on its next turn (a re-exec runs after the request's answer is written).
+    func armTimerSoon() { armTimer() }
+
     private func armTimer() {
         var deadline = core.nextDeadline?.nanoseconds
         for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
         for drain in drains.values { deadline = min(deadline ?? drain.deadline, drain.deadline) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
+        if pendingReexec != nil { deadline = Clock.monotonicNanoseconds() }
+        if let schedule = nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
         loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
     }
 
@@ -235,6 +259,11 @@ public final class Daemon {
             systemd.watchdog()
             nextSystemdPing = now + interval
         }
+        if let requester = pendingReexec {
+            pendingReexec = nil
+            reexec(requestedBy: requester)
+        }
+        runDueSchedules()
         post(.timerFired)
     }
 
@@ -242,6 +271,8 @@ public final class Daemon {
         switch signal {
         case SIGHUP:
             reload()
+        case SIGUSR2:
+            if let refusal = requestReexec(by: "SIGUSR2") { log.log(.warning, "whisperd", "re-exec refused: \(refusal)") }
         case SIGTERM, SIGINT, SIGQUIT:
             let again = core.isShuttingDown
             log.log(
@@ -283,7 +314,7 @@ public final class Daemon {
                 for line in diff.plan { log.log(.info, "reload", line) }
             }
             warnAboutLimits(newRoster.roster)
-            post(.rosterLoaded(newRoster.roster))
+            apply(newRoster.roster)
             return .planned(diff.plan)
         }
     }

@@ -18,6 +18,8 @@ public struct DaemonConfiguration: Sendable {
     public var journal: Bool
     /// `--profile`: the active profiles (services with `profiles:` run only in one of them).
     public var profiles: Set<String> = []
+    /// `--handover PATH`: this whisperd was started by a re-exec of the previous one.
+    public var handoverPath: String?
     /// `whisperctl scale` decisions kept from an earlier run.
     public var replicaOverrides: [String: Int] = [:]
 

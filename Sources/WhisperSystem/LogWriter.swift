@@ -36,12 +36,16 @@ public final class LogWriter: Sendable {
         var pendingBytes = 0
         var dropped: [String: Int] = [:]
         var isClosed = false
+        /// `flush` callers waiting for the queue to be written.
+        var flushWaiters = 0
     }
 
     private let queue = Locked(Queue())
     private let wakeFD: Int32
     /// Posted by the writer thread when it has written its last batch and exits.
     private let finished = DispatchSemaphore(value: 0)
+    /// Posted once per `flush` caller when everything queued before it is written.
+    private let flushed = DispatchSemaphore(value: 0)
     private let budgetBytes: Int
     private let spaceRotationInterval: Int64
     public let sendsToJournal: Bool
@@ -85,6 +89,16 @@ public final class LogWriter: Sendable {
         }
     }
 
+    /// Waits (at most `timeout`) until every line queued so far is written, and keeps going:
+    /// before whisperd re-executes itself, so no line waits in memory across the exec.
+    @discardableResult
+    public func flush(timeout: Double = 2) -> Bool {
+        queue.withLock { $0.flushWaiters += 1 }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+        return flushed.wait(timeout: .now() + timeout) == .success
+    }
+
     /// Stops accepting lines, waits (at most `timeout`) until the queue is written, and
     /// stops the thread. For shutdown: the last lines of a stopping fleet are not lost.
     public func close(timeout: Double = 2) {
@@ -120,6 +134,12 @@ public final class LogWriter: Sendable {
                 }
                 if sendsToJournal { sendToJournal(entry) }
             }
+            let waiters = queue.withLock { state -> Int in
+                guard state.pending.isEmpty else { return 0 }
+                defer { state.flushWaiters = 0 }
+                return state.flushWaiters
+            }
+            for _ in 0..<waiters { flushed.signal() }
             if closed {
                 for file in files.values { file.close() }
                 finished.signal()
@@ -269,10 +289,14 @@ public struct LineAssembler: Sendable {
     private var partial: [UInt8] = []
     private let maxLine: Int
 
-    public init(stream: String, maxLine: Int = 16 * 1024) {
+    public init(stream: String, maxLine: Int = 16 * 1024, partial: [UInt8] = []) {
         self.stream = stream
         self.maxLine = maxLine
+        self.partial = partial
     }
+
+    /// Bytes of a line not finished yet (handed over across a re-exec).
+    public var unfinishedLine: [UInt8] { partial }
 
     /// Returns formatted lines (`<time> <stream> <text>\n`) and how many there are.
     public mutating func feed(_ chunk: ArraySlice<UInt8>, now realtimeNanoseconds: Int64) -> (bytes: [UInt8], lines: Int) {

@@ -27,7 +27,7 @@ struct Whisperctl: ParsableCommand {
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Scale.self, Logs.self, Reload.self, Backup.self, Restore.self, Why.self, Env.self, Check.self]
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Reexec.self, Backup.self, Restore.self, Why.self, Env.self, Check.self]
     )
 
     static func main() {
@@ -147,6 +147,8 @@ extension Whisperctl {
                 print(StatusTable.render(list))
                 let facets = StatusTable.facetLines(list)
                 if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
+                let schedules = StatusTable.scheduleLines(list)
+                if !schedules.isEmpty { print("\nscheduled jobs:\n" + schedules.joined(separator: "\n")) }
             }
             guard check else { return }
             let notReady = (health["not_ready"] as? [String] ?? []).filter { names.isEmpty || names.contains($0) }
@@ -203,6 +205,46 @@ extension Whisperctl {
         func run() throws { try Operation.run("restart", target, connection.client) }
     }
 
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a job once now (scheduled or not) and wait for its result; fails when the job fails.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the job to finish before failing.")
+        var timeout: Double = 3600
+        @Flag(name: .long, help: "Return once whisperd started it, without waiting.")
+        var noWait = false
+        @Argument(help: "The job, as the roster names it under jobs:.")
+        var job: String
+
+        func validate() throws {
+            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        }
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/characters/\(job)/run")
+            guard response.status == 202 else {
+                throw OperationFailed(description: "run \(job): \(response.object["error"] as? String ?? response.text)")
+            }
+            guard !noWait else { return }
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                let status = try client.character(job)
+                let state = status["state"] as? String ?? ""
+                let reason = (status["last_exit"] as? [String: Any])?["reason"] as? String
+                if status["pid"] == nil, !["starting", "running", "waiting", "stopping"].contains(state) {
+                    guard state == "exited" else {
+                        throw OperationFailed(description: "\(job) failed: state \(state)" + (reason.map { ", last exit \($0)" } ?? ""))
+                    }
+                    print("\(job): done" + (reason.map { " (\($0))" } ?? ""))
+                    return
+                }
+                if Date() >= deadline { throw OperationFailed(description: "\(job) still \(state) after \(Int(timeout))s (it keeps running)") }
+                usleep(50_000)
+            }
+        }
+    }
+
     struct Logs: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a character's log (stdout and stderr, timestamped).")
         @OptionGroup var connection: Connection
@@ -250,6 +292,38 @@ extension Whisperctl {
             let plan = object["plan"] as? [String] ?? []
             if plan.isEmpty { print(dryRun ? "nothing would change" : "roster unchanged") }
             for line in plan { print(dryRun ? "would \(line)" : line) }
+        }
+    }
+
+    struct Reexec: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upgrade whisperd in place: it execs its binary (the new one after an upgrade) and keeps every character running (same pids).",
+            discussion: "Also SIGUSR2 to whisperd. `systemctl reload` still means: re-read the roster.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the new process to answer.")
+        var timeout: Double = 30
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/reexec")
+            guard response.status == 202 else {
+                throw OperationFailed(description: "reexec refused: \(response.object["error"] as? String ?? response.text)")
+            }
+            let before = response.object["reexecs"] as? Int ?? 0
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                // The socket is not answered for the moment of the exec itself: retry.
+                if let health = try? client.get("/health").object, let supervisor = health["supervisor"] as? [String: Any] {
+                    if let error = supervisor["reexec_error"] as? String { throw OperationFailed(description: "reexec failed: \(error)") }
+                    if let count = supervisor["reexecs"] as? Int, count > before {
+                        let version = supervisor["version"] as? String ?? "?"
+                        print("whisperd re-executed: version \(version), pid \(supervisor["pid"] as? Int ?? 0), \(supervisor["summary"] as? String ?? "")")
+                        return
+                    }
+                }
+                usleep(20_000)
+            }
+            throw OperationFailed(description: "whisperd did not answer as the new process within \(Int(timeout))s")
         }
     }
 

@@ -73,6 +73,10 @@ struct Whisperd: ParsableCommand {
     @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
     var check = false
 
+    /// Given by whisperd itself to the binary it re-executes (`whisperctl reexec`).
+    @Option(name: .long, help: .hidden)
+    var handover: String?
+
     @Option(
         name: .long,
         help: ArgumentHelp(
@@ -145,6 +149,7 @@ struct Whisperd: ParsableCommand {
         let scaled = store?.replicaOverrides() ?? [:]
         configuration.profiles = active
         configuration.replicaOverrides = scaled
+        configuration.handoverPath = handover
         if active != profiles || !scaled.isEmpty {
             var runtimeLoader = RosterLoader(selfExecutable: selfPath, hostEnvironment: environment, profiles: active)
             runtimeLoader.replicaOverrides = scaled

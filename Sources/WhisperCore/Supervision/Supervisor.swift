@@ -32,6 +32,8 @@ public struct Supervisor: Sendable {
     private var completedJobs: [ServiceName: String]
     private var persistedDown: Set<ServiceName>
     private var rng: SplitMix64
+    /// Runs handed over by a previous whisperd, taken at the first roster load.
+    private var adopted: [ServiceName: AdoptedRun]
     public private(set) var isShuttingDown = false
     public private(set) var isStartupAnnounced = false
     private var isShutdownAnnounced = false
@@ -40,7 +42,12 @@ public struct Supervisor: Sendable {
     ///   - persistedDown: services an operator stopped, from the state dir; they stay down.
     ///   - completedJobs: `once-per-revision` jobs and the revision that last succeeded.
     ///   - seed: seeds the restart jitter.
-    public init(persistedDown: Set<ServiceName> = [], completedJobs: [ServiceName: String] = [:], seed: UInt64) {
+    ///   - adopted: processes a previous whisperd handed over (re-exec): they are taken as running.
+    public init(
+        persistedDown: Set<ServiceName> = [], completedJobs: [ServiceName: String] = [:], adopted: [ServiceName: AdoptedRun] = [:],
+        seed: UInt64
+    ) {
+        self.adopted = adopted
         self.persistedDown = persistedDown
         self.completedJobs = completedJobs
         self.rng = SplitMix64(seed: seed)
@@ -94,6 +101,20 @@ public struct Supervisor: Sendable {
             fireDeadlines(&fx)
         case .operatorRequested(let command, let name):
             operate(command, name, &fx)
+        case .scheduledRunDue(let name):
+            update(name) { record in
+                guard record.spec.isJob, record.spec.schedule != nil, record.desired == .up else { return }
+                if record.isAlive {
+                    record.skippedScheduledRuns += 1
+                    fx.actions.append(.alert(name, "scheduled run of \(name) skipped: its last run is still going"))
+                } else {
+                    record.jobSucceeded = false
+                    record.forgetFailures()
+                    // A new run, not a restart of the last one.
+                    record.hasStarted = false
+                    record.transition(to: .stopped, "scheduled run", &fx)
+                }
+            }
         case .shutdownRequested:
             if isShuttingDown {
                 for record in records { if let pid = record.pid { fx.actions.append(.killAll(record.spec.name, pid: pid)) } }
@@ -183,8 +204,10 @@ public struct Supervisor: Sendable {
             records = newRoster.services.map { spec in
                 var record = ServiceRecord(spec: spec, desired: persistedDown.contains(spec.name) ? .down : .up)
                 record.jobSucceeded = isAlreadyDone(spec)
+                if let run = adopted[spec.name] { record.adopt(run, &fx) }
                 return record
             }
+            adopted = [:]
             rebuildIndex()
             return
         }
@@ -239,6 +262,8 @@ public struct Supervisor: Sendable {
     }
 
     private func isAlreadyDone(_ spec: ServiceSpec) -> Bool {
+        // A scheduled job has nothing to do until its time comes.
+        if spec.isJob, spec.schedule != nil { return true }
         guard case .job(.oncePerRevision) = spec.kind else { return false }
         return completedJobs[spec.name] == spec.revision
     }
@@ -343,6 +368,14 @@ public struct Supervisor: Sendable {
                 } else {
                     record.transition(to: .stopped, "stopped by operator", &fx)
                 }
+            case .run:
+                guard record.spec.isJob, !record.isAlive else { return }
+                record.desired = .up
+                if wasDown { fx.actions.append(.persistIntent(name, .up)) }
+                record.forgetFailures()
+                record.jobSucceeded = false
+                record.hasStarted = false
+                record.transition(to: .stopped, "run requested", &fx)
             case .start, .restart:
                 if command == .restart { restartsWith.append(name) }
                 record.desired = .up

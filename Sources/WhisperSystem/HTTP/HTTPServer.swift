@@ -13,6 +13,8 @@ public final class HTTPServer {
 
     let loop: EventLoop
     let listenFD: Int32
+    /// The listening socket, for handing over across a re-exec.
+    public var listeningDescriptor: Int32 { listenFD }
     let handler: Handler
     let authorize: Authorizer?
     /// Deadlines and caps that slow and greedy clients meet (see ``HTTPLimits``).

@@ -153,8 +153,9 @@ final class WhisperdProcess: @unchecked Sendable {
     ///   - directoryFlags: pass --state-dir, --runtime-dir and --log-dir (under the scratch dir).
     init(
         scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:],
-        asNobody: Bool = false, directoryFlags: Bool = true
+        asNobody: Bool = false, directoryFlags: Bool = true, binary: String? = nil
     ) throws {
+        let binary = binary ?? whisperdBinary()
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
         var extraArguments = extraArguments
@@ -166,16 +167,16 @@ final class WhisperdProcess: @unchecked Sendable {
             extraArguments += ["--cgroup", base]
             cgroupBase = base
         }
-        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : whisperdBinary())
+        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : binary)
         process.arguments =
-            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperdBinary()] : [])
+            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", binary] : [])
             + ["--roster", scratch.path + "/roster.yaml", "--http", "127.0.0.1:\(self.httpPort)"]
             + (directoryFlags
                 ? ["--state-dir", scratch.path + "/state", "--runtime-dir", scratch.path + "/run", "--log-dir", scratch.path + "/logs"]
                 : [])
             + extraArguments
         var environment = ProcessInfo.processInfo.environment
-        environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        environment["PATH"] = (binary as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.removeValue(forKey: "NOTIFY_SOCKET")
         environment.removeValue(forKey: "WATCHDOG_USEC")
         environment["WHISPERD_TEST_LEAK"] = "must-not-reach-children"
