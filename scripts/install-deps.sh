@@ -17,9 +17,11 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match), and
-#   image's packages plus python3-venv (scripts/e2e-kubernetes.sh: kubernetes-validate from
-#   PyPI in a virtualenv).
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match);
+#   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
+#   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
+#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below); and
+#   image's packages (scripts/e2e-kubernetes.sh plays the exported manifests on podman).
 # image: podman with runc (Debian's crun refuses this machine's hybrid cgroups), netavark,
 #   aardvark-dns and iptables (pods' networks and their names), catatonit (podman builds its
 #   pods' pause image from it, offline), ca-certificates and tzdata (copied into the image).
@@ -36,11 +38,12 @@ image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates tzda
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}" python3-venv) ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}") ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
   image) packages=("${runtime[@]}" "${image[@]}") ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench|image]" >&2; exit 2 ;;
 esac
+[ "$set_name" = test ] && packages+=(python3-venv)
 if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
 for package in "${packages[@]}"; do
@@ -76,3 +79,16 @@ if ((${#missing[@]})); then
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
+
+# The manifests' validator (Tests/IntegrationTests/KubernetesTests.swift, scripts/e2e-kubernetes.sh):
+# kubernetes-validate with the schemas of Kubernetes 1.31, in a virtualenv of its own.
+if [ "$set_name" = test ]; then
+  validator_version=1.31.0
+  validator_home=/var/cache/whisperd-test/kubernetes-validate
+  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $validator_version"; then
+    echo "install-deps (test): kubernetes-validate==$validator_version into $validator_home" >&2
+    mkdir -p "$(dirname "$validator_home")"
+    [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"
+    "$validator_home/bin/pip" install --quiet "kubernetes-validate==$validator_version"
+  fi
+fi

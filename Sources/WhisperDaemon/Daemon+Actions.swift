@@ -57,6 +57,7 @@ extension Daemon {
                 to == .exited || to == .failed
                 || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
             if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
+            endIfTheOneServiceIsDone(name, to)
         case .alert(let name, let message):
             log.log(.error, character: name, message)
         case .startupCompleted:
