@@ -96,15 +96,16 @@ import Yams
     /// A pod's roster (and its character files) written out as the ConfigMap volume does, and
     /// loaded as `whisperd run-one NAME` loads it, with `environment` as the pod's env.
     func loadPodRoster(
-        _ configMap: Kubernetes.ConfigMap, _ name: String, replicaIndex: Int? = nil, environment: [String: String] = ["PATH": "/usr/bin"]
+        _ configMap: Kubernetes.ConfigMap, _ name: String, characterFiles: Kubernetes.ConfigMap? = nil, replicaIndex: Int? = nil,
+        environment: [String: String] = ["PATH": "/usr/bin"]
     ) -> Result<LoadedRoster, RosterError> {
+        // As the pod mounts them: the roster at roster/, the character's files at characters/NAME/.
         let pod = TempDirectory()
-        for entry in configMap.data.entries {
-            pod.write(entry.key == "roster.yaml" ? "roster.yaml" : "characters/\(name)/\(entry.key)", entry.value, mode: 0o644)
-        }
+        let roster = pod.write("roster/roster.yaml", configMap.data["roster.yaml"] ?? "", mode: 0o644)
+        for entry in characterFiles?.data.entries ?? [] { pod.write("characters/\(name)/\(entry.key)", entry.value, mode: 0o644) }
         var loader = RosterLoader(selfExecutable: Self.whisperd, hostEnvironment: environment)
         loader.oneService = .init(name: name, replicaIndex: replicaIndex)
-        return loader.parse(configMap.data["roster.yaml"] ?? "", path: pod.path + "/roster.yaml")
+        return loader.parse(configMap.data["roster.yaml"] ?? "", path: roster)
     }
 
     // MARK: - The sample roster
@@ -116,9 +117,9 @@ import Yams
             names(result) == [
                 "ConfigMap migrate-config", "Job migrate", "ConfigMap nightly-backup-config", "CronJob nightly-backup",
                 "ConfigMap local-llm-config", "Service local-llm", "StatefulSet local-llm",
-                "ConfigMap elena-config", "Service elena", "StatefulSet elena",
-                "ConfigMap aria-config", "Service aria", "StatefulSet aria",
-                "ConfigMap ryan-config", "Service ryan", "StatefulSet ryan",
+                "ConfigMap elena-config", "ConfigMap elena-character", "Service elena", "StatefulSet elena",
+                "ConfigMap aria-config", "ConfigMap aria-character", "Service aria", "StatefulSet aria",
+                "ConfigMap ryan-config", "ConfigMap ryan-character", "Service ryan", "StatefulSet ryan",
             ])
         let elena = try statefulSet(result, "elena")
         #expect(elena.spec.replicas == 1 && elena.spec.serviceName == "elena")
@@ -133,9 +134,11 @@ import Yams
         #expect(pod.initContainers?.last?.command == ["/usr/bin/whisperd", "wait", "--http", "http://local-llm:9464/health", "--timeout", "10m"])
         #expect(pod.initContainers?.first?.command.prefix(3) == ["/usr/bin/whisperd", "run-one", "migrate"])
         let main = try #require(pod.containers.first)
+        #expect(main.volumeMounts?.prefix(2).map(\.mountPath) == ["/etc/whisperd/roster", "/etc/whisperd/characters/elena"])
+        #expect(pod.volumes.prefix(2).map { $0.configMap?.name } == ["elena-config", "elena-character"])
         #expect(
             main.command == [
-                "/usr/bin/whisperd", "run-one", "elena", "--roster", "/etc/whisperd/roster.yaml", "--state-dir", "/var/lib/whisperd/elena",
+                "/usr/bin/whisperd", "run-one", "elena", "--roster", "/etc/whisperd/roster/roster.yaml", "--state-dir", "/var/lib/whisperd/elena",
                 "--runtime-dir", "/run/whisperd/elena", "--log-dir", "/var/log/whisperd/elena", "--http", "0.0.0.0:9464",
             ])
         #expect(main.resources?.limits?["memory"] == "1Gi" && main.resources?.limits?["cpu"] == "1")
@@ -162,8 +165,11 @@ import Yams
     @Test func podRoster_isLoadedByRunOne_withThePodsEnvironmentAndItsCharacterFiles() throws {
         let result = try export(try load(Self.root + "/etc/roster.yaml"))
         let config = try configMap(result, "elena-config")
-        #expect(config.data["character.md"]?.contains("Elena") == true)
-        let loaded = try loadPodRoster(config, "elena", environment: ["PATH": "/usr/bin", "LLM_BASE_URL": "http://local-llm:8080/v1"]).get()
+        let character = try configMap(result, "elena-character")
+        #expect(character.data["character.md"]?.contains("Elena") == true && config.data.entries.count == 1)
+        let loaded = try loadPodRoster(
+            config, "elena", characterFiles: character, environment: ["PATH": "/usr/bin", "LLM_BASE_URL": "http://local-llm:8080/v1"]
+        ).get()
         #expect(loaded.roster.names.map(\.rawValue) == ["elena"], "run-one keeps only elena (not the job in its roster)")
         let elena = try #require(loaded.roster.services.first)
         #expect(elena.port == 8000 && elena.dependencies.isEmpty)

@@ -43,7 +43,7 @@ extension KubernetesExporter {
         case "profiles":
             return .mapped("exported (one of its profiles is active, or none is asked for); profiles do not exist in Kubernetes: apply what you want")
         case "working_dir":
-            return .notMappable("a directory of this host; in the pod the service runs in \(KubernetesExportOptions.configDirectory) (its roster's directory)")
+            return .notMappable("a directory of this host; in the pod the service runs in \(KubernetesExportOptions.rosterDirectory) (its roster's directory)")
         case "schedule", "every", "timezone", "jitter", "catch_up":
             return scheduleOutcome(parts[0], service)
         case "run":

@@ -115,7 +115,7 @@ extension KubernetesExporter {
     func podRoster(_ service: ExportedService, jobs: [ExportedService]) -> String {
         var roster = "# Written by `whisperd export kubernetes` for the pod of \(service.name): read by `whisperd run-one`.\n"
         roster += "# Limits, user, environment and `after:` are the pod's (its resources, securityContext, env, init containers).\n"
-        roster += "version: 1\ncharacters_dir: characters\n"
+        roster += "version: 1\ncharacters_dir: ../characters\n"
         let jobEntries = (service.isJob ? [service] : jobs).map { ($0.name, RosterValue.map(rosterEntry($0))) }
         if !jobEntries.isEmpty { roster += "jobs:\n" + RosterValue.render(entries: jobEntries, indent: 1) }
         if service.isJob {
@@ -193,7 +193,7 @@ extension KubernetesExporter {
 
     // MARK: - Containers
 
-    static let rosterInPod = KubernetesExportOptions.configDirectory + "/roster.yaml"
+    static let rosterInPod = KubernetesExportOptions.rosterDirectory + "/roster.yaml"
 
     /// `whisperd run-one NAME` with its three directories under the pod's volumes (each a
     /// directory of its own: whisperd refuses a group-writable volume root as its own).
@@ -205,18 +205,22 @@ extension KubernetesExporter {
         ]
     }
 
-    var mounts: [K.VolumeMount] {
-        [
-            K.VolumeMount(name: "config", mountPath: KubernetesExportOptions.configDirectory, readOnly: true),
+    func mounts(_ service: ExportedService, hasCharacterFiles: Bool) -> [K.VolumeMount] {
+        var mounts = [K.VolumeMount(name: "config", mountPath: KubernetesExportOptions.rosterDirectory, readOnly: true)]
+        if hasCharacterFiles {
+            mounts.append(K.VolumeMount(name: "character", mountPath: "\(KubernetesExportOptions.charactersDirectory)/\(service.name)", readOnly: true))
+        }
+        return mounts + [
             K.VolumeMount(name: "state", mountPath: "/var/lib/whisperd"), K.VolumeMount(name: "run", mountPath: "/run/whisperd"),
             K.VolumeMount(name: "logs", mountPath: "/var/log/whisperd"), K.VolumeMount(name: "tmp", mountPath: "/tmp"),
         ]
     }
 
-    func volumes(_ service: ExportedService, configItems: [K.Volume.KeyToPath], stateOnClaim: Bool) -> [K.Volume] {
+    func volumes(_ service: ExportedService, hasCharacterFiles: Bool, stateOnClaim: Bool) -> [K.Volume] {
         // The log file's rotation bounds it: every file, and the one being written.
         let logBytes = service.spec.logs.maxSizeBytes * UInt64(service.spec.logs.maxFiles + 1)
-        var volumes = [K.Volume(name: "config", configMap: .init(name: "\(service.name)-config", items: configItems))]
+        var volumes = [K.Volume(name: "config", configMap: .init(name: "\(service.name)-config"))]
+        if hasCharacterFiles { volumes.append(K.Volume(name: "character", configMap: .init(name: "\(service.name)-character"))) }
         if !stateOnClaim { volumes.append(K.Volume(name: "state", emptyDir: .init())) }
         volumes += [
             K.Volume(name: "run", emptyDir: .init()),
@@ -228,7 +232,7 @@ extension KubernetesExporter {
 
     func roundedUp(_ value: UInt64, to unit: UInt64) -> UInt64 { (value + unit - 1) / unit * unit }
 
-    func container(_ service: ExportedService, name: String, command: [String], probes: Bool) -> K.Container {
+    func container(_ service: ExportedService, name: String, command: [String], probes: Bool, mounts: [K.VolumeMount]) -> K.Container {
         let environment = environment(of: service)
         var container = K.Container(
             name: name, image: options.image, command: command, env: envVars(service, environment), resources: resources(service.spec),
@@ -262,11 +266,11 @@ extension KubernetesExporter {
 
     /// What a service waits for, as containers that run before it: `whisperd wait` for a
     /// character, the job itself (`run-one JOB`) for a job.
-    func initContainers(_ service: ExportedService) -> [K.Container] {
+    func initContainers(_ service: ExportedService, mounts: [K.VolumeMount]) -> [K.Container] {
         awaited(service).map { target in
             if target.isJob {
                 let command = runOneCommand(target.name, stateDirectory: "/run/whisperd/\(target.name)-state", http: false)
-                return container(target, name: "job-\(target.name)", command: command, probes: false)
+                return container(target, name: "job-\(target.name)", command: command, probes: false, mounts: mounts)
             }
             // The condition of the first `after:` naming it (a job waited for in turn may name it too).
             let condition = ([service] + awaited(service)).lazy.compactMap { waiting in
@@ -304,39 +308,51 @@ extension KubernetesExporter {
         let component = service.isJob ? "job" : "character"
         let environment = environment(of: service)
         let waitedJobs = awaited(service).filter(\.isJob)
-        var data: [(key: String, value: String)] = [(key: "roster.yaml", value: podRoster(service, jobs: waitedJobs))]
-        var items = [K.Volume.KeyToPath(key: "roster.yaml", path: "roster.yaml")]
+        var characterData: [(key: String, value: String)] = []
         var fileNotes: [String] = []
         for file in (service.isJob ? [] : files[service.name] ?? []).sorted(by: { $0.name < $1.name }) {
-            let validKey = !file.name.isEmpty && file.name.utf8.count <= 253 && file.name != "roster.yaml" && file.name != "." && file.name != ".."
+            let validKey = !file.name.isEmpty && file.name.utf8.count <= 253 && file.name != "." && file.name != ".."
                 && file.name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-._".unicodeScalars.contains($0)) }
             guard validKey, let text = file.text else {
                 fileNotes.append("\(file.name): left out (\(validKey ? "not UTF-8 text" : "not a ConfigMap key: a-z A-Z 0-9 - . _"))")
                 continue
             }
-            data.append((key: file.name, value: text))
-            items.append(K.Volume.KeyToPath(key: file.name, path: "characters/\(service.name)/\(file.name)"))
+            characterData.append((key: file.name, value: text))
         }
-        let configSize = data.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
-        if configSize > 1_000_000 {
-            throw KubernetesExportError(problems: ["\(service.path): its files come to \(configSize) bytes; a ConfigMap holds at most 1 MiB"])
+        let characterSize = characterData.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        if characterSize > 1_000_000 {
+            throw KubernetesExportError(problems: ["\(service.path): its files come to \(characterSize) bytes; a ConfigMap holds at most 1 MiB"])
         }
-        var objects: [K.Object] = [.configMap(K.ConfigMap(metadata: meta("\(service.name)-config", component: component, of: service.name), data: K.OrderedStrings(data)))]
+        let hasCharacterFiles = !characterData.isEmpty
+        let mounts = mounts(service, hasCharacterFiles: hasCharacterFiles)
+        var objects: [K.Object] = [
+            .configMap(
+                K.ConfigMap(
+                    metadata: meta("\(service.name)-config", component: component, of: service.name),
+                    data: K.OrderedStrings([(key: "roster.yaml", value: podRoster(service, jobs: waitedJobs))])))
+        ]
+        if hasCharacterFiles {
+            objects.append(
+                .configMap(K.ConfigMap(metadata: meta("\(service.name)-character", component: component, of: service.name), data: K.OrderedStrings(characterData))))
+        }
         if !environment.secret.isEmpty, options.secretsFrom == nil {
             objects.append(
-                .secret(K.Secret(metadata: meta(secretName(service), component: component, of: service.name), stringData: K.OrderedStrings(environment.secret.map { (key: $0.name, value: $0.value) }))))
+                .secret(
+                    K.Secret(
+                        metadata: meta(secretName(service), component: component, of: service.name),
+                        stringData: K.OrderedStrings(environment.secret.map { (key: $0.name, value: $0.value) }))))
         }
         let stateOnClaim = service.isStateful && !service.usesPostgreSQL
         let pod = K.PodSpec(
             restartPolicy: service.isJob ? (service.spec.restart.mode == .no ? "Never" : "OnFailure") : nil,
             terminationGracePeriodSeconds: gracePeriod(service.spec), securityContext: podSecurity(service),
-            initContainers: nilIfEmpty(initContainers(service)),
+            initContainers: nilIfEmpty(initContainers(service, mounts: mounts)),
             containers: [
                 container(
                     service, name: service.name, command: runOneCommand(service.name, stateDirectory: "/var/lib/whisperd/\(service.name)", http: !service.isJob),
-                    probes: !service.isJob)
+                    probes: !service.isJob, mounts: mounts)
             ],
-            volumes: volumes(service, configItems: items, stateOnClaim: stateOnClaim))
+            volumes: volumes(service, hasCharacterFiles: hasCharacterFiles, stateOnClaim: stateOnClaim))
         let template = K.PodTemplate(metadata: .init(labels: labels(service.name, component: component)), spec: pod)
         var summary: [String] = []
         if let schedule = service.spec.schedule {
@@ -379,7 +395,8 @@ extension KubernetesExporter {
                 summary.append("Service \(service.name)")
             }
         }
-        summary.append("ConfigMap \(service.name)-config (its roster\(items.count > 1 ? " and \(counted(items.count - 1, "character file"))" : ""))")
+        summary.append("ConfigMap \(service.name)-config (its roster)")
+        if hasCharacterFiles { summary.append("ConfigMap \(service.name)-character (\(counted(characterData.count, "file")))") }
         if !environment.secret.isEmpty {
             summary.append(
                 options.secretsFrom == nil

@@ -30,7 +30,11 @@ public struct KubernetesExportOptions: Sendable {
     public static let binary = "/usr/bin/whisperd"
     /// whisperd's /health (readiness), /v1/characters (liveness) and /metrics in every pod.
     public static let statusPort = 9464
-    public static let configDirectory = "/etc/whisperd"
+    /// The pod's roster (ConfigMap NAME-config) is mounted here; each character's files
+    /// (ConfigMap NAME-character) at `charactersDirectory/NAME`. Two mounts side by side, not one
+    /// inside the other: a runtime cannot make a mount point inside a read-only ConfigMap volume.
+    public static let rosterDirectory = "/etc/whisperd/roster"
+    public static let charactersDirectory = "/etc/whisperd/characters"
 }
 
 /// One file of a character's folder, read by the caller; `text` nil when it is not UTF-8.
@@ -203,7 +207,7 @@ struct KubernetesExporter {
             switch key.path {
             case "version": note(key.line, key.path, .mapped("roster format 1 (the pods' rosters are written in it too)"))
             case "characters_dir":
-                note(key.line, key.path, .mapped("each character's files go into its ConfigMap NAME-config, mounted at \(KubernetesExportOptions.configDirectory)/characters/NAME"))
+                note(key.line, key.path, .mapped("each character's files go into its ConfigMap NAME-character, mounted at \(KubernetesExportOptions.charactersDirectory)/NAME"))
             default: note(key.line, key.path, .notMappable("unknown key"))
             }
         }

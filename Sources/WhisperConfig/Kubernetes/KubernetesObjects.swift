@@ -345,7 +345,7 @@ extension Kubernetes {
 
         public struct ConfigMapSource: Codable, Hashable, Sendable {
             public var name: String
-            public var items: [KeyToPath]
+            public var items: [KeyToPath]?
         }
 
         public struct SecretSource: Codable, Hashable, Sendable {

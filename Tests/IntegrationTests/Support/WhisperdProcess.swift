@@ -156,8 +156,8 @@ final class WhisperdProcess: @unchecked Sendable {
     ///     its character's output there).
     init(
         scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:],
-        asNobody: Bool = false, directoryFlags: Bool = true, subcommand: [String] = [], readsStandardOutput: Bool = false,
-        binary: String? = nil
+        asNobody: Bool = false, directoryFlags: Bool = true, binary: String? = nil, subcommand: [String] = [],
+        readsStandardOutput: Bool = false
     ) throws {
         let binary = binary ?? whisperdBinary()
         self.scratch = scratch
