@@ -212,6 +212,8 @@ for name in elena aria; do
   ip=$(pod_ip "$pod")
   check "$name is ready: GET /health on her port through the pod's address ($ip)" \
     wait_for 90 curl -fsS --max-time 2 -o /dev/null "http://$ip:${ports[$name]}/health"
+  check "$name's whisperd run-one says ready where the kubelet probes (:9464/health)" \
+    wait_for 30 curl -fsS --max-time 2 -o /dev/null "http://$ip:9464/health"
   reply=$(chat "$name" "$ip" "Hello $name, this is the Kubernetes test." || true)
   echo "$name: $reply"
   check "$name answers a chat through the LLM" answered "$reply"

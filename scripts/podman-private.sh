@@ -86,11 +86,11 @@ podman_private_remove() {
   # its conmons, by pid.
   local leftovers=() arguments file
   for pod in $pods; do
-    leftovers+=($(find /sys/fs/cgroup/memory/libpod_parent/"$pod" -name cgroup.procs -exec cat {} + 2>/dev/null))
+    leftovers+=($(find /sys/fs/cgroup/memory/libpod_parent/"$pod" -name cgroup.procs -exec cat {} + 2>/dev/null || true))
   done
   for file in /proc/[0-9]*/cmdline; do
-    mapfile -d '' arguments <"$file" 2>/dev/null || continue
-    [[ "${arguments[*]}" == *"$dir/"* ]] && leftovers+=("$(basename "$(dirname "$file")")")
+    mapfile -d "" arguments 2>/dev/null <"$file" || continue
+    if [[ "${arguments[*]}" == *"$dir/"* ]]; then leftovers+=("$(basename "$(dirname "$file")")"); fi
   done
   for process in "${leftovers[@]}"; do
     echo "podman-private: process $process of $dir was left running; killing it" >&2
@@ -100,12 +100,12 @@ podman_private_remove() {
   for mount in $(awk -v dir="$dir/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r); do
     umount -l "$mount" 2>/dev/null || true
   done
-  rm -rf "$dir"
+  rm -rf "$dir" || echo "podman-private: $dir could not be removed" >&2
   # With cgroupfs on hybrid cgroups podman 4.3 leaves its pods' empty cgroups behind in the
   # named and unified hierarchies.
   for pod in $pods; do
     for hierarchy in /sys/fs/cgroup/*/libpod_parent/"$pod"; do
-      [ -d "$hierarchy" ] && find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      if [ -d "$hierarchy" ]; then find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
     done
   done
 }
