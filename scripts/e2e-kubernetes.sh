@@ -35,23 +35,8 @@ image=localhost/whisperd:latest
 postgres_image=localhost/whisperd-test-postgres:15
 user_id=e2e-kube-$$
 
-step() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - started_at)); }
-failures=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-check() { # description command…: passes when the command succeeds
-  local description=$1
-  shift
-  if "$@"; then pass "$description"; else fail "$description"; fi
-}
-wait_for() { # seconds command…: polls a condition seen from outside the engine (no event to await)
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
+# shellcheck source=scripts/e2e-checks.sh
+source scripts/e2e-checks.sh
 
 step "dependencies, release build, images"
 scripts/install-deps.sh test
@@ -139,9 +124,8 @@ EOF
 played_pods "$work/postgres.yaml" >"$work/postgres.pods"
 postgres_pod=$(awk 'NR == 1 { print $2 }' "$work/postgres.pods")
 postgres_ip=$(pod_ip "$postgres_pod")
-check "PostgreSQL is up in its pod ($postgres_ip) and accepts the fleet's role" \
-  wait_for 60 env PGPASSWORD="$postgres_password" psql -h "$postgres_ip" -U whisperd -d whisperd -Atqc 'SELECT 1'
-psql_fleet() { PGPASSWORD=$postgres_password psql -h "$postgres_ip" -U whisperd -d whisperd -Atqc "$1"; }
+psql_fleet() { PGPASSWORD=$postgres_password psql -h "$postgres_ip" -U whisperd -d whisperd -Atqc "$1" 2>/dev/null; }
+check "PostgreSQL is up in its pod ($postgres_ip) and accepts the fleet's role" wait_for 60 psql_fleet 'SELECT 1'
 
 step "the LLM stand-in on the network's gateway"
 python3 scripts/bench/fake_llm.py 0 "$gateway" >"$work/llm.port" &
@@ -211,9 +195,9 @@ for name in elena aria; do
   [ -n "$pod" ] || continue
   ip=$(pod_ip "$pod")
   check "$name is ready: GET /health on her port through the pod's address ($ip)" \
-    wait_for 90 curl -fsS --max-time 2 -o /dev/null "http://$ip:${ports[$name]}/health"
+    wait_for 90 curl -fs --max-time 2 -o /dev/null "http://$ip:${ports[$name]}/health"
   check "$name's whisperd run-one says ready where the kubelet probes (:9464/health)" \
-    wait_for 30 curl -fsS --max-time 2 -o /dev/null "http://$ip:9464/health"
+    wait_for 30 curl -fs --max-time 2 -o /dev/null "http://$ip:9464/health"
   reply=$(chat "$name" "$ip" "Hello $name, this is the Kubernetes test." || true)
   echo "$name: $reply"
   check "$name answers a chat through the LLM" answered "$reply"
@@ -235,7 +219,7 @@ check "elena's container runs (pid $pid)" test "${pid:-0}" -gt 0
 [ "${pid:-0}" -gt 0 ] && kill -KILL "$pid"
 restarted() { [ "$(inspect '{{.State.Running}} {{.RestartCount}}')" = "true $((restarts + 1))" ] && [ "$(inspect '{{.State.Pid}}')" != "$pid" ]; }
 check "the engine restarted it (restart count $restarts -> $((restarts + 1)), a new pid)" wait_for 60 restarted
-check "elena is ready again" wait_for 90 curl -fsS --max-time 2 -o /dev/null "http://$ip:8000/health"
+check "elena is ready again" wait_for 90 curl -fs --max-time 2 -o /dev/null "http://$ip:8000/health"
 reply=$(chat elena "$ip" "Are you back?" || true)
 check "elena answers again after the restart" answered "$reply"
 check "and her history is still in PostgreSQL (4 messages)" \
