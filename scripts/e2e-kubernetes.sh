@@ -22,7 +22,7 @@
 # network's gateway address only. What podman 4.3 cannot play (Service, Job, Secret documents)
 # is emulated or skipped by scripts/podman-kube-play.py, which says so. Everything — pods,
 # containers, images, volumes, secrets, the network — is removed at exit, pass or fail.
-# Run as root; about a minute when the release build is there.
+# Run as root; ~20 s with the images built, ~90 s when the binary changed.
 set -euo pipefail
 trap 'echo "e2e-kubernetes: stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
