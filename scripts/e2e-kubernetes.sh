@@ -65,6 +65,10 @@ mkdir -p "$work/played" "$work/fleet"
 step "load the images into a private podman; a network of its own"
 podman load --quiet --input "$whisperd_archive" >/dev/null
 podman load --quiet --input "$postgres_archive" >/dev/null
+check "the image's whisperd is this build's (--version $("$bin" --version))" \
+  test "$(podman run --rm --network none "$image" --version)" = "$("$bin" --version)"
+no_shell=$(podman run --rm --network none --entrypoint /bin/sh "$image" -c true 2>&1 || true)
+check "the image has no shell to exec into (/bin/sh: no such file)" grep -qiE 'no such file|not found' <<<"$no_shell"
 # A /24 no route of this machine uses, and a bridge name of this run's own.
 network=whisperd-e2e-$$
 for third in $(shuf -i 100-249); do
