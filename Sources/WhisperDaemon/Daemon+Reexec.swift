@@ -13,6 +13,7 @@ extension Daemon {
         if core.isShuttingDown { return "whisperd is shutting down" }
         if pendingReexec != nil { return "a re-exec is already under way" }
         if let drain = drains.keys.first { return "\(drain)'s processes are being drained; try again in a moment" }
+        if let rolling = sideRuns.keys.first { return "a rolling restart of \(rolling) is under way; try again when it is done" }
         if let stopping = core.statuses().first(where: { $0.state == .stopping }) {
             return "\(stopping.name) is stopping; try again when it is down"
         }
@@ -84,6 +85,7 @@ extension Daemon {
     private func reexecRefusalNow() -> String? {
         if core.isShuttingDown { return "whisperd is shutting down" }
         if let drain = drains.keys.first { return "\(drain)'s processes are being drained" }
+        if let rolling = sideRuns.keys.first { return "a rolling restart of \(rolling) is under way" }
         if let stopping = core.statuses().first(where: { $0.state == .stopping }) { return "\(stopping.name) is stopping" }
         return nil
     }

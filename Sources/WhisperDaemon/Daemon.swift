@@ -68,6 +68,8 @@ public final class Daemon {
     /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
+    /// Rolling restarts: the new process before it takes over, and the old one draining after.
+    var sideRuns: [ServiceName: [Int32: LiveRun]] = [:]
     /// Scheduled jobs: when each runs next (wall clock).
     var timetable = JobTimetable()
     /// When each job's current or last run started (wall-clock seconds), for status.

@@ -94,7 +94,7 @@ public final class Worker {
         case .failure(let error): throw Failure(description: error.description)
         }
         do {
-            server = try HTTPServer(loop: loop, host: host, port: port, limits: limits) { [unowned self] request in self.route(request) }
+            server = try HTTPServer(loop: loop, host: host, port: port, reusePort: true, limits: limits) { [unowned self] request in self.route(request) }
         } catch {
             throw Failure(description: "cannot listen on \(host):\(port): \(error)")
         }

@@ -201,8 +201,12 @@ extension Whisperctl {
         static let configuration = CommandConfiguration(
             abstract: "Restart characters and wait until each is ready again with a new process.")
         @OptionGroup var connection: Connection
+        @Flag(
+            name: .long,
+            help: "Zero downtime: start the new process beside the old one, hand over when it is ready, then drain the old one (one character at a time).")
+        var rolling = false
         @OptionGroup var target: Target
-        func run() throws { try Operation.run("restart", target, connection.client) }
+        func run() throws { try Operation.run(rolling ? "rolling-restart" : "restart", target, connection.client) }
     }
 
     struct Run: ParsableCommand {
@@ -457,14 +461,17 @@ enum Operation {
         }
         names = try client.resolve(target.names, all: target.all)
         var before: [String: Int] = [:]
-        for name in names {
-            if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
-            let response = try client.post("/v1/characters/\(name)/\(verb)")
-            guard response.status == 202 else {
-                throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
+        // A rolling restart goes one character at a time: the next starts once the last handed over.
+        for batch in verb == "rolling-restart" ? names.map { [$0] } : [names] {
+            for name in batch {
+                if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
+                let response = try client.post("/v1/characters/\(name)/\(verb)")
+                guard response.status == 202 else {
+                    throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
+                }
             }
+            try wait(verb, batch, before: before, target, client)
         }
-        try wait(verb, names, before: before, target, client)
     }
 
     /// Waits for each character to reach the operation's goal, or says where it is stuck.
@@ -481,7 +488,7 @@ enum Operation {
                 let done: Bool =
                     switch verb {
                     case "stop": state == "stopped" && pid == nil
-                    case "restart": ready && pid != nil && pid != before[name]
+                    case "restart", "rolling-restart": ready && pid != nil && pid != before[name]
                     default: ready || (character["kind"] as? String == "job" && state == "exited")
                     }
                 if done {

@@ -230,28 +230,3 @@ private func cron(_ text: String) -> CronExpression { try! CronExpression(text) 
         #expect(harness.pid("elena") == elena)
     }
 }
-
-@Suite struct AdoptionTests {
-    @Test func adoptedRunsKeepTheirPidReadinessAndCounts_andNothingIsSpawned() {
-        var supervisor = Supervisor(
-            adopted: [
-                .n("elena"): AdoptedRun(pid: 4242, startedAt: Instant(nanoseconds: 5), isReady: true, restarts: 3, restartsByReason: ["crash": 3]),
-                .n("aria"): AdoptedRun(pid: 4343, startedAt: Instant(nanoseconds: 7), isReady: false),
-            ], seed: 1)
-        let actions = supervisor.handle(
-            .rosterLoaded(Roster(services: [.character("elena", ready: .notify), .character("aria", ready: .notify), .character("ryan")])),
-            now: Instant(nanoseconds: 1_000_000_000))
-        let spawned = actions.compactMap { if case .spawn(let spec) = $0 { spec.name.rawValue } else { nil } }
-        #expect(spawned == ["ryan"])
-        let elena = supervisor.status(of: .n("elena"))!
-        #expect(elena.pid == 4242 && elena.isReady && elena.state == .running && elena.restarts == 3)
-        #expect(elena.startedAt == Instant(nanoseconds: 5))
-        let aria = supervisor.status(of: .n("aria"))!
-        #expect(aria.pid == 4343 && !aria.isReady && aria.state == .starting)
-        // Still waiting for READY=1, with a fresh ready_timeout from the adoption.
-        #expect(supervisor.nextDeadline != nil)
-        _ = supervisor.handle(.childExited(.n("elena"), pid: 4242, .exited(code: 1)), now: Instant(nanoseconds: 2_000_000_000))
-        #expect(supervisor.status(of: .n("elena"))!.restarts == 3)
-        #expect(supervisor.status(of: .n("elena"))!.pid == nil)
-    }
-}

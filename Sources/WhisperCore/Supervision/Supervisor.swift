@@ -74,7 +74,12 @@ public struct Supervisor: Sendable {
                 touched.insert(name)
             }
         case .childExited(let name, let pid, let termination, let peak):
-            if let i = index[name], records[i].pid == pid {
+            if let i = index[name], records[i].pid != pid {
+                if records[i].sideProcessExited(pid: pid, termination, &fx) { touched.insert(name) }
+            } else if let i = index[name], records[i].pid == pid {
+                // The main process gone in the middle of a rolling restart: the new one goes too
+                // (the restart policy starts a fresh run).
+                records[i].abandonSuccessor("the process it was to replace exited", &fx)
                 let reason = records[i].recordExit(termination, spawnErrno: nil, peakMemoryBytes: peak, &fx)
                 afterExit(at: i, reason, &fx)
                 touched.insert(name)
@@ -101,6 +106,16 @@ public struct Supervisor: Sendable {
             fireDeadlines(&fx)
         case .operatorRequested(let command, let name):
             operate(command, name, &fx)
+        case .successorSpawned(let name, let pid):
+            update(name) { $0.successorSpawned(pid: pid, &fx) }
+        case .successorSpawnFailed(let name, let errno):
+            update(name) { record in
+                guard record.successor != nil else { return }
+                record.successor = nil
+                fx.actions.append(.alert(name, "rolling restart of \(name) abandoned: cannot start the new process (errno \(errno)); pid \(record.pid ?? 0) keeps serving"))
+            }
+        case .successorReady(let name):
+            update(name) { $0.successorReady(&fx) }
         case .scheduledRunDue(let name):
             update(name) { record in
                 guard record.spec.isJob, record.spec.schedule != nil, record.desired == .up else { return }
@@ -116,6 +131,10 @@ public struct Supervisor: Sendable {
                 }
             }
         case .shutdownRequested:
+            for i in records.indices {
+                records[i].abandonSuccessor("whisperd is stopping", &fx)
+                if let old = records[i].retiringPID { fx.actions.append(.killProcessGroup(records[i].spec.name, pid: old)) }
+            }
             if isShuttingDown {
                 for record in records { if let pid = record.pid { fx.actions.append(.killAll(record.spec.name, pid: pid)) } }
             } else {
@@ -343,6 +362,7 @@ public struct Supervisor: Sendable {
                 records[i].isProbeInFlight = true
                 fx.actions.append(.probe(name, probe.check, port: records[i].spec.port, timeout: probe.timeout))
             }
+            records[i].fireRollingDeadlines(&fx)
             if let restartAt = records[i].restartAt, restartAt <= now {
                 // Leave it stopped-but-wanted; reconcile starts it once its dependencies allow.
                 records[i].restartAt = nil
@@ -351,12 +371,17 @@ public struct Supervisor: Sendable {
         }
     }
 
-    private mutating func operate(_ command: OperatorCommand, _ name: ServiceName, _ fx: inout Effects) {
+    private mutating func operate(_ requested: OperatorCommand, _ name: ServiceName, _ fx: inout Effects) {
         guard !isShuttingDown else { return }
+        // Not running and ready (or readiness that cannot tell two processes apart): nothing is
+        // served that a new process could take over without a gap, so it is an ordinary restart.
+        var command = requested
+        if command == .rollingRestart, let i = index[name], !records[i].canRoll { command = .restart }
         var restartsWith: [ServiceName] = []
         defer { for restarted in restartsWith { restartDependents(of: restarted, &fx) } }
         update(name) { record in
             let wasDown = record.desired == .down
+            if command != .rollingRestart, command != .run { record.abandonSuccessor("\(command.rawValue) requested", &fx) }
             switch command {
             case .stop:
                 record.desired = .down
@@ -368,6 +393,8 @@ public struct Supervisor: Sendable {
                 } else {
                     record.transition(to: .stopped, "stopped by operator", &fx)
                 }
+            case .rollingRestart:
+                record.beginRolling(&fx)
             case .run:
                 guard record.spec.isJob, !record.isAlive else { return }
                 record.desired = .up

@@ -124,9 +124,13 @@ public final class HTTPServer {
         try self.init(loop: loop, listenFD: fd, authorize: authorize, limits: limits, handler: handler)
     }
 
-    /// Listens on a literal loopback (or explicit) TCP address.
-    public convenience init(loop: EventLoop, host: String, port: Int, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler) throws {
-        let fd = whisper_tcp_listen(host, Int32(port), Self.listenBacklog)
+    /// Listens on a literal loopback (or explicit) TCP address. `reusePort`: `SO_REUSEPORT`, so
+    /// the process that replaces this one (a rolling restart) listens beside it meanwhile.
+    public convenience init(
+        loop: EventLoop, host: String, port: Int, reusePort: Bool = false, limits: HTTPLimits = HTTPLimits(),
+        handler: @escaping Handler
+    ) throws {
+        let fd = whisper_tcp_listen(host, Int32(port), Self.listenBacklog, reusePort ? 1 : 0)
         guard fd >= 0 else { throw SystemError("listen on \(host):\(port)") }
         try self.init(loop: loop, listenFD: fd, limits: limits, handler: handler)
     }
@@ -136,12 +140,20 @@ public final class HTTPServer {
     /// SYN dropped, which costs a client a second before it tries again.
     static let listenBacklog: Int32 = 1024
 
-    /// Takes no new connections; those open are served to the end.
+    /// Takes no new connections; those open are served to the end, each answer then closing its
+    /// connection, and an idle keep-alive connection is closed now. What the kernel has already
+    /// queued on the listener is accepted first: with a twin listening on the same port
+    /// (`reusePort`), closing a listener drops its queue unless `net.ipv4.tcp_migrate_req` moves it.
     public func stopAccepting() {
         guard !isListenerClosed else { return }
+        acceptAll()
         isListenerClosed = true
         loop.remove(listenFD)
         Glibc.close(listenFD)
+        for (fd, connection) in connections where !connection.isResponding && connection.input.isEmpty && connection.pending.isEmpty {
+            // Between two requests of a keep-alive connection: nothing is lost by closing it.
+            if case .idle = connection.phase { drop(fd) }
+        }
     }
 
     public func close() {
@@ -264,7 +276,7 @@ public final class HTTPServer {
                 consumeInput(length, of: connection)
                 connection.completedRequests += 1
                 request.peer = connection.peer
-                respond(fd, connection, handler(request), keepAlive: keepAlive, withBody: request.method != "HEAD")
+                respond(fd, connection, handler(request), keepAlive: keepAlive && !isListenerClosed, withBody: request.method != "HEAD")
             }
         }
     }
