@@ -90,6 +90,36 @@ extension IntegrationTests {
             #expect(unknown.code == 1 && unknown.stderr.contains("no character or job `nobody-here` in this roster"), "\(unknown.stderr)")
         }
 
+        @Test func runOne_ofAReplica_takesItsIndexFromTheHostName() throws {
+            let scratch = Scratch()
+            let volume = volume(scratch)
+            scratch.write("roster.yaml", """
+                version: 1
+                characters:
+                  shard:
+                    command: [/bin/sh, -c, 'echo "index $REPLICA_INDEX of $REPLICA_COUNT on port $API_PORT"']
+                    health: {ready: started}
+                    restart: "no"
+                    replicas: 3
+                    port: 8100
+                """)
+            func runOne(_ environment: [String: String]) throws -> CommandResult {
+                var base = ProcessInfo.processInfo.environment
+                base.merge(environment) { _, new in new }
+                return try runCommand(
+                    whisperdBinary(), ["run-one", "shard", "--roster", scratch.path + "/roster.yaml", "--http", "off"] + directoryFlags(volume),
+                    environment: base)
+            }
+            // A StatefulSet's pod: the downward API's label is empty where the engine does not set it.
+            let second = try runOne(["HOSTNAME": "shard-2", "REPLICA_INDEX": ""])
+            #expect(second.code == 0, "\(second.stderr)")
+            #expect(second.stdout.contains("stdout index 2 of 3 on port 8100"), "\(second.stdout)")
+            let labelled = try runOne(["HOSTNAME": "shard-2", "REPLICA_INDEX": "1"])
+            #expect(labelled.stdout.contains("stdout index 1 of 3"), "\(labelled.stdout)")
+            let nameless = try runOne(["HOSTNAME": "shard", "REPLICA_INDEX": ""])
+            #expect(nameless.code == 1 && nameless.stderr.contains("run-one needs the pod's ordinal"), "\(nameless.stderr)")
+        }
+
         // MARK: - wait
 
         @Test func wait_tcp_succeedsWhenTheListenerAppearsLate() throws {

@@ -23,7 +23,7 @@ extension KubernetesExporter {
             if origin == "base" || origin == "whisperd" { continue }
             let (text, changes) = Self.pointingLoopbackAtServices(value, owners: portOwners, except: service.name)
             if !changes.isEmpty { result.rewritten[name] = changes.joined(separator: ", ") }
-            if Self.loopbackHosts.contains(where: { text.contains($0) }) { result.loopback.append(name) }
+            if Self.namesOtherLoopback(text, ownPort: service.spec.port) { result.loopback.append(name) }
             if Secrets.displayed(name, text).isSecret {
                 result.secret.append((name, text))
             } else {
@@ -54,6 +54,21 @@ extension KubernetesExporter {
             rest = rest.dropFirst()
         }
         return (output, changes)
+    }
+
+    /// Whether the text names a loopback address other than the service's own port (which is
+    /// still itself in its pod).
+    static func namesOtherLoopback(_ value: String, ownPort: Int?) -> Bool {
+        var rest = Substring(value)
+        while !rest.isEmpty {
+            for host in loopbackHosts where rest.hasPrefix(host) {
+                let afterHost = rest.dropFirst(host.count)
+                let digits = afterHost.first == ":" ? afterHost.dropFirst().prefix { $0.isASCII && $0.isNumber } : ""
+                if ownPort == nil || Int(digits) != ownPort { return true }
+            }
+            rest = rest.dropFirst()
+        }
+        return false
     }
 
     func secretName(_ service: ExportedService) -> String {

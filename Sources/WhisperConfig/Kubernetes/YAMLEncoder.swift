@@ -90,13 +90,19 @@ public enum YAMLEncoder {
     /// return, trailing spaces on a line, which some readers trim).
     static func blockScalar(_ text: String, indent: Int) -> String? {
         guard text.contains("\n") else { return nil }
-        let printable = text.unicodeScalars.allSatisfy { $0 == "\n" || $0 == "\t" || ($0.value >= 0x20 && $0.value != 0x7f && $0.value != 0xFEFF) }
+        // YAML 1.1 also breaks lines at NEL, LS and PS: those, and controls, only in quotes.
+        let printable = text.unicodeScalars.allSatisfy { scalar in
+            scalar == "\n" || scalar == "\t" || (scalar.value >= 0x20 && !needsEscape(scalar))
+        }
         guard printable else { return nil }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard !lines.contains(where: { $0.last == " " || $0.last == "\t" }) else { return nil }
+        // Trailing blanks some readers trim; a leading tab libyaml takes for bad indentation.
+        guard !lines.contains(where: { $0.last == " " || $0.last == "\t" || $0.first == "\t" }) else { return nil }
         // A body that starts with a space or is only newlines needs an explicit indentation.
         let body = text.drop { $0 == "\n" }
-        let needsIndicator = body.first == " " || body.isEmpty || text.first == "\n"
+        // Only line breaks: a block scalar of empty lines reads as "" (quotes say it).
+        guard !body.isEmpty else { return nil }
+        let needsIndicator = body.first == " " || text.first == "\n"
         var header = "|" + (needsIndicator ? "2" : "")
         var trailing = 0
         for character in text.reversed() {
@@ -109,13 +115,24 @@ public enum YAMLEncoder {
         return header + "\n" + content.map { $0.isEmpty ? "" : prefix + $0 }.joined(separator: "\n")
     }
 
+    /// Control characters, NEL and the C1 controls, LS, PS and the byte-order mark.
+    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || scalar.value == 0x7f || (0x80..<0xA0).contains(scalar.value) || scalar.value == 0xFEFF
+            || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
     static let ambiguousWords: Set<String> = [
         "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "nan", "inf",
     ]
 
     /// The text plain when it can only be read back as this string; double-quoted otherwise.
     public static func quoted(_ text: String) -> String {
-        if isPlainSafe(text) { return text }
+        isPlainSafe(text) ? text : doubleQuoted(text)
+    }
+
+    /// A double-quoted YAML scalar: `"`, `\\`, line breaks, tabs and every control or
+    /// invisible separator character escaped.
+    static func doubleQuoted(_ text: String) -> String {
         var output = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -125,9 +142,7 @@ public enum YAMLEncoder {
             case "\t": output += "\\t"
             case "\r": output += "\\r"
             default:
-                if scalar.value < 0x20 || scalar.value == 0x7f || (0x80..<0xA0).contains(scalar.value) || scalar.value == 0xFEFF
-                    || scalar.value == 0x2028 || scalar.value == 0x2029
-                {
+                if needsEscape(scalar) {
                     let hex = String(scalar.value, radix: 16)
                     output += "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
                 } else {
