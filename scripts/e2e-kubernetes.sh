@@ -80,8 +80,8 @@ gateway=10.89.$third.1
 
 # pod_ip POD: its address on the network (every container of a pod shares it).
 pod_ip() { podman pod inspect "$1" --format '{{.InfraContainerID}}' | xargs podman inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}'; }
-# main_container POD: the one container that is neither the infra one nor an init one.
-main_container() { podman ps --all --filter "pod=$1" --format '{{.Names}} {{.IsInfra}}' | awk '$2 == "false" { print $1 }' | grep -v -- '-init' | head -1; }
+# main_container POD: its first container (podman-kube-play.py names it).
+main_container() { awk -v pod="$1" '$2 == pod { print $3; exit }' "$work"/*.pods; }
 played_pods() { "$validator_home/bin/python" scripts/podman-kube-play.py "$network" "$work/played" "$@"; }
 
 step "PostgreSQL (image from Debian's postgresql-15; its manifest is written here, not exported)"

@@ -5,8 +5,9 @@ and says on stderr what it could not play. Used by scripts/e2e-kubernetes.sh.
     podman-kube-play.py NETWORK DIR FILE...
 
 Writes one file per workload into DIR (`DIR/<kind>-<name>.yaml`) and runs `podman kube play`
-on it; prints, one a line on stdout, `<file> <pod name>` for each pod played. What podman 4.3
-lacks, and what is done instead (docs/kubernetes.md, "The image"):
+on it; prints, one a line on stdout, `<file> <pod> <container>` for each pod played: podman's
+names of the pod and of its first (main) container. What podman 4.3 lacks, and what is done
+instead (docs/kubernetes.md, "The image"):
 
 - Service: ignored by podman. Each Service's name becomes a network alias of the pods whose
   labels its selector matches, so `NAME:PORT` resolves to the pod (one replica: no balancing).
@@ -106,7 +107,7 @@ def main():
             sys.exit(f"podman-kube-play: {kind} {name}: podman kube play failed:\n" + "\n".join(errors))
         print(f"podman-kube-play: {kind} {name}: played on {target}", file=sys.stderr)
         for pod in pod_names(document):
-            print(path, pod)
+            print(path, pod, f"{pod}-{spec['containers'][0]['name']}")
 
 
 if __name__ == "__main__":
