@@ -5,11 +5,14 @@
 # Debian's `podman kube play` from the image scripts/build-image.sh makes. It checks what an
 # operator moving to Kubernetes relies on:
 #
+#   the image                      its whisperd is this build's; it has no shell
 #   kubernetes-validate --strict   every exported manifest, for Kubernetes 1.31 (the validator
 #                                  scripts/install-deps.sh test pins)
 #   podman kube play               the pods run: PostgreSQL (scripts/build-image.sh --postgres,
 #                                  hand-written manifest), then each exported character
-#   chat                           each character answers POST /api/chat on its port (pod IP)
+#   readiness, chat                each character's run-one says ready on :9464/health (what
+#                                  the kubelet probes) and it answers POST /api/chat on its
+#                                  port at its pod's address
 #   PostgreSQL                     their history is in the shared database (psql)
 #   restart                        a character container whose main process is SIGKILLed is
 #                                  restarted by the engine (new pid, restart count) and answers
@@ -45,7 +48,6 @@ whisperd_archive=$(scripts/build-image.sh)
 postgres_archive=$(scripts/build-image.sh --postgres)
 
 work=$(mktemp -d /var/tmp/whisperd-e2e-kube.XXXXXX)
-chmod 755 "$work"
 # shellcheck source=scripts/podman-private.sh
 source scripts/podman-private.sh
 llm_pid=
@@ -176,6 +178,14 @@ cat "$work/export-report.txt"
 check "the report names every character and the job" \
   bash -c 'for name in elena aria migrate; do grep -q "$name" "$0" || exit 1; done' "$work/export-report.txt"
 check "no secret value in the report" bash -c '! grep -qF -- "$1" "$0"' "$work/export-report.txt" "$postgres_password"
+secret_only_in_secrets() { # the database password is in Secret objects and nowhere else in the manifests
+  "$validator_home/bin/python" -c '
+import sys, yaml
+documents = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+holding = {d["kind"] for d in documents if sys.argv[2] in yaml.safe_dump(d)}
+sys.exit(0 if holding == {"Secret"} else f"the password is in: {sorted(holding)}")' "$work/fleet.yaml" "$postgres_password"
+}
+check "the database password is only in Secret objects" secret_only_in_secrets
 
 step "kubernetes-validate --strict (Kubernetes $kubernetes_version)"
 check "every exported manifest passes kubernetes-validate --strict" \
@@ -192,7 +202,9 @@ chat() { # NAME IP MESSAGE: the reply's JSON
   curl -sS --max-time 10 -X POST "http://$2:${ports[$1]}/api/chat" -H 'Content-Type: application/json' \
     -d "{\"user_id\":\"$user_id\",\"message\":\"$3\"}"
 }
-answered() { python3 -c 'import json, sys; reply = json.loads(sys.argv[1]); sys.exit(0 if reply.get("success") is True and reply.get("response") == "Noted." else 1)' "$1"; }
+answered() { # REPLY: a successful chat answer carrying the stand-in LLM's words
+  python3 -c 'import json, sys; reply = json.loads(sys.argv[1]); sys.exit(0 if reply.get("success") is True and reply.get("response") == "Noted." else 1)' "$1" 2>/dev/null
+}
 for name in elena aria; do
   pod=$(pod_of "$name")
   check "$name plays as a pod (${pod:-none})" test -n "$pod"
