@@ -59,6 +59,12 @@ public final class Worker {
     var nextWatchdog: Int64?
     /// Set on SIGTERM: when in-flight work must be done by.
     var drainDeadline: Int64?
+    var nextDrainCheck: Int64?
+
+    /// Draining is over: nothing in flight, no Discord reply being made, no connection open.
+    var isDrained: Bool {
+        inflight == 0 && (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 && (server?.connectionCount ?? 0) == 0
+    }
     /// The Discord bot, when the character has a token.
     var discord: DiscordConnector?
     var nextDiscordCheck: Int64?
@@ -165,7 +171,7 @@ public final class Worker {
         guard let discord else { return }
         if drainDeadline != nil {
             // Draining: replies still being made finish first (polled: they end on other threads).
-            if inflight == 0, discord.answering.load(ordering: .relaxed) == 0 { return loop.stop() }
+            if isDrained { return loop.stop() }
             nextDiscordCheck = now + 50_000_000
             return
         }
@@ -185,7 +191,7 @@ public final class Worker {
 
     /// The loop has one deadline: the earlier of the next watchdog ping and the drain's end.
     private func armDeadline() {
-        let next = [nextWatchdog, drainDeadline, nextDiscordCheck, nextInflightReport].compactMap { $0 }.min()
+        let next = [nextWatchdog, drainDeadline, nextDiscordCheck, nextInflightReport, nextDrainCheck].compactMap { $0 }.min()
         loop.setDeadline(next) { [unowned self] in
             let now = Clock.monotonicNanoseconds()
             if let drainDeadline = self.drainDeadline, now >= drainDeadline {
@@ -193,6 +199,10 @@ public final class Worker {
                 self.answerUnfinished()
                 self.loop.stop()
                 return
+            }
+            if let due = self.nextDrainCheck, now >= due {
+                if self.isDrained { return self.loop.stop() }
+                self.nextDrainCheck = now + 20_000_000
             }
             if let due = self.nextDiscordCheck, now >= due { self.checkDiscord(now: now) }
             if let due = self.nextInflightReport, now >= due {
@@ -221,7 +231,9 @@ public final class Worker {
         server?.stopAccepting()
         let grace = environment["WHISPERD_STOP_GRACE_MS"].flatMap(Int64.init) ?? 10_000
         drainDeadline = Clock.monotonicNanoseconds() + max(100, grace - 500) * 1_000_000
-        if inflight == 0, answering == 0 { return loop.stop() }
+        if isDrained { return loop.stop() }
+        // Open connections close on their own (answered, or idle past the grace): looked at until then.
+        nextDrainCheck = Clock.monotonicNanoseconds() + 20_000_000
         log(
             discord == nil
                 ? "draining \(inflight) request(s) in flight"
@@ -279,7 +291,7 @@ public final class Worker {
             answers.removeValue(forKey: completion.ticket)?(response)
         }
         inflightChanged()
-        if drainDeadline != nil, inflight == 0, (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 { loop.stop() }
+        if drainDeadline != nil, isDrained { loop.stop() }
     }
 
     // MARK: - sd_notify and log
