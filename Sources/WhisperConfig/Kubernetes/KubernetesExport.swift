@@ -225,8 +225,6 @@ struct KubernetesExporter {
         return objects
     }
 
-    var namespaceMeta: String? { options.namespace }
-
     func meta(_ name: String, component: String, of service: String) -> Kubernetes.ObjectMeta {
         Kubernetes.ObjectMeta(name: name, namespace: options.namespace, labels: labels(service, component: component), annotations: nil)
     }
