@@ -85,7 +85,7 @@ command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift
 if [ "$set_name" = test ]; then
   validator_version=1.31.0
   validator_home=/var/cache/whisperd-test/kubernetes-validate
-  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $validator_version"; then
+  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -x "Version: $validator_version" >/dev/null; then
     echo "install-deps (test): kubernetes-validate==$validator_version into $validator_home" >&2
     mkdir -p "$(dirname "$validator_home")"
     [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"
