@@ -5,24 +5,19 @@
 # documented status code and response shape held — on the read-only port, and on the control
 # socket (through scripts/api/unix_forward.py) with a throwaway fleet of `sleep` characters
 # and a scheduled job that it starts, stops, restarts, runs, scales and reloads, and a
-# whisperd that it re-executes in place. ~2 min on 2 cores.
+# whisperd that it re-executes in place. ~20–30 s on 2 cores.
 #
 # Prints PASS/FAIL lines (scripts/test.sh counts them). Needs scripts/install-deps.sh test
-# (the pinned tools in .api-contract/venv). EXAMPLES (default 100) is schemathesis's
+# (the pinned tools in /var/cache/whisperd-test/api-contract). EXAMPLES (default 100) is schemathesis's
 # --max-examples per operation; SEED (default 1) its seed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-venv=$repo/.api-contract/venv
+venv=/var/cache/whisperd-test/api-contract
 examples=${EXAMPLES:-100}
-failures=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-check() { # description command…: passes when the command succeeds
-  local description=$1
-  shift
-  if "$@"; then pass "$description"; else fail "$description"; fi
-}
+started_at=$SECONDS
+# shellcheck source=scripts/e2e-checks.sh
+source scripts/e2e-checks.sh
 
 [ -x "$venv/bin/schemathesis" ] || { echo "FAIL tools: $venv has no schemathesis (run scripts/install-deps.sh test)"; exit 1; }
 bin=$(swift build --show-bin-path)/whisperd
@@ -72,12 +67,8 @@ ROSTER
   --log-dir "$work/logs" --cgroup "$cgroup" 2> "$work/whisperd.log" &
 whisperd_pid=$!
 socket=$work/run/control.sock
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null && [ -S "$socket" ] && break
-  sleep 0.1
-done
-check "whisperd is up with two characters" curl -sf "http://127.0.0.1:$port/health"
-echo
+up() { curl -sf -o /dev/null "http://127.0.0.1:$port/health" && [ -S "$socket" ]; }
+check "whisperd is up with its characters" wait_for 10 up
 
 # One crash, so `incidents` has something to say.
 curl -s --unix-socket "$socket" -X POST "http://whisperd/v1/characters/sofia/restart" >/dev/null
@@ -89,7 +80,7 @@ check "openapi-spec-validator: the control socket's document" "$venv/bin/openapi
 
 python3 scripts/api/unix_forward.py "$socket" "$work/forward.port" &
 forward_pid=$!
-for _ in $(seq 50); do [ -s "$work/forward.port" ] && break; sleep 0.1; done
+wait_for 5 test -s "$work/forward.port"
 forward=$(cat "$work/forward.port" 2>/dev/null)
 
 # schemathesis: every check; its default phases (examples, coverage, fuzzing, stateful).

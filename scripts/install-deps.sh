@@ -7,6 +7,7 @@
 #   scripts/install-deps.sh test    run + the test suite's tools (the default; scripts/test.sh,
 #                                   e2e-systemd.sh, sanitizers.sh, chaos/run.sh)
 #   scripts/install-deps.sh bench   run + what scripts/bench/ drives (wrk)
+#   scripts/install-deps.sh image   run + what scripts/build-image.sh needs (podman)
 #   scripts/install-deps.sh --list [SET]   print the set's packages, one a line; install nothing
 #
 # run: pkg-config, libsystemd-dev, zlib1g-dev and the headers of libcurl4-openssl-dev and
@@ -16,9 +17,16 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match),
-#   python3-venv for .api-contract/venv: schemathesis and openapi-spec-validator from PyPI,
-#   pinned (scripts/e2e-api.sh; docs/api.md).
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match);
+#   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
+#   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
+#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below), and
+#   schemathesis and openapi-spec-validator (pinned below) in one at
+#   /var/cache/whisperd-test/api-contract (scripts/e2e-api.sh; docs/api.md); and
+#   image's packages (scripts/e2e-kubernetes.sh plays the exported manifests on podman).
+# image: podman with runc (Debian's crun refuses this machine's hybrid cgroups), netavark,
+#   aardvark-dns and iptables (pods' networks and their names), catatonit (podman builds its
+#   pods' pause image from it, offline), ca-certificates and tzdata (copied into the image).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -28,13 +36,16 @@ set -euo pipefail
 list_only=0
 if [ "${1:-}" = --list ]; then list_only=1; shift; fi
 set_name=${1:-test}
+image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates tzdata)
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container python3-venv) ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}") ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
-  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
+  image) packages=("${runtime[@]}" "${image[@]}") ;;
+  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench|image]" >&2; exit 2 ;;
 esac
+[ "$set_name" = test ] && packages+=(python3-venv)
 if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
 for package in "${packages[@]}"; do
@@ -71,17 +82,31 @@ if ((${#missing[@]})); then
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
 
-# The API contract's tools (scripts/e2e-api.sh), pinned, in a venv of their own; reinstalled
-# only when the pins change.
+# The manifests' validator (Tests/IntegrationTests/KubernetesTests.swift, scripts/e2e-kubernetes.sh):
+# kubernetes-validate with the schemas of Kubernetes 1.31, in a virtualenv of its own.
+if [ "$set_name" = test ]; then
+  validator_version=1.31.0
+  validator_home=/var/cache/whisperd-test/kubernetes-validate
+  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -x "Version: $validator_version" >/dev/null; then
+    echo "install-deps (test): kubernetes-validate==$validator_version into $validator_home" >&2
+    mkdir -p "$(dirname "$validator_home")"
+    [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"
+    "$validator_home/bin/pip" install --quiet "kubernetes-validate==$validator_version"
+  fi
+fi
+
+# The API contract's tools (scripts/e2e-api.sh), pinned, in a virtualenv of their own;
+# reinstalled only when the pins change.
 if [ "$set_name" = test ]; then
   api_tools=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
-  venv=$(cd "$(dirname "$0")/.." && pwd)/.api-contract/venv
-  stamp=$venv/.installed-$(printf '%s\n' "${api_tools[@]}" | sha256sum | cut -c1-12)
+  api_home=/var/cache/whisperd-test/api-contract
+  stamp=$api_home/.installed-$(printf '%s\n' "${api_tools[@]}" | sha256sum | cut -c1-12)
   if [ ! -f "$stamp" ]; then
-    echo "install-deps (test): pip install ${api_tools[*]} into $venv" >&2
-    rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "${api_tools[@]}"
+    echo "install-deps (test): ${api_tools[*]} into $api_home" >&2
+    rm -rf "$api_home"
+    mkdir -p "$(dirname "$api_home")"
+    /usr/bin/python3 -m venv "$api_home"
+    "$api_home/bin/pip" install --quiet --disable-pip-version-check "${api_tools[@]}"
     touch "$stamp"
   fi
 fi

@@ -63,6 +63,7 @@ extension Daemon {
                 to == .exited || to == .failed
                 || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
             if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
+            endIfTheOneServiceIsDone(name, to)
         case .alert(let name, let message):
             log.log(.error, character: name, message)
         case .startupCompleted:
@@ -178,6 +179,8 @@ extension Daemon {
         }
         var environment = childEnvironment(spec, notifySocket: socket.path)
         environment.merge(tenant.environment) { _, own in own }
+        // The new process of a rolling restart (the worker then waits for its Discord session).
+        if asSuccessor { environment["WHISPERD_SUCCESSOR"] = "1" }
         let settings = spec.launch.tenant
         let request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,

@@ -149,6 +149,7 @@ public final class Daemon {
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
         self.loader.replicaOverrides = configuration.replicaOverrides
+        self.loader.oneService = configuration.oneService
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         // The loop thread runs a little above the characters (when allowed), so a burst of
         // children starting on both cores does not keep it waiting for a CPU between spawns;
@@ -158,7 +159,7 @@ public final class Daemon {
         if errno == 0, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, inherited - Self.loopPriorityBoost) == 0 {
             spawner.childNice = inherited
         }
-        self.logWriter = try LogWriter(journal: configuration.journal)
+        self.logWriter = try LogWriter(journal: configuration.journal, mirror: configuration.oneService == nil ? nil : STDOUT_FILENO)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
         self.tenants = Tenants(
             stateDirectory: configuration.stateDirectory, runtimeDirectory: configuration.runtimeDirectory,

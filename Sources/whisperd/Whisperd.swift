@@ -25,6 +25,7 @@ struct Whisperd: ParsableCommand {
         version: WhisperdVersion.current,
         subcommands: [
             Worker.self, Notify.self, Migrate.self, MigrateStore.self, BackupCommand.self, RestoreCommand.self, Import.self,
+            Export.self, RunOne.self, Wait.self,
         ]
     )
 
@@ -180,6 +181,8 @@ struct Whisperd: ParsableCommand {
     static func handledSignals(arguments: [String]) -> HandledSignals? {
         guard let first = arguments.dropFirst().first else { return .supervisor }
         if first == Worker._commandName { return .worker }
+        // run-one is the supervisor, narrowed to one service.
+        if first == RunOne._commandName { return .supervisor }
         let others = configuration.subcommands.map { $0._commandName } + ["help"]
         return others.contains(first) ? nil : .supervisor
     }

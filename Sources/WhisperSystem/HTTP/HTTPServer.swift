@@ -18,7 +18,7 @@ public final class HTTPServer {
     let handler: Handler
     let authorize: Authorizer?
     /// Deadlines and caps that slow and greedy clients meet (see ``HTTPLimits``).
-    public let limits: HTTPLimits
+    public private(set) var limits: HTTPLimits
     var connections: [Int32: Connection] = [:]
     /// Every read lands here first (the loop is one thread): no 16 KiB allocation per request.
     var readBuffer = [UInt8](repeating: 0, count: 16384)
@@ -141,18 +141,22 @@ public final class HTTPServer {
     static let listenBacklog: Int32 = 1024
 
     /// Takes no new connections; those open are served to the end, each answer then closing its
-    /// connection, and an idle keep-alive connection is closed now. What the kernel has already
-    /// queued on the listener is accepted first: with a twin listening on the same port
-    /// (`reusePort`), closing a listener drops its queue unless `net.ipv4.tcp_migrate_req` moves it.
-    public func stopAccepting() {
+    /// connection. A keep-alive connection between two requests is closed after `idleGrace`
+    /// without a request: a client that was just sending one (a busy client always is) gets it
+    /// answered, with `Connection: close`, instead of a connection closed under it. What the
+    /// kernel has already queued on the listener is accepted first: with a twin listening on the
+    /// same port (`reusePort`), closing a listener drops its queue unless
+    /// `net.ipv4.tcp_migrate_req` moves it.
+    public func stopAccepting(idleGrace: Int64 = 200_000_000) {
         guard !isListenerClosed else { return }
         acceptAll()
         isListenerClosed = true
         loop.remove(listenFD)
         Glibc.close(listenFD)
-        for (fd, connection) in connections where !connection.isResponding && connection.input.isEmpty && connection.pending.isEmpty {
-            // Between two requests of a keep-alive connection: nothing is lost by closing it.
-            if case .idle = connection.phase { drop(fd) }
+        limits.idleTimeout = min(limits.idleTimeout, idleGrace)
+        let now = Clock.monotonicNanoseconds()
+        for connection in connections.values {
+            if case .idle = connection.phase { setPhase(connection, .idle(since: now)) }
         }
     }
 
