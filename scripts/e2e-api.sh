@@ -28,7 +28,7 @@ chmod 755 "$work"  # characters run as their own users and start in it
 cgroup=/$(basename "$work")
 cleanup() {
   set +e
-  for child in "${forward_pid:-}" "${whisperd_pid:-}"; do
+  for child in "${drift_pid:-}" "${forward_pid:-}" "${whisperd_pid:-}"; do
     [ -n "$child" ] && kill "$child" 2>/dev/null && wait "$child" 2>/dev/null
   done
   rm -rf "$work"
@@ -104,6 +104,34 @@ check "whisperd survived it and still answers" curl -sf -o /dev/null "http://127
 reexecs=$(curl -s "http://127.0.0.1:$port/health" | python3 -c 'import json, sys; print(json.load(sys.stdin)["supervisor"]["reexecs"])')
 check "schemathesis re-executed whisperd in place ($reexecs times) and it kept its pid" \
   test "${reexecs:-0}" -gt 0 -a "$(curl -s "http://127.0.0.1:$port/health" | python3 -c 'import json, sys; print(json.load(sys.stdin)["supervisor"]["pid"])')" = "$whisperd_pid"
+# whisperctl against an answer of the wrong shape (a whisperd of another version, say): a
+# clear error naming the field, exit 1 — not a table of `-`.
+python3 - "$work/drift.sock" <<'SERVER' &
+import json, socketserver, sys
+from http.server import BaseHTTPRequestHandler
+class Handler(BaseHTTPRequestHandler):
+    def address_string(self): return "unix"
+    def log_message(self, *args): pass
+    def do_GET(self):
+        character = {"name": "elena", "kind": "character", "desired": "up", "ready": True, "restarts": 0, "crash_loop": False}
+        body = json.dumps({"characters": [character]}).encode()  # no "state"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+socketserver.UnixStreamServer(sys.argv[1], Handler).serve_forever()
+SERVER
+drift_pid=$!
+wait_for 5 test -S "$work/drift.sock"
+"$(dirname "$bin")/whisperctl" --socket "$work/drift.sock" status > "$work/drift.out" 2>&1
+drift_code=$?
+sed 's/^/  [drift] /' "$work/drift.out"
+check "whisperctl refuses an answer without a required field, naming it (exit $drift_code)" \
+  grep -q 'field .characters\[0\].state is missing' "$work/drift.out"
+[ "$drift_code" = 1 ] || fail "whisperctl's exit code for a malformed answer is $drift_code, not 1"
+kill "$drift_pid" 2>/dev/null; wait "$drift_pid" 2>/dev/null
+
 if [ "$failures" -gt 0 ]; then
   echo "--- the end of whisperd's log:"
   tail -30 "$work/whisperd.log"
