@@ -279,7 +279,7 @@ extension Whisperctl {
         @OptionGroup var connection: Connection
         @Flag(name: .shortAndLong, help: "Keep printing new lines as they are written.")
         var follow = false
-        @Option(name: .short, help: "How many lines from the end.")
+        @Option(name: .short, help: "How many lines from the end (0 to 10000).")
         var n: Int = 20
         @Argument(help: "The character.")
         var name: String
