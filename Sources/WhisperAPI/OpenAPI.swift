@@ -113,7 +113,7 @@ public enum APIModels {
         APIError.self, CharacterStatus.self, CharacterStatus.LastExit.self, CharacterStatus.Tenant.self,
         CharacterStatus.Resources.self, CharacterList.self, HealthReport.self, HealthReport.Supervisor.self, CgroupReport.self,
         Paths.self, Incident.self, IncidentList.self, EnvironmentReport.self, EnvironmentReport.Variable.self, ReloadResult.self,
-        RosterRejected.self, ScaleResult.self, ProfileResult.self, CharacterStatus.Schedule.self, ReexecScheduled.self,
+        RosterRejected.self, ScaleResult.self, ProfileResult.self, CharacterStatus.Schedule.self, CharacterStatus.Replica.self, ReexecScheduled.self,
     ]
 
     /// The types named by `$ref`s in `type`'s schema.

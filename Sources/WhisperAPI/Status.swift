@@ -21,6 +21,8 @@ public struct CharacterStatus: APIModel, Equatable {
     public var oomKills: Int?
     /// Scheduled jobs only.
     public var schedule: Schedule?
+    /// An instance of a character with `replicas:`.
+    public var replica: Replica?
     public var tenant: Tenant?
     public var resources: Resources?
     public var restartsByReason: [String: Int]?
@@ -73,6 +75,27 @@ public struct CharacterStatus: APIModel, Equatable {
                 ], optional: ["peak_memory_bytes"])
         }
         public static var example: Self { LastExit(reason: "exit 1", secondsAgo: 12.5, uptimeSeconds: 3600.25, peakMemoryBytes: 73_400_320) }
+    }
+
+    /// Which instance of which character (`replicas:`): `elena-1` is `{of: elena, index: 1, count: 3}`.
+    public struct Replica: APIModel, Equatable {
+        public var of: String
+        public var index: Int
+        public var count: Int
+
+        public init(of: String, index: Int, count: Int) {
+            self.of = of
+            self.index = index
+            self.count = count
+        }
+
+        public static var schemaName: String { "Replica" }
+        public static var schema: JSONSchema {
+            .object(
+                "An instance of a character with `replicas:`.",
+                ["of": .string("The character as the roster names it."), "index": .integer(minimum: 0), "count": .integer(minimum: 1)])
+        }
+        public static var example: Self { Replica(of: "elena", index: 1, count: 3) }
     }
 
     /// A scheduled job's rule, its next run and how its last run went.
@@ -214,7 +237,7 @@ public struct CharacterStatus: APIModel, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, state, desired, ready, restarts, pid, tenant, resources, facets, inflight, schedule
+        case name, kind, state, desired, ready, restarts, pid, tenant, resources, facets, inflight, schedule, replica
         case crashLoop = "crash_loop"
         case logLinesDropped = "log_lines_dropped"
         case notifyRejected = "notify_rejected"
@@ -243,7 +266,7 @@ public struct CharacterStatus: APIModel, Equatable {
                 "notify_rejected": .integer("Notify datagrams from a process not its own.", minimum: 0),
                 "notify_malformed": .integer(minimum: 0),
                 "pid": .integer(minimum: 1), "uptime_seconds": .number(), "last_exit": .reference(LastExit.self),
-                "oom_kills": .integer(minimum: 1), "schedule": .reference(Schedule.self), "tenant": .reference(Tenant.self), "resources": .reference(Resources.self),
+                "oom_kills": .integer(minimum: 1), "schedule": .reference(Schedule.self), "replica": .reference(Replica.self), "tenant": .reference(Tenant.self), "resources": .reference(Resources.self),
                 "restarts_by_reason": .map(of: .integer(minimum: 0), "Exit kind (`Error`, `OOMKilled` …) -> restarts."),
                 "status_text": .string("Its last STATUS= notification."),
                 "facets": .map(of: .string(), "Facet -> `level` or `level:detail` (ok, degraded, down)."),
@@ -252,7 +275,7 @@ public struct CharacterStatus: APIModel, Equatable {
             ],
             optional: [
                 "log_lines_dropped", "notify_rejected", "notify_malformed", "pid", "uptime_seconds", "last_exit", "oom_kills",
-                "schedule", "tenant", "resources", "restarts_by_reason", "status_text", "facets", "inflight", "llm_tokens",
+                "schedule", "replica", "tenant", "resources", "restarts_by_reason", "status_text", "facets", "inflight", "llm_tokens",
                 "llm_budget_remaining", "restart_in_seconds",
             ])
     }
@@ -267,6 +290,7 @@ public struct CharacterStatus: APIModel, Equatable {
         status.lastExit = .example
         status.oomKills = 1
         status.schedule = .example
+        status.replica = .example
         status.tenant = .example
         status.resources = .example
         status.restartsByReason = ["Error": 1, "OOMKilled": 1]

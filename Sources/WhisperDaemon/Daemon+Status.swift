@@ -239,6 +239,11 @@ extension Daemon {
         }
         if status.oomKills > 0 { object.oomKills = status.oomKills }
         object.schedule = scheduleDescription(status)
+        if let environment = loaded.roster[status.name]?.launch.environment, let of = environment["WHISPERD_CHARACTER"],
+            let index = environment["REPLICA_INDEX"].flatMap(Int.init), let count = environment["REPLICA_COUNT"].flatMap(Int.init)
+        {
+            object.replica = CharacterStatus.Replica(of: of, index: index, count: count)
+        }
         if let tenant = tenants.reports[status.name] {
             object.tenant = CharacterStatus.Tenant(
                 uid: Int(tenant.uid), gid: Int(tenant.gid), sandbox: tenant.coverage.level.rawValue, notEnforced: tenant.coverage.missing)

@@ -137,13 +137,25 @@ extension ControlClient {
     }
 
     /// The names given, or every character with `--all`; unknown names are a failure.
+    /// The services named; a character with `replicas:` named as the roster names it stands for
+    /// its instances (`elena` → `elena-0`, `elena-1` …).
     func resolve(_ names: [String], all: Bool) throws -> [String] {
-        let known = try characters().map(\.name)
+        let characters = try characters()
+        let known = characters.map(\.name)
         if all { return known }
         guard !names.isEmpty else { throw ValidationError("name at least one character, or --all") }
-        let unknown = names.filter { !known.contains($0) }
+        var resolved: [String] = []
+        var unknown: [String] = []
+        for name in names {
+            if known.contains(name) {
+                resolved.append(name)
+                continue
+            }
+            let instances = characters.filter { $0.replica?.of == name }.sorted { ($0.replica?.index ?? 0) < ($1.replica?.index ?? 0) }
+            if instances.isEmpty { unknown.append(name) } else { resolved += instances.map(\.name) }
+        }
         if !unknown.isEmpty { throw OperationFailed(description: "no character named \(unknown.joined(separator: ", "))") }
-        return names
+        return resolved
     }
 }
 
@@ -478,8 +490,17 @@ enum Operation {
         }
         names = try client.resolve(target.names, all: target.all)
         var before: [String: Int] = [:]
-        // A rolling restart goes one character at a time: the next starts once the last handed over.
-        for batch in verb == "rolling-restart" ? names.map { [$0] } : [names] {
+        // A rolling restart goes one character at a time: the next starts once the last handed
+        // over. Replicas are always restarted so (the others keep serving meanwhile).
+        var batches: [(verb: String, names: [String])] = [(verb, names)]
+        if verb == "rolling-restart" {
+            batches = names.map { (verb, [$0]) }
+        } else if verb == "restart" {
+            let replicas = Set(try client.characters().filter { $0.replica != nil }.map(\.name))
+            let others = names.filter { !replicas.contains($0) }
+            batches = (others.isEmpty ? [] : [(verb, others)]) + names.filter(replicas.contains).map { ("rolling-restart", [$0]) }
+        }
+        for (verb, batch) in batches {
             for name in batch {
                 if let pid = try client.character(name).pid { before[name] = pid }
                 let response = try client.post("/v1/characters/\(name)/\(verb)")

@@ -73,6 +73,39 @@ extension IntegrationTests {
             #expect(status["pid"] as? Int == Int(newPID))
         }
 
+        @Test func replicas_restartOneInstanceAtATime_eachRolledOver() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      pinger:
+                        replicas: 3
+                        command: [sh, -c, 'sleep 0.1; whisperd notify READY=1; exec sleep 300']
+                        health: {ready: notify}
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("startup complete: 3/3 characters ready") != nil)
+            let before = (0..<3).map { whisperd.character("pinger-\($0)")?["pid"] as? Int }
+            let restart = try runCommand(whisperctlBinary(), ["--socket", scratch.path + "/run/control.sock", "restart", "pinger"])
+            #expect(restart.code == 0, "\(restart.stdout) \(restart.stderr)")
+            let after = (0..<3).map { whisperd.character("pinger-\($0)")?["pid"] as? Int }
+            for index in 0..<3 { #expect(after[index] != nil && after[index] != before[index], "pinger-\(index)") }
+            // In order, each handed over before the next began: two of three serve at every moment.
+            let log = whisperd.log
+            func line(_ fragments: String...) -> Int? { log.firstIndex { text in fragments.allSatisfy { text.contains($0) } } }
+            var previous = -1
+            for index in 0..<3 {
+                let began = try #require(line("pinger-\(index): running -> running", "rolling restart: starting a new process"))
+                let handed = try #require(line("pinger-\(index): running -> running", "rolled over to pid"))
+                #expect(began > previous && handed > began, "pinger-\(index) out of order")
+                previous = handed
+            }
+            let status = try #require(whisperd.character("pinger-1"))
+            #expect((status["replica"] as? [String: Any])?["of"] as? String == "pinger")
+        }
+
         @Test func aNewProcessThatNeverGetsReady_isAbandoned_andTheOldOneKeepsServing() throws {
             let scratch = Scratch()
             scratch.write(
