@@ -60,8 +60,12 @@ let package = Package(
             name: "WhisperDaemon",
             dependencies: [
                 "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
+                // The dashboard validates a character file as the worker reads it (pure: no I/O).
+                "WhisperChat",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            // Embedded in DashboardAssets.swift by scripts/dashboard-assets.sh.
+            exclude: ["Dashboard/assets"],
             swiftSettings: strictSettings
         ),
         // The character worker's pure part: character files, prompts, history windows, trust,

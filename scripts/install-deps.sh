@@ -16,7 +16,9 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match).
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match),
+#   chromium, chromium-driver and tmux (scripts/e2e-dashboard.sh: the dashboard in a real
+#   browser, `whisperctl top` in a real terminal), and selenium from PyPI (pinned below).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -29,7 +31,7 @@ set_name=${1:-test}
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container) ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container chromium chromium-driver tmux) ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
 esac
@@ -68,3 +70,9 @@ if ((${#missing[@]})); then
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
+# The browser test's driver, pinned (PyPI; the newest need a certifi newer than some mirrors hold).
+selenium_version=4.38.0
+if [ "$set_name" = test ] && ! python3 -c "import selenium, sys; sys.exit(selenium.__version__ != '$selenium_version')" 2>/dev/null; then
+  echo "install-deps (test): pip install selenium==$selenium_version" >&2
+  python3 -m pip install -q --disable-pip-version-check "selenium==$selenium_version"
+fi

@@ -56,6 +56,7 @@ phase build swift build --build-tests
 phase swift-test swift test --skip-build "$@"
 phase e2e-systemd scripts/e2e-systemd.sh
 phase e2e-local-model scripts/e2e-local-model.sh
+phase e2e-dashboard scripts/e2e-dashboard.sh
 phase fuzz scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-60}"
 if [ "${SANITIZERS:-1}" != 0 ]; then phase sanitizers scripts/sanitizers.sh thread address; fi
 echo "$total_passed passed, $total_failed failed"

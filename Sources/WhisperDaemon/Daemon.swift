@@ -56,6 +56,8 @@ public final class Daemon {
     var controlServer: HTTPServer?
     /// `whisperctl logs -f` clients, per character.
     var logFollowers: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
+    /// The web dashboard's sessions, samples and live log tails (Dashboard/).
+    let dashboard = DashboardState()
     let incidents: IncidentStore
     /// Made at the first scrape: a whisperd nobody scrapes does not carry the registry.
     var metricsExporter: MetricsExporter?
@@ -165,11 +167,12 @@ public final class Daemon {
         }
         if let address = configuration.httpAddress {
             statusServer = try HTTPServer(loop: loop, host: address.host, port: address.port) { [unowned self] request in
-                self.handleStatusRequest(request)
+                self.handleHTTPRequest(request)
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
         try startControlSocket()
+        startDashboard()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
         log.log(
             .info, "whisperd",
