@@ -56,7 +56,7 @@ public struct BackupFailure: Error, CustomStringConvertible {
 
 public enum Backup {
     /// whisperd's own state files kept in an archive.
-    public static let daemonStateFiles = ["intents.json", "jobs.json", "dynamic-users.json", "profiles.json", "scale.json"]
+    public static let daemonStateFiles = ["intents.json", "jobs.json", "dynamic-users.json", "profiles.json", "scale.json", "schedules.json"]
     static let storeName = "memory.sqlite3"
 
     /// The largest file of a character's state directory taken (a store past it is an error).
@@ -91,7 +91,14 @@ public enum Backup {
         for name in request.characters {
             let own = "\(request.stateDirectory)/\(name)"
             // Every name, so that what is not a plain file is said, not silently dropped.
-            let names = ((try? FileManager.default.contentsOfDirectory(atPath: own)) ?? []).sorted()
+            // A character with no state yet has no directory; one that cannot be read is an
+            // error (a backup run without the rights to read the fleet must not pass as done).
+            var names: [String] = []
+            if access(own, F_OK) == 0 {
+                do { names = try FileManager.default.contentsOfDirectory(atPath: own).sorted() } catch {
+                    throw BackupFailure("cannot list \(name)'s state \(own): \(String(cString: strerror(access(own, R_OK | X_OK) == 0 ? EIO : errno)))")
+                }
+            }
             for file in names where !file.hasSuffix("-wal") && !file.hasSuffix("-shm") && !file.hasSuffix(".tmp") {
                 let path = "characters/\(name)/state/\(file)"
                 if file == storeName {
@@ -116,7 +123,12 @@ public enum Backup {
             }
         }
         for file in daemonStateFiles {
-            if let bytes = readFileContents("\(request.stateDirectory)/\(file)") { add("whisperd/\(file)", Array(bytes), character: nil) }
+            let path = "\(request.stateDirectory)/\(file)"
+            if let bytes = readFileContents(path) {
+                add("whisperd/\(file)", Array(bytes), character: nil)
+            } else if access(path, F_OK) == 0 {
+                throw BackupFailure("cannot read whisperd's \(path): \(String(cString: strerror(access(path, R_OK) == 0 ? EIO : errno)))")
+            }
         }
         let rosterDirectory = (request.rosterPath as NSString).deletingLastPathComponent
         if let bytes = readFileContents(request.rosterPath) {

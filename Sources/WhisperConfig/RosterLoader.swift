@@ -168,6 +168,8 @@ struct RosterDocument {
         var profiles: [String] = []
         var workingDirectory: String?
         var jobRun: JobRunMode?
+        /// `schedule:` / `every:` and their options, checked together once the entry is read.
+        var schedule: JobSchedule?
         /// `replicas: N` as written.
         var replicas: Int?
         /// Set on the entries a replicated entry expands into: which instance of which character.
@@ -237,7 +239,7 @@ struct RosterReader {
         "oom_score_adj", "ulimits", "cpu_weight", "memory_low", "cpuset",
     ]
     static let characterKeys = settingKeys + ["command", "port", "after", "working_dir", "profiles", "replicas"]
-    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir", "profiles"]
+    static let jobKeys = settingKeys + ["command", "run", "after", "working_dir", "profiles", "schedule", "every", "timezone", "jitter", "catch_up"]
 
     /// The pairs of a mapping, with unknown and duplicate keys reported.
     mutating func pairs(_ node: Node, _ path: String, allowed: [String]?) -> [(key: String, keyNode: Node, value: Node)] {
@@ -620,7 +622,61 @@ struct RosterReader {
                 break
             }
         }
+        if allowed.contains("schedule") { entry.schedule = jobSchedule(node, path, hasRun: entry.jobRun != nil) }
         return (settings, entry)
+    }
+
+    /// `schedule:` (5-field cron or a macro) or `every:`, with `timezone:`, `jitter:` and
+    /// `catch_up:`; each option only where it means something.
+    mutating func jobSchedule(_ node: Node, _ path: String, hasRun: Bool) -> JobSchedule? {
+        guard case .mapping(let mapping) = node else { return nil }
+        var values: [String: Node] = [:]
+        for (keyNode, value) in mapping {
+            if case .scalar(let key) = keyNode, ["schedule", "every", "timezone", "jitter", "catch_up"].contains(key.string) {
+                values[key.string] = value
+            }
+        }
+        var rule: JobSchedule.Rule?
+        switch (values["schedule"], values["every"]) {
+        case (let cron?, nil):
+            if let text = string(cron, "\(path).schedule") {
+                do {
+                    let expression = try CronExpression(text)
+                    if expression.next(after: CivilMinute(year: 2000, month: 1, day: 1, hour: 0, minute: 0)) == nil {
+                        report(cron, "\(path).schedule", "`\(text.prefix(40))` never runs (no such day)")
+                    } else {
+                        rule = .cron(expression)
+                    }
+                } catch { report(cron, "\(path).schedule", error.description) }
+            }
+        case (nil, let every?):
+            if let interval = duration(every, "\(path).every") {
+                if interval < .seconds(1) { report(every, "\(path).every", "must be at least 1s") } else { rule = .every(interval) }
+            }
+        case (_?, let every?):
+            report(every, "\(path).every", "give `schedule:` or `every:`, not both")
+        case (nil, nil):
+            for key in ["timezone", "jitter", "catch_up"] {
+                if let value = values[key] { report(value, "\(path).\(key)", "only for a job with `schedule:` or `every:`") }
+            }
+            return nil
+        }
+        if hasRun, let first = values["schedule"] ?? values["every"] {
+            report(first, path, "`run:` and `schedule:`/`every:` both say when the job runs: keep one")
+        }
+        var schedule = JobSchedule(rule: rule ?? .every(.seconds(3600)))
+        if let zone = values["timezone"], let name = string(zone, "\(path).timezone") {
+            if case .every = rule {
+                report(zone, "\(path).timezone", "`every:` does not read the wall clock; timezone is for `schedule:`")
+            } else if TimeZone(identifier: name) == nil {
+                report(zone, "\(path).timezone", "unknown time zone `\(name.prefix(40))` (an IANA name such as Europe/Berlin or UTC)")
+            } else {
+                schedule.timeZone = name
+            }
+        }
+        if let value = values["jitter"], let jitter = duration(value, "\(path).jitter") { schedule.jitter = jitter }
+        if let value = values["catch_up"], let catchUp = flag(value, "\(path).catch_up") { schedule.catchUp = catchUp }
+        return rule == nil ? nil : schedule
     }
 
     /// A ulimit value: a whole number, or `unlimited`/`-1`. `nil` is a reported problem;

@@ -143,6 +143,7 @@ struct RosterResolver {
                     port: entry.port, after: after, restart: settings.restartPolicy, stopSignal: settings.stopSignal!,
                     stopGrace: settings.stopGrace!, limits: settings.limits, health: settings.healthPolicy(port: entry.port),
                     logs: settings.logPolicy))
+            specs[specs.count - 1].schedule = entry.schedule
             origins[name] = environment.origins
         }
 
@@ -370,6 +371,10 @@ struct RosterResolver {
                     } else if dependency.required {
                         problem(spec, dependency.name, "unknown service `\(dependency.name)` (not a character or job in this roster)")
                     }
+                } else if let waited = byName[dependency.name], let schedule = waited.schedule {
+                    problem(
+                        spec, dependency.name,
+                        "`\(dependency.name)` runs by the clock (\(schedule)): nothing can wait for it; drop it from after:")
                 } else if dependency.condition == .completedSuccessfully, byName[dependency.name]?.isJob == false {
                     problem(
                         spec, dependency.name,

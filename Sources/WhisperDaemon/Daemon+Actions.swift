@@ -142,6 +142,7 @@ extension Daemon {
 
     private func spawn(_ spec: ServiceSpec) {
         let name = spec.name
+        if spec.isJob { jobRunStartedAt[name] = Self.wallClockSeconds() }
         let socket: NotifySocket
         do {
             socket = try notifySocket(for: name)
@@ -279,6 +280,11 @@ extension Daemon {
         var environment = spec.launch.environment
         environment["NOTIFY_SOCKET"] = path
         environment["WHISPERD_STATE_DIR"] = configuration.stateDirectory
+        if spec.isJob {
+            // For jobs that act on the fleet's files, such as `whisperd backup --all` run by a schedule.
+            environment["WHISPERD_ROSTER"] = configuration.rosterPath
+            environment["WHISPERD_CHARACTERS_DIR"] = loaded.charactersDirectory
+        }
         // How long the child has after its stop signal: the worker drains within it.
         environment["WHISPERD_STOP_GRACE_MS"] = String(spec.stopGrace.nanoseconds / 1_000_000)
         if ProcessSpawner.isSanitizerBuild {

@@ -57,9 +57,7 @@ extension Daemon {
             if parts == ["v1", "paths"] {
                 // For `whisperctl backup` and `restore`: where things are, and which characters.
                 let characters = loaded.roster.services.filter { !$0.isJob }
-                let onPostgres = characters.contains { spec in
-                    ["DATABASE_URL", "POSTGRES_URL"].contains { !(spec.launch.environment[$0] ?? "").isEmpty }
-                }
+                let onPostgres = characters.contains { $0.launch.storesInPostgres }
                 return jsonResponse(
                     200,
                     [
@@ -106,9 +104,13 @@ extension Daemon {
         }
         guard let name = known(parts[2]) else { return jsonResponse(404, ["error": "no character named \(parts[2])"]) }
         guard let command = OperatorCommand(rawValue: parts[3]) else {
-            return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop, restart)"])
+            return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop, restart, run)"])
         }
         guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        if command == .run, let status = core.status(of: name) {
+            guard status.isJob else { return jsonResponse(409, ["error": "\(name) is a character, not a job: use restart"]) }
+            if let pid = status.pid { return jsonResponse(409, ["error": "\(name) is already running (pid \(pid))"]) }
+        }
         log.log(.info, "control", "\(peer): \(command.rawValue) \(name)")
         post(.operatorRequested(command, name))
         guard let status = core.status(of: name) else { return jsonResponse(404, ["error": "no character named \(name)"]) }

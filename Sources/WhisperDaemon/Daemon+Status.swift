@@ -121,7 +121,10 @@ extension Daemon {
                 status: status, limits: limits[status.name],
                 usage: characterCgroups[status.name] == nil ? nil : usageCache[status.name]?.usage,
                 logLinesDropped: dropped[status.name.rawValue] ?? 0, notifyRejected: rejectedDatagrams[status.name] ?? 0,
-                notifyMalformed: malformedDatagrams[status.name] ?? 0)
+                notifyMalformed: malformedDatagrams[status.name] ?? 0,
+                schedule: timetable.entry(status.name).map { entry in
+                    (entry.nextDue, jobRunStartedAt[status.name], status.lastExit.map { $0.reason.isSuccess })
+                })
         }
     }
 
@@ -245,6 +248,7 @@ extension Daemon {
             object["last_exit"] = lastExit
         }
         if status.oomKills > 0 { object["oom_kills"] = status.oomKills }
+        if let schedule = scheduleDescription(status) { object["schedule"] = schedule }
         if let tenant = tenants.reports[status.name] {
             object["tenant"] = [
                 "uid": Int(tenant.uid), "gid": Int(tenant.gid), "sandbox": tenant.coverage.level.rawValue,

@@ -70,6 +70,10 @@ public final class Daemon {
     /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
+    /// Scheduled jobs: when each runs next (wall clock).
+    var timetable = JobTimetable()
+    /// When each job's current or last run started (wall-clock seconds), for status.
+    var jobRunStartedAt: [ServiceName: Int64] = [:]
     var probes: [ServiceName: any RunningProbe] = [:]
     /// What the last failed health check said (an exec probe's output tail), for the incident.
     var lastProbeFailure: [ServiceName: String] = [:]
@@ -181,7 +185,7 @@ public final class Daemon {
         if !stopped.isEmpty { log.log(.info, "whisperd", "kept stopped by operator intent: \(stopped.joined(separator: ", "))") }
         warnAboutLimits(loaded.roster)
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
-        post(.rosterLoaded(loaded.roster))
+        apply(loaded.roster)
         loop.run()
         for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
         for failure in cgroupRemover.finish() { log.log(.warning, "whisperd", "cgroup not removed: \(failure)") }
@@ -226,6 +230,7 @@ public final class Daemon {
         for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
         for drain in drains.values { deadline = min(deadline ?? drain.deadline, drain.deadline) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
+        if let schedule = nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
         loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
     }
 
@@ -238,6 +243,7 @@ public final class Daemon {
             systemd.watchdog()
             nextSystemdPing = now + interval
         }
+        runDueSchedules()
         post(.timerFired)
     }
 
@@ -286,7 +292,7 @@ public final class Daemon {
                 for line in diff.plan { log.log(.info, "reload", line) }
             }
             warnAboutLimits(newRoster.roster)
-            post(.rosterLoaded(newRoster.roster))
+            apply(newRoster.roster)
             return .planned(diff.plan)
         }
     }

@@ -100,6 +100,27 @@ final class MetricsExporter: @unchecked Sendable {
             return made
         }
 
+        /// Made for scheduled jobs only.
+        private var scheduleSeries: (next: Gauge, last: Gauge, success: Gauge, skipped: MirroredCounter)?
+
+        func schedule() -> (next: Gauge, last: Gauge, success: Gauge, skipped: MirroredCounter) {
+            if let existing = scheduleSeries { return existing }
+            func gauge(_ metric: String, _ unit: String, _ help: String) -> Gauge {
+                registry.makeGauge(descriptor: descriptor(metric, unit, help), labels: labels)
+            }
+            let made = (
+                next: gauge("job_next_run", "timestamp_seconds", "When the scheduled job runs next (Unix time)"),
+                last: gauge("job_last_run", "timestamp_seconds", "When the job's last run started (Unix time; 0: never)"),
+                success: gauge("job_last_run_success", "", "1 when the job's last finished run succeeded"),
+                skipped: MirroredCounter(
+                    registry.makeCounter(
+                        descriptor: descriptor("job_skipped_runs", "total", "Scheduled runs skipped because the last run was still going"),
+                        labels: labels))
+            )
+            scheduleSeries = made
+            return made
+        }
+
         func llmBudgetRemaining() -> Gauge {
             if let existing = llmBudgetSeries { return existing }
             let made = registry.makeGauge(
@@ -127,6 +148,10 @@ final class MetricsExporter: @unchecked Sendable {
                 registry.unregisterCounter(counter.counter)
             }
             registry.unregisterValueHistogram(timeToReady)
+            if let schedule = scheduleSeries {
+                for gauge in [schedule.next, schedule.last, schedule.success] { registry.unregisterGauge(gauge) }
+                registry.unregisterCounter(schedule.skipped.counter)
+            }
         }
     }
 
@@ -152,6 +177,8 @@ final class MetricsExporter: @unchecked Sendable {
         var logLinesDropped: Int
         var notifyRejected: Int
         var notifyMalformed: Int
+        /// A scheduled job's next run, last run start (Unix seconds) and whether the last run succeeded.
+        var schedule: (next: Int64?, lastRun: Int64?, lastSucceeded: Bool?)? = nil
     }
 
     func render(_ snapshots: [Snapshot]) -> [UInt8] {
@@ -182,6 +209,13 @@ final class MetricsExporter: @unchecked Sendable {
             series.notifyMalformed.update(to: Double(snapshot.notifyMalformed))
             if let tokens = status.llmTokens { series.llmTokens().update(to: Double(tokens)) }
             if let remaining = status.llmBudgetRemaining { series.llmBudgetRemaining().set(to: Double(remaining)) }
+            if let schedule = snapshot.schedule {
+                let jobSeries = series.schedule()
+                jobSeries.next.set(to: Double(schedule.next ?? 0))
+                jobSeries.last.set(to: Double(schedule.lastRun ?? 0))
+                if let succeeded = schedule.lastSucceeded { jobSeries.success.set(to: succeeded ? 1 : 0) }
+                jobSeries.skipped.update(to: Double(status.skippedScheduledRuns))
+            }
         }
         process.update()
         return registry.emitToBuffer()

@@ -17,6 +17,7 @@ public struct StateStore: Sendable {
     private var dynamicIDsPath: String { directory + "/dynamic-users.json" }
     private var profilesPath: String { directory + "/profiles.json" }
     private var scalePath: String { directory + "/scale.json" }
+    private var schedulesPath: String { directory + "/schedules.json" }
 
     /// Names whose intent is `down`.
     public func stoppedServices() -> Set<String> {
@@ -71,6 +72,15 @@ public struct StateStore: Sendable {
         var object = (readJSON(scalePath) as? [String: String]) ?? [:]
         object[name] = String(count)
         try writeJSON(object, to: scalePath)
+    }
+
+    /// Scheduled job → the scheduled time (Unix seconds) of its last run, for `catch_up:`.
+    public func lastScheduledRuns() -> [String: Int64] {
+        ((readJSON(schedulesPath) as? [String: String]) ?? [:]).compactMapValues { Int64($0) }
+    }
+
+    public func setLastScheduledRuns(_ runs: [String: Int64]) throws {
+        try writeJSON(runs.mapValues(String.init), to: schedulesPath)
     }
 
     /// `--profile` flags with the run-time switches applied.

@@ -68,6 +68,27 @@ enum StatusTable {
         }
     }
 
+    /// Scheduled jobs, one line each: `nightly-backup  30 3 * * *  next 2026-12-07T02:30:00Z (in 15h04m)  last ok at …`.
+    static func scheduleLines(_ characters: [[String: Any]], now: Double = Date().timeIntervalSince1970) -> [String] {
+        var rows: [[String]] = []
+        for character in characters {
+            guard let schedule = character["schedule"] as? [String: Any] else { continue }
+            var next = "next -"
+            if let at = schedule["next_run"] as? String, let unix = schedule["next_run_unix"] as? Int {
+                next = "next \(at) (in \(duration(max(0, Double(unix) - now))))"
+            }
+            var last = "never run"
+            if let result = schedule["last_result"] as? String, let at = schedule["last_run"] as? String { last = "last \(result) at \(at)" }
+            if let skipped = schedule["skipped_runs"] as? Int, skipped > 0 { last += ", \(skipped) skipped (still running)" }
+            rows.append([character["name"] as? String ?? "?", schedule["rule"] as? String ?? "?", next, last])
+        }
+        guard !rows.isEmpty else { return [] }
+        let widths = (0..<3).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            (0..<3).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  " + row[3]
+        }
+    }
+
     /// 0.4s, 12s, 3m05s, 2h07m, 3d04h.
     static func duration(_ seconds: Double) -> String {
         if seconds < 10 { return String(format1(seconds)) + "s" }

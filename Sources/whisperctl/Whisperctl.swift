@@ -27,7 +27,7 @@ struct Whisperctl: ParsableCommand {
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Scale.self, Logs.self, Reload.self, Backup.self, Restore.self, Why.self, Env.self, Check.self, Top.self, Dashboard.self]
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Backup.self, Restore.self, Why.self, Env.self, Check.self, Top.self, Dashboard.self]
     )
 
     static func main() {
@@ -147,6 +147,8 @@ extension Whisperctl {
                 print(StatusTable.render(list))
                 let facets = StatusTable.facetLines(list)
                 if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
+                let schedules = StatusTable.scheduleLines(list)
+                if !schedules.isEmpty { print("\nscheduled jobs:\n" + schedules.joined(separator: "\n")) }
             }
             guard check else { return }
             let notReady = (health["not_ready"] as? [String] ?? []).filter { names.isEmpty || names.contains($0) }
@@ -201,6 +203,46 @@ extension Whisperctl {
         @OptionGroup var connection: Connection
         @OptionGroup var target: Target
         func run() throws { try Operation.run("restart", target, connection.client) }
+    }
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a job once now (scheduled or not) and wait for its result; fails when the job fails.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the job to finish before failing.")
+        var timeout: Double = 3600
+        @Flag(name: .long, help: "Return once whisperd started it, without waiting.")
+        var noWait = false
+        @Argument(help: "The job, as the roster names it under jobs:.")
+        var job: String
+
+        func validate() throws {
+            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        }
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/characters/\(job)/run")
+            guard response.status == 202 else {
+                throw OperationFailed(description: "run \(job): \(response.object["error"] as? String ?? response.text)")
+            }
+            guard !noWait else { return }
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                let status = try client.character(job)
+                let state = status["state"] as? String ?? ""
+                let reason = (status["last_exit"] as? [String: Any])?["reason"] as? String
+                if status["pid"] == nil, !["starting", "running", "waiting", "stopping"].contains(state) {
+                    guard state == "exited" else {
+                        throw OperationFailed(description: "\(job) failed: state \(state)" + (reason.map { ", last exit \($0)" } ?? ""))
+                    }
+                    print("\(job): done" + (reason.map { " (\($0))" } ?? ""))
+                    return
+                }
+                if Date() >= deadline { throw OperationFailed(description: "\(job) still \(state) after \(Int(timeout))s (it keeps running)") }
+                usleep(50_000)
+            }
+        }
     }
 
     struct Logs: ParsableCommand {

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Glibc
 import WhisperBackup
+import WhisperConfig
+import WhisperCore
 import WhisperFiles
 import WhisperSystem
 import WhisperWorker
@@ -14,15 +16,45 @@ extension Whisperd {
             commandName: "backup",
             abstract: "Write one archive of characters' data, whisperd's state and the roster (use `whisperctl backup`).")
         // Not --state-dir / --roster: those are the daemon's own options, which the root command takes.
-        @Option(help: "whisperd's state directory.") var statePath: String
-        @Option(help: "The roster file.") var rosterPath: String
-        @Option(help: "The characters' files directory.") var charactersPath: String
+        // A job of the roster (a scheduled backup) gets the three from whisperd's environment.
+        @Option(help: "whisperd's state directory (default: $WHISPERD_STATE_DIR, which whisperd gives its jobs).")
+        var statePath: String?
+        @Option(help: "The roster file (default: $WHISPERD_ROSTER).") var rosterPath: String?
+        @Option(help: "The characters' files directory (default: $WHISPERD_CHARACTERS_DIR).") var charactersPath: String?
         @Option(help: "Directory the archive is written into.") var to: String
         @Flag(help: "Also the env files next to the roster (the archive is then mode 0600).") var includeSecrets = false
         @Flag(help: "The stores are in PostgreSQL (said in the manifest; not archived).") var postgres = false
+        @Flag(help: "Every character of the roster (and whether their stores are in PostgreSQL, from it).") var all = false
         @Argument(help: "Characters.") var names: [String] = []
 
+        func validate() throws {
+            if all == !names.isEmpty { throw ValidationError("name characters, or give --all") }
+        }
+
         func run() throws {
+            let environment = ProcessInfo.processInfo.environment
+            func path(_ given: String?, _ key: String, _ flag: String) throws -> String {
+                guard let value = given ?? environment[key], !value.isEmpty else { throw ValidationError("\(flag) is needed (or $\(key))") }
+                return value
+            }
+            let statePath = try path(statePath, "WHISPERD_STATE_DIR", "--state-path")
+            let rosterPath = try path(rosterPath, "WHISPERD_ROSTER", "--roster-path")
+            let charactersPath = try path(charactersPath, "WHISPERD_CHARACTERS_DIR", "--characters-path")
+            var names = names
+            var postgres = postgres
+            if all {
+                let profiles = try StateStore(directory: statePath).activeProfiles(flags: [])
+                let loader = RosterLoader(selfExecutable: Whisperd.executablePath(), hostEnvironment: environment, profiles: profiles)
+                switch loader.load(path: rosterPath) {
+                case .failure(let error):
+                    FileHandle.standardError.write(Data("whisperd backup: \(rosterPath): \(error)\n".utf8))
+                    throw ExitCode(1)
+                case .success(let loaded):
+                    let characters = loaded.roster.services.filter { !$0.isJob }
+                    names = characters.map(\.name.rawValue)
+                    postgres = postgres || characters.contains { $0.launch.storesInPostgres }
+                }
+            }
             let request = BackupRequest(
                 stateDirectory: statePath, rosterPath: rosterPath, charactersDirectory: charactersPath, characters: names,
                 includeSecrets: includeSecrets, databaseURLConfigured: postgres)
@@ -40,6 +72,11 @@ extension Whisperd {
                 for skipped in manifest.skipped ?? [] { FileHandle.standardError.write(Data("whisperd backup: left out \(skipped)\n".utf8)) }
             } catch {
                 FileHandle.standardError.write(Data("whisperd backup: the archive made does not verify: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            // A scheduled backup's first run makes its directory (private: archives hold conversations).
+            if mkdir(to, 0o700) != 0, errno != EEXIST {
+                FileHandle.standardError.write(Data("whisperd backup: cannot create \(to): \(String(cString: strerror(errno)))\n".utf8))
                 throw ExitCode(1)
             }
             let stamp = now.filter { $0.isNumber }.prefix(14)

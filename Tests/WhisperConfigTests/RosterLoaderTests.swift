@@ -21,7 +21,7 @@ import WhisperCore
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
         let loaded = try loader.load(path: repository + "/etc/roster.yaml").get()
-        #expect(loaded.roster.names.map(\.rawValue) == ["migrate", "local-llm", "elena", "aria", "ryan"])
+        #expect(loaded.roster.names.map(\.rawValue) == ["migrate", "nightly-backup", "local-llm", "elena", "aria", "ryan"])
         let model = try #require(loaded.roster[ServiceName("local-llm")!])
         #expect(model.health.ready == .http)
         #expect(model.health.probe?.check == .http(path: "/v1/models"))
@@ -209,6 +209,59 @@ import WhisperCore
         #expect(loaded.roster.services[0].kind == .job(.oncePerRevision))
         #expect(loaded.roster.services[0].launch.arguments == ["/usr/local/bin/whisperd", "migrate"])
         #expect(loaded.roster.services[1].kind == .job(.everyStart))
+    }
+
+    @Test func scheduledJobs_cronOrEvery_withTheirOptions() throws {
+        let loaded = try load(
+            """
+            jobs:
+              nightly: {command: [/bin/true], schedule: "30 3 * * *", timezone: Europe/Berlin, jitter: 5m, catch_up: true}
+              hourly: {command: [/bin/true], schedule: "@hourly"}
+              ping: {command: [/bin/true], every: 90s}
+            characters:
+              elena: {command: [/bin/true]}
+            """, in: TempDirectory()
+        ).get()
+        let nightly = try #require(loaded.roster[ServiceName("nightly")!]?.schedule)
+        #expect(nightly.rule == .cron(try CronExpression("30 3 * * *")))
+        #expect(nightly.timeZone == "Europe/Berlin" && nightly.jitter == .seconds(300) && nightly.catchUp)
+        #expect(nightly.description == "30 3 * * * (Europe/Berlin)")
+        #expect(loaded.roster[ServiceName("hourly")!]?.schedule?.description == "@hourly")
+        #expect(loaded.roster[ServiceName("ping")!]?.schedule == JobSchedule(rule: .every(.seconds(90))))
+        #expect(loaded.roster[ServiceName("ping")!]?.kind == .job(.oncePerRevision))
+    }
+
+    @Test func scheduledJobs_badShapesAreNamed() {
+        let found = problems(
+            """
+            jobs:
+              both: {command: [/bin/true], schedule: "@daily", every: 1h}
+              bad: {command: [/bin/true], schedule: "61 * * * *"}
+              never: {command: [/bin/true], schedule: "0 0 30 2 *"}
+              zone: {command: [/bin/true], schedule: "@daily", timezone: Mars/Olympus}
+              zoned-every: {command: [/bin/true], every: 1h, timezone: UTC}
+              lonely: {command: [/bin/true], catch_up: true, jitter: 1m}
+              twice: {command: [/bin/true], run: every-start, every: 1h}
+              fast: {command: [/bin/true], every: 10ms}
+            characters:
+              elena: {command: [/bin/true], after: [twice], schedule: "@daily"}
+            """)
+        let text = found.map { "\($0.key): \($0.message)" }
+        for expected in [
+            "jobs.both.every: give `schedule:` or `every:`, not both",
+            "jobs.bad.schedule: minute `61` is not in 0–59",
+            "jobs.never.schedule: `0 0 30 2 *` never runs",
+            "jobs.zone.timezone: unknown time zone `Mars/Olympus`",
+            "jobs.zoned-every.timezone: `every:` does not read the wall clock",
+            "jobs.lonely.catch_up: only for a job with `schedule:` or `every:`",
+            "jobs.lonely.jitter: only for a job with `schedule:` or `every:`",
+            "jobs.twice: `run:` and `schedule:`/`every:` both say when the job runs",
+            "jobs.fast.every: must be at least 1s",
+            "characters.elena.after: `twice` runs by the clock",
+            "characters.elena.schedule",
+        ] {
+            #expect(text.contains { $0.hasPrefix(expected) }, "missing: \(expected) in \(text)")
+        }
     }
 
     @Test func oversizedAndBinaryFilesAreRejected() {

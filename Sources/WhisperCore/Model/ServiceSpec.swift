@@ -12,6 +12,8 @@ public struct ServiceSpec: Hashable, Sendable {
     public var limits: Limits
     public var health: HealthPolicy
     public var logs: LogPolicy
+    /// A job that runs by the clock (`schedule:` / `every:`), not at start.
+    public var schedule: JobSchedule? = nil
 
     public init(
         name: ServiceName, kind: ServiceKind = .character, launch: LaunchSpec, port: Int? = nil,
@@ -64,6 +66,11 @@ public enum JobRunMode: String, Hashable, Sendable, CaseIterable {
 
 /// How to start the process. A change here means the process must be restarted.
 public struct LaunchSpec: Hashable, Sendable {
+    /// The built-in worker keeps its conversations in PostgreSQL when one of these is set.
+    public var storesInPostgres: Bool {
+        ["DATABASE_URL", "POSTGRES_URL"].contains { !(environment[$0] ?? "").isEmpty }
+    }
+
     /// argv, argv[0] being the program (looked up on the child's PATH when it has no slash).
     public var arguments: [String]
     /// The character's own environment (base, env files, `env:`); whisperd adds its own on spawn.

@@ -283,6 +283,6 @@ extension ServiceRecord {
             startedAt: startedAt, readyAt: readyAt, restarts: restarts, restartsByReason: restartsByReason,
             oomKills: oomKills, isCrashLooping: isCrashLooping, lastExit: lastExit, statusText: statusText,
             facets: facets.keys.sorted().compactMap { facets[$0] }, inflight: inflight, nextRestartAt: restartAt,
-            llmTokens: llmTokens, llmBudgetRemaining: llmBudgetRemaining)
+            llmTokens: llmTokens, llmBudgetRemaining: llmBudgetRemaining, skippedScheduledRuns: skippedScheduledRuns)
     }
 }

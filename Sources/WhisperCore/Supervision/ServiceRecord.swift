@@ -32,6 +32,8 @@ struct ServiceRecord: Sendable {
     var afterExit: AfterExit = .followPolicy
     var lastExit: ExitRecord?
     var jobSucceeded = false
+    /// Scheduled runs skipped because the last run was still going.
+    var skippedScheduledRuns = 0
 
     var restartAt: Instant?
     var readyDeadline: Instant?
@@ -104,6 +106,8 @@ public struct ServiceStatus: Hashable, Sendable {
     /// LLM tokens the worker reported spending since it started; tokens left in its budget.
     public var llmTokens: Int? = nil
     public var llmBudgetRemaining: Int? = nil
+    /// Scheduled runs skipped because the last run was still going.
+    public var skippedScheduledRuns: Int = 0
 
     /// Counts against `/health`: wanted up, not a job, and not ready.
     public var isUnhealthy: Bool { !isJob && desired == .up && !isReady && state != .exited }

@@ -94,6 +94,20 @@ public struct Supervisor: Sendable {
             fireDeadlines(&fx)
         case .operatorRequested(let command, let name):
             operate(command, name, &fx)
+        case .scheduledRunDue(let name):
+            update(name) { record in
+                guard record.spec.isJob, record.spec.schedule != nil, record.desired == .up else { return }
+                if record.isAlive {
+                    record.skippedScheduledRuns += 1
+                    fx.actions.append(.alert(name, "scheduled run of \(name) skipped: its last run is still going"))
+                } else {
+                    record.jobSucceeded = false
+                    record.forgetFailures()
+                    // A new run, not a restart of the last one.
+                    record.hasStarted = false
+                    record.transition(to: .stopped, "scheduled run", &fx)
+                }
+            }
         case .shutdownRequested:
             if isShuttingDown {
                 for record in records { if let pid = record.pid { fx.actions.append(.killAll(record.spec.name, pid: pid)) } }
@@ -239,6 +253,8 @@ public struct Supervisor: Sendable {
     }
 
     private func isAlreadyDone(_ spec: ServiceSpec) -> Bool {
+        // A scheduled job has nothing to do until its time comes.
+        if spec.isJob, spec.schedule != nil { return true }
         guard case .job(.oncePerRevision) = spec.kind else { return false }
         return completedJobs[spec.name] == spec.revision
     }
@@ -343,6 +359,14 @@ public struct Supervisor: Sendable {
                 } else {
                     record.transition(to: .stopped, "stopped by operator", &fx)
                 }
+            case .run:
+                guard record.spec.isJob, !record.isAlive else { return }
+                record.desired = .up
+                if wasDown { fx.actions.append(.persistIntent(name, .up)) }
+                record.forgetFailures()
+                record.jobSucceeded = false
+                record.hasStarted = false
+                record.transition(to: .stopped, "run requested", &fx)
             case .start, .restart:
                 if command == .restart { restartsWith.append(name) }
                 record.desired = .up

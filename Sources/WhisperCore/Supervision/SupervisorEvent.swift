@@ -19,6 +19,9 @@ public enum SupervisorEvent: Hashable, Sendable {
     /// The earliest deadline (``Supervisor/nextDeadline``) has passed.
     case timerFired
     case operatorRequested(OperatorCommand, ServiceName)
+    /// A scheduled job's time has come (``JobTimetable``): it runs unless its last run is
+    /// still going (then the run is skipped and reported) or an operator stopped it.
+    case scheduledRunDue(ServiceName)
     /// SIGTERM/SIGINT; a second one forces SIGKILL for everything still running.
     case shutdownRequested
 }
@@ -27,6 +30,8 @@ public enum OperatorCommand: String, Hashable, Sendable {
     case start
     case stop
     case restart
+    /// Run a job once now (`whisperctl run JOB`); nothing when it is already running.
+    case run
 }
 
 /// What the shell must do; the core never touches a pid or a file itself.
