@@ -64,8 +64,11 @@ let package = Package(
                 "WhisperChat",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            // Embedded in DashboardAssets.swift by scripts/dashboard-assets.sh.
-            exclude: ["Dashboard/assets"],
+            // The web dashboard's files, compiled into the binary as byte arrays (`PackageResources`).
+            resources: [
+                .embedInCode("Dashboard/assets/index.html"), .embedInCode("Dashboard/assets/app.js"),
+                .embedInCode("Dashboard/assets/app.css"),
+            ],
             swiftSettings: strictSettings
         ),
         // The character worker's pure part: character files, prompts, history windows, trust,

@@ -17,7 +17,6 @@ repo=$PWD
 started_at=$SECONDS
 
 scripts/install-deps.sh test >&2
-scripts/dashboard-assets.sh --check
 swift build >&2
 bin_dir=$(swift build --show-bin-path)
 bin=$bin_dir/whisperd

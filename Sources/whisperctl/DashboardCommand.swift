@@ -12,7 +12,7 @@ extension Whisperctl {
 
         struct LoginURL: Decodable {
             var url: String
-            var tokenFile: String
+            var tokenFile: String?
             enum CodingKeys: String, CodingKey {
                 case url
                 case tokenFile = "token_file"
@@ -30,7 +30,9 @@ extension Whisperctl {
                 throw OperationFailed(description: "no dashboard login (\(response.status)): \(reason)")
             }
             print(login.url)
-            FileHandle.standardError.write(Data("(the token is also in \(login.tokenFile), readable by root and group whisperd)\n".utf8))
+            if let file = login.tokenFile {
+                FileHandle.standardError.write(Data("(the token is also in \(file), readable by root and group whisperd)\n".utf8))
+            }
         }
     }
 }

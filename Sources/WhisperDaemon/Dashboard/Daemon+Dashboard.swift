@@ -7,9 +7,10 @@ import WhisperSystem
 
 /// What the dashboard keeps between requests; used on the loop thread only.
 final class DashboardState {
-    /// The login token (`<runtime>/dashboard.token`); empty while there is no HTTP port.
+    /// The login token; empty while there is no HTTP port.
     var token = ""
-    var tokenPath = ""
+    /// `<runtime>/dashboard.token`; nil when it is not written (whisperd is not root).
+    var tokenPath: String?
     var sessions = DashboardSessions()
     var sampler: FleetSampler?
     var samplingTimer: PeriodicTimer?
@@ -29,9 +30,16 @@ extension Daemon {
     func startDashboard() {
         guard configuration.httpAddress != nil else { return }
         dashboard.token = Self.randomHex(bytes: 32)
-        dashboard.tokenPath = configuration.runtimeDirectory + "/dashboard.token"
-        do { try writeTokenFile() } catch {
-            log.log(.warning, "dashboard", "cannot write \(dashboard.tokenPath): \(error) (whisperctl dashboard still prints the login URL)")
+        // Not root, whisperd's characters run as its own user and could read a file it writes:
+        // then the token is only ever given out by the control socket (which refuses characters).
+        if geteuid() == 0 {
+            let path = configuration.runtimeDirectory + "/dashboard.token"
+            do {
+                try writeTokenFile(path)
+                dashboard.tokenPath = path
+            } catch {
+                log.log(.warning, "dashboard", "cannot write \(path): \(error) (whisperctl dashboard still prints the login URL)")
+            }
         }
         let sampler = FleetSampler()
         dashboard.sampler = sampler
@@ -47,8 +55,7 @@ extension Daemon {
 
     /// Readable by root and the control group only (as the control socket): mode 0640
     /// root:whisperd, or 0600 when there is no such group.
-    private func writeTokenFile() throws {
-        let path = dashboard.tokenPath
+    private func writeTokenFile(_ path: String) throws {
         let temporary = path + ".new"
         unlink(temporary)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -93,7 +100,7 @@ extension Daemon {
 
     struct LoginURL: Encodable {
         var url: String
-        var tokenFile: String
+        var tokenFile: String?
         enum CodingKeys: String, CodingKey {
             case url
             case tokenFile = "token_file"
@@ -117,11 +124,11 @@ extension Daemon {
         let session = dashboard.sessions.session(DashboardAccess.cookie(sessionCookieName, in: request.header("Cookie")), now: now)
         switch (request.method, path) {
         case ("GET", "/"), ("HEAD", "/"):
-            return asset(DashboardAssets.indexHTML, "text/html; charset=utf-8")
+            return asset(PackageResources.index_html, "text/html; charset=utf-8")
         case ("GET", "/dashboard/app.js"):
-            return asset(DashboardAssets.appJS, "text/javascript; charset=utf-8")
+            return asset(PackageResources.app_js, "text/javascript; charset=utf-8")
         case ("GET", "/dashboard/app.css"):
-            return asset(DashboardAssets.appCSS, "text/css; charset=utf-8")
+            return asset(PackageResources.app_css, "text/css; charset=utf-8")
         case ("GET", "/login"):
             return login(request, now: now)
         case ("POST", "/logout"):
@@ -406,8 +413,8 @@ extension Daemon {
         return response
     }
 
-    private func asset(_ text: String, _ contentType: String) -> HTTPServer.Response {
-        withSecurityHeaders(HTTPServer.Response(status: 200, contentType: contentType, body: text))
+    private func asset(_ bytes: [UInt8], _ contentType: String) -> HTTPServer.Response {
+        withSecurityHeaders(HTTPServer.Response(status: 200, contentType: contentType, bytes: bytes))
     }
 
     private func page(_ status: Int, _ message: String) -> HTTPServer.Response {

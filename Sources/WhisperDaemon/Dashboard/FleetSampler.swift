@@ -25,8 +25,6 @@ final class FleetSampler: Sendable {
     private let mailbox = Locked<Batch?>(nil)
     private let wake = DispatchSemaphore(value: 0)
     private let histories = Locked<[String: ResourceHistory]>([:])
-    /// The last batch's cost, for `/dashboard/api/sampler` and docs/performance.md.
-    private let lastCost = Locked<(characters: Int, microseconds: Int64)>((0, 0))
 
     init() {
         let thread = Thread { [self] in self.run() }
@@ -51,14 +49,11 @@ final class FleetSampler: Sendable {
         }
     }
 
-    var cost: (characters: Int, microseconds: Int64) { lastCost.withLock { $0 } }
-
     private func run() {
         lowerCurrentThreadPriority()
         while true {
             wake.wait()
             guard let batch = mailbox.withLock({ slot in defer { slot = nil }; return slot }) else { continue }
-            let started = Clock.monotonicNanoseconds()
             var samples: [(String, ResourceSample)] = []
             samples.reserveCapacity(batch.targets.count)
             for (offset, target) in batch.targets.enumerated() {
@@ -76,8 +71,6 @@ final class FleetSampler: Sendable {
             histories.withLock { histories in
                 for (name, sample) in samples { histories[name, default: ResourceHistory()].record(sample) }
             }
-            let spent = (Clock.monotonicNanoseconds() - started) / 1000
-            lastCost.withLock { $0 = (batch.targets.count, spent) }
         }
     }
 }
