@@ -37,9 +37,10 @@ def sampler_thread(pid):
     return None
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS:"):
+    """VmRSS, or RssAnon: the anonymous part (the rest is the binary's shared, clean pages)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1])
     return 0
 
@@ -100,6 +101,7 @@ def run(binary, n, seconds, dashboard):
             result["sampler_share"] = (cpu_seconds(thread) - thread_before) / seconds
         result["rss_growth_kib"] = rss_kib(proc.pid) - rss_before
         result["rss_kib"] = rss_kib(proc.pid)
+        result["anon_kib"] = rss_kib(proc.pid, "RssAnon:")
         if dashboard:
             url = f"http://127.0.0.1:{port}/dashboard/api/characters/s000/samples"
             timings = []
@@ -132,7 +134,7 @@ def main():
     print(f"sampler thread CPU:                 {on['sampler_share'] * 100:.3f} % of a core "
           f"({on['sampler_share'] * 5 / args.n * 1e6:.1f} us per character per 5 s sample)")
     print(f"whisperd RSS: {off['rss_kib'] / 1024:.1f} MiB without, {on['rss_kib'] / 1024:.1f} MiB with "
-          f"(+{on['rss_growth_kib']} KiB over the window)")
+          f"(+{on['rss_growth_kib']} KiB over the window); anonymous {off['anon_kib'] / 1024:.1f} / {on['anon_kib'] / 1024:.1f} MiB")
     print(f"history bound: {args.n} x 720 points x 16 B = {args.n * 720 * 16 / 2**20:.1f} MiB after an hour")
     print(f"GET samples ({on['samples_points']} points) p50 {on['samples_p50_ms']:.2f} ms")
 

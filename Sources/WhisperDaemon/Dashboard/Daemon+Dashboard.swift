@@ -70,9 +70,17 @@ extension Daemon {
     }
 
     /// Swift's system generator is the kernel's getrandom(2) on Linux: fit for a credential.
+    /// (Hex by hand: `String(format:)` maps megabytes of Foundation's formatting code.)
     static func randomHex(bytes count: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(count * 2)
+        for _ in 0..<count {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            text += [digits[Int(byte >> 4)], digits[Int(byte & 15)]]
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Every character's open cgroup files and restart count, handed to the sampler thread.

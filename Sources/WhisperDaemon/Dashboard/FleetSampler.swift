@@ -27,9 +27,7 @@ final class FleetSampler: Sendable {
     private let histories = Locked<[String: ResourceHistory]>([:])
 
     init() {
-        let thread = Thread { [self] in self.run() }
-        thread.name = "whisperd-sampler"
-        thread.start()
+        Thread { [self] in self.run() }.start()
     }
 
     /// Called on the loop.
@@ -50,6 +48,12 @@ final class FleetSampler: Sendable {
     }
 
     private func run() {
+        // Its name in /proc/PID/task/*/comm (15 bytes at most): scripts/bench/sampler.py reads its CPU.
+        let comm = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        if comm >= 0 {
+            _ = write(comm, "whisperd-sample", 15)
+            close(comm)
+        }
         lowerCurrentThreadPriority()
         while true {
             wake.wait()

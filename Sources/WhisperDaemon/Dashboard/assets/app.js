@@ -273,7 +273,11 @@ async function loadPrivate(name) {
     return;
   }
   select.replaceChildren(...files.map((file) => el("option", { value: file.name }, file.name)));
-  const show = () => { text.value = (files.find((file) => file.name === select.value) || {}).text || ""; };
+  const show = () => {
+    text.value = (files.find((file) => file.name === select.value) || {}).text || "";
+    result.className = "message";
+    result.textContent = "";
+  };
   select.addEventListener("change", show);
   show();
   document.getElementById("file-save").addEventListener("click", async () => {
