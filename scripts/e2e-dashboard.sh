@@ -65,7 +65,7 @@ defaults:
 characters:
   elena:
     port: $elena_port
-    env: {LLM_BASE_URL: "http://127.0.0.1:$llm_port/v1", LLM_MODEL_NAME: echo}
+    env: {LLM_BASE_URL: "http://127.0.0.1:$llm_port/v1", LLM_MODEL_NAME: echo, LLM_API_KEY: sk-e2e-dashboard-secret}
     limits: {memory: 256M}
   hog:
     command: [/usr/bin/python3, $work/hog.py]
@@ -117,6 +117,10 @@ pane_has() {
   pane
   return 1
 }
+# hog takes the most memory again (the browser test killed the run that held it).
+hog_pid=$("$ctl" --socket "$socket" status --json hog | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["pid"])')
+kill -USR1 "$hog_pid"
+for _ in $(seq 50); do "$ctl" --socket "$socket" logs -n 1 hog | grep -q "hog holds 160 MiB" && break; sleep 0.1; done
 tmux new-session -d -s "$tmux_session" -x 110 -y 20 "'$ctl' --socket '$socket' top --interval 0.5; echo top-exited-\$?; sleep 30"
 check "top shows the fleet" pane_has "3 characters, 3 running"
 check "top lists hog with its memory" pane_has "hog "
@@ -125,7 +129,9 @@ check "n sorts by name" pane_has "sorted by name"
 check "sorted by name, elena comes first" bash -c "pane() { tmux capture-pane -p -t '$tmux_session'; }; pane | grep -E '^[> ] +[a-z]' | head -1 | grep -q elena"
 tmux send-keys -t "$tmux_session" m
 check "m sorts by memory" pane_has "sorted by memory"
-check "…hog (the most memory) first and selected" bash -c "tmux capture-pane -p -t '$tmux_session' | grep -E '^[> ] +[a-z]' | head -1 | grep -q '^> *hog'"
+# ↑ (and k) move the selection to the top row.
+tmux send-keys -t "$tmux_session" Up Up k
+check "…hog (the most memory) first, selected with ↑" bash -c "sleep 0.5; tmux capture-pane -p -t '$tmux_session' | grep -E '^[> ] +[a-z]' | head -1 | grep -q '^> *hog'"
 hog_pid=$("$ctl" --socket "$socket" status --json hog | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["pid"])')
 tmux send-keys -t "$tmux_session" R
 check "R restarts the selected character" pane_has "restarting hog"

@@ -51,12 +51,13 @@ extension Whisperctl {
                 }
                 let size = terminal.size()
                 terminal.draw(screen.frame(width: size.columns, height: size.rows))
-                guard let key = terminal.readKey(timeout: max(0, nextRefresh - monotonicSeconds())) else { continue }
-                switch screen.handle(key) {
-                case .quit: return
-                case .refresh: nextRefresh = 0
-                case .restart(let name): screen.restart(name, client)
-                case .none: break
+                for key in terminal.readKeys(timeout: max(0, nextRefresh - monotonicSeconds())) {
+                    switch screen.handle(key) {
+                    case .quit: return
+                    case .refresh: nextRefresh = 0
+                    case .restart(let name): screen.restart(name, client)
+                    case .none: break
+                    }
                 }
             }
         }
@@ -351,27 +352,48 @@ final class Terminal {
         write(text)
     }
 
-    /// One key, or nil when `timeout` passes (or a signal arrives) first.
-    func readKey(timeout: Double) -> TopKey? {
+    /// The keys typed, or none when `timeout` passes (or a signal arrives) first. One read may
+    /// hold several (a paste, keys typed while top drew).
+    func readKeys(timeout: Double) -> [TopKey] {
         var descriptor = pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)
-        guard poll(&descriptor, 1, Int32(min(timeout, 60) * 1000)) > 0 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 8)
-        let count = read(STDIN_FILENO, &buffer, 8)
+        guard poll(&descriptor, 1, Int32(min(timeout, 60) * 1000)) > 0 else { return [] }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = read(STDIN_FILENO, &buffer, buffer.count)
         guard count > 0 else {
             if count == 0 { Terminal.stopFlag.store(true, ordering: .relaxed) }
-            return nil
+            return []
         }
-        let bytes = Array(buffer[0..<count])
-        switch bytes {
-        case [27, 91, 65], [27, 79, 65]: return .up
-        case [27, 91, 66], [27, 79, 66]: return .down
-        case [27]: return .escape
-        case [13], [10]: return .enter
-        case [3]: return .character("q")
-        default:
-            guard let first = bytes.first, first < 128 else { return nil }
-            return .character(Character(UnicodeScalar(first)))
+        return Self.keys(in: Array(buffer[0..<count]))
+    }
+
+    /// `ESC [ A` / `ESC O A` (up, and B down; other sequences skipped), a lone ESC, Enter,
+    /// Ctrl-C (as q), printable ASCII.
+    static func keys(in bytes: [UInt8]) -> [TopKey] {
+        var keys: [TopKey] = []
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            index += 1
+            switch byte {
+            case 27:
+                guard index < bytes.count, bytes[index] == 91 || bytes[index] == 79 else {
+                    keys.append(.escape)
+                    continue
+                }
+                // A control sequence: parameters, then its final byte (0x40…0x7E).
+                var end = index + 1
+                while end < bytes.count, !(64...126).contains(bytes[end]) { end += 1 }
+                if end < bytes.count {
+                    if bytes[end] == 65 { keys.append(.up) } else if bytes[end] == 66 { keys.append(.down) }
+                }
+                index = end + 1
+            case 13, 10: keys.append(.enter)
+            case 3: keys.append(.character("q"))
+            case 32...126: keys.append(.character(Character(UnicodeScalar(byte))))
+            default: break
+            }
         }
+        return keys
     }
 
     private func write(_ text: String) {

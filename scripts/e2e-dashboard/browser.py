@@ -156,9 +156,17 @@ try:
     check("the log tail streams live (Server-Sent Events)", eventually(lambda: "hog holds 160 MiB" in text("#logs")))
     driver.save_screenshot(os.path.join(args.screenshots, "dashboard-character.png"))
 
+    # An incident: hog killed; its page shows it on the timeline after whisperd restarts it.
+    os.kill(character("hog")["pid"], signal.SIGKILL)
+    eventually(lambda: character("hog").get("restarts", 0) >= 1 and character("hog").get("ready"))
+    driver.refresh()
+    check("the incident shows on the timeline", eventually(lambda: "SIGKILL" in text("#incidents")), text("#incidents"))
+
     # Restart with the button: a new pid.
     driver.get(base + "/#/c/elena")
     old_pid = eventually(lambda: int(text("#pid")))
+    check("the environment shows, secrets redacted", eventually(lambda: "LLM_API_KEY" in text("#env") and "<redacted>" in text("#env"))
+          and "sk-e2e-dashboard-secret" not in driver.page_source)
     driver.find_element(By.ID, "action-restart").click()
     new_pid = eventually(lambda: (lambda p: p if p != old_pid and text("#state") == "running" else None)(int(text("#pid"))), timeout=30)
     check("the restart button gives elena a new pid", new_pid is not None, f"old {old_pid}, new {new_pid}")
