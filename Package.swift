@@ -117,7 +117,8 @@ let package = Package(
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
+            name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperSystemTests", dependencies: ["WhisperSystem", "WhisperCore", "WhisperFiles", "WhisperRandom"],
             swiftSettings: strictSettings),

@@ -100,7 +100,7 @@ check "the token file is 0640 root:whisperd" test "$(stat -c '%a %U %G' "$token_
 snoop_said() { for _ in $(seq 50); do "$ctl" --socket "$socket" logs snoop | grep -q "snoop: $1" && return 0; sleep 0.1; done; return 1; }
 check "a character (own uid, Landlock) cannot read the token file" snoop_said refused
 
-python3 scripts/e2e-dashboard/browser.py --port "$http_port" --elena-port "$elena_port" --ctl "$ctl" --socket "$socket" \
+/var/cache/whisperd-test/selenium/bin/python scripts/e2e-dashboard/browser.py --port "$http_port" --elena-port "$elena_port" --ctl "$ctl" --socket "$socket" \
   --characters "$work/characters" --screenshots "$work/screenshots" || failures=$((failures + 1))
 if [ "${UPDATE_SCREENSHOTS:-0}" = 1 ]; then cp "$work"/screenshots/*.png docs/screenshots/; fi
 

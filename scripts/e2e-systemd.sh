@@ -226,6 +226,18 @@ check "elena's lines carry SYSLOG_IDENTIFIER=elena and PRIORITY from the stream"
 check "whisperd's own lines are not doubled (native entries replace stderr)" \
   test "$(inside journalctl -u whisperd --no-pager -o cat | grep -c 'startup complete')" = 2
 
+step "whisperctl reexec: whisperd upgrades in place"
+old_main=$(show MainPID) old_elena=$(pid_of elena)
+check "whisperctl reexec succeeds" inside whisperctl reexec
+check "same MainPID, still active" \
+  bash -c '[ "$(inside systemctl show -p MainPID --value whisperd)" = '"$old_main"' ] &&
+    [ "$(inside systemctl show -p ActiveState --value whisperd)" = active ]'
+check "elena kept her pid" test "$(pid_of elena)" = "$old_elena"
+check "no restart of whisperd counted (NRestarts still 1)" test "$(show NRestarts)" = 1
+check "every character still ready" wait_for 10 all_ready
+check "elena still answers on her port; /health through the handed-over listener" \
+  bash -c 'inside curl -fsS -o /dev/null http://127.0.0.1:8000/health && inside curl -fsS http://127.0.0.1:9464/health | grep -q "\"reexecs\":1"'
+
 step "systemctl stop whisperd"
 inside systemctl stop whisperd
 check "inactive after stop" test "$(show ActiveState)" = inactive

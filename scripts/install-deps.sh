@@ -16,9 +16,13 @@
 # test: postgresql-15 (the store tests' throwaway clusters: initdb/postgres run as user
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
-#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match),
+#   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match);
 #   chromium, chromium-driver and tmux (scripts/e2e-dashboard.sh: the dashboard in a real
-#   browser, `whisperctl top` in a real terminal), and selenium from PyPI (pinned below).
+#   browser, `whisperctl top` in a real terminal), and selenium from PyPI (pinned below) in a
+#   virtualenv at /var/cache/whisperd-test/selenium;
+#   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
+#   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
+#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -35,6 +39,7 @@ case "$set_name" in
   bench) packages=("${runtime[@]}" wrk procps) ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
 esac
+[ "$set_name" = test ] && packages+=(python3-venv)
 if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 missing=()
 for package in "${packages[@]}"; do
@@ -70,9 +75,29 @@ if ((${#missing[@]})); then
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
-# The browser test's driver, pinned (PyPI; the newest need a certifi newer than some mirrors hold).
-selenium_version=4.38.0
-if [ "$set_name" = test ] && ! python3 -c "import selenium, sys; sys.exit(selenium.__version__ != '$selenium_version')" 2>/dev/null; then
-  echo "install-deps (test): pip install selenium==$selenium_version" >&2
-  python3 -m pip install -q --disable-pip-version-check "selenium==$selenium_version"
+# The browser test's driver (scripts/e2e-dashboard.sh), pinned, in a virtualenv of its own
+# (Debian's python3 refuses pip installs outside one); the newest selenium needs a certifi
+# newer than some mirrors hold.
+if [ "$set_name" = test ]; then
+  selenium_version=4.38.0
+  selenium_home=/var/cache/whisperd-test/selenium
+  if ! "$selenium_home/bin/pip" show selenium 2>/dev/null | grep -qx "Version: $selenium_version"; then
+    echo "install-deps (test): selenium==$selenium_version into $selenium_home" >&2
+    mkdir -p "$(dirname "$selenium_home")"
+    [ -x "$selenium_home/bin/python" ] || /usr/bin/python3 -m venv "$selenium_home"
+    "$selenium_home/bin/pip" install --quiet "selenium==$selenium_version"
+  fi
+fi
+
+# The manifests' validator (Tests/IntegrationTests/KubernetesTests.swift, scripts/e2e-kubernetes.sh):
+# kubernetes-validate with the schemas of Kubernetes 1.31, in a virtualenv of its own.
+if [ "$set_name" = test ]; then
+  validator_version=1.31.0
+  validator_home=/var/cache/whisperd-test/kubernetes-validate
+  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $validator_version"; then
+    echo "install-deps (test): kubernetes-validate==$validator_version into $validator_home" >&2
+    mkdir -p "$(dirname "$validator_home")"
+    [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"
+    "$validator_home/bin/pip" install --quiet "kubernetes-validate==$validator_version"
+  fi
 fi

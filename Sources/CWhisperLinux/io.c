@@ -234,7 +234,7 @@ static int fill_inet(struct sockaddr_storage *storage, socklen_t *length, const 
     return -1;
 }
 
-int whisper_tcp_listen(const char *host, int port, int backlog)
+int whisper_tcp_listen(const char *host, int port, int backlog, int reuse_port)
 {
     struct sockaddr_storage address;
     socklen_t length;
@@ -244,6 +244,12 @@ int whisper_tcp_listen(const char *host, int port, int backlog)
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
     if (bind(fd, (struct sockaddr *)&address, length) < 0 || listen(fd, backlog) < 0) {
         int saved = errno;
         close(fd);

@@ -330,24 +330,7 @@ indirect enum RosterValue {
         let safe = !text.isEmpty && text.unicodeScalars.allSatisfy { scalar in
             scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || "_./@%+-".unicodeScalars.contains(scalar))
         } && !"-.%@".contains(text.first!) && !["y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"].contains(text.lowercased())
-        if safe { return text }
-        var output = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\t": output += "\\t"
-            case "\r": output += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7f {
-                    output += "\\x" + (scalar.value < 16 ? "0" : "") + String(scalar.value, radix: 16)
-                } else {
-                    output.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return output + "\""
+        return safe ? text : YAMLEncoder.doubleQuoted(text)
     }
 
     static func render(entries: [(String, RosterValue)], indent: Int) -> String {

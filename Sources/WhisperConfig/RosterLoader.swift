@@ -69,6 +69,30 @@ public struct RosterLoader: Sendable {
     /// `whisperctl scale NAME N` at run time, over the roster's `replicas:`.
     public var replicaOverrides: [String: Int] = [:]
 
+    /// `whisperd run-one NAME` (a container's entrypoint): only this service is read, as one
+    /// host would run it, except what the pod around it does instead — its `after:` (init
+    /// containers wait), `profiles:` (it is asked for by name) and, for `replicas: N`, the
+    /// other instances (other pods). The environment whisperd was given (the pod's env and
+    /// Secrets) is the service's base layer, under its env files and `env:`.
+    public var oneService: OneService?
+
+    public struct OneService: Sendable, Hashable {
+        public var name: String
+        /// This pod's instance of a character with `replicas:` (the pod's ordinal).
+        public var replicaIndex: Int?
+
+        public init(name: String, replicaIndex: Int? = nil) {
+            self.name = name
+            self.replicaIndex = replicaIndex
+        }
+    }
+
+    /// whisperd's own variables in its environment, never passed on to a service (run-one).
+    static let supervisorVariables: Set<String> = [
+        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID",
+        "JOURNAL_STREAM", "STATE_DIRECTORY", "RUNTIME_DIRECTORY", "LOGS_DIRECTORY",
+    ]
+
     public static let maxReplicas = 64
 
     /// Compose's profile names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.

@@ -45,8 +45,9 @@ struct RosterResolver {
         // whose profiles are all inactive is left out (Compose's rule), and said.
         let active = loader.profiles
         let isActive = { (entry: RosterDocument.Entry) in entry.profiles.isEmpty || !active.isDisjoint(with: entry.profiles) }
-        let entries = expandReplicas((document.entries.filter(\.isJob) + document.entries.filter { !$0.isJob }).filter(isActive))
-        inactive = document.entries.filter { !isActive($0) }
+        let written = oneServiceEntries() ?? document.entries
+        let entries = expandReplicas((written.filter(\.isJob) + written.filter { !$0.isJob }).filter(isActive))
+        inactive = written.filter { !isActive($0) }
         for entry in entries {
             let path = "\(entry.isJob ? "jobs" : "characters").\(entry.name)"
             if seenNames[entry.name] != nil {
@@ -76,8 +77,14 @@ struct RosterResolver {
                 }
             }
             var environment = Environment()
-            for key in ["PATH", "LANG", "TZ", "HOME"] {
-                if let value = loader.hostEnvironment[key] { environment.set(key, value, origin: "base") }
+            if loader.oneService != nil {
+                for (key, value) in loader.hostEnvironment where !RosterLoader.supervisorVariables.contains(key) {
+                    environment.set(key, value, origin: "container")
+                }
+            } else {
+                for key in ["PATH", "LANG", "TZ", "HOME"] {
+                    if let value = loader.hostEnvironment[key] { environment.set(key, value, origin: "base") }
+                }
             }
             if environment.values["PATH"] == nil {
                 environment.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", origin: "base")
@@ -168,6 +175,34 @@ struct RosterResolver {
         }
         loaded.characterEntries = Set(document.entries.filter { !$0.isJob && !inactiveNames.contains($0.name) }.map(\.name))
         return loaded
+    }
+
+    /// `run-one NAME`: that entry alone, without what the pod around it does instead (see
+    /// `RosterLoader.oneService`); nil when not in that mode or when it is not there (reported).
+    private mutating func oneServiceEntries() -> [RosterDocument.Entry]? {
+        guard let one = loader.oneService else { return nil }
+        guard var entry = document.entries.first(where: { $0.name == one.name }) else {
+            reader.report(line: nil, one.name, "no character or job `\(one.name.prefix(63))` in this roster")
+            return []
+        }
+        let path = "\(entry.isJob ? "jobs" : "characters").\(entry.name)"
+        entry.after = []
+        entry.profiles = []
+        if let count = entry.replicas, !entry.isJob {
+            if count == 0 {
+                reader.report(line: entry.line, "\(path).replicas", "replicas: 0: no instance to run")
+            } else if let index = one.replicaIndex, (0..<count).contains(index) {
+                entry.replica = .init(base: entry.name, index: index, count: count)
+            } else {
+                let given = one.replicaIndex.map { "instance \($0) is not in 0...\(count - 1)" } ?? "no instance given"
+                reader.report(line: entry.line, "\(path).replicas", "\(given): run-one needs the pod's ordinal (REPLICA_INDEX, or a HOSTNAME ending in -N)")
+            }
+            // Each instance is a pod of its own: every one listens on the first (or only) port.
+            entry.port = entry.ports?.first ?? entry.port
+            entry.ports = nil
+            entry.replicas = nil
+        }
+        return [entry]
     }
 
     /// `replicas: N` → `NAME-0 … NAME-(N-1)`, each with its port (`port:` + i, or the i-th of a

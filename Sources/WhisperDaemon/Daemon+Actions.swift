@@ -9,9 +9,15 @@ extension Daemon {
         switch action {
         case .spawn(let spec):
             spawn(spec)
+        case .spawnSuccessor(let spec):
+            enableListenerMigration()
+            spawn(spec, asSuccessor: true)
+        case .killProcessGroup(let name, let pid):
+            guard let run = sideRuns[name]?[pid] ?? runs[name].flatMap({ $0.pid == pid ? $0 : nil }), run.pidFD >= 0 else { break }
+            if kill(-pid, SIGKILL) != 0 { _ = ChildReaper.signal(pidFD: run.pidFD, SIGKILL) }
         case .signal(let name, let pid, let signal):
             // The whole process group: shell wrappers do not forward signals.
-            guard let run = runs[name], run.pid == pid, run.pidFD >= 0 else { break }
+            guard let run = runs[name].flatMap({ $0.pid == pid ? $0 : nil }) ?? sideRuns[name]?[pid], run.pidFD >= 0 else { break }
             if kill(-pid, signal.rawValue) != 0 { _ = ChildReaper.signal(pidFD: run.pidFD, signal.rawValue) }
         case .killAll(let name, let pid):
             killAll(name, pid: pid)
@@ -57,6 +63,7 @@ extension Daemon {
                 to == .exited || to == .failed
                 || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
             if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
+            endIfTheOneServiceIsDone(name, to)
         case .alert(let name, let message):
             log.log(.error, character: name, message)
         case .startupCompleted:
@@ -140,15 +147,16 @@ extension Daemon {
         }
     }
 
-    private func spawn(_ spec: ServiceSpec) {
+    private func spawn(_ spec: ServiceSpec, asSuccessor: Bool = false) {
         let name = spec.name
+        func failed(_ errno: Int32) { post(asSuccessor ? .successorSpawnFailed(name, errno: errno) : .spawnFailed(name, errno: errno)) }
         if spec.isJob { jobRunStartedAt[name] = Self.wallClockSeconds() }
         let socket: NotifySocket
         do {
             socket = try notifySocket(for: name)
         } catch {
             log.log(.error, character: name, "cannot create its notify socket: \(error)")
-            post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EIO))
+            failed((error as? SystemError)?.errno ?? EIO)
             return
         }
         let placement: CgroupPlacement
@@ -156,7 +164,7 @@ extension Daemon {
             placement = try prepareCgroup(for: spec)
         } catch {
             log.log(.error, character: name, "cannot prepare its cgroup: \(error)")
-            post(.spawnFailed(name, errno: error.errno))
+            failed(error.errno)
             return
         }
         let tenant: Tenants.Prepared
@@ -166,11 +174,13 @@ extension Daemon {
                 homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: socket.path)
         } catch {
             log.log(.error, character: name, "refused to start: \(error)")
-            post(.spawnFailed(name, errno: (error as? SystemError)?.errno ?? EPERM))
+            failed((error as? SystemError)?.errno ?? EPERM)
             return
         }
         var environment = childEnvironment(spec, notifySocket: socket.path)
         environment.merge(tenant.environment) { _, own in own }
+        // The new process of a rolling restart (the worker then waits for its Discord session).
+        if asSuccessor { environment["WHISPERD_SUCCESSOR"] = "1" }
         let settings = spec.launch.tenant
         let request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
@@ -181,14 +191,12 @@ extension Daemon {
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, character: name, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
-            post(.spawnFailed(name, errno: failure.errno))
-            recordIncident(name)
+            failed(failure.errno)
+            if !asSuccessor { recordIncident(name) }
         case .success(let child):
             let run = Daemon.LiveRun(pid: child.pid, pidFD: child.pidFD)
-            runs[name] = run
-            let policy = LogWriter.FilePolicy(
-                path: "\(configuration.logDirectory)/\(name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
-                maxFiles: spec.logs.maxFiles)
+            if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
+            let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
             watchOutput(child.stdoutFD, stream: "stdout", of: name, run: run, policy: policy)
             watchOutput(child.stderrFD, stream: "stderr", of: name, run: run, policy: policy)
@@ -197,11 +205,44 @@ extension Daemon {
             } catch {
                 log.log(.error, character: name, "cannot watch pid \(child.pid): \(error)")
             }
-            post(.spawnSucceeded(name, pid: child.pid))
+            post(asSuccessor ? .successorSpawned(name, pid: child.pid) : .spawnSucceeded(name, pid: child.pid))
+            // `ready: started`: up is ready (a rolling restart is offered for notify and started only).
+            if asSuccessor, spec.health.ready == .started { markSuccessorReady(name) }
         }
     }
 
-    private func reap(_ name: ServiceName, _ run: LiveRun) {
+    /// Rolling restart: when the old process closes its listener, connections the kernel queued
+    /// on it move to the new one's (same port, `SO_REUSEPORT`) instead of being reset — only with
+    /// `net.ipv4.tcp_migrate_req` (Linux 5.14+), which whisperd turns on (root, once) and says so.
+    func enableListenerMigration() {
+        let path = "/proc/sys/net/ipv4/tcp_migrate_req"
+        guard readSmallFile(path)?.first == "0" else { return }
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        let written = fd >= 0 && write(fd, "1", 1) == 1
+        if fd >= 0 { close(fd) }
+        log.log(
+            written ? .info : .warning, "whisperd",
+            written
+                ? "set net.ipv4.tcp_migrate_req=1: a rolling restart hands the old listener's queued connections to the new one"
+                : "cannot set net.ipv4.tcp_migrate_req=1 (\(String(cString: strerror(errno)))): connections queued on a draining listener may be reset")
+    }
+
+    /// Rolling restart: the new process is ready; once the core made it the service's process,
+    /// the old one becomes a side run, draining.
+    func markSuccessorReady(_ name: ServiceName) {
+        post(.successorReady(name))
+        guard let pid = core.pid(of: name), runs[name]?.pid != pid, let next = sideRuns[name]?.removeValue(forKey: pid) else { return }
+        if let old = runs[name] { sideRuns[name, default: [:]][old.pid] = old }
+        runs[name] = next
+    }
+
+    func logPolicy(for spec: ServiceSpec) -> LogWriter.FilePolicy {
+        LogWriter.FilePolicy(
+            path: "\(configuration.logDirectory)/\(spec.name.rawValue).log", maxSizeBytes: spec.logs.maxSizeBytes,
+            maxFiles: spec.logs.maxFiles)
+    }
+
+    func reap(_ name: ServiceName, _ run: LiveRun) {
         guard let result = ChildReaper.reap(pidFD: run.pidFD) else { return }
         loop.remove(run.pidFD)
         close(run.pidFD)
@@ -210,6 +251,12 @@ extension Daemon {
             if let signal = result.signal { .signaled(Signal(rawValue: signal)) } else {
                 .exited(code: result.code ?? -1)
             }
+        if sideRuns[name]?.removeValue(forKey: run.pid) != nil {
+            // A side process of a rolling restart: the other one still runs in the cgroup.
+            if sideRuns[name]?.isEmpty == true { sideRuns[name] = nil }
+            post(.childExited(name, pid: run.pid, termination))
+            return
+        }
         if let group = characterCgroups[name], group.hasGrouping, !group.isEmpty() {
             // Like a container whose first process ended: the rest of the character goes too,
             // and the run is over only when its cgroup is empty.
@@ -221,8 +268,10 @@ extension Daemon {
 
     /// Reads a child's stdout or stderr into its log file. Outlives the main process while a
     /// grandchild still holds the pipe.
-    private func watchOutput(_ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy) {
-        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream))
+    func watchOutput(
+        _ fd: Int32, stream: String, of name: ServiceName, run: LiveRun, policy: LogWriter.FilePolicy, unfinishedLine: [UInt8] = []
+    ) {
+        run.outputs[fd] = OutputPipe(assembler: LineAssembler(stream: stream, partial: unfinishedLine))
         do {
             try loop.add(fd, .readable) { [unowned self] _ in self.drainOutput(fd, name, run, policy) }
         } catch {
@@ -307,9 +356,13 @@ extension Daemon {
             throw SystemError("notify socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
         }
         let socket = try NotifySocket(path: path)
+        try listenForNotifications(name, socket)
+        return socket
+    }
+
+    func listenForNotifications(_ name: ServiceName, _ socket: NotifySocket) throws {
         notifySockets[name] = socket
         try loop.add(socket.fd, .readable) { [unowned self] _ in self.receiveNotifications(name, socket) }
-        return socket
     }
 
     private func receiveNotifications(_ name: ServiceName, _ socket: NotifySocket) {
@@ -317,6 +370,19 @@ extension Daemon {
     }
 
     private func handleNotification(_ name: ServiceName, _ datagram: NotifySocket.Datagram) {
+        // During a rolling restart, a datagram from the new process's session is about the new
+        // process (its READY=1 hands over); one from the draining old process is not news.
+        if let side = sideRuns[name], !side.isEmpty {
+            let session = getsid(datagram.senderPID)
+            if let run = side[datagram.senderPID] ?? side[session], isMember(datagram.senderPID, uid: datagram.senderUID, of: name, run: run) {
+                if case .success(let message) = NotifyMessage.parse(datagram.bytes), message.isReady, !message.isStopping,
+                    core.pid(of: name) != run.pid
+                {
+                    markSuccessorReady(name)
+                }
+                return
+            }
+        }
         guard let run = runs[name], isMember(datagram.senderPID, uid: datagram.senderUID, of: name, run: run) else {
             rejectedDatagrams[name, default: 0] += 1
             log.log(.debug, character: name, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")

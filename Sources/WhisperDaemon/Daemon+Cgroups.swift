@@ -217,7 +217,7 @@ extension Daemon {
         if pid == run.pid { return true }
         if let group = characterCgroups[name], group.hasGrouping { return group.contains(pid: pid) }
         if let own = tenants.uid(of: name), own != geteuid() { return uid == own }
-        return false
+        return isInSession(of: run, pid: pid, uid: uid)
     }
 
     /// Whether a process belongs to any character (its cgroup, or its process being a main

@@ -10,7 +10,9 @@ import WhisperSystem
 extension Daemon {
     var controlSocketPath: String { configuration.runtimeDirectory + "/control.sock" }
 
-    func startControlSocket() throws {
+    /// - Parameter inheritedFD: the socket, still bound and listening, from the whisperd that
+    ///   re-executed into this one.
+    func startControlSocket(inheritedFD: Int32? = nil) throws {
         let path = controlSocketPath
         guard path.utf8.count < 108 else {
             throw SystemError("control socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
@@ -18,15 +20,19 @@ extension Daemon {
         let group = controlGroupID()
         tenants.controlGroupID = group
         let owner = geteuid()
+        let authorize: HTTPServer.Authorizer = { [unowned self] peer in
+            let isOperator = peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
+            // A character is never an operator, whatever user it runs as (`user: root`, or a
+            // whisperd that is not root and so cannot give characters users of their own).
+            return isOperator && !self.isCharacterProcess(peer.pid)
+        }
+        let handler: HTTPServer.Handler = { [unowned self] request in self.handleControlRequest(request) }
+        if let inheritedFD {
+            controlServer = try HTTPServer(loop: loop, listenFD: inheritedFD, authorize: authorize, handler: handler)
+            return
+        }
         controlServer = try HTTPServer(
-            loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660,
-            authorize: { [unowned self] peer in
-                let isOperator = peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
-                // A character is never an operator, whatever user it runs as (`user: root`, or a
-                // whisperd that is not root and so cannot give characters users of their own).
-                return isOperator && !self.isCharacterProcess(peer.pid)
-            },
-            handler: { [unowned self] request in self.handleControlRequest(request) })
+            loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660, authorize: authorize, handler: handler)
         if let group, chown(path, owner, group) != 0 {
             log.log(.warning, "whisperd", "cannot give \(path) to group \(configuration.controlGroup): \(SystemError("chown"))")
         }
@@ -80,6 +86,11 @@ extension Daemon {
         }
         guard request.method == "POST" else { return jsonResponse(405, ["error": "method \(request.method) not allowed"]) }
         let peer = request.peer.map { "uid=\($0.uid) pid=\($0.pid)" } ?? "peer unknown"
+        if parts == ["v1", "reexec"] {
+            log.log(.info, "control", "\(peer): reexec")
+            if let refusal = requestReexec(by: peer) { return jsonResponse(409, ["error": refusal]) }
+            return jsonResponse(202, ["reexec": "scheduled", "reexecs": reexecs, "pid": Int(getpid())])
+        }
         if parts == ["v1", "reload"] {
             let dryRun = request.queryItems["dry_run"].map { $0 == "1" || $0 == "true" } ?? false
             log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")

@@ -35,17 +35,20 @@ extension Daemon {
             let statuses = core.statuses()
             let limits = limitsByName
             let unhealthy = statuses.filter(\.isUnhealthy)
+            var supervisor: [String: Any] = [
+                "version": WhisperdVersion.current,
+                "pid": Int(getpid()),
+                "uptime_seconds": Double(now - startedAt) / 1e9,
+                "cgroup_backend": cgroups.name,
+                "cgroups": cgroupReport,
+                "shutting_down": core.isShuttingDown,
+                "summary": core.summary,
+                "reexecs": reexecs,
+            ]
+            if let error = lastReexecError { supervisor["reexec_error"] = error }
             var body: [String: Any] = [
                 "status": unhealthy.isEmpty ? "ok" : "degraded",
-                "supervisor": [
-                    "version": WhisperdVersion.current,
-                    "pid": Int(getpid()),
-                    "uptime_seconds": Double(now - startedAt) / 1e9,
-                    "cgroup_backend": cgroups.name,
-                    "cgroups": cgroupReport,
-                    "shutting_down": core.isShuttingDown,
-                    "summary": core.summary,
-                ] as [String: Any],
+                "supervisor": supervisor,
                 "characters": statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
             ]
             if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }

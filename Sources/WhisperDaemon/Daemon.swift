@@ -70,10 +70,19 @@ public final class Daemon {
     /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
+    /// Rolling restarts: the new process before it takes over, and the old one draining after.
+    var sideRuns: [ServiceName: [Int32: LiveRun]] = [:]
     /// Scheduled jobs: when each runs next (wall clock).
     var timetable = JobTimetable()
     /// When each job's current or last run started (wall-clock seconds), for status.
     var jobRunStartedAt: [ServiceName: Int64] = [:]
+    /// What the previous whisperd handed over (this one was started by a re-exec), until adopted.
+    var handover: Handover?
+    /// A re-exec was asked for: it happens on the loop's next turn, after the answer is sent.
+    var pendingReexec: String?
+    /// Re-execs this whisperd has been through; why the last one asked for failed, if it did.
+    var reexecs = 0
+    var lastReexecError: String?
     var probes: [ServiceName: any RunningProbe] = [:]
     /// What the last failed health check said (an exec probe's output tail), for the incident.
     var lastProbeFailure: [ServiceName: String] = [:]
@@ -126,8 +135,10 @@ public final class Daemon {
 
     public init(
         configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64,
-        cgroups: CgroupBackend = .none()
+        cgroups: CgroupBackend = .none(), handover: Handover? = nil
     ) throws {
+        self.handover = handover
+        self.reexecs = handover?.reexecs ?? 0
         self.configuration = configuration
         self.cgroups = cgroups
         self.loaded = loaded
@@ -137,6 +148,7 @@ public final class Daemon {
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
         self.loader.replicaOverrides = configuration.replicaOverrides
+        self.loader.oneService = configuration.oneService
         self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         // The loop thread runs a little above the characters (when allowed), so a burst of
         // children starting on both cores does not keep it waiting for a CPU between spawns;
@@ -146,7 +158,7 @@ public final class Daemon {
         if errno == 0, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, inherited - Self.loopPriorityBoost) == 0 {
             spawner.childNice = inherited
         }
-        self.logWriter = try LogWriter(journal: configuration.journal)
+        self.logWriter = try LogWriter(journal: configuration.journal, mirror: configuration.oneService == nil ? nil : STDOUT_FILENO)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
         self.tenants = Tenants(
             stateDirectory: configuration.stateDirectory, runtimeDirectory: configuration.runtimeDirectory,
@@ -156,7 +168,10 @@ public final class Daemon {
         var jobs: [ServiceName: String] = [:]
         for (name, revision) in stateStore.completedJobs() { if let name = ServiceName(name) { jobs[name] = revision } }
         let seed = UInt64(truncatingIfNeeded: Clock.realtimeNanoseconds()) ^ UInt64(getpid())
-        self.core = Supervisor(persistedDown: stopped, completedJobs: jobs, seed: seed)
+        let inRoster = Set(loaded.roster.names)
+        self.core = Supervisor(
+            persistedDown: stopped, completedJobs: jobs, adopted: (handover?.adoptedRuns() ?? [:]).filter { inRoster.contains($0.key) },
+            seed: seed)
     }
 
     /// How many nice steps the loop thread runs above the characters (`setpriority` on that
@@ -169,13 +184,16 @@ public final class Daemon {
         try loop.add(signals.fd, .readable) { [unowned self] _ in
             for signal in signals.drain() { self.received(signal: signal) }
         }
-        if let address = configuration.httpAddress {
+        if let fd = handover?.statusFD {
+            statusServer = try HTTPServer(loop: loop, listenFD: fd) { [unowned self] request in self.handleHTTPRequest(request) }
+        } else if let address = configuration.httpAddress {
             statusServer = try HTTPServer(loop: loop, host: address.host, port: address.port) { [unowned self] request in
                 self.handleHTTPRequest(request)
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
-        try startControlSocket()
+        try startControlSocket(inheritedFD: handover?.controlFD)
+        adoptHandedOverRuns()
         startDashboard()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
         log.log(
@@ -225,11 +243,15 @@ public final class Daemon {
         }
     }
 
+    /// Wakes the loop on its next turn (a re-exec runs after the request's answer is written).
+    func armTimerSoon() { armTimer() }
+
     private func armTimer() {
         var deadline = core.nextDeadline?.nanoseconds
         for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
         for drain in drains.values { deadline = min(deadline ?? drain.deadline, drain.deadline) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
+        if pendingReexec != nil { deadline = Clock.monotonicNanoseconds() }
         if let schedule = nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
         loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
     }
@@ -243,6 +265,10 @@ public final class Daemon {
             systemd.watchdog()
             nextSystemdPing = now + interval
         }
+        if let requester = pendingReexec {
+            pendingReexec = nil
+            reexec(requestedBy: requester)
+        }
         runDueSchedules()
         post(.timerFired)
     }
@@ -251,6 +277,8 @@ public final class Daemon {
         switch signal {
         case SIGHUP:
             reload()
+        case SIGUSR2:
+            if let refusal = requestReexec(by: "SIGUSR2") { log.log(.warning, "whisperd", "re-exec refused: \(refusal)") }
         case SIGTERM, SIGINT, SIGQUIT:
             let again = core.isShuttingDown
             log.log(

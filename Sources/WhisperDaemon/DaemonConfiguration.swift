@@ -1,3 +1,4 @@
+import WhisperConfig
 import WhisperSystem
 
 /// Where whisperd reads and writes, after flags and defaults.
@@ -18,8 +19,14 @@ public struct DaemonConfiguration: Sendable {
     public var journal: Bool
     /// `--profile`: the active profiles (services with `profiles:` run only in one of them).
     public var profiles: Set<String> = []
+    /// `--handover PATH`: this whisperd was started by a re-exec of the previous one.
+    public var handoverPath: String?
     /// `whisperctl scale` decisions kept from an earlier run.
     public var replicaOverrides: [String: Int] = [:]
+    /// `whisperd run-one NAME`: the one service this whisperd runs (every read of the roster,
+    /// reloads too, is narrowed to it); whisperd exits when it is done for good, and its
+    /// output also goes to whisperd's stdout (`kubectl logs`).
+    public var oneService: RosterLoader.OneService?
 
     public init(
         rosterPath: String, stateDirectory: String, runtimeDirectory: String, logDirectory: String,

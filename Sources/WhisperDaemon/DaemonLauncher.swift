@@ -74,9 +74,18 @@ public enum DaemonLauncher {
                     ? "characters' output also goes to the journal (journalctl CHARACTER=<name>)"
                     : "--journal: no journal is running (/run/systemd/journal/socket missing); log files only")
         }
+        // Started by a re-exec: the previous whisperd's running processes are handed over. A
+        // handover that cannot be read leaves them to the leftover rule below (stopped, started
+        // again): never two of one character.
+        var handover: Handover?
+        if let path = configuration.handoverPath {
+            do { handover = try Handover.take(from: path) } catch {
+                log.log(.error, "whisperd", "re-exec: cannot take over the running characters (\(error)); they are restarted")
+            }
+        }
         // A previous whisperd that died left its characters running: stop them before anything
         // starts, so no character ever runs twice (two bots on one Discord token).
-        for leftover in cgroups.clearLeftovers() {
+        for leftover in cgroups.clearLeftovers(keeping: Set(handover?.services.map(\.name) ?? [])) {
             let message =
                 "killed \(leftover.pids.count) process(es) left running by a previous whisperd (pids "
                     + leftover.pids.map(String.init).joined(separator: ", ") + ")"
@@ -87,7 +96,7 @@ public enum DaemonLauncher {
             }
         }
         let daemon = try Daemon(
-            configuration: configuration, loaded: loaded, log: log, nofileSoftLimit: nofile, cgroups: cgroups)
+            configuration: configuration, loaded: loaded, log: log, nofileSoftLimit: nofile, cgroups: cgroups, handover: handover)
         return try daemon.run(signals: signals)
     }
 

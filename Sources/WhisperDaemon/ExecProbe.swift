@@ -58,6 +58,17 @@ final class ExecProbe: RunningProbe {
         }
     }
 
+    /// Before a re-exec: the probe's group is killed and its leader reaped now (the next
+    /// whisperd would not know the child), with no verdict.
+    func abandon() {
+        completion = nil
+        guard pidFD >= 0 else { return }
+        kill(-pid, SIGKILL)
+        var info = siginfo_t()
+        _ = waitid(P_PIDFD, id_t(pidFD), &info, WEXITED)
+        finish(false, "abandoned")
+    }
+
     /// The timeout: the whole group is killed; the verdict comes when the process is reaped.
     func expire() {
         guard !isDone, !timedOut else { return }

@@ -36,24 +36,32 @@ public final class LogWriter: Sendable {
         var pendingBytes = 0
         var dropped: [String: Int] = [:]
         var isClosed = false
+        /// `flush` callers waiting for the queue to be written.
+        var flushWaiters = 0
     }
 
     private let queue = Locked(Queue())
     private let wakeFD: Int32
     /// Posted by the writer thread when it has written its last batch and exits.
     private let finished = DispatchSemaphore(value: 0)
+    /// Posted once per `flush` caller when everything queued before it is written.
+    private let flushed = DispatchSemaphore(value: 0)
     private let budgetBytes: Int
     private let spaceRotationInterval: Int64
     public let sendsToJournal: Bool
+    private let mirrorFD: Int32?
 
     /// - Parameters:
     ///   - budgetBytes: how much may wait for the disk before lines are dropped.
     ///   - journal: also send every line to the journal, with `CHARACTER=<name>`.
     ///   - spaceRotationInterval: how often (seconds) a file may be rotated early because the
     ///     disk is full (see `OpenLogFile.write`).
-    public init(budgetBytes: Int = 8 << 20, journal: Bool = false, spaceRotationInterval: Double = 1) throws {
+    ///   - mirror: a descriptor every line is also written to, prefixed with the character's
+    ///     name (run-one: whisperd's stdout, which the container engine keeps).
+    public init(budgetBytes: Int = 8 << 20, journal: Bool = false, mirror: Int32? = nil, spaceRotationInterval: Double = 1) throws {
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
+        self.mirrorFD = mirror
         self.budgetBytes = budgetBytes
         self.spaceRotationInterval = Int64(spaceRotationInterval * 1e9)
         self.sendsToJournal = journal
@@ -83,6 +91,16 @@ public final class LogWriter: Sendable {
             var one: UInt64 = 1
             _ = write(wakeFD, &one, 8)
         }
+    }
+
+    /// Waits (at most `timeout`) until every line queued so far is written, and keeps going:
+    /// before whisperd re-executes itself, so no line waits in memory across the exec.
+    @discardableResult
+    public func flush(timeout: Double = 2) -> Bool {
+        queue.withLock { $0.flushWaiters += 1 }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+        return flushed.wait(timeout: .now() + timeout) == .success
     }
 
     /// Stops accepting lines, waits (at most `timeout`) until the queue is written, and
@@ -119,7 +137,14 @@ public final class LogWriter: Sendable {
                     queue.withLock { $0.dropped[entry.name, default: 0] += entry.lines }
                 }
                 if sendsToJournal { sendToJournal(entry) }
+                if let mirrorFD { mirror(entry, to: mirrorFD) }
             }
+            let waiters = queue.withLock { state -> Int in
+                guard state.pending.isEmpty else { return 0 }
+                defer { state.flushWaiters = 0 }
+                return state.flushWaiters
+            }
+            for _ in 0..<waiters { flushed.signal() }
             if closed {
                 for file in files.values { file.close() }
                 finished.signal()
@@ -130,6 +155,33 @@ public final class LogWriter: Sendable {
 }
 
 extension LogWriter {
+    /// Each line as `<name> <time> <stream> text`. Blocking on this thread only: a stalled
+    /// reader makes lines wait (and then be dropped, counted), never a child.
+    private func mirror(_ entry: Entry, to fd: Int32) {
+        let prefix = Array((entry.name + " ").utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity(entry.bytes.count + entry.lines * prefix.count)
+        var start = entry.bytes.startIndex
+        while start < entry.bytes.endIndex {
+            let end = entry.bytes[start...].firstIndex(of: 0x0A).map { $0 + 1 } ?? entry.bytes.endIndex
+            output += prefix
+            output += entry.bytes[start..<end]
+            start = end
+        }
+        var written = 0
+        while written < output.count {
+            let count = output[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                written += count
+            } else if count < 0, errno == EINTR {
+                continue
+            } else {
+                queue.withLock { $0.dropped[entry.name, default: 0] += entry.lines }
+                return
+            }
+        }
+    }
+
     /// One entry per line: the text without whisperd's `<time> <stream> ` stamp (the journal
     /// keeps its own time), the character, the stream and the child's pid.
     private func sendToJournal(_ entry: Entry) {
@@ -269,10 +321,14 @@ public struct LineAssembler: Sendable {
     private var partial: [UInt8] = []
     private let maxLine: Int
 
-    public init(stream: String, maxLine: Int = 16 * 1024) {
+    public init(stream: String, maxLine: Int = 16 * 1024, partial: [UInt8] = []) {
         self.stream = stream
         self.maxLine = maxLine
+        self.partial = partial
     }
+
+    /// Bytes of a line not finished yet (handed over across a re-exec).
+    public var unfinishedLine: [UInt8] { partial }
 
     /// Returns formatted lines (`<time> <stream> <text>\n`) and how many there are.
     public mutating func feed(_ chunk: ArraySlice<UInt8>, now realtimeNanoseconds: Int64) -> (bytes: [UInt8], lines: Int) {

@@ -19,6 +19,12 @@ public final class NotifySocket {
         guard fd >= 0 else { throw SystemError("bind notify socket \(path)") }
     }
 
+    /// A socket already bound at `path`, handed over by a previous whisperd (re-exec).
+    public init(path: String, inheritedFD: Int32) {
+        self.path = path
+        fd = inheritedFD
+    }
+
     /// Hands pending datagrams to `handle` one at a time, each before the next is received:
     /// a `BARRIER=1` datagram's descriptor is closed on receipt, so its sender learns that
     /// everything it sent earlier was handled (and checked while it was still alive).

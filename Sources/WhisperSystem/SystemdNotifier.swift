@@ -37,14 +37,14 @@ public struct SystemdNotifier: Sendable {
 /// so ``blockBeforeAnyThreadStarts()`` runs first thing in `main`, while the main thread is the
 /// only one — before Foundation, curl, the Swift concurrency pool or a ``WorkerPool`` start any.
 public enum HandledSignals: Sendable {
-    /// whisperd supervising: stop (SIGTERM, SIGINT, SIGQUIT) and reload (SIGHUP).
+    /// whisperd supervising: stop (SIGTERM, SIGINT, SIGQUIT), reload (SIGHUP), re-exec (SIGUSR2).
     case supervisor
     /// `whisperd worker`: drain and exit (SIGTERM, SIGINT).
     case worker
 
     public var signals: [Int32] {
         switch self {
-        case .supervisor: [SIGTERM, SIGINT, SIGHUP, SIGQUIT]
+        case .supervisor: [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR2]
         case .worker: [SIGTERM, SIGINT]
         }
     }

@@ -59,6 +59,12 @@ public final class Worker {
     var nextWatchdog: Int64?
     /// Set on SIGTERM: when in-flight work must be done by.
     var drainDeadline: Int64?
+    var nextDrainCheck: Int64?
+
+    /// Draining is over: nothing in flight, no Discord reply being made, no connection open.
+    var isDrained: Bool {
+        inflight == 0 && (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 && (server?.connectionCount ?? 0) == 0
+    }
     /// The Discord bot, when the character has a token.
     var discord: DiscordConnector?
     var nextDiscordCheck: Int64?
@@ -94,7 +100,7 @@ public final class Worker {
         case .failure(let error): throw Failure(description: error.description)
         }
         do {
-            server = try HTTPServer(loop: loop, host: host, port: port, limits: limits) { [unowned self] request in self.route(request) }
+            server = try HTTPServer(loop: loop, host: host, port: port, reusePort: true, limits: limits) { [unowned self] request in self.route(request) }
         } catch {
             throw Failure(description: "cannot listen on \(host):\(port): \(error)")
         }
@@ -126,6 +132,12 @@ public final class Worker {
         let storeName = store.kind == "sqlite" ? "sqlite \(setup.sqlitePath)" : "postgres"
         facets = ["api": "ok", "store": storeState, "llm": llmState]
         if discordSettings != nil { facets["discord"] = "degraded:connecting" }
+        // The new process of a rolling restart says it waits for the Discord session before it
+        // says it is ready: whisperd stops the old process at READY=1, which then hands it over.
+        if discordSettings != nil, waitsForDiscordHandOff, let files = discordHandOffFiles {
+            discordHandOffAnnouncedAt = Double(Clock.monotonicNanoseconds()) / 1e9
+            files.announceWaiting()
+        }
         log(
             "serving \(name) on http://\(host):\(port) (store \(storeName) \(storeState); LLM \(llmState); "
                 + (discordSettings == nil ? "Discord off: no DISCORD_TOKEN)" : "Discord on)"))
@@ -145,6 +157,11 @@ public final class Worker {
         return exitStatus
     }
 
+    /// Where a rolling restart hands the gateway session over, and whether this is the new process.
+    var discordHandOffFiles: DiscordHandOffFiles? { environment["STATE_DIRECTORY"].map { DiscordHandOffFiles(directory: $0) } }
+    var waitsForDiscordHandOff: Bool { environment["WHISPERD_SUCCESSOR"] == "1" }
+    var discordHandOffAnnouncedAt: Double = 0
+
     private func startDiscord(_ settings: DiscordSettings) {
         let socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         let name = name
@@ -153,7 +170,8 @@ public final class Worker {
             reportFacet: { value in
                 if let socket { _ = NotifySocket.send(Facet.notifyLine("discord", value), to: socket) }
             },
-            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) })
+            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) },
+            handOffFiles: discordHandOffFiles, waitsForHandOff: waitsForDiscordHandOff, handOffAnnouncedAt: discordHandOffAnnouncedAt)
         discord = connector
         Task.detached { await connector.run() }
         nextDiscordCheck = Clock.monotonicNanoseconds() + 5_000_000_000
@@ -165,7 +183,7 @@ public final class Worker {
         guard let discord else { return }
         if drainDeadline != nil {
             // Draining: replies still being made finish first (polled: they end on other threads).
-            if inflight == 0, discord.answering.load(ordering: .relaxed) == 0 { return loop.stop() }
+            if isDrained { return loop.stop() }
             nextDiscordCheck = now + 50_000_000
             return
         }
@@ -185,7 +203,7 @@ public final class Worker {
 
     /// The loop has one deadline: the earlier of the next watchdog ping and the drain's end.
     private func armDeadline() {
-        let next = [nextWatchdog, drainDeadline, nextDiscordCheck, nextInflightReport].compactMap { $0 }.min()
+        let next = [nextWatchdog, drainDeadline, nextDiscordCheck, nextInflightReport, nextDrainCheck].compactMap { $0 }.min()
         loop.setDeadline(next) { [unowned self] in
             let now = Clock.monotonicNanoseconds()
             if let drainDeadline = self.drainDeadline, now >= drainDeadline {
@@ -193,6 +211,10 @@ public final class Worker {
                 self.answerUnfinished()
                 self.loop.stop()
                 return
+            }
+            if let due = self.nextDrainCheck, now >= due {
+                if self.isDrained { return self.loop.stop() }
+                self.nextDrainCheck = now + 20_000_000
             }
             if let due = self.nextDiscordCheck, now >= due { self.checkDiscord(now: now) }
             if let due = self.nextInflightReport, now >= due {
@@ -216,12 +238,14 @@ public final class Worker {
             loop.stop()  // A second signal: now.
             return
         }
-        let answering = discord?.stopTakingMessages() ?? 0
+        let answering = discord?.stopTakingMessagesOrHandOff() ?? 0
         notify("STOPPING=1\nSTATUS=stopping: \(inflight + answering) request(s) in flight")
         server?.stopAccepting()
         let grace = environment["WHISPERD_STOP_GRACE_MS"].flatMap(Int64.init) ?? 10_000
         drainDeadline = Clock.monotonicNanoseconds() + max(100, grace - 500) * 1_000_000
-        if inflight == 0, answering == 0 { return loop.stop() }
+        if isDrained { return loop.stop() }
+        // Open connections close on their own (answered, or idle past the grace): looked at until then.
+        nextDrainCheck = Clock.monotonicNanoseconds() + 20_000_000
         log(
             discord == nil
                 ? "draining \(inflight) request(s) in flight"
@@ -279,7 +303,7 @@ public final class Worker {
             answers.removeValue(forKey: completion.ticket)?(response)
         }
         inflightChanged()
-        if drainDeadline != nil, inflight == 0, (discord?.answering.load(ordering: .relaxed) ?? 0) == 0 { loop.stop() }
+        if drainDeadline != nil, isDrained { loop.stop() }
     }
 
     // MARK: - sd_notify and log

@@ -27,7 +27,7 @@ struct Whisperctl: ParsableCommand {
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Backup.self, Restore.self, Why.self, Env.self, Check.self, Top.self, Dashboard.self]
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Reexec.self, Backup.self, Restore.self, Why.self, Env.self, Check.self, Top.self, Dashboard.self]
     )
 
     static func main() {
@@ -201,8 +201,12 @@ extension Whisperctl {
         static let configuration = CommandConfiguration(
             abstract: "Restart characters and wait until each is ready again with a new process.")
         @OptionGroup var connection: Connection
+        @Flag(
+            name: .long,
+            help: "Zero downtime: start the new process beside the old one, hand over when it is ready, then drain the old one (one character at a time).")
+        var rolling = false
         @OptionGroup var target: Target
-        func run() throws { try Operation.run("restart", target, connection.client) }
+        func run() throws { try Operation.run(rolling ? "rolling-restart" : "restart", target, connection.client) }
     }
 
     struct Run: ParsableCommand {
@@ -292,6 +296,38 @@ extension Whisperctl {
             let plan = object["plan"] as? [String] ?? []
             if plan.isEmpty { print(dryRun ? "nothing would change" : "roster unchanged") }
             for line in plan { print(dryRun ? "would \(line)" : line) }
+        }
+    }
+
+    struct Reexec: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upgrade whisperd in place: it execs its binary (the new one after an upgrade) and keeps every character running (same pids).",
+            discussion: "Also SIGUSR2 to whisperd. `systemctl reload` still means: re-read the roster.")
+        @OptionGroup var connection: Connection
+        @Option(name: .long, help: "Seconds to wait for the new process to answer.")
+        var timeout: Double = 30
+
+        func run() throws {
+            let client = connection.client
+            let response = try client.post("/v1/reexec")
+            guard response.status == 202 else {
+                throw OperationFailed(description: "reexec refused: \(response.object["error"] as? String ?? response.text)")
+            }
+            let before = response.object["reexecs"] as? Int ?? 0
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                // The socket is not answered for the moment of the exec itself: retry.
+                if let health = try? client.get("/health").object, let supervisor = health["supervisor"] as? [String: Any] {
+                    if let error = supervisor["reexec_error"] as? String { throw OperationFailed(description: "reexec failed: \(error)") }
+                    if let count = supervisor["reexecs"] as? Int, count > before {
+                        let version = supervisor["version"] as? String ?? "?"
+                        print("whisperd re-executed: version \(version), pid \(supervisor["pid"] as? Int ?? 0), \(supervisor["summary"] as? String ?? "")")
+                        return
+                    }
+                }
+                usleep(20_000)
+            }
+            throw OperationFailed(description: "whisperd did not answer as the new process within \(Int(timeout))s")
         }
     }
 
@@ -425,14 +461,17 @@ enum Operation {
         }
         names = try client.resolve(target.names, all: target.all)
         var before: [String: Int] = [:]
-        for name in names {
-            if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
-            let response = try client.post("/v1/characters/\(name)/\(verb)")
-            guard response.status == 202 else {
-                throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
+        // A rolling restart goes one character at a time: the next starts once the last handed over.
+        for batch in verb == "rolling-restart" ? names.map { [$0] } : [names] {
+            for name in batch {
+                if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
+                let response = try client.post("/v1/characters/\(name)/\(verb)")
+                guard response.status == 202 else {
+                    throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
+                }
             }
+            try wait(verb, batch, before: before, target, client)
         }
-        try wait(verb, names, before: before, target, client)
     }
 
     /// Waits for each character to reach the operation's goal, or says where it is stuck.
@@ -449,7 +488,7 @@ enum Operation {
                 let done: Bool =
                     switch verb {
                     case "stop": state == "stopped" && pid == nil
-                    case "restart": ready && pid != nil && pid != before[name]
+                    case "restart", "rolling-restart": ready && pid != nil && pid != before[name]
                     default: ready || (character["kind"] as? String == "job" && state == "exited")
                     }
                 if done {

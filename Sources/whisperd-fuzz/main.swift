@@ -16,9 +16,26 @@ let loader = RosterLoader(selfExecutable: "/usr/bin/whisperd", hostEnvironment: 
 let targets: [String: ([UInt8]) -> Void] = [
     // The roster parser and the whole pre-flight (env files and character folders are looked
     // up relative to a directory that does not exist, so only the text matters).
+    // A roster it accepts is exported to Kubernetes too: each pod's roster must be one that
+    // `run-one` reads (valid YAML, no unknown key).
     "roster": { bytes in
-        switch loader.parse(String(decoding: bytes, as: UTF8.self), path: "/nonexistent/whisperd-fuzz/roster.yaml") {
-        case .success(let loaded): precondition(Set(loaded.roster.services.map(\.name)).count == loaded.roster.services.count, "duplicate names")
+        let text = String(decoding: bytes, as: UTF8.self)
+        switch loader.parse(text, path: "/nonexistent/whisperd-fuzz/roster.yaml") {
+        case .success(let loaded):
+            precondition(Set(loaded.roster.services.map(\.name)).count == loaded.roster.services.count, "duplicate names")
+            let options = KubernetesExportOptions(selfExecutable: "/usr/bin/whisperd")
+            guard case .success(let export) = KubernetesExport.translate(loaded, rosterText: text, characterFiles: [:], options: options) else { return }
+            for case .configMap(let map) in export.objects {
+                guard let podRoster = map.data["roster.yaml"], map.metadata.name.hasSuffix("-config") else { continue }
+                var podLoader = loader
+                podLoader.oneService = .init(name: String(map.metadata.name.dropLast("-config".count)), replicaIndex: 0)
+                guard case .failure(let error) = podLoader.parse(podRoster, path: "/nonexistent/whisperd-fuzz/roster/roster.yaml") else { continue }
+                for problem in error.problems {
+                    precondition(
+                        !problem.message.hasPrefix("not valid YAML") && !problem.message.hasPrefix("unknown key"),
+                        "a pod's roster is unreadable: \(problem)\n\(podRoster)")
+                }
+            }
         case .failure(let error): precondition(!error.problems.isEmpty, "a rejected roster names its problems")
         }
     },

@@ -50,20 +50,7 @@ extension Whisperd.Import {
         /// `whisperd --profile` is the root's: `whisperd import compose F --profile P` fills the
         /// root's, not this one's. So the values after `compose` are read here too.
         static func profilesTakenByTheRoot(_ arguments: [String]) -> [String] {
-            guard let start = arguments.firstIndex(of: "compose") else { return [] }
-            var values: [String] = []
-            var index = start + 1
-            while index < arguments.count, arguments[index] != "--" {
-                let argument = arguments[index]
-                if argument == "--profile", index + 1 < arguments.count {
-                    values.append(arguments[index + 1])
-                    index += 1
-                } else if argument.hasPrefix("--profile=") {
-                    values.append(String(argument.dropFirst("--profile=".count)))
-                }
-                index += 1
-            }
-            return values
+            Whisperd.valuesTakenByTheRoot(after: "compose", "--profile", arguments)
         }
 
         func fail(_ message: String) -> ExitCode {

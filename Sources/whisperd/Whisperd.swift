@@ -25,6 +25,7 @@ struct Whisperd: ParsableCommand {
         version: WhisperdVersion.current,
         subcommands: [
             Worker.self, Notify.self, Migrate.self, MigrateStore.self, BackupCommand.self, RestoreCommand.self, Import.self,
+            Export.self, RunOne.self, Wait.self,
         ]
     )
 
@@ -72,6 +73,10 @@ struct Whisperd: ParsableCommand {
 
     @Flag(name: .long, help: "Validate the roster, print every problem, exit 0 (valid) or 1.")
     var check = false
+
+    /// Given by whisperd itself to the binary it re-executes (`whisperctl reexec`).
+    @Option(name: .long, help: .hidden)
+    var handover: String?
 
     @Option(
         name: .long,
@@ -145,6 +150,7 @@ struct Whisperd: ParsableCommand {
         let scaled = store?.replicaOverrides() ?? [:]
         configuration.profiles = active
         configuration.replicaOverrides = scaled
+        configuration.handoverPath = handover
         if active != profiles || !scaled.isEmpty {
             var runtimeLoader = RosterLoader(selfExecutable: selfPath, hostEnvironment: environment, profiles: active)
             runtimeLoader.replicaOverrides = scaled
@@ -175,6 +181,8 @@ struct Whisperd: ParsableCommand {
     static func handledSignals(arguments: [String]) -> HandledSignals? {
         guard let first = arguments.dropFirst().first else { return .supervisor }
         if first == Worker._commandName { return .worker }
+        // run-one is the supervisor, narrowed to one service.
+        if first == RunOne._commandName { return .supervisor }
         let others = configuration.subcommands.map { $0._commandName } + ["help"]
         return others.contains(first) ? nil : .supervisor
     }

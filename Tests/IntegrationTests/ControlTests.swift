@@ -137,6 +137,8 @@ extension IntegrationTests {
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
             _ = whisperd.waitFor("talker: starting -> running")
+            // The line reaches the file through the log writer's thread, a moment after it is read.
+            #expect(eventually { (scratch.read("logs/talker.log") ?? "").contains("stdout first") })
             let tail = try whisperd.ctl("logs", "-n", "5", "talker")
             #expect(tail.code == 0)
             #expect(tail.stdout.contains("stdout first"))

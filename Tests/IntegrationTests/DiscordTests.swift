@@ -246,6 +246,53 @@ extension IntegrationTests {
             }
         }
 
+        @Test func rollingRestart_handsTheGatewaySessionOver_noMessageMissedOrAnsweredTwice() throws {
+            let fake = try FakeDiscord(bots: [Self.token: Self.elena])
+            let llm = try TestLLM()
+            let scratch = Scratch()
+            scratch.write("characters/elena/character.md", "You are elena.\n")
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      elena:
+                        port: \(freePort())
+                        health: {ready: notify, ready_timeout: 30s}
+                        env: {DISCORD_TOKEN: \(Self.token), DISCORD_API_BASE: \(fake.apiBase), LLM_BASE_URL: \(llm.baseURL), LLM_MODEL_NAME: test-model}
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("startup complete: 1/1 characters ready") != nil)
+            let session = try #require(fake.wait { connections, _ in connections.first?.sessionID })
+            #expect(eventually { (whisperd.character("elena")?["facets"] as? [String: String])?["discord"] == "ok" })
+            fake.dispatch(session: session, "MESSAGE_CREATE", Self.mention("1", "before"))
+            #expect(fake.restCalls("POST", "/messages", count: 1) != nil)
+
+            // Messages keep coming while elena is rolled over to a new process.
+            let socket = scratch.path + "/run/control.sock"
+            let restart = Background { try? runCommand(whisperctlBinary(), ["--socket", socket, "restart", "--rolling", "elena"]) }
+            for index in 2...30 {
+                fake.dispatch(session: session, "MESSAGE_CREATE", Self.mention("\(index)", "message \(index)"))
+                usleep(20_000)
+            }
+            let result = try #require(restart.value())
+            #expect(result?.code == 0, "\(String(describing: result?.stderr))")
+            #expect(whisperd.waitFor("rolled over to pid") != nil)
+            for index in 31...33 { fake.dispatch(session: session, "MESSAGE_CREATE", Self.mention("\(index)", "after \(index)")) }
+
+            let replies = try #require(
+                fake.restCalls("POST", "/messages", count: 33, timeout: 30),
+                "\(fake.calls.count) calls; ops \(fake.connections.map { $0.payloads.map { $0["op"] as? Int ?? -1 } }); \((try? runCommand("/bin/sh", ["-c", "ls -la \(scratch.path)/logs \(scratch.path)/state/elena; cat \(scratch.path)/logs/elena.log*"]))?.stdout ?? "")")
+            let answered = replies.compactMap { ($0.body["message_reference"] as? [String: Any])?["message_id"] as? String }
+            #expect(answered.count == 33 && Set(answered) == Set((1...33).map(String.init)), "\(answered.sorted())")
+            #expect(fake.restCalls("POST", "/messages", count: 34, timeout: 1) == nil, "a message was answered twice")
+            // One session throughout: identified once, resumed by the new process.
+            let payloads = fake.connections.flatMap(\.payloads)
+            #expect(payloads.filter { $0["op"] as? Int == 2 }.count == 1, "identified again instead of resuming")
+            #expect(payloads.contains { $0["op"] as? Int == 6 && ($0["d"] as? [String: Any])?["session_id"] as? String == session })
+            #expect((scratch.read("logs/elena.log") ?? "").contains("session handed over to the new process"))
+        }
+
         @Test func aRefusedToken_reportsDiscordDown_withoutAReconnectStorm_orARestart() throws {
             let fake = try FakeDiscord(bots: [:])
             let scratch = Scratch()

@@ -38,6 +38,27 @@ import WhisperChat
         #expect(session.heartbeatInterval == 41.25)
     }
 
+    @Test func handOff_givesTheSessionToTheNextProcess_whichResumesItOnTheResumeURL() throws {
+        var old = session()
+        #expect(old.handOff(now: 1).0 == nil, "nothing to give before READY")
+        ready(&old)
+        _ = old.received(.dispatch(sequence: 7, name: "MESSAGE_CREATE", data: .object([:])), now: 2)
+        let (given, actions) = old.handOff(now: 3)
+        let handOff = try #require(given)
+        #expect(handOff == GatewaySession.HandOff(sessionID: "s-1", sequence: 7, resumeURL: "wss://resume.test", botUserID: "900", writtenAt: 3))
+        #expect(actions.contains(.close(code: GatewaySession.resumableCloseCode, reason: "handed over")))
+        // The old one does not reconnect.
+        #expect(old.connectionClosed(code: nil, reason: "closed", now: 4).isEmpty)
+
+        var next = session(seed: 8)
+        next.adopt(handOff)
+        #expect(next.start(gatewayURL: "wss://gateway.test").contains(.connect(url: "wss://resume.test/?v=10&encoding=json", delay: 0)))
+        _ = next.connectionOpened(now: 5)
+        let hello = next.received(.hello(heartbeatMilliseconds: 40_000), now: 5)
+        #expect(sent(hello) == [.resume(token: Self.token, sessionID: "s-1", sequence: 7)])
+        #expect(next.botUserID == "900")
+    }
+
     @Test func heartbeat_firstJittered_thenEveryInterval_carryingTheLastSequence() throws {
         var session = session()
         _ = session.start(gatewayURL: "wss://g")

@@ -134,7 +134,8 @@ int whisper_notify_send_flags(const char *socket_path, const char *message, size
 /// receiver has handled everything sent before it and closed that end. 0 ok, -1 (errno).
 int whisper_notify_barrier(const char *socket_path, int timeout_ms);
 /// Nonblocking, close-on-exec TCP listener on an IPv4/IPv6 literal address.
-int whisper_tcp_listen(const char *host, int port, int backlog);
+/* reuse_port: SO_REUSEPORT, so a new process of the same user can listen beside this one. */
+int whisper_tcp_listen(const char *host, int port, int backlog, int reuse_port);
 /// Nonblocking TCP connect to a literal address; returns fd (connect may be in progress).
 int whisper_tcp_connect(const char *host, int port);
 /// Nonblocking, close-on-exec Unix stream listener, created with the given mode.

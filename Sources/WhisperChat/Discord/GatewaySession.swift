@@ -108,7 +108,49 @@ public struct GatewaySession: Sendable {
     public mutating func start(gatewayURL: String) -> [Action] {
         self.gatewayURL = gatewayURL
         phase = .connecting
-        return [.facet(.degraded("connecting")), .connect(url: Self.connectionURL(gatewayURL), delay: 0)]
+        // A session handed over by the process this one replaces resumes where it was.
+        let url = sessionID != nil ? (resumeURL ?? gatewayURL) : gatewayURL
+        return [.facet(.degraded(sessionID != nil ? "resuming" : "connecting")), .connect(url: Self.connectionURL(url), delay: 0)]
+    }
+
+    /// What one process gives the next (a rolling restart): enough to RESUME the same session,
+    /// so Discord replays what came after `sequence` to the new process and nothing twice.
+    public struct HandOff: Codable, Equatable, Sendable {
+        public var sessionID: String
+        public var sequence: Int
+        public var resumeURL: String?
+        /// The bot's own id (from READY, which a resume does not repeat): its messages are ignored.
+        public var botUserID: String?
+        /// Seconds on the monotonic clock (one for the whole system): a hand-over older than the
+        /// process that reads it is not for it.
+        public var writtenAt: Double
+
+        public init(sessionID: String, sequence: Int, resumeURL: String?, botUserID: String?, writtenAt: Double) {
+            self.sessionID = sessionID
+            self.sequence = sequence
+            self.resumeURL = resumeURL
+            self.botUserID = botUserID
+            self.writtenAt = writtenAt
+        }
+    }
+
+    /// Gives the session away: the events handled so far are this process's, the rest go to
+    /// the one that resumes it. The connection closes without ending the session and nothing
+    /// reconnects. Nil when there is no ready session to give.
+    public mutating func handOff(now: Double) -> (HandOff?, [Action]) {
+        guard phase == .ready, let sessionID, let sequence else { return (nil, []) }
+        let handOff = HandOff(sessionID: sessionID, sequence: sequence, resumeURL: resumeURL, botUserID: botUserID, writtenAt: now)
+        phase = .stopped(reason: "session handed over")
+        nextHeartbeat = nil
+        return (handOff, [.facet(.degraded("session handed over")), .close(code: Self.resumableCloseCode, reason: "handed over")])
+    }
+
+    /// Takes over a session handed over by the previous process, before ``start(gatewayURL:)``.
+    public mutating func adopt(_ handOff: HandOff) {
+        sessionID = handOff.sessionID
+        sequence = handOff.sequence
+        resumeURL = handOff.resumeURL
+        botUserID = handOff.botUserID
     }
 
     public mutating func connectionOpened(now: Double) -> [Action] {

@@ -35,6 +35,11 @@ struct ServiceRecord: Sendable {
     /// Scheduled runs skipped because the last run was still going.
     var skippedScheduledRuns = 0
 
+    /// Rolling restart: the new process beside the old one, and the old one draining.
+    var successor: Successor?
+    var retiringPID: Int32?
+    var retireDeadline: Instant?
+
     var restartAt: Instant?
     var readyDeadline: Instant?
     var watchdogInterval: Duration?
@@ -70,6 +75,8 @@ struct ServiceRecord: Sendable {
         consider(watchdogDeadline)
         if !isProbeInFlight { consider(probeAt) }
         consider(killDeadline)
+        consider(successor?.readyDeadline)
+        consider(retireDeadline)
         return earliest
     }
 

@@ -32,6 +32,8 @@ public struct Supervisor: Sendable {
     private var completedJobs: [ServiceName: String]
     private var persistedDown: Set<ServiceName>
     private var rng: SplitMix64
+    /// Runs handed over by a previous whisperd, taken at the first roster load.
+    private var adopted: [ServiceName: AdoptedRun]
     public private(set) var isShuttingDown = false
     public private(set) var isStartupAnnounced = false
     private var isShutdownAnnounced = false
@@ -40,7 +42,12 @@ public struct Supervisor: Sendable {
     ///   - persistedDown: services an operator stopped, from the state dir; they stay down.
     ///   - completedJobs: `once-per-revision` jobs and the revision that last succeeded.
     ///   - seed: seeds the restart jitter.
-    public init(persistedDown: Set<ServiceName> = [], completedJobs: [ServiceName: String] = [:], seed: UInt64) {
+    ///   - adopted: processes a previous whisperd handed over (re-exec): they are taken as running.
+    public init(
+        persistedDown: Set<ServiceName> = [], completedJobs: [ServiceName: String] = [:], adopted: [ServiceName: AdoptedRun] = [:],
+        seed: UInt64
+    ) {
+        self.adopted = adopted
         self.persistedDown = persistedDown
         self.completedJobs = completedJobs
         self.rng = SplitMix64(seed: seed)
@@ -67,7 +74,12 @@ public struct Supervisor: Sendable {
                 touched.insert(name)
             }
         case .childExited(let name, let pid, let termination, let peak):
-            if let i = index[name], records[i].pid == pid {
+            if let i = index[name], records[i].pid != pid {
+                if records[i].sideProcessExited(pid: pid, termination, &fx) { touched.insert(name) }
+            } else if let i = index[name], records[i].pid == pid {
+                // The main process gone in the middle of a rolling restart: the new one goes too
+                // (the restart policy starts a fresh run).
+                records[i].abandonSuccessor("the process it was to replace exited", &fx)
                 let reason = records[i].recordExit(termination, spawnErrno: nil, peakMemoryBytes: peak, &fx)
                 afterExit(at: i, reason, &fx)
                 touched.insert(name)
@@ -94,6 +106,16 @@ public struct Supervisor: Sendable {
             fireDeadlines(&fx)
         case .operatorRequested(let command, let name):
             operate(command, name, &fx)
+        case .successorSpawned(let name, let pid):
+            update(name) { $0.successorSpawned(pid: pid, &fx) }
+        case .successorSpawnFailed(let name, let errno):
+            update(name) { record in
+                guard record.successor != nil else { return }
+                record.successor = nil
+                fx.actions.append(.alert(name, "rolling restart of \(name) abandoned: cannot start the new process (errno \(errno)); pid \(record.pid ?? 0) keeps serving"))
+            }
+        case .successorReady(let name):
+            update(name) { $0.successorReady(&fx) }
         case .scheduledRunDue(let name):
             update(name) { record in
                 guard record.spec.isJob, record.spec.schedule != nil, record.desired == .up else { return }
@@ -109,6 +131,10 @@ public struct Supervisor: Sendable {
                 }
             }
         case .shutdownRequested:
+            for i in records.indices {
+                records[i].abandonSuccessor("whisperd is stopping", &fx)
+                if let old = records[i].retiringPID { fx.actions.append(.killProcessGroup(records[i].spec.name, pid: old)) }
+            }
             if isShuttingDown {
                 for record in records { if let pid = record.pid { fx.actions.append(.killAll(record.spec.name, pid: pid)) } }
             } else {
@@ -197,8 +223,10 @@ public struct Supervisor: Sendable {
             records = newRoster.services.map { spec in
                 var record = ServiceRecord(spec: spec, desired: persistedDown.contains(spec.name) ? .down : .up)
                 record.jobSucceeded = isAlreadyDone(spec)
+                if let run = adopted[spec.name] { record.adopt(run, &fx) }
                 return record
             }
+            adopted = [:]
             rebuildIndex()
             return
         }
@@ -334,6 +362,7 @@ public struct Supervisor: Sendable {
                 records[i].isProbeInFlight = true
                 fx.actions.append(.probe(name, probe.check, port: records[i].spec.port, timeout: probe.timeout))
             }
+            records[i].fireRollingDeadlines(&fx)
             if let restartAt = records[i].restartAt, restartAt <= now {
                 // Leave it stopped-but-wanted; reconcile starts it once its dependencies allow.
                 records[i].restartAt = nil
@@ -342,12 +371,17 @@ public struct Supervisor: Sendable {
         }
     }
 
-    private mutating func operate(_ command: OperatorCommand, _ name: ServiceName, _ fx: inout Effects) {
+    private mutating func operate(_ requested: OperatorCommand, _ name: ServiceName, _ fx: inout Effects) {
         guard !isShuttingDown else { return }
+        // Not running and ready (or readiness that cannot tell two processes apart): nothing is
+        // served that a new process could take over without a gap, so it is an ordinary restart.
+        var command = requested
+        if command == .rollingRestart, let i = index[name], !records[i].canRoll { command = .restart }
         var restartsWith: [ServiceName] = []
         defer { for restarted in restartsWith { restartDependents(of: restarted, &fx) } }
         update(name) { record in
             let wasDown = record.desired == .down
+            if command != .rollingRestart, command != .run { record.abandonSuccessor("\(command.rawValue) requested", &fx) }
             switch command {
             case .stop:
                 record.desired = .down
@@ -359,6 +393,8 @@ public struct Supervisor: Sendable {
                 } else {
                     record.transition(to: .stopped, "stopped by operator", &fx)
                 }
+            case .rollingRestart:
+                record.beginRolling(&fx)
             case .run:
                 guard record.spec.isJob, !record.isAlive else { return }
                 record.desired = .up

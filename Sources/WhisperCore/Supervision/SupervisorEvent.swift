@@ -22,6 +22,11 @@ public enum SupervisorEvent: Hashable, Sendable {
     /// A scheduled job's time has come (``JobTimetable``): it runs unless its last run is
     /// still going (then the run is skipped and reported) or an operator stopped it.
     case scheduledRunDue(ServiceName)
+    /// Rolling restart: the shell started the new process (or could not).
+    case successorSpawned(ServiceName, pid: Int32)
+    case successorSpawnFailed(ServiceName, errno: Int32)
+    /// Rolling restart: the new process said `READY=1` (or passed its readiness check).
+    case successorReady(ServiceName)
     /// SIGTERM/SIGINT; a second one forces SIGKILL for everything still running.
     case shutdownRequested
 }
@@ -32,11 +37,19 @@ public enum OperatorCommand: String, Hashable, Sendable {
     case restart
     /// Run a job once now (`whisperctl run JOB`); nothing when it is already running.
     case run
+    /// `whisperctl restart --rolling`: the new process beside the old one, then the old one
+    /// drained; an ordinary restart when the service is not running and ready.
+    case rollingRestart = "rolling-restart"
 }
 
 /// What the shell must do; the core never touches a pid or a file itself.
 public enum SupervisorAction: Hashable, Sendable {
     case spawn(ServiceSpec)
+    /// Rolling restart: start a second process of the service, beside its running one.
+    case spawnSuccessor(ServiceSpec)
+    /// SIGKILL one process group of the service (a side process of a rolling restart), not its
+    /// whole cgroup.
+    case killProcessGroup(ServiceName, pid: Int32)
     /// Send `signal` to the service's whole process group (or cgroup).
     case signal(ServiceName, pid: Int32, Signal)
     /// SIGKILL everything left in the service's group (or cgroup): its main process is gone or

@@ -341,10 +341,12 @@ public final class CgroupBackend {
     // MARK: - Leftovers and shutdown
 
     /// Character cgroups in our bases: a previous whisperd that died left them behind.
-    public func leftoverCharacterCgroups() -> [(name: String, directory: String, pids: [Int32])] {
+    /// `keeping`: characters whose processes were handed over by a re-exec (not leftovers).
+    public func leftoverCharacterCgroups(keeping: Set<String> = []) -> [(name: String, directory: String, pids: [Int32])] {
         var found: [(String, String, [Int32])] = []
         for tree in trees {
             for child in CgroupFS.childNames(tree.baseDirectory) where child.hasPrefix(CgroupTree.characterPrefix) {
+                guard !keeping.contains(String(child.dropFirst(CgroupTree.characterPrefix.count))) else { continue }
                 let directory = tree.baseDirectory + "/" + child
                 found.append((String(child.dropFirst(CgroupTree.characterPrefix.count)), directory, CgroupFS.processIDs(directory + "/cgroup.procs")))
             }
@@ -354,11 +356,11 @@ public final class CgroupBackend {
 
     /// Kills every process in leftover character cgroups, waits (up to `timeout`) until they
     /// are gone, and removes the cgroups. Returns what was found, per character, for the log.
-    public func clearLeftovers(timeoutMilliseconds: Int32 = 5000) -> [(name: String, pids: [Int32])] {
+    public func clearLeftovers(keeping: Set<String> = [], timeoutMilliseconds: Int32 = 5000) -> [(name: String, pids: [Int32])] {
         var report: [String: Set<Int32>] = [:]
         let deadline = Clock.monotonicNanoseconds() + Int64(timeoutMilliseconds) * 1_000_000
         while true {
-            let leftovers = leftoverCharacterCgroups()
+            let leftovers = leftoverCharacterCgroups(keeping: keeping)
             let populated = leftovers.filter { !$0.pids.isEmpty }
             for entry in leftovers { report[entry.name, default: []].formUnion(entry.pids) }
             if populated.isEmpty || Clock.monotonicNanoseconds() >= deadline { break }
@@ -385,7 +387,7 @@ public final class CgroupBackend {
             }
             for fd in pidFDs { close(fd) }
         }
-        for entry in leftoverCharacterCgroups() { rmdir(entry.directory) }
+        for entry in leftoverCharacterCgroups(keeping: keeping) { rmdir(entry.directory) }
         return report.filter { !$0.value.isEmpty }.map { ($0.key, $0.value.sorted()) }.sorted { $0.name < $1.name }
     }
 

@@ -13,10 +13,12 @@ public final class HTTPServer {
 
     let loop: EventLoop
     let listenFD: Int32
+    /// The listening socket, for handing over across a re-exec.
+    public var listeningDescriptor: Int32 { listenFD }
     let handler: Handler
     let authorize: Authorizer?
     /// Deadlines and caps that slow and greedy clients meet (see ``HTTPLimits``).
-    public let limits: HTTPLimits
+    public private(set) var limits: HTTPLimits
     var connections: [Int32: Connection] = [:]
     /// Every read lands here first (the loop is one thread): no 16 KiB allocation per request.
     var readBuffer = [UInt8](repeating: 0, count: 16384)
@@ -122,9 +124,13 @@ public final class HTTPServer {
         try self.init(loop: loop, listenFD: fd, authorize: authorize, limits: limits, handler: handler)
     }
 
-    /// Listens on a literal loopback (or explicit) TCP address.
-    public convenience init(loop: EventLoop, host: String, port: Int, limits: HTTPLimits = HTTPLimits(), handler: @escaping Handler) throws {
-        let fd = whisper_tcp_listen(host, Int32(port), Self.listenBacklog)
+    /// Listens on a literal loopback (or explicit) TCP address. `reusePort`: `SO_REUSEPORT`, so
+    /// the process that replaces this one (a rolling restart) listens beside it meanwhile.
+    public convenience init(
+        loop: EventLoop, host: String, port: Int, reusePort: Bool = false, limits: HTTPLimits = HTTPLimits(),
+        handler: @escaping Handler
+    ) throws {
+        let fd = whisper_tcp_listen(host, Int32(port), Self.listenBacklog, reusePort ? 1 : 0)
         guard fd >= 0 else { throw SystemError("listen on \(host):\(port)") }
         try self.init(loop: loop, listenFD: fd, limits: limits, handler: handler)
     }
@@ -134,12 +140,24 @@ public final class HTTPServer {
     /// SYN dropped, which costs a client a second before it tries again.
     static let listenBacklog: Int32 = 1024
 
-    /// Takes no new connections; those open are served to the end.
-    public func stopAccepting() {
+    /// Takes no new connections; those open are served to the end, each answer then closing its
+    /// connection. A keep-alive connection between two requests is closed after `idleGrace`
+    /// without a request: a client that was just sending one (a busy client always is) gets it
+    /// answered, with `Connection: close`, instead of a connection closed under it. What the
+    /// kernel has already queued on the listener is accepted first: with a twin listening on the
+    /// same port (`reusePort`), closing a listener drops its queue unless
+    /// `net.ipv4.tcp_migrate_req` moves it.
+    public func stopAccepting(idleGrace: Int64 = 200_000_000) {
         guard !isListenerClosed else { return }
+        acceptAll()
         isListenerClosed = true
         loop.remove(listenFD)
         Glibc.close(listenFD)
+        limits.idleTimeout = min(limits.idleTimeout, idleGrace)
+        let now = Clock.monotonicNanoseconds()
+        for connection in connections.values {
+            if case .idle = connection.phase { setPhase(connection, .idle(since: now)) }
+        }
     }
 
     public func close() {
@@ -262,7 +280,7 @@ public final class HTTPServer {
                 consumeInput(length, of: connection)
                 connection.completedRequests += 1
                 request.peer = connection.peer
-                respond(fd, connection, handler(request), keepAlive: keepAlive, withBody: request.method != "HEAD")
+                respond(fd, connection, handler(request), keepAlive: keepAlive && !isListenerClosed, withBody: request.method != "HEAD")
             }
         }
     }

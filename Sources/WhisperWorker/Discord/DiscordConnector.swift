@@ -30,13 +30,25 @@ final class DiscordConnector: Sendable {
     /// Replies being made (the worker's drain waits for them).
     let answering = Atomic<Int>(0)
     private let takingMessages = Atomic<Bool>(true)
+    /// Rolling restarts: where the session is handed over, and whether this process is the
+    /// new one (it waits for the old one's session before connecting).
+    let handOffFiles: DiscordHandOffFiles?
+    let waitsForHandOff: Bool
+    /// When this process announced that it waits (monotonic seconds).
+    let handOffAnnouncedAt: Double
+    /// Set while a connection is open: asks its loop to hand the session over.
+    private let handOffTrigger = Locked<(@Sendable () -> Void)?>(nil)
     /// The longest the loop ever waits between turns.
     static let maximumIdle: Duration = .seconds(5)
 
     init(
         settings: DiscordSettings, service: ChatService, pool: WorkerPool, metrics: WorkerMetrics,
-        reportFacet: @escaping @Sendable (String) -> Void, log: @escaping @Sendable (String) -> Void
+        reportFacet: @escaping @Sendable (String) -> Void, log: @escaping @Sendable (String) -> Void,
+        handOffFiles: DiscordHandOffFiles? = nil, waitsForHandOff: Bool = false, handOffAnnouncedAt: Double = 0
     ) {
+        self.handOffAnnouncedAt = handOffAnnouncedAt
+        self.handOffFiles = handOffFiles
+        self.waitsForHandOff = waitsForHandOff
         self.settings = settings
         self.service = service
         self.pool = pool
@@ -76,6 +88,10 @@ final class DiscordConnector: Sendable {
 
     /// Runs until a fatal close (bad token, intents) or a fatal REST answer; otherwise forever.
     func run() async {
+        if waitsForHandOff, let handOff = await awaitHandOff() {
+            session.withLock { $0.adopt(handOff) }
+            log("discord: resuming the session handed over by the process this one replaces (seq \(handOff.sequence))")
+        }
         guard let gatewayURL = await discoverGateway() else { return }
         var actions = session.withLock { $0.start(gatewayURL: gatewayURL) }
         while true {
@@ -95,6 +111,39 @@ final class DiscordConnector: Sendable {
             if next.delay > 0 { await pause(next.delay) }
             actions = await connect(to: next.url)
         }
+    }
+
+    /// The new process of a rolling restart: waits (bounded) for the old one's session, so the
+    /// bot never runs twice on one token and Discord replays to it what the old one left.
+    private func awaitHandOff() async -> GatewaySession.HandOff? {
+        guard let files = handOffFiles else { return nil }
+        // Announced (`discord-handoff.wanted`) before READY=1; a hand-over written since is ours.
+        let since = now()
+        defer { files.withdraw() }
+        facet(.degraded("waiting for the session of the process it replaces"))
+        while now() - since < Self.handOffWait {
+            markProgress()
+            if let handOff = files.take(notBefore: handOffAnnouncedAt) { return handOff }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        log("discord: no session was handed over within \(Int(Self.handOffWait)) s: identifying anew")
+        return nil
+    }
+
+    /// How long a new process waits for the old one's session (the old one hands it over when
+    /// whisperd stops it, right after the new one is ready).
+    static let handOffWait: Double = 30
+
+    /// The old process of a rolling restart, draining: when a new one waits for the session,
+    /// hands it over (no message is taken after the moment the session is captured); else only
+    /// stops taking messages. Returns the replies in flight.
+    func stopTakingMessagesOrHandOff() -> Int {
+        if let files = handOffFiles, files.isWanted(), let trigger = handOffTrigger.withLock({ $0 }) {
+            trigger()
+        } else {
+            takingMessages.store(false, ordering: .relaxed)
+        }
+        return answering.load(ordering: .relaxed)
     }
 
     /// `DISCORD_GATEWAY_URL`, else `GET /gateway/bot` (retried with backoff; a 401 is fatal).
@@ -152,6 +201,7 @@ final class DiscordConnector: Sendable {
         case text(String)
         case tick
         case ended
+        case handOff
     }
 
     /// The open connection: payloads and timer turns go through the session; its actions are
@@ -159,6 +209,8 @@ final class DiscordConnector: Sendable {
     private func drive(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         let (events, feed) = AsyncStream.makeStream(of: LinkEvent.self)
         var pending = session.withLock { $0.connectionOpened(now: now()) }
+        handOffTrigger.withLock { $0 = { feed.yield(.handOff) } }
+        defer { handOffTrigger.withLock { $0 = nil } }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
@@ -190,6 +242,18 @@ final class DiscordConnector: Sendable {
                     }
                 case .tick:
                     pending += session.withLock { $0.tick(now: now()) }
+                case .handOff:
+                    // In the loop's order: every event before this one was taken, none after.
+                    takingMessages.store(false, ordering: .relaxed)
+                    let (handOff, actions) = session.withLock { $0.handOff(now: now()) }
+                    if let handOff, let files = handOffFiles {
+                        if files.give(handOff) {
+                            log("discord: session handed over to the new process (seq \(handOff.sequence))")
+                        } else {
+                            log("discord: could not write the session for the new process")
+                        }
+                    }
+                    pending += actions
                 case .ended:
                     group.cancelAll()
                     return
@@ -214,13 +278,6 @@ final class DiscordConnector: Sendable {
                 arm()
             }
         }
-    }
-
-    /// The worker is stopping: messages from now on are left to the next run (Discord
-    /// replays nothing, but neither is anything acknowledged). Returns the replies in flight.
-    func stopTakingMessages() -> Int {
-        takingMessages.store(false, ordering: .relaxed)
-        return answering.load(ordering: .relaxed)
     }
 
     // MARK: - Events

@@ -49,6 +49,9 @@ final class FakeDiscord: @unchecked Sendable {
     private var restCalls: [RESTCall] = []
     /// Session id → the token that owns it, for resumes.
     private var sessions: [String: String] = [:]
+    /// Per session, every event dispatched in it (with its sequence number): a resume from
+    /// sequence S replays those after S, as Discord does.
+    private var sessionEvents: [String: [(sequence: Int, event: String, data: [String: Any])]] = [:]
     private var nextSession = 1
     /// Answers for the next `POST …/messages` calls: status and JSON body.
     private var scriptedMessageAnswers: [(Int, String)] = []
@@ -161,8 +164,27 @@ final class FakeDiscord: @unchecked Sendable {
     /// Numbered and queued under the lock, so events go out in the order they were numbered
     /// whichever thread (the test's, the event loop's) sends them.
     private func dispatchLocked(_ index: Int, _ event: String, _ data: [String: Any]) {
-        connectionsList[index].sequence += 1
+        if let session = connectionsList[index].sessionID {
+            let sequence = (sessionEvents[session]?.last?.sequence ?? 0) + 1
+            sessionEvents[session, default: []].append((sequence, event, data))
+            connectionsList[index].sequence = sequence
+        } else {
+            connectionsList[index].sequence += 1
+        }
         send(connectionsList[index].channel, ["op": 0, "t": event, "s": connectionsList[index].sequence, "d": data])
+    }
+
+    /// Sends a dispatch event in a session: to its open connection if it has one; kept for a
+    /// resume either way (an event sent while the bot is between connections is not lost).
+    func dispatch(session: String, _ event: String, _ data: [String: Any]) {
+        locked {
+            if let index = connectionsList.lastIndex(where: { $0.sessionID == session && !$0.isClosed }) {
+                dispatchLocked(index, event, data)
+            } else {
+                let sequence = (sessionEvents[session]?.last?.sequence ?? 0) + 1
+                sessionEvents[session, default: []].append((sequence, event, data))
+            }
+        }
     }
 
     func send(_ index: Int, _ payload: [String: Any]) { send(locked { connectionsList[index].channel }, payload) }
@@ -268,8 +290,11 @@ final class FakeDiscord: @unchecked Sendable {
                 if let session = data["session_id"] as? String, sessions[session] == token {
                     connectionsList[index].token = token
                     connectionsList[index].sessionID = session
-                    // Sequence numbers go on from where the resumed session was.
-                    connectionsList[index].sequence = data["seq"] as? Int ?? 0
+                    // What the session saw after the client's sequence is replayed, then RESUMED.
+                    let from = data["seq"] as? Int ?? 0
+                    for missed in sessionEvents[session] ?? [] where missed.sequence > from {
+                        send(connectionsList[index].channel, ["op": 0, "t": missed.event, "s": missed.sequence, "d": missed.data])
+                    }
                     dispatchLocked(index, "RESUMED", [:])
                 } else {
                     reply = ["op": 9, "d": false]

@@ -151,14 +151,21 @@ final class WhisperdProcess: @unchecked Sendable {
     /// - Parameters:
     ///   - asNobody: run whisperd as uid/gid 65534 (through `setpriv`), unprivileged.
     ///   - directoryFlags: pass --state-dir, --runtime-dir and --log-dir (under the scratch dir).
+    ///   - subcommand: words before the flags (`run-one NAME`: no --cgroup, which it does not take).
+    ///   - readsStandardOutput: whisperd's stdout lines count as log lines too (run-one mirrors
+    ///     its character's output there).
     init(
         scratch: Scratch, extraArguments: [String] = [], httpPort: Int? = nil, environment extra: [String: String] = [:],
-        asNobody: Bool = false, directoryFlags: Bool = true
+        asNobody: Bool = false, directoryFlags: Bool = true, binary: String? = nil, subcommand: [String] = [],
+        readsStandardOutput: Bool = false
     ) throws {
+        let binary = binary ?? whisperdBinary()
         self.scratch = scratch
         self.httpPort = httpPort ?? freePort()
         var extraArguments = extraArguments
-        if let index = extraArguments.firstIndex(of: "--cgroup"), index + 1 < extraArguments.count {
+        if !subcommand.isEmpty {
+            cgroupBase = nil
+        } else if let index = extraArguments.firstIndex(of: "--cgroup"), index + 1 < extraArguments.count {
             cgroupBase = extraArguments[index + 1]
         } else {
             // Tests must never share (or clear as "leftovers") another whisperd's cgroups.
@@ -166,16 +173,16 @@ final class WhisperdProcess: @unchecked Sendable {
             extraArguments += ["--cgroup", base]
             cgroupBase = base
         }
-        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : whisperdBinary())
+        process.executableURL = URL(fileURLWithPath: asNobody ? "/usr/bin/setpriv" : binary)
         process.arguments =
-            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", whisperdBinary()] : [])
+            (asNobody ? ["--reuid=65534", "--regid=65534", "--clear-groups", "--", binary] : []) + subcommand
             + ["--roster", scratch.path + "/roster.yaml", "--http", "127.0.0.1:\(self.httpPort)"]
             + (directoryFlags
                 ? ["--state-dir", scratch.path + "/state", "--runtime-dir", scratch.path + "/run", "--log-dir", scratch.path + "/logs"]
                 : [])
             + extraArguments
         var environment = ProcessInfo.processInfo.environment
-        environment["PATH"] = (whisperdBinary() as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        environment["PATH"] = (binary as NSString).deletingLastPathComponent + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.removeValue(forKey: "NOTIFY_SOCKET")
         environment.removeValue(forKey: "WATCHDOG_USEC")
         environment["WHISPERD_TEST_LEAK"] = "must-not-reach-children"
@@ -183,8 +190,12 @@ final class WhisperdProcess: @unchecked Sendable {
         process.environment = childEnvironment(environment)
         let pipe = Pipe()
         process.standardError = pipe
-        process.standardOutput = FileHandle.nullDevice
+        let output = Pipe()
+        process.standardOutput = readsStandardOutput ? output : FileHandle.nullDevice
         try process.run()
+        if readsStandardOutput {
+            readLines(from: output.fileHandleForReading) { [self] line in if let line { self.append(line) } }
+        }
         readLines(from: pipe.fileHandleForReading) { [self] line in
             if let line {
                 self.append(line)

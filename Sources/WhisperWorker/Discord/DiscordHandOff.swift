@@ -1,0 +1,60 @@
+import Foundation
+import Glibc
+import WhisperChat
+
+/// The files in the character's `STATE_DIRECTORY` through which a rolling restart hands the
+/// gateway session from the old process to the new one: the new one says it waits
+/// (`discord-handoff.wanted`, its pid); the old one, draining, writes the session
+/// (`discord-session.json`, 0600) instead of ending it; the new one resumes it.
+struct DiscordHandOffFiles: Sendable {
+    let directory: String
+
+    var wantedPath: String { directory + "/discord-handoff.wanted" }
+    var sessionPath: String { directory + "/discord-session.json" }
+
+    /// The new process: it waits for a session.
+    func announceWaiting() {
+        write(Array("\(getpid())\n".utf8), to: wantedPath)
+    }
+
+    func withdraw() { unlink(wantedPath) }
+
+    /// The old process: whether a live process waits for its session.
+    func isWanted() -> Bool {
+        guard let text = try? String(contentsOfFile: wantedPath, encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid != getpid()
+        else { return false }
+        // EPERM: it exists (Landlock scopes signals to a process's own domain, which the new
+        // process is not in); ESRCH: it is gone.
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
+
+    func give(_ handOff: GatewaySession.HandOff) -> Bool {
+        guard let data = try? JSONEncoder().encode(handOff) else { return false }
+        return write(Array(data), to: sessionPath)
+    }
+
+    /// The session handed over since `notBefore` (monotonic seconds), taken (the file is removed).
+    func take(notBefore: Double) -> GatewaySession.HandOff? {
+        guard let data = FileManager.default.contents(atPath: sessionPath),
+            let handOff = try? JSONDecoder().decode(GatewaySession.HandOff.self, from: data), handOff.writtenAt >= notBefore
+        else { return nil }
+        unlink(sessionPath)
+        return handOff
+    }
+
+    /// Written beside and renamed: the reader never sees half a file.
+    @discardableResult
+    private func write(_ bytes: [UInt8], to path: String) -> Bool {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            return false
+        }
+        return true
+    }
+}
