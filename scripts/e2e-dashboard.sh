@@ -8,7 +8,7 @@
 #   - whisperctl top in tmux (send-keys, capture-pane): sorting, selection, restart, log view,
 #     a narrow terminal, whisperd going away (says so, keeps retrying), q restores the terminal;
 #   - snoop could not read the token.
-# Prints PASS/FAIL lines. About a minute once built. UPDATE_SCREENSHOTS=1 copies the browser's
+# Prints PASS/FAIL lines. 25–80 s once built (the machine's load decides). UPDATE_SCREENSHOTS=1 copies the browser's
 # screenshots to docs/screenshots/. Run as root.
 set -euo pipefail
 trap 'echo "e2e-dashboard: stopped at line $LINENO: $BASH_COMMAND" >&2' ERR

@@ -3,7 +3,7 @@
 # real kernel, integration tests that run the built whisperd binary, then the end-to-end
 # tests: on a real systemd in a container (scripts/e2e-systemd.sh), on a real local
 # model (scripts/e2e-local-model.sh), the web dashboard in Chromium and `whisperctl top` in
-# tmux (scripts/e2e-dashboard.sh, ~40 s), then every fuzz target for FUZZ_SECONDS (default 60)
+# tmux (scripts/e2e-dashboard.sh, 25–80 s), then every fuzz target for FUZZ_SECONDS (default 60)
 # each (scripts/fuzz.sh), then the Swift suite again under ThreadSanitizer and
 # AddressSanitizer (scripts/sanitizers.sh; SANITIZERS=0 skips it). Arguments go to swift test.
 #

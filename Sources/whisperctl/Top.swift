@@ -32,7 +32,6 @@ extension Whisperctl {
             var screen = TopScreen()
             if once {
                 try screen.refresh(client, now: monotonicSeconds())
-                if let problem = screen.problem { throw ControlClient.Unreachable(path: client.socketPath, reason: problem) }
                 print(screen.frame(width: 120, height: screen.rows.count + 3).joined(separator: "\n"))
                 return
             }
