@@ -131,6 +131,37 @@ extension IntegrationTests {
             #expect(whisperd.waitFor("dashboard: session", "saved", "character.md", "restarting elena") != nil)
         }
 
+        @Test func theLogStreams_andALogoutEndsThem() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml", fastDefaults + "characters:\n  talker: {command: [sh, -c, 'while :; do echo tick; sleep 0.2; done']}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("talker: starting -> running")
+            let headers = try Self.logIn(whisperd)
+            let fd = try #require(connectLoopback(port: whisperd.httpPort))
+            defer { close(fd) }
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let request = "GET /dashboard/api/characters/talker/logs HTTP/1.1\r\nHost: 127.0.0.1:\(whisperd.httpPort)\r\n\(headers[0])\r\n\r\n"
+            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            var received = ""
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            // Live lines arrive as events, one `data:` a line.
+            while received.components(separatedBy: "data: ").count < 6 {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                guard count > 0 else { break }
+                received += String(decoding: buffer[0..<count], as: UTF8.self)
+            }
+            #expect(received.hasPrefix("HTTP/1.1 200") && received.contains("Content-Type: text/event-stream"), "\(received.prefix(300))")
+            #expect(received.contains("stdout tick\n\ndata: "), "\(received.suffix(300))")
+            #expect(Self.exchange(whisperd.httpPort, "POST", "/logout", headers: headers).0 == 200)
+            // The stream ends (EOF) within the receive timeout, not at it.
+            let started = Date()
+            while recv(fd, &buffer, buffer.count, 0) > 0 {}
+            #expect(Date().timeIntervalSince(started) < 4, "the stream outlived the logout")
+        }
+
         @Test func aWhisperdThatIsNotRoot_writesNoTokenFile_butTheSocketGivesTheURL() throws {
             let scratch = Scratch()
             chmod(scratch.path, 0o777)

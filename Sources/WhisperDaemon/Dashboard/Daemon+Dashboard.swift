@@ -14,8 +14,9 @@ final class DashboardState {
     var sessions = DashboardSessions()
     var sampler: FleetSampler?
     var samplingTimer: PeriodicTimer?
-    /// Live log tails (Server-Sent Events), per character.
-    var logStreams: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
+    /// Live log tails (Server-Sent Events), per character, with the session each is for (a
+    /// logout ends that session's streams).
+    var logStreams: [ServiceName: [ObjectIdentifier: (session: String, stream: HTTPServer.HTTPStream)]] = [:]
 }
 
 /// The web dashboard on the HTTP port (docs/dashboard.md): `GET /` and its two assets, the
@@ -142,6 +143,9 @@ extension Daemon {
         case ("POST", "/logout"):
             guard let session, case .allowed = mayChange(request, session) else { return page(403, "Refused.") }
             dashboard.sessions.logout(session.id)
+            for followers in dashboard.logStreams.values {
+                for follower in followers.values where follower.session == session.id { follower.stream.close() }
+            }
             log.log(.info, "dashboard", "\(session.label): logged out")
             var response = Self.jsonBody(200, ["logged_in": false])
             response.extraHeaders.append(("Set-Cookie", "\(sessionCookieName)=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"))
@@ -165,7 +169,7 @@ extension Daemon {
                 return Self.jsonBody(401, ["error": "log in first: whisperctl dashboard prints the login URL"])
             }
             switch (operation, parts.count) {
-            case ("logs", 3): return logStream(name)
+            case ("logs", 3): return logStream(name, for: session?.id ?? "")
             case ("incidents", 3), ("env", 3):
                 var inner = request
                 inner.path = "/v1/characters/\(name.rawValue)/\(operation)"
@@ -277,12 +281,12 @@ extension Daemon {
     }
 
     /// The last 200 lines, then each new one as it is written (Server-Sent Events).
-    private func logStream(_ name: ServiceName) -> HTTPServer.Response {
+    private func logStream(_ name: ServiceName, for session: String) -> HTTPServer.Response {
         let tail = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 200)
         var response = HTTPServer.Response(status: 200, contentType: "text/event-stream; charset=utf-8", body: "") {
             [unowned self] stream in
             let id = ObjectIdentifier(stream)
-            self.dashboard.logStreams[name, default: [:]][id] = stream
+            self.dashboard.logStreams[name, default: [:]][id] = (session, stream)
             stream.onClose = { [unowned self] in self.dashboard.logStreams[name]?[id] = nil }
         }
         response.body = Self.serverSentEvents(Array(tail.utf8))
@@ -294,7 +298,7 @@ extension Daemon {
     func forwardToDashboards(_ name: ServiceName, _ bytes: some Collection<UInt8>) {
         guard let streams = dashboard.logStreams[name], !streams.isEmpty else { return }
         let events = Self.serverSentEvents(Array(bytes))
-        for stream in streams.values { stream.write(events) }
+        for follower in streams.values { follower.stream.write(events) }
     }
 
     /// One `data:` event per line (a line holds no newline, so it cannot end its event early).
