@@ -113,6 +113,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
+        // `whisperctl top`'s pure parts: keys, sorting, the frame on any terminal size.
+        .testTarget(name: "WhisperctlTests", dependencies: ["whisperctl"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
