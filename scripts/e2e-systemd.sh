@@ -27,15 +27,8 @@ image=$cache/bookworm-$(printf %s "$packages" | sha256sum | cut -c1-12)
 machine=whisperd-e2e-$$
 started_at=$SECONDS
 
-step() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - started_at)); }
-failures=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-check() { # description command…: passes when the command succeeds
-  local description=$1
-  shift
-  if "$@"; then pass "$description"; else fail "$description"; fi
-}
+# shellcheck source=scripts/e2e-checks.sh
+source scripts/e2e-checks.sh
 
 # The Debian mirror this machine's apt uses (never written into the repo).
 mirror() {
@@ -129,14 +122,6 @@ show() { inside systemctl show -p "$1" --value whisperd; }
 status() { inside whisperctl status; }
 pid_of() { status | awk -v name="$1" '$1 == name { print $4 }'; }
 gone() { ! inside kill -0 "$1" 2>/dev/null; }
-wait_for() { # seconds command…: polls an operator-visible condition (no event to await from outside)
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
 all_ready() { status | head -1 | grep -qE " ([0-9]+)/\1 characters ready"; }
 
 step "systemctl start whisperd"

@@ -7,6 +7,7 @@
 #   scripts/install-deps.sh test    run + the test suite's tools (the default; scripts/test.sh,
 #                                   e2e-systemd.sh, sanitizers.sh, chaos/run.sh)
 #   scripts/install-deps.sh bench   run + what scripts/bench/ drives (wrk)
+#   scripts/install-deps.sh image   run + what scripts/build-image.sh needs (podman)
 #   scripts/install-deps.sh --list [SET]   print the set's packages, one a line; install nothing
 #
 # run: pkg-config, libsystemd-dev, zlib1g-dev and the headers of libcurl4-openssl-dev and
@@ -22,7 +23,11 @@
 #   virtualenv at /var/cache/whisperd-test/selenium;
 #   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
 #   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
-#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below).
+#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below); and
+#   image's packages (scripts/e2e-kubernetes.sh plays the exported manifests on podman).
+# image: podman with runc (Debian's crun refuses this machine's hybrid cgroups), netavark,
+#   aardvark-dns and iptables (pods' networks and their names), catatonit (podman builds its
+#   pods' pause image from it, offline), ca-certificates and tzdata (copied into the image).
 #
 # Never starts or leaves enabled a service: packages such as postgresql and prometheus enable
 # and start their units on install. While it installs, a policy-rc.d (Debian's switch for
@@ -32,12 +37,18 @@ set -euo pipefail
 list_only=0
 if [ "${1:-}" = --list ]; then list_only=1; shift; fi
 set_name=${1:-test}
+image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates tzdata)
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
+<<<<<<< HEAD
   test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container chromium chromium-driver tmux) ;;
+=======
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}") ;;
+>>>>>>> main
   bench) packages=("${runtime[@]}" wrk procps) ;;
-  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench]" >&2; exit 2 ;;
+  image) packages=("${runtime[@]}" "${image[@]}") ;;
+  *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench|image]" >&2; exit 2 ;;
 esac
 [ "$set_name" = test ] && packages+=(python3-venv)
 if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
@@ -94,7 +105,7 @@ fi
 if [ "$set_name" = test ]; then
   validator_version=1.31.0
   validator_home=/var/cache/whisperd-test/kubernetes-validate
-  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $validator_version"; then
+  if ! "$validator_home/bin/pip" show kubernetes-validate 2>/dev/null | grep -x "Version: $validator_version" >/dev/null; then
     echo "install-deps (test): kubernetes-validate==$validator_version into $validator_home" >&2
     mkdir -p "$(dirname "$validator_home")"
     [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"

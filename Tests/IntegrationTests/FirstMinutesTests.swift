@@ -110,6 +110,10 @@ extension IntegrationTests {
             let test = try packages("test")
             #expect(run.contains("libsystemd-dev") && run.contains("libcurl4-openssl-dev"))
             #expect(run.isSubset(of: test), "\(run.subtracting(test))")
+            // The image's set (scripts/build-image.sh) is in the tests' (scripts/e2e-kubernetes.sh), not in run's.
+            let image = try packages("image")
+            #expect(image.contains("podman") && image.contains("runc") && run.isSubset(of: image) && image.isSubset(of: test))
+            #expect(run.isDisjoint(with: ["podman", "runc"]))
             let toolchain: Set = ["postgresql-15", "prometheus", "debootstrap", "systemd-container", "wrk"]
             #expect(run.isDisjoint(with: toolchain), "\(run.intersection(toolchain))")
             // One release build for the sample, the end-to-end tests and install.sh.

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A zero-latency OpenAI-compatible chat server for benchmarks: asyncio, keep-alive, one
-canned reply, no work per request beyond reading it. Prints its port on stdout."""
+canned reply, no work per request beyond reading it. Prints its port on stdout.
+
+    fake_llm.py [PORT [ADDRESS]]    PORT 0 (default): any free one; ADDRESS default 127.0.0.1"""
 import asyncio
 import json
 import sys
@@ -33,7 +35,9 @@ async def handle(reader, writer):
 
 
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    address = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    server = await asyncio.start_server(handle, address, port)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
