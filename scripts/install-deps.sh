@@ -41,11 +41,7 @@ image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates tzda
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-<<<<<<< HEAD
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container chromium chromium-driver tmux) ;;
-=======
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}") ;;
->>>>>>> main
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}" chromium chromium-driver tmux) ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
   image) packages=("${runtime[@]}" "${image[@]}") ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench|image]" >&2; exit 2 ;;
