@@ -37,6 +37,10 @@ let package = Package(
         .target(name: "WhisperFiles", swiftSettings: strictSettings),
         // Backups: the archive (ustar), its manifest and SHA-256 checksums, and the restore.
         .target(name: "WhisperBackup", dependencies: ["WhisperFiles"], swiftSettings: strictSettings),
+        // The typed API contract: a Codable type (with its JSON Schema) for every payload of the
+        // control socket and the HTTP port, and the routes; the OpenAPI documents are made from
+        // them. Pure: no Foundation, shared by whisperd and whisperctl.
+        .target(name: "WhisperAPI", swiftSettings: strictSettings),
         // Roster file -> WhisperCore types; every problem reported at once.
         .target(
             name: "WhisperConfig",
@@ -59,7 +63,7 @@ let package = Package(
         .target(
             name: "WhisperDaemon",
             dependencies: [
-                "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
+                "WhisperAPI", "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
                 // The dashboard validates a character file as the worker reads it (pure: no I/O).
                 "WhisperChat",
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -101,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "whisperctl",
             dependencies: [
-                "WhisperConfig", "WhisperCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "WhisperAPI", "WhisperConfig", "WhisperCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
         ),
@@ -115,6 +119,8 @@ let package = Package(
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
         // `whisperctl top`'s pure parts: keys, sorting, the frame on any terminal size.
         .testTarget(name: "WhisperctlTests", dependencies: ["whisperctl"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),

@@ -23,7 +23,9 @@
 #   virtualenv at /var/cache/whisperd-test/selenium;
 #   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
 #   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
-#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below); and
+#   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below), and
+#   schemathesis and openapi-spec-validator (pinned below) in one at
+#   /var/cache/whisperd-test/api-contract (scripts/e2e-api.sh; docs/api.md); and
 #   image's packages (scripts/e2e-kubernetes.sh plays the exported manifests on podman).
 # image: podman with runc (Debian's crun refuses this machine's hybrid cgroups), netavark,
 #   aardvark-dns and iptables (pods' networks and their names), catatonit (podman builds its
@@ -106,5 +108,21 @@ if [ "$set_name" = test ]; then
     mkdir -p "$(dirname "$validator_home")"
     [ -x "$validator_home/bin/python" ] || /usr/bin/python3 -m venv "$validator_home"
     "$validator_home/bin/pip" install --quiet "kubernetes-validate==$validator_version"
+  fi
+fi
+
+# The API contract's tools (scripts/e2e-api.sh), pinned, in a virtualenv of their own;
+# reinstalled only when the pins change.
+if [ "$set_name" = test ]; then
+  api_tools=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
+  api_home=/var/cache/whisperd-test/api-contract
+  stamp=$api_home/.installed-$(printf '%s\n' "${api_tools[@]}" | sha256sum | cut -c1-12)
+  if [ ! -f "$stamp" ]; then
+    echo "install-deps (test): ${api_tools[*]} into $api_home" >&2
+    rm -rf "$api_home"
+    mkdir -p "$(dirname "$api_home")"
+    /usr/bin/python3 -m venv "$api_home"
+    "$api_home/bin/pip" install --quiet --disable-pip-version-check "${api_tools[@]}"
+    touch "$stamp"
   fi
 fi

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests of the pure core and config, adapter tests against the
 # real kernel, integration tests that run the built whisperd binary, then the end-to-end
-# tests: on a real systemd in a container (scripts/e2e-systemd.sh), on a real local model
-# (scripts/e2e-local-model.sh), on a real container engine (scripts/e2e-kubernetes.sh:
-# the exported manifests played by podman from the image), the web dashboard in Chromium
-# and `whisperctl top` in tmux (scripts/e2e-dashboard.sh, 25–80 s), then every fuzz target for
-# FUZZ_SECONDS (default 60) each (scripts/fuzz.sh), then the Swift suite again under ThreadSanitizer and
+# tests: the API contract (OpenAPI validated, schemathesis against a live whisperd;
+# scripts/e2e-api.sh), on a real systemd in a container (scripts/e2e-systemd.sh), on a real
+# local model (scripts/e2e-local-model.sh), on a real container engine
+# (scripts/e2e-kubernetes.sh: the exported manifests played by podman from the image), the
+# web dashboard in Chromium and `whisperctl top` in tmux (scripts/e2e-dashboard.sh, 25–80 s),
+# then every fuzz target for FUZZ_SECONDS (default 60) each (scripts/fuzz.sh), then the Swift
+# suite again under ThreadSanitizer and
 # AddressSanitizer (scripts/sanitizers.sh; SANITIZERS=0 skips it). Arguments go to swift test.
 #
 # Each phase's output goes to .build/test-logs/<phase>.log; the terminal gets one line per
@@ -56,6 +58,7 @@ phase() {
 phase dependencies scripts/install-deps.sh test
 phase build swift build --build-tests
 phase swift-test swift test --skip-build "$@"
+phase api-contract scripts/e2e-api.sh
 phase e2e-systemd scripts/e2e-systemd.sh
 phase e2e-local-model scripts/e2e-local-model.sh
 phase e2e-kubernetes scripts/e2e-kubernetes.sh

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WhisperAPI
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
@@ -59,6 +60,10 @@ extension Daemon {
 
     func handleControlRequest(_ request: HTTPServer.Request) -> HTTPServer.Response {
         let parts = request.path.split(separator: "/").map(String.init)
+        let allowed = Route.allowedMethods(at: request.path, on: .control)
+        if let allowed, !allowed.contains(request.method) {
+            return methodNotAllowed(request.method, allowed: allowed, "method \(request.method.prefix(20)) not allowed on \(request.path.prefix(200))")
+        }
         if request.method == "GET" || request.method == "HEAD" {
             if parts == ["v1", "paths"] {
                 // For `whisperctl backup` and `restore`: where things are, and which characters.
@@ -66,65 +71,69 @@ extension Daemon {
                 let onPostgres = characters.contains { $0.launch.storesInPostgres }
                 return jsonResponse(
                     200,
-                    [
-                        "state_dir": configuration.stateDirectory, "runtime_dir": configuration.runtimeDirectory,
-                        "log_dir": configuration.logDirectory, "roster": configuration.rosterPath,
-                        "characters_dir": loaded.charactersDirectory, "characters": characters.map(\.name.rawValue),
-                        "stores_on_postgres": onPostgres,
-                    ])
+                    Paths(
+                        stateDir: configuration.stateDirectory, runtimeDir: configuration.runtimeDirectory,
+                        logDir: configuration.logDirectory, roster: configuration.rosterPath,
+                        charactersDir: loaded.charactersDirectory, characters: characters.map(\.name.rawValue),
+                        storesOnPostgres: onPostgres))
             }
+            if parts == ["openapi.json"] { return openAPIResponse(for: .control) }
             if parts == ["v1", "dashboard"] { return dashboardLoginResponse() }
             if parts.count == 4, parts[0] == "v1", parts[1] == "characters", let name = known(parts[2]) {
                 switch parts[3] {
                 case "logs": return logs(name, request)
-                case "incidents": return jsonResponse(200, ["name": name.rawValue, "incidents": incidents.load(name.rawValue)])
+                case "incidents": return jsonResponse(200, IncidentList(name: name.rawValue, incidents: incidents.load(name.rawValue)))
                 case "env": return environment(name)
                 default: break
                 }
             }
             return handleStatusRequest(request)
         }
-        guard request.method == "POST" else { return jsonResponse(405, ["error": "method \(request.method) not allowed"]) }
+        guard request.method == "POST" else {
+            return methodNotAllowed(request.method, allowed: ["GET", "HEAD", "POST"], "method \(request.method.prefix(20)) not allowed")
+        }
         let peer = request.peer.map { "uid=\($0.uid) pid=\($0.pid)" } ?? "peer unknown"
         if parts == ["v1", "reexec"] {
             log.log(.info, "control", "\(peer): reexec")
-            if let refusal = requestReexec(by: peer) { return jsonResponse(409, ["error": refusal]) }
-            return jsonResponse(202, ["reexec": "scheduled", "reexecs": reexecs, "pid": Int(getpid())])
+            if let refusal = requestReexec(by: peer) { return errorResponse(409, refusal) }
+            return jsonResponse(202, ReexecScheduled(reexecs: reexecs, pid: Int(getpid())))
         }
         if parts == ["v1", "reload"] {
-            let dryRun = request.queryItems["dry_run"].map { $0 == "1" || $0 == "true" } ?? false
+            guard let dryRun = Self.flag(request.queryItems["dry_run"]) else {
+                return errorResponse(400, "dry_run must be 0, 1, true or false")
+            }
             log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")
             return reloadResponse(dryRun: dryRun)
         }
         if parts.count == 4, parts[0] == "v1", parts[1] == "scale" {
             guard let count = Int(parts[3]), (0...RosterLoader.maxReplicas).contains(count) else {
-                return jsonResponse(400, ["error": "replicas must be a number in 0...\(RosterLoader.maxReplicas)"])
+                return errorResponse(400, "replicas must be a number in 0...\(RosterLoader.maxReplicas)")
             }
             log.log(.info, "control", "\(peer): scale \(parts[2]) \(count)")
             return scale(parts[2], to: count)
         }
         if parts.count == 4, parts[0] == "v1", parts[1] == "profiles" {
             guard parts[3] == "start" || parts[3] == "stop" else {
-                return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop)"])
+                return errorResponse(404, "unknown operation \(parts[3].prefix(40)) (start, stop)")
             }
             log.log(.info, "control", "\(peer): \(parts[3]) --profile \(parts[2])")
             return switchProfile(parts[2], on: parts[3] == "start")
         }
         guard parts.count == 4, parts[0] == "v1", parts[1] == "characters" else {
-            return jsonResponse(404, ["error": "no such route: POST \(request.path)"])
+            return errorResponse(404, "no such route: POST \(request.path.prefix(200))")
         }
-        guard let name = known(parts[2]) else { return jsonResponse(404, ["error": "no character named \(parts[2])"]) }
+        guard let name = known(parts[2]) else { return errorResponse(404, "no character named \(parts[2].prefix(64))") }
         guard let command = OperatorCommand(rawValue: parts[3]) else {
-            return jsonResponse(404, ["error": "unknown operation \(parts[3]) (start, stop, restart, run)"])
+            return errorResponse(404, "unknown operation \(parts[3].prefix(40)) (start, stop, restart, rolling-restart, run)")
         }
-        guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
         if command == .run, let status = core.status(of: name) {
-            guard status.isJob else { return jsonResponse(409, ["error": "\(name) is a character, not a job: use restart"]) }
-            if let pid = status.pid { return jsonResponse(409, ["error": "\(name) is already running (pid \(pid))"]) }
+            guard status.isJob else { return errorResponse(409, "\(name) is a character, not a job: use restart") }
+            if let pid = status.pid { return errorResponse(409, "\(name) is already running (pid \(pid))") }
         }
         log.log(.info, "control", "\(peer): \(command.rawValue) \(name)")
         post(.operatorRequested(command, name))
-        guard let status = core.status(of: name) else { return jsonResponse(404, ["error": "no character named \(name)"]) }
+        guard let status = core.status(of: name) else { return errorResponse(404, "no character named \(name)") }
         return jsonResponse(202, describe(status, now: Clock.monotonicNanoseconds(), limits: [:]))
     }
 
@@ -133,9 +142,42 @@ extension Daemon {
         return name
     }
 
-    /// Every JSON answer of both endpoints.
-    func jsonResponse(_ status: Int, _ object: [String: Any]) -> HTTPServer.Response {
-        HTTPServer.Response(status: status, contentType: "application/json", bytes: JSONText.serialize(object))
+    /// Every JSON answer of both endpoints: a type of the API contract (WhisperAPI).
+    func jsonResponse(_ status: Int, _ value: some APIModel) -> HTTPServer.Response { encodedResponse(status, value) }
+
+    private func encodedResponse(_ status: Int, _ value: some Encodable) -> HTTPServer.Response {
+        do {
+            return HTTPServer.Response(status: status, contentType: "application/json", bytes: try JSONText.encode(value))
+        } catch {
+            log.log(.error, "whisperd", "cannot encode \(type(of: value)): \(error)")
+            return HTTPServer.Response(status: 500, body: #"{"error":"internal error: cannot encode the answer"}"#)
+        }
+    }
+
+    func errorResponse(_ status: Int, _ message: String) -> HTTPServer.Response { jsonResponse(status, APIError(message)) }
+
+    /// 405, with the `Allow` header HTTP asks for.
+    func methodNotAllowed(_ method: String, allowed: [String], _ message: String) -> HTTPServer.Response {
+        var response = errorResponse(405, message)
+        response.extraHeaders = [("Allow", allowed.joined(separator: ", "))]
+        return response
+    }
+
+    /// The OpenAPI document of an endpoint, made once.
+    func openAPIResponse(for endpoint: Endpoint) -> HTTPServer.Response {
+        if let cached = openAPIDocuments[endpoint] { return cached }
+        let response = encodedResponse(200, OpenAPIDocument(for: endpoint, version: WhisperdVersion.current))
+        openAPIDocuments[endpoint] = response
+        return response
+    }
+
+    /// A query flag: absent is false; `1`/`true` and `0`/`false`; anything else is nil (an error).
+    static func flag(_ value: String?) -> Bool? {
+        switch value {
+        case nil, "0", "false": false
+        case "1", "true": true
+        default: nil
+        }
     }
 
     // MARK: - Profiles
@@ -145,25 +187,22 @@ extension Daemon {
     /// state directory. A roster the switch makes invalid changes nothing.
     private func switchProfile(_ profile: String, on: Bool) -> HTTPServer.Response {
         guard RosterLoader.isValidProfile(profile) else {
-            return jsonResponse(400, ["error": "`\(profile.prefix(40))` is not a profile name"])
+            return errorResponse(400, "`\(profile.prefix(40))` is not a profile name")
         }
-        guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
         let previous = loader.profiles
         if on { loader.profiles.insert(profile) } else { loader.profiles.remove(profile) }
         switch reload(dryRun: false) {
         case .rejected(let problems):
             loader.profiles = previous
-            return jsonResponse(422, ["applied": false, "problems": problems])
+            return jsonResponse(422, RosterRejected(problems: problems))
         case .planned(let plan):
             do { try stateStore.setProfile(profile, active: on) } catch {
                 log.log(.error, "whisperd", "cannot remember profile \(profile): \(error)")
             }
             return jsonResponse(
                 200,
-                [
-                    "applied": true, "plan": plan, "profiles": loader.profiles.sorted(),
-                    "services": loaded.profileMembers[profile] ?? [],
-                ])
+                ProfileResult(applied: true, plan: plan, profiles: loader.profiles.sorted(), services: loaded.profileMembers[profile] ?? []))
         }
     }
 
@@ -171,21 +210,20 @@ extension Daemon {
     /// like a reload and remembered in the state directory.
     private func scale(_ name: String, to count: Int) -> HTTPServer.Response {
         guard loaded.characterEntries.contains(name) else {
-            return jsonResponse(404, ["error": "no character named \(name.prefix(64)) in the roster (scale takes the name as written)"])
+            return errorResponse(404, "no character named \(name.prefix(64)) in the roster (scale takes the name as written)")
         }
-        guard !core.isShuttingDown else { return jsonResponse(409, ["error": "whisperd is shutting down"]) }
+        guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
         let previous = loader.replicaOverrides[name]
         loader.replicaOverrides[name] = count
         switch reload(dryRun: false) {
         case .rejected(let problems):
             loader.replicaOverrides[name] = previous
-            return jsonResponse(422, ["applied": false, "problems": problems])
+            return jsonResponse(422, RosterRejected(problems: problems))
         case .planned(let plan):
             do { try stateStore.setReplicas(name, count) } catch {
                 log.log(.error, "whisperd", "cannot remember the scale of \(name): \(error)")
             }
-            return jsonResponse(
-                200, ["applied": true, "plan": plan, "services": (0..<count).map { "\(name)-\($0)" }])
+            return jsonResponse(200, ScaleResult(applied: true, plan: plan, services: (0..<count).map { "\(name)-\($0)" }))
         }
     }
 
@@ -194,9 +232,9 @@ extension Daemon {
     private func reloadResponse(dryRun: Bool) -> HTTPServer.Response {
         switch reload(dryRun: dryRun) {
         case .rejected(let problems):
-            return jsonResponse(422, ["applied": false, "problems": problems])
+            return jsonResponse(422, RosterRejected(problems: problems))
         case .planned(let plan):
-            return jsonResponse(200, ["applied": !dryRun, "dry_run": dryRun, "plan": plan])
+            return jsonResponse(200, ReloadResult(applied: !dryRun, dryRun: dryRun, plan: plan))
         }
     }
 
@@ -206,9 +244,11 @@ extension Daemon {
     /// line as it is written, until the client hangs up.
     private func logs(_ name: ServiceName, _ request: HTTPServer.Request) -> HTTPServer.Response {
         let items = request.queryItems
-        let count = min(Int(items["lines"] ?? "") ?? 20, 10_000)
+        guard let count = items["lines"].map({ Int($0) }) ?? 20, (0...10_000).contains(count) else {
+            return errorResponse(400, "lines must be a number in 0...10000")
+        }
+        guard let follow = Self.flag(items["follow"]) else { return errorResponse(400, "follow must be 0, 1, true or false") }
         let tail = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: count)
-        let follow = items["follow"] == "1" || items["follow"] == "true"
         guard follow else { return HTTPServer.Response(status: 200, contentType: "text/plain; charset=utf-8", body: tail) }
         return HTTPServer.Response(status: 200, contentType: "text/plain; charset=utf-8", body: tail) {
             [unowned self] stream in
@@ -255,19 +295,16 @@ extension Daemon {
         else { return }
         let now = Clock.monotonicNanoseconds()
         let realtime = Clock.realtimeNanoseconds() - (now - exit.at.nanoseconds)
-        var incident: [String: Any] = [
-            "reason": exit.reason.description, "kind": exit.reason.kind,
-            "at": Clock.iso8601(realtimeNanoseconds: realtime), "uptime_seconds": exit.uptime.seconds,
-            "restarts": status.restarts, "state_after": status.state.rawValue,
-        ]
-        if let peak = exit.peakMemoryBytes { incident["peak_memory_bytes"] = peak }
-        if exit.reason == .healthCheckFailed, let probe = lastProbeFailure[name] { incident["health_check"] = probe }
         let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10)
-        incident["last_log_lines"] = lines.split(separator: "\n").map(String.init)
-        var health: [String: Any] = [:]
+        var incident = Incident(
+            reason: exit.reason.description, kind: exit.reason.kind, at: Clock.iso8601(realtimeNanoseconds: realtime),
+            uptimeSeconds: exit.uptime.seconds, restarts: status.restarts, stateAfter: status.state.rawValue,
+            lastLogLines: lines.split(separator: "\n").map(String.init))
+        incident.peakMemoryBytes = exit.peakMemoryBytes
+        if exit.reason == .healthCheckFailed { incident.healthCheck = lastProbeFailure[name] }
+        var health = Self.facetLevels(status.facets)
         if let text = status.statusText { health["status_text"] = text }
-        for facet in status.facets { health[facet.name] = facet.detail.map { "\(facet.level.rawValue):\($0)" } ?? facet.level.rawValue }
-        if !health.isEmpty { incident["health"] = health }
+        if !health.isEmpty { incident.health = health }
         do { try incidents.append(name.rawValue, incident) } catch {
             log.log(.warning, character: name, "cannot record incident: \(error)")
         }
@@ -278,17 +315,14 @@ extension Daemon {
     /// The effective environment, where each variable came from, secrets redacted.
     private func environment(_ name: ServiceName) -> HTTPServer.Response {
         guard let spec = loaded.roster.services.first(where: { $0.name == name }) else {
-            return jsonResponse(404, ["error": "no character named \(name)"])
+            return errorResponse(404, "no character named \(name)")
         }
         let origins = loaded.environmentOrigins[name] ?? [:]
         let variables = childEnvironment(spec, notifySocket: notifySocketPath(name))
-        let entries: [[String: Any]] = variables.keys.sorted().map { key in
+        let entries = variables.keys.sorted().map { key in
             let shown = Secrets.displayed(key, variables[key] ?? "")
-            return [
-                "name": key, "value": shown.value, "secret": shown.isSecret,
-                "origin": origins[key] ?? "whisperd",
-            ]
+            return EnvironmentReport.Variable(name: key, value: shown.value, secret: shown.isSecret, origin: origins[key] ?? "whisperd")
         }
-        return jsonResponse(200, ["name": name.rawValue, "environment": entries])
+        return jsonResponse(200, EnvironmentReport(name: name.rawValue, environment: entries))
     }
 }

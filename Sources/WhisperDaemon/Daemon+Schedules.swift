@@ -1,4 +1,5 @@
 import Foundation
+import WhisperAPI
 import WhisperCore
 import WhisperSystem
 
@@ -65,18 +66,19 @@ extension Daemon {
 
 extension Daemon {
     /// A scheduled job's rule, next run, last run and its result, for status and `/metrics`.
-    func scheduleDescription(_ status: ServiceStatus) -> [String: Any]? {
+    func scheduleDescription(_ status: ServiceStatus) -> CharacterStatus.Schedule? {
         guard let entry = timetable.entry(status.name) else { return nil }
-        var object: [String: Any] = ["rule": entry.schedule.description, "skipped_runs": status.skippedScheduledRuns]
+        var schedule = CharacterStatus.Schedule(rule: entry.schedule.description, skippedRuns: status.skippedScheduledRuns)
         if let next = entry.nextDue {
-            object["next_run"] = Clock.iso8601(realtimeNanoseconds: next * 1_000_000_000)
-            object["next_run_unix"] = next
+            schedule.nextRun = Clock.iso8601(realtimeNanoseconds: next * 1_000_000_000)
+            schedule.nextRunUnix = Int(next)
         }
         if let started = jobRunStartedAt[status.name] {
-            object["last_run"] = Clock.iso8601(realtimeNanoseconds: started * 1_000_000_000)
-            object["last_run_unix"] = started
-            object["last_result"] = status.pid != nil ? "running" : (status.lastExit.map { $0.reason.isSuccess ? "ok" : "failed: \($0.reason)" } ?? "running")
+            schedule.lastRun = Clock.iso8601(realtimeNanoseconds: started * 1_000_000_000)
+            schedule.lastRunUnix = Int(started)
+            schedule.lastResult =
+                status.pid != nil ? "running" : (status.lastExit.map { $0.reason.isSuccess ? "ok" : "failed: \($0.reason)" } ?? "running")
         }
-        return object
+        return schedule
     }
 }

@@ -1,17 +1,19 @@
 import Foundation
 import Glibc
 import Synchronization
+import WhisperAPI
 import WhisperConfig
 import WhisperCore
 import WhisperConcurrency
 import WhisperSystem
 
 /// The read-only loopback endpoint: `/health` (503 while anything wanted up is not ready) and
-/// `/v1/characters[/NAME]`. Anything but GET/HEAD is refused: control goes through the socket.
+/// `/v1/characters[/NAME]`. Anything but GET/HEAD is refused (405): control goes through the socket.
 extension Daemon {
     func handleStatusRequest(_ request: HTTPServer.Request) -> HTTPServer.Response {
         guard request.method == "GET" || request.method == "HEAD" else {
-            return jsonResponse(403, ["error": "this port is read-only; use whisperctl (the control socket) to change anything"])
+            return methodNotAllowed(
+                request.method, allowed: ["GET", "HEAD"], "this port is read-only; use whisperctl (the control socket) to change anything")
         }
         let now = Clock.monotonicNanoseconds()
         // Monitoring polls these hard; between events nothing in them changes but clocks and
@@ -22,6 +24,7 @@ extension Daemon {
             } ?? false
             return metricsResponse(now: now, gzip: gzip)
         }
+        if request.path == "/openapi.json" { return openAPIResponse(for: .loopback) }
         let cacheable = ["/health", "/v1/characters"].contains(request.path)
         if cacheable, let cached = renderedStatus[request.path], now - cached.at < 1_000_000_000 { return cached.response }
         let response = renderStatus(request.path, now: now)
@@ -35,29 +38,21 @@ extension Daemon {
             let statuses = core.statuses()
             let limits = limitsByName
             let unhealthy = statuses.filter(\.isUnhealthy)
-            var supervisor: [String: Any] = [
-                "version": WhisperdVersion.current,
-                "pid": Int(getpid()),
-                "uptime_seconds": Double(now - startedAt) / 1e9,
-                "cgroup_backend": cgroups.name,
-                "cgroups": cgroupReport,
-                "shutting_down": core.isShuttingDown,
-                "summary": core.summary,
-                "reexecs": reexecs,
-            ]
-            if let error = lastReexecError { supervisor["reexec_error"] = error }
-            var body: [String: Any] = [
-                "status": unhealthy.isEmpty ? "ok" : "degraded",
-                "supervisor": supervisor,
-                "characters": statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
-            ]
-            if !unhealthy.isEmpty { body["not_ready"] = unhealthy.map(\.name.rawValue) }
-            return jsonResponse(unhealthy.isEmpty ? 200 : 503, body)
+            var supervisor = HealthReport.Supervisor(
+                version: WhisperdVersion.current, pid: Int(getpid()), uptimeSeconds: Double(now - startedAt) / 1e9,
+                cgroupBackend: cgroups.name, cgroups: cgroupReport, shuttingDown: core.isShuttingDown, summary: core.summary,
+                reexecs: reexecs)
+            supervisor.reexecError = lastReexecError
+            let report = HealthReport(
+                status: unhealthy.isEmpty ? "ok" : "degraded", supervisor: supervisor,
+                characters: statuses.map { describe($0, now: now, limits: limits, detail: .brief) },
+                notReady: unhealthy.isEmpty ? nil : unhealthy.map(\.name.rawValue))
+            return jsonResponse(unhealthy.isEmpty ? 200 : 503, report)
         case "/v1/characters":
             let limits = limitsByName
             let dropped = logWriter.droppedLines()
             return jsonResponse(
-                200, ["characters": core.statuses().map { describe($0, now: now, limits: limits, dropped: dropped) }])
+                200, CharacterList(characters: core.statuses().map { describe($0, now: now, limits: limits, dropped: dropped) }))
         default:
             let prefix = "/v1/characters/"
             if path.hasPrefix(prefix), let name = ServiceName(String(path.dropFirst(prefix.count))),
@@ -65,7 +60,7 @@ extension Daemon {
             {
                 return jsonResponse(200, describe(status, now: now, limits: limitsByName, detail: .fresh))
             }
-            return jsonResponse(404, ["error": "not found: \(path)"])
+            return errorResponse(404, "not found: \(path)")
         }
     }
 
@@ -205,10 +200,12 @@ extension Daemon {
     }
 
     /// Which hierarchy enforces what; the same facts as the start-up log line.
-    var cgroupReport: [String: Any] {
-        var report: [String: Any] = ["backend": cgroups.name, "not_enforced": cgroups.notEnforced]
-        for (function, provider) in cgroups.functions { report[function.replacingOccurrences(of: " ", with: "_")] = provider }
-        return report
+    var cgroupReport: CgroupReport {
+        CgroupReport(
+            backend: cgroups.name, notEnforced: cgroups.notEnforced,
+            providers: Dictionary(
+                cgroups.functions.map { ($0.function.replacingOccurrences(of: " ", with: "_"), $0.provider) },
+                uniquingKeysWith: { first, _ in first }))
     }
 
     enum Detail {
@@ -222,71 +219,62 @@ extension Daemon {
 
     func describe(
         _ status: ServiceStatus, now: Int64, limits: [ServiceName: Limits], detail: Detail = .full, dropped: [String: Int]? = nil
-    ) -> [String: Any] {
-        var object: [String: Any] = [
-            "name": status.name.rawValue,
-            "kind": status.isJob ? "job" : "character",
-            "state": status.state.rawValue,
-            "desired": status.desired.rawValue,
-            "ready": status.isReady,
-            "restarts": status.restarts,
-            "crash_loop": status.isCrashLooping,
-        ]
+    ) -> CharacterStatus {
+        var object = CharacterStatus(
+            name: status.name.rawValue, kind: status.isJob ? "job" : "character", state: status.state.rawValue,
+            desired: status.desired.rawValue, ready: status.isReady, restarts: status.restarts, crashLoop: status.isCrashLooping)
         if detail != .brief {
-            object["log_lines_dropped"] = (dropped ?? logWriter.droppedLines())[status.name.rawValue] ?? 0
-            object["notify_rejected"] = rejectedDatagrams[status.name] ?? 0
-            object["notify_malformed"] = malformedDatagrams[status.name] ?? 0
+            object.logLinesDropped = (dropped ?? logWriter.droppedLines())[status.name.rawValue] ?? 0
+            object.notifyRejected = rejectedDatagrams[status.name] ?? 0
+            object.notifyMalformed = malformedDatagrams[status.name] ?? 0
         }
-        if let pid = status.pid { object["pid"] = Int(pid) }
+        object.pid = status.pid.map { Int($0) }
         if let started = status.startedAt, status.pid != nil {
-            object["uptime_seconds"] = Double(now - started.nanoseconds) / 1e9
+            object.uptimeSeconds = Double(now - started.nanoseconds) / 1e9
         }
         if let exit = status.lastExit {
-            var lastExit: [String: Any] = [
-                "reason": exit.reason.description,
-                "seconds_ago": Double(now - exit.at.nanoseconds) / 1e9,
-                "uptime_seconds": exit.uptime.seconds,
-            ]
-            if let peak = exit.peakMemoryBytes { lastExit["peak_memory_bytes"] = peak }
-            object["last_exit"] = lastExit
+            object.lastExit = CharacterStatus.LastExit(
+                reason: exit.reason.description, secondsAgo: Double(now - exit.at.nanoseconds) / 1e9, uptimeSeconds: exit.uptime.seconds,
+                peakMemoryBytes: exit.peakMemoryBytes)
         }
-        if status.oomKills > 0 { object["oom_kills"] = status.oomKills }
-        if let schedule = scheduleDescription(status) { object["schedule"] = schedule }
+        if status.oomKills > 0 { object.oomKills = status.oomKills }
+        object.schedule = scheduleDescription(status)
         if let tenant = tenants.reports[status.name] {
-            object["tenant"] = [
-                "uid": Int(tenant.uid), "gid": Int(tenant.gid), "sandbox": tenant.coverage.level.rawValue,
-                "not_enforced": tenant.coverage.missing,
-            ] as [String: Any]
+            object.tenant = CharacterStatus.Tenant(
+                uid: Int(tenant.uid), gid: Int(tenant.gid), sandbox: tenant.coverage.level.rawValue, notEnforced: tenant.coverage.missing)
         }
         if detail != .brief, let limit = limits[status.name] {
-            var resources: [String: Any] = [:]
-            if let memory = limit.memoryBytes { resources["memory_limit_bytes"] = memory }
-            if let cpus = limit.cpus { resources["cpus_limit"] = cpus }
-            if let pids = limit.pids { resources["pids_limit"] = pids }
-            if let cpuset = limit.cpuset { resources["cpuset"] = cpuset.description }
+            var resources = CharacterStatus.Resources()
+            resources.memoryLimitBytes = limit.memoryBytes
+            resources.cpusLimit = limit.cpus
+            resources.pidsLimit = limit.pids
+            resources.cpuset = limit.cpuset?.description
             let usage = detail == .fresh ? characterCgroups[status.name]?.usage() : usage(of: status.name, now: now)
             // A character with no process (crash-looping, stopped) has nothing to measure: what
             // its cgroup still counts is page cache, not the character.
             if let usage, status.pid != nil || (usage.pids ?? 0) > 0 {
-                if let memory = usage.memoryBytes { resources["memory_bytes"] = memory }
-                if let peak = usage.memoryPeakBytes { resources["memory_peak_bytes"] = peak }
-                if let cpu = usage.cpuMicroseconds { resources["cpu_seconds"] = Double(cpu) / 1e6 }
-                if let pids = usage.pids { resources["pids"] = pids }
+                resources.memoryBytes = usage.memoryBytes
+                resources.memoryPeakBytes = usage.memoryPeakBytes
+                resources.cpuSeconds = usage.cpuMicroseconds.map { Double($0) / 1e6 }
+                resources.pids = usage.pids
             }
-            if !resources.isEmpty { object["resources"] = resources }
+            if !resources.isEmpty { object.resources = resources }
         }
-        if !status.restartsByReason.isEmpty { object["restarts_by_reason"] = status.restartsByReason }
-        if let text = status.statusText { object["status_text"] = text }
-        if !status.facets.isEmpty {
-            object["facets"] = Dictionary(
-                status.facets.map { facet in (facet.name, facet.detail.map { "\(facet.level.rawValue):\($0)" } ?? facet.level.rawValue) },
-                uniquingKeysWith: { _, last in last })
-        }
-        if let inflight = status.inflight { object["inflight"] = inflight }
-        if let tokens = status.llmTokens { object["llm_tokens"] = tokens }
-        if let remaining = status.llmBudgetRemaining { object["llm_budget_remaining"] = remaining }
-        if let next = status.nextRestartAt { object["restart_in_seconds"] = max(0, Double(next.nanoseconds - now) / 1e9) }
+        if !status.restartsByReason.isEmpty { object.restartsByReason = status.restartsByReason }
+        object.statusText = status.statusText
+        if !status.facets.isEmpty { object.facets = Self.facetLevels(status.facets) }
+        object.inflight = status.inflight
+        object.llmTokens = status.llmTokens
+        object.llmBudgetRemaining = status.llmBudgetRemaining
+        if let next = status.nextRestartAt { object.restartInSeconds = max(0, Double(next.nanoseconds - now) / 1e9) }
         return object
+    }
+
+    /// Facet name -> `level` or `level:detail`, as status and incidents show them.
+    static func facetLevels(_ facets: [Facet]) -> [String: String] {
+        Dictionary(
+            facets.map { facet in (facet.name, facet.detail.map { "\(facet.level.rawValue):\($0)" } ?? facet.level.rawValue) },
+            uniquingKeysWith: { _, last in last })
     }
 }
 

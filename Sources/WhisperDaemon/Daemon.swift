@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WhisperAPI
 import WhisperConfig
 import Synchronization
 import WhisperCore
@@ -101,6 +102,8 @@ public final class Daemon {
     let cgroupRemover = CgroupRemover()
     /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
     var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
+    /// `GET /openapi.json` of each endpoint, made at its first request.
+    var openAPIDocuments: [Endpoint: HTTPServer.Response] = [:]
     /// Counts handled events; a background `/metrics` rendering from an older count is dropped.
     var statusGeneration = 0
     var metricsRefreshInFlight = false

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WhisperAPI
 import WhisperSystem
 import WhisperFiles
 
@@ -17,21 +18,20 @@ struct IncidentStore {
         directory = stateDirectory + "/incidents"
     }
 
-    /// Oldest first, at most ``limit``.
-    func load(_ name: String) -> [[String: Any]] {
+    /// Oldest first, at most ``limit``. A line that is not an incident (cut short by a crash) is skipped.
+    func load(_ name: String) -> [Incident] {
         guard let data = readFileContents(path(name)) else { return [] }
-        let entries = data.split(separator: UInt8(ascii: "\n")).compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any]
-        }
+        let decoder = JSONDecoder()
+        let entries = data.split(separator: UInt8(ascii: "\n")).compactMap { try? decoder.decode(Incident.self, from: Data($0)) }
         return Array(entries.suffix(limit))
     }
 
-    func append(_ name: String, _ incident: [String: Any]) throws {
+    func append(_ name: String, _ incident: Incident) throws {
         if mkdir(directory, 0o700) != 0, errno != EEXIST { throw SystemError("mkdir \(directory)") }
         let file = path(name)
         let fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open \(file)") }
-        let line = JSONText.serialize(incident) + [UInt8(ascii: "\n")]
+        let line = try JSONText.encode(incident) + [UInt8(ascii: "\n")]
         let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let size = lseek(fd, 0, SEEK_END)
         close(fd)

@@ -19,22 +19,8 @@ public enum JSONText {
         case let number as UInt64: output += Array(String(number).utf8)
         case let number as UInt32: output += Array(String(number).utf8)
         case let number as Double: output += Array((number.isFinite ? "\(number)" : "null").utf8)
-        case let object as [String: Any]:
-            output.append(UInt8(ascii: "{"))
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                writeString(key, into: &output)
-                output.append(UInt8(ascii: ":"))
-                write(object[key]!, into: &output)
-            }
-            output.append(UInt8(ascii: "}"))
-        case let array as [Any]:
-            output.append(UInt8(ascii: "["))
-            for (index, element) in array.enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                write(element, into: &output)
-            }
-            output.append(UInt8(ascii: "]"))
+        case let object as [String: Any]: writeObject(object, into: &output, write)
+        case let array as [Any]: writeArray(array, into: &output, write)
         case Optional<Any>.none:
             output += Array("null".utf8)
         default:
@@ -42,12 +28,35 @@ public enum JSONText {
         }
     }
 
+    /// `{"key":value,…}` with the keys in byte order; `writeValue` writes each value.
+    static func writeObject<Value>(
+        _ members: [String: Value], into output: inout [UInt8], _ writeValue: (Value, inout [UInt8]) -> Void
+    ) {
+        output.append(UInt8(ascii: "{"))
+        for (index, key) in members.keys.sorted().enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            writeString(key, into: &output)
+            output.append(UInt8(ascii: ":"))
+            writeValue(members[key]!, &output)
+        }
+        output.append(UInt8(ascii: "}"))
+    }
+
+    static func writeArray<Element>(_ elements: [Element], into output: inout [UInt8], _ writeElement: (Element, inout [UInt8]) -> Void) {
+        output.append(UInt8(ascii: "["))
+        for (index, element) in elements.enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            writeElement(element, &output)
+        }
+        output.append(UInt8(ascii: "]"))
+    }
+
     /// `text` as a JSON string literal, for callers that write JSON by hand.
     public static func appendString(_ text: String, to output: inout [UInt8]) { writeString(text, into: &output) }
 
     /// Copies runs of plain bytes in bulk and escapes the rest (a chat prompt is kilobytes of
     /// text with a few newlines; byte-at-a-time appends made serialising it a tenth of a chat).
-    private static func writeString(_ text: String, into output: inout [UInt8]) {
+    static func writeString(_ text: String, into output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         var text = text
         text.withUTF8 { bytes in

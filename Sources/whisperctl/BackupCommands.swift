@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import WhisperAPI
 import Glibc
 
 /// `whisperctl backup` / `restore`: the running whisperd says where its data is; the archive
@@ -48,23 +49,13 @@ enum WhisperdBinary {
     }
 }
 
-struct Paths {
-    var stateDir: String
-    var roster: String
-    var charactersDir: String
-    var characters: [String]
-    var storesOnPostgres: Bool
-
+extension Paths {
     init(_ client: ControlClient) throws {
-        let object = try client.get("/v1/paths").object
-        guard let state = object["state_dir"] as? String, let roster = object["roster"] as? String,
-            let characters = object["characters_dir"] as? String
-        else { throw OperationFailed(description: "this whisperd does not tell its paths (GET /v1/paths); is it older than whisperctl?") }
-        stateDir = state
-        self.roster = roster
-        charactersDir = characters
-        self.characters = object["characters"] as? [String] ?? []
-        storesOnPostgres = object["stores_on_postgres"] as? Bool ?? false
+        let response = try client.get("/v1/paths")
+        guard response.status == 200 else {
+            throw OperationFailed(description: "this whisperd does not tell its paths (GET /v1/paths: \(response.status)); is it older than whisperctl?")
+        }
+        self = try response.decode(Paths.self)
     }
 }
 
@@ -120,7 +111,7 @@ extension Whisperctl {
             }
             // Wanted up before (running, or between restarts): wanted up after, whatever happens.
             var wantedUp: [String] = []
-            for name in chosen where (try client.character(name)["desired"] as? String) == "up" { wantedUp.append(name) }
+            for name in chosen where try client.character(name).desired == "up" { wantedUp.append(name) }
             var target = try Target.parse(["--all"])
             target.all = false
             target.names = chosen

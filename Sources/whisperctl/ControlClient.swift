@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WhisperAPI
 
 /// HTTP/1.1 over whisperd's control socket: one request per connection (`Connection: close`).
 struct ControlClient {
@@ -9,9 +10,33 @@ struct ControlClient {
         var status: Int
         var body: Data
 
-        var json: Any? { try? JSONSerialization.jsonObject(with: body) }
-        var object: [String: Any] { json as? [String: Any] ?? [:] }
         var text: String { String(decoding: body, as: UTF8.self) }
+
+        /// The body as a type of the API contract; an answer of another shape is a failure that
+        /// says what is missing or wrong (never a silent default).
+        func decode<Value: Decodable>(_ type: Value.Type) throws -> Value {
+            do {
+                return try JSONDecoder().decode(type, from: body)
+            } catch let error as DecodingError {
+                throw OperationFailed(description: "unexpected answer from whisperd (\(status)): \(Self.explain(error)); body: \(text.prefix(300))")
+            }
+        }
+
+        /// An error answer's message (`{"error": …}`), else the body as it is.
+        var errorMessage: String { (try? JSONDecoder().decode(APIError.self, from: body))?.error ?? text }
+
+        static func explain(_ error: DecodingError) -> String {
+            func path(_ context: DecodingError.Context) -> String {
+                context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            }
+            switch error {
+            case .keyNotFound(let key, let context): return "field \(path(context)).\(key.stringValue) is missing"
+            case .valueNotFound(_, let context): return "field \(path(context)) is null"
+            case .typeMismatch(let type, let context): return "field \(path(context)) is not \(type)"
+            case .dataCorrupted(let context): return "\(context.debugDescription) at \(path(context))"
+            @unknown default: return "\(error)"
+            }
+        }
     }
 
     /// whisperd is not there: exit code 3, with the socket tried.

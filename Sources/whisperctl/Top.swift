@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import Synchronization
+import WhisperAPI
 import WhisperCore
 
 /// `whisperctl top`: the fleet live in the terminal, like `docker stats`. The frame is a pure
@@ -69,39 +70,6 @@ extension Whisperctl {
     }
 }
 
-/// The parts of `GET /v1/characters` top shows.
-struct TopCharacter: Decodable {
-    struct Resources: Decodable {
-        var memoryBytes: UInt64?
-        var memoryLimitBytes: UInt64?
-        var cpuSeconds: Double?
-        var pids: Int?
-        enum CodingKeys: String, CodingKey {
-            case memoryBytes = "memory_bytes"
-            case memoryLimitBytes = "memory_limit_bytes"
-            case cpuSeconds = "cpu_seconds"
-            case pids
-        }
-    }
-
-    var name: String
-    var state: String
-    var ready: Bool
-    var pid: Int?
-    var restarts: Int
-    var uptimeSeconds: Double?
-    var resources: Resources?
-
-    enum CodingKeys: String, CodingKey {
-        case name, state, ready, pid, restarts, resources
-        case uptimeSeconds = "uptime_seconds"
-    }
-}
-
-struct TopList: Decodable {
-    var characters: [TopCharacter]
-}
-
 enum TopKey: Equatable {
     case character(Character)
     case up, down, enter, escape
@@ -114,7 +82,7 @@ struct TopScreen {
     enum Outcome: Equatable { case none, quit, refresh, restart(String) }
 
     struct Row {
-        var character: TopCharacter
+        var character: CharacterStatus
         var cpuPercent: Double?
     }
 
@@ -132,10 +100,7 @@ struct TopScreen {
 
     mutating func refresh(_ client: ControlClient, now: Double) throws {
         do {
-            let response = try client.get("/v1/characters")
-            guard response.status == 200 else { throw OperationFailed(description: "whisperd answered \(response.status)") }
-            let list = try JSONDecoder().decode(TopList.self, from: response.body)
-            update(list.characters, now: now)
+            update(try client.characters(), now: now)
             if let following {
                 let logs = try client.get("/v1/characters/\(following)/logs?lines=200")
                 logLines = logs.status == 200 ? logs.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) : []
@@ -148,7 +113,7 @@ struct TopScreen {
         }
     }
 
-    mutating func update(_ characters: [TopCharacter], now: Double) {
+    mutating func update(_ characters: [CharacterStatus], now: Double) {
         rows = characters.map { character in
             var cpu: Double?
             if let seconds = character.resources?.cpuSeconds {

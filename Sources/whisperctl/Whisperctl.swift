@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import WhisperAPI
 import WhisperConfig
 import WhisperCore
 
@@ -80,6 +81,13 @@ extension Whisperctl {
     }
 }
 
+/// JSON for a person and for `jq`: indented, keys sorted.
+func prettyJSON(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
 struct Connection: ParsableArguments {
     @Option(name: .long, help: "The control socket (default: $WHISPERD_SOCKET or /run/whisperd/control.sock).")
     var socket: String?
@@ -91,23 +99,46 @@ struct Connection: ParsableArguments {
 
 /// Helpers shared by the verbs.
 extension ControlClient {
-    func characters() throws -> [[String: Any]] {
+    func characters() throws -> [CharacterStatus] {
         let response = try get("/v1/characters")
-        guard response.status == 200, let list = response.object["characters"] as? [[String: Any]] else {
-            throw OperationFailed(description: "unexpected answer (\(response.status)): \(response.text)")
+        guard response.status == 200 else {
+            throw OperationFailed(description: "unexpected answer (\(response.status)): \(response.errorMessage)")
         }
-        return list
+        return try response.decode(CharacterList.self).characters
     }
 
-    func character(_ name: String) throws -> [String: Any] {
+    func character(_ name: String) throws -> CharacterStatus {
         let response = try get("/v1/characters/\(name)")
         if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
-        return response.object
+        guard response.status == 200 else {
+            throw OperationFailed(description: "unexpected answer (\(response.status)): \(response.errorMessage)")
+        }
+        return try response.decode(CharacterStatus.self)
+    }
+
+    /// `/health` answers 503 with the same body while something is not ready.
+    func health() throws -> HealthReport {
+        let response = try get("/health")
+        guard response.status == 200 || response.status == 503 else {
+            throw OperationFailed(description: "unexpected answer (\(response.status)): \(response.errorMessage)")
+        }
+        return try response.decode(HealthReport.self)
+    }
+
+    /// An answer to a reload, scale or profile switch: its result, or every problem of the roster.
+    func applied<Result: APIModel>(_ response: Response, _ type: Result.Type, _ what: String) throws -> Result {
+        switch response.status {
+        case 200: return try response.decode(type)
+        case 422:
+            let problems = try response.decode(RosterRejected.self).problems
+            throw OperationFailed(description: "\(what): roster rejected:\n  " + problems.joined(separator: "\n  "))
+        default: throw OperationFailed(description: "\(what): \(response.errorMessage)")
+        }
     }
 
     /// The names given, or every character with `--all`; unknown names are a failure.
     func resolve(_ names: [String], all: Bool) throws -> [String] {
-        let known = try characters().compactMap { $0["name"] as? String }
+        let known = try characters().map(\.name)
         if all { return known }
         guard !names.isEmpty else { throw ValidationError("name at least one character, or --all") }
         let unknown = names.filter { !known.contains($0) }
@@ -134,16 +165,15 @@ extension Whisperctl {
         func run() throws {
             var list = try connection.client.characters()
             if !names.isEmpty {
-                let unknown = names.filter { name in !list.contains { $0["name"] as? String == name } }
+                let unknown = names.filter { name in !list.contains { $0.name == name } }
                 if !unknown.isEmpty { throw OperationFailed(description: "no character named \(unknown.joined(separator: ", "))") }
-                list = list.filter { names.contains($0["name"] as? String ?? "") }
+                list = list.filter { names.contains($0.name) }
             }
-            let health = try connection.client.get("/health").object
+            let health = try connection.client.health()
             if json {
-                let data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                print(try prettyJSON(list))
             } else {
-                if names.isEmpty, let supervisor = health["supervisor"] as? [String: Any] { print(StatusTable.header(supervisor)) }
+                if names.isEmpty { print(StatusTable.header(health.supervisor)) }
                 print(StatusTable.render(list))
                 let facets = StatusTable.facetLines(list)
                 if !facets.isEmpty { print("\n" + facets.joined(separator: "\n")) }
@@ -151,7 +181,7 @@ extension Whisperctl {
                 if !schedules.isEmpty { print("\nscheduled jobs:\n" + schedules.joined(separator: "\n")) }
             }
             guard check else { return }
-            let notReady = (health["not_ready"] as? [String] ?? []).filter { names.isEmpty || names.contains($0) }
+            let notReady = (health.notReady ?? []).filter { names.isEmpty || names.contains($0) }
             if !notReady.isEmpty { throw OperationFailed(description: "not ready: \(notReady.joined(separator: ", "))") }
         }
     }
@@ -176,16 +206,11 @@ extension Whisperctl {
 
         func run() throws {
             let client = connection.client
-            let response = try client.post("/v1/scale/\(name)/\(replicas)")
-            guard response.status == 200 else {
-                let problems = (response.object["problems"] as? [String]).map { ":\n  " + $0.joined(separator: "\n  ") }
-                throw OperationFailed(description: "scale \(name): " + (problems ?? (response.object["error"] as? String ?? response.text)))
-            }
-            for line in response.object["plan"] as? [String] ?? [] { print(line) }
+            let result = try client.applied(client.post("/v1/scale/\(name)/\(replicas)"), ScaleResult.self, "scale \(name)")
+            for line in result.plan { print(line) }
             var target = try Target.parse(["--timeout", String(timeout)] + ["--all"])
             target.all = false
-            let instances = response.object["services"] as? [String] ?? []
-            try Operation.wait("start", instances, before: [:], target, client)
+            try Operation.wait("start", result.services, before: [:], target, client)
         }
     }
 
@@ -228,15 +253,15 @@ extension Whisperctl {
             let client = connection.client
             let response = try client.post("/v1/characters/\(job)/run")
             guard response.status == 202 else {
-                throw OperationFailed(description: "run \(job): \(response.object["error"] as? String ?? response.text)")
+                throw OperationFailed(description: "run \(job): \(response.errorMessage)")
             }
             guard !noWait else { return }
             let deadline = Date().addingTimeInterval(timeout)
             while true {
                 let status = try client.character(job)
-                let state = status["state"] as? String ?? ""
-                let reason = (status["last_exit"] as? [String: Any])?["reason"] as? String
-                if status["pid"] == nil, !["starting", "running", "waiting", "stopping"].contains(state) {
+                let state = status.state
+                let reason = status.lastExit?.reason
+                if status.pid == nil, !["starting", "running", "waiting", "stopping"].contains(state) {
                     guard state == "exited" else {
                         throw OperationFailed(description: "\(job) failed: state \(state)" + (reason.map { ", last exit \($0)" } ?? ""))
                     }
@@ -254,13 +279,13 @@ extension Whisperctl {
         @OptionGroup var connection: Connection
         @Flag(name: .shortAndLong, help: "Keep printing new lines as they are written.")
         var follow = false
-        @Option(name: .short, help: "How many lines from the end.")
+        @Option(name: .short, help: "How many lines from the end (0 to 10000).")
         var n: Int = 20
         @Argument(help: "The character.")
         var name: String
 
         func validate() throws {
-            guard n >= 0 else { throw ValidationError("-n must be 0 or more") }
+            guard (0...10_000).contains(n) else { throw ValidationError("-n must be in 0...10000") }
         }
 
         func run() throws {
@@ -272,7 +297,7 @@ extension Whisperctl {
             }
             if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
             guard response.status == 200 else {
-                throw OperationFailed(description: "logs failed (\(response.status)): \(response.object["error"] as? String ?? response.text)")
+                throw OperationFailed(description: "logs failed (\(response.status)): \(response.errorMessage)")
             }
         }
     }
@@ -286,14 +311,15 @@ extension Whisperctl {
 
         func run() throws {
             let response = try connection.client.post("/v1/reload" + (dryRun ? "?dry_run=1" : ""))
-            let object = response.object
             if response.status == 422 {
-                let problems = object["problems"] as? [String] ?? []
+                let problems = try response.decode(RosterRejected.self).problems
                 for problem in problems { FileHandle.standardError.write(Data("  \(problem)\n".utf8)) }
                 throw OperationFailed(description: "roster rejected (\(counted(problems.count, "problem"))); the running fleet is unchanged")
             }
-            guard response.status == 200 else { throw OperationFailed(description: "reload failed (\(response.status)): \(response.text)") }
-            let plan = object["plan"] as? [String] ?? []
+            guard response.status == 200 else {
+                throw OperationFailed(description: "reload failed (\(response.status)): \(response.errorMessage)")
+            }
+            let plan = try response.decode(ReloadResult.self).plan
             if plan.isEmpty { print(dryRun ? "nothing would change" : "roster unchanged") }
             for line in plan { print(dryRun ? "would \(line)" : line) }
         }
@@ -310,20 +336,20 @@ extension Whisperctl {
         func run() throws {
             let client = connection.client
             let response = try client.post("/v1/reexec")
-            guard response.status == 202 else {
-                throw OperationFailed(description: "reexec refused: \(response.object["error"] as? String ?? response.text)")
-            }
-            let before = response.object["reexecs"] as? Int ?? 0
+            guard response.status == 202 else { throw OperationFailed(description: "reexec refused: \(response.errorMessage)") }
+            let before = try response.decode(ReexecScheduled.self).reexecs
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
                 // The socket is not answered for the moment of the exec itself: retry.
-                if let health = try? client.get("/health").object, let supervisor = health["supervisor"] as? [String: Any] {
-                    if let error = supervisor["reexec_error"] as? String { throw OperationFailed(description: "reexec failed: \(error)") }
-                    if let count = supervisor["reexecs"] as? Int, count > before {
-                        let version = supervisor["version"] as? String ?? "?"
-                        print("whisperd re-executed: version \(version), pid \(supervisor["pid"] as? Int ?? 0), \(supervisor["summary"] as? String ?? "")")
-                        return
-                    }
+                let supervisor: HealthReport.Supervisor
+                do { supervisor = try client.health().supervisor } catch is ControlClient.Unreachable {
+                    usleep(20_000)
+                    continue
+                }
+                if let error = supervisor.reexecError { throw OperationFailed(description: "reexec failed: \(error)") }
+                if supervisor.reexecs > before {
+                    print("whisperd re-executed: version \(supervisor.version), pid \(supervisor.pid), \(supervisor.summary)")
+                    return
                 }
                 usleep(20_000)
             }
@@ -343,10 +369,9 @@ extension Whisperctl {
         func run() throws {
             let response = try connection.client.get("/v1/characters/\(name)/incidents")
             if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
-            let incidents = response.object["incidents"] as? [[String: Any]] ?? []
+            let incidents = try response.decode(IncidentList.self).incidents
             if json {
-                let data = try JSONSerialization.data(withJSONObject: incidents, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                print(try prettyJSON(incidents))
                 return
             }
             guard !incidents.isEmpty else {
@@ -354,15 +379,14 @@ extension Whisperctl {
                 return
             }
             for incident in incidents.reversed() {
-                var line = "\(incident["at"] as? String ?? "?")  \(incident["reason"] as? String ?? "?")"
-                if let uptime = incident["uptime_seconds"] as? Double { line += "  after \(StatusTable.duration(uptime))" }
-                if let peak = incident["peak_memory_bytes"] as? Int { line += "  peak \(ByteCount.humanReadable(UInt64(peak)))" }
-                if let state = incident["state_after"] as? String { line += "  -> \(state)" }
+                var line = "\(incident.at)  \(incident.reason)  after \(StatusTable.duration(incident.uptimeSeconds))"
+                if let peak = incident.peakMemoryBytes { line += "  peak \(ByteCount.humanReadable(peak))" }
+                line += "  -> \(incident.stateAfter)"
                 print(line)
-                if let health = incident["health"] as? [String: Any], !health.isEmpty {
+                if let health = incident.health, !health.isEmpty {
                     print("    health: " + health.keys.sorted().map { "\($0)=\(health[$0] ?? "")" }.joined(separator: " "))
                 }
-                for logLine in incident["last_log_lines"] as? [String] ?? [] { print("    | \(logLine)") }
+                for logLine in incident.lastLogLines { print("    | \(logLine)") }
             }
         }
     }
@@ -379,17 +403,14 @@ extension Whisperctl {
         func run() throws {
             let response = try connection.client.get("/v1/characters/\(name)/env")
             if response.status == 404 { throw OperationFailed(description: "no character named \(name)") }
-            let entries = response.object["environment"] as? [[String: Any]] ?? []
-            let width = entries.map { ($0["name"] as? String ?? "").count }.max() ?? 0
-            let originWidth = entries.map { ($0["origin"] as? String ?? "").count }.max() ?? 0
+            let entries = try response.decode(EnvironmentReport.self).environment
+            let width = entries.map(\.name.count).max() ?? 0
+            let originWidth = entries.map(\.origin.count).max() ?? 0
             for entry in entries {
-                let key = entry["name"] as? String ?? ""
-                let value = entry["value"] as? String ?? ""
                 if explain {
-                    let origin = entry["origin"] as? String ?? ""
-                    print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(origin.padding(toLength: originWidth, withPad: " ", startingAt: 0))  \(value)")
+                    print("\(entry.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(entry.origin.padding(toLength: originWidth, withPad: " ", startingAt: 0))  \(entry.value)")
                 } else {
-                    print("\(key)=\(value)")
+                    print("\(entry.name)=\(entry.value)")
                 }
             }
         }
@@ -445,15 +466,11 @@ enum Operation {
         let names: [String]
         if let profile = target.profile {
             guard verb == "start" || verb == "stop" else { throw OperationFailed(description: "--profile works with start and stop") }
-            let response = try client.post("/v1/profiles/\(profile)/\(verb)")
-            guard response.status == 200 else {
-                let problems = (response.object["problems"] as? [String]).map { ":\n  " + $0.joined(separator: "\n  ") }
-                throw OperationFailed(
-                    description: "\(verb) --profile \(profile): " + (problems ?? (response.object["error"] as? String ?? response.text)))
-            }
-            for line in response.object["plan"] as? [String] ?? [] { print(line) }
+            let result = try client.applied(
+                client.post("/v1/profiles/\(profile)/\(verb)"), ProfileResult.self, "\(verb) --profile \(profile)")
+            for line in result.plan { print(line) }
             // Starting waits for the profile's services; stopping, for those that were running.
-            let members = response.object["services"] as? [String] ?? []
+            let members = result.services
             let present = Set(try client.resolve([], all: true))
             names = verb == "start" ? members.filter(present.contains) : []
             guard !names.isEmpty else { return }
@@ -464,10 +481,10 @@ enum Operation {
         // A rolling restart goes one character at a time: the next starts once the last handed over.
         for batch in verb == "rolling-restart" ? names.map { [$0] } : [names] {
             for name in batch {
-                if let pid = try client.character(name)["pid"] as? Int { before[name] = pid }
+                if let pid = try client.character(name).pid { before[name] = pid }
                 let response = try client.post("/v1/characters/\(name)/\(verb)")
                 guard response.status == 202 else {
-                    throw OperationFailed(description: "\(verb) \(name): \(response.object["error"] as? String ?? response.text)")
+                    throw OperationFailed(description: "\(verb) \(name): \(response.errorMessage)")
                 }
             }
             try wait(verb, batch, before: before, target, client)
@@ -482,14 +499,13 @@ enum Operation {
         for name in names {
             while true {
                 let character = try client.character(name)
-                let state = character["state"] as? String ?? ""
-                let pid = character["pid"] as? Int
-                let ready = character["ready"] as? Bool ?? false
+                let state = character.state
+                let pid = character.pid
                 let done: Bool =
                     switch verb {
                     case "stop": state == "stopped" && pid == nil
-                    case "restart", "rolling-restart": ready && pid != nil && pid != before[name]
-                    default: ready || (character["kind"] as? String == "job" && state == "exited")
+                    case "restart", "rolling-restart": character.ready && pid != nil && pid != before[name]
+                    default: character.ready || (character.kind == "job" && state == "exited")
                     }
                 if done {
                     print("\(name): \(state)\(pid.map { " (pid \($0))" } ?? "")")
@@ -497,7 +513,7 @@ enum Operation {
                 }
                 let gaveUp = ["failed", "crashloop"].contains(state) && verb != "stop"
                 if gaveUp || Date() >= deadline {
-                    let last = (character["last_exit"] as? [String: Any])?["reason"] as? String
+                    let last = character.lastExit?.reason
                     failures.append(
                         "\(name): \(gaveUp ? "" : "timed out, ")state \(state)" + (last.map { ", last exit \($0)" } ?? ""))
                     break

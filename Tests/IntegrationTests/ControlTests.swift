@@ -301,7 +301,7 @@ extension IntegrationTests {
             #expect(up.code == 0)
             let post = try runCommand(
                 "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "http://127.0.0.1:\(whisperd.httpPort)/v1/characters/elena/restart"])
-            #expect(post.stdout == "403")
+            #expect(post.stdout == "405")
             #expect(whisperd.count("elena: starting -> running") == 1)
         }
 

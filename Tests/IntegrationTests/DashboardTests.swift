@@ -185,9 +185,9 @@ extension IntegrationTests {
             defer { whisperd.terminate() }
             _ = whisperd.waitFor("elena: starting -> running")
             let headers = try Self.logIn(whisperd)
-            // A session opens the dashboard's routes, not the control routes on this port.
-            #expect(Self.exchange(whisperd.httpPort, "POST", "/v1/characters/elena/restart", headers: headers).0 == 403)
-            #expect(Self.exchange(whisperd.httpPort, "POST", "/v1/reload", headers: headers).0 == 403)
+            // A session opens the dashboard's routes, not the control routes on this port (405: GET, HEAD only).
+            #expect(Self.exchange(whisperd.httpPort, "POST", "/v1/characters/elena/restart", headers: headers).0 == 405)
+            #expect(Self.exchange(whisperd.httpPort, "POST", "/v1/reload", headers: headers).0 == 405)
             let foreign = rawHTTP(port: whisperd.httpPort, "GET / HTTP/1.1\r\nHost: rebound.example:\(whisperd.httpPort)\r\nConnection: close\r\n\r\n")
             #expect(foreign?.hasPrefix("HTTP/1.1 421") == true, "\(foreign ?? "")")
             let page = rawHTTP(port: whisperd.httpPort, "GET / HTTP/1.1\r\nHost: localhost:\(whisperd.httpPort)\r\nConnection: close\r\n\r\n") ?? ""

@@ -1,13 +1,20 @@
 import Foundation
 import Testing
+import WhisperAPI
 
 @testable import whisperctl
 
 @Suite struct TopTests {
-    static func character(_ name: String, memory: UInt64?, cpu: Double?, restarts: Int = 0) -> TopCharacter {
-        TopCharacter(
-            name: name, state: "running", ready: true, pid: 100, restarts: restarts, uptimeSeconds: 65,
-            resources: TopCharacter.Resources(memoryBytes: memory, memoryLimitBytes: 256 << 20, cpuSeconds: cpu, pids: 1))
+    static func character(_ name: String, memory: UInt64?, cpu: Double?, restarts: Int = 0) -> CharacterStatus {
+        var character = CharacterStatus(name: name, kind: "character", state: "running", desired: "up", ready: true, restarts: restarts, crashLoop: false)
+        character.pid = 100
+        character.uptimeSeconds = 65
+        var resources = CharacterStatus.Resources()
+        resources.memoryBytes = memory
+        resources.memoryLimitBytes = 256 << 20
+        resources.cpuSeconds = cpu
+        character.resources = resources
+        return character
     }
 
     @Test func keysInOneRead_areEachSeen() {

@@ -7,6 +7,8 @@
 # (scripts/bench/static_http.c) sending as many bytes as plain /metrics: the floor of this host,
 # once with sendmsg from memory and once with sendfile from a memory file (as whisperd sends a
 # large /metrics).
+# BIN=path measures that whisperd instead of building one (to compare two builds in one
+# session, e.g. main's and a branch's, alternately: the host's noise hits both alike).
 # On a 2-core machine wrk and whisperd are pinned to different cores (PIN=0 to disable):
 # otherwise the load generator preempts the server it measures and the tail is the
 # scheduler's, not whisperd's.
@@ -19,8 +21,9 @@ server_cpu=(); client_cpu=()
 if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ]; then server_cpu=(taskset -c 0); client_cpu=(taskset -c 1); fi
 duration=${DURATION:-10s}
 scripts/install-deps.sh bench
-bin=$(scripts/build-release.sh)
+bin=${BIN:-$(scripts/build-release.sh)}
 work=$(mktemp -d /tmp/whisperd-http-XXXXXX)
+chmod 755 "$work"  # characters run as users of their own and start in the roster's directory
 port=$((20000 + RANDOM % 20000))
 cleanup() {
   # Not under -e: a killed server's wait status (143) must not end the cleanup early.
@@ -61,7 +64,7 @@ done
 stamp=$(date -u +%Y%m%d-%H%M%S)
 out="$repo/docs/bench/http-$stamp.md"
 {
-  echo "# /health and /metrics under wrk ($n characters)"
+  echo "# /health and /metrics under wrk ($n characters)${BIN:+, $BIN}"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r); whisperd release build;"
   echo "\`wrk -c 16 -t 1 -d $duration --latency\` on loopback$([ ${#server_cpu[@]} -gt 0 ] && echo ", whisperd on CPU 0 and wrk on CPU 1"); $(curl -s "http://127.0.0.1:$port/metrics" | wc -c) bytes of /metrics ($(curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/metrics" | wc -c) gzip-encoded), $(curl -s "http://127.0.0.1:$port/health" | wc -c) of /health."

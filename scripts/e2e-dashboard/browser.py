@@ -93,7 +93,8 @@ refused = {
     "GET incidents": http("GET", "/dashboard/api/characters/elena/incidents")[0],
     "POST on the old read-only route": http("POST", "/v1/characters/elena/restart")[0],
 }
-check("without the token every action and private read is refused (401/403)", all(code in (401, 403) for code in refused.values()), str(refused))
+check("without the token every action and private read is refused (401/403; 405 on the read-only routes)",
+      all(code in (401, 403, 405) for code in refused.values()) and refused["POST on the old read-only route"] == 405, str(refused))
 check("a wrong token does not log in", http("GET", "/login?token=" + "0" * 64)[0] == 401)
 check("a foreign Host (DNS rebinding) is refused", http("GET", "/", {"Host": f"evil.example:{args.port}"})[0] == 421)
 
