@@ -64,7 +64,14 @@ let package = Package(
             name: "WhisperDaemon",
             dependencies: [
                 "WhisperAPI", "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
+                // The dashboard validates a character file as the worker reads it (pure: no I/O).
+                "WhisperChat",
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            // The web dashboard's files, compiled into the binary as byte arrays (`PackageResources`).
+            resources: [
+                .embedInCode("Dashboard/assets/index.html"), .embedInCode("Dashboard/assets/app.js"),
+                .embedInCode("Dashboard/assets/app.css"),
             ],
             swiftSettings: strictSettings
         ),
@@ -110,6 +117,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
+        // `whisperctl top`'s pure parts: keys, sorting, the frame on any terminal size.
+        .testTarget(name: "WhisperctlTests", dependencies: ["whisperctl"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),

@@ -18,6 +18,9 @@
 #   postgres), prometheus (its promtool checks /metrics; Debian ships promtool only in that
 #   package), procps and util-linux (setpriv), debootstrap and systemd-container
 #   (scripts/e2e-systemd.sh; systemd-container may upgrade the host's systemd to match);
+#   chromium, chromium-driver and tmux (scripts/e2e-dashboard.sh: the dashboard in a real
+#   browser, `whisperctl top` in a real terminal), and selenium from PyPI (pinned below) in a
+#   virtualenv at /var/cache/whisperd-test/selenium;
 #   python3-venv and, from PyPI, kubernetes-validate (pinned below) in a virtualenv at
 #   /var/cache/whisperd-test/kubernetes-validate: the tests check `whisperd export kubernetes`
 #   against the API schemas of one Kubernetes version (KUBERNETES_VERSION below), and
@@ -40,7 +43,7 @@ image=(podman runc netavark aardvark-dns iptables catatonit ca-certificates tzda
 runtime=(pkg-config libsystemd-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq5 curl python3)
 case "$set_name" in
   run) packages=("${runtime[@]}") ;;
-  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}") ;;
+  test) packages=("${runtime[@]}" postgresql-15 prometheus procps util-linux debootstrap systemd-container "${image[@]}" chromium chromium-driver tmux) ;;
   bench) packages=("${runtime[@]}" wrk procps) ;;
   image) packages=("${runtime[@]}" "${image[@]}") ;;
   *) echo "usage: scripts/install-deps.sh [--list] [run|test|bench|image]" >&2; exit 2 ;;
@@ -81,6 +84,19 @@ if ((${#missing[@]})); then
   done
 fi
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.x toolchain required)" >&2; exit 1; }
+# The browser test's driver (scripts/e2e-dashboard.sh), pinned, in a virtualenv of its own
+# (Debian's python3 refuses pip installs outside one); the newest selenium needs a certifi
+# newer than some mirrors hold.
+if [ "$set_name" = test ]; then
+  selenium_version=4.38.0
+  selenium_home=/var/cache/whisperd-test/selenium
+  if ! "$selenium_home/bin/pip" show selenium 2>/dev/null | grep -qx "Version: $selenium_version"; then
+    echo "install-deps (test): selenium==$selenium_version into $selenium_home" >&2
+    mkdir -p "$(dirname "$selenium_home")"
+    [ -x "$selenium_home/bin/python" ] || /usr/bin/python3 -m venv "$selenium_home"
+    "$selenium_home/bin/pip" install --quiet "selenium==$selenium_version"
+  fi
+fi
 
 # The manifests' validator (Tests/IntegrationTests/KubernetesTests.swift, scripts/e2e-kubernetes.sh):
 # kubernetes-validate with the schemas of Kubernetes 1.31, in a virtualenv of its own.

@@ -3,10 +3,11 @@
 # real kernel, integration tests that run the built whisperd binary, then the end-to-end
 # tests: the API contract (OpenAPI validated, schemathesis against a live whisperd;
 # scripts/e2e-api.sh), on a real systemd in a container (scripts/e2e-systemd.sh), on a real
-# local model (scripts/e2e-local-model.sh) and on a real container engine
-# (scripts/e2e-kubernetes.sh: the exported manifests played by podman from the image), then
-# every fuzz target for FUZZ_SECONDS (default 60) each (scripts/fuzz.sh), then the Swift suite
-# again under ThreadSanitizer and
+# local model (scripts/e2e-local-model.sh), on a real container engine
+# (scripts/e2e-kubernetes.sh: the exported manifests played by podman from the image), the
+# web dashboard in Chromium and `whisperctl top` in tmux (scripts/e2e-dashboard.sh, 25–80 s),
+# then every fuzz target for FUZZ_SECONDS (default 60) each (scripts/fuzz.sh), then the Swift
+# suite again under ThreadSanitizer and
 # AddressSanitizer (scripts/sanitizers.sh; SANITIZERS=0 skips it). Arguments go to swift test.
 #
 # Each phase's output goes to .build/test-logs/<phase>.log; the terminal gets one line per
@@ -61,6 +62,7 @@ phase api-contract scripts/e2e-api.sh
 phase e2e-systemd scripts/e2e-systemd.sh
 phase e2e-local-model scripts/e2e-local-model.sh
 phase e2e-kubernetes scripts/e2e-kubernetes.sh
+phase e2e-dashboard scripts/e2e-dashboard.sh
 phase fuzz scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-60}"
 if [ "${SANITIZERS:-1}" != 0 ]; then phase sanitizers scripts/sanitizers.sh thread address; fi
 echo "$total_passed passed, $total_failed failed"

@@ -78,6 +78,7 @@ extension Daemon {
                         storesOnPostgres: onPostgres))
             }
             if parts == ["openapi.json"] { return openAPIResponse(for: .control) }
+            if parts == ["v1", "dashboard"] { return dashboardLoginResponse() }
             if parts.count == 4, parts[0] == "v1", parts[1] == "characters", let name = known(parts[2]) {
                 switch parts[3] {
                 case "logs": return logs(name, request)

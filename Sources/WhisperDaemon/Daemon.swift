@@ -57,6 +57,8 @@ public final class Daemon {
     var controlServer: HTTPServer?
     /// `whisperctl logs -f` clients, per character.
     var logFollowers: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
+    /// The web dashboard's sessions, samples and live log tails (Dashboard/).
+    let dashboard = DashboardState()
     let incidents: IncidentStore
     /// Made at the first scrape: a whisperd nobody scrapes does not carry the registry.
     var metricsExporter: MetricsExporter?
@@ -186,15 +188,16 @@ public final class Daemon {
             for signal in signals.drain() { self.received(signal: signal) }
         }
         if let fd = handover?.statusFD {
-            statusServer = try HTTPServer(loop: loop, listenFD: fd) { [unowned self] request in self.handleStatusRequest(request) }
+            statusServer = try HTTPServer(loop: loop, listenFD: fd) { [unowned self] request in self.handleHTTPRequest(request) }
         } else if let address = configuration.httpAddress {
             statusServer = try HTTPServer(loop: loop, host: address.host, port: address.port) { [unowned self] request in
-                self.handleStatusRequest(request)
+                self.handleHTTPRequest(request)
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
         try startControlSocket(inheritedFD: handover?.controlFD)
         adoptHandedOverRuns()
+        startDashboard()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
         log.log(
             .info, "whisperd",

@@ -28,7 +28,7 @@ struct Whisperctl: ParsableCommand {
             The socket is --socket, else $WHISPERD_SOCKET, else /run/whisperd/control.sock.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Reexec.self, Backup.self, Restore.self, Why.self, Env.self, Check.self]
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Run.self, Scale.self, Logs.self, Reload.self, Reexec.self, Backup.self, Restore.self, Why.self, Env.self, Check.self, Top.self, Dashboard.self]
     )
 
     static func main() {
