@@ -30,10 +30,16 @@ public struct OpenAPIDocument: Encodable, Sendable {
         var content: [String: MediaType]?
     }
 
+    struct RequestBody: Encodable, Sendable {
+        var required = true
+        var content: [String: MediaType]
+    }
+
     struct Operation: Encodable, Sendable {
         var operationId: String
         var summary: String
         var parameters: [Parameter]?
+        var requestBody: RequestBody?
         var responses: [String: Response]
     }
 
@@ -49,7 +55,7 @@ public struct OpenAPIDocument: Encodable, Sendable {
     public init(for endpoint: Endpoint, version: String) {
         let routes = Route.all.filter { $0.endpoints.contains(endpoint) }
         info = Info(
-            title: endpoint == .control ? "whisperd control socket" : "whisperd HTTP port (read-only)", version: version,
+            title: endpoint == .control ? "whisperd control socket" : "whisperd HTTP port (read-only API and web dashboard)", version: version,
             description: Self.describe(endpoint))
         var paths: [String: [String: Operation]] = [:]
         var types: [String: any APIModel.Type] = [:]
@@ -84,7 +90,7 @@ public struct OpenAPIDocument: Encodable, Sendable {
             }
             paths[route.path, default: [:]][route.method.rawValue] = Operation(
                 operationId: route.operationID, summary: route.summary, parameters: parameters.isEmpty ? nil : parameters,
-                responses: responses)
+                requestBody: route.requestBody.map { RequestBody(content: [$0: MediaType(schema: .string())]) }, responses: responses)
         }
         self.paths = paths
         components = Components(schemas: types.mapValues { $0.schema })
@@ -100,7 +106,7 @@ public struct OpenAPIDocument: Encodable, Sendable {
     static func describe(_ endpoint: Endpoint) -> String {
         switch endpoint {
         case .loopback:
-            "whisperd's loopback HTTP port: GET and HEAD only; any other method is refused with 405 (control goes through the control socket). Paths not listed answer 404."
+            "whisperd's loopback HTTP port: read-only (GET and HEAD) but for the web dashboard's changes under `/dashboard/api/` and `/logout`, which need a logged-in session (the cookie `/login` sets), its `X-CSRF-Token` header and the dashboard's `Origin`; a method a path does not list is refused with 405 (control goes through the control socket). Paths not listed answer 404."
         case .control:
             "whisperd's control socket (`<runtime>/control.sock`, HTTP/1.1 over a Unix socket; only root, whisperd's owner and group `whisperd` may connect). GET/HEAD read, POST changes; any other method answers 405. Paths not listed answer 404."
         }
@@ -111,7 +117,8 @@ public struct OpenAPIDocument: Encodable, Sendable {
 public enum APIModels {
     public static let all: [any APIModel.Type] = [
         APIError.self, CharacterStatus.self, CharacterStatus.LastExit.self, CharacterStatus.Tenant.self,
-        CharacterStatus.Resources.self, CharacterList.self, HealthReport.self, HealthReport.Supervisor.self, CgroupReport.self,
+        CharacterStatus.Resources.self, CharacterList.self, DashboardLogin.self, DashboardSession.self, ResourceSamples.self,
+        ResourceSamples.Point.self, CharacterFiles.self, CharacterFiles.File.self, SavedCharacterFile.self, DashboardAction.self, HealthReport.self, HealthReport.Supervisor.self, CgroupReport.self,
         Paths.self, Incident.self, IncidentList.self, EnvironmentReport.self, EnvironmentReport.Variable.self, ReloadResult.self,
         RosterRejected.self, ScaleResult.self, ProfileResult.self, CharacterStatus.Schedule.self, CharacterStatus.Replica.self, ReexecScheduled.self,
     ]

@@ -8,7 +8,7 @@ public enum Endpoint: String, Sendable, CaseIterable {
 }
 
 public struct Route: Sendable {
-    public enum Method: String, Sendable { case get, post }
+    public enum Method: String, Sendable { case get, post, put }
 
     public struct Parameter: Sendable {
         public enum Location: String, Sendable { case path, query }
@@ -39,6 +39,8 @@ public struct Route: Sendable {
     public var parameters: [Parameter]
     public var answers: [Answer]
     public var endpoints: Set<Endpoint>
+    /// The media type of the request's body, when it takes one.
+    public var requestBody: String? = nil
 }
 
 extension Route.Parameter {
@@ -62,6 +64,16 @@ extension Route.Answer {
     static let notFoundCharacter = error(404, "No character or job of that name.")
     static let shuttingDown = error(409, "whisperd is shutting down.")
     static let rosterRejected = json(422, RosterRejected.self, "The roster that would result is invalid: nothing changed.")
+
+    static func page(_ status: Int, _ description: String) -> Self {
+        Self(status: status, description: description, body: .text("text/html"))
+    }
+
+    /// Every dashboard route checks the `Host` header first (against DNS rebinding).
+    static let misdirected = page(421, "The `Host` header is not the dashboard's own address.")
+    static let loginFirst = error(401, "No session: log in first (`whisperctl dashboard` prints the login URL).")
+    static let refusedChange = error(
+        403, "The request's `Origin` is not the dashboard's, or its `X-CSRF-Token` header is not the session's.")
 }
 
 extension Route {
@@ -198,6 +210,111 @@ extension Route {
                 .json(200, ProfileResult.self, "Applied like a reload."), .error(400, "Not a profile name."),
                 .error(404, "No such operation."), .shuttingDown, .rosterRejected,
             ], endpoints: [.control]),
+    ] + dashboard
+
+    /// The web dashboard (docs/dashboard.md): its page and assets, login, and its API under
+    /// `/dashboard/api/` on the HTTP port; the login URL on the control socket. Reads of what
+    /// only the control socket shows, and every change, need a session (the cookie `/login`
+    /// sets); changes also need the session's `X-CSRF-Token` header and the dashboard's `Origin`.
+    static let dashboard: [Route] = [
+        Route(
+            method: .get, path: "/v1/dashboard", operationID: "dashboardLogin",
+            summary: "The web dashboard's login URL, with its token (`whisperctl dashboard`).", parameters: [],
+            answers: [.json(200, DashboardLogin.self, "The login URL."), .error(404, "No dashboard: whisperd runs without `--http`.")],
+            endpoints: [.control]),
+        Route(
+            method: .get, path: "/", operationID: "dashboardPage", summary: "The dashboard's page.", parameters: [],
+            answers: [Answer(status: 200, description: "The page.", body: .text("text/html")), .misdirected], endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/app.js", operationID: "dashboardScript", summary: "The dashboard's script.", parameters: [],
+            answers: [Answer(status: 200, description: "The script.", body: .text("text/javascript")), .misdirected],
+            endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/app.css", operationID: "dashboardStyle", summary: "The dashboard's style sheet.",
+            parameters: [], answers: [Answer(status: 200, description: "The style sheet.", body: .text("text/css")), .misdirected],
+            endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/login", operationID: "dashboardLoginWithToken",
+            summary: "Log in with the token: a session cookie, then back to `/` (so the token leaves the address bar).",
+            parameters: [
+                Parameter(
+                    name: "token", location: .query, schema: .string("The token `whisperctl dashboard` prints."),
+                    description: "The login token.", example: "0123456789abcdef")
+            ],
+            answers: [
+                Answer(status: 303, description: "Logged in: the session cookie is set; on to `/`.", body: .text("text/plain")),
+                .page(401, "Wrong or missing token."), .misdirected,
+            ], endpoints: [.loopback]),
+        Route(
+            method: .post, path: "/logout", operationID: "dashboardLogout",
+            summary: "End the session (and its live log tails); the cookie is cleared.", parameters: [],
+            answers: [
+                .json(200, DashboardSession.self, "Logged out."),
+                .page(403, "No session, or the request's `Origin` or `X-CSRF-Token` is not the session's."), .misdirected,
+            ], endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/api/session", operationID: "dashboardSession",
+            summary: "Whether this browser is logged in, and the CSRF token of its changes.", parameters: [],
+            answers: [.json(200, DashboardSession.self, "The session, or `logged_in: false`."), .misdirected], endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/api/characters/{name}/samples", operationID: "dashboardSamples",
+            summary: "A character's memory, CPU and restarts over the last hour (anyone may read them, as /metrics).",
+            parameters: [.name],
+            answers: [.json(200, ResourceSamples.self, "The samples."), .notFoundCharacter, .misdirected], endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/api/characters/{name}/logs", operationID: "dashboardLogs",
+            summary: "A session's: the character's last 200 log lines, then each new one (Server-Sent Events, one `data:` per line).",
+            parameters: [.name],
+            answers: [
+                Answer(status: 200, description: "The stream, until the client hangs up or the session logs out.", body: .text("text/event-stream")),
+                .loginFirst, .notFoundCharacter, .misdirected,
+            ], endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/api/characters/{name}/incidents", operationID: "dashboardIncidents",
+            summary: "A session's: the character's last abnormal exits (as the control socket's).", parameters: [.name],
+            answers: [.json(200, IncidentList.self, "Up to ten, oldest first."), .loginFirst, .notFoundCharacter, .misdirected],
+            endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/api/characters/{name}/env", operationID: "dashboardEnvironment",
+            summary: "A session's: the character's effective environment, secrets redacted (as the control socket's).",
+            parameters: [.name],
+            answers: [.json(200, EnvironmentReport.self, "Sorted by name."), .loginFirst, .notFoundCharacter, .misdirected],
+            endpoints: [.loopback]),
+        Route(
+            method: .get, path: "/dashboard/api/characters/{name}/files", operationID: "dashboardFiles",
+            summary: "A session's: the character's files the dashboard may edit.", parameters: [.name],
+            answers: [
+                .json(200, CharacterFiles.self, "`character.md` and the optional files that exist."), .loginFirst,
+                .error(404, "No character of that name, or it has no character folder (a job)."), .misdirected,
+            ], endpoints: [.loopback]),
+        Route(
+            method: .post, path: "/dashboard/api/characters/{name}/{operation}", operationID: "dashboardOperate",
+            summary: "A session's: start, stop or restart a character; answers at once (its status shows the result).",
+            parameters: [
+                .name,
+                Parameter(
+                    name: "operation", location: .path, schema: .string(oneOf: DashboardAction.commands), description: "What to do.",
+                    example: "restart"),
+            ],
+            answers: [
+                .json(202, DashboardAction.self, "Accepted."), .loginFirst, .refusedChange,
+                .error(404, "No character of that name, or no such operation."), .shuttingDown, .misdirected,
+            ], endpoints: [.loopback]),
+        Route(
+            method: .put, path: "/dashboard/api/characters/{name}/files/{file}", operationID: "dashboardSaveFile",
+            summary: "A session's: replace a character file (validated as the worker reads it, written atomically), then restart the character's running instances to apply it.",
+            parameters: [
+                .name,
+                Parameter(
+                    name: "file", location: .path, schema: .string("`character.md` or an optional character file."),
+                    description: "The file.", example: "character.md"),
+            ],
+            answers: [
+                .json(200, SavedCharacterFile.self, "Saved; the instances restart."), .loginFirst, .refusedChange,
+                .error(404, "No character of that name, no character folder, or not a character file."),
+                .error(422, "Not UTF-8, or the character would not load with it: nothing saved."),
+                .error(500, "The file could not be written: nothing changed."), .misdirected,
+            ], endpoints: [.loopback], requestBody: "text/plain"),
     ]
 }
 
@@ -223,5 +340,6 @@ extension Route {
         guard let literal = fitting.map(\.literalSegments).max() else { return nil }
         let methods = Set(fitting.filter { $0.literalSegments == literal }.map(\.method))
         return (methods.contains(.get) ? ["GET", "HEAD"] : []) + (methods.contains(.post) ? ["POST"] : [])
+            + (methods.contains(.put) ? ["PUT"] : [])
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import WhisperAPI
 
 /// `whisperctl dashboard`: the web dashboard's login URL (with its token, like Jupyter's).
 /// Whoever may use the control socket may log in; the URL is a credential: do not share it.
@@ -10,25 +11,12 @@ extension Whisperctl {
 
         @OptionGroup var connection: Connection
 
-        struct LoginURL: Decodable {
-            var url: String
-            var tokenFile: String?
-            enum CodingKeys: String, CodingKey {
-                case url
-                case tokenFile = "token_file"
-            }
-        }
-
-        struct Refusal: Decodable {
-            var error: String
-        }
-
         func run() throws {
             let response = try connection.client.get("/v1/dashboard")
-            guard response.status == 200, let login = try? JSONDecoder().decode(LoginURL.self, from: response.body) else {
-                let reason = (try? JSONDecoder().decode(Refusal.self, from: response.body))?.error ?? response.text
-                throw OperationFailed(description: "no dashboard login (\(response.status)): \(reason)")
+            guard response.status == 200 else {
+                throw OperationFailed(description: "no dashboard login (\(response.status)): \(response.errorMessage)")
             }
+            let login = try response.decode(DashboardLogin.self)
             print(login.url)
             if let file = login.tokenFile {
                 FileHandle.standardError.write(Data("(the token is also in \(file), readable by root and group whisperd)\n".utf8))

@@ -188,6 +188,18 @@ extension IntegrationTests {
             // A session opens the dashboard's routes, not the control routes on this port (405: GET, HEAD only).
             #expect(Self.exchange(whisperd.httpPort, "POST", "/v1/characters/elena/restart", headers: headers).0 == 405)
             #expect(Self.exchange(whisperd.httpPort, "POST", "/v1/reload", headers: headers).0 == 405)
+            // The dashboard's own routes: a method the contract does not list is 405 with `Allow`.
+            let deleted = rawHTTP(
+                port: whisperd.httpPort,
+                "DELETE /dashboard/api/characters/elena/files/character.md HTTP/1.1\r\nHost: 127.0.0.1:\(whisperd.httpPort)\r\nConnection: close\r\n\r\n") ?? ""
+            #expect(deleted.hasPrefix("HTTP/1.1 405") && deleted.contains("\r\nAllow: PUT\r\n"), "\(deleted)")
+            #expect(Self.exchange(whisperd.httpPort, "GET", "/dashboard/api/characters/elena/restart", headers: headers).0 == 405)
+            #expect(Self.exchange(whisperd.httpPort, "POST", "/dashboard/api/session", headers: headers).0 == 405)
+            // Start, stop and restart only: the control socket's other operations stay there.
+            for operation in ["run", "rolling-restart"] {
+                let refused = Self.exchange(whisperd.httpPort, "POST", "/dashboard/api/characters/elena/\(operation)", headers: headers)
+                #expect(refused.0 == 404 && refused.1.contains("start, stop, restart"), "\(operation): \(refused)")
+            }
             let foreign = rawHTTP(port: whisperd.httpPort, "GET / HTTP/1.1\r\nHost: rebound.example:\(whisperd.httpPort)\r\nConnection: close\r\n\r\n")
             #expect(foreign?.hasPrefix("HTTP/1.1 421") == true, "\(foreign ?? "")")
             let page = rawHTTP(port: whisperd.httpPort, "GET / HTTP/1.1\r\nHost: localhost:\(whisperd.httpPort)\r\nConnection: close\r\n\r\n") ?? ""

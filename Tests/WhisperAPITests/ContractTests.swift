@@ -53,6 +53,29 @@ import WhisperSystem
         #expect(Route.allowedMethods(at: "/v1/characters/elena", on: .loopback) == ["GET", "HEAD"])
         #expect(Route.allowedMethods(at: "/v1/reload", on: .loopback) == nil)
         #expect(Route.allowedMethods(at: "/v1/characters//env", on: .control) == nil)
+        #expect(Route.allowedMethods(at: "/dashboard/api/characters/elena/samples", on: .loopback) == ["GET", "HEAD"])
+        #expect(Route.allowedMethods(at: "/dashboard/api/characters/elena/restart", on: .loopback) == ["POST"])
+        #expect(Route.allowedMethods(at: "/dashboard/api/characters/elena/files/character.md", on: .loopback) == ["PUT"])
+        #expect(Route.allowedMethods(at: "/logout", on: .loopback) == ["POST"])
+        #expect(Route.allowedMethods(at: "/dashboard/api/characters/elena/samples", on: .control) == nil)
+        #expect(Route.allowedMethods(at: "/v1/dashboard", on: .control) == ["GET", "HEAD"])
+        #expect(Route.allowedMethods(at: "/v1/dashboard", on: .loopback) == nil)
+    }
+
+    /// The dashboard's changes are the routes of the loopback port that are not GET, and each
+    /// documents the session gate; its edit takes the file as a text body.
+    @Test func theDashboardsChanges_documentTheirGate_andTheEditItsBody() throws {
+        let changes = Route.all.filter { $0.endpoints.contains(.loopback) && $0.method != .get }
+        #expect(Set(changes.map(\.operationID)) == ["dashboardLogout", "dashboardOperate", "dashboardSaveFile"])
+        for route in changes { #expect(route.answers.contains { $0.status == 403 }, "\(route.path)") }
+        let document = try JSONSerialization.jsonObject(with: Data(JSONText.encode(OpenAPIDocument(for: .loopback, version: "test"))))
+        let paths = try #require((document as? [String: Any])?["paths"] as? [String: [String: [String: Any]]])
+        let put = try #require(paths["/dashboard/api/characters/{name}/files/{file}"]?["put"])
+        let body = try #require(put["requestBody"] as? [String: Any])
+        #expect(body["required"] as? Bool == true && (body["content"] as? [String: Any])?["text/plain"] != nil)
+        #expect(paths["/dashboard/api/characters/{name}/samples"]?["get"]?["requestBody"] == nil)
+        let page = try #require((paths["/"]?["get"]?["responses"] as? [String: [String: Any]])?["200"]?["content"] as? [String: Any])
+        #expect(Array(page.keys) == ["text/html"])
     }
 
     @Test func aMissingRequiredField_isADecodeError_notADefault() throws {
@@ -102,7 +125,8 @@ import WhisperSystem
         for match in text.matches(of: /"\$ref":"#\/components\/schemas\/([A-Za-z]+)"/) {
             #expect(schemas[String(match.1)] != nil, "unresolved $ref \(match.1)")
         }
-        if endpoint == .loopback { #expect(paths["/v1/reload"] == nil && paths["/v1/paths"] == nil) }
+        if endpoint == .loopback { #expect(paths["/v1/reload"] == nil && paths["/v1/paths"] == nil && paths["/v1/dashboard"] == nil) }
+        if endpoint == .control { #expect(paths["/"] == nil && paths["/dashboard/api/session"] == nil && paths["/v1/dashboard"] != nil) }
     }
 }
 

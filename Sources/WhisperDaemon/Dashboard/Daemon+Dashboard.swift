@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WhisperAPI
 import WhisperChat
 import WhisperConfig
 import WhisperCore
@@ -99,21 +100,12 @@ extension Daemon {
     /// `GET /v1/dashboard` on the control socket (`whisperctl dashboard`): the login URL.
     func dashboardLoginResponse() -> HTTPServer.Response {
         guard let address = configuration.httpAddress, !dashboard.token.isEmpty else {
-            return Self.jsonBody(404, ["error": "no dashboard: whisperd runs with --http off"])
+            return errorResponse(404, "no dashboard: whisperd runs with --http off")
         }
         let host = address.host.contains(":") ? "[\(address.host)]" : address.host
-        return Self.jsonBody(
+        return jsonResponse(
             200,
-            LoginURL(url: "http://\(host):\(address.port)/login?token=\(dashboard.token)", tokenFile: dashboard.tokenPath))
-    }
-
-    struct LoginURL: Encodable {
-        var url: String
-        var tokenFile: String?
-        enum CodingKeys: String, CodingKey {
-            case url
-            case tokenFile = "token_file"
-        }
+            DashboardLogin(url: "http://\(host):\(address.port)/login?token=\(dashboard.token)", tokenFile: dashboard.tokenPath))
     }
 
     // MARK: - Routing
@@ -129,16 +121,20 @@ extension Daemon {
         else {
             return page(421, "This dashboard answers only to its own address (Host header).")
         }
+        if let allowed = Route.allowedMethods(at: path, on: .loopback), !allowed.contains(request.method) {
+            return withSecurityHeaders(
+                methodNotAllowed(request.method, allowed: allowed, "method \(request.method.prefix(16)) not allowed on \(path.prefix(200))"))
+        }
         let now = Instant(nanoseconds: Clock.monotonicNanoseconds())
         let session = dashboard.sessions.session(DashboardAccess.cookie(sessionCookieName, in: request.header("Cookie")), now: now)
         switch (request.method, path) {
         case ("GET", "/"), ("HEAD", "/"):
             return asset(PackageResources.index_html, "text/html; charset=utf-8")
-        case ("GET", "/dashboard/app.js"):
+        case ("GET", "/dashboard/app.js"), ("HEAD", "/dashboard/app.js"):
             return asset(PackageResources.app_js, "text/javascript; charset=utf-8")
-        case ("GET", "/dashboard/app.css"):
+        case ("GET", "/dashboard/app.css"), ("HEAD", "/dashboard/app.css"):
             return asset(PackageResources.app_css, "text/css; charset=utf-8")
-        case ("GET", "/login"):
+        case ("GET", "/login"), ("HEAD", "/login"):
             return login(request, now: now)
         case ("POST", "/logout"):
             guard let session, case .allowed = mayChange(request, session) else { return page(403, "Refused.") }
@@ -147,7 +143,7 @@ extension Daemon {
                 for follower in followers.values where follower.session == session.id { follower.stream.close() }
             }
             log.log(.info, "dashboard", "\(session.label): logged out")
-            var response = Self.jsonBody(200, ["logged_in": false])
+            var response = Self.jsonBody(200, DashboardSession(loggedIn: false))
             response.extraHeaders.append(("Set-Cookie", "\(sessionCookieName)=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"))
             return response
         default:
@@ -155,18 +151,18 @@ extension Daemon {
         }
         guard path.hasPrefix(Self.dashboardAPI) else { return page(404, "Not found.") }
         let parts = path.dropFirst(Self.dashboardAPI.count).split(separator: "/").map(String.init)
-        if request.method == "GET", parts == ["session"] {
-            return Self.jsonBody(200, SessionInfo(loggedIn: session != nil, csrf: session?.csrf, session: session?.label))
+        if request.method == "GET" || request.method == "HEAD", parts == ["session"] {
+            return Self.jsonBody(200, DashboardSession(loggedIn: session != nil, csrf: session?.csrf, session: session?.label))
         }
         guard parts.count >= 3, parts[0] == "characters", let name = ServiceName(parts[1]), core.status(of: name) != nil else {
-            return Self.jsonBody(404, ["error": "not found: \(path.prefix(200))"])
+            return Self.jsonError(404, "not found: \(path.prefix(200))")
         }
         let operation = parts[2]
-        if request.method == "GET" {
+        if request.method == "GET" || request.method == "HEAD" {
             if operation == "samples", parts.count == 3 { return samples(name, now: now) }
             // What only the control socket shows: a session's, never anyone's on this port.
             guard session != nil else {
-                return Self.jsonBody(401, ["error": "log in first: whisperctl dashboard prints the login URL"])
+                return Self.jsonError(401, "log in first: whisperctl dashboard prints the login URL")
             }
             switch (operation, parts.count) {
             case ("logs", 3): return logStream(name, for: session?.id ?? "")
@@ -176,30 +172,32 @@ extension Daemon {
                 inner.query = ""
                 return withSecurityHeaders(handleControlRequest(inner))
             case ("files", 3): return characterFiles(name)
-            default: return Self.jsonBody(404, ["error": "not found: \(path.prefix(200))"])
+            default: return Self.jsonError(404, "not found: \(path.prefix(200))")
             }
         }
         guard request.method == "POST" || request.method == "PUT" else {
-            return Self.jsonBody(405, ["error": "method \(request.method.prefix(16)) not allowed"])
+            return Self.jsonError(405, "method \(request.method.prefix(16)) not allowed")
         }
         let decision = mayChange(request, session)
         guard case .allowed = decision, let session else {
             if case .refused(let status, let reason) = decision {
                 log.log(.warning, "dashboard", "refused \(request.method) \(path.prefix(200)): \(reason)")
-                return Self.jsonBody(status, ["error": reason])
+                return Self.jsonError(status, reason)
             }
-            return Self.jsonBody(401, ["error": "log in first"])
+            return Self.jsonError(401, "log in first")
         }
         if request.method == "PUT", operation == "files", parts.count == 4 {
             return saveCharacterFile(name, parts[3], request.body, by: session)
         }
-        guard request.method == "POST", parts.count == 3, let command = OperatorCommand(rawValue: operation) else {
-            return Self.jsonBody(404, ["error": "unknown operation \(operation.prefix(40)) (start, stop, restart)"])
+        guard request.method == "POST", parts.count == 3, DashboardAction.commands.contains(operation),
+            let command = OperatorCommand(rawValue: operation)
+        else {
+            return Self.jsonError(404, "unknown operation \(operation.prefix(40)) (\(DashboardAction.commands.joined(separator: ", ")))")
         }
-        guard !core.isShuttingDown else { return Self.jsonBody(409, ["error": "whisperd is shutting down"]) }
+        guard !core.isShuttingDown else { return Self.jsonError(409, "whisperd is shutting down") }
         log.log(.info, "dashboard", "\(session.label): \(command.rawValue) \(name)")
         post(.operatorRequested(command, name))
-        return Self.jsonBody(202, ["name": name.rawValue, "command": command.rawValue])
+        return Self.jsonBody(202, DashboardAction(name: name.rawValue, command: command.rawValue))
     }
 
     private func mayChange(_ request: HTTPServer.Request, _ session: DashboardSessions.Session?) -> DashboardAccess.Decision {
@@ -208,15 +206,6 @@ extension Daemon {
             host: request.header("Host") ?? "")
     }
 
-    struct SessionInfo: Encodable {
-        var loggedIn: Bool
-        var csrf: String?
-        var session: String?
-        enum CodingKeys: String, CodingKey {
-            case loggedIn = "logged_in"
-            case csrf, session
-        }
-    }
 
     /// `/login?token=T`: a session cookie, then back to `/` (so the token leaves the address bar).
     private func login(_ request: HTTPServer.Request, now: Instant) -> HTTPServer.Response {
@@ -241,43 +230,19 @@ extension Daemon {
 
     // MARK: - Reads
 
-    struct SamplePoint: Encodable {
-        var ageSeconds: Double
-        var memoryBytes: UInt64?
-        var cpuPercent: Double?
-        var restarts: Int
-        enum CodingKeys: String, CodingKey {
-            case ageSeconds = "age_seconds"
-            case memoryBytes = "memory_bytes"
-            case cpuPercent = "cpu_percent"
-            case restarts
-        }
-    }
 
-    struct SamplesBody: Encodable {
-        var name: String
-        var intervalSeconds: Double
-        var memoryLimitBytes: UInt64?
-        var points: [SamplePoint]
-        enum CodingKeys: String, CodingKey {
-            case name
-            case intervalSeconds = "interval_seconds"
-            case memoryLimitBytes = "memory_limit_bytes"
-            case points
-        }
-    }
 
     /// The last hour of one character (what /metrics shows now, kept): anyone may read it.
     private func samples(_ name: ServiceName, now: Instant) -> HTTPServer.Response {
         let points = (dashboard.sampler?.points(name.rawValue) ?? []).map { point in
-            SamplePoint(
+            ResourceSamples.Point(
                 ageSeconds: now.duration(since: point.at).seconds, memoryBytes: point.memoryBytes,
                 cpuPercent: point.cpuPercent.map { ($0 * 10).rounded() / 10 }, restarts: point.restarts)
         }
         let limit = loaded.roster.services.first { $0.name == name }?.limits.memoryBytes
         return Self.jsonBody(
             200,
-            SamplesBody(name: name.rawValue, intervalSeconds: ResourceHistory.interval.seconds, memoryLimitBytes: limit, points: points))
+            ResourceSamples(name: name.rawValue, intervalSeconds: ResourceHistory.interval.seconds, memoryLimitBytes: limit, points: points))
     }
 
     /// The last 200 lines, then each new one as it is written (Server-Sent Events).
@@ -313,16 +278,7 @@ extension Daemon {
         return events
     }
 
-    struct CharacterFile: Encodable {
-        var name: String
-        var text: String?
-    }
 
-    struct CharacterFiles: Encodable {
-        var name: String
-        var folder: String
-        var files: [CharacterFile]
-    }
 
     /// The character's folder (a replica's is the character's own), if it has one.
     private func characterFolder(_ name: ServiceName) -> (folder: String, path: String)? {
@@ -334,10 +290,10 @@ extension Daemon {
 
     private func characterFiles(_ name: ServiceName) -> HTTPServer.Response {
         guard let (_, path) = characterFolder(name) else {
-            return Self.jsonBody(404, ["error": "\(name) has no character folder"])
+            return Self.jsonError(404, "\(name) has no character folder")
         }
         let files = (["character.md"] + CharacterProfile.optionalFiles).map { file in
-            CharacterFile(name: file, text: readSmallText("\(path)/\(file)"))
+            CharacterFiles.File(name: file, text: readSmallText("\(path)/\(file)"))
         }
         return Self.jsonBody(200, CharacterFiles(name: name.rawValue, folder: path, files: files.filter { $0.text != nil || $0.name == "character.md" }))
     }
@@ -367,13 +323,13 @@ extension Daemon {
     ) -> HTTPServer.Response {
         let editable = ["character.md"] + CharacterProfile.optionalFiles
         guard editable.contains(file) else {
-            return Self.jsonBody(404, ["error": "not a character file: \(file.prefix(64)) (\(editable.joined(separator: ", ")))"])
+            return Self.jsonError(404, "not a character file: \(file.prefix(64)) (\(editable.joined(separator: ", ")))")
         }
         guard let (folder, path) = characterFolder(name) else {
-            return Self.jsonBody(404, ["error": "\(name) has no character folder"])
+            return Self.jsonError(404, "\(name) has no character folder")
         }
         guard let text = String(validating: body, as: UTF8.self) else {
-            return Self.jsonBody(422, ["error": "\(file) must be UTF-8 text"])
+            return Self.jsonError(422, "\(file) must be UTF-8 text")
         }
         var files: [String: String] = [:]
         for other in editable where other != file {
@@ -381,13 +337,13 @@ extension Daemon {
         }
         files[file] = text
         if case .failure(let problem) = CharacterProfile.parse(name: folder, files: files) {
-            return Self.jsonBody(422, ["error": "not saved: \(problem)"])
+            return Self.jsonError(422, "not saved: \(problem)")
         }
         do {
             try CharacterFileWriter.replace(directory: path, file: file, contents: body)
         } catch {
             log.log(.error, "dashboard", "\(session.label): cannot save \(path)/\(file): \(error)")
-            return Self.jsonBody(500, ["error": "not saved: \(error)"])
+            return Self.jsonError(500, "not saved: \(error)")
         }
         // Every running instance of the character reads the folder at start.
         let instances = loaded.roster.services.filter { spec in
@@ -398,13 +354,9 @@ extension Daemon {
             .info, "dashboard",
             "\(session.label): saved \(path)/\(file) (\(body.count) bytes); restarting \(instances.map(\.rawValue).joined(separator: ", "))")
         for instance in instances { post(.operatorRequested(.restart, instance)) }
-        return Self.jsonBody(200, SaveResult(saved: file, restarted: instances.map(\.rawValue)))
+        return Self.jsonBody(200, SavedCharacterFile(saved: file, restarted: instances.map(\.rawValue)))
     }
 
-    struct SaveResult: Encodable {
-        var saved: String
-        var restarted: [String]
-    }
 
     // MARK: - Responses
 
@@ -434,10 +386,9 @@ extension Daemon {
         return withSecurityHeaders(HTTPServer.Response(status: status, contentType: "text/html; charset=utf-8", body: html))
     }
 
-    static func jsonBody(_ status: Int, _ value: some Encodable) -> HTTPServer.Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let bytes = (try? encoder.encode(value)).map { Array($0) } ?? Array(#"{"error":"cannot encode"}"#.utf8)
+    /// A type of the API contract, encoded as every JSON answer is (JSONText).
+    static func jsonBody(_ status: Int, _ value: some APIModel) -> HTTPServer.Response {
+        let bytes = (try? JSONText.encode(value)) ?? Array(#"{"error":"cannot encode"}"#.utf8)
         var response = HTTPServer.Response(status: status, contentType: "application/json", bytes: bytes)
         response.extraHeaders = [
             ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
@@ -445,4 +396,6 @@ extension Daemon {
         ]
         return response
     }
+
+    static func jsonError(_ status: Int, _ message: String) -> HTTPServer.Response { jsonBody(status, APIError(message)) }
 }
