@@ -120,7 +120,7 @@ let package = Package(
         // `whisperctl top`'s pure parts: keys, sorting, the frame on any terminal size.
         .testTarget(name: "WhisperctlTests", dependencies: ["whisperctl"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig", "WhisperCore"], swiftSettings: strictSettings),
+            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig", "WhisperCore", "WhisperChat"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),

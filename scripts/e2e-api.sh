@@ -2,10 +2,11 @@
 # The API contract against a live whisperd (the built debug binary): the OpenAPI documents it
 # serves (GET /openapi.json on the loopback port and on the control socket) pass
 # openapi-spec-validator, and schemathesis, generating requests from them, finds every
-# documented status code and response shape held — on the read-only port, and on the control
+# documented status code and response shape held — on the read-only port (as anyone, then with
+# a web dashboard session: its actions and file edits run for real), and on the control
 # socket (through scripts/api/unix_forward.py) with a throwaway fleet of `sleep` characters
 # and a scheduled job that it starts, stops, restarts, runs, scales and reloads, and a
-# whisperd that it re-executes in place. ~20–30 s on 2 cores.
+# whisperd that it re-executes in place. ~20–40 s on 2 cores.
 #
 # Prints PASS/FAIL lines (scripts/test.sh counts them). Needs scripts/install-deps.sh test
 # (the pinned tools in /var/cache/whisperd-test/api-contract). EXAMPLES (default 100) is schemathesis's
@@ -45,7 +46,8 @@ for _ in range(200):
         try: s.bind(("127.0.0.1", port)); print(port); break
         except OSError: pass
 ')
-mkdir -p "$work/characters"
+mkdir -p "$work/characters/elena" "$work/characters/sofia" "$work/characters/debug-bot"
+echo "You are Elena." > "$work/characters/elena/character.md"
 cat > "$work/roster.yaml" <<ROSTER
 version: 1
 defaults:
@@ -95,7 +97,31 @@ schemathesis() { # label url…
   if [ "$status" -eq 0 ]; then tail -25 "$work/schemathesis-$label.log"; else cat "$work/schemathesis-$label.log"; fi | sed "s/^/  [$label] /"
   return $status
 }
-check "schemathesis: the loopback port (read-only API)" schemathesis loopback "http://127.0.0.1:$port/openapi.json"
+# The loopback port twice: as anyone (every dashboard change refused: 401, 403, 405), then with
+# a dashboard session (the login `whisperctl dashboard` prints), so its reads and changes run
+# for real: start/stop/restart of the throwaway fleet, edits of elena's character files.
+dashboard_session() {
+  local url cookie csrf
+  url=$("$(dirname "$bin")/whisperctl" --socket "$socket" dashboard 2>/dev/null) || return 1
+  cookie=$(curl -s -D - -o /dev/null "$url" | sed -n 's/^Set-Cookie: \([^;]*\);.*/\1/p')
+  csrf=$(curl -s -H "Cookie: $cookie" "http://127.0.0.1:$port/dashboard/api/session" | python3 -c 'import json, sys; print(json.load(sys.stdin)["csrf"])') || return 1
+  session_headers=(-H "Cookie: $cookie" -H "X-CSRF-Token: $csrf" -H "Origin: http://127.0.0.1:$port")
+}
+loopback_runs() {
+  schemathesis loopback "http://127.0.0.1:$port/openapi.json" || return 1
+  dashboard_session || { echo "  no dashboard session"; return 1; }
+  # Held back with a session: /logout would end the session the rest of the run uses, and the
+  # live log tail streams until the client hangs up (DashboardTests covers both).
+  schemathesis loopback-session "http://127.0.0.1:$port/openapi.json" "${session_headers[@]}" \
+    --exclude-path /logout --exclude-path '/dashboard/api/characters/{name}/logs' || return 1
+  # The session's changes ran for real (whisperd logs each with who made it).
+  local actions saves
+  actions=$(grep -cE 'dashboard.*session [0-9a-f]+: (start|stop|restart) ' "$work/whisperd.log")
+  saves=$(grep -cE 'dashboard.*session [0-9a-f]+: saved ' "$work/whisperd.log")
+  echo "  [loopback-session] whisperd logged $actions dashboard actions and $saves saved character files"
+  [ "$actions" -gt 0 ] && [ "$saves" -gt 0 ]
+}
+check "schemathesis: the loopback port (read-only API; the dashboard without and with a session)" loopback_runs
 check "schemathesis: the control socket (the whole API, on a throwaway fleet)" \
   schemathesis control "$work/control.json" --url "http://127.0.0.1:$forward"
 

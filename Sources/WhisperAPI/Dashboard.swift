@@ -157,6 +157,9 @@ public struct CharacterFiles: APIModel, Equatable {
         public static var example: Self { File(name: "character.md", text: "# Elena\n\nA patient tutor.\n") }
     }
 
+    /// The files the dashboard shows and edits (`CharacterProfile`'s; a test keeps them equal).
+    public static let editable = ["character.md", "core.yaml", "goals.yaml", "evolution.yaml", "ux.yaml", "background.yaml"]
+
     public var name: String
     /// The folder's path on the host.
     public var folder: String

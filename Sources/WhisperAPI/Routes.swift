@@ -306,8 +306,8 @@ extension Route {
             parameters: [
                 .name,
                 Parameter(
-                    name: "file", location: .path, schema: .string("`character.md` or an optional character file."),
-                    description: "The file.", example: "character.md"),
+                    name: "file", location: .path, schema: .string(oneOf: CharacterFiles.editable),
+                    description: "`character.md` or an optional character file.", example: "character.md"),
             ],
             answers: [
                 .json(200, SavedCharacterFile.self, "Saved; the instances restart."), .loginFirst, .refusedChange,

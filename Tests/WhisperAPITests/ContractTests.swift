@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WhisperAPI
+import WhisperChat
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
@@ -32,6 +33,10 @@ import WhisperSystem
 
     @Test func theDocumentedReplicaLimit_isTheRosters() {
         #expect(Route.maxReplicas == RosterLoader.maxReplicas)
+    }
+
+    @Test func theDashboardsEditableFiles_areTheCharactersFiles() {
+        #expect(CharacterFiles.editable == ["character.md"] + CharacterProfile.optionalFiles)
     }
 
     @Test func theDocumentedNamePatterns_acceptWhatWhisperdAccepts() throws {

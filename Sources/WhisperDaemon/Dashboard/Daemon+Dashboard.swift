@@ -292,7 +292,7 @@ extension Daemon {
         guard let (_, path) = characterFolder(name) else {
             return Self.jsonError(404, "\(name) has no character folder")
         }
-        let files = (["character.md"] + CharacterProfile.optionalFiles).map { file in
+        let files = CharacterFiles.editable.map { file in
             CharacterFiles.File(name: file, text: readSmallText("\(path)/\(file)"))
         }
         return Self.jsonBody(200, CharacterFiles(name: name.rawValue, folder: path, files: files.filter { $0.text != nil || $0.name == "character.md" }))
@@ -321,7 +321,7 @@ extension Daemon {
     private func saveCharacterFile(
         _ name: ServiceName, _ file: String, _ body: [UInt8], by session: DashboardSessions.Session
     ) -> HTTPServer.Response {
-        let editable = ["character.md"] + CharacterProfile.optionalFiles
+        let editable = CharacterFiles.editable
         guard editable.contains(file) else {
             return Self.jsonError(404, "not a character file: \(file.prefix(64)) (\(editable.joined(separator: ", ")))")
         }
