@@ -195,6 +195,9 @@ extension IntegrationTests {
             #expect(deleted.hasPrefix("HTTP/1.1 405") && deleted.contains("\r\nAllow: PUT\r\n"), "\(deleted)")
             #expect(Self.exchange(whisperd.httpPort, "GET", "/dashboard/api/characters/elena/restart", headers: headers).0 == 405)
             #expect(Self.exchange(whisperd.httpPort, "POST", "/dashboard/api/session", headers: headers).0 == 405)
+            // HEAD of the live log tail: its head, and the connection ends (no stream is left open).
+            let head = Self.exchange(whisperd.httpPort, "HEAD", "/dashboard/api/characters/elena/logs", headers: headers)
+            #expect(head.0 == 200 && head.1.isEmpty, "\(head)")
             // Start, stop and restart only: the control socket's other operations stay there.
             for operation in ["run", "rolling-restart"] {
                 let refused = Self.exchange(whisperd.httpPort, "POST", "/dashboard/api/characters/elena/\(operation)", headers: headers)

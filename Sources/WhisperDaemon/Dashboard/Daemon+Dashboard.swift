@@ -165,7 +165,12 @@ extension Daemon {
                 return Self.jsonError(401, "log in first: whisperctl dashboard prints the login URL")
             }
             switch (operation, parts.count) {
-            case ("logs", 3): return logStream(name, for: session?.id ?? "")
+            case ("logs", 3):
+                // HEAD: the answer's head only, no stream left open for nobody to read.
+                guard request.method == "GET" else {
+                    return withSecurityHeaders(HTTPServer.Response(status: 200, contentType: "text/event-stream; charset=utf-8", body: ""))
+                }
+                return logStream(name, for: session?.id ?? "")
             case ("incidents", 3), ("env", 3):
                 var inner = request
                 inner.path = "/v1/characters/\(name.rawValue)/\(operation)"
@@ -205,7 +210,6 @@ extension Daemon {
             session: session, csrfHeader: request.header("X-CSRF-Token"), origin: request.header("Origin"),
             host: request.header("Host") ?? "")
     }
-
 
     /// `/login?token=T`: a session cookie, then back to `/` (so the token leaves the address bar).
     private func login(_ request: HTTPServer.Request, now: Instant) -> HTTPServer.Response {
