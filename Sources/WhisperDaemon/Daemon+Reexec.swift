@@ -50,9 +50,10 @@ extension Daemon {
                     facets: status.facets.map { Handover.FacetValue(name: $0.name, level: $0.level.rawValue, detail: $0.detail) },
                     jobRunStartedAt: jobRunStartedAt[status.name]))
         }
-        let handover = Handover(
+        var handover = Handover(
             controlFD: control.listeningDescriptor, statusFD: statusServer?.listeningDescriptor, reexecs: reexecs + 1,
             services: services)
+        handover.createdCgroupBases = cgroups.createdBases
         let path = Handover.path(runtimeDirectory: configuration.runtimeDirectory)
         do { try handover.write(to: path) } catch {
             lastReexecError = "\(error)"

@@ -79,7 +79,10 @@ public enum DaemonLauncher {
         // again): never two of one character.
         var handover: Handover?
         if let path = configuration.handoverPath {
-            do { handover = try Handover.take(from: path) } catch {
+            do {
+                handover = try Handover.take(from: path)
+                cgroups.adoptCreatedBases(handover?.createdCgroupBases ?? [])
+            } catch {
                 log.log(.error, "whisperd", "re-exec: cannot take over the running characters (\(error)); they are restarted")
             }
         }

@@ -14,6 +14,8 @@ public struct Handover: Codable, Sendable {
     public var statusFD: Int32?
     /// How many re-execs this whisperd has been through (this one included).
     public var reexecs: Int
+    /// Cgroup bases the first whisperd made: the last one removes them at exit.
+    public var createdCgroupBases: [String]? = nil
     public var services: [Service]
 
     public struct Service: Codable, Sendable {

@@ -99,6 +99,14 @@ import Testing
         let again = try ctl(scratch, ["reexec"])
         #expect(again.code == 0, "\(again.stderr)")
         #expect(whisperd.waitFor("re-exec #2 done") != nil)
+        // The cgroup base the first process made is removed by the last one at exit.
+        let base = try #require(whisperd.cgroupBase)
+        #expect(FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory" + base))
+        whisperd.signal(SIGTERM)
+        #expect(whisperd.waitForExit() == 0)
+        for hierarchy in ["memory", "pids", "unified"] {
+            #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/\(hierarchy)" + base), "\(hierarchy)\(base) left behind")
+        }
     }
 }
 

@@ -62,7 +62,8 @@ public final class CgroupBackend {
     let allCPUs: String
     /// Why something is not available, for the log.
     public let notes: [String]
-    private let createdBases: [String]
+    /// The bases this whisperd (or the one that re-executed into it) made, removed at exit.
+    public private(set) var createdBases: [String]
     private var lockFDs: [Int32]
 
     init(
@@ -389,6 +390,13 @@ public final class CgroupBackend {
         }
         for entry in leftoverCharacterCgroups(keeping: keeping) { rmdir(entry.directory) }
         return report.filter { !$0.value.isEmpty }.map { ($0.key, $0.value.sorted()) }.sorted { $0.name < $1.name }
+    }
+
+    /// After a re-exec: the bases the previous process made are this one's to remove (only
+    /// those of this backend's hierarchies).
+    public func adoptCreatedBases(_ bases: [String]) {
+        let ours = Set(trees.map(\.baseDirectory))
+        for base in bases where ours.contains(base) && !createdBases.contains(base) { createdBases.append(base) }
     }
 
     /// At exit: drops the locks and removes the bases whisperd created (if empty).
