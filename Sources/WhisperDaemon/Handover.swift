@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import WhisperCore
+import WhisperFiles
 
 /// What a whisperd hands to the binary it re-executes (`whisperctl reexec`, SIGUSR2): the
 /// descriptors it keeps open across the exec and what it knows of each running process. Written
@@ -75,12 +76,9 @@ public struct Handover: Codable, Sendable {
 
     func write(to path: String) throws {
         let data = try JSONEncoder().encode(self)
-        unlink(path)
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw HandoverError("cannot create \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count else { throw HandoverError("cannot write \(path)") }
+        if let failure = replaceFile(path, with: Array(data)) {
+            throw HandoverError("cannot write \(path): \(String(cString: strerror(failure)))")
+        }
     }
 
     /// The core's view of one handed-over process.

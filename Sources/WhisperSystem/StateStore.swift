@@ -100,12 +100,6 @@ public struct StateStore: Sendable {
     /// Write to a temp file, fsync, rename: a crash leaves the old or the new file, never half.
     private func writeJSON(_ object: [String: String], to path: String) throws {
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemError("open \(temporary)") }
-        defer { close(fd) }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count, fsync(fd) == 0 else { throw SystemError("write \(temporary)") }
-        guard rename(temporary, path) == 0 else { throw SystemError("rename \(temporary)") }
+        if let failure = replaceFile(path, with: Array(data)) { throw SystemError("write \(path)", errno: failure) }
     }
 }

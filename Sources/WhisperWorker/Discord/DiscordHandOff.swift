@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import WhisperChat
+import WhisperFiles
 
 /// The files in the character's `STATE_DIRECTORY` through which a rolling restart hands the
 /// gateway session from the old process to the new one: the new one says it waits
@@ -43,18 +44,6 @@ struct DiscordHandOffFiles: Sendable {
         return handOff
     }
 
-    /// Written beside and renamed: the reader never sees half a file.
     @discardableResult
-    private func write(_ bytes: [UInt8], to path: String) -> Bool {
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return false }
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        guard written == bytes.count, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            return false
-        }
-        return true
-    }
+    private func write(_ bytes: [UInt8], to path: String) -> Bool { replaceFile(path, with: bytes) == nil }
 }
