@@ -301,16 +301,29 @@ int whisper_unix_listen(const char *path, int mode, int backlog)
 
 int whisper_accept(int fd)
 {
-    int connection = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (connection >= 0) {
-        struct sockaddr_storage address;
-        socklen_t length = sizeof address;
-        if (getsockname(connection, (struct sockaddr *)&address, &length) == 0
-            && (address.ss_family == AF_INET || address.ss_family == AF_INET6)) {
-            int one = 1;
-            setsockopt(connection, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return whisper_accept_peer(fd, NULL);
+}
+
+int whisper_accept_peer(int fd, unsigned char *peer)
+{
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int connection = accept4(fd, (struct sockaddr *)&address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (connection < 0) return connection;
+    if (peer != NULL) memset(peer, 0, 16);
+    if (length >= sizeof(struct sockaddr_in) && address.ss_family == AF_INET) {
+        if (peer != NULL) {
+            peer[10] = 0xff;
+            peer[11] = 0xff;
+            memcpy(peer + 12, &((struct sockaddr_in *)&address)->sin_addr, 4);
         }
+    } else if (length >= sizeof(struct sockaddr_in6) && address.ss_family == AF_INET6) {
+        if (peer != NULL) memcpy(peer, &((struct sockaddr_in6 *)&address)->sin6_addr, 16);
+    } else {
+        return connection;
     }
+    int one = 1;
+    setsockopt(connection, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return connection;
 }
 

@@ -17,6 +17,9 @@ public final class EventLoop {
         public static let writable = Interest(rawValue: EPOLLOUT.rawValue)
         /// cgroupfs "file modified" notifications (`cgroup.events`, `memory.events`).
         public static let priority = Interest(rawValue: EPOLLPRI.rawValue)
+        /// Reported once, then not again until the registration is modified (``modify(_:_:)``):
+        /// for a handler that queues the descriptor's work instead of doing it at once.
+        public static let oneShot = Interest(rawValue: EPOLLONESHOT.rawValue)
     }
 
     public typealias Handler = (_ events: UInt32) -> Void
@@ -35,6 +38,9 @@ public final class EventLoop {
     private var deadlineHandler: (() -> Void)?
     private var armedDeadline: Int64?
     private var isStopped = false
+    /// Work done a slice at a time between batches of events (``addSliceWork(_:)``).
+    private var sliceWork: [(id: Int, slice: () -> Bool)] = []
+    private var lastSliceWorkID = 0
 
     public init() throws {
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -93,11 +99,27 @@ public final class EventLoop {
 
     public func stop() { isStopped = true }
 
+    /// Work that is done a slice at a time: `slice` runs after every batch of events and says
+    /// whether work is left; while some is, the loop looks for new events without waiting, so
+    /// the descriptors it watches get their turn between slices. Returns an id for
+    /// ``removeSliceWork(_:)``.
+    @discardableResult
+    public func addSliceWork(_ slice: @escaping () -> Bool) -> Int {
+        lastSliceWorkID += 1
+        sliceWork.append((lastSliceWorkID, slice))
+        return lastSliceWorkID
+    }
+
+    public func removeSliceWork(_ id: Int) {
+        sliceWork.removeAll { $0.id == id }
+    }
+
     /// Runs until ``stop()``; blocks in epoll_wait while there is nothing to do.
     public func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
+        var isWorkLeft = false
         while !isStopped {
-            let count = epoll_wait(epollFD, &events, Int32(events.count), -1)
+            let count = epoll_wait(epollFD, &events, Int32(events.count), isWorkLeft ? 0 : -1)
             if count < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait: \(SystemError("epoll_wait"))")
@@ -111,6 +133,9 @@ public final class EventLoop {
                 registration.handler(events[index].events)
                 if isStopped { return }
             }
+            isWorkLeft = false
+            for work in sliceWork where work.slice() { isWorkLeft = true }
+            if isStopped { return }
         }
     }
 }

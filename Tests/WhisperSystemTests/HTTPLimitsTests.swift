@@ -85,13 +85,71 @@ import WhisperSystem
     }
 }
 
+/// Admission of a new connection: the per-peer limit, the cap, and room over the cap instead of
+/// shedding a busy keep-alive connection.
+extension HTTPLimitsTests {
+    private typealias Candidates = [(id: String, standing: ConnectionStanding)]
+
+    private func admit(_ limits: HTTPLimits, peer: Int = 0, overCap: Int = 0, _ candidates: Candidates, now: Int64) -> Admission<String> {
+        limits.admission(peerConnections: peer, connections: candidates.count, overCap: overCap, candidates: candidates, now: now)
+    }
+
+    @Test func admission_pastThePerPeerLimit_isRefused_evenWithRoom() {
+        var limits = self.limits
+        limits.maxConnections = 10
+        limits.maxConnectionsPerPeer = 3
+        let idle = standing(.idle(since: 0), opened: 0, completed: 1)
+        #expect(admit(limits, peer: 2, [("a", idle)], now: 5 * second) == .admit)
+        #expect(admit(limits, peer: 3, [("a", idle)], now: 5 * second) == .refuse(.peerLimit))
+        // At the cap too: nothing of that peer's (or anyone's) is shed for it.
+        let full: Candidates = (0..<10).map { ("c\($0)", standing(.readingHead(since: 0), opened: 0)) }
+        #expect(admit(limits, peer: 3, full, now: 5 * second) == .refuse(.peerLimit))
+        limits.maxConnectionsPerPeer = nil
+        #expect(admit(limits, peer: 300, [("a", idle)], now: 5 * second) == .admit)
+    }
+
+    @Test func admission_atTheCap_shedsAStalledConnection_butServesANewcomerOnceRatherThanShedABusyKeepAlive() {
+        var limits = self.limits
+        limits.maxConnections = 3
+        #expect(limits.keepAliveGrace == second)
+        #expect(limits.overCapReserve == 1)
+        let now = 100 * second
+        let busy: Candidates = [
+            ("idle a moment", standing(.idle(since: now - second / 2), opened: 0, completed: 40)),
+            ("sending its next", standing(.readingHead(since: now - second / 100), opened: 0, completed: 7)),
+            ("being answered", standing(.handling, opened: 0, completed: 3)),
+        ]
+        // Only busy keep-alives (and one being answered): the newcomer is served once.
+        #expect(admit(limits, busy, now: now) == .admitOnce)
+        // The room over the cap taken: the longest idle of the busy ones gives way after all.
+        #expect(admit(limits, overCap: 1, busy, now: now) == .shed("idle a moment"))
+        // A connection that never completed a request still goes first (the slowloris rule)…
+        let trickler = ("trickler", standing(.readingHead(since: now - 5 * second), opened: now - 5 * second))
+        #expect(admit(limits, [trickler] + busy.dropFirst(), now: now) == .shed("trickler"))
+        // …and so do a keep-alive idle past the grace and a writer that does not read.
+        let stale = ("idle 3 s", standing(.idle(since: now - 3 * second), opened: 0, completed: 2))
+        #expect(admit(limits, [stale] + busy.dropFirst(), now: now) == .shed("idle 3 s"))
+        let reader = ("slow reader", standing(.writing(since: now - second / 100, bytes: 1 << 20), opened: 0, completed: 1))
+        #expect(admit(limits, [reader] + busy.dropFirst(), now: now) == .shed("slow reader"))
+        // Every one being answered: refused.
+        let answering: Candidates = (0..<3).map { ("h\($0)", standing(.handling, opened: 0, completed: 1)) }
+        #expect(admit(limits, answering, now: now) == .refuse(.full))
+        #expect(admit(limits, Array(busy.prefix(2)), now: now) == .admit)
+    }
+}
+
 extension HTTPLimitsTests {
     @Test func settingsFromTheEnvironment_orTheDefaults_orAClearError() throws {
-        #expect(try HTTPLimits.from([:]).get() == HTTPLimits())
+        // The API's defaults are the server's, with a per-peer limit (whisperd's own listeners have none).
+        #expect(try HTTPLimits.from([:]).get() == HTTPLimits(maxConnectionsPerPeer: HTTPLimits.apiConnectionsPerPeer))
+        #expect(HTTPLimits().maxConnectionsPerPeer == nil)
+        #expect(try HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "0"]).get().maxConnectionsPerPeer == nil, "0 turns it off")
         let set = try HTTPLimits.from([
             "API_HEADER_TIMEOUT": "2.5", "API_BODY_TIMEOUT": "3", "API_BODY_MIN_RATE": "100", "API_WRITE_TIMEOUT": "4",
             "API_WRITE_MIN_RATE": "200", "API_IDLE_TIMEOUT": "5", "API_MAX_CONNECTIONS": "64", "API_MAX_BUFFERED_MIB": "8",
+            "API_MAX_CONNECTIONS_PER_PEER": "16",
         ]).get()
+        #expect(set.maxConnectionsPerPeer == 16)
         #expect(set.headerTimeout == 2_500_000_000)
         #expect(set.bodyTimeout == 3 * HTTPLimits.second)
         #expect(set.minimumBodyRate == 100)
@@ -103,5 +161,6 @@ extension HTTPLimitsTests {
         for bad in ["0", "-1", "ten", "nan", "inf", "1e12"] {
             #expect(HTTPLimits.from(["API_HEADER_TIMEOUT": bad]) == .failure(.init(description: "API_HEADER_TIMEOUT=\(bad) is not a positive number")))
         }
+        #expect(HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "-3"]) == .failure(.init(description: "API_MAX_CONNECTIONS_PER_PEER=-3 is not a positive number")))
     }
 }

@@ -55,9 +55,18 @@ import WhisperSystem
 
     /// A connected client; `receiveBuffer` (set before connecting, so the window is made for it)
     /// makes a slow reader.
-    private func connectTo(_ port: Int, receiveBuffer: Int32? = nil) -> Int32 {
+    private func connectTo(_ port: Int, receiveBuffer: Int32? = nil, from source: String? = nil) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
+        if let source {
+            // Another loopback address (all of 127/8 is the loopback here): another peer.
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            _ = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
@@ -92,11 +101,12 @@ import WhisperSystem
     /// Limits with every deadline long but the ones a test sets.
     private static func limits(
         header: Double = 30, body: Double = 30, bodyRate: Int = 1 << 30, write: Double = 30, writeRate: Int = 1 << 30, idle: Double = 30,
-        connections: Int = 256, buffered: Int = 32 << 20
+        connections: Int = 256, buffered: Int = 32 << 20, perPeer: Int? = nil
     ) -> HTTPLimits {
         HTTPLimits(
             headerTimeout: seconds(header), bodyTimeout: seconds(body), minimumBodyRate: bodyRate, writeTimeout: seconds(write),
-            minimumWriteRate: writeRate, idleTimeout: seconds(idle), maxConnections: connections, maxBufferedBytes: buffered)
+            minimumWriteRate: writeRate, idleTimeout: seconds(idle), maxConnections: connections, maxBufferedBytes: buffered,
+            maxConnectionsPerPeer: perPeer)
     }
 
     /// Waits (at most `timeout`) for `fd` to have `events`; the events it has.
@@ -433,4 +443,107 @@ import WhisperSystem
             #expect(readResponse(next, &nextPending)?.body == payload)
         }
     }
+
+    // MARK: - Peers
+
+    /// One address at its limit: a newcomer from it is refused at once (503) and none of the
+    /// connections it holds is shed; a client from another address is served.
+    @Test func aPeerAtItsConnectionLimit_isRefusedAtOnce_itsConnectionsKept_anotherAddressServed() throws {
+        try withServer(limits: Self.limits(connections: 16, perPeer: 3)) { port in
+            var pending: [UInt8] = []
+            let held = (0..<3).map { _ in connectTo(port) }
+            defer { held.forEach { close($0) } }
+            for fd in held {
+                send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(readResponse(fd, &pending)?.body == Array("ok".utf8))
+            }
+            for _ in 0..<3 {
+                let over = connectTo(port)
+                defer { close(over) }
+                send(over, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                let end = readToEnd(over)
+                #expect(end.closed && end.text.hasPrefix("HTTP/1.1 503") && end.text.contains("Retry-After: 1"), "\(end.text.prefix(80))")
+                #expect(end.text.contains("too many connections from your address"))
+            }
+            let other = connectTo(port, from: "127.0.0.2")
+            defer { close(other) }
+            send(other, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(readResponse(other, &pending)?.head.hasPrefix("HTTP/1.1 200 OK") == true)
+            for fd in held {
+                send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(readResponse(fd, &pending)?.body == Array("ok".utf8), "a held connection was not shed")
+            }
+        }
+    }
+
+    /// Peers take turns: twenty connections of one address and one of another all waiting to be
+    /// read at once, the other address's request is read first or second, not after the twenty.
+    @Test func peersTakeTurns_oneAddressWithManyConnections_doesNotGoFirstWithAllOfThem() throws {
+        let order = Recorder()
+        let blocking = DispatchSemaphore(value: 0)
+        try withServer(limits: Self.limits(), handler: { request in
+            if request.path == "/block" {
+                // Holds the loop while the others connect and send: then they are all waiting at once.
+                blocking.signal()
+                usleep(300_000)
+            } else {
+                order.add(request.path)
+            }
+            return HTTPServer.Response(status: 200, body: "ok")
+        }) { port in
+            let blocker = connectTo(port)
+            defer { close(blocker) }
+            send(blocker, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(blocking.wait(timeout: .now() + 5) == .success)
+            let many = (0..<20).map { _ in connectTo(port) }
+            defer { many.forEach { close($0) } }
+            for (index, fd) in many.enumerated() { send(fd, "GET /many-\(index) HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let other = connectTo(port, from: "127.0.0.2")
+            defer { close(other) }
+            send(other, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+            var pending: [UInt8] = []
+            for fd in many + [other] {
+                pending = []
+                #expect(readResponse(fd, &pending)?.body == Array("ok".utf8))
+            }
+            let paths = order.values
+            #expect(paths.count == 21)
+            let position = paths.firstIndex(of: "/other") ?? -1
+            #expect(position >= 0 && position <= 1, "read as number \(position + 1) of \(paths.count): \(paths)")
+        }
+    }
+
+    /// At the cap with every connection a busy keep-alive (each just completed a request), a
+    /// newcomer is served once and closed (`Connection: close`) instead of one of them being shed.
+    @Test func atTheCap_withBusyKeepAlives_aNewcomerIsServedOnce_andNoneIsShed() throws {
+        try withServer(limits: Self.limits(connections: 4)) { port in
+            var pending: [UInt8] = []
+            let keptAlive = (0..<4).map { _ in connectTo(port) }
+            defer { keptAlive.forEach { close($0) } }
+            for fd in keptAlive {
+                send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(readResponse(fd, &pending)?.body == Array("ok".utf8))
+            }
+            let newcomer = connectTo(port)
+            defer { close(newcomer) }
+            send(newcomer, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            let end = readToEnd(newcomer)
+            #expect(end.closed && end.text.hasPrefix("HTTP/1.1 200 OK") && end.text.contains("Connection: close"), "\(end.text)")
+            for fd in keptAlive {
+                #expect(waitFor(fd, Int32(POLLIN), timeout: 0.1) == 0, "not closed")
+                send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(readResponse(fd, &pending)?.body == Array("ok".utf8))
+            }
+        }
+    }
+}
+
+/// What a handler saw, in order (the handler runs on the server's thread).
+private final class Recorder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+
+    func add(_ item: String) { lock.withLock { items.append(item) } }
+
+    var values: [String] { lock.withLock { items } }
 }

@@ -143,6 +143,9 @@ int whisper_unix_listen(const char *path, int mode, int backlog);
 /// accept4, nonblocking and close-on-exec; a TCP connection gets TCP_NODELAY (every answer is
 /// written whole, so Nagle only ever delays a body's last segment).
 int whisper_accept(int fd);
+/* The same, and the peer's address in `peer` (16 bytes, may be NULL): an IPv6 address as it is,
+   an IPv4 one in its v4-mapped form (::ffff:a.b.c.d), all zeros for a Unix socket's peer. */
+int whisper_accept_peer(int fd, unsigned char *peer);
 /* Asks the kernel to reclaim the pages of this process's private file mappings (its code,
    read-only data, libraries, and the never-written pages of the data segments) that only it maps (MADV_PAGEOUT; pages shared with another
    process, such as a worker running the same binary, are left alone). A page needed again is

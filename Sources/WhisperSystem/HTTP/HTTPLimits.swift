@@ -21,13 +21,20 @@ public struct HTTPLimits: Sendable, Equatable {
     /// Bytes of unfinished requests (heads, bodies, pipelined input) buffered by all connections
     /// together; a request that would go past it gets 503 with `Retry-After`.
     public var maxBufferedBytes: Int
+    /// Open connections from one peer address at most (nginx's `limit_conn` keyed on the
+    /// address); a newcomer past it is refused at once with 503, no connection it holds is shed.
+    /// nil: no such limit (a Unix socket's peers all count as one address).
+    public var maxConnectionsPerPeer: Int?
 
     public static let second: Int64 = 1_000_000_000
+
+    /// The per-peer limit of the worker's API when the operator sets none (``from(_:)``).
+    public static let apiConnectionsPerPeer = 64
 
     public init(
         headerTimeout: Int64 = 10 * second, bodyTimeout: Int64 = 10 * second, minimumBodyRate: Int = 8192,
         writeTimeout: Int64 = 10 * second, minimumWriteRate: Int = 16384, idleTimeout: Int64 = 30 * second,
-        maxConnections: Int = 256, maxBufferedBytes: Int = 32 << 20
+        maxConnections: Int = 256, maxBufferedBytes: Int = 32 << 20, maxConnectionsPerPeer: Int? = nil
     ) {
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
@@ -37,6 +44,7 @@ public struct HTTPLimits: Sendable, Equatable {
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         self.maxBufferedBytes = maxBufferedBytes
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
     }
 
     /// Seconds (as an operator writes them) to the nanoseconds kept here.
@@ -81,9 +89,18 @@ public struct HTTPLimits: Sendable, Equatable {
     /// that came before it). Never one whose request is being answered, or that streams: nil
     /// then (503).
     public func shedding<ID>(_ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>, now: Int64) -> ID? {
+        rankedShedding(candidates, now: now, sparingBusy: false)?.id
+    }
+
+    /// ``shedding(_:now:)`` with the rank the connection was chosen by. `sparingBusy`: a
+    /// keep-alive connection that completed a request less than ``keepAliveGrace`` ago, idle or
+    /// sending its next, goes after every other (rank 5).
+    private func rankedShedding<ID>(
+        _ candidates: some Sequence<(id: ID, standing: ConnectionStanding)>, now: Int64, sparingBusy: Bool
+    ) -> (id: ID, rank: Int, since: Int64)? {
         var best: (id: ID, rank: Int, since: Int64)?
         for (id, standing) in candidates {
-            let rank: Int
+            var rank: Int
             let since: Int64
             switch standing.phase {
             case .readingHead(let started), .readingBody(let started, _):
@@ -108,16 +125,68 @@ public struct HTTPLimits: Sendable, Equatable {
             case .handling, .streaming:
                 continue
             }
+            if sparingBusy, rank == 1 || rank == 2, now - since < keepAliveGrace {
+                rank = 5
+            }
             if let current = best, (current.rank, current.since) <= (rank, since) { continue }
             best = (id, rank, since)
         }
-        return best?.id
+        return best
     }
+
+    /// What becomes of a new connection from a peer that has `peerConnections` open, when
+    /// `connections` are open in all, `overCap` of them admitted past ``maxConnections`` for one
+    /// request. In order: past ``maxConnectionsPerPeer`` it is refused (503; none of that peer's
+    /// connections is shed, so a client that floods cannot make room by reconnecting); under
+    /// ``maxConnections`` it is admitted; at it, a connection gives way in the order of
+    /// ``shedding(_:now:)``, except that keep-alive connections that completed a request less
+    /// than ``keepAliveGrace`` ago, idle or sending their next, go last (busy: shed, such a
+    /// client reconnects at once and the shedding goes round); when only those are left, the
+    /// newcomer is admitted over the cap for one request, answered with `Connection: close` (at
+    /// most ``overCapReserve`` at a time; past that a busy one is shed after all); when none may
+    /// be shed (every one is being answered or streams), refused (503).
+    public func admission<ID: Equatable>(
+        peerConnections: Int, connections: Int, overCap: Int, candidates: some Sequence<(id: ID, standing: ConnectionStanding)>,
+        now: Int64
+    ) -> Admission<ID> {
+        if let perPeer = maxConnectionsPerPeer, peerConnections >= perPeer { return .refuse(.peerLimit) }
+        if connections < maxConnections { return .admit }
+        guard let victim = rankedShedding(candidates, now: now, sparingBusy: true) else { return .refuse(.full) }
+        return victim.rank == 5 && overCap < overCapReserve ? .admitOnce : .shed(victim.id)
+    }
+
+    /// An idle keep-alive connection that completed a request less than this long ago is busy
+    /// (``admission(peerConnections:connections:overCap:candidates:now:)``): a second, or a
+    /// tenth of the idle timeout if that is less.
+    public var keepAliveGrace: Int64 { min(Self.second, idleTimeout / 10) }
+
+    /// Connections admitted past ``maxConnections`` for one request each, at most: an eighth of
+    /// the cap (at least one).
+    public var overCapReserve: Int { max(1, maxConnections / 8) }
 
     /// How long a new connection that has sent nothing is spared by shedding: a client's request
     /// follows the handshake's last packet at once (its own processing time, not a round
     /// trip), so a tenth of a second is ample; a tenth of the header deadline if that is less.
     public var newConnectionGrace: Int64 { min(Self.second / 10, headerTimeout / 10) }
+}
+
+/// What becomes of a new connection (``HTTPLimits/admission(peerConnections:connections:overCap:candidates:now:)``).
+public enum Admission<ID: Equatable>: Equatable {
+    /// Served as any other.
+    case admit
+    /// Past the cap, served one request and closed.
+    case admitOnce
+    /// Admitted in the place of this connection, which is closed.
+    case shed(ID)
+    /// Told 503 (`Retry-After`) and closed, unread.
+    case refuse(Refusal)
+
+    public enum Refusal: Equatable, Sendable {
+        /// Its address holds ``HTTPLimits/maxConnectionsPerPeer`` already.
+        case peerLimit
+        /// Every slot holds a request being answered (or a stream).
+        case full
+    }
 }
 
 /// Where a connection is in its life, and since when (monotonic nanoseconds).
@@ -167,10 +236,11 @@ public struct ConnectionStanding: Sendable, Equatable {
 
 extension HTTPLimits {
     /// The settings an operator may change, by environment variable (documented in docs/worker.md):
-    /// what is not set keeps its default; a value that is not a positive number is an error
+    /// what is not set keeps its default (the per-peer limit: ``apiConnectionsPerPeer``;
+    /// `API_MAX_CONNECTIONS_PER_PEER=0` turns it off); a value that is not a positive number is an error
     /// naming the variable, and nothing is taken.
     public static func from(_ environment: [String: String]) -> Result<HTTPLimits, SettingError> {
-        var limits = HTTPLimits()
+        var limits = HTTPLimits(maxConnectionsPerPeer: apiConnectionsPerPeer)
         func number(_ name: String) -> Result<Double?, SettingError> {
             guard let text = environment[name], !text.isEmpty else { return .success(nil) }
             guard let value = Double(text), value.isFinite, value > 0, value < 1e9 else {
@@ -187,6 +257,11 @@ extension HTTPLimits {
             if let seconds = try number("API_IDLE_TIMEOUT").get() { limits.idleTimeout = nanoseconds(seconds: seconds) }
             if let count = try number("API_MAX_CONNECTIONS").get() { limits.maxConnections = max(1, Int(count)) }
             if let mebibytes = try number("API_MAX_BUFFERED_MIB").get() { limits.maxBufferedBytes = Int(mebibytes * 1_048_576) }
+            if environment["API_MAX_CONNECTIONS_PER_PEER"] == "0" {
+                limits.maxConnectionsPerPeer = nil
+            } else if let count = try number("API_MAX_CONNECTIONS_PER_PEER").get() {
+                limits.maxConnectionsPerPeer = max(1, Int(count))
+            }
         } catch {
             return .failure(error)
         }

@@ -57,8 +57,8 @@ extension HTTPServer {
             if written < 0 {
                 if errno == EAGAIN {
                     if !connection.isWaitingToWrite {
-                        loop.modify(fd, .writable)
                         connection.isWaitingToWrite = true
+                        arm(connection, .writable)
                     }
                     return
                 }
@@ -81,8 +81,8 @@ extension HTTPServer {
         }
         if connection.closeAfterFlush { return drop(fd) }
         if connection.isWaitingToWrite {
-            loop.modify(fd, .readable)
             connection.isWaitingToWrite = false
+            arm(connection, .readable)
         }
         if connection.stream == nil {
             connection.isResponding = false

@@ -31,6 +31,26 @@ public final class HTTPServer {
 
     /// Connections open now.
     public var connectionCount: Int { connections.count }
+    /// Connections refused at once because their address held its limit (``HTTPLimits/maxConnectionsPerPeer``).
+    public private(set) var refusedAtPeerLimit = 0
+    /// Connections admitted past the cap for one request (``HTTPLimits/overCapReserve``).
+    public private(set) var admittedOverCap = 0
+
+    /// The peers with connections open, by address: how many each holds, and which of them wait
+    /// for their turn to be read.
+    var peers: [PeerAddress: Peer] = [:]
+    /// Peers with a connection waiting to be read, in the order of their next turn.
+    var turns = FIFO<Peer>()
+    /// Connections open past the cap for one request.
+    var overCapCount = 0
+    var sliceWorkID: Int?
+
+    /// Connections read per slice (then the loop looks at its other descriptors: new
+    /// connections, answers ready to go out). A client waits for at most one slice of other
+    /// peers' reads once its request is in.
+    static let sliceSize = 32
+    /// Connections accepted per turn of the listener at most.
+    static let acceptBatch = 256
 
     /// A piece of an answer waiting to go out.
     enum Chunk {
@@ -45,7 +65,26 @@ public final class HTTPServer {
         }
     }
 
+    /// One peer address's connections: how many are open, and those waiting to be read, new
+    /// ones (no request completed yet) before the rest.
+    final class Peer {
+        let address: PeerAddress
+        var connections = 0
+        var newWaiting = FIFO<Connection>()
+        var othersWaiting = FIFO<Connection>()
+        var hasTurn = false
+
+        init(address: PeerAddress) { self.address = address }
+
+        func nextWaiting() -> Connection? { newWaiting.popFirst() ?? othersWaiting.popFirst() }
+
+        var isWaiting: Bool { !newWaiting.isEmpty || !othersWaiting.isEmpty }
+    }
+
     final class Connection {
+        let fd: Int32
+        /// Its peer address's record.
+        let source: Peer
         var input: [UInt8] = []
         /// What is left to send, in order: a response's head and its (shared, often cached)
         /// body go out together by sendmsg, never copied into one buffer; a file body follows
@@ -70,9 +109,19 @@ public final class HTTPServer {
         var hasSentBytes = false
         /// Watched for writability (the socket buffer was full) instead of input.
         var isWaitingToWrite = false
+        /// The loop will report it (its registration is one-shot: once reported, it is not again
+        /// until re-armed).
+        var isArmed = true
+        /// Reported ready, waiting for its peer's turn.
+        var isWaiting = false
+        /// Admitted past the cap: its first answer closes it.
+        let isOneShot: Bool
 
-        init(opened: Int64) {
+        init(fd: Int32, source: Peer, opened: Int64, isOneShot: Bool) {
+            self.fd = fd
+            self.source = source
             self.opened = opened
+            self.isOneShot = isOneShot
             phase = .readingHead(since: opened)
         }
 
@@ -105,7 +154,8 @@ public final class HTTPServer {
         self.handler = handler
         self.authorize = authorize
         _ = Self.ignoresSIGPIPE
-        try loop.add(listenFD, .readable) { [unowned self] _ in self.acceptAll() }
+        try loop.add(listenFD, .readable) { [unowned self] _ in self.acceptAll(limit: Self.acceptBatch) }
+        sliceWorkID = loop.addSliceWork { [unowned self] in self.readSlice() }
     }
 
     /// sendfile(2) has no MSG_NOSIGNAL: a client gone mid-body must give EPIPE, not SIGPIPE. Set
@@ -149,7 +199,7 @@ public final class HTTPServer {
     /// `net.ipv4.tcp_migrate_req` moves it.
     public func stopAccepting(idleGrace: Int64 = 200_000_000) {
         guard !isListenerClosed else { return }
-        acceptAll()
+        acceptAll(limit: .max)
         isListenerClosed = true
         loop.remove(listenFD)
         Glibc.close(listenFD)
@@ -163,6 +213,10 @@ public final class HTTPServer {
     public func close() {
         stopAccepting()
         for fd in connections.keys { drop(fd) }
+        if let sliceWorkID {
+            loop.removeSliceWork(sliceWorkID)
+            self.sliceWorkID = nil
+        }
         if sweepFD >= 0 {
             loop.remove(sweepFD)
             Glibc.close(sweepFD)
@@ -170,35 +224,134 @@ public final class HTTPServer {
         }
     }
 
-    private func acceptAll() {
-        while true {
-            let fd = whisper_accept(listenFD)
+    private func acceptAll(limit: Int) {
+        var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var accepted = 0
+        while accepted < limit {
+            let fd = withUnsafeMutableBytes(of: &bytes) { whisper_accept_peer(listenFD, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
             if fd < 0 { return }
-            if connections.count >= limits.maxConnections, !shedOneConnection() {
-                // Every slot is busy with a request being answered: say so, then close.
-                Self.tell(fd, Self.tooBusy)
-                Glibc.close(fd)
+            accepted += 1
+            let address = PeerAddress(bytes: bytes)
+            let peerConnections = peers[address]?.connections ?? 0
+            if connections.count >= limits.maxConnections, peerConnections < limits.maxConnectionsPerPeer ?? .max {
+                readUnreadConnections()
+            }
+            let now = Clock.monotonicNanoseconds()
+            let admission = limits.admission(
+                peerConnections: peerConnections, connections: connections.count, overCap: overCapCount,
+                candidates: connections.lazy.map { (id: $0.key, standing: $0.value.standing) }, now: now)
+            switch admission {
+            case .admit, .admitOnce:
+                break
+            case .shed(let victim):
+                shed(victim)
+            case .refuse(let refusal):
+                if refusal == .peerLimit { refusedAtPeerLimit += 1 }
+                refuse(fd, refusal == .peerLimit ? Self.tooManyFromPeer : Self.tooBusy)
                 continue
             }
-            let connection = Connection(opened: Clock.monotonicNanoseconds())
+            let peer = peers[address] ?? {
+                let peer = Peer(address: address)
+                peers[address] = peer
+                return peer
+            }()
+            let connection = Connection(fd: fd, source: peer, opened: now, isOneShot: admission == .admitOnce)
+            peer.connections += 1
+            if connection.isOneShot {
+                overCapCount += 1
+                admittedOverCap += 1
+            }
             connections[fd] = connection
             setPhase(connection, connection.phase)
             if let authorize {
-                let peer = PeerCredentials(socket: fd)
-                connection.peer = peer
-                guard let peer, authorize(peer) else {
+                let credentials = PeerCredentials(socket: fd)
+                connection.peer = credentials
+                guard let credentials, authorize(credentials) else {
                     // Refused before a single byte of the request is looked at.
                     respond(fd, connection, Response(status: 403, body: #"{"error":"permission denied"}"#))
                     continue
                 }
             }
             do {
-                try loop.add(fd, .readable) { [unowned self] _ in self.service(fd) }
+                try loop.add(fd, [.readable, .oneShot]) { [unowned self, weak connection] _ in
+                    if let connection { self.ready(connection) }
+                }
             } catch {
-                connections[fd] = nil
-                Glibc.close(fd)
+                drop(fd)
             }
         }
+    }
+
+    /// Refuses a connection it has just accepted, without reading its request: what has arrived
+    /// is read once (so that closing does not reset the connection before the answer is read),
+    /// then `answer`, and close.
+    private func refuse(_ fd: Int32, _ answer: [UInt8]) {
+        _ = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        Self.tell(fd, answer)
+        Glibc.close(fd)
+    }
+
+    private static let tooManyFromPeer: [UInt8] = {
+        let body = #"{"error":"too many connections from your address; try again"}"#
+        return Array(
+            ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Retry-After: 1\r\nConnection: close\r\n\r\n" + body).utf8)
+    }()
+
+    // MARK: - Turns
+
+    /// The loop reported `connection`: its input waits for its peer's turn (``readSlice()``); an
+    /// answer that can go on, or a streaming client's goodbye, is dealt with at once.
+    private func ready(_ connection: Connection) {
+        connection.isArmed = false
+        guard connections[connection.fd] === connection else { return }
+        if connection.isWaitingToWrite || connection.stream != nil {
+            service(connection.fd)
+            rearm(connection)
+            return
+        }
+        guard !connection.isWaiting else { return }
+        connection.isWaiting = true
+        let peer = connection.source
+        if connection.completedRequests == 0 { peer.newWaiting.append(connection) } else { peer.othersWaiting.append(connection) }
+        if !peer.hasTurn {
+            peer.hasTurn = true
+            turns.append(peer)
+        }
+    }
+
+    /// Reads up to ``sliceSize`` waiting connections, one per peer in turn (a peer with a
+    /// thousand connections gets one read per round like a peer with one), each peer's new
+    /// connections first; whether some are still waiting.
+    private func readSlice() -> Bool {
+        var count = 0
+        while count < Self.sliceSize, let peer = turns.popFirst() {
+            peer.hasTurn = false
+            guard let connection = peer.nextWaiting() else { continue }
+            if peer.isWaiting {
+                peer.hasTurn = true
+                turns.append(peer)
+            }
+            guard connection.isWaiting, connections[connection.fd] === connection else { continue }
+            connection.isWaiting = false
+            count += 1
+            service(connection.fd)
+            if connections[connection.fd] === connection { rearm(connection) }
+        }
+        return !turns.isEmpty
+    }
+
+    /// Watches `connection` for `interest`, reported once.
+    func arm(_ connection: Connection, _ interest: EventLoop.Interest) {
+        loop.modify(connection.fd, interest.union(.oneShot))
+        connection.isArmed = true
+    }
+
+    /// Watches `connection` again after its turn, for what it waits on.
+    private func rearm(_ connection: Connection) {
+        guard !connection.isArmed, !connection.isWaiting else { return }
+        arm(connection, connection.isWaitingToWrite ? .writable : .readable)
     }
 
     private static let tooBusy: [UInt8] = {
@@ -280,7 +433,9 @@ public final class HTTPServer {
                 consumeInput(length, of: connection)
                 connection.completedRequests += 1
                 request.peer = connection.peer
-                respond(fd, connection, handler(request), keepAlive: keepAlive && !isListenerClosed, withBody: request.method != "HEAD")
+                respond(
+                    fd, connection, handler(request), keepAlive: keepAlive && !isListenerClosed && !connection.isOneShot,
+                    withBody: request.method != "HEAD")
             }
         }
     }
@@ -357,21 +512,21 @@ public final class HTTPServer {
         if let earliest { scheduleSweep(at: earliest) }
     }
 
-    /// At the connection limit, the connection that matters least gives way to a new one
-    /// (``HTTPLimits/shedding(_:now:)``); false when none may go. Judged on what has arrived:
+    /// At the connection limit, before judging which connection gives way (``HTTPLimits/admission(peerConnections:connections:overCap:candidates:now:)``):
     /// connections not read yet (accepted in this burst) are read first, so a newcomer whose
     /// request is waiting in its socket is served, and a silent one is known to be silent.
-    private func shedOneConnection() -> Bool {
+    private func readUnreadConnections() {
         for fd in connections.keys {
             guard let connection = connections[fd], !connection.hasBeenRead else { continue }
             connection.hasBeenRead = true
             service(fd)
         }
-        if connections.count < limits.maxConnections { return true }
-        let candidates = connections.lazy.map { (id: $0.key, standing: $0.value.standing) }
-        guard let fd = limits.shedding(candidates, now: Clock.monotonicNanoseconds()), let connection = connections[fd] else {
-            return false
-        }
+    }
+
+    /// Closes the connection that gives way to a new one: a silent or half-sent one told 503,
+    /// an idle one without a word, a writer reset.
+    private func shed(_ fd: Int32) {
+        guard let connection = connections[fd] else { return }
         switch connection.phase {
         case .idle: drop(fd)
         case .writing: abort(fd)
@@ -379,7 +534,6 @@ public final class HTTPServer {
             Self.tell(fd, Self.tooBusy)
             drop(fd)
         }
-        return true
     }
 
     /// Closes at once: unsent bytes are dropped with the socket (RST), not kept by the kernel
@@ -393,8 +547,38 @@ public final class HTTPServer {
     func drop(_ fd: Int32) {
         guard let connection = connections.removeValue(forKey: fd) else { return }
         bufferedBytes -= connection.input.count
+        connection.isWaiting = false
+        if connection.isOneShot { overCapCount -= 1 }
+        let peer = connection.source
+        peer.connections -= 1
+        if peer.connections == 0, peers[peer.address] === peer { peers[peer.address] = nil }
         loop.remove(fd)
         Glibc.close(fd)
         connection.stream?.closed()
+    }
+}
+
+/// A first-in first-out queue: appends at the end, takes from the front, without moving the
+/// rest each time.
+struct FIFO<Element> {
+    private var items: [Element] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == items.count }
+
+    mutating func append(_ item: Element) { items.append(item) }
+
+    mutating func popFirst() -> Element? {
+        guard head < items.count else { return nil }
+        let item = items[head]
+        head += 1
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64, head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return item
     }
 }
