@@ -206,9 +206,29 @@ final class WorkerMetrics: Sendable {
         }
     }
 
-    /// The API server's connections and the bytes of unfinished requests it holds, set before
-    /// each rendering.
-    func httpServer(connections: Int, bufferedBytes: Int) {
+    /// What the HTTP counters stood at when last rendered (they are the server's own totals).
+    private let renderedTotals = Locked<[String: Int]>([:])
+
+    /// The API server's connections and the bytes of unfinished requests it holds, and its
+    /// totals of connections refused for their address's limit and of those served once past
+    /// the cap; set before each rendering.
+    func httpServer(connections: Int, bufferedBytes: Int, refusedAtPeerLimit: Int, servedOnceOverCap: Int) {
+        for (key, total) in [("peer_limit", refusedAtPeerLimit), ("over_cap_once", servedOnceOverCap)] {
+            let added = renderedTotals.withLock { rendered -> Int in
+                defer { rendered[key] = total }
+                return total - (rendered[key] ?? 0)
+            }
+            let counter = counter("http|\(key)") {
+                key == "peer_limit"
+                    ? $0.makeCounter(
+                        descriptor: Self.name("http_connections_refused", "total", "Connections refused for their address's limit"),
+                        labels: [("character", character), ("reason", "peer_limit")])
+                    : $0.makeCounter(
+                        descriptor: Self.name("http_connections_served_once", "total", "Connections past the cap served one request"),
+                        labels: [("character", character)])
+            }
+            if added > 0 { counter.increment(by: Int64(added)) }
+        }
         metric("gauge|connections") {
             $0.makeGauge(
                 descriptor: Self.name("http_connections", "", "Connections open to the API"), labels: [("character", character)])

@@ -34,7 +34,11 @@ extension Worker {
         case ("GET", "/metrics"):
             endpoint = "metrics"
             if let remaining = service.admission.remainingTokens() { metrics.budgetRemaining(remaining) }
-            if let server { metrics.httpServer(connections: server.connectionCount, bufferedBytes: server.bufferedBytes) }
+            if let server {
+                metrics.httpServer(
+                    connections: server.connectionCount, bufferedBytes: server.bufferedBytes, refusedAtPeerLimit: server.refusedAtPeerLimit,
+                    servedOnceOverCap: server.admittedOverCap)
+            }
             response = HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render())
         case (_, "/health"), (_, "/api/chat"), (_, "/api/conversation"), (_, "/api/user-state"), (_, "/api/clear-user-data"),
             (_, "/api/diagnostics"), (_, "/metrics"):

@@ -203,3 +203,39 @@ extension IntegrationTests.AbuseSection {
         #expect(getJSON(port: port, path: "/health").status == 200)
     }
 }
+
+extension IntegrationTests.AbuseSection {
+    /// A flood from one address against the real worker: that address holds its limit of
+    /// connections, its newcomers are refused (503, WhisperEngine's error shape not needed: the
+    /// request is never read), none of its held connections is shed, a chat from another
+    /// address is answered, and /metrics counts the refusals.
+    @Test func oneAddressAtItsConnectionLimit_isRefused_aChatFromAnotherAddressIsAnswered() throws {
+        let scratch = Scratch()
+        let llm = try TestLLM()
+        let (worker, port) = try IntegrationTests.WorkerAPISection.startWorker(
+            scratch, llm: llm, environment: ["API_MAX_CONNECTIONS_PER_PEER": "5", "API_PEER_REFUSAL_DELAY": "0.2"])
+        defer { withExtendedLifetime((worker, scratch)) {} }
+        let held = (0..<5).compactMap { _ in Client(port: port) }
+        #expect(held.count == 5)
+        // Each of them has been accepted (a request answered) before the newcomers come.
+        for client in held {
+            client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            #expect(recv(client.fd, &buffer, buffer.count, 0) > 0)
+        }
+        for _ in 0..<3 {
+            let refused = rawHTTP(port: port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n") ?? ""
+            #expect(refused.hasPrefix("HTTP/1.1 503") && refused.contains("Retry-After: 1"), "\(refused.prefix(80))")
+        }
+        let chat = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "hello"], timeout: 10, from: "127.0.0.2")
+        #expect(chat.status == 200, "\(chat)")
+        for client in held {
+            client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            #expect(client.readAll().hasPrefix("HTTP/1.1 200"), "a held connection was kept")
+        }
+        let metrics = rawHTTP(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", from: "127.0.0.3") ?? ""
+        let refusals = metrics.firstMatch(of: /whisperd_worker_http_connections_refused_total\{character="elena",reason="peer_limit"\} (\d+)/)
+            .flatMap { Int($0.1) }
+        #expect(refusals == 3, "\(String(describing: refusals))")
+    }
+}

@@ -147,9 +147,12 @@ extension HTTPLimitsTests {
         let set = try HTTPLimits.from([
             "API_HEADER_TIMEOUT": "2.5", "API_BODY_TIMEOUT": "3", "API_BODY_MIN_RATE": "100", "API_WRITE_TIMEOUT": "4",
             "API_WRITE_MIN_RATE": "200", "API_IDLE_TIMEOUT": "5", "API_MAX_CONNECTIONS": "64", "API_MAX_BUFFERED_MIB": "8",
-            "API_MAX_CONNECTIONS_PER_PEER": "16",
+            "API_MAX_CONNECTIONS_PER_PEER": "16", "API_PEER_REFUSAL_DELAY": "0.25",
         ]).get()
         #expect(set.maxConnectionsPerPeer == 16)
+        #expect(set.refusalDelay == HTTPLimits.second / 4)
+        #expect(HTTPLimits().refusalDelay == HTTPLimits.second)
+        #expect(try HTTPLimits.from(["API_PEER_REFUSAL_DELAY": "0"]).get().refusalDelay == 0, "0 refuses at once")
         #expect(set.headerTimeout == 2_500_000_000)
         #expect(set.bodyTimeout == 3 * HTTPLimits.second)
         #expect(set.minimumBodyRate == 100)

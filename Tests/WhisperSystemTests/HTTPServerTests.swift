@@ -446,10 +446,13 @@ import WhisperSystem
 
     // MARK: - Peers
 
-    /// One address at its limit: a newcomer from it is refused at once (503) and none of the
-    /// connections it holds is shed; a client from another address is served.
-    @Test func aPeerAtItsConnectionLimit_isRefusedAtOnce_itsConnectionsKept_anotherAddressServed() throws {
-        try withServer(limits: Self.limits(connections: 16, perPeer: 3)) { port in
+    /// One address at its limit: a newcomer from it is held unread for the refusal delay, then
+    /// told 503 and closed, and none of the connections it holds is shed; a client from another
+    /// address is served meanwhile.
+    @Test func aPeerAtItsConnectionLimit_isRefusedAfterADelay_itsConnectionsKept_anotherAddressServed() throws {
+        var limits = Self.limits(connections: 16, perPeer: 3)
+        limits.refusalDelay = Self.seconds(0.5)
+        try withServer(limits: limits) { port in
             var pending: [UInt8] = []
             let held = (0..<3).map { _ in connectTo(port) }
             defer { held.forEach { close($0) } }
@@ -457,18 +460,19 @@ import WhisperSystem
                 send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
                 #expect(readResponse(fd, &pending)?.body == Array("ok".utf8))
             }
-            for _ in 0..<3 {
-                let over = connectTo(port)
-                defer { close(over) }
-                send(over, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                let end = readToEnd(over)
-                #expect(end.closed && end.text.hasPrefix("HTTP/1.1 503") && end.text.contains("Retry-After: 1"), "\(end.text.prefix(80))")
-                #expect(end.text.contains("too many connections from your address"))
-            }
+            let over = (0..<3).map { _ in connectTo(port) }
+            defer { over.forEach { close($0) } }
+            for fd in over { send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n") }
             let other = connectTo(port, from: "127.0.0.2")
             defer { close(other) }
             send(other, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(readResponse(other, &pending)?.head.hasPrefix("HTTP/1.1 200 OK") == true)
+            #expect(waitFor(over[0], Int32(POLLIN), timeout: 0.1) == 0, "not answered before the delay")
+            for fd in over {
+                let end = readToEnd(fd)
+                #expect(end.closed && end.text.hasPrefix("HTTP/1.1 503") && end.text.contains("Retry-After: 1"), "\(end.text.prefix(80))")
+                #expect(end.text.contains("too many connections from your address"))
+            }
             for fd in held {
                 send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
                 #expect(readResponse(fd, &pending)?.body == Array("ok".utf8), "a held connection was not shed")

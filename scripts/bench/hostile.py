@@ -13,6 +13,15 @@ every loop in count.
 --hummingbird BIN (hostile.sh --hummingbird) runs every phase, in the same run, against the
 bench-only Hummingbird 2 server too (scripts/bench/hummingbird-worker: the worker's chat path,
 only the HTTP layer differs); with --memory it runs under whisperd as a `command:` character.
+
+The legitimate client connects from another loopback address than the attacker (127.0.0.2: a
+flood comes from other addresses than a client's); the flood phases run again with it on the
+attacker's (127.0.0.1: as behind a reverse proxy, where every client has the proxy's address).
+--placement says where the processes run (each in the list is a run of every server): `shared`
+(the default, and how every earlier run was placed: the server on CPU 0, the attacker, the client and the fake LLM on CPU 1), `apart`
+(the server, the client and the fake LLM on CPU 0, the attacker alone on CPU 1: an attacker on
+the network does not use the client's CPU), `unpinned` (no pinning). --variant LABEL:NAME=VALUE
+attacks the same build again with that setting in the worker's environment.
 """
 import argparse
 import http.client
@@ -58,7 +67,28 @@ def connections_to(port):
     return count
 
 
-def start_under_whisperd(binary, work, port, env, memory, command=None):
+PLACEMENTS = {
+    # where: (the server, the attacker, the client and the fake LLM)
+    "shared": ("0", "1", "1"),
+    "apart": ("0", "1", "0"),
+    "unpinned": (None, None, None),
+}
+
+
+def pinned(cpus, argv):
+    return (["taskset", "-c", cpus] if cpus else []) + argv
+
+
+def pin_process(pid, cpus):
+    """Every thread of `pid` (taskset -a) onto `cpus` (None: all)."""
+    subprocess.run(["taskset", "-apc", cpus or f"0-{os.cpu_count() - 1}", str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+def pin_self(cpus):
+    os.sched_setaffinity(0, {int(cpus)} if cpus else set(range(os.cpu_count())))
+
+
+def start_under_whisperd(binary, work, port, env, memory, command=None, cpus="0"):
     """whisperd with a one-character roster (the worker, or `command` — the Hummingbird server
     — with `limits: {memory: …}`, its store in its own state directory); returns (whisperd, the
     character's pid, its memory cgroup directory or None)."""
@@ -74,7 +104,7 @@ def start_under_whisperd(binary, work, port, env, memory, command=None):
            else "    health: {ready: notify, watchdog: off}\n")
         + f"    env: {json.dumps(worker_env)}\n"
         f"    limits: {{memory: {memory}}}\n")
-    whisperd = subprocess.Popen(["taskset", "-c", "0", binary, "--roster", str(roster), "--state-dir", f"{work}/wstate",
+    whisperd = subprocess.Popen(pinned(cpus, [binary]) + ["--roster", str(roster), "--state-dir", f"{work}/wstate",
                                  "--runtime-dir", f"{work}/run", "--log-dir", f"{work}/logs", "--http", "off"],
                                 env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
                                 stderr=open(f"{work}/whisperd.log", "w"))
@@ -117,7 +147,8 @@ def server_gauges(port):
     """The worker's own count of connections and of bytes buffered by unfinished requests (its
     /metrics); None when it could not be read."""
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        # From an address of its own: neither the attacker's nor the client's connections.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2, source_address=("127.0.0.3", 0))
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
@@ -134,9 +165,10 @@ class Legit(threading.Thread):
     """Chats one at a time, a new connection each, every `interval` s, until `stop` is set
     (or `limit` requests): latencies of the 200s, and what failed."""
 
-    def __init__(self, port, interval, limit, health_only=False):
+    def __init__(self, port, interval, limit, health_only=False, source="127.0.0.1"):
         super().__init__(daemon=True)
         self.port, self.interval, self.limit, self.health_only = port, interval, limit, health_only
+        self.source = source
         self.latencies, self.failures = [], []
         self.stop = threading.Event()
 
@@ -147,7 +179,7 @@ class Legit(threading.Thread):
                 return
             started = time.monotonic()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10, source_address=(self.source, 0))
                 if self.health_only:
                     conn.request("GET", "/health")
                 else:
@@ -174,7 +206,7 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def phase(name, port, pid, attack, seconds, ramp, health_only=False):
+def phase(name, port, pid, attack, seconds, ramp, health_only=False, source="127.0.0.1"):
     """Runs `attack` (argv or None), waits `ramp` s for it to build up, then the legitimate
     client for `seconds` s, sampling RSS and connections every 0.5 s."""
     attacker = None
@@ -182,7 +214,7 @@ def phase(name, port, pid, attack, seconds, ramp, health_only=False):
         # Line-buffered: slowhttptest's status survives its being stopped.
         attacker = subprocess.Popen(["stdbuf", "-oL"] + attack, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(ramp)
-    legit = Legit(port, 0.05, int(seconds / 0.05) + 1, health_only)
+    legit = Legit(port, 0.05, int(seconds / 0.05) + 1, health_only, source)
     legit.start()
     held, rss, served, buffered = [], [], [], []
     deadline = time.monotonic() + seconds
@@ -252,22 +284,29 @@ def main():
     parser.add_argument("--bin", required=True)
     parser.add_argument("--also-bin", action="append", default=[], metavar="LABEL=PATH",
                         help="another whisperd binary (e.g. the build before a change) attacked in the same run")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+                        help="the --bin build again, with these settings in the worker's environment")
     parser.add_argument("--hummingbird", default="", help="also attack this whisperd-hummingbird binary (build-hummingbird.sh)")
     parser.add_argument("--seconds", type=float, default=20, help="legitimate client's time per phase")
     parser.add_argument("--ramp", type=float, default=8, help="attack's time to build up before measuring")
     parser.add_argument("--connections", type=int, default=1000, help="slowhttptest's target connections")
     parser.add_argument("--memory", default="", help="run the server under whisperd with this memory limit (e.g. 256M)")
+    parser.add_argument("--placement", default="shared", help="comma-separated: shared, apart, unpinned (see the top of this file)")
     parser.add_argument("--diagnose", action="store_true",
                         help="two more flood phases: the attacker at SCHED_IDLE (it takes only CPU time the client and the "
                              "LLM leave), and the client asking GET /health instead of chatting")
     parser.add_argument("--only", default="", help="comma-separated words: run only the phases whose name has one (baseline always runs)")
     args = parser.parse_args()
+    placements = args.placement.split(",")
+    for placement in placements:
+        if placement not in PLACEMENTS:
+            parser.error(f"--placement {placement}: not one of {', '.join(PLACEMENTS)}")
 
     work = tempfile.mkdtemp(prefix="whisperd-hostile-bench-", dir="/var/tmp")
     os.chmod(work, 0o755)  # under whisperd the worker is a user of its own (docs/security.md)
     processes = []
     try:
-        llm = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(HERE / "fake_llm.py")], stdout=subprocess.PIPE, text=True)
+        llm = subprocess.Popen([sys.executable, str(HERE / "fake_llm.py")], stdout=subprocess.PIPE, text=True)
         processes.append(llm)
         llm_port = int(llm.stdout.readline())
         servers = [("whisperd", None, {})]
@@ -276,65 +315,78 @@ def main():
             label, path = entry.split("=", 1)
             others[f"whisperd ({label})"] = path
             servers.append((f"whisperd ({label})", None, {}))
+        for entry in args.variant:
+            label, settings = entry.split(":", 1)
+            servers.append((f"whisperd ({label})", None, dict(pair.split("=", 1) for pair in settings.split(","))))
         if args.hummingbird:
             # Capped like the worker (it stops accepting at 256), and as Hummingbird comes (no cap).
             servers += [("hummingbird", args.hummingbird, {}), ("hummingbird, no cap", args.hummingbird, {"HB_MAX_CONNECTIONS": "0"})]
-        lines = [f"`scripts/bench/hostile.sh` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {os.cpu_count()} cores, "
-                 f"kernel {os.uname().release}; release build; one server on CPU 0 with default limits"
-                 f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency "
-                 "fake LLM, the attacker and the legitimate client on CPU 1; the client chats on a new connection "
-                 f"every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for {args.ramp:.0f} s. "
+        lines = [f"`scripts/bench/hostile.sh {' '.join(sys.argv[3:])}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): "
+                 f"{os.cpu_count()} cores, kernel {os.uname().release}; release build; one server with default limits"
+                 f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency fake LLM; "
+                 "placements: shared = the server on CPU 0, the attacker, the client and the fake LLM on CPU 1; apart = the "
+                 "server, the client and the fake LLM on CPU 0, the attacker alone on CPU 1; unpinned = no pinning. The client "
+                 f"chats on a new connection every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for "
+                 f"{args.ramp:.0f} s, from 127.0.0.2 (the attacker is on 127.0.0.1) unless the phase says 127.0.0.1. "
                  "\"whisperd\" is the worker's own HTTP server; \"hummingbird\" the same chat path on Hummingbird 2 "
                  "(scripts/bench/hummingbird-worker).", "",
-                 "| server | phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the server's own count (max) | bytes buffered (max) | RSS max MiB | attacker's view |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "| placement | server | phase | chats ok | failed | p50 ms | p99 ms | p99 / baseline | TCP connections to the port (max / median) | the server's own count (max) | bytes buffered (max) | RSS max MiB | attacker's view |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         notes = []
-        for server, hummingbird, server_env in servers:
-            binary = others.get(server, args.bin)
-            port = free_port()
-            env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
-                   "WHISPERD_SQLITE_PATH": f"{work}/memory-{len(notes)}.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
-                   "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model", **server_env}
-            cgroup = None
-            if args.memory:
-                shutil.rmtree(f"{work}/wstate", ignore_errors=True)
-                supervisor, server_pid, cgroup = start_under_whisperd(
-                    binary, work, port, env, args.memory, command=[hummingbird, "elena"] if hummingbird else None)
-            elif hummingbird:
-                supervisor = subprocess.Popen(["taskset", "-c", "0", hummingbird, "elena"], env=env,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                server_pid = supervisor.pid
-                wait_port(port, timeout=30)
-            else:
-                supervisor, _ = start_worker(binary, env, f"{work}/notify.sock")
-                server_pid = supervisor.pid
-                wait_port(port)
-            processes.append(supervisor)
-            rows = run_phases(args, port, server_pid)
-            baseline = rows[0]
-            for row in rows:
-                failed = len(row["failures"])
-                kinds = ", ".join(sorted(set(row["failures"])))
-                served = "–" if row["served_max"] < 0 else row["served_max"]
-                buffered = "–" if row["buffered_max"] < 0 else row["buffered_max"]
-                lines.append(f"| {server} | {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | {row['p50']:.2f} | "
-                             f"{row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | {row['held_max']} / {row['held_median']:.0f} | "
-                             f"{served} | {buffered} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
-            hwm = status_field(server_pid, "VmHWM") / 1024
-            alive = Path(f"/proc/{server_pid}").exists()
-            notes.append(f"{server}: peak RSS (VmHWM) over the run {hwm:.1f} MiB; the same process at the end: {'yes' if alive else 'NO'}.")
-            if args.memory:
-                memory = cgroup_memory(cgroup)
-                notes.append(f"{server} under whisperd, `limits: {{memory: {args.memory}}}`: " + (
-                    f"cgroup limit {memory[0]:.0f} MiB, peak usage {memory[1]:.1f} MiB, OOM kills {memory[2]}." if memory
-                    else "no memory cgroup found (whisperd without a memory controller: not enforced)."))
-            supervisor.terminate()
-            try:
-                supervisor.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                supervisor.kill()
-                supervisor.wait()
-            processes.remove(supervisor)
+        for placement in placements:
+            server_cpus, attacker_cpus, client_cpus = PLACEMENTS[placement]
+            pin_process(llm.pid, client_cpus)
+            pin_self(client_cpus)
+            for server, hummingbird, server_env in servers:
+                binary = others.get(server, args.bin)
+                port = free_port()
+                env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
+                       "WHISPERD_SQLITE_PATH": f"{work}/memory-{len(notes)}.sqlite3", "WHISPERD_STATE_DIR": f"{work}/state",
+                       "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model", **server_env}
+                cgroup = None
+                if args.memory:
+                    shutil.rmtree(f"{work}/wstate", ignore_errors=True)
+                    supervisor, server_pid, cgroup = start_under_whisperd(
+                        binary, work, port, env, args.memory, command=[hummingbird, "elena"] if hummingbird else None, cpus=server_cpus)
+                elif hummingbird:
+                    supervisor = subprocess.Popen(pinned(server_cpus, [hummingbird, "elena"]), env=env,
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    server_pid = supervisor.pid
+                    wait_port(port, timeout=30)
+                else:
+                    supervisor, _ = start_worker(binary, env, f"{work}/notify.sock")
+                    server_pid = supervisor.pid
+                    pin_process(server_pid, server_cpus)
+                    wait_port(port)
+                processes.append(supervisor)
+                rows = run_phases(args, port, server_pid, attacker_cpus)
+                baseline = rows[0]
+                for row in rows:
+                    failed = len(row["failures"])
+                    kinds = ", ".join(sorted(set(row["failures"])))
+                    served = "–" if row["served_max"] < 0 else row["served_max"]
+                    buffered = "–" if row["buffered_max"] < 0 else row["buffered_max"]
+                    lines.append(f"| {placement} | {server} | {row['name']} | {row['ok']} | {failed}{' (' + kinds + ')' if failed else ''} | "
+                                 f"{row['p50']:.2f} | {row['p99']:.2f} | {row['p99'] / baseline['p99']:.2f} | "
+                                 f"{row['held_max']} / {row['held_median']:.0f} | {served} | {buffered} | {row['rss_max_mib']:.1f} | {row['attacker']} |")
+                hwm = status_field(server_pid, "VmHWM") / 1024
+                alive = Path(f"/proc/{server_pid}").exists()
+                notes.append(f"{placement}, {server}: peak RSS (VmHWM) over the run {hwm:.1f} MiB; the same process at the end: "
+                             f"{'yes' if alive else 'NO'}.")
+                if args.memory:
+                    memory = cgroup_memory(cgroup)
+                    notes.append(f"{placement}, {server} under whisperd, `limits: {{memory: {args.memory}}}`: " + (
+                        f"cgroup limit {memory[0]:.0f} MiB, peak usage {memory[1]:.1f} MiB, OOM kills {memory[2]}." if memory
+                        else "no memory cgroup found (whisperd without a memory controller: not enforced)."))
+                supervisor.terminate()
+                try:
+                    supervisor.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    supervisor.kill()
+                    supervisor.wait()
+                processes.remove(supervisor)
+                # Partial results survive a run cut short.
+                print("\n".join(lines[-len(rows):]), file=sys.stderr)
         print("\n".join(lines + [""] + notes))
     finally:
         for proc in processes:
@@ -344,31 +396,38 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_phases(args, port, pid):
+def run_phases(args, port, pid, attacker_cpus):
     """The baseline and each attack against the server on `port` (process `pid`)."""
     url = f"http://127.0.0.1:{port}"
-    flood = ["taskset", "-c", "1", "wrk", "-c", "512", "-t", "1", "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]
-    slow = ["taskset", "-c", "1", "slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
-            "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"]
+    seconds = str(int(args.ramp + args.seconds))
+
+    def wrk(connections):
+        return pinned(attacker_cpus, ["wrk", "-c", str(connections), "-t", "1", "-d", f"{seconds}s", f"{url}/health"])
+
+    slow = pinned(attacker_cpus, ["slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
+                                  "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"])
+    other = "127.0.0.2"
+    # (name, attack, the client's address, whether the client asks GET /health instead of chatting)
     phases = [
-        ("baseline", None),
-        ("slowloris (slowhttptest -H)", slow + ["-H", "-u", f"{url}/health"]),
-        ("slow body (slowhttptest -B, Content-Length 8192)", slow + ["-B", "-s", "8192", "-u", f"{url}/api/chat"]),
+        ("baseline", None, other, False),
+        ("slowloris (slowhttptest -H)", slow + ["-H", "-u", f"{url}/health"], other, False),
+        ("slow body (slowhttptest -B, Content-Length 8192)", slow + ["-B", "-s", "8192", "-u", f"{url}/api/chat"], other, False),
         ("slow read (slowhttptest -X, window 1-32 B, 10 pipelined)", slow + ["-X", "-k", "10", "-w", "1", "-y", "32", "-n", "5", "-z", "8",
-                                                              "-u", f"{url}/metrics"]),
-        ("flood (wrk -c 512 GET /health)", flood),
+                                                                     "-u", f"{url}/metrics"], other, False),
+        ("flood (wrk -c 512 GET /health)", wrk(512), other, False),
+        ("flood (wrk -c 512), client from 127.0.0.1", wrk(512), "127.0.0.1", False),
+        ("flood under the cap (wrk -c 200)", wrk(200), other, False),
+        ("flood under the cap (wrk -c 200), client from 127.0.0.1", wrk(200), "127.0.0.1", False),
     ]
-    under_cap = ["taskset", "-c", "1", "wrk", "-c", "200", "-t", "1", "-d", f"{int(args.ramp + args.seconds)}s", f"{url}/health"]
     if args.diagnose:
-        phases += [("flood, the attacker at SCHED_IDLE", ["chrt", "--idle", "0"] + flood),
-                   ("flood, the client asks GET /health", flood),
-                   ("flood under the cap (wrk -c 200)", under_cap)]
+        phases += [("flood, the attacker at SCHED_IDLE", ["chrt", "--idle", "0"] + wrk(512), other, False),
+                   ("flood, the client asks GET /health", wrk(512), other, True)]
     if args.only:
         words = args.only.split(",")
-        phases = [(name, attack) for name, attack in phases if attack is None or any(word in name for word in words)]
+        phases = [entry for entry in phases if entry[1] is None or any(word in entry[0] for word in words)]
     rows = []
-    for name, attack in phases:
-        rows.append(phase(name, port, pid, attack, args.seconds, args.ramp if attack else 0, health_only="GET /health" in name and "client" in name))
+    for name, attack, source, health_only in phases:
+        rows.append(phase(name, port, pid, attack, args.seconds, args.ramp if attack else 0, health_only, source))
         print(rows[-1], file=sys.stderr)
         time.sleep(2)
     return rows

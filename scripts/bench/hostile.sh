@@ -4,7 +4,8 @@
 # failures against the baseline, the worker's RSS, the connections held. Prints a Markdown
 # table (recorded in docs/reliability.md). Arguments go to hostile.py (--seconds, --ramp, --diagnose,
 # --also-bin LABEL=PATH for another build in the same run,
-# --connections, --memory 256M to run the worker under whisperd with that limit, --only).
+# --connections, --memory 256M to run the worker under whisperd with that limit, --only,
+# --placement shared,apart,unpinned, --variant LABEL:NAME=VALUE for the same build with a setting).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v slowhttptest >/dev/null || ! command -v wrk >/dev/null; then

@@ -22,9 +22,17 @@ public struct HTTPLimits: Sendable, Equatable {
     /// together; a request that would go past it gets 503 with `Retry-After`.
     public var maxBufferedBytes: Int
     /// Open connections from one peer address at most (nginx's `limit_conn` keyed on the
-    /// address); a newcomer past it is refused at once with 503, no connection it holds is shed.
-    /// nil: no such limit (a Unix socket's peers all count as one address).
+    /// address); a newcomer past it is refused with 503 after ``refusalDelay`` (unread meanwhile),
+    /// and no connection that address holds is shed for it. nil: no such limit (a Unix socket's
+    /// peers all count as one address).
     public var maxConnectionsPerPeer: Int?
+    /// How long a connection refused for its address's limit is held, unread, before its 503
+    /// (HAProxy's tarpit): a client that reconnects at once when refused would otherwise make the
+    /// server spend its time accepting and closing. At most ``maxDelayedRefusals`` at a time;
+    /// past that, refused at once. 0: refused at once.
+    public var refusalDelay: Int64 = second
+    /// Refused connections held at once at most: twice the connection cap.
+    public var maxDelayedRefusals: Int { 2 * maxConnections }
 
     public static let second: Int64 = 1_000_000_000
 
@@ -237,7 +245,7 @@ public struct ConnectionStanding: Sendable, Equatable {
 extension HTTPLimits {
     /// The settings an operator may change, by environment variable (documented in docs/worker.md):
     /// what is not set keeps its default (the per-peer limit: ``apiConnectionsPerPeer``;
-    /// `API_MAX_CONNECTIONS_PER_PEER=0` turns it off); a value that is not a positive number is an error
+    /// `API_MAX_CONNECTIONS_PER_PEER=0` turns it off, `API_PEER_REFUSAL_DELAY=0` refuses at once); a value that is not a positive number is an error
     /// naming the variable, and nothing is taken.
     public static func from(_ environment: [String: String]) -> Result<HTTPLimits, SettingError> {
         var limits = HTTPLimits(maxConnectionsPerPeer: apiConnectionsPerPeer)
@@ -257,6 +265,11 @@ extension HTTPLimits {
             if let seconds = try number("API_IDLE_TIMEOUT").get() { limits.idleTimeout = nanoseconds(seconds: seconds) }
             if let count = try number("API_MAX_CONNECTIONS").get() { limits.maxConnections = max(1, Int(count)) }
             if let mebibytes = try number("API_MAX_BUFFERED_MIB").get() { limits.maxBufferedBytes = Int(mebibytes * 1_048_576) }
+            if environment["API_PEER_REFUSAL_DELAY"] == "0" {
+                limits.refusalDelay = 0
+            } else if let seconds = try number("API_PEER_REFUSAL_DELAY").get() {
+                limits.refusalDelay = nanoseconds(seconds: seconds)
+            }
             if environment["API_MAX_CONNECTIONS_PER_PEER"] == "0" {
                 limits.maxConnectionsPerPeer = nil
             } else if let count = try number("API_MAX_CONNECTIONS_PER_PEER").get() {

@@ -43,6 +43,9 @@ public final class HTTPServer {
     var turns = FIFO<Peer>()
     /// Connections open past the cap for one request.
     var overCapCount = 0
+    /// Refused connections held until their 503 is due (``HTTPLimits/refusalDelay``), oldest first.
+    var delayedRefusals = FIFO<(fd: Int32, due: Int64)>()
+    var delayedRefusalCount = 0
     var sliceWorkID: Int?
 
     /// Connections read per slice (then the loop looks at its other descriptors: new
@@ -213,6 +216,8 @@ public final class HTTPServer {
     public func close() {
         stopAccepting()
         for fd in connections.keys { drop(fd) }
+        while let (fd, _) = delayedRefusals.popFirst() { Glibc.close(fd) }
+        delayedRefusalCount = 0
         if let sliceWorkID {
             loop.removeSliceWork(sliceWorkID)
             self.sliceWorkID = nil
@@ -246,9 +251,18 @@ public final class HTTPServer {
                 break
             case .shed(let victim):
                 shed(victim)
-            case .refuse(let refusal):
-                if refusal == .peerLimit { refusedAtPeerLimit += 1 }
-                refuse(fd, refusal == .peerLimit ? Self.tooManyFromPeer : Self.tooBusy)
+            case .refuse(.peerLimit):
+                refusedAtPeerLimit += 1
+                if delayedRefusalCount < limits.maxDelayedRefusals, limits.refusalDelay > 0 {
+                    if delayedRefusals.isEmpty { scheduleSweep(at: now + limits.refusalDelay) }
+                    delayedRefusals.append((fd, now + limits.refusalDelay))
+                    delayedRefusalCount += 1
+                } else {
+                    refuse(fd, Self.tooManyFromPeer)
+                }
+                continue
+            case .refuse(.full):
+                refuse(fd, Self.tooBusy)
                 continue
             }
             let peer = peers[address] ?? {
@@ -509,6 +523,15 @@ public final class HTTPServer {
                 abort(fd)
             }
         }
+        while let first = delayedRefusals.first, first.due <= now {
+            _ = delayedRefusals.popFirst()
+            delayedRefusalCount -= 1
+            refuse(first.fd, Self.tooManyFromPeer)
+        }
+        if let first = delayedRefusals.first {
+            // In batches a tenth of the delay apart, not a wake-up for every refused connection.
+            earliest = min(earliest ?? .max, max(first.due, now + limits.refusalDelay / 10))
+        }
         if let earliest { scheduleSweep(at: earliest) }
     }
 
@@ -565,6 +588,8 @@ struct FIFO<Element> {
     private var head = 0
 
     var isEmpty: Bool { head == items.count }
+
+    var first: Element? { head < items.count ? items[head] : nil }
 
     mutating func append(_ item: Element) { items.append(item) }
 

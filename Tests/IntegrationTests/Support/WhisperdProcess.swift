@@ -371,9 +371,22 @@ func httpGet(port: Int, path: String, timeout: TimeInterval = 5) -> (Int, String
 /// Sends `request` as is (one write, so several requests arrive pipelined) and returns every
 /// byte the server sends until it closes the connection.
 /// A TCP socket connected to 127.0.0.1:`port`, or nil (the caller closes it).
-func connectLoopback(port: Int) -> Int32? {
+/// `source`: the client's own address (another of 127/8 is another peer to the server).
+func connectLoopback(port: Int, from source: String? = nil) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return nil }
+    if let source {
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else {
+            close(fd)
+            return nil
+        }
+    }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -388,8 +401,8 @@ func connectLoopback(port: Int) -> Int32? {
     return fd
 }
 
-func rawHTTP(port: Int, _ request: String, timeout: TimeInterval = 5) -> String? {
-    guard let fd = connectLoopback(port: port) else { return nil }
+func rawHTTP(port: Int, _ request: String, timeout: TimeInterval = 5, from source: String? = nil) -> String? {
+    guard let fd = connectLoopback(port: port, from: source) else { return nil }
     defer { close(fd) }
     var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

@@ -123,7 +123,7 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// `POST path` with a JSON body (or raw text); the status and the decoded JSON answer.
 @discardableResult
-func postJSON(port: Int, path: String, _ body: Any, timeout: TimeInterval = 30) -> (status: Int, json: [String: Any]) {
+func postJSON(port: Int, path: String, _ body: Any, timeout: TimeInterval = 30, from source: String? = nil) -> (status: Int, json: [String: Any]) {
     let payload: String
     if let text = body as? String {
         payload = text
@@ -133,7 +133,7 @@ func postJSON(port: Int, path: String, _ body: Any, timeout: TimeInterval = 30) 
     let request =
         "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.utf8.count)\r\n"
         + "Connection: close\r\n\r\n\(payload)"
-    return parseResponse(rawHTTP(port: port, request, timeout: timeout))
+    return parseResponse(rawHTTP(port: port, request, timeout: timeout, from: source))
 }
 
 func getJSON(port: Int, path: String) -> (status: Int, json: [String: Any]) {
