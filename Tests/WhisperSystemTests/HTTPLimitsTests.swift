@@ -167,3 +167,24 @@ extension HTTPLimitsTests {
         #expect(HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "-3"]) == .failure(.init(description: "API_MAX_CONNECTIONS_PER_PEER=-3 is not a positive number")))
     }
 }
+
+@Suite struct PeerAddressTests {
+    private func address(_ bytes: [UInt8]) -> PeerAddress {
+        var tuple: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &tuple) { raw in for (index, byte) in bytes.enumerated() { raw[index] = byte } }
+        return PeerAddress(bytes: tuple)
+    }
+
+    /// IPv4 addresses are peers of their own; IPv6 ones count by their /64.
+    @Test func ipv4ByAddress_ipv6ByItsSlash64() {
+        let v4 = { (last: UInt8) in self.address([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, last]) }
+        #expect(v4(1) != v4(2))
+        #expect(v4(2).description == "127.0.0.2")
+        let v6 = { (network: UInt8, host: UInt8) in self.address([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, network, 0, 0, 0, 0, 0, 0, 0x12, host]) }
+        #expect(v6(1, 1) == v6(1, 2), "one /64")
+        #expect(v6(1, 1) != v6(2, 1))
+        #expect(v6(1, 9).description == "2001:db8:0:1:0:0:0:0")
+        #expect(address([]) == .unix)
+    }
+}

@@ -18,9 +18,11 @@ The legitimate client connects from another loopback address than the attacker (
 flood comes from other addresses than a client's); the flood phases run again with it on the
 attacker's (127.0.0.1: as behind a reverse proxy, where every client has the proxy's address).
 --placement says where the processes run (each in the list is a run of every server): `shared`
-(the default, and how every earlier run was placed: the server on CPU 0, the attacker, the client and the fake LLM on CPU 1), `apart`
-(the server, the client and the fake LLM on CPU 0, the attacker alone on CPU 1: an attacker on
-the network does not use the client's CPU), `unpinned` (no pinning). --variant LABEL:NAME=VALUE
+(the default, and how every earlier run was placed: the server on CPU 0, the attacker, the client
+and the fake LLM on CPU 1), `apart` (the same, with the attacker at SCHED_IDLE: it gets only the
+CPU time the client and the fake LLM leave, as an attacker on the network uses none of the
+client's), `unpinned` (no pinning, no priorities). The slow attacks run in the first placement
+listed only. --variant LABEL:NAME=VALUE
 attacks the same build again with that setting in the worker's environment.
 """
 import argparse
@@ -68,10 +70,10 @@ def connections_to(port):
 
 
 PLACEMENTS = {
-    # where: (the server, the attacker, the client and the fake LLM)
-    "shared": ("0", "1", "1"),
-    "apart": ("0", "1", "0"),
-    "unpinned": (None, None, None),
+    # where: (the server, the attacker, the client and the fake LLM; the attacker at SCHED_IDLE)
+    "shared": ("0", "1", "1", False),
+    "apart": ("0", "1", "1", True),
+    "unpinned": (None, None, None, False),
 }
 
 
@@ -324,8 +326,8 @@ def main():
         lines = [f"`scripts/bench/hostile.sh {' '.join(sys.argv[3:])}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): "
                  f"{os.cpu_count()} cores, kernel {os.uname().release}; release build; one server with default limits"
                  f"{' under whisperd (memory ' + args.memory + ')' if args.memory else ''}, the zero-latency fake LLM; "
-                 "placements: shared = the server on CPU 0, the attacker, the client and the fake LLM on CPU 1; apart = the "
-                 "server, the client and the fake LLM on CPU 0, the attacker alone on CPU 1; unpinned = no pinning. The client "
+                 "placements: shared = the server on CPU 0, the attacker, the client and the fake LLM on CPU 1; apart = the same "
+                 "with the attacker at SCHED_IDLE; unpinned = no pinning. The client "
                  f"chats on a new connection every 50 ms for {args.seconds:.0f} s per phase, after the attack has built up for "
                  f"{args.ramp:.0f} s, from 127.0.0.2 (the attacker is on 127.0.0.1) unless the phase says 127.0.0.1. "
                  "\"whisperd\" is the worker's own HTTP server; \"hummingbird\" the same chat path on Hummingbird 2 "
@@ -334,7 +336,7 @@ def main():
                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         notes = []
         for placement in placements:
-            server_cpus, attacker_cpus, client_cpus = PLACEMENTS[placement]
+            server_cpus, attacker_cpus, client_cpus, idle_attacker = PLACEMENTS[placement]
             pin_process(llm.pid, client_cpus)
             pin_self(client_cpus)
             for server, hummingbird, server_env in servers:
@@ -359,7 +361,7 @@ def main():
                     pin_process(server_pid, server_cpus)
                     wait_port(port)
                 processes.append(supervisor)
-                rows = run_phases(args, port, server_pid, attacker_cpus)
+                rows = run_phases(args, port, server_pid, attacker_cpus, idle_attacker, slow_attacks=placement == placements[0])
                 baseline = rows[0]
                 for row in rows:
                     failed = len(row["failures"])
@@ -396,15 +398,16 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_phases(args, port, pid, attacker_cpus):
+def run_phases(args, port, pid, attacker_cpus, idle_attacker=False, slow_attacks=True):
     """The baseline and each attack against the server on `port` (process `pid`)."""
     url = f"http://127.0.0.1:{port}"
     seconds = str(int(args.ramp + args.seconds))
+    idle = ["chrt", "--idle", "0"] if idle_attacker else []
 
     def wrk(connections):
-        return pinned(attacker_cpus, ["wrk", "-c", str(connections), "-t", "1", "-d", f"{seconds}s", f"{url}/health"])
+        return idle + pinned(attacker_cpus, ["wrk", "-c", str(connections), "-t", "1", "-d", f"{seconds}s", f"{url}/health"])
 
-    slow = pinned(attacker_cpus, ["slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
+    slow = idle + pinned(attacker_cpus, ["slowhttptest", "-c", str(args.connections), "-r", "200", "-i", "5",
                                   "-l", str(int(args.ramp + args.seconds + 10)), "-p", "5"])
     other = "127.0.0.2"
     # (name, attack, the client's address, whether the client asks GET /health instead of chatting)
@@ -422,6 +425,8 @@ def run_phases(args, port, pid, attacker_cpus):
     if args.diagnose:
         phases += [("flood, the attacker at SCHED_IDLE", ["chrt", "--idle", "0"] + wrk(512), other, False),
                    ("flood, the client asks GET /health", wrk(512), other, True)]
+    if not slow_attacks:
+        phases = [entry for entry in phases if entry[1] is None or "slowhttptest" not in entry[1]]
     if args.only:
         words = args.only.split(",")
         phases = [entry for entry in phases if entry[1] is None or any(word in entry[0] for word in words)]
