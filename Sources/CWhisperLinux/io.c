@@ -363,7 +363,8 @@ int whisper_socket_error(int fd)
 int whisper_pipe(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) < 0) return -1;
-    return whisper_set_nonblocking(fds[0], 1);
+    /* A new read end's status flags are O_RDONLY alone: no F_GETFL needed. */
+    return fcntl(fds[0], F_SETFL, O_NONBLOCK);
 }
 
 int whisper_set_nonblocking(int fd, int on)

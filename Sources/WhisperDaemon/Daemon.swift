@@ -125,10 +125,21 @@ public final class Daemon {
         /// -1 once reaped (the number may then belong to another descriptor).
         var pidFD: Int32
         var outputs: [Int32: OutputPipe] = [:]
+        /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
+        let child: ProcessSpawner.Child?
+        /// A step before exec failed (learnt from the exec pipe, before the reap).
+        var startFailure: ProcessSpawner.Failure?
 
         init(pid: Int32, pidFD: Int32) {
             self.pid = pid
             self.pidFD = pidFD
+            self.child = nil
+        }
+
+        init(_ child: ProcessSpawner.Child) {
+            self.pid = child.pid
+            self.pidFD = child.pidFD
+            self.child = child
         }
     }
 

@@ -32,13 +32,69 @@ import WhisperSystem
             Issue.record("expected notFound")
             return
         }
-        let result = spawner.spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/no/such/dir"))
-        guard case .failure(.failed(let step, let errno)) = result else {
-            Issue.record("expected a chdir failure")
+        // The spawn does not wait for the child's exec (x86-64): a step that fails in the child is
+        // reported once it has exited, with exit code 127; a waiting spawn reports it at once.
+        let failure: ProcessSpawner.Failure
+        switch spawner.spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/no/such/dir")) {
+        case .failure(let early):
+            failure = early
+        case .success(let child):
+            defer {
+                close(child.pidFD)
+                close(child.stdoutFD)
+                close(child.stderrFD)
+            }
+            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+            #expect(Glibc.poll(&poll, 1, 5000) == 1)
+            #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 127)
+            failure = try #require(spawner.startFailure(of: child))
+            #expect(spawner.startFailure(of: child) == nil, "a failure is reported once")
+        }
+        guard case .failed(let step, let errno) = failure else {
+            Issue.record("expected a chdir failure, got \(failure)")
             return
         }
         #expect(step.hasPrefix("chdir"))
         #expect(errno == ENOENT)
+    }
+
+    /// Many children at once, more than the spawner keeps records for, each failing or not:
+    /// every one is reaped with its own outcome, none waits for another's exec.
+    @Test func aBurstOfSpawns_eachGetsItsOwnOutcome() throws {
+        let spawner = try ProcessSpawner()
+        var children: [(ProcessSpawner.Child, Bool)] = []
+        for index in 0..<40 {
+            let failing = index % 3 == 0
+            let request = ProcessSpawner.Request(
+                arguments: ["/bin/sh", "-c", "exit \(index % 7)"], environment: [:],
+                workingDirectory: failing ? "/no/such/dir/\(index)" : "/")
+            switch spawner.spawn(request) {
+            case .success(let child): children.append((child, failing))
+            case .failure(let failure):
+                // A waiting spawn (not x86-64) reports the failure here.
+                #expect(failing, "unexpected failure \(failure)")
+            }
+        }
+        for (index, (child, failing)) in children.enumerated() {
+            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+            #expect(Glibc.poll(&poll, 1, 5000) == 1)
+            let status = ChildReaper.reap(pidFD: child.pidFD)
+            let failure = spawner.startFailure(of: child)
+            if failing {
+                #expect(status?.code == 127)
+                guard case .failed(let step, ENOENT)? = failure else {
+                    Issue.record("child \(index): expected a chdir failure, got \(String(describing: failure))")
+                    continue
+                }
+                #expect(step.hasPrefix("chdir /no/such/dir/"))
+            } else {
+                #expect(failure == nil)
+                #expect(status?.code != 127)
+            }
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
     }
 
     @Test func childrenDoNotInheritWhisperdsDescriptors() throws {
