@@ -55,7 +55,8 @@ public final class Worker {
     static let inflightReportInterval: Int64 = 1_000_000_000
     /// What whisperd was last told, per facet.
     var facets: [String: String] = [:]
-    var watchdogInterval: Int64?
+    /// whisperd, through `NOTIFY_SOCKET` (and the watchdog interval it asked for).
+    let supervisor: SystemdNotifier
     var nextWatchdog: Int64?
     /// Set on SIGTERM: when in-flight work must be done by.
     var drainDeadline: Int64?
@@ -78,6 +79,7 @@ public final class Worker {
         self.environment = environment
         self.loop = try EventLoop()
         self.metrics = WorkerMetrics(character: name)
+        self.supervisor = SystemdNotifier(environment: environment)
         self.pool = WorkerPool(threads: environment["WORKER_THREADS"].flatMap(Int.init) ?? 16, name: "worker-\(name)")
         self.mailbox = try LoopMailbox()
     }
@@ -111,10 +113,7 @@ public final class Worker {
             guard !signals.drain().isEmpty else { return }
             self.beginDrain()
         }
-        if let usec = environment["WATCHDOG_USEC"].flatMap(Int64.init), usec > 0 {
-            watchdogInterval = usec * 1000 / 2
-            nextWatchdog = Clock.monotonicNanoseconds() + watchdogInterval!
-        }
+        if let interval = supervisor.watchdogPingInterval { nextWatchdog = Clock.monotonicNanoseconds() + interval }
         armDeadline()
 
         let llmState: String
@@ -163,13 +162,11 @@ public final class Worker {
     var discordHandOffAnnouncedAt: Double = 0
 
     private func startDiscord(_ settings: DiscordSettings) {
-        let socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        let supervisor = supervisor
         let name = name
         let connector = DiscordConnector(
             settings: settings, service: service, pool: pool, metrics: metrics,
-            reportFacet: { value in
-                if let socket { _ = NotifySocket.send(Facet.notifyLine("discord", value), to: socket) }
-            },
+            reportFacet: { value in supervisor.send(Facet.notifyLine("discord", value)) },
             log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) },
             handOffFiles: discordHandOffFiles, waitsForHandOff: waitsForDiscordHandOff, handOffAnnouncedAt: discordHandOffAnnouncedAt)
         discord = connector
@@ -221,7 +218,7 @@ public final class Worker {
                 self.nextInflightReport = nil
                 if self.inflight != self.reportedInflight { self.reportInflight(now: now) }
             }
-            if let due = self.nextWatchdog, now >= due, let interval = self.watchdogInterval {
+            if let due = self.nextWatchdog, now >= due, let interval = self.supervisor.watchdogPingInterval {
                 // Not waiting on a full queue: a ping that cannot go now is made up for by the next.
                 self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)", waiting: false)
                 self.reportedInflight = self.inflight
@@ -310,10 +307,7 @@ public final class Worker {
 
     /// `waiting: false` for what may be dropped when whisperd is behind (its queue is full):
     /// this loop answers chats and must not wait on the supervisor.
-    func notify(_ message: String, waiting: Bool = true) {
-        guard let socket = environment["NOTIFY_SOCKET"], !socket.isEmpty else { return }
-        _ = NotifySocket.send(message, to: socket, waiting: waiting)
-    }
+    func notify(_ message: String, waiting: Bool = true) { supervisor.send(message, waiting: waiting) }
 
     /// Reports the in-flight count now if the last report is a second old, else once that
     /// second is over.
