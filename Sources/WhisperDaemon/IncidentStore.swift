@@ -3,6 +3,7 @@ import Glibc
 import WhisperAPI
 import WhisperSystem
 import WhisperFiles
+import WhisperJSON
 
 /// The last abnormal exits per character (`whisperctl why`), kept in
 /// `<state>/incidents/<name>.jsonl`, one JSON object per line. Recording is one append

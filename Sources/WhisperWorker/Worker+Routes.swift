@@ -5,6 +5,7 @@ import WhisperChat
 import WhisperSystem
 import Synchronization
 import WhisperCore
+import WhisperJSON
 
 /// WhisperEngine v2's routes and JSON shapes, field for field.
 extension Worker {

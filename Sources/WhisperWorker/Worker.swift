@@ -5,6 +5,7 @@ import WhisperChat
 import WhisperCore
 import WhisperSystem
 import WhisperFiles
+import WhisperJSON
 
 /// The built-in character worker (`whisperd worker NAME`): WhisperEngine v2's HTTP API on
 /// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.

@@ -6,6 +6,7 @@ import WSClient
 import WhisperChat
 import WhisperSystem
 import WhisperConcurrency
+import WhisperJSON
 
 /// The character as a Discord bot: one gateway session (WebSocket, driven by the pure
 /// `GatewaySession`), messages answered through the same `ChatService` as `/api/chat` (so
