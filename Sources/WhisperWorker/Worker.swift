@@ -168,7 +168,7 @@ public final class Worker {
         let connector = DiscordConnector(
             settings: settings, service: service, pool: pool, metrics: metrics,
             reportFacet: { value in supervisor.send(Facet.notifyLine("discord", value)) },
-            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) },
+            log: Self.log(name),
             handOffFiles: discordHandOffFiles, waitsForHandOff: waitsForDiscordHandOff, handOffAnnouncedAt: discordHandOffAnnouncedAt)
         discord = connector
         Task.detached { await connector.run() }
@@ -335,7 +335,11 @@ public final class Worker {
         lastInflightReport = now
     }
 
-    func log(_ message: String) {
-        FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8))
+    func log(_ message: String) { Self.log(name)(message) }
+
+    /// The worker's log, the one way it logs: a line `worker NAME: …` on stderr, which whisperd
+    /// keeps with the character's output. For the parts that run off the loop.
+    static func log(_ name: String) -> @Sendable (String) -> Void {
+        { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) }
     }
 }

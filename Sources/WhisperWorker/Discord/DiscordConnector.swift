@@ -175,8 +175,10 @@ final class DiscordConnector: Sendable {
 
     /// One WebSocket connection, from open to close; what the session says to do next.
     private func connect(to url: String) async -> [GatewaySession.Action] {
-        var logger = Logger(label: "whisperd.discord")
-        logger.logLevel = .critical
+        // swift-websocket takes a swift-log `Logger`; the worker's log is `log` (one line format on
+        // stderr). What the library would say (frames at trace, connects at debug, nothing at
+        // warning or above on Linux) the connector reports itself: close codes, errors.
+        let logger = Logger(label: "whisperd.discord", factory: { _ in SwiftLogNoOpLogHandler() })
         let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 24, closeTimeout: .seconds(2))
         var serverCode: Int?
         var reason = "connection closed"
