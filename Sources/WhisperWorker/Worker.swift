@@ -11,8 +11,9 @@ import WhisperJSON
 /// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.
 /// The event loop parses and validates requests. A chat is carried by threads that never wait
 /// for one request — the store's (`StoreQueue`, batched transactions) and the LLM client's
-/// (`CurlMulti`); other work that blocks (the conversation endpoint, user state, Discord) runs
-/// on a pool of threads; either comes back to the loop through a mailbox. It speaks sd_notify
+/// (`CurlMulti`); the store calls outside a chat (user state, clearing, diagnostics) and
+/// Discord's REST calls run on a pool of threads; either comes back to the loop through a
+/// mailbox (`docs/internals.md`, "Concurrency in the worker"). It speaks sd_notify
 /// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm`, `store` and (with a
 /// `DISCORD_TOKEN`, when it is also a Discord bot) `discord`, in-flight
 /// requests, and `STOPPING=1` before draining on SIGTERM.

@@ -328,7 +328,10 @@ final class DiscordConnector: Sendable {
         context["channel_name"] = message.isDirect ? "direct message" : channels.withLock { $0.names[message.channelID] } ?? ""
         let service = service
         let chatContext = context
-        let result = await pool.run { service.chat(userID: message.userID, message: message.text, context: chatContext) }
+        // As `/api/chat`: the store's and the LLM client's threads carry it; no thread waits.
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<ChatService.Turn, ChatService.Failure>, Never>) in
+            service.chat(userID: message.userID, message: message.text, context: chatContext) { done.resume(returning: $0) }
+        }
         refresher.cancel()
         await firstTyping.value
 
