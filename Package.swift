@@ -126,6 +126,10 @@ let package = Package(
         .testTarget(
             name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperJSON", "WhisperSystem", "WhisperConfig", "WhisperCore", "WhisperChat"],
             swiftSettings: strictSettings),
+        // The daemon's logic that is not a syscall: the re-exec hand-over, incidents, metrics, flags.
+        .testTarget(
+            name: "WhisperDaemonTests", dependencies: ["WhisperDaemon", "WhisperAPI", "WhisperCore", "WhisperSystem"],
+            swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat", "WhisperJSON"], swiftSettings: strictSettings),
