@@ -151,11 +151,6 @@ ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t
     return n;
 }
 
-int whisper_notify_send(const char *socket_path, const char *message, size_t length)
-{
-    return whisper_notify_send_flags(socket_path, message, length, 0);
-}
-
 int whisper_notify_send_flags(const char *socket_path, const char *message, size_t length, int flags)
 {
     struct sockaddr_un address;

@@ -71,7 +71,7 @@ extension Daemon {
             systemd.ready(status: core.summary)
             // Parsing the roster and the start-up burst leave freed heap and code pages that
             // are not needed again behind: give them back, since whisperd then lives for
-            // months at its idle size (PSS at 300 characters 17.5 -> ~7 MiB, ~10 after restarts).
+            // months at its idle size.
             // The start-up burst's uids are saved first: encoding them after the release would
             // bring back the pages just released (docs/performance.md, the PSS row).
             saveDynamicIDs()

@@ -68,7 +68,8 @@ public final class Daemon {
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
     /// Every read of a child's output lands here first (the loop is one thread): not a zeroed
-    /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
+    /// 64 KiB array per read, of which a child writing as fast as it can makes thousands a
+    /// second (docs/reliability.md, "slow and silent children").
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
     /// Rolling restarts: the new process before it takes over, and the old one draining after.

@@ -130,10 +130,9 @@ int64_t whisper_realtime_ns(void);
 int whisper_notify_socket_bind(const char *path);
 /// Receives one datagram with the sender's credentials; returns length or -1 (errno).
 ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t *sender_pid, uid_t *sender_uid);
-/// Sends a datagram to an AF_UNIX path (abstract if it starts with '@').
-int whisper_notify_send(const char *socket_path, const char *message, size_t length);
-/* The same with extra sendto flags (MSG_DONTWAIT: fail with EAGAIN rather than wait while the
- * receiver's queue is full). */
+/// The one sd_notify sender: a datagram to an AF_UNIX path (abstract if it starts with '@'), with
+/// extra sendto flags (MSG_DONTWAIT: fail with EAGAIN rather than wait while the receiver's queue
+/// is full). 0 ok, -1 (errno).
 int whisper_notify_send_flags(const char *socket_path, const char *message, size_t length, int flags);
 
 /// sd_notify_barrier: sends BARRIER=1 with a pipe end and waits (up to timeout_ms) until the
