@@ -60,7 +60,7 @@ let package = Package(
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
-            dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "CWhisperLinux", "CSystemd", "CZlib"],
+            dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "WhisperJSON", "CWhisperLinux", "CSystemd", "CZlib"],
             swiftSettings: strictSettings
         ),
         // The imperative shell that runs the core against the OS.
