@@ -15,8 +15,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/mman.h>
-#include <time.h>
-#include <linux/futex.h>
 #include <unistd.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -305,12 +303,11 @@ static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
  * leaves its report in the record; it is kept (by the spawn's serial number) until the caller
  * asks, once the child has exited (whisper_spawn_take_failure).
  */
-enum { RECORD_COUNT = 16, RECORD_STACK_SIZE = 64 * 1024, FAILURES_KEPT = 64 };
+enum { RECORD_STACK_SIZE = 64 * 1024, FAILURES_KEPT = 64 };
 
 struct spawn_record {
     int tid;                         /* nonzero while the child may still read this record */
     int busy;
-    pid_t pid;
     uint64_t serial;
     struct child_report report;
     struct child_context context;
@@ -325,7 +322,10 @@ struct kept_failure {
     int step;
 };
 
-static struct spawn_record records[RECORD_COUNT];
+/* Each record is allocated once and never moves (its child holds pointers into it); freed ones
+   are reused. */
+static struct spawn_record **records;
+static int record_count;
 static struct kept_failure failures[FAILURES_KEPT];
 static int next_failure;
 static uint64_t next_serial = 1;
@@ -333,8 +333,8 @@ static uint64_t next_serial = 1;
 /* Frees the records of children that have exec'ed or exited; keeps the reports of failures. */
 static void settle_records(void)
 {
-    for (int i = 0; i < RECORD_COUNT; i++) {
-        struct spawn_record *record = &records[i];
+    for (int i = 0; i < record_count; i++) {
+        struct spawn_record *record = records[i];
         if (!record->busy || __atomic_load_n(&record->tid, __ATOMIC_ACQUIRE) != 0) continue;
         if (record->report.step != 0) {
             failures[next_failure] = (struct kept_failure){ record->serial, record->report.error, record->report.step };
@@ -346,27 +346,21 @@ static void settle_records(void)
     }
 }
 
-/* A free record; when every one is in use, waits for the oldest child to exec or exit. */
+/* A free record, or a new one: a spawn never waits for another child's exec. (A child stopped
+   before its exec — by another process of its uid, say — only keeps its own record; one that
+   dumps core before exec, which the kernel does not clear the word for, keeps it for good.) */
 static struct spawn_record *acquire_record(void)
 {
-    for (;;) {
-        settle_records();
-        struct spawn_record *oldest = NULL;
-        for (int i = 0; i < RECORD_COUNT; i++) {
-            if (!records[i].busy) return &records[i];
-            if (!oldest || records[i].serial < oldest->serial) oldest = &records[i];
-        }
-        int seen = __atomic_load_n(&oldest->tid, __ATOMIC_ACQUIRE);
-        if (seen == 0) continue;
-        struct timespec wait = { 0, 100 * 1000 * 1000 };
-        if (syscall(SYS_futex, &oldest->tid, FUTEX_WAIT, seen, &wait, NULL, 0) == 0 || errno != ETIMEDOUT) continue;
-        /* The kernel leaves the word alone for a child that dumps core: one that has ended
-           (or was reaped already) has released our memory all the same. */
-        siginfo_t info;
-        memset(&info, 0, sizeof info);
-        if (waitid(P_PID, (id_t)oldest->pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != 0)
-            __atomic_store_n(&oldest->tid, 0, __ATOMIC_RELEASE);
-    }
+    settle_records();
+    for (int i = 0; i < record_count; i++)
+        if (!records[i]->busy) return records[i];
+    struct spawn_record **grown = realloc(records, sizeof *records * (size_t)(record_count + 1));
+    if (!grown) return NULL;
+    records = grown;
+    struct spawn_record *record = calloc(1, sizeof *record);
+    if (!record) return NULL;
+    records[record_count++] = record;
+    return record;
 }
 
 static size_t align8(size_t size) { return (size + 7) & ~(size_t)7; }
@@ -431,6 +425,12 @@ static whisper_spawn_result spawn_not_waiting(const whisper_spawn_request *reque
     whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0, .serial = 0, .exec_pending = 0 };
     pthread_mutex_lock(&spawn_lock);
     struct spawn_record *record = acquire_record();
+    if (!record) {
+        result.error = ENOMEM;
+        result.failed_step = 1;
+        pthread_mutex_unlock(&spawn_lock);
+        return result;
+    }
     if (!record->stack) {
         void *stack = mmap(NULL, RECORD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (stack == MAP_FAILED) {
@@ -496,7 +496,6 @@ static whisper_spawn_result spawn_not_waiting(const whisper_spawn_request *reque
         result.failed_step = 1;
     } else {
         record->busy = 1;
-        record->pid = pid;
         result.pid = pid;
         result.pidfd = pidfd;
         result.serial = record->serial;

@@ -97,6 +97,58 @@ import WhisperSystem
         }
     }
 
+    /// Children held before their exec — here each blocks writing into a full pipe passed as a
+    /// v1 cgroup `tasks` file — hold only their own records: a spawn after them neither waits
+    /// for them nor fails, and they finish once let go.
+    @Test(.timeLimit(.minutes(1)))
+    func childrenStuckBeforeExec_doNotHoldUpTheNextSpawn() throws {
+        let spawner = try ProcessSpawner()
+        var ends: [Int32] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
+        var byte: UInt8 = 0
+        while write(ends[1], &byte, 1) == 1 {}
+        _ = fcntl(ends[1], F_SETFL, 0)
+        var stuck: [ProcessSpawner.Child] = []
+        for _ in 0..<24 {
+            let request = ProcessSpawner.Request(
+                arguments: ["/bin/true"], environment: [:], workingDirectory: "/", placement: CgroupPlacement(taskFDs: [ends[1]]))
+            guard case .success(let child) = spawner.spawn(request) else {
+                // A spawn that waits for the exec (not x86-64) cannot run this test.
+                close(ends[1])
+                return
+            }
+            stuck.append(child)
+        }
+        close(ends[1])
+        let free = try spawner.spawn(.init(arguments: ["/bin/sh", "-c", "exit 3"], environment: [:], workingDirectory: "/")).get()
+        var poll = pollfd(fd: free.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&poll, 1, 5000) == 1)
+        #expect(ChildReaper.reap(pidFD: free.pidFD)?.code == 3)
+        for child in stuck {
+            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+            #expect(Glibc.poll(&poll, 1, 0) == 0, "a held child should still be waiting")
+        }
+        // Let them go: each write of "0" gets through, then the exec.
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var finished = 0
+        while finished < stuck.count {
+            _ = read(ends[0], &buffer, buffer.count)
+            finished = stuck.filter { child in
+                var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+                return Glibc.poll(&poll, 1, 10) == 1
+            }.count
+        }
+        for child in stuck + [free] {
+            if child.pidFD != free.pidFD { #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0) }
+            #expect(spawner.startFailure(of: child) == nil)
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+    }
+
     @Test func childrenDoNotInheritWhisperdsDescriptors() throws {
         let spawner = try ProcessSpawner()
         let leaked = open("/dev/null", O_RDONLY)  // deliberately without O_CLOEXEC
