@@ -74,7 +74,13 @@ import WhisperCore
         let exporter = MetricsExporter(version: "1")
         var job = Self.status("nightly")
         job.state = .running
-        _ = exporter.render([Self.snapshot(Self.status("elena")), Self.snapshot(job)])
+        // With the series made only when the worker reports them: its LLM tokens and budget.
+        var elena = Self.status("elena")
+        elena.llmTokens = 100
+        elena.llmBudgetRemaining = 900
+        let before = String(decoding: exporter.render([Self.snapshot(elena), Self.snapshot(job)]), as: UTF8.self)
+        #expect(before.contains(#"whisperd_llm_tokens_total{character="elena"}"#))
+        #expect(before.contains(#"whisperd_llm_budget_remaining_tokens{character="elena"}"#))
         exporter.forget(ServiceName("elena")!)
         let text = String(decoding: exporter.render([Self.snapshot(job)]), as: UTF8.self)
         #expect(!text.contains(#"character="elena""#))
