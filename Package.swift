@@ -33,6 +33,10 @@ let package = Package(
         // Shared by the threads of the adapters and the worker: `Locked` (a value behind a mutex;
         // a pthread mutex in the TSan build) and `GroupCommit` (blocking: callers wait for a batch).
         .target(name: "WhisperConcurrency", swiftSettings: strictSettings),
+        // JSON, the one way every module writes it (`JSONText`: trees, `Encodable`, strings for
+        // hand-written hot paths; keys in byte order) and the worker reads it (`JSONValue.parse`,
+        // strict RFC 8259 from bytes). Pure: no Foundation.
+        .target(name: "WhisperJSON", swiftSettings: strictSettings),
         // Reading a file whole (Foundation, without FileManager's leak): the one way for every module.
         .target(name: "WhisperFiles", swiftSettings: strictSettings),
         // Backups: the archive (ustar), its manifest and SHA-256 checksums, and the restore.
@@ -56,14 +60,14 @@ let package = Package(
         // Thin OS adapters: event loop, spawner, notify sockets, log files, tiny HTTP.
         .target(
             name: "WhisperSystem",
-            dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "CWhisperLinux", "CSystemd", "CZlib"],
+            dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "WhisperJSON", "CWhisperLinux", "CSystemd", "CZlib"],
             swiftSettings: strictSettings
         ),
         // The imperative shell that runs the core against the OS.
         .target(
             name: "WhisperDaemon",
             dependencies: [
-                "WhisperAPI", "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperSystem",
+                "WhisperAPI", "WhisperCore", "WhisperConcurrency", "WhisperConfig", "WhisperFiles", "WhisperJSON", "WhisperSystem",
                 // The dashboard validates a character file as the worker reads it (pure: no I/O).
                 "WhisperChat",
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -79,14 +83,14 @@ let package = Package(
         // request validation. No I/O: a function of its inputs and a given time.
         .target(
             name: "WhisperChat",
-            dependencies: ["WhisperConcurrency", "WhisperRandom", .product(name: "Yams", package: "Yams")],
+            dependencies: ["WhisperConcurrency", "WhisperJSON", "WhisperRandom", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings
         ),
         // The worker's adapters: HTTP API, LLM client (libcurl), conversation store (SQLite, libpq).
         .target(
             name: "WhisperWorker",
             dependencies: [
-                "WhisperChat", "WhisperSystem", "WhisperConcurrency", "WhisperFiles", "CWorkerLibs",
+                "WhisperChat", "WhisperSystem", "WhisperConcurrency", "WhisperFiles", "WhisperJSON", "CWorkerLibs",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -113,17 +117,23 @@ let package = Package(
         // build replays the committed corpora).
         .executableTarget(
             name: "whisperd-fuzz",
-            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperFiles", "WhisperSystem"],
+            dependencies: ["WhisperChat", "WhisperConfig", "WhisperCore", "WhisperFiles", "WhisperJSON", "WhisperSystem"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "WhisperCoreTests", dependencies: ["WhisperCore", "WhisperRandom"], swiftSettings: strictSettings),
         // `whisperctl top`'s pure parts: keys, sorting, the frame on any terminal size.
         .testTarget(name: "WhisperctlTests", dependencies: ["whisperctl"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperSystem", "WhisperConfig", "WhisperCore", "WhisperChat"], swiftSettings: strictSettings),
+            name: "WhisperAPITests", dependencies: ["WhisperAPI", "WhisperJSON", "WhisperSystem", "WhisperConfig", "WhisperCore", "WhisperChat"],
+            swiftSettings: strictSettings),
+        // The daemon's logic that is not a syscall: the re-exec hand-over, incidents, metrics, flags.
+        .testTarget(
+            name: "WhisperDaemonTests", dependencies: ["WhisperDaemon", "WhisperAPI", "WhisperCore", "WhisperSystem"],
+            swiftSettings: strictSettings),
         .testTarget(name: "WhisperConcurrencyTests", dependencies: ["WhisperConcurrency"], swiftSettings: strictSettings),
         .testTarget(name: "WhisperBackupTests", dependencies: ["WhisperBackup"], swiftSettings: strictSettings),
-        .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperChatTests", dependencies: ["WhisperChat", "WhisperJSON"], swiftSettings: strictSettings),
+        .testTarget(name: "WhisperJSONTests", dependencies: ["WhisperJSON"], swiftSettings: strictSettings),
         .testTarget(
             name: "WhisperConfigTests", dependencies: ["WhisperConfig", "WhisperCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSettings),

@@ -151,11 +151,6 @@ ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t
     return n;
 }
 
-int whisper_notify_send(const char *socket_path, const char *message, size_t length)
-{
-    return whisper_notify_send_flags(socket_path, message, length, 0);
-}
-
 int whisper_notify_send_flags(const char *socket_path, const char *message, size_t length, int flags)
 {
     struct sockaddr_un address;
@@ -376,7 +371,8 @@ int whisper_socket_error(int fd)
 int whisper_pipe(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) < 0) return -1;
-    return whisper_set_nonblocking(fds[0], 1);
+    /* A new read end's status flags are O_RDONLY alone: no F_GETFL needed. */
+    return fcntl(fds[0], F_SETFL, O_NONBLOCK);
 }
 
 int whisper_set_nonblocking(int fd, int on)

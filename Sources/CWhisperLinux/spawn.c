@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -38,64 +39,54 @@ int whisper_sanitizer_build(void)
     return 0;
 }
 
-/* Shared with the vfork child: it runs in our memory until exec or _exit. */
+/* What the child reports when a step before exec fails (errno and step, see whisper_spawn_result). */
 struct child_report {
     volatile int error;
     volatile int step;
 };
 
-static int dup_onto(int from, int to)
-{
-    if (from < 0) return 0;
-    if (from == to) {
-        int flags = fcntl(from, F_GETFD);
-        return flags < 0 ? -1 : fcntl(from, F_SETFD, flags & ~FD_CLOEXEC);
-    }
-    return dup2(from, to) < 0 ? -1 : 0;
-}
-
 /*
- * Why not plain vfork: the child then starts with a copy of whisperd's whole descriptor table
- * (four descriptors per character) and execve has to close them all again, which costs more
- * than everything else in a restart. Instead the child shares our table (CLONE_FILES) just long
- * enough to unshare a copy of its first few slots (close_range with CLOSE_RANGE_UNSHARE), where
- * the parent has put what the child needs. Those slots are reserved once, early, by
- * whisper_spawn_reserve_slots(); without them we fall back to vfork.
+ * The child's system calls. The child runs on whisperd's memory (CLONE_VM) and, since it is not
+ * waited for, beside whisperd's threads: it must not write anything of whisperd's, and glibc's
+ * wrappers write errno (a thread-local of the thread that cloned). So on x86-64 it makes raw
+ * system calls, which return -errno and touch nothing. Elsewhere the parent waits (vfork) and
+ * glibc's wrappers are safe.
  */
-enum { SLOT_STDIN, SLOT_STDOUT, SLOT_STDERR, SLOT_CGROUP_DIR, SLOT_LANDLOCK, SLOT_CGROUP0, SLOT_COUNT = SLOT_CGROUP0 + WHISPER_SPAWN_MAX_CGROUPS };
-static int reserved_slots[SLOT_COUNT];
-static int reserved_max = -1;
-static int reserved_null = -1;
-static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
-
-#ifndef CLOSE_RANGE_UNSHARE
-#define CLOSE_RANGE_UNSHARE (1U << 1)
-#endif
-
-int whisper_spawn_reserve_slots(void)
+#if defined(__x86_64__) && !defined(WHISPER_SPAWN_BY_FORK)
+#define WHISPER_SPAWN_NOT_WAITING 1
+static inline long sys6(long number, long a, long b, long c, long d, long e, long f)
 {
-    pthread_mutex_lock(&slot_lock);
-    if (reserved_max >= 0) { pthread_mutex_unlock(&slot_lock); return 0; }
-    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd < 0) { pthread_mutex_unlock(&slot_lock); return -1; }
-    int max = null_fd;
-    for (int i = 0; i < SLOT_COUNT; i++) {
-        reserved_slots[i] = fcntl(null_fd, F_DUPFD_CLOEXEC, 0);
-        if (reserved_slots[i] < 0) { pthread_mutex_unlock(&slot_lock); return -1; }
-        if (reserved_slots[i] > max) max = reserved_slots[i];
-    }
-    reserved_null = null_fd;
-    reserved_max = max;
-    pthread_mutex_unlock(&slot_lock);
-    return 0;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long result;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return result;
 }
+#else
+static long sys6(long number, long a, long b, long c, long d, long e, long f)
+{
+    long result = syscall(number, a, b, c, d, e, f);
+    return result < 0 ? -errno : result;
+}
+#endif
+#define sys0(n) sys6((n), 0, 0, 0, 0, 0, 0)
+#define sys1(n, a) sys6((n), (long)(a), 0, 0, 0, 0, 0)
+#define sys2(n, a, b) sys6((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define sys3(n, a, b, c) sys6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define sys4(n, a, b, c, d) sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define sys5(n, a, b, c, d, e) sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
+
+/* Code that runs in the child: no sanitizer bookkeeping (it would write the shared runtime's
+   state from a second process), never inlined into the parent's frames. */
+#define CHILD_CODE __attribute__((noinline, no_sanitize("address", "undefined")))
 
 struct child_context {
     const whisper_spawn_request *request;
-    int use_slots;
     int joined_at_clone;   /* clone3 put the child into the v2 cgroup already */
-    int slots[SLOT_COUNT];
-    int slot_max;
     struct child_report *report;
     int report_fd;         /* fork mode only: where the child writes its report (else -1) */
 };
@@ -117,31 +108,34 @@ void whisper_spawn_note_signal_dispositions(void)
     __atomic_store_n(&nondefault_count, count, __ATOMIC_RELEASE);
 }
 
-static void reset_signals(void)
+/* The kernel's struct sigaction (rt_sigaction), not glibc's. */
+struct kernel_sigaction {
+    unsigned long handler;
+    unsigned long flags;
+    unsigned long restorer;
+    uint64_t mask;
+};
+
+CHILD_CODE static void reset_signals(void)
 {
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
+    struct kernel_sigaction dfl = { 0, 0, 0, 0 };  /* SIG_DFL, no flags, empty mask */
     int count = __atomic_load_n(&nondefault_count, __ATOMIC_ACQUIRE);
     if (count < 0) {
         for (int sig = 1; sig < NSIG; sig++) {
             if (sig == SIGKILL || sig == SIGSTOP) continue;
-            sigaction(sig, &dfl, NULL);
+            sys4(SYS_rt_sigaction, sig, &dfl, 0, 8);
         }
         return;
     }
-    for (int i = 0; i < count; i++) sigaction(nondefault_signals[i], &dfl, NULL);
+    for (int i = 0; i < count; i++) sys4(SYS_rt_sigaction, nondefault_signals[i], &dfl, 0, 8);
 }
 
-static void child_fail(struct child_context *context, int step)
+CHILD_CODE __attribute__((noreturn)) static void child_fail(struct child_context *context, int step, long result)
 {
-    context->report->error = errno;
+    context->report->error = (int)-result;
     context->report->step = step;
-    if (context->report_fd >= 0) {
-        ssize_t ignored = write(context->report_fd, context->report, sizeof *context->report);
-        (void)ignored;
-    }
-    _exit(127);
+    if (context->report_fd >= 0) sys3(SYS_write, context->report_fd, context->report, sizeof *context->report);
+    for (;;) sys1(SYS_exit_group, 127);
 }
 
 #ifndef PR_CAP_AMBIENT
@@ -149,82 +143,75 @@ static void child_fail(struct child_context *context, int step)
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
-static long landlock_restrict(int ruleset_fd)
-{
-    return syscall(446 /* landlock_restrict_self */, ruleset_fd, 0U);
-}
-
 int whisper_landlock_restrict_self(int ruleset_fd)
 {
-    return (int)landlock_restrict(ruleset_fd);
+    return (int)syscall(446 /* landlock_restrict_self */, ruleset_fd, 0U);
 }
 
-/* The child becomes its tenant: bounding set, groups, gid, uid (DESIGN §10). Raw system calls:
-   glibc's set*id wrappers would broadcast the change to whisperd's threads, whose memory this
-   child still shares, and the kernel changes only the calling thread's credentials anyway. */
-static void become_tenant(struct child_context *context, const whisper_spawn_request *request)
+/* The kernel's struct rlimit64 (prlimit64). */
+struct kernel_rlimit {
+    uint64_t current;
+    uint64_t maximum;
+};
+
+/* The child becomes its tenant: bounding set, groups, gid, uid (DESIGN §10). The kernel changes
+   only the calling thread's credentials, which is the whole child. */
+CHILD_CODE static void become_tenant(struct child_context *context, const whisper_spawn_request *request)
 {
     if (request->drop_capabilities) {
         /* Without CAP_SETPCAP these fail; the uid change below still empties every set. */
-        for (int cap = 0; cap <= request->cap_last; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        for (int cap = 0; cap <= request->cap_last; cap++) sys2(SYS_prctl, PR_CAPBSET_DROP, cap);
+        sys2(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
     }
     if (!request->change_identity) return;
-    if (syscall(SYS_setgroups, (size_t)request->group_count, request->groups) != 0) child_fail(context, 6);
-    if (syscall(SYS_setresgid, request->gid, request->gid, request->gid) != 0) child_fail(context, 6);
-    if (syscall(SYS_setresuid, request->uid, request->uid, request->uid) != 0) child_fail(context, 6);
+    long result;
+    if ((result = sys2(SYS_setgroups, (size_t)request->group_count, request->groups)) != 0) child_fail(context, 6, result);
+    if ((result = sys3(SYS_setresgid, request->gid, request->gid, request->gid)) != 0) child_fail(context, 6, result);
+    if ((result = sys3(SYS_setresuid, request->uid, request->uid, request->uid)) != 0) child_fail(context, 6, result);
     /* Belt and braces: a uid that did not change must never reach exec. */
-    if (syscall(SYS_getuid) != (long)request->uid || syscall(SYS_geteuid) != (long)request->uid) {
-        errno = EPERM;
-        child_fail(context, 6);
-    }
+    if (sys0(SYS_getuid) != (long)request->uid || sys0(SYS_geteuid) != (long)request->uid) child_fail(context, 6, -EPERM);
 }
 
-/* Runs in the child, on its own stack, in our memory: async-signal-safe calls only. */
-static int child_main(void *argument)
+CHILD_CODE static long dup_onto(int from, int to)
+{
+    if (from < 0) return 0;
+    if (from == to) {
+        long flags = sys2(SYS_fcntl, from, F_GETFD);
+        return flags < 0 ? flags : sys3(SYS_fcntl, from, F_SETFD, flags & ~FD_CLOEXEC);
+    }
+    long result = sys3(SYS_dup3, from, to, 0);
+    return result < 0 ? result : 0;
+}
+
+/* Runs in the child, on its own stack, in our memory: raw system calls only (see sys6). */
+CHILD_CODE static int child_main(void *argument)
 {
     struct child_context *context = argument;
     const whisper_spawn_request *request = context->request;
-    int in_fd = request->stdin_fd, out_fd = request->stdout_fd, err_fd = request->stderr_fd;
-    int cgroup_dir = request->cgroup_dir_fd;
-    int landlock_fd = request->landlock_ruleset_fd;
-    const int *cgroup_fds = request->cgroup_task_fds;
-    int cgroup_count = request->cgroup_task_count;
+    long result;
 
-    if (context->use_slots) {
-        /* A private table holding only the low slots; nothing of the parent's is copied past it. */
-        if (syscall(SYS_close_range, (unsigned)(context->slot_max + 1), ~0U, CLOSE_RANGE_UNSHARE) != 0) {
-            if (unshare(CLONE_FILES) != 0) child_fail(context, 4);
-        }
-        in_fd = context->slots[SLOT_STDIN];
-        out_fd = context->slots[SLOT_STDOUT];
-        err_fd = context->slots[SLOT_STDERR];
-        if (cgroup_dir >= 0) cgroup_dir = context->slots[SLOT_CGROUP_DIR];
-        if (landlock_fd >= 0) landlock_fd = context->slots[SLOT_LANDLOCK];
-        cgroup_fds = &context->slots[SLOT_CGROUP0];
-    }
     reset_signals();
-    if (request->reset_nice) setpriority(PRIO_PROCESS, 0, request->nice);
+    if (request->reset_nice) sys3(SYS_setpriority, PRIO_PROCESS, 0, request->nice);
     /* Own session: it cannot join another character's process group, nor reach whisperd's. */
-    if (request->new_session && setsid() < 0) child_fail(context, 6);
+    if (request->new_session && (result = sys0(SYS_setsid)) < 0) child_fail(context, 6, result);
     if (request->nofile_soft >= 0) {
-        struct rlimit limit;
-        if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-            limit.rlim_cur = (rlim_t)request->nofile_soft;
-            setrlimit(RLIMIT_NOFILE, &limit);
+        struct kernel_rlimit limit;
+        if (sys4(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, &limit) == 0) {
+            limit.current = (uint64_t)request->nofile_soft;
+            sys4(SYS_prlimit64, 0, RLIMIT_NOFILE, &limit, 0);
         }
     }
     if (request->data_limit >= 0) {
-        struct rlimit limit = { (rlim_t)request->data_limit, (rlim_t)request->data_limit };
-        setrlimit(RLIMIT_DATA, &limit);
+        struct kernel_rlimit limit = { (uint64_t)request->data_limit, (uint64_t)request->data_limit };
+        sys4(SYS_prlimit64, 0, RLIMIT_DATA, &limit, 0);
     }
     for (int i = 0; i < request->rlimit_count; i++) {
         const whisper_rlimit *entry = &request->rlimits[i];
-        struct rlimit limit = {
-            entry->soft < 0 ? RLIM_INFINITY : (rlim_t)entry->soft,
-            entry->hard < 0 ? RLIM_INFINITY : (rlim_t)entry->hard,
+        struct kernel_rlimit limit = {
+            entry->soft < 0 ? ~0ULL : (uint64_t)entry->soft,
+            entry->hard < 0 ? ~0ULL : (uint64_t)entry->hard,
         };
-        if (setrlimit(entry->resource, &limit) != 0) child_fail(context, 9);
+        if ((result = sys4(SYS_prlimit64, 0, entry->resource, &limit, 0)) != 0) child_fail(context, 9, result);
     }
     if (request->set_oom_score_adj) {
         char text[16];
@@ -235,37 +222,37 @@ static int child_main(void *argument)
         do { digits[count++] = (char)('0' + magnitude % 10); magnitude /= 10; } while (magnitude && count < 11);
         if (value < 0) text[length++] = '-';
         while (count) text[length++] = digits[--count];
-        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, text, (size_t)length) != length) child_fail(context, 9);
-        close(fd);
+        long fd = sys4(SYS_openat, AT_FDCWD, "/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC, 0);
+        if (fd < 0) child_fail(context, 9, fd);
+        if ((result = sys3(SYS_write, fd, text, length)) != length) child_fail(context, 9, result < 0 ? result : -EIO);
+        sys1(SYS_close, fd);
     }
-    if (cgroup_dir >= 0 && !context->joined_at_clone) {
+    if (request->cgroup_dir_fd >= 0 && !context->joined_at_clone) {
         /* No clone3 here: the slow, always-available way. */
-        int procs = openat(cgroup_dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-        if (procs < 0 || write(procs, "0", 1) != 1) child_fail(context, 3);
-        close(procs);
+        long procs = sys4(SYS_openat, request->cgroup_dir_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC, 0);
+        if (procs < 0) child_fail(context, 3, procs);
+        if ((result = sys3(SYS_write, procs, "0", 1)) != 1) child_fail(context, 3, result < 0 ? result : -EIO);
+        sys1(SYS_close, procs);
     }
     /* We are a single thread, so moving this thread moves the whole process. */
-    for (int i = 0; i < cgroup_count; i++) {
-        if (write(cgroup_fds[i], "0", 1) != 1) child_fail(context, 3);
+    for (int i = 0; i < request->cgroup_task_count; i++) {
+        if ((result = sys3(SYS_write, request->cgroup_task_fds[i], "0", 1)) != 1) child_fail(context, 3, result < 0 ? result : -EIO);
     }
     become_tenant(context, request);
     /* As the tenant: a directory it may not enter is an error now, not a way in later. */
-    if (request->working_directory && chdir(request->working_directory) != 0) child_fail(context, 2);
-    if (request->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(context, 7);
-    if (landlock_fd >= 0 && landlock_restrict(landlock_fd) != 0) child_fail(context, 8);
-    if (dup_onto(in_fd, 0) || dup_onto(out_fd, 1) || dup_onto(err_fd, 2)) child_fail(context, 4);
-    if (context->use_slots) {
-        syscall(SYS_close_range, 3U, ~0U, 0U);
-    } else {
-        /* Nothing of whisperd's leaks into the character: mark every other fd close-on-exec. */
-        syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-    }
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, NULL);
-    execve(request->path, request->argv, request->envp);
-    child_fail(context, 5);
+    if (request->working_directory && (result = sys1(SYS_chdir, request->working_directory)) != 0) child_fail(context, 2, result);
+    if (request->no_new_privs && (result = sys2(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1)) != 0) child_fail(context, 7, result);
+    if (request->landlock_ruleset_fd >= 0 && (result = sys2(446 /* landlock_restrict_self */, request->landlock_ruleset_fd, 0)) != 0)
+        child_fail(context, 8, result);
+    if ((result = dup_onto(request->stdin_fd, 0)) || (result = dup_onto(request->stdout_fd, 1)) || (result = dup_onto(request->stderr_fd, 2)))
+        child_fail(context, 4, result);
+    /* Nothing of whisperd's leaks into the character: every other descriptor closes at exec (and
+       a report pipe stays open until then). */
+    sys3(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    uint64_t empty = 0;
+    sys4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
+    result = sys3(SYS_execve, request->path, request->argv, request->envp);
+    child_fail(context, 5, result);
     return 127;
 }
 
@@ -296,23 +283,263 @@ __asm__(
     "    mov %r8, %rdi\n"
     "    call *%rdx\n"
     "    mov %eax, %edi\n"
-    "    mov $60, %eax\n"
+    "    mov $231, %eax\n"
     "    syscall\n"
     "    hlt\n"
     ".size whisper_clone3_run, .-whisper_clone3_run\n");
 static int clone3_unsupported;
 #endif
 
-whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
-{
-    whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0 };
-    struct child_report report = { 0, 0 };
-    struct child_context context;
-    memset(&context, 0, sizeof context);
-    context.request = request;
-    context.report = &report;
-    context.report_fd = -1;
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 
+#if WHISPER_SPAWN_NOT_WAITING
+/*
+ * A spawn that does not wait for the child's exec. The child shares our memory (CLONE_VM: no
+ * page tables copied) but gets a copy of the descriptor table (no CLONE_FILES), so the parent may
+ * close or reuse any descriptor as soon as clone returns. What the child reads until exec — the
+ * request, its strings, its stack — lives in a record of its own that the parent keeps until
+ * the kernel zeroes the record's `tid` word: CLONE_CHILD_CLEARTID does that when the child's
+ * memory is released, at exec or at exit, whichever comes first. A step that fails before exec
+ * leaves its report in the record; it is kept (by the spawn's serial number) until the caller
+ * asks, once the child has exited (whisper_spawn_take_failure).
+ */
+enum { RECORD_STACK_SIZE = 64 * 1024, FAILURES_KEPT = 64 };
+
+struct spawn_record {
+    int tid;                         /* nonzero while the child may still read this record */
+    int busy;
+    uint64_t serial;
+    struct child_report report;
+    struct child_context context;
+    whisper_spawn_request request;   /* a copy whose pointers point into `arena` */
+    char *arena;
+    char *stack;
+};
+
+struct kept_failure {
+    uint64_t serial;
+    int error;
+    int step;
+};
+
+/* Each record is allocated once and never moves (its child holds pointers into it); freed ones
+   are reused. */
+static struct spawn_record **records;
+static int record_count;
+static struct kept_failure failures[FAILURES_KEPT];
+static int next_failure;
+static uint64_t next_serial = 1;
+
+/* Frees the records of children that have exec'ed or exited; keeps the reports of failures. */
+static void settle_records(void)
+{
+    for (int i = 0; i < record_count; i++) {
+        struct spawn_record *record = records[i];
+        if (!record->busy || __atomic_load_n(&record->tid, __ATOMIC_ACQUIRE) != 0) continue;
+        if (record->report.step != 0) {
+            failures[next_failure] = (struct kept_failure){ record->serial, record->report.error, record->report.step };
+            next_failure = (next_failure + 1) % FAILURES_KEPT;
+        }
+        free(record->arena);
+        record->arena = NULL;
+        record->busy = 0;
+    }
+}
+
+/* A free record, or a new one: a spawn never waits for another child's exec. (A child stopped
+   before its exec — by another process of its uid, say — only keeps its own record; one that
+   dumps core before exec, which the kernel does not clear the word for, keeps it for good.) */
+static struct spawn_record *acquire_record(void)
+{
+    settle_records();
+    for (int i = 0; i < record_count; i++)
+        if (!records[i]->busy) return records[i];
+    struct spawn_record **grown = realloc(records, sizeof *records * (size_t)(record_count + 1));
+    if (!grown) return NULL;
+    records = grown;
+    struct spawn_record *record = calloc(1, sizeof *record);
+    if (!record) return NULL;
+    records[record_count++] = record;
+    return record;
+}
+
+static size_t align8(size_t size) { return (size + 7) & ~(size_t)7; }
+
+static size_t string_list_size(char *const *list, size_t *count)
+{
+    size_t size = 0, n = 0;
+    for (; list && list[n]; n++) size += strlen(list[n]) + 1;
+    *count = n;
+    return size;
+}
+
+/* Copies the request and everything it points to into one block the record owns. */
+static int copy_request(struct spawn_record *record, const whisper_spawn_request *request)
+{
+    size_t argc, envc;
+    size_t strings = strlen(request->path) + 1 + string_list_size(request->argv, &argc)
+        + string_list_size(request->envp, &envc)
+        + (request->working_directory ? strlen(request->working_directory) + 1 : 0);
+    size_t size = align8(sizeof(char *) * (argc + 1)) + align8(sizeof(char *) * (envc + 1))
+        + align8(sizeof(gid_t) * (size_t)request->group_count) + align8(sizeof(whisper_rlimit) * (size_t)request->rlimit_count)
+        + align8(sizeof(int) * (size_t)request->cgroup_task_count) + strings;
+    char *arena = malloc(size ? size : 1);
+    if (!arena) return -1;
+    char *cursor = arena;
+    record->request = *request;
+    char **argv = (char **)cursor;
+    cursor += align8(sizeof(char *) * (argc + 1));
+    char **envp = (char **)cursor;
+    cursor += align8(sizeof(char *) * (envc + 1));
+    if (request->group_count > 0) {
+        memcpy(cursor, request->groups, sizeof(gid_t) * (size_t)request->group_count);
+        record->request.groups = (const gid_t *)cursor;
+    }
+    cursor += align8(sizeof(gid_t) * (size_t)request->group_count);
+    if (request->rlimit_count > 0) {
+        memcpy(cursor, request->rlimits, sizeof(whisper_rlimit) * (size_t)request->rlimit_count);
+        record->request.rlimits = (const whisper_rlimit *)cursor;
+    }
+    cursor += align8(sizeof(whisper_rlimit) * (size_t)request->rlimit_count);
+    if (request->cgroup_task_count > 0) {
+        memcpy(cursor, request->cgroup_task_fds, sizeof(int) * (size_t)request->cgroup_task_count);
+        record->request.cgroup_task_fds = (const int *)cursor;
+    }
+    cursor += align8(sizeof(int) * (size_t)request->cgroup_task_count);
+#define COPY_STRING(from) ({ size_t length_ = strlen(from) + 1; char *to_ = memcpy(cursor, (from), length_); cursor += length_; to_; })
+    record->request.path = COPY_STRING(request->path);
+    if (request->working_directory) record->request.working_directory = COPY_STRING(request->working_directory);
+    for (size_t i = 0; i < argc; i++) argv[i] = COPY_STRING(request->argv[i]);
+    argv[argc] = NULL;
+    for (size_t i = 0; i < envc; i++) envp[i] = COPY_STRING(request->envp[i]);
+    envp[envc] = NULL;
+#undef COPY_STRING
+    record->request.argv = argv;
+    record->request.envp = envp;
+    record->arena = arena;
+    return 0;
+}
+
+static whisper_spawn_result spawn_not_waiting(const whisper_spawn_request *request)
+{
+    whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0, .serial = 0, .exec_pending = 0 };
+    pthread_mutex_lock(&spawn_lock);
+    struct spawn_record *record = acquire_record();
+    if (!record) {
+        result.error = ENOMEM;
+        result.failed_step = 1;
+        pthread_mutex_unlock(&spawn_lock);
+        return result;
+    }
+    if (!record->stack) {
+        void *stack = mmap(NULL, RECORD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+            result.error = errno;
+            result.failed_step = 1;
+            pthread_mutex_unlock(&spawn_lock);
+            return result;
+        }
+        record->stack = stack;
+    }
+    if (copy_request(record, request) != 0) {
+        result.error = ENOMEM;
+        result.failed_step = 1;
+        pthread_mutex_unlock(&spawn_lock);
+        return result;
+    }
+    record->serial = next_serial++;
+    record->report.error = 0;
+    record->report.step = 0;
+    record->context = (struct child_context){ .request = &record->request, .report = &record->report, .report_fd = -1 };
+    __atomic_store_n(&record->tid, 1, __ATOMIC_RELEASE);
+
+    /* Block every signal across the clone so no handler runs in the child on shared memory. */
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    pid_t pid = -1;
+    int pidfd = -1, clone_errno = 0;
+    if (request->cgroup_dir_fd >= 0 && !request->cgroup_dir_by_write && !__atomic_load_n(&clone3_unsupported, __ATOMIC_RELAXED)) {
+        struct whisper_clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PIDFD | WHISPER_CLONE_INTO_CGROUP;
+        args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+        args.child_tid = (uint64_t)(uintptr_t)&record->tid;
+        args.exit_signal = SIGCHLD;
+        args.stack = (uint64_t)(uintptr_t)record->stack;
+        args.stack_size = RECORD_STACK_SIZE;
+        args.cgroup = (uint64_t)request->cgroup_dir_fd;
+        record->context.joined_at_clone = 1;
+        long rc = whisper_clone3_run(&args, sizeof args, child_main, &record->context);
+        if (rc >= 0) {
+            pid = (pid_t)rc;
+        } else {
+            /* An old kernel, or a cgroup clone3 refuses: the child joins by writing instead,
+               which also reports a real problem properly. */
+            if (rc == -ENOSYS || rc == -E2BIG) __atomic_store_n(&clone3_unsupported, 1, __ATOMIC_RELAXED);
+            record->context.joined_at_clone = 0;
+            pidfd = -1;
+        }
+    }
+    if (pid < 0) {
+        pid = clone(child_main, record->stack + RECORD_STACK_SIZE, CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, &record->context,
+                    NULL, NULL, &record->tid);
+        clone_errno = errno;
+        if (pid > 0) pidfd = whisper_pidfd_open(pid);
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (pid < 0) {
+        free(record->arena);
+        record->arena = NULL;
+        __atomic_store_n(&record->tid, 0, __ATOMIC_RELEASE);
+        result.error = clone_errno;
+        result.failed_step = 1;
+    } else {
+        record->busy = 1;
+        result.pid = pid;
+        result.pidfd = pidfd;
+        result.serial = record->serial;
+        result.exec_pending = 1;
+    }
+    pthread_mutex_unlock(&spawn_lock);
+    return result;
+}
+
+int whisper_spawn_take_failure(uint64_t serial, int *error, int *failed_step)
+{
+    pthread_mutex_lock(&spawn_lock);
+    settle_records();
+    int found = 0;
+    for (int i = 0; i < FAILURES_KEPT && !found; i++) {
+        if (failures[i].serial != serial || serial == 0) continue;
+        *error = failures[i].error;
+        *failed_step = failures[i].step;
+        failures[i].serial = 0;
+        found = 1;
+    }
+    pthread_mutex_unlock(&spawn_lock);
+    return found;
+}
+#else
+int whisper_spawn_take_failure(uint64_t serial, int *error, int *failed_step)
+{
+    (void)serial;
+    (void)error;
+    (void)failed_step;
+    return 0;
+}
+#endif
+
+/* The waiting spawns: fork (ThreadSanitizer builds) or vfork (other architectures). */
+static whisper_spawn_result spawn_waiting(const whisper_spawn_request *request)
+{
+    whisper_spawn_result result = { .pid = -1, .pidfd = -1, .error = 0, .failed_step = 0, .serial = 0, .exec_pending = 0 };
+    struct child_report report = { 0, 0 };
+    struct child_context context = { .request = request, .joined_at_clone = 0, .report = &report, .report_fd = -1 };
+    pid_t pid;
+    int fork_errno;
+    sigset_t all, saved;
+    sigfillset(&all);
 #if WHISPER_SPAWN_BY_FORK
     int report_pipe[2];
     if (pipe2(report_pipe, O_CLOEXEC) != 0) {
@@ -321,12 +548,10 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
         return result;
     }
     context.report_fd = report_pipe[1];
-    sigset_t all, saved;
-    sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = fork();
+    pid = fork();
     if (pid == 0) child_main(&context);
-    int fork_errno = errno;
+    fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     close(report_pipe[1]);
     if (pid > 0) {
@@ -337,67 +562,14 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
     }
     close(report_pipe[0]);
 #else
-    pthread_mutex_lock(&slot_lock);
-    context.use_slots = reserved_max >= 0 && request->cgroup_task_count <= WHISPER_SPAWN_MAX_CGROUPS;
-    if (context.use_slots) {
-        memcpy(context.slots, reserved_slots, sizeof reserved_slots);
-        context.slot_max = reserved_max;
-        int ok = dup2(request->stdin_fd >= 0 ? request->stdin_fd : reserved_null, reserved_slots[SLOT_STDIN]) >= 0
-            && dup2(request->stdout_fd >= 0 ? request->stdout_fd : reserved_null, reserved_slots[SLOT_STDOUT]) >= 0
-            && dup2(request->stderr_fd >= 0 ? request->stderr_fd : reserved_null, reserved_slots[SLOT_STDERR]) >= 0;
-        if (ok && request->cgroup_dir_fd >= 0) ok = dup2(request->cgroup_dir_fd, reserved_slots[SLOT_CGROUP_DIR]) >= 0;
-        if (ok && request->landlock_ruleset_fd >= 0) ok = dup2(request->landlock_ruleset_fd, reserved_slots[SLOT_LANDLOCK]) >= 0;
-        for (int i = 0; ok && i < request->cgroup_task_count; i++)
-            ok = dup2(request->cgroup_task_fds[i], reserved_slots[SLOT_CGROUP0 + i]) >= 0;
-        if (!ok) context.use_slots = 0;
-    }
-
-    /* Block every signal across the clone so no handler runs in the child on shared memory. */
-    sigset_t all, saved;
-    sigfillset(&all);
+    pthread_mutex_lock(&spawn_lock);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = -1;
-    if (context.use_slots) {
-        /* The parent is suspended until exec (CLONE_VFORK), so its frame can hold the child's stack. */
-        _Alignas(64) char stack[32768];
-#if defined(__x86_64__)
-        if (request->cgroup_dir_fd >= 0 && !request->cgroup_dir_by_write
-            && !__atomic_load_n(&clone3_unsupported, __ATOMIC_RELAXED)) {
-            struct whisper_clone_args args;
-            memset(&args, 0, sizeof args);
-            args.flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | WHISPER_CLONE_INTO_CGROUP;
-            args.exit_signal = SIGCHLD;
-            args.stack = (uint64_t)(uintptr_t)stack;
-            args.stack_size = sizeof stack;
-            args.cgroup = (uint64_t)request->cgroup_dir_fd;
-            context.joined_at_clone = 1;
-            long rc = whisper_clone3_run(&args, sizeof args, child_main, &context);
-            if (rc >= 0) {
-                pid = (pid_t)rc;
-            } else {
-                /* An old kernel, or a cgroup clone3 refuses: the child joins by writing instead,
-                   which also reports a real problem properly. */
-                if (rc == -ENOSYS || rc == -E2BIG) __atomic_store_n(&clone3_unsupported, 1, __ATOMIC_RELAXED);
-                context.joined_at_clone = 0;
-            }
-        }
-#endif
-        if (pid < 0) pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &context);
-    } else {
-        pid = vfork();
-        if (pid == 0) child_main(&context);
-    }
-    int fork_errno = errno;
+    pid = vfork();
+    if (pid == 0) child_main(&context);
+    fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
-
-    if (context.use_slots) {
-        /* Drop our references to the child's pipe ends and cgroup files. */
-        int used = SLOT_CGROUP0 + request->cgroup_task_count;
-        for (int i = SLOT_STDOUT; i < used; i++) dup2(reserved_null, reserved_slots[i]);
-    }
-    pthread_mutex_unlock(&slot_lock);
+    pthread_mutex_unlock(&spawn_lock);
 #endif
-
     if (pid < 0) {
         result.error = fork_errno;
         result.failed_step = 1;
@@ -414,6 +586,15 @@ whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
     result.pid = pid;
     result.pidfd = whisper_pidfd_open(pid);
     return result;
+}
+
+whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
+{
+#if WHISPER_SPAWN_NOT_WAITING
+    return spawn_not_waiting(request);
+#else
+    return spawn_waiting(request);
+#endif
 }
 
 int whisper_pidfd_open(pid_t pid)

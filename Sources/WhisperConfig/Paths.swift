@@ -7,6 +7,8 @@ public enum Paths {
     }
 
     public static func normalize(_ path: String) -> String {
+        // Most paths are already normal (a roster of hundreds resolves several per character).
+        if path.hasPrefix("/"), !path.contains("//"), !path.contains("/."), path == "/" || !path.hasSuffix("/") { return path }
         var parts: [Substring] = []
         for part in path.split(separator: "/", omittingEmptySubsequences: true) {
             if part == "." { continue }

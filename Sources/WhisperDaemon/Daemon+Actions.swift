@@ -71,7 +71,7 @@ extension Daemon {
             systemd.ready(status: core.summary)
             // Parsing the roster and the start-up burst leave freed heap and code pages that
             // are not needed again behind: give them back, since whisperd then lives for
-            // months at its idle size (PSS at 300 characters 17.5 -> ~7 MiB, ~10 after restarts).
+            // months at its idle size.
             // The start-up burst's uids are saved first: encoding them after the release would
             // bring back the pages just released (docs/performance.md, the PSS row).
             saveDynamicIDs()
@@ -99,7 +99,7 @@ extension Daemon {
             probe = LoopbackProbe(loop: loop, host: "127.0.0.1", port: port, path: nil, deadline: deadline, completion: finished)
         case .exec(let arguments):
             guard let spec = loaded.roster[name], let child = spawnProbe(spec, arguments) else { return finished(false) }
-            probe = ExecProbe(loop: loop, child: child, deadline: deadline) { [unowned self] succeeded, detail in
+            probe = ExecProbe(loop: loop, spawner: spawner, child: child, deadline: deadline) { [unowned self] succeeded, detail in
                 if succeeded {
                     self.lastProbeFailure[name] = nil
                 } else {
@@ -182,19 +182,20 @@ extension Daemon {
         // The new process of a rolling restart (the worker then waits for its Discord session).
         if asSuccessor { environment["WHISPERD_SUCCESSOR"] = "1" }
         let settings = spec.launch.tenant
-        let request = ProcessSpawner.Request(
+        var request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
             placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
             identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
             landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: settings.oomScoreAdjust.map { Int32($0) },
             resourceLimits: settings.resourceLimits.map(ResourceLimitSetting.init))
+        request.reportsExec = true
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, character: name, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
             failed(failure.errno)
             if !asSuccessor { recordIncident(name) }
         case .success(let child):
-            let run = Daemon.LiveRun(pid: child.pid, pidFD: child.pidFD)
+            let run = Daemon.LiveRun(child)
             if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
             let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
@@ -206,8 +207,35 @@ extension Daemon {
                 log.log(.error, character: name, "cannot watch pid \(child.pid): \(error)")
             }
             post(asSuccessor ? .successorSpawned(name, pid: child.pid) : .spawnSucceeded(name, pid: child.pid))
+            do {
+                try loop.add(child.execFD, .readable) { [unowned self] _ in
+                    self.programStartedOrNot(name, run, spec: spec, asSuccessor: asSuccessor)
+                }
+            } catch {
+                close(child.execFD)
+                log.log(.error, character: name, "cannot watch pid \(child.pid)'s exec: \(error)")
+            }
+        }
+    }
+
+    /// The child's exec pipe hung up: its program runs, or a step before it failed (the spawn
+    /// does not wait for the child's exec).
+    private func programStartedOrNot(_ name: ServiceName, _ run: LiveRun, spec: ServiceSpec, asSuccessor: Bool) {
+        guard let child = run.child else { return }
+        loop.remove(child.execFD)
+        close(child.execFD)
+        // Reaped already: the reap said what happened.
+        guard run.pidFD >= 0 else { return }
+        if let failure = spawner.startFailure(of: child) {
+            run.startFailure = failure
+            log.log(.error, character: name, "cannot start \(child.program): \(failure)")
+            return  // the reap that follows reports it
+        }
+        if asSuccessor {
             // `ready: started`: up is ready (a rolling restart is offered for notify and started only).
-            if asSuccessor, spec.health.ready == .started { markSuccessorReady(name) }
+            if spec.health.ready == .started { markSuccessorReady(name) }
+        } else {
+            post(.programStarted(name, pid: child.pid))
         }
     }
 
@@ -251,13 +279,22 @@ extension Daemon {
             if let signal = result.signal { .signaled(Signal(rawValue: signal)) } else {
                 .exited(code: result.code ?? -1)
             }
+        // The spawn does not wait for exec: a step that failed in the child is known by now
+        // (through the exec pipe, or here if the exit came first).
+        var startFailure = run.startFailure
+        if startFailure == nil, let child = run.child, let failure = spawner.startFailure(of: child) {
+            startFailure = failure
+            log.log(.error, character: name, "cannot start \(child.program): \(failure)")
+        }
         if sideRuns[name]?.removeValue(forKey: run.pid) != nil {
             // A side process of a rolling restart: the other one still runs in the cgroup.
             if sideRuns[name]?.isEmpty == true { sideRuns[name] = nil }
             post(.childExited(name, pid: run.pid, termination))
             return
         }
-        if let group = characterCgroups[name], group.hasGrouping, !group.isEmpty() {
+        if let startFailure {
+            finishRun(name, run, termination, startErrno: startFailure.errno)
+        } else if let group = characterCgroups[name], group.hasGrouping, !group.isEmpty() {
             // Like a container whose first process ended: the rest of the character goes too,
             // and the run is over only when its cgroup is empty.
             drain(name, group, run, termination)

@@ -63,7 +63,7 @@ extension Daemon {
 
     /// The end of a run: OOM kills counted first (so the reason is right even when the exit was
     /// seen before the OOM event), then the exit with the run's peak memory.
-    func finishRun(_ name: ServiceName, _ run: LiveRun, _ termination: ProcessTermination) {
+    func finishRun(_ name: ServiceName, _ run: LiveRun, _ termination: ProcessTermination, startErrno: Int32? = nil) {
         if runs[name] === run { runs[name] = nil }
         // A check of this run must not judge the next one: dropped (an exec probe is killed).
         probes[name] = nil
@@ -75,7 +75,11 @@ extension Daemon {
             // After cgroup.kill the kernel would kill children clone3 puts there: make it anew.
             if group.wasKilledByCgroupKill { removeCgroup(of: name) }
         }
-        post(.childExited(name, pid: run.pid, termination, peakMemoryBytes: peak))
+        if let startErrno {
+            post(.startFailed(name, pid: run.pid, errno: startErrno))
+        } else {
+            post(.childExited(name, pid: run.pid, termination, peakMemoryBytes: peak))
+        }
         recordIncident(name)
     }
 

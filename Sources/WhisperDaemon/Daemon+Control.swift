@@ -4,6 +4,7 @@ import WhisperAPI
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
+import WhisperJSON
 
 /// The control socket: `<runtime>/control.sock`, HTTP/1.1 + JSON, mode 0660, group
 /// `whisperd`. Everything the loopback port serves, plus the routes that change things.

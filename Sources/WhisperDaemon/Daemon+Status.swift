@@ -66,8 +66,9 @@ extension Daemon {
 
     /// `/metrics`: after an event, rendered on the spot (with the cgroup figures last read);
     /// when only time has passed since the last rendering (counters and clocks drift), that
-    /// rendering is served while a fresh one — cgroup reads included, ~10 ms for 300
-    /// characters — is made on another thread, so a busy scraper never waits for it.
+    /// rendering is served while a fresh one — cgroup reads included (docs/bench/history.md,
+    /// "/health and /metrics under load") — is made on another thread, so a busy scraper never
+    /// waits for it.
     private func metricsResponse(now: Int64, gzip: Bool) -> HTTPServer.Response {
         if renderedStatus["/metrics"] == nil {
             if usageReadAt == 0 {

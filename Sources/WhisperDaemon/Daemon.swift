@@ -68,7 +68,8 @@ public final class Daemon {
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
     /// Every read of a child's output lands here first (the loop is one thread): not a zeroed
-    /// 64 KiB array per read, which a child writing as fast as it can made 10,000 a second.
+    /// 64 KiB array per read, of which a child writing as fast as it can makes thousands a
+    /// second (docs/reliability.md, "slow and silent children").
     var outputBuffer = [UInt8](repeating: 0, count: 65536)
     var runs: [ServiceName: LiveRun] = [:]
     /// Rolling restarts: the new process before it takes over, and the old one draining after.
@@ -125,10 +126,21 @@ public final class Daemon {
         /// -1 once reaped (the number may then belong to another descriptor).
         var pidFD: Int32
         var outputs: [Int32: OutputPipe] = [:]
+        /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
+        let child: ProcessSpawner.Child?
+        /// A step before exec failed (learnt from the exec pipe, before the reap).
+        var startFailure: ProcessSpawner.Failure?
 
         init(pid: Int32, pidFD: Int32) {
             self.pid = pid
             self.pidFD = pidFD
+            self.child = nil
+        }
+
+        init(_ child: ProcessSpawner.Child) {
+            self.pid = child.pid
+            self.pidFD = child.pidFD
+            self.child = child
         }
     }
 

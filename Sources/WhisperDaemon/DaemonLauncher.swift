@@ -9,7 +9,6 @@ public enum DaemonLauncher {
     public static func launch(_ configuration: DaemonConfiguration, loaded: LoadedRoster) throws -> Int32 {
         // whisperd's own lines go native only when stderr is the journal anyway (no doubles).
         let log = DaemonLog(writesToJournal: configuration.journal && Journal.standardErrorIsJournal())
-        ProcessSpawner.reserveDescriptorSlots()
         // Blocked in every thread since main (HandledSignals): they arrive only through the signalfd.
         let signals = try SignalSource(.supervisor)
         let nofile = raiseFileLimit()

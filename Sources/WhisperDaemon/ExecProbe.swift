@@ -15,6 +15,8 @@ final class ExecProbe: RunningProbe {
     private let loop: EventLoop
     private let pid: Int32
     private var pidFD: Int32
+    private let child: ProcessSpawner.Child
+    private let spawner: ProcessSpawner
     private var outputFDs: [Int32]
     private var output: [UInt8] = []
     private var timedOut = false
@@ -23,8 +25,13 @@ final class ExecProbe: RunningProbe {
     /// Done for the timer once it has its verdict or has been killed (the reap then reports).
     var isDone: Bool { completion == nil || timedOut }
 
-    init(loop: EventLoop, child: ProcessSpawner.Child, deadline: Int64, completion: @escaping (Bool, String) -> Void) {
+    init(
+        loop: EventLoop, spawner: ProcessSpawner, child: ProcessSpawner.Child, deadline: Int64,
+        completion: @escaping (Bool, String) -> Void
+    ) {
         self.loop = loop
+        self.spawner = spawner
+        self.child = child
         self.deadline = deadline
         self.pid = child.pid
         self.pidFD = child.pidFD
@@ -39,7 +46,7 @@ final class ExecProbe: RunningProbe {
         do {
             try loop.add(pidFD, .readable) { [weak self] _ in self?.exited() }
         } catch {
-            kill(-pid, SIGKILL)
+            killGroup()
             var info = siginfo_t()
             _ = waitid(P_PIDFD, id_t(pidFD), &info, WEXITED)
             finish(false, "cannot watch the probe process: \(error)")
@@ -47,7 +54,7 @@ final class ExecProbe: RunningProbe {
     }
 
     deinit {
-        if pidFD >= 0 { kill(-pid, SIGKILL) }
+        if pidFD >= 0 { killGroup() }
         for fd in outputFDs {
             loop.remove(fd)
             close(fd)
@@ -63,7 +70,7 @@ final class ExecProbe: RunningProbe {
     func abandon() {
         completion = nil
         guard pidFD >= 0 else { return }
-        kill(-pid, SIGKILL)
+        killGroup()
         var info = siginfo_t()
         _ = waitid(P_PIDFD, id_t(pidFD), &info, WEXITED)
         finish(false, "abandoned")
@@ -73,7 +80,13 @@ final class ExecProbe: RunningProbe {
     func expire() {
         guard !isDone, !timedOut else { return }
         timedOut = true
-        kill(-pid, SIGKILL)
+        killGroup()
+    }
+
+    /// Its group; the process itself when it has no group yet (killed before its `setsid`, as
+    /// the spawn does not wait for the child's exec).
+    private func killGroup() {
+        if kill(-pid, SIGKILL) != 0, pidFD >= 0 { _ = ChildReaper.signal(pidFD: pidFD, SIGKILL) }
     }
 
     private func readOutput(_ fd: Int32) {
@@ -101,7 +114,9 @@ final class ExecProbe: RunningProbe {
         guard let result = ChildReaper.reap(pidFD: pidFD) else { return }
         for fd in outputFDs { readOutput(fd) }
         let verdict: (Bool, String) =
-            if timedOut {
+            if let failure = spawner.startFailure(of: child) {
+                (false, "cannot start \(failure)")
+            } else if timedOut {
                 (false, "timed out")
             } else if let signal = result.signal {
                 (false, "killed by signal \(signal)")

@@ -3,6 +3,7 @@ import Glibc
 import WhisperAPI
 import WhisperSystem
 import WhisperFiles
+import WhisperJSON
 
 /// The last abnormal exits per character (`whisperctl why`), kept in
 /// `<state>/incidents/<name>.jsonl`, one JSON object per line. Recording is one append
@@ -29,9 +30,13 @@ struct IncidentStore {
     func append(_ name: String, _ incident: Incident) throws {
         if mkdir(directory, 0o700) != 0, errno != EEXIST { throw SystemError("mkdir \(directory)") }
         let file = path(name)
-        let fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        let fd = open(file, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open \(file)") }
-        let line = try JSONText.encode(incident) + [UInt8(ascii: "\n")]
+        var line = try JSONText.encode(incident) + [UInt8(ascii: "\n")]
+        // A line cut short (a crash mid-write) is ended first, so it does not swallow this one.
+        var last: UInt8 = UInt8(ascii: "\n")
+        let end = lseek(fd, 0, SEEK_END)
+        if end > 0, pread(fd, &last, 1, end - 1) == 1, last != UInt8(ascii: "\n") { line.insert(UInt8(ascii: "\n"), at: 0) }
         let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let size = lseek(fd, 0, SEEK_END)
         close(fd)

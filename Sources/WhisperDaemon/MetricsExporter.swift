@@ -148,6 +148,8 @@ final class MetricsExporter: @unchecked Sendable {
                 registry.unregisterCounter(counter.counter)
             }
             registry.unregisterValueHistogram(timeToReady)
+            if let tokens = llmTokensSeries { registry.unregisterCounter(tokens.counter) }
+            if let budget = llmBudgetSeries { registry.unregisterGauge(budget) }
             if let schedule = scheduleSeries {
                 for gauge in [schedule.next, schedule.last, schedule.success] { registry.unregisterGauge(gauge) }
                 registry.unregisterCounter(schedule.skipped.counter)

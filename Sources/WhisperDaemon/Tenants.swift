@@ -45,6 +45,17 @@ final class Tenants {
     /// Keyed with the roster's tenant settings: a reload that changes `user:` settles anew.
     private var settled: [ServiceName: (tenant: TenantSpec, identity: ProcessIdentity?)] = [:]
     private(set) var reports: [ServiceName: Report] = [:]
+    /// A service's last preparation for its own process, reused by a restart while nothing it
+    /// was made from changed (a restart then costs no sandbox plan to build and compare).
+    private var lastPrepared: [ServiceName: (key: PreparedKey, prepared: Prepared)] = [:]
+
+    private struct PreparedKey: Equatable {
+        var tenant: TenantSpec
+        var port: Int?
+        var characterDirectory: String
+        var homeIsInherited: Bool
+        var notifySocket: String
+    }
 
     init(stateDirectory: String, runtimeDirectory: String, executable: String, stateStore: StateStore) {
         self.stateDirectory = stateDirectory
@@ -62,6 +73,12 @@ final class Tenants {
     func prepare(_ spec: ServiceSpec, charactersDirectory: String, homeIsInherited: Bool, notifySocket: String?) throws -> Prepared {
         let name = spec.name
         let tenant = spec.launch.tenant
+        // A replica (`elena-1`) reads the files of the character it is (`elena`).
+        let characterDirectory = "\(charactersDirectory)/\(spec.launch.environment["WHISPERD_CHARACTER"] ?? name.rawValue)"
+        let key = notifySocket.map {
+            PreparedKey(tenant: tenant, port: spec.port, characterDirectory: characterDirectory, homeIsInherited: homeIsInherited, notifySocket: $0)
+        }
+        if let key, let last = lastPrepared[name], last.key == key, socketOwners[name] != nil { return last.prepared }
         let ownState = "\(stateDirectory)/\(name.rawValue)"
         let ownRuntime = "\(runtimeDirectory)/\(name.rawValue)"
         let identity: ProcessIdentity?
@@ -93,9 +110,7 @@ final class Tenants {
         }
         let plan = SandboxPlan(
             sandbox: sandbox, port: spec.port, executable: executable, libraryPaths: libraryDirectories,
-            ownDirectories: writePaths,
-            // A replica (`elena-1`) reads the files of the character it is (`elena`).
-            characterDirectory: "\(charactersDirectory)/\(spec.launch.environment["WHISPERD_CHARACTER"] ?? name.rawValue)")
+            ownDirectories: writePaths, characterDirectory: characterDirectory)
         var rulesetFD: Int32 = -1
         if LandlockRuleset.abi >= 1 {
             if let cached = rulesets[name], cached.plan == plan {
@@ -110,7 +125,9 @@ final class Tenants {
 
         var environment = ["STATE_DIRECTORY": ownState, "RUNTIME_DIRECTORY": ownRuntime, "TMPDIR": ownRuntime]
         if identity != nil, homeIsInherited { environment["HOME"] = ownState }
-        return Prepared(identity: identity, rulesetFD: rulesetFD, environment: environment)
+        let prepared = Prepared(identity: identity, rulesetFD: rulesetFD, environment: environment)
+        if let key { lastPrepared[name] = (key, prepared) }
+        return prepared
     }
 
     /// Writes the dynamic ids given since the last call (the daemon calls it after each batch
@@ -127,6 +144,7 @@ final class Tenants {
         rulesets[name] = nil
         socketOwners[name] = nil
         reports[name] = nil
+        lastPrepared[name] = nil
     }
 
     /// The notify socket was made anew (after a removal): its owner must be set again.

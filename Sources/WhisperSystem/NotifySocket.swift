@@ -56,7 +56,8 @@ public final class NotifySocket {
         unlink(path)
     }
 
-    /// Sends one datagram to `$NOTIFY_SOCKET`-style path (children use this; so do tests).
+    /// Sends one datagram to a `$NOTIFY_SOCKET`-style path: the one sd_notify sender (the worker
+    /// and `whisperd notify` towards whisperd, ``SystemdNotifier`` towards systemd, tests).
     /// `waiting: false` gives up at once when the receiver's queue is full (a Unix datagram
     /// queue holds `net.unix.max_dgram_qlen` messages, 10 by default) instead of blocking until
     /// whisperd reads.

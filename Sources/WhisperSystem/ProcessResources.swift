@@ -21,10 +21,10 @@ public func releaseFreedMemory() {
 
 /// Lets the kernel reclaim the code and read-only data pages that only start-up used: roster
 /// parsing, Foundation's and the runtime's set-up, the first spawn burst. whisperd's binary
-/// also holds the worker (30 MB of code and read-only data), and the kernel maps the cached
-/// neighbours of every page it touches, so after start-up ~12 MiB of it sat in whisperd's
-/// memory while the steady state needs a third of that. What is used again comes back on
-/// first touch (a disk read if it left the page cache). Returns how many mappings were advised.
+/// also holds the worker, and the kernel maps the cached neighbours of every page it touches,
+/// so after start-up much more of it sat in whisperd's memory than the steady state needs
+/// (figures: `docs/performance.md`, PSS; how it was found: `docs/bench/history.md`). What is
+/// used again comes back on first touch (a disk read if it left the page cache). Returns how many mappings were advised.
 @discardableResult
 public func releaseStartupCodePages() -> Int {
     Int(whisper_page_out_file_mappings())

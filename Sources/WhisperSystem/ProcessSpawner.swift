@@ -43,6 +43,9 @@ public struct ProcessSpawner: Sendable {
         public var landlockRulesetFD: Int32
         public var oomScoreAdjust: Int32?
         public var resourceLimits: [ResourceLimitSetting]
+        /// Hand back ``Child/execFD``, a pipe that hangs up when the child's program starts or
+        /// the child ends before it.
+        public var reportsExec = false
 
         public init(
             arguments: [String], environment: [String: String], workingDirectory: String,
@@ -77,9 +80,25 @@ public struct ProcessSpawner: Sendable {
         public let pidFD: Int32
         public let stdoutFD: Int32
         public let stderrFD: Int32
+        /// With ``Request/reportsExec``: readable (hung up) once the exec succeeded or the child
+        /// ended before it (then ``ProcessSpawner/startFailure(of:)`` says why); else -1.
+        public let execFD: Int32
+        /// Set when `spawn` returned before the child's exec: a step that then fails is known
+        /// once the child has exited (``ProcessSpawner/startFailure(of:)``).
+        /// The program's path, as resolved.
+        public let program: String
+        let pendingStart: PendingStart?
     }
 
-    public enum Failure: Error, CustomStringConvertible, Sendable {
+    /// What is needed to name a step that failed after `spawn` returned.
+    struct PendingStart: Sendable {
+        let serial: UInt64
+        let path: String
+        let workingDirectory: String
+        let user: String
+    }
+
+    public enum Failure: Error, CustomStringConvertible, Equatable, Sendable {
         case notFound(String)
         case failed(step: String, errno: Int32)
 
@@ -105,16 +124,9 @@ public struct ProcessSpawner: Sendable {
 
     /// - Parameter nofileSoftLimit: the RLIMIT_NOFILE soft limit children get back (whisperd raises its own).
     public init(nofileSoftLimit: Int64 = -1) throws {
-        Self.reserveDescriptorSlots()
         devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard devNull >= 0 else { throw SystemError("open /dev/null") }
         self.nofileSoftLimit = nofileSoftLimit
-    }
-
-    /// Reserves the few low descriptor slots the fast spawn path hands to children (see
-    /// `whisper_spawn`). Call it first thing, while descriptor numbers are still small.
-    public static func reserveDescriptorSlots() {
-        _ = whisper_spawn_reserve_slots()
     }
 
     /// Finds `program` on `PATH` the way execvp would, so "not found" is reported before spawning.
@@ -145,6 +157,14 @@ public struct ProcessSpawner: Sendable {
             let saved = errno
             close(stdoutPipe[0])
             close(stdoutPipe[1])
+            return .failure(.failed(step: "pipe", errno: saved))
+        }
+
+        // The child's copy of the write end closes at exec (close-on-exec) or when it exits.
+        var execPipe: [Int32] = [-1, -1]
+        if request.reportsExec, whisper_pipe(&execPipe) != 0 {
+            let saved = errno
+            for fd in stdoutPipe + stderrPipe { close(fd) }
             return .failure(.failed(step: "pipe", errno: saved))
         }
 
@@ -201,20 +221,39 @@ public struct ProcessSpawner: Sendable {
                 }
             }
         }
+        // The child has its own copy of the descriptor table: ours can go at once.
         close(stdoutPipe[1])
         close(stderrPipe[1])
+        if execPipe[1] >= 0 { close(execPipe[1]) }
+        let user: String = request.identity.map { "uid \($0.uid) gid \($0.gid)" } ?? "own user"
         guard result.pid > 0 else {
             close(stdoutPipe[0])
             close(stderrPipe[0])
-            let user: String = request.identity.map { "uid \($0.uid) gid \($0.gid)" } ?? "own user"
-            let steps: [Int: String] = [
-                1: "fork", 2: "chdir \(request.workingDirectory) as \(user)", 3: "join cgroup", 4: "dup2", 5: "exec \(path) as \(user)",
-                6: "setsid/setgroups/setgid/setuid to \(user)", 7: "no_new_privs", 8: "Landlock restrict_self",
-                9: "ulimits/oom_score_adj",
-            ]
-            return .failure(.failed(step: steps[Int(result.failed_step)] ?? "spawn", errno: result.error))
+            if execPipe[0] >= 0 { close(execPipe[0]) }
+            return .failure(Self.failure(step: result.failed_step, errno: result.error, path: path, workingDirectory: request.workingDirectory, user: user))
         }
-        return .success(Child(pid: result.pid, pidFD: result.pidfd, stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0]))
+        let pending = result.exec_pending != 0
+            ? PendingStart(serial: result.serial, path: path, workingDirectory: request.workingDirectory, user: user) : nil
+        return .success(Child(pid: result.pid, pidFD: result.pidfd, stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], execFD: execPipe[0], program: path, pendingStart: pending))
+    }
+
+    /// For a child that has exited: the step that failed before its program ran, if one did (it
+    /// then exited with 127 without running the program). Asked once; `nil` after.
+    public func startFailure(of child: Child) -> Failure? {
+        guard let pending = child.pendingStart else { return nil }
+        var error: Int32 = 0
+        var step: Int32 = 0
+        guard whisper_spawn_take_failure(pending.serial, &error, &step) == 1 else { return nil }
+        return Self.failure(step: step, errno: error, path: pending.path, workingDirectory: pending.workingDirectory, user: pending.user)
+    }
+
+    private static func failure(step: Int32, errno: Int32, path: String, workingDirectory: String, user: String) -> Failure {
+        let steps: [Int32: String] = [
+            1: "fork", 2: "chdir \(workingDirectory) as \(user)", 3: "join cgroup", 4: "dup2", 5: "exec \(path) as \(user)",
+            6: "setsid/setgroups/setgid/setuid to \(user)", 7: "no_new_privs", 8: "Landlock restrict_self",
+            9: "ulimits/oom_score_adj",
+        ]
+        return .failed(step: steps[step] ?? "spawn", errno: errno)
     }
 }
 

@@ -2,7 +2,8 @@ import Glibc
 
 /// Reads a small file (under /proc, /sys) in one go; `nil` if it cannot be read. Reads
 /// through a 4 KiB stack buffer: status endpoints call this thousands of times a second, and
-/// zero-filling a 64 KiB array per call was most of their cost.
+/// zero-filling a large array per call was most of their cost (`docs/bench/history.md`,
+/// "/health and /metrics under load").
 ///
 /// Why not `readFileContents` (WhisperFiles): that reads any file whole into `Data` through
 /// Foundation; this one is for kernel pseudo-files on hot paths, bounded by `limit` (their size

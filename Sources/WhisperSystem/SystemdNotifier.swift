@@ -1,23 +1,43 @@
-import CSystemd
 import CWhisperLinux
 import Glibc
 
-/// whisperd's own sd_notify link to its parent (systemd), through libsystemd.
-/// Every call is a no-op when `NOTIFY_SOCKET` is unset.
+/// A process's sd_notify link to its supervisor: whisperd's to systemd, the worker's to
+/// whisperd. Every call is a no-op when `NOTIFY_SOCKET` is unset.
+///
+/// It sends through ``NotifySocket/send(_:to:waiting:)``, the one sd_notify sender, beside the
+/// receiver that whisperd needs anyway (libsystemd has none). libsystemd's `sd_notify` cannot be
+/// it: it only sends to `$NOTIFY_SOCKET` and always waits while the receiver's queue is full, and
+/// the worker's in-flight reports must not wait (`docs/internals.md`, "One sd_notify sender").
 public struct SystemdNotifier: Sendable {
-    /// Half the watchdog interval systemd asked for, if it asked (`WATCHDOG_USEC`).
+    /// Half the watchdog interval the supervisor asked for, if it asked (`WATCHDOG_USEC`).
     public let watchdogPingInterval: Int64?
+    private let socket: String?
 
+    /// From this process's environment.
     public init() {
-        var usec: UInt64 = 0
-        if sd_watchdog_enabled(0, &usec) > 0, usec > 0 {
+        var environment: [String: String] = [:]
+        for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        self.init(environment: environment)
+    }
+
+    /// `NOTIFY_SOCKET`, and the watchdog as `sd_watchdog_enabled(3)` reads it: `WATCHDOG_USEC` is a
+    /// positive count of microseconds, and the watchdog is this process's only if `WATCHDOG_PID`
+    /// is unset or names it.
+    public init(environment: [String: String], ownPID: Int32 = getpid()) {
+        socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        let watchdogPID = environment["WATCHDOG_PID"]
+        if let text = environment["WATCHDOG_USEC"], let usec = UInt64(text), usec > 0, usec <= UInt64(Int64.max / 1000),
+            watchdogPID == nil || watchdogPID.flatMap({ Int32($0) }) == ownPID
+        {
             watchdogPingInterval = Int64(usec) * 1000 / 2
         } else {
             watchdogPingInterval = nil
         }
     }
 
-    public var isUnderSystemd: Bool { getenv("NOTIFY_SOCKET") != nil }
+    public var isUnderSystemd: Bool { socket != nil }
 
     public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
     public func status(_ text: String) { send("STATUS=\(text)") }
@@ -25,9 +45,11 @@ public struct SystemdNotifier: Sendable {
     public func stopping() { send("STOPPING=1") }
     public func reloading(monotonicMicroseconds: Int64) { send("RELOADING=1\nMONOTONIC_USEC=\(monotonicMicroseconds)") }
 
-    public func send(_ state: String) {
-        guard isUnderSystemd else { return }
-        _ = sd_notify(0, state)
+    /// `waiting: false` gives up at once while the supervisor's queue is full (for what may be
+    /// dropped); otherwise it waits, as `sd_notify` does.
+    public func send(_ state: String, waiting: Bool = true) {
+        guard let socket else { return }
+        _ = NotifySocket.send(state, to: socket, waiting: waiting)
     }
 }
 

@@ -1,6 +1,7 @@
 import WhisperChat
 import WhisperCore
 import WhisperSystem
+import WhisperJSON
 
 /// `POST /api/chat` without an HTTP server: a request body in, WhisperEngine's answer out. The
 /// worker's event loop serves it (`Worker.chat`); so does the bench-only Hummingbird 2 server

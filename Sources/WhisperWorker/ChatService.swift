@@ -123,19 +123,6 @@ final class ChatService: Sendable {
                         model: reply.model.isEmpty ? client.configuration.model : reply.model, memoryStored: memoryStored, trust: trust)))
         }
     }
-
-    /// The same, waiting for the outcome (for callers on threads that may block: the
-    /// conversation endpoint, the Discord connector).
-    func chat(userID: String, message: String, context: [String: String]) -> Result<Turn, Failure> {
-        let done = DispatchSemaphore(value: 0)
-        let outcome = Locked<Result<Turn, Failure>?>(nil)
-        chat(userID: userID, message: message, context: context) { result in
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        return outcome.withLock { $0! }
-    }
 }
 
 /// The worker's `/metrics`: requests, chat and LLM latency, tokens, store latency, errors.

@@ -5,6 +5,7 @@ import WhisperChat
 import WhisperSystem
 import Synchronization
 import WhisperCore
+import WhisperJSON
 
 /// WhisperEngine v2's routes and JSON shapes, field for field.
 extension Worker {
@@ -316,7 +317,8 @@ extension Worker {
     }
 
     /// Like Python's `datetime.now().isoformat()`: local time, microseconds
-    /// (`2026-01-05T14:03:07.123456`). Written by hand: ICU's formatter was 2 % of a chat.
+    /// (`2026-01-05T14:03:07.123456`). Written by hand: ICU's formatter was a measured part of
+    /// every chat (`docs/bench/history.md`, "The chat path without a thread per request").
     static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)

@@ -5,13 +5,15 @@ import WhisperChat
 import WhisperCore
 import WhisperSystem
 import WhisperFiles
+import WhisperJSON
 
 /// The built-in character worker (`whisperd worker NAME`): WhisperEngine v2's HTTP API on
 /// `API_HOST:API_PORT`, answered through an OpenAI-compatible LLM with per-character memory.
 /// The event loop parses and validates requests. A chat is carried by threads that never wait
 /// for one request — the store's (`StoreQueue`, batched transactions) and the LLM client's
-/// (`CurlMulti`); other work that blocks (the conversation endpoint, user state, Discord) runs
-/// on a pool of threads; either comes back to the loop through a mailbox. It speaks sd_notify
+/// (`CurlMulti`); the store calls outside a chat (user state, clearing, diagnostics) and
+/// Discord's REST calls run on a pool of threads; either comes back to the loop through a
+/// mailbox (`docs/internals.md`, "Concurrency in the worker"). It speaks sd_notify
 /// to whisperd: `READY=1`, watchdog pings, the facets `api`, `llm`, `store` and (with a
 /// `DISCORD_TOKEN`, when it is also a Discord bot) `discord`, in-flight
 /// requests, and `STOPPING=1` before draining on SIGTERM.
@@ -55,7 +57,8 @@ public final class Worker {
     static let inflightReportInterval: Int64 = 1_000_000_000
     /// What whisperd was last told, per facet.
     var facets: [String: String] = [:]
-    var watchdogInterval: Int64?
+    /// whisperd, through `NOTIFY_SOCKET` (and the watchdog interval it asked for).
+    let supervisor: SystemdNotifier
     var nextWatchdog: Int64?
     /// Set on SIGTERM: when in-flight work must be done by.
     var drainDeadline: Int64?
@@ -78,6 +81,7 @@ public final class Worker {
         self.environment = environment
         self.loop = try EventLoop()
         self.metrics = WorkerMetrics(character: name)
+        self.supervisor = SystemdNotifier(environment: environment)
         self.pool = WorkerPool(threads: environment["WORKER_THREADS"].flatMap(Int.init) ?? 16, name: "worker-\(name)")
         self.mailbox = try LoopMailbox()
     }
@@ -111,10 +115,7 @@ public final class Worker {
             guard !signals.drain().isEmpty else { return }
             self.beginDrain()
         }
-        if let usec = environment["WATCHDOG_USEC"].flatMap(Int64.init), usec > 0 {
-            watchdogInterval = usec * 1000 / 2
-            nextWatchdog = Clock.monotonicNanoseconds() + watchdogInterval!
-        }
+        if let interval = supervisor.watchdogPingInterval { nextWatchdog = Clock.monotonicNanoseconds() + interval }
         armDeadline()
 
         let llmState: String
@@ -163,14 +164,12 @@ public final class Worker {
     var discordHandOffAnnouncedAt: Double = 0
 
     private func startDiscord(_ settings: DiscordSettings) {
-        let socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        let supervisor = supervisor
         let name = name
         let connector = DiscordConnector(
             settings: settings, service: service, pool: pool, metrics: metrics,
-            reportFacet: { value in
-                if let socket { _ = NotifySocket.send(Facet.notifyLine("discord", value), to: socket) }
-            },
-            log: { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) },
+            reportFacet: { value in supervisor.send(Facet.notifyLine("discord", value)) },
+            log: Self.log(name),
             handOffFiles: discordHandOffFiles, waitsForHandOff: waitsForDiscordHandOff, handOffAnnouncedAt: discordHandOffAnnouncedAt)
         discord = connector
         Task.detached { await connector.run() }
@@ -221,7 +220,7 @@ public final class Worker {
                 self.nextInflightReport = nil
                 if self.inflight != self.reportedInflight { self.reportInflight(now: now) }
             }
-            if let due = self.nextWatchdog, now >= due, let interval = self.watchdogInterval {
+            if let due = self.nextWatchdog, now >= due, let interval = self.supervisor.watchdogPingInterval {
                 // Not waiting on a full queue: a ping that cannot go now is made up for by the next.
                 self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)", waiting: false)
                 self.reportedInflight = self.inflight
@@ -310,10 +309,7 @@ public final class Worker {
 
     /// `waiting: false` for what may be dropped when whisperd is behind (its queue is full):
     /// this loop answers chats and must not wait on the supervisor.
-    func notify(_ message: String, waiting: Bool = true) {
-        guard let socket = environment["NOTIFY_SOCKET"], !socket.isEmpty else { return }
-        _ = NotifySocket.send(message, to: socket, waiting: waiting)
-    }
+    func notify(_ message: String, waiting: Bool = true) { supervisor.send(message, waiting: waiting) }
 
     /// Reports the in-flight count now if the last report is a second old, else once that
     /// second is over.
@@ -340,7 +336,11 @@ public final class Worker {
         lastInflightReport = now
     }
 
-    func log(_ message: String) {
-        FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8))
+    func log(_ message: String) { Self.log(name)(message) }
+
+    /// The worker's log, the one way it logs: a line `worker NAME: …` on stderr, which whisperd
+    /// keeps with the character's output. For the parts that run off the loop.
+    static func log(_ name: String) -> @Sendable (String) -> Void {
+        { message in FileHandle.standardError.write(Data("worker \(name): \(message)\n".utf8)) }
     }
 }

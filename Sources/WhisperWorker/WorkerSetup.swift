@@ -58,7 +58,7 @@ extension Worker {
                 profile: profile, store: store, llm: llm, metrics: metrics,
                 admission: ChatAdmission(
                     settings: admission, budgetPath: budgetPath,
-                    log: { FileHandle.standardError.write(Data("worker \(name): \($0)\n".utf8)) }))
+                    log: Worker.log(name)))
             return (service, storeProblem)
         }
 

@@ -4,6 +4,7 @@ import WhisperConfig
 import WhisperCore
 import WhisperSystem
 import WhisperFiles
+import WhisperJSON
 
 // The fuzz targets: whisperd's parsers of untrusted input, each checked for more than "did
 // not crash" where a cheap invariant exists.

@@ -8,6 +8,7 @@ import WhisperFiles
 extension Whisperd {
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "export",
             abstract: "Translate the roster into another tool's configuration.",
             subcommands: [Kubernetes.self])
     }

@@ -7,6 +7,7 @@ import WhisperFiles
 extension Whisperd {
     struct Import: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "import",
             abstract: "Translate another tool's configuration into a roster.",
             subcommands: [Compose.self])
     }
@@ -15,6 +16,7 @@ extension Whisperd {
 extension Whisperd.Import {
     struct Compose: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "compose",
             abstract: "Translate Compose files into a roster: the roster to stdout, a report to stderr.",
             discussion: """
                 Later files override earlier ones (as `docker compose -f a -f b`). ${VAR} and friends \

@@ -7,6 +7,7 @@ import WhisperCore
 extension Whisperd {
     struct Wait: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "wait",
             abstract: "Wait until a dependency answers (an init container's `after:`), then exit 0.",
             discussion: """
                 --http URL: until a GET answers 2xx (http only; e.g. another pod's whisperd \

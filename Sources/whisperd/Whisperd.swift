@@ -198,6 +198,7 @@ struct Whisperd: ParsableCommand {
 extension Whisperd {
     struct Worker: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "worker",
             abstract: "Run the built-in character worker (normally spawned by whisperd).",
             discussion: """
                 Reads the character folder $WHISPERD_CHARACTERS_DIR/NAME (default ./characters/NAME: \
@@ -233,6 +234,7 @@ extension Whisperd {
 extension Whisperd {
     struct Notify: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "notify",
             abstract: "Send sd_notify lines to $NOTIFY_SOCKET (like systemd-notify), for shell-script characters.",
             discussion: """
                 Example: whisperd notify READY=1 STATUS=warming-up. Waits (up to 5 s) until the \
@@ -265,6 +267,7 @@ extension Whisperd {
 extension Whisperd {
     struct Migrate: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "migrate",
             abstract: "Apply the conversation store's schema migrations (idempotent; safe when several run at once).",
             discussion: """
                 With POSTGRES_URL (or DATABASE_URL) set: that database, under an advisory lock. Otherwise \

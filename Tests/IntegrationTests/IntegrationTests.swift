@@ -75,6 +75,21 @@ extension IntegrationTests {
             #expect(whisperd.waitFor("ghost:", "command not found") != nil)
             #expect(whisperd.waitFor("ghost: starting -> failed", "SpawnFailed") != nil)
         }
+
+        /// The spawn returns before the child's exec; a step of the child's set-up that fails
+        /// (here: its user may not enter its working directory) is still a spawn failure, named.
+        @Test(.enabled(if: getuid() == 0, "characters are users of their own only under root"))
+        func aSetUpStepThatFailsInTheChild_isReportedAsSpawnFailed_withTheStep() throws {
+            let scratch = Scratch()
+            let locked = scratch.path + "/locked"
+            #expect(mkdir(locked, 0o700) == 0)
+            scratch.write(
+                "roster.yaml", fastDefaults + "characters:\n  shut-out: {command: [sleep, '30'], working_dir: \(locked), restart: 'no'}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            #expect(whisperd.waitFor("shut-out:", "cannot start", "chdir \(locked) as uid", "Permission denied") != nil)
+            #expect(whisperd.waitFor("shut-out: starting -> failed", "SpawnFailed(errno 13)") != nil)
+        }
     }
 
     @Suite struct HealthSection {

@@ -5,6 +5,7 @@ import WhisperChat
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
+import WhisperJSON
 
 /// The types of the contract and their schemas must say the same thing: each type's example
 /// (every field set) is encoded as whisperd encodes it and checked against the schema, and

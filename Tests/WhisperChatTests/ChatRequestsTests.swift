@@ -1,5 +1,6 @@
 import Testing
 import WhisperChat
+import WhisperJSON
 
 @Suite struct ChatRequestsTests {
     private func issues<T>(_ result: Result<T, ValidationFailure>) -> [ValidationIssue] {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WhisperChat
+import WhisperJSON
 
 /// The gateway session on a fake clock: every time is a number we choose.
 @Suite struct GatewaySessionTests {
@@ -36,6 +37,23 @@ import WhisperChat
         let hello = session.received(.hello(heartbeatMilliseconds: 41_250), now: 100)
         #expect(sent(hello) == [.identify(token: Self.token, intents: 37377)])
         #expect(session.heartbeatInterval == 41.25)
+    }
+
+    /// The file between the two processes: what one writes the other reads, and a file written
+    /// by a build that used `JSONEncoder` (the same keys) still reads.
+    @Test func handOff_roundTripsThroughItsFile_andReadsTheEarlierBuildsFile() throws {
+        let full = GatewaySession.HandOff(sessionID: "s-1", sequence: 7, resumeURL: "wss://resume.test", botUserID: "900", writtenAt: 12345.678)
+        let bare = GatewaySession.HandOff(sessionID: "s-2", sequence: 0, resumeURL: nil, botUserID: nil, writtenAt: 3)
+        for handOff in [full, bare] {
+            #expect(GatewaySession.HandOff(json: try JSONValue.parse(handOff.json.jsonBytes)) == handOff)
+        }
+        struct Earlier: Encodable {
+            var sessionID = "s-1", sequence = 7, resumeURL: String? = "wss://resume.test", botUserID: String? = "900", writtenAt = 12345.678
+        }
+        let earlier = Array(try JSONEncoder().encode(Earlier()))
+        #expect(GatewaySession.HandOff(json: try JSONValue.parse(earlier)) == full)
+        #expect(GatewaySession.HandOff(json: try JSONValue.parse(Array(#"{"sessionID":"s","writtenAt":1}"#.utf8))) == nil)
+        #expect(GatewaySession.HandOff(json: try JSONValue.parse(Array(#"{"sessionID":"s","sequence":1.5,"writtenAt":1}"#.utf8))) == nil)
     }
 
     @Test func handOff_givesTheSessionToTheNextProcess_whichResumesItOnTheResumeURL() throws {

@@ -9,6 +9,11 @@ import WhisperConfig
         ("/abs/../path", "/ignored", "/path"),
         ("../../../..", "/a/b", "/"),
         ("a//b", "/", "/a/b"),
+        ("/already/normal", "/x", "/already/normal"),
+        ("/trailing/", "/x", "/trailing"),
+        ("/a/.hidden/b", "/x", "/a/.hidden/b"),
+        ("/a/b/.", "/x", "/a/b"),
+        ("/", "/x", "/"),
     ])
     func absoluteFoldsDotsWithoutTouchingTheDisk(_ path: String, _ base: String, _ expected: String) {
         #expect(Paths.absolute(path, from: base) == expected)

@@ -39,7 +39,8 @@ struct Harness {
         send(.rosterLoaded(Roster(services: specs)))
     }
 
-    /// Sends an event; every `spawn` is answered with `spawnSucceeded` and a fresh pid.
+    /// Sends an event; every `spawn` is answered with `spawnSucceeded` and a fresh pid, then
+    /// `programStarted` (its exec succeeded), as the shell does.
     @discardableResult
     mutating func send(_ event: SupervisorEvent) -> [SupervisorAction] {
         var all: [SupervisorAction] = []
@@ -51,6 +52,7 @@ struct Harness {
             for case .spawn(let spec) in actions {
                 nextPID += 1
                 pending.append(.spawnSucceeded(spec.name, pid: nextPID))
+                pending.append(.programStarted(spec.name, pid: nextPID))
             }
         }
         log += all

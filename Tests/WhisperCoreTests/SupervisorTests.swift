@@ -75,6 +75,34 @@ import WhisperCore
         #expect(actions.spawned.isEmpty)
     }
 
+    /// The shell's spawn returns before the child's exec; a set-up step that then fails is the
+    /// same exit as a spawn that failed at once, for the pid it was given and no other.
+    @Test func startFailureAfterTheSpawnReturned_isASpawnFailure_forItsOwnPidOnly() {
+        var harness = Harness([.character("elena")])
+        let pid = harness.pid("elena")!
+        #expect(harness.send(.startFailed(.n("elena"), pid: pid + 1, errno: 13)).isEmpty)
+        #expect(harness.pid("elena") == pid)
+        _ = harness.send(.startFailed(.n("elena"), pid: pid, errno: 13))
+        #expect(harness.supervisor.status(of: .n("elena"))?.lastExit?.reason == .spawnFailed(errno: 13))
+        #expect(harness.supervisor.status(of: .n("elena"))?.state == .backoff)
+        #expect(harness.pid("elena") == nil)
+    }
+
+    /// `ready: started` is the exec, not the fork (systemd's `Type=exec`): the shell's spawn
+    /// returns before the exec, and says when the program runs.
+    @Test func readyStarted_waitsForTheProgramToStart_ofItsOwnPid() {
+        var supervisor = Supervisor(seed: 1)
+        let now = Instant.zero
+        _ = supervisor.handle(.rosterLoaded(Roster(services: [.character("elena")])), now: now)
+        _ = supervisor.handle(.spawnSucceeded(.n("elena"), pid: 10), now: now)
+        #expect(supervisor.status(of: .n("elena"))?.state == .starting)
+        _ = supervisor.handle(.programStarted(.n("elena"), pid: 11), now: now)
+        #expect(supervisor.status(of: .n("elena"))?.state == .starting)
+        _ = supervisor.handle(.programStarted(.n("elena"), pid: 10), now: now)
+        #expect(supervisor.status(of: .n("elena"))?.state == .running)
+        #expect(supervisor.status(of: .n("elena"))?.isReady == true)
+    }
+
     @Test func exitFromAStalePid_isIgnored() {
         var harness = Harness([.character("elena")])
         let pid = harness.pid("elena")!

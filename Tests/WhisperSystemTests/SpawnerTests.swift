@@ -32,13 +32,121 @@ import WhisperSystem
             Issue.record("expected notFound")
             return
         }
-        let result = spawner.spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/no/such/dir"))
-        guard case .failure(.failed(let step, let errno)) = result else {
-            Issue.record("expected a chdir failure")
+        // The spawn does not wait for the child's exec (x86-64): a step that fails in the child is
+        // reported once it has exited, with exit code 127; a waiting spawn reports it at once.
+        let failure: ProcessSpawner.Failure
+        switch spawner.spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/no/such/dir")) {
+        case .failure(let early):
+            failure = early
+        case .success(let child):
+            defer {
+                close(child.pidFD)
+                close(child.stdoutFD)
+                close(child.stderrFD)
+            }
+            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+            #expect(Glibc.poll(&poll, 1, 5000) == 1)
+            #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 127)
+            failure = try #require(spawner.startFailure(of: child))
+            #expect(spawner.startFailure(of: child) == nil, "a failure is reported once")
+        }
+        guard case .failed(let step, let errno) = failure else {
+            Issue.record("expected a chdir failure, got \(failure)")
             return
         }
         #expect(step.hasPrefix("chdir"))
         #expect(errno == ENOENT)
+    }
+
+    /// Many children at once, more than the spawner keeps records for, each failing or not:
+    /// every one is reaped with its own outcome, none waits for another's exec.
+    @Test func aBurstOfSpawns_eachGetsItsOwnOutcome() throws {
+        let spawner = try ProcessSpawner()
+        var children: [(ProcessSpawner.Child, Bool)] = []
+        for index in 0..<40 {
+            let failing = index % 3 == 0
+            let request = ProcessSpawner.Request(
+                arguments: ["/bin/sh", "-c", "exit \(index % 7)"], environment: [:],
+                workingDirectory: failing ? "/no/such/dir/\(index)" : "/")
+            switch spawner.spawn(request) {
+            case .success(let child): children.append((child, failing))
+            case .failure(let failure):
+                // A waiting spawn (not x86-64) reports the failure here.
+                #expect(failing, "unexpected failure \(failure)")
+            }
+        }
+        for (index, (child, failing)) in children.enumerated() {
+            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+            #expect(Glibc.poll(&poll, 1, 5000) == 1)
+            let status = ChildReaper.reap(pidFD: child.pidFD)
+            let failure = spawner.startFailure(of: child)
+            if failing {
+                #expect(status?.code == 127)
+                guard case .failed(let step, ENOENT)? = failure else {
+                    Issue.record("child \(index): expected a chdir failure, got \(String(describing: failure))")
+                    continue
+                }
+                #expect(step.hasPrefix("chdir /no/such/dir/"))
+            } else {
+                #expect(failure == nil)
+                #expect(status?.code != 127)
+            }
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+    }
+
+    /// Children held before their exec — here each blocks writing into a full pipe passed as a
+    /// v1 cgroup `tasks` file — hold only their own records: a spawn after them neither waits
+    /// for them nor fails, and they finish once let go.
+    @Test(.timeLimit(.minutes(1)))
+    func childrenStuckBeforeExec_doNotHoldUpTheNextSpawn() throws {
+        let spawner = try ProcessSpawner()
+        var ends: [Int32] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
+        var byte: UInt8 = 0
+        while write(ends[1], &byte, 1) == 1 {}
+        _ = fcntl(ends[1], F_SETFL, 0)
+        var stuck: [ProcessSpawner.Child] = []
+        for _ in 0..<24 {
+            let request = ProcessSpawner.Request(
+                arguments: ["/bin/true"], environment: [:], workingDirectory: "/", placement: CgroupPlacement(taskFDs: [ends[1]]))
+            guard case .success(let child) = spawner.spawn(request) else {
+                // A spawn that waits for the exec (not x86-64) cannot run this test.
+                close(ends[1])
+                return
+            }
+            stuck.append(child)
+        }
+        close(ends[1])
+        let free = try spawner.spawn(.init(arguments: ["/bin/sh", "-c", "exit 3"], environment: [:], workingDirectory: "/")).get()
+        var poll = pollfd(fd: free.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&poll, 1, 5000) == 1)
+        #expect(ChildReaper.reap(pidFD: free.pidFD)?.code == 3)
+        for child in stuck {
+            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+            #expect(Glibc.poll(&poll, 1, 0) == 0, "a held child should still be waiting")
+        }
+        // Let them go: each write of "0" gets through, then the exec.
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var finished = 0
+        while finished < stuck.count {
+            _ = read(ends[0], &buffer, buffer.count)
+            finished = stuck.filter { child in
+                var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+                return Glibc.poll(&poll, 1, 10) == 1
+            }.count
+        }
+        for child in stuck + [free] {
+            if child.pidFD != free.pidFD { #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0) }
+            #expect(spawner.startFailure(of: child) == nil)
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
     }
 
     @Test func childrenDoNotInheritWhisperdsDescriptors() throws {

@@ -24,7 +24,8 @@ own directories, Landlock, cgroups: its default as root) against the same-work f
 (isolated_floor.c: a C loop doing the same kernel work per character — cgroup placement,
 own directories, uid drop, capability drop, no_new_privs, Landlock ruleset and restriction —
 and nothing else) and against runit (root, no cgroups, no sandbox): cold start, restart p50
-and whisperd's PSS, with the ratios the issue sets (≤ 1.3× cold, ≤ 1.15× restart, ≤ 8 MiB).
+and whisperd's PSS, with the ratios the issue sets (≤ 1.3× cold, ≤ 1.15× restart, ≤ 8 MiB);
+then the storm with tenants against the floor's storm mode (each worker respawned on exit).
 
 Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [--rounds 5] [--kills 25] [--storms 5]
                                [--section all|backends|isolation]
@@ -224,10 +225,16 @@ def isolation_section(args, build):
     with runit_fleet(args.worker, args.kills) as (proc, log, _):
         wait_for(log, args.kills, proc)
         restarts["runit"] = restart_samples(log, args.kills, proc, distinct=True)
-    return cold, restarts, pss
+    # The storm: a tenth of N killed at once, until all are back, with tenants vs the floor.
+    storms = {}
+    with whisperd_fleet(args.bin, args.worker, args.n, "auto", tenants=True) as (proc, log, _):
+        storms["tenants"] = storm_samples(log, args.n, args.storms, proc)
+    with isolated_floor(floor, args.worker, ["storm", str(args.n)]) as (proc, log, _):
+        storms["floor"] = storm_samples(log, args.n, args.storms, proc)
+    return cold, restarts, pss, storms
 
 
-def print_isolation(args, cold, restarts, pss):
+def print_isolation(args, cold, restarts, pss, storms):
     print(f"Isolation: N = {args.n}, {args.rounds} rounds (cold start, medians, ms), {args.kills} kills (restart); "
           f"{os.cpu_count()} cores, kernel {os.uname().release}")
     labels = (("tenants", "whisperd, auto, every character a tenant (own uid and dirs, Landlock, cgroups)"),
@@ -245,6 +252,10 @@ def print_isolation(args, cold, restarts, pss):
           f"restart p50 {restart_ratio:.2f}× (target ≤ 1.15×)")
     print(f"whisperd PSS 2 s after the cold start: median {statistics.median(pss) / 1024:.1f} MiB, "
           f"max {max(pss) / 1024:.1f} MiB (target ≤ 8 MiB)")
+    print(f"storm ({args.n // 10} of {args.n} killed at once, {args.storms} times, ms until all are back): "
+          f"whisperd with tenants median {statistics.median(storms['tenants']):.1f} "
+          f"(max {max(storms['tenants']):.1f}), same-work floor {statistics.median(storms['floor']):.1f} "
+          f"(max {max(storms['floor']):.1f}): {statistics.median(storms['tenants']) / statistics.median(storms['floor']):.2f}×")
 
 
 def start_lines(log):

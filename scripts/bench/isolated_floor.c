@@ -2,6 +2,7 @@
  * as a tenant, without a supervisor around it:
  *   isolated_floor cold N WORKER LOG WORK V2BASE V1MEMBASE UIDBASE     start N workers, then pause
  *   isolated_floor restart WORKER LOG WORK V2BASE V1MEMBASE UIDBASE    one worker, respawned on exit
+ *   isolated_floor storm N WORKER LOG WORK V2BASE V1MEMBASE UIDBASE    N workers, each respawned on exit
  * Per worker, once: its state and runtime directories (0700, chowned to its uid), a v2 cgroup
  * (opened, cgroup.events opened) and a v1 memory cgroup (tasks opened, OOM eventfd registered),
  * a Landlock ruleset like whisperd's `filesystem: default` (read /, devices, write its two
@@ -111,9 +112,10 @@ static pid_t spawn(struct worker *w) {
 
 int main(int argc, char **argv) {
     int cold = argc == 9 && strcmp(argv[1], "cold") == 0;
-    if (!cold && !(argc == 8 && strcmp(argv[1], "restart") == 0)) { fprintf(stderr, "usage: see the top of isolated.c\n"); return 2; }
-    int n = cold ? atoi(argv[2]) : 1;
-    char **rest = argv + (cold ? 3 : 2);
+    int storm = argc == 9 && strcmp(argv[1], "storm") == 0;
+    if (!cold && !storm && !(argc == 8 && strcmp(argv[1], "restart") == 0)) { fprintf(stderr, "usage: see the top of isolated.c\n"); return 2; }
+    int n = cold || storm ? atoi(argv[2]) : 1;
+    char **rest = argv + (cold || storm ? 3 : 2);
     worker_bin = rest[0]; log_path = rest[1]; work = rest[2]; v2base = rest[3]; membase = rest[4];
     uid_t uid_base = (uid_t)atoi(rest[5]);
     FILE *last = fopen("/proc/sys/kernel/cap_last_cap", "r");
@@ -121,14 +123,17 @@ int main(int argc, char **argv) {
     abi = (int)syscall(444, NULL, 0, 1);
     if (abi < 1) die("landlock abi");
     struct worker *workers = calloc(n, sizeof *workers);
+    pid_t *pids = calloc(n, sizeof *pids);
     for (int i = 0; i < n; i++) {
         prepare(&workers[i], i, uid_base);
-        if (spawn(&workers[i]) < 0) die("clone3");
+        if ((pids[i] = spawn(&workers[i])) < 0) die("clone3");
     }
     if (cold) for (;;) pause();
     for (;;) {
         int status;
-        if (waitpid(-1, &status, 0) < 0) die("waitpid");
-        if (spawn(&workers[0]) < 0) die("clone3");
+        pid_t gone = waitpid(-1, &status, 0);
+        if (gone < 0) die("waitpid");
+        for (int i = 0; i < n; i++)
+            if (pids[i] == gone && (pids[i] = spawn(&workers[i])) < 0) die("clone3");
     }
 }

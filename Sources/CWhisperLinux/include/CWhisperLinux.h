@@ -14,7 +14,6 @@
 
 /// What the child does between fork and exec. Everything is prepared by the parent:
 /// the child only makes async-signal-safe system calls.
-#define WHISPER_SPAWN_MAX_CGROUPS 6
 
 /// One resource limit (RLIMIT_*) for a child; a value of -1 is RLIM_INFINITY.
 typedef struct whisper_rlimit {
@@ -33,7 +32,7 @@ typedef struct whisper_spawn_request {
     int stderr_fd;               /* dup2'ed to 2 */
     /* Placement before the program's first instruction. The v2 cgroup (a directory fd) is
        joined at clone time with clone3(CLONE_INTO_CGROUP); v1 hierarchies by the child writing
-       "0" into their open `tasks` files (at most WHISPER_SPAWN_MAX_CGROUPS). Both avoid the
+       "0" into their open `tasks` files. Both avoid the
        kernel's global threadgroup lock that a cgroup.procs write takes (milliseconds). */
     int cgroup_dir_fd;           /* v2 cgroup directory, or -1 */
     int cgroup_dir_by_write;     /* join it by writing cgroup.procs instead (see CharacterCgroup.killAll) */
@@ -68,10 +67,14 @@ typedef struct whisper_spawn_result {
     int error;          /* errno of the step that failed, 0 on success */
     int failed_step;    /* 0 none, 1 fork, 2 chdir, 3 cgroup, 4 dup2, 5 exec, 6 setgroups/setgid/setuid,
                            7 capabilities/no_new_privs, 8 landlock, 9 rlimit/oom_score_adj */
+    uint64_t serial;    /* names this spawn for whisper_spawn_take_failure */
+    int exec_pending;   /* 1: returned before the child's exec; a later failure is reported then */
 } whisper_spawn_result;
 
-/// Reserves the low descriptor slots the fast spawn path uses; call early, before many fds exist.
-int whisper_spawn_reserve_slots(void);
+/// When whisper_spawn returned with exec_pending, a step of the child that failed before exec
+/// (it then exits with 127) is kept under the spawn's serial: after the child has exited, this
+/// returns 1 and the errno and step once, or 0 when the child reached exec.
+int whisper_spawn_take_failure(uint64_t serial, int *error, int *failed_step);
 
 /// Records which signals whisperd ignores or handles, so children reset only those. Call again
 /// after changing a disposition (SignalDispositions.ignoreSIGPIPE in WhisperSystem does).
@@ -83,7 +86,10 @@ int whisper_sanitizer_build(void);
 /// Offset of the first CRLF CRLF in `bytes` (an HTTP head's end), or -1 (memmem).
 long whisper_find_blank_line(const uint8_t *bytes, size_t count);
 
-/// clone(CLONE_VM|CLONE_VFORK) + exec with a pre-exec cgroup join. Never runs Swift code in the child.
+/// Starts a child with a pre-exec cgroup join and tenant set-up. On x86-64 the child shares our
+/// memory (clone with CLONE_VM, no page tables copied) and is not waited for: the call returns at
+/// once, with exec_pending (see whisper_spawn_take_failure). Elsewhere: vfork, waited. Never runs
+/// Swift code in the child.
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request);
 
 int whisper_pidfd_open(pid_t pid);
@@ -124,10 +130,9 @@ int64_t whisper_realtime_ns(void);
 int whisper_notify_socket_bind(const char *path);
 /// Receives one datagram with the sender's credentials; returns length or -1 (errno).
 ssize_t whisper_recv_with_credentials(int fd, void *buffer, size_t length, pid_t *sender_pid, uid_t *sender_uid);
-/// Sends a datagram to an AF_UNIX path (abstract if it starts with '@').
-int whisper_notify_send(const char *socket_path, const char *message, size_t length);
-/* The same with extra sendto flags (MSG_DONTWAIT: fail with EAGAIN rather than wait while the
- * receiver's queue is full). */
+/// The one sd_notify sender: a datagram to an AF_UNIX path (abstract if it starts with '@'), with
+/// extra sendto flags (MSG_DONTWAIT: fail with EAGAIN rather than wait while the receiver's queue
+/// is full). 0 ok, -1 (errno).
 int whisper_notify_send_flags(const char *socket_path, const char *message, size_t length, int flags);
 
 /// sd_notify_barrier: sends BARRIER=1 with a pipe end and waits (up to timeout_ms) until the

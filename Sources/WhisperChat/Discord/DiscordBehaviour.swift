@@ -1,4 +1,5 @@
 import Foundation
+import WhisperJSON
 
 /// A character's Discord settings, from its environment (WhisperEngine's variable names).
 public struct DiscordSettings: Sendable, Equatable {

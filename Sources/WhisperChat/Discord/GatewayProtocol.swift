@@ -1,4 +1,5 @@
 import Foundation
+import WhisperJSON
 
 /// What Discord's gateway (API v10, JSON encoding) sends a bot.
 public enum GatewayEvent: Sendable, Equatable {
@@ -113,76 +114,3 @@ public enum GatewayIntents {
     }
 }
 
-extension JSONValue {
-    /// A field of an object (`.null` for anything else), for reading payloads.
-    public subscript(key: String) -> JSONValue {
-        if case .object(let fields) = self { return fields[key] ?? .null }
-        return .null
-    }
-
-    public var stringValue: String? {
-        if case .string(let text) = self { return text }
-        return nil
-    }
-
-    public var boolValue: Bool? {
-        if case .bool(let value) = self { return value }
-        return nil
-    }
-
-    public var arrayValue: [JSONValue] {
-        if case .array(let items) = self { return items }
-        return []
-    }
-
-    /// Compact JSON, object keys sorted (deterministic, so payloads can be compared).
-    public var jsonText: String {
-        var output = ""
-        write(into: &output)
-        return output
-    }
-
-    private func write(into output: inout String) {
-        switch self {
-        case .null: output += "null"
-        case .bool(let value): output += value ? "true" : "false"
-        case .int(let value): output += String(value)
-        case .double(let value): output += value.isFinite ? String(value) : "null"
-        case .string(let text): Self.writeString(text, into: &output)
-        case .array(let items):
-            output += "["
-            for (index, item) in items.enumerated() {
-                if index > 0 { output += "," }
-                item.write(into: &output)
-            }
-            output += "]"
-        case .object(let fields):
-            output += "{"
-            for (index, key) in fields.keys.sorted().enumerated() {
-                if index > 0 { output += "," }
-                Self.writeString(key, into: &output)
-                output += ":"
-                fields[key]!.write(into: &output)
-            }
-            output += "}"
-        }
-    }
-
-    private static func writeString(_ text: String, into output: inout String) {
-        output += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: output.unicodeScalars.append(scalar)
-            }
-        }
-        output += "\""
-    }
-}

@@ -1,4 +1,5 @@
 import WhisperRandom
+import WhisperJSON
 
 /// One bot's gateway session as a state machine: it is told what happened (connected, a
 /// payload, time passed, the connection closed) with the current monotonic time in seconds,
@@ -115,7 +116,7 @@ public struct GatewaySession: Sendable {
 
     /// What one process gives the next (a rolling restart): enough to RESUME the same session,
     /// so Discord replays what came after `sequence` to the new process and nothing twice.
-    public struct HandOff: Codable, Equatable, Sendable {
+    public struct HandOff: Equatable, Sendable {
         public var sessionID: String
         public var sequence: Int
         public var resumeURL: String?
@@ -131,6 +132,24 @@ public struct GatewaySession: Sendable {
             self.resumeURL = resumeURL
             self.botUserID = botUserID
             self.writtenAt = writtenAt
+        }
+
+        /// As the file between the two processes holds it (the keys `JSONEncoder` gave it, so
+        /// processes of either build read each other's).
+        public var json: JSONValue {
+            var fields: [String: JSONValue] = ["sessionID": .string(sessionID), "sequence": .int(Int64(sequence)), "writtenAt": .double(writtenAt)]
+            if let resumeURL { fields["resumeURL"] = .string(resumeURL) }
+            if let botUserID { fields["botUserID"] = .string(botUserID) }
+            return .object(fields)
+        }
+
+        public init?(json: JSONValue) {
+            guard let sessionID = json["sessionID"].stringValue, let sequence = json["sequence"].intValue.flatMap({ Int(exactly: $0) }),
+                let writtenAt = json["writtenAt"].doubleValue
+            else { return nil }
+            self.init(
+                sessionID: sessionID, sequence: sequence, resumeURL: json["resumeURL"].stringValue, botUserID: json["botUserID"].stringValue,
+                writtenAt: writtenAt)
         }
     }
 

@@ -39,6 +39,8 @@ extension ServiceRecord {
         for facet in run.facets { facets[facet.name] = facet }
         transition(to: .starting, "adopted pid \(run.pid) from the previous whisperd", &fx)
         spawned(pid: run.pid, &fx)
+        // `ready: started`: a process that outlived the re-exec has run its program.
+        programStarted(&fx)
         startedAt = run.startedAt
         if run.isReady, !spec.isJob, !isReady { becomeReady("as before the re-exec", &fx) }
         if let interval = watchdogInterval { watchdogDeadline = fx.now.advanced(by: interval) }

@@ -42,7 +42,7 @@ extension ServiceRecord {
         }
         switch spec.health.ready {
         case .started:
-            becomeReady("started, pid \(newPID)", &fx)
+            break  // ready once its program runs: `programStarted`
         case .notify:
             readyDeadline = fx.now.advanced(by: spec.health.readyTimeout)
         case .http, .exec, .tcp:
@@ -51,6 +51,12 @@ extension ServiceRecord {
         case .log:
             readyDeadline = fx.now.advanced(by: spec.health.readyTimeout)
         }
+    }
+
+    /// The exec succeeded: `ready: started` means this (systemd's `Type=exec`), not the fork.
+    mutating func programStarted(_ fx: inout Effects) {
+        guard let pid, !spec.isJob, spec.health.ready == .started, state == .starting, !isReady else { return }
+        becomeReady("started, pid \(pid)", &fx)
     }
 
     mutating func becomeReady(_ detail: String, _ fx: inout Effects) {

@@ -73,6 +73,19 @@ public struct Supervisor: Sendable {
                 afterExit(at: i, reason, &fx)
                 touched.insert(name)
             }
+        case .programStarted(let name, let pid):
+            update(name) { record in
+                guard record.pid == pid else { return }
+                record.programStarted(&fx)
+            }
+        case .startFailed(let name, let pid, let errno):
+            if let i = index[name], records[i].pid == pid {
+                records[i].abandonSuccessor("the process it was to replace could not start", &fx)
+                let reason = records[i].recordExit(nil, spawnErrno: errno, &fx)
+                afterExit(at: i, reason, &fx)
+                touched.insert(name)
+                if records[i].afterExit == .remove { dropRemoved(&fx) }
+            }
         case .childExited(let name, let pid, let termination, let peak):
             if let i = index[name], records[i].pid != pid {
                 if records[i].sideProcessExited(pid: pid, termination, &fx) { touched.insert(name) }

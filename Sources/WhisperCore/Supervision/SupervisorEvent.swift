@@ -5,6 +5,11 @@ public enum SupervisorEvent: Hashable, Sendable {
     /// The shell carried out a `spawn` action.
     case spawnSucceeded(ServiceName, pid: Int32)
     case spawnFailed(ServiceName, errno: Int32)
+    /// The spawned process's program runs: its exec succeeded (`ready: started` is ready now).
+    /// The shell's spawn returns before the child's exec, so this comes after `spawnSucceeded`.
+    case programStarted(ServiceName, pid: Int32)
+    /// The spawned process exited before its program ran: a step of its set-up failed.
+    case startFailed(ServiceName, pid: Int32, errno: Int32)
     /// The main process of a service ended (and, with a cgroup, every other process of it too).
     /// `peakMemoryBytes` is the run's peak from its memory cgroup, when there is one.
     case childExited(ServiceName, pid: Int32, ProcessTermination, peakMemoryBytes: UInt64? = nil)

@@ -5,6 +5,7 @@ import WhisperChat
 import WhisperConfig
 import WhisperCore
 import WhisperSystem
+import WhisperJSON
 
 /// What the dashboard keeps between requests; used on the loop thread only.
 final class DashboardState {

@@ -8,7 +8,8 @@ import WhisperSystem
 /// The dashboard's charts: every `ResourceHistory.interval` the loop hands the sampler what
 /// to read (each character's open cgroup files and its restart count, taken on the loop: a
 /// few hundred dictionary reads); one long-lived thread at idle priority reads the files and
-/// appends to the histories, so the loop never waits on a cgroup file (~30 µs a character).
+/// appends to the histories, so the loop never waits on a cgroup file (what a fleet's reads
+/// cost: `docs/bench/history.md`, "the dashboard's sampler").
 final class FleetSampler: Sendable {
     struct Target: Sendable {
         var name: String

@@ -35,6 +35,9 @@ public enum CgroupFS {
                 if count < 0 { return false }
                 if count == 0 { break }
                 result.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<count]))
+                // A kernel seq_file fills the buffer while it has more: a short read was the end
+                // (one pread instead of two per small cgroup file).
+                if count < min(buffer.count, limit - result.count + count) { break }
             }
             return true
         }

@@ -3,8 +3,9 @@ import Synchronization
 import WhisperConcurrency
 
 /// Reads one character's accounting files through descriptors kept open. Safe from any thread,
-/// so the metrics thread can read a whole fleet (~30 µs a character: 9 ms for 300) while the
-/// event loop goes on serving. The memory peak is read and reset through the same open file:
+/// so the metrics thread can read a whole fleet (on the loop, that read was the p99 of every
+/// endpoint: `docs/bench/history.md`, "/health and /metrics under load") while the event loop
+/// goes on serving. The memory peak is read and reset through the same open file:
 /// on v2 kernels that reset `memory.peak` per open file, that is what makes the reset count.
 /// Holds no path strings: a file's path is made when it is first opened (a fleet of idle
 /// probes costs a few bytes each).

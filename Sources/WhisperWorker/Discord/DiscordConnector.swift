@@ -6,6 +6,7 @@ import WSClient
 import WhisperChat
 import WhisperSystem
 import WhisperConcurrency
+import WhisperJSON
 
 /// The character as a Discord bot: one gateway session (WebSocket, driven by the pure
 /// `GatewaySession`), messages answered through the same `ChatService` as `/api/chat` (so
@@ -174,8 +175,10 @@ final class DiscordConnector: Sendable {
 
     /// One WebSocket connection, from open to close; what the session says to do next.
     private func connect(to url: String) async -> [GatewaySession.Action] {
-        var logger = Logger(label: "whisperd.discord")
-        logger.logLevel = .critical
+        // swift-websocket takes a swift-log `Logger`; the worker's log is `log` (one line format on
+        // stderr). What the library would say (frames at trace, connects at debug, nothing at
+        // warning or above on Linux) the connector reports itself: close codes, errors.
+        let logger = Logger(label: "whisperd.discord", factory: { _ in SwiftLogNoOpLogHandler() })
         let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 24, closeTimeout: .seconds(2))
         var serverCode: Int?
         var reason = "connection closed"
@@ -325,7 +328,10 @@ final class DiscordConnector: Sendable {
         context["channel_name"] = message.isDirect ? "direct message" : channels.withLock { $0.names[message.channelID] } ?? ""
         let service = service
         let chatContext = context
-        let result = await pool.run { service.chat(userID: message.userID, message: message.text, context: chatContext) }
+        // As `/api/chat`: the store's and the LLM client's threads carry it; no thread waits.
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<ChatService.Turn, ChatService.Failure>, Never>) in
+            service.chat(userID: message.userID, message: message.text, context: chatContext) { done.resume(returning: $0) }
+        }
         refresher.cancel()
         await firstTyping.value
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import WhisperChat
 import WhisperFiles
+import WhisperJSON
 
 /// The files in the character's `STATE_DIRECTORY` through which a rolling restart hands the
 /// gateway session from the old process to the new one: the new one says it waits
@@ -22,8 +23,8 @@ struct DiscordHandOffFiles: Sendable {
 
     /// The old process: whether a live process waits for its session.
     func isWanted() -> Bool {
-        guard let text = try? String(contentsOfFile: wantedPath, encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid != getpid()
+        guard let bytes = readFileContents(wantedPath),
+            let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), pid != getpid()
         else { return false }
         // EPERM: it exists (Landlock scopes signals to a process's own domain, which the new
         // process is not in); ESRCH: it is gone.
@@ -31,14 +32,13 @@ struct DiscordHandOffFiles: Sendable {
     }
 
     func give(_ handOff: GatewaySession.HandOff) -> Bool {
-        guard let data = try? JSONEncoder().encode(handOff) else { return false }
-        return write(Array(data), to: sessionPath)
+        write(handOff.json.jsonBytes, to: sessionPath)
     }
 
     /// The session handed over since `notBefore` (monotonic seconds), taken (the file is removed).
     func take(notBefore: Double) -> GatewaySession.HandOff? {
-        guard let data = FileManager.default.contents(atPath: sessionPath),
-            let handOff = try? JSONDecoder().decode(GatewaySession.HandOff.self, from: data), handOff.writtenAt >= notBefore
+        guard let bytes = readFileContents(sessionPath), let json = try? JSONValue.parse(Array(bytes)),
+            let handOff = GatewaySession.HandOff(json: json), handOff.writtenAt >= notBefore
         else { return nil }
         unlink(sessionPath)
         return handOff

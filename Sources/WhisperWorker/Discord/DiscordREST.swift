@@ -1,6 +1,7 @@
 import Foundation
 import WhisperChat
 import WhisperSystem
+import WhisperJSON
 
 /// Discord's REST API through libcurl, within Discord's rate limits: every request waits
 /// for its bucket and the global budget (`DiscordRateLimits`), a 429 is waited out and sent

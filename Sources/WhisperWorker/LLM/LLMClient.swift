@@ -3,6 +3,7 @@ import Synchronization
 import WhisperChat
 import WhisperCore
 import WhisperSystem
+import WhisperJSON
 
 /// Where and how to call the LLM, from the character's environment.
 public struct LLMConfiguration: Sendable, Equatable {

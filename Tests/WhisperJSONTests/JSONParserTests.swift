@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WhisperChat
+import WhisperJSON
 
 /// The hand-written JSON parser every request body and LLM answer goes through.
 @Suite struct JSONParserTests {

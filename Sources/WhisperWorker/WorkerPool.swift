@@ -2,14 +2,17 @@ import Dispatch
 import Foundation
 import Synchronization
 import WhisperConcurrency
+import WhisperSystem
 
-/// A fixed set of threads for blocking work (an LLM call, a database round trip) that must
-/// not run on the event loop. Jobs run in submission order as threads free up.
-public final class WorkerPool: Sendable {
+/// A fixed set of threads for blocking work that must not run on the event loop: the store
+/// calls outside the chat path (user state, clearing, diagnostics) and Discord's REST calls
+/// (`docs/internals.md`, "Concurrency in the worker"). Jobs run in submission order as threads
+/// free up.
+final class WorkerPool: Sendable {
     private let jobs = Locked<[@Sendable () -> Void]>([])
     private let available = DispatchSemaphore(value: 0)
 
-    public init(threads: Int, name: String) {
+    init(threads: Int, name: String) {
         for index in 0..<max(1, threads) {
             let thread = Thread { [self] in self.work() }
             thread.name = "\(name)-\(index)"
@@ -17,13 +20,13 @@ public final class WorkerPool: Sendable {
         }
     }
 
-    public func submit(_ job: @escaping @Sendable () -> Void) {
+    func submit(_ job: @escaping @Sendable () -> Void) {
         jobs.withLock { $0.append(job) }
         available.signal()
     }
 
     /// Runs `job` on a pool thread and waits (suspending, not blocking) for its result.
-    public func run<T: Sendable>(_ job: @escaping @Sendable () -> T) async -> T {
+    func run<T: Sendable>(_ job: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in submit { continuation.resume(returning: job()) } }
     }
 
@@ -38,16 +41,16 @@ public final class WorkerPool: Sendable {
 
 /// Results handed from other threads to the event loop: `post` from anywhere, the loop's
 /// handler for `fd` calls `drain` and gets them in order.
-public final class LoopMailbox<Item: Sendable>: Sendable {
+final class LoopMailbox<Item: Sendable>: Sendable {
     private let items = Locked<[Item]>([])
-    public let fd: Int32
+    let fd: Int32
 
-    public init() throws {
+    init() throws {
         fd = EventFD.make()
         guard fd >= 0 else { throw SystemError("eventfd") }
     }
 
-    public func post(_ item: Item) {
+    func post(_ item: Item) {
         let wasEmpty = items.withLock { items in
             defer { items.append(item) }
             return items.isEmpty
@@ -55,7 +58,7 @@ public final class LoopMailbox<Item: Sendable>: Sendable {
         if wasEmpty { EventFD.signal(fd) }
     }
 
-    public func drain() -> [Item] {
+    func drain() -> [Item] {
         EventFD.drain(fd)
         return items.withLock { items in
             defer { items = [] }

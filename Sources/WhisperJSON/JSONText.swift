@@ -1,6 +1,7 @@
 /// JSON text from the `[String: Any]` trees the status endpoints build, with keys in byte
 /// order. Foundation's `JSONSerialization` with `.sortedKeys` compares keys through ICU
-/// collation, which made `/health` for 300 characters take 80 ms.
+/// collation, which was most of `/health`'s time (`docs/bench/history.md`, "/health and
+/// /metrics under load").
 public enum JSONText {
     public static func serialize(_ value: Any) -> [UInt8] {
         var output: [UInt8] = []
@@ -55,7 +56,7 @@ public enum JSONText {
     public static func appendString(_ text: String, to output: inout [UInt8]) { writeString(text, into: &output) }
 
     /// Copies runs of plain bytes in bulk and escapes the rest (a chat prompt is kilobytes of
-    /// text with a few newlines; byte-at-a-time appends made serialising it a tenth of a chat).
+    /// text with a few newlines; byte-at-a-time appends were a visible part of a chat's CPU).
     static func writeString(_ text: String, into output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         var text = text

@@ -12,7 +12,8 @@ extension JSONValue {
     public static let maximumDepth = 512
 
     /// Strict RFC 8259 JSON, straight from bytes: every request body and LLM answer goes through
-    /// here (Foundation's `JSONDecoder` into this enum was a tenth of a chat's CPU). Invalid
+    /// here (Foundation's `JSONDecoder` into this enum was a measured part of every chat:
+    /// `docs/bench/history.md`, "The chat path without a thread per request"). Invalid
     /// UTF-8, control characters in strings, lone surrogates and trailing bytes are errors. A
     /// number is `.int` when it is integral and fits an Int64 (`5`, `5.0`, `1e2`), else `.double`.
     /// A repeated key keeps its last value.

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WhisperSystem
+import WhisperJSON
 
 @Suite struct JSONTextTests {
     @Test func keysAreInByteOrder_andValuesKeepTheirTypes() {
