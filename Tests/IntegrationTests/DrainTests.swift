@@ -10,7 +10,10 @@ extension IntegrationTests {
     @Suite struct DrainSection {
         /// whisperd with one built-in worker, elena, answering through the scripted LLM.
         static func fleet(_ scratch: Scratch, llm: TestLLM, stopGrace: String = "20s") throws -> (WhisperdProcess, port: Int) {
-            let port = freePort()
+            // Below the ephemeral range: clients keep connecting while the worker restarts, and a
+            // port in that range can be taken by a client's own TCP self-connect (seen once: the
+            // worker then could not bind for 30 s).
+            let port = freePortBelowEphemeralRange()
             scratch.write("characters/elena/character.md", "You are Elena.\n")
             scratch.write(
                 "roster.yaml",
