@@ -297,7 +297,7 @@ public struct ReexecScheduled: APIModel, Equatable {
         .object(
             "The re-exec is under way; the pid stays the same and every character keeps running.",
             [
-                "reexec": .string(oneOf: ["scheduled"]), "reexecs": .integer("Re-executions so far.", minimum: 0),
+                "reexec": .string(oneOf: ["scheduled"]), "reexecs": .integer("Re-executions so far (one counts once the new process has started up).", minimum: 0),
                 "pid": .integer("whisperd's pid, which the new binary keeps.", minimum: 1),
             ])
     }

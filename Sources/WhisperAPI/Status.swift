@@ -380,7 +380,7 @@ public struct HealthReport: APIModel, Equatable {
                     "version": .string(), "pid": .integer(minimum: 1), "uptime_seconds": .number(),
                     "cgroup_backend": .string(oneOf: CgroupReport.backends), "cgroups": .reference(CgroupReport.self),
                     "shutting_down": .boolean(), "summary": .string("`3 running, 1 backoff` …"),
-                    "reexecs": .integer("Re-executions in place since it started.", minimum: 0),
+                    "reexecs": .integer("Re-executions in place since it started; one counts once the new process has started up (systemd has its READY=1).", minimum: 0),
                     "reexec_error": .string("Why the last re-exec failed (whisperd kept running)."),
                 ], optional: ["reexec_error"])
         }

@@ -97,7 +97,7 @@ extension Daemon {
         if parts == ["v1", "reexec"] {
             log.log(.info, "control", "\(peer): reexec")
             if let refusal = requestReexec(by: peer) { return errorResponse(409, refusal) }
-            return jsonResponse(202, ReexecScheduled(reexecs: reexecs, pid: Int(getpid())))
+            return jsonResponse(202, ReexecScheduled(reexecs: completedReexecs, pid: Int(getpid())))
         }
         if parts == ["v1", "reload"] {
             guard let dryRun = Self.flag(request.queryItems["dry_run"]) else {

@@ -41,7 +41,7 @@ extension Daemon {
             var supervisor = HealthReport.Supervisor(
                 version: WhisperdVersion.current, pid: Int(getpid()), uptimeSeconds: Double(now - startedAt) / 1e9,
                 cgroupBackend: cgroups.name, cgroups: cgroupReport, shuttingDown: core.isShuttingDown, summary: core.summary,
-                reexecs: reexecs)
+                reexecs: completedReexecs)
             supervisor.reexecError = lastReexecError
             let report = HealthReport(
                 status: unhealthy.isEmpty ? "ok" : "degraded", supervisor: supervisor,

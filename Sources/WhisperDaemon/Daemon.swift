@@ -84,6 +84,9 @@ public final class Daemon {
     var pendingReexec: String?
     /// Re-execs this whisperd has been through; why the last one asked for failed, if it did.
     var reexecs = 0
+    /// Re-execs as `/health` and `whisperctl reexec` count them: this process's own counts once
+    /// it has announced its start-up (systemd has its READY=1, `systemctl` shows it active again).
+    var completedReexecs: Int { reexecs > 0 && !core.isStartupAnnounced ? reexecs - 1 : reexecs }
     var lastReexecError: String?
     var probes: [ServiceName: any RunningProbe] = [:]
     /// What the last failed health check said (an exec probe's output tail), for the incident.
