@@ -588,6 +588,15 @@ static whisper_spawn_result spawn_waiting(const whisper_spawn_request *request)
     return result;
 }
 
+int whisper_spawn_waits_for_exec(void)
+{
+#if WHISPER_SPAWN_NOT_WAITING
+    return 0;
+#else
+    return 1;
+#endif
+}
+
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request)
 {
 #if WHISPER_SPAWN_NOT_WAITING

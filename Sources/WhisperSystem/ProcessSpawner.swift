@@ -24,6 +24,9 @@ public struct CgroupPlacement: Sendable {
 public struct ProcessSpawner: Sendable {
     /// True in a ThreadSanitizer or AddressSanitizer build (scripts/sanitizers.sh).
     public static let isSanitizerBuild = whisper_sanitizer_build() != 0
+    /// True where `spawn` returns only after the child's exec (ThreadSanitizer builds, other
+    /// architectures than x86-64); a failed set-up step is then reported by `spawn` itself.
+    public static let waitsForExec = whisper_spawn_waits_for_exec() != 0
 
     public struct Request: Sendable {
         public var arguments: [String]

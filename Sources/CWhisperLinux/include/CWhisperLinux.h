@@ -76,6 +76,9 @@ typedef struct whisper_spawn_result {
 /// returns 1 and the errno and step once, or 0 when the child reached exec.
 int whisper_spawn_take_failure(uint64_t serial, int *error, int *failed_step);
 
+/// 1 when whisper_spawn waits for the child's exec (ThreadSanitizer builds, other architectures).
+int whisper_spawn_waits_for_exec(void);
+
 /// Records which signals whisperd ignores or handles, so children reset only those. Call again
 /// after changing a disposition (SignalDispositions.ignoreSIGPIPE in WhisperSystem does).
 void whisper_spawn_note_signal_dispositions(void);
