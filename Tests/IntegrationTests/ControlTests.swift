@@ -249,7 +249,8 @@ extension IntegrationTests {
             scratch.write("roster.yaml", Self.roster)
             let whisperd = try WhisperdProcess(scratch: scratch)
             defer { whisperd.terminate() }
-            _ = whisperd.waitFor("elena: starting -> running")
+            // Both characters running: /health answers 200 only then (aria may start after elena).
+            #expect(eventually { whisperd.get("/health")?.0 == 200 })
             let text = try #require(
                 rawHTTP(
                     port: whisperd.httpPort,
