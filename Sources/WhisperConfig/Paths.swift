@@ -8,7 +8,7 @@ public enum Paths {
 
     public static func normalize(_ path: String) -> String {
         // Most paths are already normal (a roster of hundreds resolves several per character).
-        if path.hasPrefix("/"), !path.contains("//"), !path.contains("/."), path == "/" || !path.hasSuffix("/") { return path }
+        if isNormal(path) { return path }
         var parts: [Substring] = []
         for part in path.split(separator: "/", omittingEmptySubsequences: true) {
             if part == "." { continue }
@@ -19,6 +19,20 @@ public enum Paths {
             parts.append(part)
         }
         return "/" + parts.joined(separator: "/")
+    }
+
+    /// Absolute, with no `//`, no `/.` (so no `.` or `..` part) and no trailing slash: one pass
+    /// over the bytes (`String.contains` of a string goes through the generic searcher).
+    private static func isNormal(_ path: String) -> Bool {
+        var previous: UInt8 = 0
+        var count = 0
+        for byte in path.utf8 {
+            if count == 0, byte != UInt8(ascii: "/") { return false }
+            if previous == UInt8(ascii: "/"), byte == UInt8(ascii: "/") || byte == UInt8(ascii: ".") { return false }
+            previous = byte
+            count += 1
+        }
+        return count == 1 || (count > 1 && previous != UInt8(ascii: "/"))
     }
 
     public static func directory(of path: String) -> String {

@@ -11,6 +11,14 @@ struct RosterResolver {
     var warnings: [RosterProblem] = []
     /// Entries left out by the active profiles.
     var inactive: [RosterDocument.Entry] = []
+    /// Each env file read once per load: every service names the default `?.env`.
+    private var envFiles: [String: EnvFileReading] = [:]
+
+    private enum EnvFileReading {
+        case absent
+        case refused(String)
+        case read(name: String, entries: [Dotenv.Entry])
+    }
 
     /// Floors below which a limit is a typo, not a plan.
     static let minimumMemory: UInt64 = 8 << 20
@@ -339,41 +347,48 @@ struct RosterResolver {
     private mutating func readEnvFile(_ raw: String, into environment: inout Environment, path: String, line: Int?) {
         let isOptional = raw.hasPrefix("?")
         let file = absolute(isOptional ? String(raw.dropFirst()) : raw, from: baseDirectory)
-        func problem(_ message: String) {
-            reader.problems.append(RosterProblem(file: reader.file, line: line, key: path, message: message))
+        let reading = envFiles[raw] ?? Self.readEnvFile(file, isOptional: isOptional)
+        envFiles[raw] = reading
+        switch reading {
+        case .absent: return
+        case .refused(let message): reader.problems.append(RosterProblem(file: reader.file, line: line, key: path, message: message))
+        case .read(let name, let entries):
+            for entry in entries { environment.set(entry.key, entry.value, origin: "\(name):\(entry.line)") }
         }
+    }
+
+    private static func readEnvFile(_ file: String, isOptional: Bool) -> EnvFileReading {
         // The opened file is what is checked and read: no symlink, no swap between check and read.
         let fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
-            if errno == ELOOP { return problem("\(file) is a symlink; name the file itself") }
+            if errno == ELOOP { return .refused("\(file) is a symlink; name the file itself") }
             if !isOptional || errno != ENOENT {
-                problem("\(file): \(String(cString: strerror(errno))) (prefix with ? to make it optional)")
+                return .refused("\(file): \(String(cString: strerror(errno))) (prefix with ? to make it optional)")
             }
-            return
+            return .absent
         }
         let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return problem("\(file) is not a regular file") }
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .refused("\(file) is not a regular file") }
         // Whoever can write it can inject LD_PRELOAD or PATH into a child.
         let mode: mode_t = info.st_mode & 0o7777
         if mode & 0o022 != 0 {
-            return problem("\(file) is group- or world-writable (mode \(String(mode, radix: 8))): chmod go-w \(file)")
+            return .refused("\(file) is group- or world-writable (mode \(String(mode, radix: 8))): chmod go-w \(file)")
         }
         if info.st_uid != 0 && info.st_uid != geteuid() {
-            return problem("\(file) belongs to uid \(info.st_uid), not to root or whisperd's user: chown root \(file)")
+            return .refused("\(file) belongs to uid \(info.st_uid), not to root or whisperd's user: chown root \(file)")
         }
-        guard info.st_size <= 1 << 20 else { return problem("\(file) is larger than 1 MiB") }
-        guard let data = try? handle.readToEnd() ?? Data() else { return problem("\(file): cannot read it") }
-        guard let text = String(data: data, encoding: .utf8) else { return problem("\(file) is not UTF-8") }
+        guard info.st_size <= 1 << 20 else { return .refused("\(file) is larger than 1 MiB") }
+        guard let data = try? handle.readToEnd() ?? Data() else { return .refused("\(file): cannot read it") }
+        guard let text = String(data: data, encoding: .utf8) else { return .refused("\(file) is not UTF-8") }
         switch Dotenv.parse(text) {
         case .failure(let error):
-            problem("\(Paths.lastComponent(file)):\(error.line): \(error.message)")
+            return .refused("\(Paths.lastComponent(file)):\(error.line): \(error.message)")
         case .success(let entries):
-            let name = Paths.lastComponent(file)
             if info.st_mode & S_IROTH != 0, let secret = entries.first(where: { Secrets.isSecret($0.key) }) {
-                problem("\(file) holds \(secret.key) but is world-readable: chmod o-r \(file)")
+                return .refused("\(file) holds \(secret.key) but is world-readable: chmod o-r \(file)")
             }
-            for entry in entries { environment.set(entry.key, entry.value, origin: "\(name):\(entry.line)") }
+            return .read(name: Paths.lastComponent(file), entries: entries)
         }
     }
 

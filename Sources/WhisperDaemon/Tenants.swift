@@ -37,6 +37,13 @@ final class Tenants {
     /// Ids given since the file was last written: written once per batch of events (a cold
     /// start of N characters writes it once, not N times).
     private var hasUnsavedAllocations = false
+    /// The user and group ids the host lists, read once per batch of events when the dynamic
+    /// range is first consulted (a cold start of N characters asks N times): `.some(nil)` when
+    /// the host's sources cannot all be listed, so each id is looked up instead.
+    private var batchListedIDs: Set<UInt32>??
+    /// The paths every ruleset names, opened once per batch (a path replaced between batches is
+    /// opened anew).
+    private var batchSharedPaths: LandlockRuleset.SharedPaths?
     private let libraryDirectories = LandlockRuleset.mappedLibraryDirectories()
     private var rulesets: [ServiceName: (plan: SandboxPlan, ruleset: LandlockRuleset)] = [:]
     private var socketOwners: [ServiceName: ProcessIdentity] = [:]
@@ -116,7 +123,11 @@ final class Tenants {
             if let cached = rulesets[name], cached.plan == plan {
                 rulesetFD = cached.ruleset.fd
             } else {
-                let ruleset = try LandlockRuleset(plan: plan)
+                if batchSharedPaths == nil {
+                    batchSharedPaths = LandlockRuleset.SharedPaths(
+                        ["/", executable] + SandboxPlan.systemReadPaths + SandboxPlan.devices + libraryDirectories)
+                }
+                let ruleset = try LandlockRuleset(plan: plan, shared: batchSharedPaths)
                 rulesets[name] = (plan, ruleset)
                 rulesetFD = ruleset.fd
             }
@@ -131,8 +142,11 @@ final class Tenants {
     }
 
     /// Writes the dynamic ids given since the last call (the daemon calls it after each batch
-    /// of events, before it waits for the next).
+    /// of events, before it waits for the next), and forgets what the batch shared (the list of
+    /// taken ids, the handles on system paths): the next batch reads them again.
     func saveAllocations() throws {
+        batchListedIDs = nil
+        batchSharedPaths = nil
         guard hasUnsavedAllocations else { return }
         try stateStore.setDynamicIDs(allocator.assignments)
         hasUnsavedAllocations = false
@@ -161,7 +175,9 @@ final class Tenants {
             return nil
         case .dynamic:
             let before = allocator.assignments[name.rawValue]
-            switch allocator.id(for: name.rawValue, isTaken: UserDatabase.isIDTaken) {
+            if batchListedIDs == nil { batchListedIDs = .some(UserDatabase.listedIDs()) }
+            let listed = batchListedIDs ?? nil
+            switch allocator.id(for: name.rawValue, isTaken: { id in listed?.contains(id) ?? UserDatabase.isIDTaken(id) }) {
             case .failure(let failure): throw Refusal(description: "user: dynamic: \(failure)")
             case .success(let assigned):
                 uid = assigned.id

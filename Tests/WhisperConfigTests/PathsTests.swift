@@ -14,6 +14,10 @@ import WhisperConfig
         ("/a/.hidden/b", "/x", "/a/.hidden/b"),
         ("/a/b/.", "/x", "/a/b"),
         ("/", "/x", "/"),
+        ("/a//b", "/x", "/a/b"),
+        ("/a/..", "/x", "/"),
+        ("//", "/x", "/"),
+        ("/a/b..c/.d", "/x", "/a/b..c/.d"),
     ])
     func absoluteFoldsDotsWithoutTouchingTheDisk(_ path: String, _ base: String, _ expected: String) {
         #expect(Paths.absolute(path, from: base) == expected)

@@ -35,3 +35,40 @@ import WhisperSystem
         #expect(stat(root + "/elsewhere", &info) == 0 && info.st_uid == geteuid())
     }
 }
+
+/// The dynamic range's taken ids, read once a batch when every source can list its entries.
+@Suite struct UserDatabaseListingTests {
+    @Test func onlyFilesAndSystemd_listEveryEntry() {
+        #expect(NameServiceSwitch.listsEveryEntry("passwd: files systemd\ngroup: files systemd\nhosts: files dns\n"))
+        #expect(NameServiceSwitch.listsEveryEntry("# comment\npasswd:\tfiles [NOTFOUND=return] systemd # local\ngroup: files\n"))
+        #expect(NameServiceSwitch.listsEveryEntry("passwd: files [SUCCESS=merge NOTFOUND=continue] systemd\ngroup: files\n"))
+        #expect(!NameServiceSwitch.listsEveryEntry("passwd: files sss\ngroup: files systemd\n"), "SSSD may not enumerate")
+        #expect(!NameServiceSwitch.listsEveryEntry("passwd: files\ngroup: files ldap\n"))
+        #expect(!NameServiceSwitch.listsEveryEntry("passwd: compat\ngroup: files\n"), "compat can pull in NIS")
+        #expect(!NameServiceSwitch.listsEveryEntry("passwd: files\n"), "group: not named means glibc's default")
+        #expect(!NameServiceSwitch.listsEveryEntry("passwd:\ngroup: files\n"))
+        #expect(!NameServiceSwitch.listsEveryEntry(""))
+    }
+
+    /// The listing holds what single lookups find: every id of the files, root included, and
+    /// nothing a lookup says is free.
+    @Test func theListing_agreesWithLookups() throws {
+        let directory = NSTemporaryDirectory() + "nsswitch-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "passwd: files sss\ngroup: files\n".write(toFile: directory + "/ldap.conf", atomically: true, encoding: .utf8)
+        #expect(UserDatabase.listedIDs(nsswitch: directory + "/ldap.conf") == nil)
+        #expect(UserDatabase.listedIDs(nsswitch: directory + "/missing.conf") == nil)
+        try "passwd: files systemd\ngroup: files systemd\n".write(toFile: directory + "/local.conf", atomically: true, encoding: .utf8)
+        let listed = try #require(UserDatabase.listedIDs(nsswitch: directory + "/local.conf"))
+        #expect(listed.contains(0))
+        let passwd = try String(contentsOfFile: "/etc/passwd", encoding: .utf8)
+        let group = try String(contentsOfFile: "/etc/group", encoding: .utf8)
+        for line in passwd.split(separator: "\n") + group.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count > 2, let id = UInt32(fields[2]) else { continue }
+            #expect(listed.contains(id), "\(fields[0]) (\(id)) is in the files but not listed")
+        }
+        for id in UInt32(61184)...61284 { #expect(listed.contains(id) == UserDatabase.isIDTaken(id), "id \(id)") }
+    }
+}

@@ -54,7 +54,32 @@ public final class LandlockRuleset {
 
     /// - Throws: ``SystemError`` when the kernel refuses the ruleset or a rule; a path that does
     ///   not exist is skipped (a host without /lib64, say), never an error.
-    public init(plan: SandboxPlan, abi: Int = LandlockRuleset.abi) throws {
+    /// O_PATH handles on the paths many rulesets name (the system's directories, the devices),
+    /// each opened once for a batch of rulesets instead of once a ruleset. Not `Sendable`: the
+    /// loop thread's; closed when dropped.
+    public final class SharedPaths {
+        let paths: Set<String>
+        private var handles: [String: Handle?] = [:]
+
+        struct Handle {
+            var fd: Int32
+            var isDirectory: Bool
+        }
+
+        public init(_ paths: some Sequence<String>) { self.paths = Set(paths) }
+
+        deinit { for case let handle? in handles.values { close(handle.fd) } }
+
+        /// `nil`: the path does not exist (its rule is skipped).
+        func handle(_ path: String) throws -> Handle? {
+            if let known = handles[path] { return known }
+            let handle = try LandlockRuleset.open(path)
+            handles[path] = handle
+            return handle
+        }
+    }
+
+    public init(plan: SandboxPlan, abi: Int = LandlockRuleset.abi, shared: SharedPaths? = nil) throws {
         guard abi >= 1 else { throw SystemError("Landlock is not available", errno: EOPNOTSUPP) }
         let handledFiles = plan.filesystem == .off ? 0 : FileAccess.handled(abi: abi)
         let handledNetwork = abi >= 4 ? Self.bindTCP : 0
@@ -64,9 +89,9 @@ public final class LandlockRuleset {
         self.fd = fd
         do {
             if handledFiles != 0 {
-                for path in plan.readPaths { try allow(path, FileAccess.read & handledFiles) }
-                for path in plan.devicePaths { try allow(path, FileAccess.device & handledFiles) }
-                for path in plan.writePaths { try allow(path, FileAccess.write & handledFiles) }
+                for path in plan.readPaths { try allow(path, FileAccess.read & handledFiles, shared) }
+                for path in plan.devicePaths { try allow(path, FileAccess.device & handledFiles, shared) }
+                for path in plan.writePaths { try allow(path, FileAccess.write & handledFiles, shared) }
             }
             if handledNetwork != 0 {
                 for port in plan.bindPorts where whisper_landlock_allow_port(fd, UInt64(port), Self.bindTCP) != 0 {
@@ -79,19 +104,33 @@ public final class LandlockRuleset {
         }
     }
 
-    private func allow(_ path: String, _ access: UInt64) throws {
-        let target = open(path, Self.openPathOnly | O_CLOEXEC)
+    private func allow(_ path: String, _ access: UInt64, _ shared: SharedPaths?) throws {
+        let handle: SharedPaths.Handle?
+        if let shared, shared.paths.contains(path) {
+            handle = try shared.handle(path)
+        } else {
+            handle = try Self.open(path)
+        }
+        guard let handle else { return }
+        defer { if shared?.paths.contains(path) != true { close(handle.fd) } }
+        let rights = handle.isDirectory ? access : access & FileAccess.onFiles
+        guard rights != 0 else { return }
+        if whisper_landlock_allow_path(fd, handle.fd, rights) != 0 { throw SystemError("landlock_add_rule \(path)") }
+    }
+
+    /// An O_PATH handle on `path`, `nil` when it does not exist.
+    private static func open(_ path: String) throws -> SharedPaths.Handle? {
+        let target = Glibc.open(path, openPathOnly | O_CLOEXEC)
         guard target >= 0 else {
-            if errno == ENOENT || errno == ENOTDIR { return }
+            if errno == ENOENT || errno == ENOTDIR { return nil }
             throw SystemError("open \(path) for a Landlock rule")
         }
-        defer { close(target) }
         var info = stat()
-        guard fstat(target, &info) == 0 else { throw SystemError("fstat \(path)") }
-        let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
-        let rights = isDirectory ? access : access & FileAccess.onFiles
-        guard rights != 0 else { return }
-        if whisper_landlock_allow_path(fd, target, rights) != 0 { throw SystemError("landlock_add_rule \(path)") }
+        guard fstat(target, &info) == 0 else {
+            close(target)
+            throw SystemError("fstat \(path)")
+        }
+        return SharedPaths.Handle(fd: target, isDirectory: (info.st_mode & S_IFMT) == S_IFDIR)
     }
 
     deinit { close(fd) }

@@ -22,8 +22,25 @@ public enum UserDatabase {
 
     public static func group(named name: String) -> UInt32? { getgrnam(name).map { $0.pointee.gr_gid } }
 
-    /// True when a user or a group already has this number.
+    /// True when a user or a group already has this number (two lookups through NSS; with
+    /// systemd's NSS module each walks its userdb directories: see ``listedIDs()``).
     public static func isIDTaken(_ id: UInt32) -> Bool { getpwuid(id) != nil || getgrgid(id) != nil }
+
+    /// Every uid and gid of both databases, read in one pass each — or `nil` when a source the
+    /// host's `nsswitch.conf` names for them may hold entries it does not list (LDAP, SSSD,
+    /// NIS…): then only ``isIDTaken(_:)`` is sure. One pass costs about what one or two
+    /// lookups do (`docs/security.md`, "What it costs").
+    public static func listedIDs(nsswitch path: String = "/etc/nsswitch.conf") -> Set<UInt32>? {
+        guard let configuration = readSmallFile(path), NameServiceSwitch.listsEveryEntry(configuration) else { return nil }
+        var ids = Set<UInt32>()
+        setpwent()
+        while let entry = getpwent() { ids.insert(entry.pointee.pw_uid) }
+        endpwent()
+        setgrent()
+        while let entry = getgrent() { ids.insert(entry.pointee.gr_gid) }
+        endgrent()
+        return ids
+    }
 
     /// Every group the user is a member of in the group database, its primary group included.
     public static func memberships(of user: User) -> [UInt32] {
@@ -34,6 +51,38 @@ public enum UserDatabase {
             if getgrouplist(user.name, user.gid, &groups, &asked) >= 0 { return Array(groups.prefix(Int(asked))) }
             guard asked > count, asked < 65536 else { return [user.gid] }
             count = asked
+        }
+    }
+}
+
+/// What `nsswitch.conf` says about the passwd and group databases.
+public enum NameServiceSwitch {
+    /// Sources whose enumeration lists every entry a lookup could find: the local files and
+    /// systemd's userdb (its drop-in records and dynamic users).
+    static let completeSources: Set<Substring> = ["files", "systemd"]
+
+    /// True when `passwd:` and `group:` both name only complete sources (actions such as
+    /// `[NOTFOUND=return]` aside). A database the file does not name falls back to glibc's
+    /// default, which is not assumed.
+    public static func listsEveryEntry(_ configuration: String) -> Bool {
+        var sources: [Substring: [Substring]] = [:]
+        for rawLine in configuration.split(separator: "\n") {
+            let line = rawLine.prefix { $0 != "#" }
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let database = String(line[..<colon].filter { $0 != " " && $0 != "\t" })
+            guard database == "passwd" || database == "group" else { continue }
+            var words: [Substring] = []
+            var inAction = false
+            for word in line[line.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\t" }) {
+                if word.hasPrefix("[") { inAction = true }
+                if !inAction { words.append(word) }
+                if word.hasSuffix("]") { inAction = false }
+            }
+            sources[Substring(database)] = words
+        }
+        return ["passwd", "group"].allSatisfy { database in
+            guard let named = sources[Substring(database)], !named.isEmpty else { return false }
+            return named.allSatisfy(completeSources.contains)
         }
     }
 }
