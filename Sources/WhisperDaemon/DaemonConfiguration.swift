@@ -1,4 +1,5 @@
 import WhisperConfig
+import WhisperCore
 import WhisperSystem
 
 /// Where whisperd reads and writes, after flags and defaults.
@@ -23,6 +24,8 @@ public struct DaemonConfiguration: Sendable {
     public var handoverPath: String?
     /// `whisperctl scale` decisions kept from an earlier run.
     public var replicaOverrides: [String: Int] = [:]
+    /// How long a dashboard login lasts.
+    public var dashboardSessionLifetime = DashboardSessions.defaultLifetime
     /// `whisperd run-one NAME`: the one service this whisperd runs (every read of the roster,
     /// reloads too, is narrowed to it); whisperd exits when it is done for good, and its
     /// output also goes to whisperd's stdout (`kubectl logs`).

@@ -63,6 +63,12 @@ struct Whisperd: ParsableCommand {
             valueName: "PATH"))
     var cgroup: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "How long a dashboard login lasts; its log streams end with it (default 12h).", valueName: "DURATION"))
+    var dashboardSessionLifetime: String?
+
     @Option(name: .long, help: "The group whose members may use the control socket (<runtime-dir>/control.sock); created if missing.")
     var controlGroup: String = "whisperd"
 
@@ -126,6 +132,13 @@ struct Whisperd: ParsableCommand {
         if let cgroup, !cgroup.hasPrefix("/") || cgroup.split(separator: "/").contains("..") {
             throw ValidationError("--cgroup: expected an absolute cgroup path like /whisperd, got \(cgroup)")
         }
+        var sessionLifetime = DashboardSessions.defaultLifetime
+        if let dashboardSessionLifetime {
+            guard let parsed = Units.parseDuration(dashboardSessionLifetime), parsed >= .seconds(1) else {
+                throw ValidationError("--dashboard-session-lifetime: expected a duration of at least 1s like 15m or 12h, got \(dashboardSessionLifetime)")
+            }
+            sessionLifetime = parsed
+        }
         let isProduction = Paths.normalize(loaded.path) == Whisperd.productionRoster
         let localBase = Paths.directory(of: loaded.path) + "/.whisperd"
         let environment = ProcessInfo.processInfo.environment
@@ -151,6 +164,7 @@ struct Whisperd: ParsableCommand {
         configuration.profiles = active
         configuration.replicaOverrides = scaled
         configuration.handoverPath = handover
+        configuration.dashboardSessionLifetime = sessionLifetime
         if active != profiles || !scaled.isEmpty {
             var runtimeLoader = RosterLoader(selfExecutable: selfPath, hostEnvironment: environment, profiles: active)
             runtimeLoader.replicaOverrides = scaled

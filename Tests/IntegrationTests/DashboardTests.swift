@@ -162,6 +162,41 @@ extension IntegrationTests {
             #expect(Date().timeIntervalSince(started) < 4, "the stream outlived the logout")
         }
 
+        /// A log tail lives no longer than its login: once the session expires, the stream
+        /// ends (at the character's next line) and the cookie reads nothing more.
+        @Test func aLogStream_endsWhenItsSessionExpires() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml", fastDefaults + "characters:\n  talker: {command: [sh, -c, 'while :; do echo tick; sleep 0.2; done']}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: ["--dashboard-session-lifetime", "3s"])
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("talker: starting -> running")
+            let headers = try Self.logIn(whisperd)
+            let loggedIn = Date()
+            let fd = try #require(connectLoopback(port: whisperd.httpPort))
+            defer { close(fd) }
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let request = "GET /dashboard/api/characters/talker/logs HTTP/1.1\r\nHost: 127.0.0.1:\(whisperd.httpPort)\r\n\(headers[0])\r\n\r\n"
+            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            var received = ""
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var ended = false
+            // The talker writes every 0.2 s: a stream that never ends is given up on at 12 s.
+            while Date().timeIntervalSince(loggedIn) < 12 {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count == 0 { ended = true }
+                guard count > 0 else { break }
+                received += String(decoding: buffer[0..<count], as: UTF8.self)
+            }
+            let lived = Date().timeIntervalSince(loggedIn)
+            #expect(received.hasPrefix("HTTP/1.1 200") && received.contains("data: "), "\(received.prefix(300))")
+            #expect(ended, "the stream did not end within the receive timeout")
+            #expect(lived >= 2.5 && lived < 9, "the stream lived \(lived) s for a 3 s session")
+            let after = Self.exchange(whisperd.httpPort, "GET", "/dashboard/api/characters/talker/logs", headers: headers)
+            #expect(after.0 == 401, "an expired session still reads logs: \(after.0)")
+        }
+
         @Test func aWhisperdThatIsNotRoot_writesNoTokenFile_butTheSocketGivesTheURL() throws {
             let scratch = Scratch()
             chmod(scratch.path, 0o777)

@@ -86,9 +86,17 @@ import WhisperCore
         #expect(sessions.session("s1", now: now) == session)
         #expect(sessions.session("s2", now: now) == nil)
         #expect(sessions.session(nil, now: now) == nil)
-        #expect(sessions.session("s1", now: now.advanced(by: DashboardSessions.lifetime)) == nil)
+        #expect(sessions.session("s1", now: now.advanced(by: DashboardSessions.defaultLifetime)) == nil)
         sessions.logout("s1")
         #expect(sessions.session("s1", now: now) == nil)
+    }
+
+    @Test func aShorterLifetime_endsASessionSooner() {
+        var sessions = DashboardSessions(lifetime: .seconds(60))
+        let now = Instant(nanoseconds: 1_000_000_000)
+        _ = sessions.login(token: "abc", expected: "abc", id: "s1", csrf: "c1", label: "l1", now: now)
+        #expect(sessions.session("s1", now: now.advanced(by: .seconds(59))) != nil)
+        #expect(sessions.session("s1", now: now.advanced(by: .seconds(60))) == nil)
     }
 
     @Test func oldSessionsAreForgottenPastCapacity() {

@@ -26,12 +26,14 @@ public struct DashboardSessions: Sendable {
 
     /// Logins kept; the oldest is forgotten past this many.
     public static let capacity = 32
-    /// A session lasts this long after its login.
-    public static let lifetime = Duration.seconds(12 * 3600)
+    /// A session lasts this long after its login, unless whisperd is told otherwise.
+    public static let defaultLifetime = Duration.seconds(12 * 3600)
+    /// A session lasts this long after its login (`--dashboard-session-lifetime`).
+    public let lifetime: Duration
 
     private(set) public var sessions: [Session] = []
 
-    public init() {}
+    public init(lifetime: Duration = Self.defaultLifetime) { self.lifetime = lifetime }
 
     /// A login with `token`; nil when it is not `expected`. `id`, `csrf` and `label` are fresh
     /// random values (the daemon's `getrandom`).
@@ -49,7 +51,7 @@ public struct DashboardSessions: Sendable {
     public func session(_ id: String?, now: Instant) -> Session? {
         guard let id, !id.isEmpty else { return nil }
         guard let session = sessions.first(where: { Self.constantTimeEquals($0.id, id) }) else { return nil }
-        return now.duration(since: session.created) < Self.lifetime ? session : nil
+        return now.duration(since: session.created) < lifetime ? session : nil
     }
 
     public mutating func logout(_ id: String) {

@@ -33,6 +33,7 @@ extension Daemon {
     func startDashboard() {
         guard configuration.httpAddress != nil else { return }
         dashboard.token = Self.randomHex(bytes: 32)
+        dashboard.sessions = DashboardSessions(lifetime: configuration.dashboardSessionLifetime)
         // Not root, whisperd's characters run as its own user and could read a file it writes:
         // then the token is only ever given out by the control socket (which refuses characters).
         if geteuid() == 0 {
@@ -94,8 +95,20 @@ extension Daemon {
             FleetSampler.Target(
                 name: status.name.rawValue, probe: characterCgroups[status.name]?.usageProbe, restarts: status.restarts)
         }
-        sampler.sample(targets, at: Instant(nanoseconds: Clock.monotonicNanoseconds()))
+        let now = Instant(nanoseconds: Clock.monotonicNanoseconds())
+        sampler.sample(targets, at: now)
         sampler.forget(keeping: Set(statuses.map(\.name.rawValue)))
+        endExpiredLogStreams(now: now)
+    }
+
+    /// A log tail lives no longer than its session: a quiet character's stream is ended by the
+    /// sampler's tick, a talkative one's at its next line (``forwardToDashboards(_:_:)``).
+    private func endExpiredLogStreams(now: Instant) {
+        for followers in dashboard.logStreams.values {
+            for follower in followers.values where dashboard.sessions.session(follower.session, now: now) == nil {
+                follower.stream.close()
+            }
+        }
     }
 
     /// `GET /v1/dashboard` on the control socket (`whisperctl dashboard`): the login URL.
@@ -268,7 +281,15 @@ extension Daemon {
     func forwardToDashboards(_ name: ServiceName, _ bytes: some Collection<UInt8>) {
         guard let streams = dashboard.logStreams[name], !streams.isEmpty else { return }
         let events = Self.serverSentEvents(Array(bytes))
-        for follower in streams.values { follower.stream.write(events) }
+        let now = Instant(nanoseconds: Clock.monotonicNanoseconds())
+        for follower in streams.values {
+            // An expired session gets nothing more: its stream ends instead.
+            guard dashboard.sessions.session(follower.session, now: now) != nil else {
+                follower.stream.close()
+                continue
+            }
+            follower.stream.write(events)
+        }
     }
 
     /// One `data:` event per line (a line holds no newline, so it cannot end its event early).
