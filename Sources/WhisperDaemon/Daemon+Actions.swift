@@ -24,7 +24,7 @@ extension Daemon {
         case .probe(let name, let check, let port, let timeout):
             startProbe(name, check, port: port, timeout: timeout)
         case .applyLimits(let name, let limits):
-            applyLimitsLive(name, limits)
+            cgroups.applyLive(name, limits)
         case .persistIntent(let name, let intent):
             do { try stateStore.setIntent(name.rawValue, down: intent == .down) } catch {
                 log.log(.error, character: name, "could not persist intent \(intent.rawValue): \(error)")
@@ -62,7 +62,7 @@ extension Daemon {
             let isDownForGood =
                 to == .exited || to == .failed
                 || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
-            if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
+            if isDownForGood, runs[name] == nil, !cgroups.isDraining(name) { removeCgroup(of: name) }
             endIfTheOneServiceIsDone(name, to)
         case .alert(let name, let message):
             log.log(.error, character: name, message)
@@ -120,7 +120,7 @@ extension Daemon {
     private func spawnProbe(_ spec: ServiceSpec, _ arguments: [String]) -> ProcessSpawner.Child? {
         let name = spec.name
         do {
-            let placement = try prepareCgroup(for: spec)
+            let placement = try cgroups.prepare(for: spec)
             let tenant = try tenants.prepare(
                 spec, charactersDirectory: loaded.charactersDirectory,
                 homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: nil)
@@ -129,7 +129,7 @@ extension Daemon {
             environment.merge(tenant.environment) { _, own in own }
             let request = ProcessSpawner.Request(
                 arguments: arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
-                placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
+                placement: placement, dataLimitBytes: cgroups.backend.memory == nil ? spec.limits.memoryBytes : nil,
                 identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
                 landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: nil,
                 resourceLimits: spec.launch.tenant.resourceLimits.map(ResourceLimitSetting.init))
@@ -161,7 +161,7 @@ extension Daemon {
         }
         let placement: CgroupPlacement
         do {
-            placement = try prepareCgroup(for: spec)
+            placement = try cgroups.prepare(for: spec)
         } catch {
             log.log(.error, character: name, "cannot prepare its cgroup: \(error)")
             failed(error.errno)
@@ -184,7 +184,7 @@ extension Daemon {
         let settings = spec.launch.tenant
         var request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
-            placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
+            placement: placement, dataLimitBytes: cgroups.backend.memory == nil ? spec.limits.memoryBytes : nil,
             identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
             landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: settings.oomScoreAdjust.map { Int32($0) },
             resourceLimits: settings.resourceLimits.map(ResourceLimitSetting.init))
@@ -195,7 +195,7 @@ extension Daemon {
             failed(failure.errno)
             if !asSuccessor { recordIncident(name) }
         case .success(let child):
-            let run = Daemon.LiveRun(child)
+            let run = LiveRun(child)
             if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
             let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
@@ -294,10 +294,9 @@ extension Daemon {
         }
         if let startFailure {
             finishRun(name, run, termination, startErrno: startFailure.errno)
-        } else if let group = characterCgroups[name], group.hasGrouping, !group.isEmpty() {
+        } else if cgroups.drainIfPopulated(name, run, termination) {
             // Like a container whose first process ended: the rest of the character goes too,
-            // and the run is over only when its cgroup is empty.
-            drain(name, group, run, termination)
+            // and the run is over only when its cgroup is empty (the keeper's `drained`).
         } else {
             finishRun(name, run, termination)
         }

@@ -40,7 +40,7 @@ extension Daemon {
             let unhealthy = statuses.filter(\.isUnhealthy)
             var supervisor = HealthReport.Supervisor(
                 version: WhisperdVersion.current, pid: Int(getpid()), uptimeSeconds: Double(now - startedAt) / 1e9,
-                cgroupBackend: cgroups.name, cgroups: cgroupReport, shuttingDown: core.isShuttingDown, summary: core.summary,
+                cgroupBackend: cgroups.backend.name, cgroups: cgroups.report, shuttingDown: core.isShuttingDown, summary: core.summary,
                 reexecs: completedReexecs)
             supervisor.reexecError = lastReexecError
             let report = HealthReport(
@@ -71,16 +71,13 @@ extension Daemon {
     /// waits for it.
     private func metricsResponse(now: Int64, gzip: Bool) -> HTTPServer.Response {
         if renderedStatus["/metrics"] == nil {
-            if usageReadAt == 0 {
-                // The very first scrape: no figures read yet, so read them here, once.
-                for (name, group) in characterCgroups { usageCache[name] = (now, group.usage()) }
-                usageReadAt = now
-            }
+            // The very first scrape: no figures read yet, so read them here, once.
+            if cgroups.usageReadAt == 0 { cgroups.readEveryUsage(now: now) }
             let response = Self.metricsHTTPResponse(makeMetricsExporter().render(metricsSnapshots()))
             renderedStatus["/metrics"] = (now, response)
         }
         guard let cached = renderedStatus["/metrics"] else { return Self.metricsHTTPResponse([]) }
-        if now - cached.at >= 1_000_000_000 || now - usageReadAt >= 1_000_000_000 { refreshMetricsInBackground(now: now) }
+        if now - cached.at >= 1_000_000_000 || now - cgroups.usageReadAt >= 1_000_000_000 { refreshMetricsInBackground(now: now) }
         guard gzip else { return cached.response }
         // Compressed once per rendering (about a tenth of the bytes), for scrapers that ask.
         if let compressed = renderedStatus["/metrics.gz"], compressed.at == cached.at { return compressed.response }
@@ -118,7 +115,7 @@ extension Daemon {
         return core.statuses().map { status in
             MetricsExporter.Snapshot(
                 status: status, limits: limits[status.name],
-                usage: characterCgroups[status.name] == nil ? nil : usageCache[status.name]?.usage,
+                usage: cgroups.lastUsage(of: status.name),
                 logLinesDropped: dropped[status.name.rawValue] ?? 0, notifyRejected: rejectedDatagrams[status.name] ?? 0,
                 notifyMalformed: malformedDatagrams[status.name] ?? 0,
                 schedule: timetable.entry(status.name).map { entry in
@@ -138,7 +135,7 @@ extension Daemon {
         let exporter = makeMetricsExporter()
         let snapshotsWithoutUsage = metricsSnapshots()
         let probes = snapshotsWithoutUsage.indices.compactMap { index in
-            characterCgroups[snapshotsWithoutUsage[index].status.name].map { (index, $0.usageProbe) }
+            cgroups.usageProbe(of: snapshotsWithoutUsage[index].status.name).map { (index, $0) }
         }
         let generation = statusGeneration
         let mailbox = metricsMailbox
@@ -176,8 +173,7 @@ extension Daemon {
             self.metricsRefreshInFlight = false
             guard let result = self.metricsMailbox.slot.withLock({ slot in defer { slot = nil }; return slot }) else { return }
             // Cgroup figures hold whatever happened meanwhile; the rendering only if nothing did.
-            for (name, usage) in result.usages { self.usageCache[name] = (result.at, usage) }
-            self.usageReadAt = result.at
+            self.cgroups.store(result.usages, readAt: result.at)
             if result.generation == self.statusGeneration {
                 self.renderedStatus["/metrics"] = (result.at, Self.metricsHTTPResponse(result.bytes, file: result.file))
                 if let compressed = result.compressed {
@@ -198,15 +194,6 @@ extension Daemon {
 
     private var limitsByName: [ServiceName: Limits] {
         Dictionary(loaded.roster.services.map { ($0.name, $0.limits) }, uniquingKeysWith: { first, _ in first })
-    }
-
-    /// Which hierarchy enforces what; the same facts as the start-up log line.
-    var cgroupReport: CgroupReport {
-        CgroupReport(
-            backend: cgroups.name, notEnforced: cgroups.notEnforced,
-            providers: Dictionary(
-                cgroups.functions.map { ($0.function.replacingOccurrences(of: " ", with: "_"), $0.provider) },
-                uniquingKeysWith: { first, _ in first }))
     }
 
     enum Detail {
@@ -255,7 +242,7 @@ extension Daemon {
             resources.cpusLimit = limit.cpus
             resources.pidsLimit = limit.pids
             resources.cpuset = limit.cpuset?.description
-            let usage = detail == .fresh ? characterCgroups[status.name]?.usage() : usage(of: status.name, now: now)
+            let usage = detail == .fresh ? cgroups.freshUsage(of: status.name) : cgroups.usage(of: status.name, now: now)
             // A character with no process (crash-looping, stopped) has nothing to measure: what
             // its cgroup still counts is page cache, not the character.
             if let usage, status.pid != nil || (usage.pids ?? 0) > 0 {

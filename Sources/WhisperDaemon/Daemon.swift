@@ -35,6 +35,34 @@ final class MetricsMailbox: Sendable {
     let slot = Locked<Result?>(nil)
 }
 
+/// One running process of a service.
+final class LiveRun {
+    let pid: Int32
+    /// -1 once reaped (the number may then belong to another descriptor).
+    var pidFD: Int32
+    var outputs: [Int32: OutputPipe] = [:]
+    /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
+    let child: ProcessSpawner.Child?
+    /// A step before exec failed (learnt from the exec pipe, before the reap).
+    var startFailure: ProcessSpawner.Failure?
+
+    init(pid: Int32, pidFD: Int32) {
+        self.pid = pid
+        self.pidFD = pidFD
+        self.child = nil
+    }
+
+    init(_ child: ProcessSpawner.Child) {
+        self.pid = child.pid
+        self.pidFD = child.pidFD
+        self.child = child
+    }
+}
+
+struct OutputPipe {
+    var assembler: LineAssembler
+}
+
 /// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure
 /// ``Supervisor``, and carries out the actions it returns. Everything runs on one thread, in
 /// one epoll loop; there is no polling anywhere (exits via pidfd, health via datagrams,
@@ -93,17 +121,8 @@ public final class Daemon {
     var lastProbeFailure: [ServiceName: String] = [:]
     /// `ready: log`: the pattern each starting service's output is matched against, until it matches.
     var readyLogMatchers: [ServiceName: Regex<AnyRegexOutput>] = [:]
-    let cgroups: CgroupBackend
-    var characterCgroups: [ServiceName: CharacterCgroup] = [:]
-    /// The OOM event descriptor registered in the loop, per character.
-    var oomWatches: [ServiceName: Int32] = [:]
-    /// Characters whose main process exited while others of theirs still run: killed, awaited.
-    var drains: [ServiceName: CgroupDrain] = [:]
-    /// Cgroup figures for status and metrics, read at most once a second per character.
-    var usageCache: [ServiceName: (at: Int64, usage: CgroupUsage)] = [:]
-    /// When the metrics thread last read every character's cgroup figures.
-    var usageReadAt: Int64 = 0
-    let cgroupRemover = CgroupRemover()
+    /// Every cgroup of every character, OOM watches and drains (the fleet asks; it tells through events).
+    let cgroups: CgroupKeeper
     /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
     var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
     /// `GET /openapi.json` of each endpoint, made at its first request.
@@ -123,34 +142,6 @@ public final class Daemon {
     let startedAt = Clock.monotonicNanoseconds()
     var exitCode: Int32 = 0
 
-    /// One running process of a service.
-    final class LiveRun {
-        let pid: Int32
-        /// -1 once reaped (the number may then belong to another descriptor).
-        var pidFD: Int32
-        var outputs: [Int32: OutputPipe] = [:]
-        /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
-        let child: ProcessSpawner.Child?
-        /// A step before exec failed (learnt from the exec pipe, before the reap).
-        var startFailure: ProcessSpawner.Failure?
-
-        init(pid: Int32, pidFD: Int32) {
-            self.pid = pid
-            self.pidFD = pidFD
-            self.child = nil
-        }
-
-        init(_ child: ProcessSpawner.Child) {
-            self.pid = child.pid
-            self.pidFD = child.pidFD
-            self.child = child
-        }
-    }
-
-    struct OutputPipe {
-        var assembler: LineAssembler
-    }
-
     public init(
         configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64,
         cgroups: CgroupBackend = .none(), handover: Handover? = nil
@@ -158,10 +149,10 @@ public final class Daemon {
         self.handover = handover
         self.reexecs = handover?.reexecs ?? 0
         self.configuration = configuration
-        self.cgroups = cgroups
         self.loaded = loaded
         self.log = log
         self.loop = try EventLoop()
+        self.cgroups = CgroupKeeper(backend: cgroups, loop: loop, log: log)
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
@@ -190,6 +181,9 @@ public final class Daemon {
         self.core = Supervisor(
             persistedDown: stopped, completedJobs: jobs, adopted: (handover?.adoptedRuns() ?? [:]).filter { inRoster.contains($0.key) },
             seed: seed)
+        self.cgroups.events = CgroupKeeper.Events(
+            oomKilled: { [unowned self] name, kills in for _ in 0..<min(kills, 1000) { self.post(.oomKilled(name)) } },
+            drained: { [unowned self] name, run, termination in self.finishRun(name, run, termination) })
     }
 
     /// How many nice steps the loop thread runs above the characters (`setpriority` on that
@@ -223,8 +217,7 @@ public final class Daemon {
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
         apply(loaded.roster)
         loop.run()
-        for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
-        for failure in cgroupRemover.finish() { log.log(.warning, "whisperd", "cgroup not removed: \(failure)") }
+        cgroups.removeAll()
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
         controlServer?.close()
@@ -267,7 +260,7 @@ public final class Daemon {
     private func armTimer() {
         var deadline = core.nextDeadline?.nanoseconds
         for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
-        for drain in drains.values { deadline = min(deadline ?? drain.deadline, drain.deadline) }
+        if let drain = cgroups.nextDrainDeadline { deadline = min(deadline ?? drain, drain) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
         if pendingReexec != nil { deadline = Clock.monotonicNanoseconds() }
         if let schedule = nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
@@ -278,7 +271,7 @@ public final class Daemon {
         let now = Clock.monotonicNanoseconds()
         // A probe leaves `probes` with its verdict (an exec probe's comes when it is reaped).
         for probe in probes.values where probe.deadline <= now && !probe.isDone { probe.expire() }
-        for drain in drains.values where drain.deadline <= now { drainTimedOut(drain) }
+        cgroups.expireDrains(now: now)
         if let ping = nextSystemdPing, ping <= now, let interval = systemd.watchdogPingInterval {
             systemd.watchdog()
             nextSystemdPing = now + interval
@@ -345,7 +338,7 @@ public final class Daemon {
 
     /// Names, per character, the limits it asks for that this host cannot enforce.
     private func warnAboutLimits(_ roster: Roster) {
-        let missing = Set(cgroups.notEnforced)
+        let missing = Set(cgroups.backend.notEnforced)
         let online = readSmallFile("/sys/devices/system/cpu/online").flatMap { try? CPUSet.parse(String($0.filter { $0 != "\n" })) }
         for spec in roster.services {
             var unenforced: [String] = []
@@ -356,7 +349,7 @@ public final class Daemon {
             if spec.limits.cpuWeight != nil, missing.contains("cpus") { unenforced.append("cpu_weight") }
             if spec.limits.cpuset != nil, missing.contains("cpuset") { unenforced.append("cpuset") }
             // cgroup v1 has no protection from reclaim (memory.low is v2's).
-            if spec.limits.memoryLowBytes != nil, cgroups.memory?.version != .v2 { unenforced.append("memory_low") }
+            if spec.limits.memoryLowBytes != nil, cgroups.backend.memory?.version != .v2 { unenforced.append("memory_low") }
             if let cpuset = spec.limits.cpuset, let online, !cpuset.isSubset(of: online) {
                 log.log(
                     .warning, character: spec.name,
@@ -365,7 +358,7 @@ public final class Daemon {
             guard !unenforced.isEmpty else { continue }
             log.log(
                 .warning, character: spec.name,
-                "limits NOT enforced (\(cgroups.name) backend): \(unenforced.joined(separator: ", "))")
+                "limits NOT enforced (\(cgroups.backend.name) backend): \(unenforced.joined(separator: ", "))")
         }
     }
 

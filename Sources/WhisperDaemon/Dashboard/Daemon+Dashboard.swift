@@ -92,7 +92,7 @@ extension Daemon {
         let statuses = core.statuses()
         let targets = statuses.map { status in
             FleetSampler.Target(
-                name: status.name.rawValue, probe: characterCgroups[status.name]?.usageProbe, restarts: status.restarts)
+                name: status.name.rawValue, probe: cgroups.usageProbe(of: status.name), restarts: status.restarts)
         }
         sampler.sample(targets, at: Instant(nanoseconds: Clock.monotonicNanoseconds()))
         sampler.forget(keeping: Set(statuses.map(\.name.rawValue)))
