@@ -38,24 +38,16 @@ extension Daemon {
                 loop.remove($0.fd)
                 $0.close()
             }
-            rejectedDatagrams[name] = nil
-            malformedDatagrams[name] = nil
             tenants.forget(name)
             removeCgroup(of: name)
-            metricsExporter?.forget(name)
-            pendingTimesToReady[name] = nil
+            status.forget(name)
             log.log(.info, character: name, "removed")
         case .transitioned(let name, let from, let to, let detail):
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, character: name, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
             if from == .starting, to == .running, let started = core.status(of: name)?.startedAt {
                 let seconds = Double(Clock.monotonicNanoseconds() - started.nanoseconds) / 1e9
-                if let metricsExporter {
-                    metricsExporter.recordTimeToReady(name, seconds: seconds)
-                } else {
-                    pendingTimesToReady[name, default: []].append(seconds)
-                    if pendingTimesToReady[name]!.count > 64 { pendingTimesToReady[name]!.removeFirst() }
-                }
+                status.recordTimeToReady(name, seconds: seconds)
             }
             // Down for good (until someone starts it): its empty cgroups go away.
             // At shutdown too, one by one as characters finish, rather than all at the end.
@@ -420,17 +412,17 @@ extension Daemon {
             }
         }
         guard let run = runs[name], isMember(datagram.senderPID, uid: datagram.senderUID, of: name, run: run) else {
-            rejectedDatagrams[name, default: 0] += 1
+            status.countRejectedDatagram(name)
             log.log(.debug, character: name, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
             return
         }
         if datagram.isTruncated {
-            malformedDatagrams[name, default: 0] += 1
+            status.countMalformedDatagram(name)
             return
         }
         switch NotifyMessage.parse(datagram.bytes) {
         case .failure(let error):
-            malformedDatagrams[name, default: 0] += 1
+            status.countMalformedDatagram(name)
             log.log(.debug, character: name, "malformed notify datagram: \(error)")
         case .success(let message):
             post(.notified(name, message))

@@ -144,33 +144,17 @@ extension Daemon {
     }
 
     /// Every JSON answer of both endpoints: a type of the API contract (WhisperAPI).
-    func jsonResponse(_ status: Int, _ value: some APIModel) -> HTTPServer.Response { encodedResponse(status, value) }
+    func jsonResponse(_ status: Int, _ value: some APIModel) -> HTTPServer.Response { self.status.jsonResponse(status, value) }
 
-    private func encodedResponse(_ status: Int, _ value: some Encodable) -> HTTPServer.Response {
-        do {
-            return HTTPServer.Response(status: status, contentType: "application/json", bytes: try JSONText.encode(value))
-        } catch {
-            log.log(.error, "whisperd", "cannot encode \(type(of: value)): \(error)")
-            return HTTPServer.Response(status: 500, body: #"{"error":"internal error: cannot encode the answer"}"#)
-        }
-    }
-
-    func errorResponse(_ status: Int, _ message: String) -> HTTPServer.Response { jsonResponse(status, APIError(message)) }
+    func errorResponse(_ status: Int, _ message: String) -> HTTPServer.Response { self.status.errorResponse(status, message) }
 
     /// 405, with the `Allow` header HTTP asks for.
     func methodNotAllowed(_ method: String, allowed: [String], _ message: String) -> HTTPServer.Response {
-        var response = errorResponse(405, message)
-        response.extraHeaders = [("Allow", allowed.joined(separator: ", "))]
-        return response
+        status.methodNotAllowed(method, allowed: allowed, message)
     }
 
     /// The OpenAPI document of an endpoint, made once.
-    func openAPIResponse(for endpoint: Endpoint) -> HTTPServer.Response {
-        if let cached = openAPIDocuments[endpoint] { return cached }
-        let response = encodedResponse(200, OpenAPIDocument(for: endpoint, version: WhisperdVersion.current))
-        openAPIDocuments[endpoint] = response
-        return response
-    }
+    func openAPIResponse(for endpoint: Endpoint) -> HTTPServer.Response { status.openAPIResponse(for: endpoint) }
 
     /// A query flag: absent is false; `1`/`true` and `0`/`false`; anything else is nil (an error).
     static func flag(_ value: String?) -> Bool? {
@@ -303,7 +287,7 @@ extension Daemon {
             lastLogLines: lines.split(separator: "\n").map(String.init))
         incident.peakMemoryBytes = exit.peakMemoryBytes
         if exit.reason == .healthCheckFailed { incident.healthCheck = lastProbeFailure[name] }
-        var health = Self.facetLevels(status.facets)
+        var health = StatusPublisher.facetLevels(status.facets)
         if let text = status.statusText { health["status_text"] = text }
         if !health.isEmpty { incident.health = health }
         do { try incidents.append(name.rawValue, incident) } catch {

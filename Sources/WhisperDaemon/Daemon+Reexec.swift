@@ -27,7 +27,7 @@ extension Daemon {
     func reexec(requestedBy requester: String) {
         if let refusal = reexecRefusalNow() {
             lastReexecError = refusal
-            renderedStatus.removeAll()
+            status.dropRenderings()
             log.log(.error, "whisperd", "re-exec (\(requester)) refused: \(refusal)")
             return
         }
@@ -57,7 +57,7 @@ extension Daemon {
         let path = Handover.path(runtimeDirectory: configuration.runtimeDirectory)
         do { try handover.write(to: path) } catch {
             lastReexecError = "\(error)"
-            renderedStatus.removeAll()
+            status.dropRenderings()
             log.log(.error, "whisperd", "re-exec (\(requester)) failed: \(error)")
             return
         }
@@ -79,7 +79,7 @@ extension Daemon {
         unlink(path)
         lastReexecError = "exec \(executable): \(String(cString: strerror(failure)))"
         log.log(.error, "whisperd", "re-exec failed, still running the old binary: \(lastReexecError!)")
-        renderedStatus.removeAll()
+        status.dropRenderings()
         systemd.send("READY=1")
     }
 

@@ -7,34 +7,6 @@ import WhisperCore
 import WhisperConcurrency
 import WhisperSystem
 
-/// Where a background `/metrics` rendering leaves its result for the loop.
-final class MetricsMailbox: Sendable {
-    /// A background rendering of `/metrics`, and the cgroup figures it read.
-    struct Result: Sendable {
-        var generation: Int
-        var at: Int64
-        /// The plain rendering: in `file` when it is large (then `bytes` is empty).
-        var bytes: [UInt8]
-        var file: HTTPServer.FileBody?
-        var compressed: [UInt8]?
-        var usages: [(ServiceName, CgroupUsage)]
-
-        init(
-            _ generation: Int, _ at: Int64, _ bytes: [UInt8], _ file: HTTPServer.FileBody?, _ compressed: [UInt8]?,
-            _ usages: [(ServiceName, CgroupUsage)]
-        ) {
-            self.generation = generation
-            self.at = at
-            self.bytes = bytes
-            self.file = file
-            self.compressed = compressed
-            self.usages = usages
-        }
-    }
-
-    let slot = Locked<Result?>(nil)
-}
-
 /// One running process of a service.
 final class LiveRun {
     let pid: Int32
@@ -88,10 +60,6 @@ public final class Daemon {
     /// The web dashboard's sessions, samples and live log tails (Dashboard/).
     let dashboard = DashboardState()
     let incidents: IncidentStore
-    /// Made at the first scrape: a whisperd nobody scrapes does not carry the registry.
-    var metricsExporter: MetricsExporter?
-    /// Times to ready seen before the first scrape, replayed into the histogram then.
-    var pendingTimesToReady: [ServiceName: [Double]] = [:]
 
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
@@ -123,17 +91,8 @@ public final class Daemon {
     var readyLogMatchers: [ServiceName: Regex<AnyRegexOutput>] = [:]
     /// Every cgroup of every character, OOM watches and drains (the fleet asks; it tells through events).
     let cgroups: CgroupKeeper
-    /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
-    var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
-    /// `GET /openapi.json` of each endpoint, made at its first request.
-    var openAPIDocuments: [Endpoint: HTTPServer.Response] = [:]
-    /// Counts handled events; a background `/metrics` rendering from an older count is dropped.
-    var statusGeneration = 0
-    var metricsRefreshInFlight = false
-    var metricsWakeFD: Int32 = -1
-    let metricsMailbox = MetricsMailbox()
-    var rejectedDatagrams: [ServiceName: Int] = [:]
-    var malformedDatagrams: [ServiceName: Int] = [:]
+    /// `/health`, `/v1/characters`, `/metrics`: their renderings, caches and counters.
+    let status: StatusPublisher
 
     private var queue: [SupervisorEvent] = []
     private var isDraining = false
@@ -153,6 +112,7 @@ public final class Daemon {
         self.log = log
         self.loop = try EventLoop()
         self.cgroups = CgroupKeeper(backend: cgroups, loop: loop, log: log)
+        self.status = StatusPublisher(loop: loop, log: log, cgroups: self.cgroups)
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
@@ -241,8 +201,7 @@ public final class Daemon {
         }
         isDraining = false
         saveDynamicIDs()
-        renderedStatus.removeAll(keepingCapacity: true)
-        statusGeneration += 1
+        status.fleetChanged()
         armTimer()
         publishSystemdStatus()
     }
