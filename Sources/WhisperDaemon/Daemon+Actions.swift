@@ -334,7 +334,7 @@ extension Daemon {
                 if lines > 0 {
                     if readyLogMatchers[name] != nil { matchReadyLine(name, in: bytes) }
                     logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines, stream: pipe.assembler.stream, pid: run.pid)
-                    if let followers = logFollowers[name] { for stream in followers.values { stream.write(bytes) } }
+                    control.forward(name, bytes)
                     forwardToDashboards(name, bytes)
                 }
                 continue

@@ -31,7 +31,7 @@ extension Daemon {
             log.log(.error, "whisperd", "re-exec (\(requester)) refused: \(refusal)")
             return
         }
-        guard let control = controlServer else { return }
+        guard let control = control.server else { return }
         // A probe in flight gives no verdict across the exec; the next one is scheduled as usual.
         for probe in probes.values { (probe as? ExecProbe)?.abandon() }
         probes.removeAll()

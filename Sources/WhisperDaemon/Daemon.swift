@@ -54,9 +54,8 @@ public final class Daemon {
     let systemd = SystemdNotifier()
     var signals: SignalSource?
     var statusServer: HTTPServer?
-    var controlServer: HTTPServer?
-    /// `whisperctl logs -f` clients, per character.
-    var logFollowers: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
+    /// The control socket: its server, its requests decoded, `whisperctl logs -f` clients.
+    let control: ControlService
     /// The web dashboard's sessions, samples and live log tails (Dashboard/).
     let dashboard = DashboardState()
     let incidents: IncidentStore
@@ -113,6 +112,8 @@ public final class Daemon {
         self.loop = try EventLoop()
         self.cgroups = CgroupKeeper(backend: cgroups, loop: loop, log: log)
         self.status = StatusPublisher(loop: loop, log: log, cgroups: self.cgroups)
+        self.control = ControlService(
+            loop: loop, log: log, runtimeDirectory: configuration.runtimeDirectory, groupName: configuration.controlGroup)
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
@@ -164,7 +165,7 @@ public final class Daemon {
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
-        try startControlSocket(inheritedFD: handover?.controlFD)
+        tenants.controlGroupID = try control.start(inheritedFD: handover?.controlFD, fleet: self)
         adoptHandedOverRuns()
         startDashboard()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
@@ -180,8 +181,7 @@ public final class Daemon {
         cgroups.removeAll()
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
-        controlServer?.close()
-        unlink(controlSocketPath)
+        control.close()
         logWriter.close()
         log.log(.info, "whisperd", "stopped")
         return exitCode

@@ -176,7 +176,7 @@ extension Daemon {
                 var inner = request
                 inner.path = "/v1/characters/\(name.rawValue)/\(operation)"
                 inner.query = ""
-                return withSecurityHeaders(handleControlRequest(inner))
+                return withSecurityHeaders(ControlService.handle(inner, fleet: self))
             case ("files", 3): return characterFiles(name)
             default: return Self.jsonError(404, "not found: \(path.prefix(200))")
             }
