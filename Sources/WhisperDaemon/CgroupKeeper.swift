@@ -183,9 +183,10 @@ final class CgroupKeeper {
         }
     }
 
-    /// At exit: every cgroup left goes, and the remover thread's work is awaited.
-    func removeAll() {
-        for name in Array(groups.keys) { remove(name, offThread: false) }
+    /// At exit: every cgroup left goes (`offThread`: through the remover thread), and the
+    /// remover thread's work is awaited.
+    func removeAll(offThread: Bool) {
+        for name in Array(groups.keys) { remove(name, offThread: offThread) }
         for failure in remover.finish() { log.log(.warning, "whisperd", "cgroup not removed: \(failure)") }
     }
 

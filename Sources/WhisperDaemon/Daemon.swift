@@ -178,7 +178,7 @@ public final class Daemon {
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
         apply(loaded.roster)
         loop.run()
-        cgroups.removeAll()
+        cgroups.removeAll(offThread: core.isShuttingDown)
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
         control.close()
