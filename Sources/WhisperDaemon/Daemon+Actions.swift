@@ -24,7 +24,7 @@ extension Daemon {
         case .probe(let name, let check, let port, let timeout):
             startProbe(name, check, port: port, timeout: timeout)
         case .applyLimits(let name, let limits):
-            applyLimitsLive(name, limits)
+            cgroups.applyLive(name, limits)
         case .persistIntent(let name, let intent):
             do { try stateStore.setIntent(name.rawValue, down: intent == .down) } catch {
                 log.log(.error, character: name, "could not persist intent \(intent.rawValue): \(error)")
@@ -38,31 +38,23 @@ extension Daemon {
                 loop.remove($0.fd)
                 $0.close()
             }
-            rejectedDatagrams[name] = nil
-            malformedDatagrams[name] = nil
             tenants.forget(name)
             removeCgroup(of: name)
-            metricsExporter?.forget(name)
-            pendingTimesToReady[name] = nil
+            status.forget(name)
             log.log(.info, character: name, "removed")
         case .transitioned(let name, let from, let to, let detail):
             let pid = core.pid(of: name).map { " pid=\($0)" } ?? ""
             log.log(.info, character: name, "\(from.rawValue) -> \(to.rawValue)\(pid): \(detail)")
             if from == .starting, to == .running, let started = core.status(of: name)?.startedAt {
                 let seconds = Double(Clock.monotonicNanoseconds() - started.nanoseconds) / 1e9
-                if let metricsExporter {
-                    metricsExporter.recordTimeToReady(name, seconds: seconds)
-                } else {
-                    pendingTimesToReady[name, default: []].append(seconds)
-                    if pendingTimesToReady[name]!.count > 64 { pendingTimesToReady[name]!.removeFirst() }
-                }
+                status.recordTimeToReady(name, seconds: seconds)
             }
             // Down for good (until someone starts it): its empty cgroups go away.
             // At shutdown too, one by one as characters finish, rather than all at the end.
             let isDownForGood =
                 to == .exited || to == .failed
                 || (to == .stopped && (core.isShuttingDown || core.status(of: name)?.desired == .down))
-            if isDownForGood, runs[name] == nil, drains[name] == nil { removeCgroup(of: name) }
+            if isDownForGood, runs[name] == nil, !cgroups.isDraining(name) { removeCgroup(of: name) }
             endIfTheOneServiceIsDone(name, to)
         case .alert(let name, let message):
             log.log(.error, character: name, message)
@@ -120,7 +112,7 @@ extension Daemon {
     private func spawnProbe(_ spec: ServiceSpec, _ arguments: [String]) -> ProcessSpawner.Child? {
         let name = spec.name
         do {
-            let placement = try prepareCgroup(for: spec)
+            let placement = try cgroups.prepare(for: spec)
             let tenant = try tenants.prepare(
                 spec, charactersDirectory: loaded.charactersDirectory,
                 homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: nil)
@@ -129,7 +121,7 @@ extension Daemon {
             environment.merge(tenant.environment) { _, own in own }
             let request = ProcessSpawner.Request(
                 arguments: arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
-                placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
+                placement: placement, dataLimitBytes: cgroups.backend.memory == nil ? spec.limits.memoryBytes : nil,
                 identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
                 landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: nil,
                 resourceLimits: spec.launch.tenant.resourceLimits.map(ResourceLimitSetting.init))
@@ -161,7 +153,7 @@ extension Daemon {
         }
         let placement: CgroupPlacement
         do {
-            placement = try prepareCgroup(for: spec)
+            placement = try cgroups.prepare(for: spec)
         } catch {
             log.log(.error, character: name, "cannot prepare its cgroup: \(error)")
             failed(error.errno)
@@ -184,7 +176,7 @@ extension Daemon {
         let settings = spec.launch.tenant
         var request = ProcessSpawner.Request(
             arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
-            placement: placement, dataLimitBytes: cgroups.memory == nil ? spec.limits.memoryBytes : nil,
+            placement: placement, dataLimitBytes: cgroups.backend.memory == nil ? spec.limits.memoryBytes : nil,
             identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
             landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: settings.oomScoreAdjust.map { Int32($0) },
             resourceLimits: settings.resourceLimits.map(ResourceLimitSetting.init))
@@ -195,7 +187,7 @@ extension Daemon {
             failed(failure.errno)
             if !asSuccessor { recordIncident(name) }
         case .success(let child):
-            let run = Daemon.LiveRun(child)
+            let run = LiveRun(child)
             if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
             let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
@@ -294,10 +286,9 @@ extension Daemon {
         }
         if let startFailure {
             finishRun(name, run, termination, startErrno: startFailure.errno)
-        } else if let group = characterCgroups[name], group.hasGrouping, !group.isEmpty() {
+        } else if cgroups.drainIfPopulated(name, run, termination) {
             // Like a container whose first process ended: the rest of the character goes too,
-            // and the run is over only when its cgroup is empty.
-            drain(name, group, run, termination)
+            // and the run is over only when its cgroup is empty (the keeper's `drained`).
         } else {
             finishRun(name, run, termination)
         }
@@ -343,7 +334,7 @@ extension Daemon {
                 if lines > 0 {
                     if readyLogMatchers[name] != nil { matchReadyLine(name, in: bytes) }
                     logWriter.append(name.rawValue, policy: policy, bytes: bytes, lines: lines, stream: pipe.assembler.stream, pid: run.pid)
-                    if let followers = logFollowers[name] { for stream in followers.values { stream.write(bytes) } }
+                    control.forward(name, bytes)
                     forwardToDashboards(name, bytes)
                 }
                 continue
@@ -421,17 +412,17 @@ extension Daemon {
             }
         }
         guard let run = runs[name], isMember(datagram.senderPID, uid: datagram.senderUID, of: name, run: run) else {
-            rejectedDatagrams[name, default: 0] += 1
+            status.countRejectedDatagram(name)
             log.log(.debug, character: name, "notify datagram from pid \(datagram.senderPID) rejected: not one of its processes")
             return
         }
         if datagram.isTruncated {
-            malformedDatagrams[name, default: 0] += 1
+            status.countMalformedDatagram(name)
             return
         }
         switch NotifyMessage.parse(datagram.bytes) {
         case .failure(let error):
-            malformedDatagrams[name, default: 0] += 1
+            status.countMalformedDatagram(name)
             log.log(.debug, character: name, "malformed notify datagram: \(error)")
         case .success(let message):
             post(.notified(name, message))

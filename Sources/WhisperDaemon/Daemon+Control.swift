@@ -6,127 +6,59 @@ import WhisperCore
 import WhisperSystem
 import WhisperJSON
 
-/// The control socket: `<runtime>/control.sock`, HTTP/1.1 + JSON, mode 0660, group
-/// `whisperd`. Everything the loopback port serves, plus the routes that change things.
-/// Peers are checked (SO_PEERCRED) before a byte of their request is read.
-extension Daemon {
-    var controlSocketPath: String { configuration.runtimeDirectory + "/control.sock" }
-
-    /// - Parameter inheritedFD: the socket, still bound and listening, from the whisperd that
-    ///   re-executed into this one.
-    func startControlSocket(inheritedFD: Int32? = nil) throws {
-        let path = controlSocketPath
-        guard path.utf8.count < 108 else {
-            throw SystemError("control socket path \(path) is longer than 107 bytes; use a shorter --runtime-dir", errno: ENAMETOOLONG)
-        }
-        let group = controlGroupID()
-        tenants.controlGroupID = group
-        let owner = geteuid()
-        let authorize: HTTPServer.Authorizer = { [unowned self] peer in
-            let isOperator = peer.uid == 0 || peer.uid == owner || (group.map { peer.isMember(ofGroup: $0) } ?? false)
-            // A character is never an operator, whatever user it runs as (`user: root`, or a
-            // whisperd that is not root and so cannot give characters users of their own).
-            return isOperator && !self.isCharacterProcess(peer.pid)
-        }
-        let handler: HTTPServer.Handler = { [unowned self] request in self.handleControlRequest(request) }
-        if let inheritedFD {
-            controlServer = try HTTPServer(loop: loop, listenFD: inheritedFD, authorize: authorize, handler: handler)
-            return
-        }
-        controlServer = try HTTPServer(
-            loop: loop, unixPath: path, mode: group == nil ? 0o600 : 0o660, authorize: authorize, handler: handler)
-        if let group, chown(path, owner, group) != 0 {
-            log.log(.warning, "whisperd", "cannot give \(path) to group \(configuration.controlGroup): \(SystemError("chown"))")
-        }
-        let access = group.map { _ in "mode 0660, group \(configuration.controlGroup)" } ?? "mode 0600, owner only"
-        log.log(.info, "whisperd", "control socket \(path) (\(access))")
+/// The fleet's side of the control socket: what each request (decoded by ``ControlService``) does.
+extension Daemon: ControlledFleet {
+    func refused(_ refusal: ControlRefusal) -> HTTPServer.Response {
+        guard let allowed = refusal.allowed else { return errorResponse(refusal.status, refusal.message) }
+        return methodNotAllowed("", allowed: allowed, refusal.message)
     }
 
-    /// The control group's gid; created (as a system group) when missing and we are root.
-    private func controlGroupID() -> UInt32? {
-        let name = configuration.controlGroup
-        if let entry = getgrnam(name) { return entry.pointee.gr_gid }
-        guard geteuid() == 0 else {
-            log.log(.warning, "whisperd", "group \(name) does not exist: the control socket is for its owner only")
-            return nil
-        }
-        let status = Glibc.system("groupadd --system '\(name)' >/dev/null 2>&1")
-        if status == 0, let entry = getgrnam(name) {
-            log.log(.info, "whisperd", "created system group \(name) for the control socket")
-            return entry.pointee.gr_gid
-        }
-        log.log(.warning, "whisperd", "cannot create group \(name): the control socket is for root only")
-        return nil
-    }
-
-    func handleControlRequest(_ request: HTTPServer.Request) -> HTTPServer.Response {
-        let parts = request.path.split(separator: "/").map(String.init)
-        let allowed = Route.allowedMethods(at: request.path, on: .control)
-        if let allowed, !allowed.contains(request.method) {
-            return methodNotAllowed(request.method, allowed: allowed, "method \(request.method.prefix(20)) not allowed on \(request.path.prefix(200))")
-        }
-        if request.method == "GET" || request.method == "HEAD" {
-            if parts == ["v1", "paths"] {
-                // For `whisperctl backup` and `restore`: where things are, and which characters.
-                let characters = loaded.roster.services.filter { !$0.isJob }
-                let onPostgres = characters.contains { $0.launch.storesInPostgres }
-                return jsonResponse(
-                    200,
-                    Paths(
-                        stateDir: configuration.stateDirectory, runtimeDir: configuration.runtimeDirectory,
-                        logDir: configuration.logDirectory, roster: configuration.rosterPath,
-                        charactersDir: loaded.charactersDirectory, characters: characters.map(\.name.rawValue),
-                        storesOnPostgres: onPostgres))
-            }
-            if parts == ["openapi.json"] { return openAPIResponse(for: .control) }
-            if parts == ["v1", "dashboard"] { return dashboardLoginResponse() }
-            if parts.count == 4, parts[0] == "v1", parts[1] == "characters", let name = known(parts[2]) {
-                switch parts[3] {
-                case "logs": return logs(name, request)
-                case "incidents": return jsonResponse(200, IncidentList(name: name.rawValue, incidents: incidents.load(name.rawValue)))
-                case "env": return environment(name)
-                default: break
-                }
-            }
-            return handleStatusRequest(request)
-        }
-        guard request.method == "POST" else {
-            return methodNotAllowed(request.method, allowed: ["GET", "HEAD", "POST"], "method \(request.method.prefix(20)) not allowed")
-        }
-        let peer = request.peer.map { "uid=\($0.uid) pid=\($0.pid)" } ?? "peer unknown"
-        if parts == ["v1", "reexec"] {
+    /// Carries out a decoded control request (``ControlService`` decoded it).
+    func perform(_ request: ControlRequest, of http: HTTPServer.Request) -> HTTPServer.Response {
+        let peer = http.peer.map { "uid=\($0.uid) pid=\($0.pid)" } ?? "peer unknown"
+        switch request {
+        case .paths:
+            // For `whisperctl backup` and `restore`: where things are, and which characters.
+            let characters = loaded.roster.services.filter { !$0.isJob }
+            let onPostgres = characters.contains { $0.launch.storesInPostgres }
+            return jsonResponse(
+                200,
+                Paths(
+                    stateDir: configuration.stateDirectory, runtimeDir: configuration.runtimeDirectory,
+                    logDir: configuration.logDirectory, roster: configuration.rosterPath,
+                    charactersDir: loaded.charactersDirectory, characters: characters.map(\.name.rawValue),
+                    storesOnPostgres: onPostgres))
+        case .openAPI:
+            return openAPIResponse(for: .control)
+        case .dashboardLogin:
+            return dashboardLoginResponse()
+        case .logs(let name, let lines, let follow):
+            return logs(name, lines: lines, follow: follow)
+        case .incidents(let name):
+            return jsonResponse(200, IncidentList(name: name.rawValue, incidents: incidents.load(name.rawValue)))
+        case .environment(let name):
+            return environment(name)
+        case .status:
+            return handleStatusRequest(http)
+        case .reexec:
             log.log(.info, "control", "\(peer): reexec")
             if let refusal = requestReexec(by: peer) { return errorResponse(409, refusal) }
             return jsonResponse(202, ReexecScheduled(reexecs: completedReexecs, pid: Int(getpid())))
-        }
-        if parts == ["v1", "reload"] {
-            guard let dryRun = Self.flag(request.queryItems["dry_run"]) else {
-                return errorResponse(400, "dry_run must be 0, 1, true or false")
-            }
+        case .reload(let dryRun):
             log.log(.info, "control", "\(peer): reload\(dryRun ? " --dry-run" : "")")
             return reloadResponse(dryRun: dryRun)
+        case .scale(let name, let count):
+            log.log(.info, "control", "\(peer): scale \(name) \(count)")
+            return scale(name, to: count)
+        case .profile(let profile, let on):
+            log.log(.info, "control", "\(peer): \(on ? "start" : "stop") --profile \(profile)")
+            return switchProfile(profile, on: on)
+        case .command(let command, let name):
+            return perform(command, on: name, peer: peer)
         }
-        if parts.count == 4, parts[0] == "v1", parts[1] == "scale" {
-            guard let count = Int(parts[3]), (0...RosterLoader.maxReplicas).contains(count) else {
-                return errorResponse(400, "replicas must be a number in 0...\(RosterLoader.maxReplicas)")
-            }
-            log.log(.info, "control", "\(peer): scale \(parts[2]) \(count)")
-            return scale(parts[2], to: count)
-        }
-        if parts.count == 4, parts[0] == "v1", parts[1] == "profiles" {
-            guard parts[3] == "start" || parts[3] == "stop" else {
-                return errorResponse(404, "unknown operation \(parts[3].prefix(40)) (start, stop)")
-            }
-            log.log(.info, "control", "\(peer): \(parts[3]) --profile \(parts[2])")
-            return switchProfile(parts[2], on: parts[3] == "start")
-        }
-        guard parts.count == 4, parts[0] == "v1", parts[1] == "characters" else {
-            return errorResponse(404, "no such route: POST \(request.path.prefix(200))")
-        }
-        guard let name = known(parts[2]) else { return errorResponse(404, "no character named \(parts[2].prefix(64))") }
-        guard let command = OperatorCommand(rawValue: parts[3]) else {
-            return errorResponse(404, "unknown operation \(parts[3].prefix(40)) (start, stop, restart, rolling-restart, run)")
-        }
+    }
+
+    private func perform(_ command: OperatorCommand, on name: ServiceName, peer: String) -> HTTPServer.Response {
         guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
         if command == .run, let status = core.status(of: name) {
             guard status.isJob else { return errorResponse(409, "\(name) is a character, not a job: use restart") }
@@ -138,48 +70,23 @@ extension Daemon {
         return jsonResponse(202, describe(status, now: Clock.monotonicNanoseconds(), limits: [:]))
     }
 
-    private func known(_ text: String) -> ServiceName? {
+    func knownService(_ text: String) -> ServiceName? {
         guard let name = ServiceName(text), core.status(of: name) != nil else { return nil }
         return name
     }
 
     /// Every JSON answer of both endpoints: a type of the API contract (WhisperAPI).
-    func jsonResponse(_ status: Int, _ value: some APIModel) -> HTTPServer.Response { encodedResponse(status, value) }
+    func jsonResponse(_ status: Int, _ value: some APIModel) -> HTTPServer.Response { self.status.jsonResponse(status, value) }
 
-    private func encodedResponse(_ status: Int, _ value: some Encodable) -> HTTPServer.Response {
-        do {
-            return HTTPServer.Response(status: status, contentType: "application/json", bytes: try JSONText.encode(value))
-        } catch {
-            log.log(.error, "whisperd", "cannot encode \(type(of: value)): \(error)")
-            return HTTPServer.Response(status: 500, body: #"{"error":"internal error: cannot encode the answer"}"#)
-        }
-    }
-
-    func errorResponse(_ status: Int, _ message: String) -> HTTPServer.Response { jsonResponse(status, APIError(message)) }
+    func errorResponse(_ status: Int, _ message: String) -> HTTPServer.Response { self.status.errorResponse(status, message) }
 
     /// 405, with the `Allow` header HTTP asks for.
     func methodNotAllowed(_ method: String, allowed: [String], _ message: String) -> HTTPServer.Response {
-        var response = errorResponse(405, message)
-        response.extraHeaders = [("Allow", allowed.joined(separator: ", "))]
-        return response
+        status.methodNotAllowed(method, allowed: allowed, message)
     }
 
     /// The OpenAPI document of an endpoint, made once.
-    func openAPIResponse(for endpoint: Endpoint) -> HTTPServer.Response {
-        if let cached = openAPIDocuments[endpoint] { return cached }
-        let response = encodedResponse(200, OpenAPIDocument(for: endpoint, version: WhisperdVersion.current))
-        openAPIDocuments[endpoint] = response
-        return response
-    }
-
-    /// A query flag: absent is false; `1`/`true` and `0`/`false`; anything else is nil (an error).
-    static func flag(_ value: String?) -> Bool? {
-        switch value {
-        case nil, "0", "false": false
-        case "1", "true": true
-        default: nil
-        }
-    }
+    func openAPIResponse(for endpoint: Endpoint) -> HTTPServer.Response { status.openAPIResponse(for: endpoint) }
 
     // MARK: - Profiles
 
@@ -243,19 +150,11 @@ extension Daemon {
 
     /// The last `lines` lines of the character's log file; with `follow=1`, then every new
     /// line as it is written, until the client hangs up.
-    private func logs(_ name: ServiceName, _ request: HTTPServer.Request) -> HTTPServer.Response {
-        let items = request.queryItems
-        guard let count = items["lines"].map({ Int($0) }) ?? 20, (0...10_000).contains(count) else {
-            return errorResponse(400, "lines must be a number in 0...10000")
-        }
-        guard let follow = Self.flag(items["follow"]) else { return errorResponse(400, "follow must be 0, 1, true or false") }
+    private func logs(_ name: ServiceName, lines count: Int, follow: Bool) -> HTTPServer.Response {
         let tail = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: count)
         guard follow else { return HTTPServer.Response(status: 200, contentType: "text/plain; charset=utf-8", body: tail) }
         return HTTPServer.Response(status: 200, contentType: "text/plain; charset=utf-8", body: tail) {
-            [unowned self] stream in
-            let id = ObjectIdentifier(stream)
-            self.logFollowers[name, default: [:]][id] = stream
-            stream.onClose = { [unowned self] in self.logFollowers[name]?[id] = nil }
+            [unowned self] stream in self.control.follow(name, stream)
         }
     }
 
@@ -303,7 +202,7 @@ extension Daemon {
             lastLogLines: lines.split(separator: "\n").map(String.init))
         incident.peakMemoryBytes = exit.peakMemoryBytes
         if exit.reason == .healthCheckFailed { incident.healthCheck = lastProbeFailure[name] }
-        var health = Self.facetLevels(status.facets)
+        var health = StatusPublisher.facetLevels(status.facets)
         if let text = status.statusText { health["status_text"] = text }
         if !health.isEmpty { incident.health = health }
         do { try incidents.append(name.rawValue, incident) } catch {

@@ -12,7 +12,7 @@ extension Daemon {
     func requestReexec(by requester: String) -> String? {
         if core.isShuttingDown { return "whisperd is shutting down" }
         if pendingReexec != nil { return "a re-exec is already under way" }
-        if let drain = drains.keys.first { return "\(drain)'s processes are being drained; try again in a moment" }
+        if let drain = cgroups.anyDraining { return "\(drain)'s processes are being drained; try again in a moment" }
         if let rolling = sideRuns.keys.first { return "a rolling restart of \(rolling) is under way; try again when it is done" }
         if let stopping = core.statuses().first(where: { $0.state == .stopping }) {
             return "\(stopping.name) is stopping; try again when it is down"
@@ -27,11 +27,11 @@ extension Daemon {
     func reexec(requestedBy requester: String) {
         if let refusal = reexecRefusalNow() {
             lastReexecError = refusal
-            renderedStatus.removeAll()
+            status.dropRenderings()
             log.log(.error, "whisperd", "re-exec (\(requester)) refused: \(refusal)")
             return
         }
-        guard let control = controlServer else { return }
+        guard let control = control.server else { return }
         // A probe in flight gives no verdict across the exec; the next one is scheduled as usual.
         for probe in probes.values { (probe as? ExecProbe)?.abandon() }
         probes.removeAll()
@@ -53,11 +53,11 @@ extension Daemon {
         var handover = Handover(
             controlFD: control.listeningDescriptor, statusFD: statusServer?.listeningDescriptor, reexecs: reexecs + 1,
             services: services)
-        handover.createdCgroupBases = cgroups.createdBases
+        handover.createdCgroupBases = cgroups.backend.createdBases
         let path = Handover.path(runtimeDirectory: configuration.runtimeDirectory)
         do { try handover.write(to: path) } catch {
             lastReexecError = "\(error)"
-            renderedStatus.removeAll()
+            status.dropRenderings()
             log.log(.error, "whisperd", "re-exec (\(requester)) failed: \(error)")
             return
         }
@@ -79,13 +79,13 @@ extension Daemon {
         unlink(path)
         lastReexecError = "exec \(executable): \(String(cString: strerror(failure)))"
         log.log(.error, "whisperd", "re-exec failed, still running the old binary: \(lastReexecError!)")
-        renderedStatus.removeAll()
+        status.dropRenderings()
         systemd.send("READY=1")
     }
 
     private func reexecRefusalNow() -> String? {
         if core.isShuttingDown { return "whisperd is shutting down" }
-        if let drain = drains.keys.first { return "\(drain)'s processes are being drained" }
+        if let drain = cgroups.anyDraining { return "\(drain)'s processes are being drained" }
         if let rolling = sideRuns.keys.first { return "a rolling restart of \(rolling) is under way" }
         if let stopping = core.statuses().first(where: { $0.state == .stopping }) { return "\(stopping.name) is stopping" }
         return nil
@@ -121,13 +121,13 @@ extension Daemon {
             do { try listenForNotifications(name, socket) } catch {
                 log.log(.error, character: name, "cannot watch its handed-over notify socket: \(error)")
             }
-            do { _ = try prepareCgroup(for: spec) } catch {
+            do { _ = try cgroups.prepare(for: spec) } catch {
                 log.log(.warning, character: name, "cannot reopen its cgroup after the re-exec: \(error)")
             }
             _ = try? tenants.prepare(
                 spec, charactersDirectory: loaded.charactersDirectory,
                 homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: socket.path)
-            let run = Daemon.LiveRun(pid: service.pid, pidFD: service.pidFD)
+            let run = LiveRun(pid: service.pid, pidFD: service.pidFD)
             runs[name] = run
             let policy = logPolicy(for: spec)
             for output in service.outputs {

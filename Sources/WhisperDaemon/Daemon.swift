@@ -7,32 +7,32 @@ import WhisperCore
 import WhisperConcurrency
 import WhisperSystem
 
-/// Where a background `/metrics` rendering leaves its result for the loop.
-final class MetricsMailbox: Sendable {
-    /// A background rendering of `/metrics`, and the cgroup figures it read.
-    struct Result: Sendable {
-        var generation: Int
-        var at: Int64
-        /// The plain rendering: in `file` when it is large (then `bytes` is empty).
-        var bytes: [UInt8]
-        var file: HTTPServer.FileBody?
-        var compressed: [UInt8]?
-        var usages: [(ServiceName, CgroupUsage)]
+/// One running process of a service.
+final class LiveRun {
+    let pid: Int32
+    /// -1 once reaped (the number may then belong to another descriptor).
+    var pidFD: Int32
+    var outputs: [Int32: OutputPipe] = [:]
+    /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
+    let child: ProcessSpawner.Child?
+    /// A step before exec failed (learnt from the exec pipe, before the reap).
+    var startFailure: ProcessSpawner.Failure?
 
-        init(
-            _ generation: Int, _ at: Int64, _ bytes: [UInt8], _ file: HTTPServer.FileBody?, _ compressed: [UInt8]?,
-            _ usages: [(ServiceName, CgroupUsage)]
-        ) {
-            self.generation = generation
-            self.at = at
-            self.bytes = bytes
-            self.file = file
-            self.compressed = compressed
-            self.usages = usages
-        }
+    init(pid: Int32, pidFD: Int32) {
+        self.pid = pid
+        self.pidFD = pidFD
+        self.child = nil
     }
 
-    let slot = Locked<Result?>(nil)
+    init(_ child: ProcessSpawner.Child) {
+        self.pid = child.pid
+        self.pidFD = child.pidFD
+        self.child = child
+    }
+}
+
+struct OutputPipe {
+    var assembler: LineAssembler
 }
 
 /// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure
@@ -54,16 +54,11 @@ public final class Daemon {
     let systemd = SystemdNotifier()
     var signals: SignalSource?
     var statusServer: HTTPServer?
-    var controlServer: HTTPServer?
-    /// `whisperctl logs -f` clients, per character.
-    var logFollowers: [ServiceName: [ObjectIdentifier: HTTPServer.HTTPStream]] = [:]
+    /// The control socket: its server, its requests decoded, `whisperctl logs -f` clients.
+    let control: ControlService
     /// The web dashboard's sessions, samples and live log tails (Dashboard/).
     let dashboard = DashboardState()
     let incidents: IncidentStore
-    /// Made at the first scrape: a whisperd nobody scrapes does not carry the registry.
-    var metricsExporter: MetricsExporter?
-    /// Times to ready seen before the first scrape, replayed into the histogram then.
-    var pendingTimesToReady: [ServiceName: [Double]] = [:]
 
     /// Per service: its notify socket (kept across restarts) and the live run, if any.
     var notifySockets: [ServiceName: NotifySocket] = [:]
@@ -93,28 +88,10 @@ public final class Daemon {
     var lastProbeFailure: [ServiceName: String] = [:]
     /// `ready: log`: the pattern each starting service's output is matched against, until it matches.
     var readyLogMatchers: [ServiceName: Regex<AnyRegexOutput>] = [:]
-    let cgroups: CgroupBackend
-    var characterCgroups: [ServiceName: CharacterCgroup] = [:]
-    /// The OOM event descriptor registered in the loop, per character.
-    var oomWatches: [ServiceName: Int32] = [:]
-    /// Characters whose main process exited while others of theirs still run: killed, awaited.
-    var drains: [ServiceName: CgroupDrain] = [:]
-    /// Cgroup figures for status and metrics, read at most once a second per character.
-    var usageCache: [ServiceName: (at: Int64, usage: CgroupUsage)] = [:]
-    /// When the metrics thread last read every character's cgroup figures.
-    var usageReadAt: Int64 = 0
-    let cgroupRemover = CgroupRemover()
-    /// The last rendering of `/health`, `/metrics` and `/v1/characters`; dropped at every event.
-    var renderedStatus: [String: (at: Int64, response: HTTPServer.Response)] = [:]
-    /// `GET /openapi.json` of each endpoint, made at its first request.
-    var openAPIDocuments: [Endpoint: HTTPServer.Response] = [:]
-    /// Counts handled events; a background `/metrics` rendering from an older count is dropped.
-    var statusGeneration = 0
-    var metricsRefreshInFlight = false
-    var metricsWakeFD: Int32 = -1
-    let metricsMailbox = MetricsMailbox()
-    var rejectedDatagrams: [ServiceName: Int] = [:]
-    var malformedDatagrams: [ServiceName: Int] = [:]
+    /// Every cgroup of every character, OOM watches and drains (the fleet asks; it tells through events).
+    let cgroups: CgroupKeeper
+    /// `/health`, `/v1/characters`, `/metrics`: their renderings, caches and counters.
+    let status: StatusPublisher
 
     private var queue: [SupervisorEvent] = []
     private var isDraining = false
@@ -123,34 +100,6 @@ public final class Daemon {
     let startedAt = Clock.monotonicNanoseconds()
     var exitCode: Int32 = 0
 
-    /// One running process of a service.
-    final class LiveRun {
-        let pid: Int32
-        /// -1 once reaped (the number may then belong to another descriptor).
-        var pidFD: Int32
-        var outputs: [Int32: OutputPipe] = [:]
-        /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
-        let child: ProcessSpawner.Child?
-        /// A step before exec failed (learnt from the exec pipe, before the reap).
-        var startFailure: ProcessSpawner.Failure?
-
-        init(pid: Int32, pidFD: Int32) {
-            self.pid = pid
-            self.pidFD = pidFD
-            self.child = nil
-        }
-
-        init(_ child: ProcessSpawner.Child) {
-            self.pid = child.pid
-            self.pidFD = child.pidFD
-            self.child = child
-        }
-    }
-
-    struct OutputPipe {
-        var assembler: LineAssembler
-    }
-
     public init(
         configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, nofileSoftLimit: Int64,
         cgroups: CgroupBackend = .none(), handover: Handover? = nil
@@ -158,10 +107,13 @@ public final class Daemon {
         self.handover = handover
         self.reexecs = handover?.reexecs ?? 0
         self.configuration = configuration
-        self.cgroups = cgroups
         self.loaded = loaded
         self.log = log
         self.loop = try EventLoop()
+        self.cgroups = CgroupKeeper(backend: cgroups, loop: loop, log: log)
+        self.status = StatusPublisher(loop: loop, log: log, cgroups: self.cgroups)
+        self.control = ControlService(
+            loop: loop, log: log, runtimeDirectory: configuration.runtimeDirectory, groupName: configuration.controlGroup)
         self.loader = RosterLoader(
             selfExecutable: configuration.selfExecutable, hostEnvironment: ProcessInfo.processInfo.environment,
             profiles: configuration.profiles)
@@ -190,6 +142,9 @@ public final class Daemon {
         self.core = Supervisor(
             persistedDown: stopped, completedJobs: jobs, adopted: (handover?.adoptedRuns() ?? [:]).filter { inRoster.contains($0.key) },
             seed: seed)
+        self.cgroups.events = CgroupKeeper.Events(
+            oomKilled: { [unowned self] name, kills in for _ in 0..<min(kills, 1000) { self.post(.oomKilled(name)) } },
+            drained: { [unowned self] name, run, termination in self.finishRun(name, run, termination) })
     }
 
     /// How many nice steps the loop thread runs above the characters (`setpriority` on that
@@ -210,7 +165,7 @@ public final class Daemon {
             }
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
-        try startControlSocket(inheritedFD: handover?.controlFD)
+        tenants.controlGroupID = try control.start(inheritedFD: handover?.controlFD, fleet: self)
         adoptHandedOverRuns()
         startDashboard()
         let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
@@ -223,12 +178,10 @@ public final class Daemon {
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
         apply(loaded.roster)
         loop.run()
-        for name in Array(characterCgroups.keys) { removeCgroup(of: name) }
-        for failure in cgroupRemover.finish() { log.log(.warning, "whisperd", "cgroup not removed: \(failure)") }
+        cgroups.removeAll(offThread: core.isShuttingDown)
         for socket in notifySockets.values { socket.close() }
         statusServer?.close()
-        controlServer?.close()
-        unlink(controlSocketPath)
+        control.close()
         logWriter.close()
         log.log(.info, "whisperd", "stopped")
         return exitCode
@@ -248,8 +201,7 @@ public final class Daemon {
         }
         isDraining = false
         saveDynamicIDs()
-        renderedStatus.removeAll(keepingCapacity: true)
-        statusGeneration += 1
+        status.fleetChanged()
         armTimer()
         publishSystemdStatus()
     }
@@ -267,7 +219,7 @@ public final class Daemon {
     private func armTimer() {
         var deadline = core.nextDeadline?.nanoseconds
         for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
-        for drain in drains.values { deadline = min(deadline ?? drain.deadline, drain.deadline) }
+        if let drain = cgroups.nextDrainDeadline { deadline = min(deadline ?? drain, drain) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
         if pendingReexec != nil { deadline = Clock.monotonicNanoseconds() }
         if let schedule = nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
@@ -278,7 +230,7 @@ public final class Daemon {
         let now = Clock.monotonicNanoseconds()
         // A probe leaves `probes` with its verdict (an exec probe's comes when it is reaped).
         for probe in probes.values where probe.deadline <= now && !probe.isDone { probe.expire() }
-        for drain in drains.values where drain.deadline <= now { drainTimedOut(drain) }
+        cgroups.expireDrains(now: now)
         if let ping = nextSystemdPing, ping <= now, let interval = systemd.watchdogPingInterval {
             systemd.watchdog()
             nextSystemdPing = now + interval
@@ -345,7 +297,7 @@ public final class Daemon {
 
     /// Names, per character, the limits it asks for that this host cannot enforce.
     private func warnAboutLimits(_ roster: Roster) {
-        let missing = Set(cgroups.notEnforced)
+        let missing = Set(cgroups.backend.notEnforced)
         let online = readSmallFile("/sys/devices/system/cpu/online").flatMap { try? CPUSet.parse(String($0.filter { $0 != "\n" })) }
         for spec in roster.services {
             var unenforced: [String] = []
@@ -356,7 +308,7 @@ public final class Daemon {
             if spec.limits.cpuWeight != nil, missing.contains("cpus") { unenforced.append("cpu_weight") }
             if spec.limits.cpuset != nil, missing.contains("cpuset") { unenforced.append("cpuset") }
             // cgroup v1 has no protection from reclaim (memory.low is v2's).
-            if spec.limits.memoryLowBytes != nil, cgroups.memory?.version != .v2 { unenforced.append("memory_low") }
+            if spec.limits.memoryLowBytes != nil, cgroups.backend.memory?.version != .v2 { unenforced.append("memory_low") }
             if let cpuset = spec.limits.cpuset, let online, !cpuset.isSubset(of: online) {
                 log.log(
                     .warning, character: spec.name,
@@ -365,7 +317,7 @@ public final class Daemon {
             guard !unenforced.isEmpty else { continue }
             log.log(
                 .warning, character: spec.name,
-                "limits NOT enforced (\(cgroups.name) backend): \(unenforced.joined(separator: ", "))")
+                "limits NOT enforced (\(cgroups.backend.name) backend): \(unenforced.joined(separator: ", "))")
         }
     }
 

@@ -93,7 +93,7 @@ extension Daemon {
         let statuses = core.statuses()
         let targets = statuses.map { status in
             FleetSampler.Target(
-                name: status.name.rawValue, probe: characterCgroups[status.name]?.usageProbe, restarts: status.restarts)
+                name: status.name.rawValue, probe: cgroups.usageProbe(of: status.name), restarts: status.restarts)
         }
         let now = Instant(nanoseconds: Clock.monotonicNanoseconds())
         sampler.sample(targets, at: now)
@@ -189,7 +189,7 @@ extension Daemon {
                 var inner = request
                 inner.path = "/v1/characters/\(name.rawValue)/\(operation)"
                 inner.query = ""
-                return withSecurityHeaders(handleControlRequest(inner))
+                return withSecurityHeaders(ControlService.handle(inner, fleet: self))
             case ("files", 3): return characterFiles(name)
             default: return Self.jsonError(404, "not found: \(path.prefix(200))")
             }
