@@ -133,18 +133,10 @@ extension IntegrationTests {
 
         @Test func theLogStreams_andALogoutEndsThem() throws {
             let scratch = Scratch()
-            scratch.write(
-                "roster.yaml", fastDefaults + "characters:\n  talker: {command: [sh, -c, 'while :; do echo tick; sleep 0.2; done']}\n")
-            let whisperd = try WhisperdProcess(scratch: scratch)
+            let (whisperd, headers) = try Self.talker(scratch)
             defer { whisperd.terminate() }
-            _ = whisperd.waitFor("talker: starting -> running")
-            let headers = try Self.logIn(whisperd)
-            let fd = try #require(connectLoopback(port: whisperd.httpPort))
+            let fd = try #require(Self.followTalker(whisperd, headers, receiveTimeout: 5))
             defer { close(fd) }
-            var timeout = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let request = "GET /dashboard/api/characters/talker/logs HTTP/1.1\r\nHost: 127.0.0.1:\(whisperd.httpPort)\r\n\(headers[0])\r\n\r\n"
-            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
             var received = ""
             var buffer = [UInt8](repeating: 0, count: 4096)
             // Live lines arrive as events, one `data:` a line.
@@ -162,23 +154,39 @@ extension IntegrationTests {
             #expect(Date().timeIntervalSince(started) < 4, "the stream outlived the logout")
         }
 
+        /// whisperd with one character that writes a line every 0.2 s, and a logged-in session.
+        static func talker(_ scratch: Scratch, extraArguments: [String] = []) throws -> (WhisperdProcess, [String]) {
+            scratch.write(
+                "roster.yaml", fastDefaults + "characters:\n  talker: {command: [sh, -c, 'while :; do echo tick; sleep 0.2; done']}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: extraArguments)
+            _ = whisperd.waitFor("talker: starting -> running")
+            do {
+                return (whisperd, try logIn(whisperd))
+            } catch {
+                whisperd.terminate()
+                throw error
+            }
+        }
+
+        /// A connection following the talker's log (the request sent); nil when none connects.
+        static func followTalker(_ whisperd: WhisperdProcess, _ headers: [String], receiveTimeout seconds: Int) -> Int32? {
+            guard let fd = connectLoopback(port: whisperd.httpPort) else { return nil }
+            var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let request = "GET /dashboard/api/characters/talker/logs HTTP/1.1\r\nHost: 127.0.0.1:\(whisperd.httpPort)\r\n\(headers[0])\r\n\r\n"
+            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            return fd
+        }
+
         /// A log tail lives no longer than its login: once the session expires, the stream
         /// ends (at the character's next line) and the cookie reads nothing more.
         @Test func aLogStream_endsWhenItsSessionExpires() throws {
             let scratch = Scratch()
-            scratch.write(
-                "roster.yaml", fastDefaults + "characters:\n  talker: {command: [sh, -c, 'while :; do echo tick; sleep 0.2; done']}\n")
-            let whisperd = try WhisperdProcess(scratch: scratch, extraArguments: ["--dashboard-session-lifetime", "3s"])
+            let (whisperd, headers) = try Self.talker(scratch, extraArguments: ["--dashboard-session-lifetime", "3s"])
             defer { whisperd.terminate() }
-            _ = whisperd.waitFor("talker: starting -> running")
-            let headers = try Self.logIn(whisperd)
             let loggedIn = Date()
-            let fd = try #require(connectLoopback(port: whisperd.httpPort))
+            let fd = try #require(Self.followTalker(whisperd, headers, receiveTimeout: 2))
             defer { close(fd) }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let request = "GET /dashboard/api/characters/talker/logs HTTP/1.1\r\nHost: 127.0.0.1:\(whisperd.httpPort)\r\n\(headers[0])\r\n\r\n"
-            _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
             var received = ""
             var buffer = [UInt8](repeating: 0, count: 4096)
             var ended = false
