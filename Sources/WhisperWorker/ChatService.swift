@@ -198,21 +198,29 @@ final class WorkerMetrics: Sendable {
 
     /// The API server's connections and the bytes of unfinished requests it holds, and its
     /// totals of connections refused for their address's limit and of those served once past
-    /// the cap; set before each rendering.
-    func httpServer(connections: Int, bufferedBytes: Int, refusedAtPeerLimit: Int, servedOnceOverCap: Int) {
-        for (key, total) in [("peer_limit", refusedAtPeerLimit), ("over_cap_once", servedOnceOverCap)] {
+    /// the cap, and of the turns an address waited for a request token (its rate); set before
+    /// each rendering.
+    func httpServer(connections: Int, bufferedBytes: Int, refusedAtPeerLimit: Int, servedOnceOverCap: Int, deferredByRate: Int) {
+        for (key, total) in [("peer_limit", refusedAtPeerLimit), ("over_cap_once", servedOnceOverCap), ("rate", deferredByRate)] {
             let added = renderedTotals.withLock { rendered -> Int in
                 defer { rendered[key] = total }
                 return total - (rendered[key] ?? 0)
             }
             let counter = counter("http|\(key)") {
-                key == "peer_limit"
-                    ? $0.makeCounter(
+                switch key {
+                case "peer_limit":
+                    $0.makeCounter(
                         descriptor: Self.name("http_connections_refused", "total", "Connections refused for their address's limit"),
                         labels: [("character", character), ("reason", "peer_limit")])
-                    : $0.makeCounter(
+                case "rate":
+                    $0.makeCounter(
+                        descriptor: Self.name("http_turns_deferred", "total", "Turns an address waited for its request rate"),
+                        labels: [("character", character)])
+                default:
+                    $0.makeCounter(
                         descriptor: Self.name("http_connections_served_once", "total", "Connections past the cap served one request"),
                         labels: [("character", character)])
+                }
             }
             if added > 0 { counter.increment(by: Int64(added)) }
         }

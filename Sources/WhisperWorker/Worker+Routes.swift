@@ -38,7 +38,7 @@ extension Worker {
             if let server {
                 metrics.httpServer(
                     connections: server.connectionCount, bufferedBytes: server.bufferedBytes, refusedAtPeerLimit: server.refusedAtPeerLimit,
-                    servedOnceOverCap: server.admittedOverCap)
+                    servedOnceOverCap: server.admittedOverCap, deferredByRate: server.deferredByRate)
             }
             response = HTTPServer.Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", bytes: metrics.render())
         case (_, "/health"), (_, "/api/chat"), (_, "/api/conversation"), (_, "/api/user-state"), (_, "/api/clear-user-data"),

@@ -238,4 +238,33 @@ extension IntegrationTests.AbuseSection {
             .flatMap { Int($0.1) }
         #expect(refusals == 3, "\(String(describing: refusals))")
     }
+
+    /// One address past its request rate against the real worker: its requests wait unread and
+    /// are all answered, at the rate; a chat from another address is answered meanwhile; /metrics
+    /// counts the turns deferred.
+    @Test func oneAddressPastItsRequestRate_waitsAndIsAnswered_aChatFromAnotherAddressDoesNotWait() throws {
+        let scratch = Scratch()
+        let llm = try TestLLM()
+        let (worker, port) = try IntegrationTests.WorkerAPISection.startWorker(
+            scratch, llm: llm, environment: ["API_PEER_REQUESTS_PER_SECOND": "2", "API_PEER_REQUEST_BURST": "2"])
+        defer { withExtendedLifetime((worker, scratch)) {} }
+        guard let client = Client(port: port) else {
+            Issue.record("no connection")
+            return
+        }
+        let started = Date()
+        // Pipelined: one read takes all four into the bucket's debt, the next waits for it.
+        client.send(Array(String(repeating: "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", count: 4).utf8))
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        _ = recv(client.fd, &buffer, buffer.count, 0)
+        client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        let chat = postJSON(port: port, path: "/api/chat", ["user_id": "u1", "message": "hello"], timeout: 10, from: "127.0.0.2")
+        #expect(chat.status == 200, "\(chat)")
+        let rest = client.readAll()
+        #expect(rest.contains("HTTP/1.1 200"), "\(rest.prefix(80))")
+        #expect(Date().timeIntervalSince(started) >= 0.9, "the fifth request waited for the debt of the four")
+        let metrics = rawHTTP(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", from: "127.0.0.3") ?? ""
+        let deferred = metrics.firstMatch(of: /whisperd_worker_http_turns_deferred_total\{character="elena"\} (\d+)/).flatMap { Int($0.1) }
+        #expect((deferred ?? 0) >= 1, "\(String(describing: deferred))")
+    }
 }

@@ -141,8 +141,11 @@ extension HTTPLimitsTests {
 extension HTTPLimitsTests {
     @Test func settingsFromTheEnvironment_orTheDefaults_orAClearError() throws {
         // The API's defaults are the server's, with a per-peer limit (whisperd's own listeners have none).
-        #expect(try HTTPLimits.from([:]).get() == HTTPLimits(maxConnectionsPerPeer: HTTPLimits.apiConnectionsPerPeer))
+        #expect(
+            try HTTPLimits.from([:]).get()
+                == HTTPLimits(maxConnectionsPerPeer: HTTPLimits.apiConnectionsPerPeer, peerRequestRate: HTTPLimits.apiPeerRequestRate))
         #expect(HTTPLimits().maxConnectionsPerPeer == nil)
+        #expect(HTTPLimits().peerRequestRate == nil)
         #expect(try HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "0"]).get().maxConnectionsPerPeer == nil, "0 turns it off")
         let set = try HTTPLimits.from([
             "API_HEADER_TIMEOUT": "2.5", "API_BODY_TIMEOUT": "3", "API_BODY_MIN_RATE": "100", "API_WRITE_TIMEOUT": "4",
@@ -165,6 +168,51 @@ extension HTTPLimitsTests {
             #expect(HTTPLimits.from(["API_HEADER_TIMEOUT": bad]) == .failure(.init(description: "API_HEADER_TIMEOUT=\(bad) is not a positive number")))
         }
         #expect(HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "-3"]) == .failure(.init(description: "API_MAX_CONNECTIONS_PER_PEER=-3 is not a positive number")))
+    }
+
+    @Test func thePerAddressRequestRate_fromTheEnvironment_aBurstASecondsWorthUnlessSet_zeroTurnsItOff() throws {
+        #expect(try HTTPLimits.from(["API_PEER_REQUESTS_PER_SECOND": "0"]).get().peerRequestRate == nil)
+        // The per-address limits off (a proxy in front): the rate too, unless it is set.
+        #expect(try HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "0"]).get().peerRequestRate == nil)
+        #expect(
+            try HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "0", "API_PEER_REQUESTS_PER_SECOND": "100"]).get().peerRequestRate
+                == RequestRate(perSecond: 100, burst: 100))
+        #expect(try HTTPLimits.from(["API_PEER_REQUESTS_PER_SECOND": "40"]).get().peerRequestRate == RequestRate(perSecond: 40, burst: 40))
+        #expect(
+            try HTTPLimits.from(["API_PEER_REQUESTS_PER_SECOND": "40", "API_PEER_REQUEST_BURST": "100"]).get().peerRequestRate
+                == RequestRate(perSecond: 40, burst: 100))
+        #expect(
+            try HTTPLimits.from(["API_PEER_REQUEST_BURST": "7"]).get().peerRequestRate
+                == RequestRate(perSecond: HTTPLimits.apiPeerRequestRate.perSecond, burst: 7))
+        #expect(HTTPLimits.from(["API_PEER_REQUEST_BURST": "-1"]) == .failure(.init(description: "API_PEER_REQUEST_BURST=-1 is not a positive number")))
+    }
+
+    /// A bucket starts full, a request takes a token, an empty one says when its next token is
+    /// due, and pipelined requests taken into debt are paid back before the next.
+    @Test func aRequestBucket_startsFull_refillsAtItsRate_andPaysBackDebt() {
+        let second = HTTPLimits.second
+        var bucket = RequestBucket(rate: RequestRate(perSecond: 10, burst: 3), now: 0)
+        func has(_ now: Int64) -> Bool { bucket.hasToken(now: now) }
+        func next(_ now: Int64) -> Int64 { bucket.nextToken(now: now) }
+        for _ in 0..<3 {
+            #expect(has(0))
+            bucket.take(now: 0)
+        }
+        #expect(!has(0))
+        #expect(next(0) == second / 10)
+        #expect(!has(second / 10 - 1))
+        #expect(has(second / 10))
+        // Never more than the burst, however long it waited.
+        for _ in 0..<3 { bucket.take(now: 100 * second) }
+        #expect(!has(100 * second))
+        // Five in one read with three in the bucket: two in debt, the next token three tenths of a second on.
+        for _ in 0..<5 { bucket.take(now: 200 * second) }
+        #expect(next(200 * second) == 200 * second + 3 * second / 10)
+        #expect(!has(200 * second + 3 * second / 10 - 1))
+        #expect(has(200 * second + 3 * second / 10))
+        // A thousand at once: in debt by one burst at most, not by a thousand.
+        for _ in 0..<1000 { bucket.take(now: 300 * second) }
+        #expect(next(300 * second) == 300 * second + 4 * second / 10)
     }
 }
 

@@ -517,6 +517,48 @@ import WhisperSystem
         }
     }
 
+    /// An address over its request rate is not read until it has a token again: its requests
+    /// past the burst are answered, in order, at the rate, while another address is answered at
+    /// once meanwhile, and among the throttled address's connections a new one goes first.
+    @Test func anAddressOverItsRequestRate_waitsForATokenUnread_anotherAddressIsServedMeanwhile() throws {
+        var limits = Self.limits()
+        limits.peerRequestRate = RequestRate(perSecond: 2, burst: 2)
+        let order = Recorder()
+        try withServer(limits: limits, handler: { request in
+            order.add(request.path)
+            return HTTPServer.Response(status: 200, body: "ok")
+        }) { port in
+            var pending: [UInt8] = []
+            let keptAlive = connectTo(port)
+            defer { close(keptAlive) }
+            let started = Date()
+            for index in 0..<4 {
+                pending = []
+                send(keptAlive, "GET /kept-\(index) HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(readResponse(keptAlive, &pending)?.body == Array("ok".utf8))
+            }
+            // Two from the burst, then two at half a second each.
+            let throttled = Date().timeIntervalSince(started)
+            #expect(throttled >= 0.9, "four requests in \(throttled) s")
+            // Its bucket is empty again: its next request waits, unread, while another address is served.
+            send(keptAlive, "GET /kept-4 HTTP/1.1\r\nHost: x\r\n\r\n")
+            let newcomer = connectTo(port)
+            defer { close(newcomer) }
+            send(newcomer, "GET /newcomer HTTP/1.1\r\nHost: x\r\n\r\n")
+            let other = connectTo(port, from: "127.0.0.2")
+            defer { close(other) }
+            send(other, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+            pending = []
+            #expect(readResponse(other, &pending)?.body == Array("ok".utf8))
+            pending = []
+            #expect(readResponse(newcomer, &pending)?.body == Array("ok".utf8))
+            pending = []
+            #expect(readResponse(keptAlive, &pending)?.body == Array("ok".utf8))
+            let paths = order.values
+            #expect(paths.suffix(3) == ["/other", "/newcomer", "/kept-4"], "\(paths)")
+        }
+    }
+
     /// At the cap with every connection a busy keep-alive (each just completed a request), a
     /// newcomer is served once and closed (`Connection: close`) instead of one of them being shed.
     @Test func atTheCap_withBusyKeepAlives_aNewcomerIsServedOnce_andNoneIsShed() throws {

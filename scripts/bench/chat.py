@@ -178,7 +178,9 @@ wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"
             env = {"PATH": "/usr/bin:/bin", "API_PORT": str(port), "WHISPERD_CHARACTERS_DIR": str(REPO / "characters"),
                    "WHISPERD_SQLITE_PATH": f"{args.store_dir or work}/memory-{store}-{server}-{os.getpid()}.sqlite3",
                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "LLM_MODEL_NAME": "bench-model",
-                   "WORKER_THREADS": os.environ.get("WORKER_THREADS", "16")}
+                   "WORKER_THREADS": os.environ.get("WORKER_THREADS", "16"),
+                   # wrk is one address asking as fast as it can: the throughput, not the per-address rate.
+                   "API_PEER_REQUESTS_PER_SECOND": "0"}
             if store == "postgres":
                 postgres = Postgres(work, f"pg-{server}")
                 env["POSTGRES_URL"] = postgres.url

@@ -75,7 +75,7 @@ characters:
     port: {port}
     stop_grace: 10s
     health: {{ready: notify, ready_timeout: 30s, watchdog: off}}
-    env: {{LLM_BASE_URL: "http://127.0.0.1:{llm_port}/v1", LLM_MODEL_NAME: bench-model}}
+    env: {{LLM_BASE_URL: "http://127.0.0.1:{llm_port}/v1", LLM_MODEL_NAME: bench-model, API_PEER_REQUESTS_PER_SECOND: "0"}}
 """)
         socket_path = str(work / "run/control.sock")
         daemon = subprocess.Popen(

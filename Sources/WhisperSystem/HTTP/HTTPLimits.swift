@@ -33,6 +33,15 @@ public struct HTTPLimits: Sendable, Equatable {
     public var refusalDelay: Int64 = second
     /// Refused connections held at once at most: twice the connection cap.
     public var maxDelayedRefusals: Int { 2 * maxConnections }
+    /// Requests one peer address may send, on average and in a burst (a token bucket per
+    /// address, nginx's `limit_req` keyed on the address but without refusing): an address whose
+    /// bucket is empty is not read until it has a token again, so its requests wait in the
+    /// kernel's buffers and its client blocks on its own sockets, instead of the server doing its
+    /// work. nil: no such limit.
+    public var peerRequestRate: RequestRate?
+
+    /// The per-address request rate of the worker's API when the operator sets none (``from(_:)``).
+    public static let apiPeerRequestRate = RequestRate(perSecond: 500, burst: 500)
 
     public static let second: Int64 = 1_000_000_000
 
@@ -42,8 +51,10 @@ public struct HTTPLimits: Sendable, Equatable {
     public init(
         headerTimeout: Int64 = 10 * second, bodyTimeout: Int64 = 10 * second, minimumBodyRate: Int = 8192,
         writeTimeout: Int64 = 10 * second, minimumWriteRate: Int = 16384, idleTimeout: Int64 = 30 * second,
-        maxConnections: Int = 256, maxBufferedBytes: Int = 32 << 20, maxConnectionsPerPeer: Int? = nil
+        maxConnections: Int = 256, maxBufferedBytes: Int = 32 << 20, maxConnectionsPerPeer: Int? = nil,
+        peerRequestRate: RequestRate? = nil
     ) {
+        self.peerRequestRate = peerRequestRate
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
         self.minimumBodyRate = minimumBodyRate
@@ -178,6 +189,62 @@ public struct HTTPLimits: Sendable, Equatable {
     public var newConnectionGrace: Int64 { min(Self.second / 10, headerTimeout / 10) }
 }
 
+/// Requests per second on average, and at most `burst` at once, for one peer address
+/// (``HTTPLimits/peerRequestRate``).
+public struct RequestRate: Sendable, Equatable {
+    public var perSecond: Int
+    public var burst: Int
+
+    public init(perSecond: Int, burst: Int) {
+        self.perSecond = max(1, perSecond)
+        self.burst = max(1, burst)
+    }
+}
+
+/// A token bucket: `rate.burst` tokens when full, refilled at `rate.perSecond`; a request takes
+/// one, and may take it into debt (requests that came in one read, pipelined), at most a burst
+/// deep, which later refills pay back. Pure: times are given (monotonic nanoseconds).
+public struct RequestBucket: Sendable, Equatable {
+    public let rate: RequestRate
+    /// Tokens in nanoseconds' worth (a token is `second / perSecond` of them): whole numbers, no
+    /// rounding drift.
+    private var credit: Int64
+    private var updated: Int64
+
+    public init(rate: RequestRate, now: Int64) {
+        self.rate = rate
+        credit = Int64(rate.burst) * Self.cost(rate)
+        updated = now
+    }
+
+    private static func cost(_ rate: RequestRate) -> Int64 { HTTPLimits.second / Int64(rate.perSecond) }
+
+    private mutating func refill(_ now: Int64) {
+        guard now > updated else { return }
+        credit = min(Int64(rate.burst) * Self.cost(rate), credit + (now - updated))
+        updated = now
+    }
+
+    /// Whether a request may be read at `now`.
+    public mutating func hasToken(now: Int64) -> Bool {
+        refill(now)
+        return credit >= Self.cost(rate)
+    }
+
+    /// Counts one request taken at `now`; the debt goes no deeper than one burst, so an address
+    /// waits at most a burst's time for requests already taken.
+    public mutating func take(now: Int64) {
+        refill(now)
+        credit = max(credit - Self.cost(rate), -Int64(rate.burst) * Self.cost(rate))
+    }
+
+    /// When the bucket holds a token again (`now` or later).
+    public mutating func nextToken(now: Int64) -> Int64 {
+        refill(now)
+        return now + max(0, Self.cost(rate) - credit)
+    }
+}
+
 /// What becomes of a new connection (``HTTPLimits/admission(peerConnections:connections:overCap:candidates:now:)``).
 public enum Admission<ID: Equatable>: Equatable {
     /// Served as any other.
@@ -245,10 +312,12 @@ public struct ConnectionStanding: Sendable, Equatable {
 extension HTTPLimits {
     /// The settings an operator may change, by environment variable (documented in docs/worker.md):
     /// what is not set keeps its default (the per-peer limit: ``apiConnectionsPerPeer``;
-    /// `API_MAX_CONNECTIONS_PER_PEER=0` turns it off, `API_PEER_REFUSAL_DELAY=0` refuses at once); a value that is not a positive number is an error
+    /// `API_MAX_CONNECTIONS_PER_PEER=0` turns it off, `API_PEER_REFUSAL_DELAY=0` refuses at once;
+    /// the per-address request rate: ``apiPeerRequestRate``, off with the per-peer limit unless
+    /// set, `API_PEER_REQUESTS_PER_SECOND=0` turns it off, a burst not set is a second's worth); a value that is not a positive number is an error
     /// naming the variable, and nothing is taken.
     public static func from(_ environment: [String: String]) -> Result<HTTPLimits, SettingError> {
-        var limits = HTTPLimits(maxConnectionsPerPeer: apiConnectionsPerPeer)
+        var limits = HTTPLimits(maxConnectionsPerPeer: apiConnectionsPerPeer, peerRequestRate: apiPeerRequestRate)
         func number(_ name: String) -> Result<Double?, SettingError> {
             guard let text = environment[name], !text.isEmpty else { return .success(nil) }
             guard let value = Double(text), value.isFinite, value > 0, value < 1e9 else {
@@ -274,6 +343,22 @@ extension HTTPLimits {
                 limits.maxConnectionsPerPeer = nil
             } else if let count = try number("API_MAX_CONNECTIONS_PER_PEER").get() {
                 limits.maxConnectionsPerPeer = max(1, Int(count))
+            }
+            if environment["API_PEER_REQUESTS_PER_SECOND"] == "0" {
+                limits.peerRequestRate = nil
+            } else if limits.maxConnectionsPerPeer == nil, (environment["API_PEER_REQUESTS_PER_SECOND"] ?? "").isEmpty,
+                (environment["API_PEER_REQUEST_BURST"] ?? "").isEmpty
+            {
+                // Per-address limits off (a reverse proxy in front: one address for every client):
+                // the rate too, unless it is set.
+                limits.peerRequestRate = nil
+            } else {
+                let perSecond = try number("API_PEER_REQUESTS_PER_SECOND").get().map { max(1, Int($0)) }
+                let burst = try number("API_PEER_REQUEST_BURST").get().map { max(1, Int($0)) }
+                if perSecond != nil || burst != nil {
+                    let rate = perSecond ?? apiPeerRequestRate.perSecond
+                    limits.peerRequestRate = RequestRate(perSecond: rate, burst: burst ?? rate)
+                }
             }
         } catch {
             return .failure(error)

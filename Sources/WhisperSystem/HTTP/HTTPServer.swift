@@ -35,12 +35,17 @@ public final class HTTPServer {
     public private(set) var refusedAtPeerLimit = 0
     /// Connections admitted past the cap for one request (``HTTPLimits/overCapReserve``).
     public private(set) var admittedOverCap = 0
+    /// Turns an address waited for a token (``HTTPLimits/peerRequestRate``) instead of being read.
+    public private(set) var deferredByRate = 0
 
     /// The peers with connections open, by address: how many each holds, and which of them wait
     /// for their turn to be read.
     var peers: [PeerAddress: Peer] = [:]
     /// Peers with a connection waiting to be read, in the order of their next turn.
     var turns = FIFO<Peer>()
+    /// Peers with a connection waiting whose request bucket is empty: back in ``turns`` when
+    /// they have a token (the sweep's timer).
+    var parked: [Peer] = []
     /// Connections open past the cap for one request.
     var overCapCount = 0
     /// Refused connections held until their 503 is due (``HTTPLimits/refusalDelay``), oldest first.
@@ -75,9 +80,17 @@ public final class HTTPServer {
         var connections = 0
         var newWaiting = FIFO<Connection>()
         var othersWaiting = FIFO<Connection>()
+        /// In ``turns``, or parked until it has a token.
         var hasTurn = false
+        /// Its requests' token bucket (``HTTPLimits/peerRequestRate``).
+        var bucket: RequestBucket?
+        /// When it has a token again, while parked.
+        var parkedUntil: Int64?
 
-        init(address: PeerAddress) { self.address = address }
+        init(address: PeerAddress, rate: RequestRate?, now: Int64) {
+            self.address = address
+            bucket = rate.map { RequestBucket(rate: $0, now: now) }
+        }
 
         func nextWaiting() -> Connection? { newWaiting.popFirst() ?? othersWaiting.popFirst() }
 
@@ -266,7 +279,7 @@ public final class HTTPServer {
                 continue
             }
             let peer = peers[address] ?? {
-                let peer = Peer(address: address)
+                let peer = Peer(address: address, rate: limits.peerRequestRate, now: now)
                 peers[address] = peer
                 return peer
             }()
@@ -340,8 +353,18 @@ public final class HTTPServer {
     /// connections first; whether some are still waiting.
     private func readSlice() -> Bool {
         var count = 0
+        var now: Int64?
         while count < Self.sliceSize, let peer = turns.popFirst() {
             peer.hasTurn = false
+            guard peer.isWaiting else { continue }
+            if peer.bucket != nil {
+                let time = now ?? Clock.monotonicNanoseconds()
+                now = time
+                if !peer.bucket!.hasToken(now: time) {
+                    park(peer, until: peer.bucket!.nextToken(now: time))
+                    continue
+                }
+            }
             guard let connection = peer.nextWaiting() else { continue }
             if peer.isWaiting {
                 peer.hasTurn = true
@@ -354,6 +377,32 @@ public final class HTTPServer {
             if connections[connection.fd] === connection { rearm(connection) }
         }
         return !turns.isEmpty
+    }
+
+    /// Leaves `peer` unread until `time`, when it has a token: its connections stay unarmed, so
+    /// what its client sends waits in the kernel.
+    private func park(_ peer: Peer, until time: Int64) {
+        peer.hasTurn = true
+        peer.parkedUntil = time
+        parked.append(peer)
+        deferredByRate += 1
+        scheduleSweep(at: time)
+    }
+
+    /// Puts the parked peers whose token is due back in turn; when the next one is due.
+    private func unpark(now: Int64) -> Int64? {
+        var earliest: Int64?
+        parked.removeAll { peer in
+            guard let due = peer.parkedUntil else { return true }
+            if due > now {
+                earliest = min(earliest ?? .max, due)
+                return false
+            }
+            peer.parkedUntil = nil
+            turns.append(peer)
+            return true
+        }
+        return earliest
     }
 
     /// Watches `connection` for `interest`, reported once.
@@ -446,6 +495,7 @@ public final class HTTPServer {
             case .complete(var request, let length, let keepAlive):
                 consumeInput(length, of: connection)
                 connection.completedRequests += 1
+                if connection.source.bucket != nil { connection.source.bucket!.take(now: Clock.monotonicNanoseconds()) }
                 request.peer = connection.peer
                 respond(
                     fd, connection, handler(request), keepAlive: keepAlive && !isListenerClosed && !connection.isOneShot,
@@ -506,7 +556,7 @@ public final class HTTPServer {
         _ = Glibc.read(sweepFD, &expirations, 8)
         nextSweep = nil
         let now = Clock.monotonicNanoseconds()
-        var earliest: Int64?
+        var earliest = unpark(now: now)
         for (fd, connection) in connections {
             switch limits.expiry(connection.phase, now: now) {
             case nil:
@@ -537,10 +587,14 @@ public final class HTTPServer {
 
     /// At the connection limit, before judging which connection gives way (``HTTPLimits/admission(peerConnections:connections:overCap:candidates:now:)``):
     /// connections not read yet (accepted in this burst) are read first, so a newcomer whose
-    /// request is waiting in its socket is served, and a silent one is known to be silent.
+    /// request is waiting in its socket is served, and a silent one is known to be silent; those
+    /// of an address out of tokens are not.
     private func readUnreadConnections() {
+        let now = Clock.monotonicNanoseconds()
         for fd in connections.keys {
             guard let connection = connections[fd], !connection.hasBeenRead else { continue }
+            // An address without a token stays unread (its rate holds here too): judged as silent.
+            if connection.source.bucket != nil, !connection.source.bucket!.hasToken(now: now) { continue }
             connection.hasBeenRead = true
             service(fd)
         }
