@@ -87,6 +87,10 @@ public final class Worker {
     }
 
     public func run() throws -> Int32 {
+        // Its connections, held refusals, store and LLM sockets all live in one epoll loop (no
+        // select()), and it starts no process: it may use every descriptor its hard limit allows
+        // (whisperd gives children the conventional soft limit back).
+        _ = raiseFileLimit()
         // Up front, so a missing library is a clear exit, not a failed first chat.
         let setup = Setup(name: name, environment: environment)
         let storeProblem: String?

@@ -35,6 +35,25 @@ extension IntegrationTests {
             return (worker, port)
         }
 
+        /// The worker raises its open-file soft limit to the hard one (its API's connection caps
+        /// need more than a conventional 1024).
+        @Test func theWorker_raisesItsOpenFileLimit() throws {
+            let scratch = Scratch()
+            scratch.write("characters/elena/character.md", Self.persona)
+            let port = freePort()
+            let worker = try ChildProcess(
+                "/usr/bin/prlimit", ["--nofile=512:4096", whisperdBinary(), "worker", "elena"],
+                environment: [
+                    "PATH": "/usr/bin:/bin", "API_PORT": String(port), "WHISPERD_CHARACTERS_DIR": scratch.path + "/characters",
+                    "WHISPERD_SQLITE_PATH": scratch.path + "/memory/elena.sqlite3",
+                ])
+            defer { withExtendedLifetime(worker) {} }
+            #expect(worker.waitFor("serving elena") != nil, "\(worker.output)")
+            let limits = try String(contentsOfFile: "/proc/\(worker.pid)/limits", encoding: .utf8)
+            let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }.map(String.init) ?? ""
+            #expect(line.split(separator: " ", omittingEmptySubsequences: true).suffix(3).prefix(2) == ["4096", "4096"], "\(line)")
+        }
+
         @Test func chat_hasWhisperEnginesShape_carriesHistory_andFillsThePrompt() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
