@@ -12,6 +12,8 @@ public enum DaemonLauncher {
         // Blocked in every thread since main (HandledSignals): they arrive only through the signalfd.
         let signals = try SignalSource(.supervisor)
         let nofile = raiseFileLimit()
+        // Before any other thread exists: a table grown later makes the loop wait (the function says why).
+        reserveDescriptorTable(count: 64 + descriptorsPerService * loaded.roster.services.count)
         for directory in [
             configuration.stateDirectory, configuration.runtimeDirectory, configuration.runtimeDirectory + "/notify",
             configuration.logDirectory,
@@ -101,6 +103,10 @@ public enum DaemonLauncher {
             configuration: configuration, loaded: loaded, log: log, nofileSoftLimit: nofile, cgroups: cgroups, handover: handover)
         return try daemon.run(signals: signals)
     }
+
+    /// A character's descriptors in whisperd: its notify socket, pidfd, output pipes, cgroup
+    /// directory and event files, OOM eventfd, peak file and log file, with room to spare.
+    static let descriptorsPerService = 16
 
     private static func report(_ cgroups: CgroupBackend, log: DaemonLog) {
         log.log(.info, "whisperd", cgroups.summary)

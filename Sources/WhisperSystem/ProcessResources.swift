@@ -14,6 +14,29 @@ public func raiseFileLimit() -> Int64 {
     return original
 }
 
+/// Grows this process's descriptor table once to hold `count` descriptors (capped at the soft
+/// limit), by placing one descriptor at the top and closing it. The kernel never shrinks the
+/// table. Why: when a process with more than one thread outgrows its table, the kernel waits for
+/// an RCU grace period before it may free the old one, inside whatever `open`, `pipe2`, `dup`
+/// or `clone3` needed the slot; a cold start of a few hundred characters doubles the table
+/// five or six times, each a wait of milliseconds on the loop thread (docs/performance.md,
+/// cold start). Growing it while we are still one thread costs no wait at all. Returns the
+/// size asked for (0 when nothing was done).
+@discardableResult
+public func reserveDescriptorTable(count: Int) -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    let wanted = min(count, Int(clamping: limit.rlim_cur))
+    guard wanted > 64 else { return 0 }
+    let root = open("/", LandlockRuleset.openPathOnly | O_CLOEXEC)
+    guard root >= 0 else { return 0 }
+    defer { close(root) }
+    let top = fcntl(root, F_DUPFD_CLOEXEC, Int32(wanted - 1))
+    guard top >= 0 else { return 0 }
+    close(top)
+    return wanted
+}
+
 /// Returns freed heap to the kernel (after start-up, which leaves parse garbage behind).
 public func releaseFreedMemory() {
     _ = malloc_trim(0)
