@@ -103,8 +103,10 @@ int whisper_notify_socket_bind(const char *path)
     if (fd < 0) return -1;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) goto fail;
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&address, length) < 0) goto fail;
+    /* A socket file left by an earlier whisperd is replaced (unlinked only then: most binds are fresh). */
+    if (bind(fd, (struct sockaddr *)&address, length) < 0) {
+        if (errno != EADDRINUSE || unlink(path) < 0 || bind(fd, (struct sockaddr *)&address, length) < 0) goto fail;
+    }
     /* Children may run as other users (later: uid:); the cgroup check guards it. */
     chmod(path, 0666);
     return fd;

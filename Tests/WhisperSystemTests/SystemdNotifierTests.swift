@@ -50,4 +50,24 @@ import WhisperSystem
         }
         #expect(received == ["READY=1\nSTATUS=3/3 ready", "WATCHDOG=1", "RELOADING=1\nMONOTONIC_USEC=12"])
     }
+
+    /// A socket file an earlier whisperd left behind (it was killed) is replaced, and a plain
+    /// file of that name too: the new socket receives.
+    @Test func aLeftoverFileAtTheSocketsPath_isReplaced() throws {
+        let path = NSTemporaryDirectory() + "whisperd-stale-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        defer { unlink(path) }
+        let first = try NotifySocket(path: path)
+        Glibc.close(first.fd)  // as a killed whisperd: the file stays
+        for _ in 0..<2 {
+            let socket = try NotifySocket(path: path)
+            notifier(socket: path, usec: nil).watchdog()
+            var received: [String] = []
+            socket.drain { received.append(String(decoding: $0.bytes, as: UTF8.self)) }
+            #expect(received == ["WATCHDOG=1"])
+            Glibc.close(socket.fd)
+            // The second round: a regular file where the socket was.
+            unlink(path)
+            #expect(FileManager.default.createFile(atPath: path, contents: Data("stale".utf8)))
+        }
+    }
 }

@@ -96,7 +96,8 @@ public enum TenantFiles {
         let parentFD = open(parent, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard parentFD >= 0 else { throw SystemError("open \(parent)") }
         defer { close(parentFD) }
-        if mkdirat(parentFD, name, 0o700) != 0, errno != EEXIST { throw SystemError("mkdir \(parent)/\(name)") }
+        let created = mkdirat(parentFD, name, 0o700) == 0
+        if !created, errno != EEXIST { throw SystemError("mkdir \(parent)/\(name)") }
         let fd = openat(parentFD, name, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             throw SystemError(errno == ELOOP || errno == ENOTDIR ? "\(parent)/\(name) is not a directory (a symlink?)" : "open \(parent)/\(name)")
@@ -105,7 +106,8 @@ public enum TenantFiles {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw SystemError("fstat \(parent)/\(name)") }
         if info.st_uid != uid || info.st_gid != gid {
-            try giveContents(of: fd, to: uid, gid, depth: 0)
+            // Made just now: empty, nothing inside to give (a cold start makes hundreds).
+            if !created { try giveContents(of: fd, to: uid, gid, depth: 0) }
             guard fchown(fd, uid, gid) == 0 else { throw SystemError("chown \(parent)/\(name)") }
         }
         let mode: mode_t = info.st_mode & 0o7777
