@@ -96,32 +96,46 @@ public final class CharacterCgroup {
     private func join(_ tree: CgroupTree) throws(SystemError) {
         let directory = directory(tree)
         if try CgroupFS.makeDirectory(directory) { fresh.insert(directory) }
-        let path = tree.version == .v2 ? directory : directory + "/tasks"
-        let fd = open(path, tree.version == .v2 ? O_RDONLY | O_DIRECTORY | O_CLOEXEC : O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open \(path)") }
+        // Its files are opened relative to the directory: one path walk, not one per file.
+        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directoryFD >= 0 else { throw SystemError("open \(directory)") }
+        let fd: Int32
+        if tree.version == .v2 {
+            fd = directoryFD
+        } else {
+            fd = openat(directoryFD, "tasks", O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                let saved = errno
+                close(directoryFD)
+                throw SystemError("open \(directory)/tasks", errno: saved)
+            }
+        }
+        defer { if fd != directoryFD { close(directoryFD) } }
         joined.append((tree, fd))
         usageProbe.update(probeTrees())
-        if tree.baseDirectory == backend.memory?.baseDirectory { watchOOM(in: directory, version: tree.version) }
+        if tree.baseDirectory == backend.memory?.baseDirectory { watchOOM(in: directoryFD, directory, version: tree.version) }
         if tree.baseDirectory == backend.grouping?.baseDirectory, tree.version == .v2 {
-            populatedEventFD = open(directory + "/cgroup.events", O_RDONLY | O_CLOEXEC)
+            populatedEventFD = openat(directoryFD, "cgroup.events", O_RDONLY | O_CLOEXEC)
         }
     }
 
-    private func watchOOM(in directory: String, version: CgroupVersion) {
+    private func watchOOM(in directoryFD: Int32, _ directory: String, version: CgroupVersion) {
         switch version {
         case .v2:
-            oomCounterFD = open(directory + "/memory.events", O_RDONLY | O_CLOEXEC)
+            oomCounterFD = openat(directoryFD, "memory.events", O_RDONLY | O_CLOEXEC)
             oomEventFD = oomCounterFD
         case .v1:
-            oomCounterFD = open(directory + "/memory.oom_control", O_RDONLY | O_CLOEXEC)
+            oomCounterFD = openat(directoryFD, "memory.oom_control", O_RDONLY | O_CLOEXEC)
             let eventFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-            if oomCounterFD >= 0, eventFD >= 0,
-                (try? CgroupFS.write("\(eventFD) \(oomCounterFD)", to: directory + "/cgroup.event_control")) != nil
+            let control = openat(directoryFD, "cgroup.event_control", O_WRONLY | O_TRUNC | O_CLOEXEC)
+            if oomCounterFD >= 0, eventFD >= 0, control >= 0,
+                (try? CgroupFS.write("\(eventFD) \(oomCounterFD)", fd: control, path: directory + "/cgroup.event_control")) != nil
             {
                 oomEventFD = eventFD
             } else if eventFD >= 0 {
                 close(eventFD)
             }
+            if control >= 0 { close(control) }
         }
         lastOOMKills = readOOMKills() ?? 0
     }
