@@ -6,7 +6,7 @@ import WhisperCore
 import WhisperSystem
 import WhisperJSON
 
-/// The fleet's side of the control socket: what each request (decoded by ``ControlService``) does.
+/// What each control request (decoded by ``ControlService``) does; the ``Fleet`` carries out what changes the fleet.
 extension Daemon: ControlledFleet {
     func refused(_ refusal: ControlRefusal) -> HTTPServer.Response {
         guard let allowed = refusal.allowed else { return errorResponse(refusal.status, refusal.message) }
