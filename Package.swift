@@ -63,8 +63,8 @@ let package = Package(
             dependencies: ["WhisperCore", "WhisperConcurrency", "WhisperFiles", "WhisperJSON", "CWhisperLinux", "CSystemd", "CZlib"],
             swiftSettings: strictSettings
         ),
-        // The imperative shell that runs the core against the OS: `Daemon` (the fleet's
-        // lifecycle) wiring `CgroupKeeper`, `StatusPublisher` and `ControlService`.
+        // The imperative shell that runs the core against the OS: `Daemon` wiring `Fleet`
+        // (the fleet's lifecycle), `CgroupKeeper`, `StatusPublisher` and `ControlService`.
         .target(
             name: "WhisperDaemon",
             dependencies: [

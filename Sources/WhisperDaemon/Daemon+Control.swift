@@ -6,7 +6,7 @@ import WhisperCore
 import WhisperSystem
 import WhisperJSON
 
-/// The fleet's side of the control socket: what each request (decoded by ``ControlService``) does.
+/// What each control request (decoded by ``ControlService``) does; the ``Fleet`` carries out what changes the fleet.
 extension Daemon: ControlledFleet {
     func refused(_ refusal: ControlRefusal) -> HTTPServer.Response {
         guard let allowed = refusal.allowed else { return errorResponse(refusal.status, refusal.message) }
@@ -59,21 +59,23 @@ extension Daemon: ControlledFleet {
     }
 
     private func perform(_ command: OperatorCommand, on name: ServiceName, peer: String) -> HTTPServer.Response {
-        guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
-        if command == .run, let status = core.status(of: name) {
+        guard !fleet.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
+        if command == .run, let status = fleet.status(of: name) {
             guard status.isJob else { return errorResponse(409, "\(name) is a character, not a job: use restart") }
             if let pid = status.pid { return errorResponse(409, "\(name) is already running (pid \(pid))") }
         }
         log.log(.info, "control", "\(peer): \(command.rawValue) \(name)")
-        post(.operatorRequested(command, name))
-        guard let status = core.status(of: name) else { return errorResponse(404, "no character named \(name)") }
+        fleet.post(.operatorRequested(command, name))
+        guard let status = fleet.status(of: name) else { return errorResponse(404, "no character named \(name)") }
         return jsonResponse(202, describe(status, now: Clock.monotonicNanoseconds(), limits: [:]))
     }
 
     func knownService(_ text: String) -> ServiceName? {
-        guard let name = ServiceName(text), core.status(of: name) != nil else { return nil }
+        guard let name = ServiceName(text), fleet.status(of: name) != nil else { return nil }
         return name
     }
+
+    func isCharacterProcess(_ pid: Int32) -> Bool { fleet.isCharacterProcess(pid) }
 
     /// Every JSON answer of both endpoints: a type of the API contract (WhisperAPI).
     func jsonResponse(_ status: Int, _ value: some APIModel) -> HTTPServer.Response { self.status.jsonResponse(status, value) }
@@ -97,7 +99,7 @@ extension Daemon: ControlledFleet {
         guard RosterLoader.isValidProfile(profile) else {
             return errorResponse(400, "`\(profile.prefix(40))` is not a profile name")
         }
-        guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
+        guard !fleet.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
         let previous = loader.profiles
         if on { loader.profiles.insert(profile) } else { loader.profiles.remove(profile) }
         switch reload(dryRun: false) {
@@ -120,7 +122,7 @@ extension Daemon: ControlledFleet {
         guard loaded.characterEntries.contains(name) else {
             return errorResponse(404, "no character named \(name.prefix(64)) in the roster (scale takes the name as written)")
         }
-        guard !core.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
+        guard !fleet.isShuttingDown else { return errorResponse(409, "whisperd is shutting down") }
         let previous = loader.replicaOverrides[name]
         loader.replicaOverrides[name] = count
         switch reload(dryRun: false) {
@@ -189,10 +191,9 @@ extension Daemon: ControlledFleet {
 
     /// After an abnormal exit (the restart, if any, is already under way): what happened,
     /// with the run's peak memory, its last log lines and its last health report.
-    func recordIncident(_ name: ServiceName) {
-        guard let status = core.status(of: name), let exit = status.lastExit, !exit.reason.isSuccess,
-            exit.reason != .stopped
-        else { return }
+    func recordIncident(_ status: ServiceStatus, healthCheck: String?) {
+        guard let exit = status.lastExit else { return }
+        let name = status.name
         let now = Clock.monotonicNanoseconds()
         let realtime = Clock.realtimeNanoseconds() - (now - exit.at.nanoseconds)
         let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10)
@@ -201,7 +202,7 @@ extension Daemon: ControlledFleet {
             uptimeSeconds: exit.uptime.seconds, restarts: status.restarts, stateAfter: status.state.rawValue,
             lastLogLines: lines.split(separator: "\n").map(String.init))
         incident.peakMemoryBytes = exit.peakMemoryBytes
-        if exit.reason == .healthCheckFailed { incident.healthCheck = lastProbeFailure[name] }
+        incident.healthCheck = healthCheck
         var health = StatusPublisher.facetLevels(status.facets)
         if let text = status.statusText { health["status_text"] = text }
         if !health.isEmpty { incident.health = health }
@@ -218,7 +219,7 @@ extension Daemon: ControlledFleet {
             return errorResponse(404, "no character named \(name)")
         }
         let origins = loaded.environmentOrigins[name] ?? [:]
-        let variables = childEnvironment(spec, notifySocket: notifySocketPath(name))
+        let variables = fleet.childEnvironment(spec, notifySocket: fleet.notifySocketPath(name))
         let entries = variables.keys.sorted().map { key in
             let shown = Secrets.displayed(key, variables[key] ?? "")
             return EnvironmentReport.Variable(name: key, value: shown.value, secret: shown.isSecret, origin: origins[key] ?? "whisperd")

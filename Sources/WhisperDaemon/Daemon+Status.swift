@@ -18,14 +18,14 @@ extension Daemon: FleetFacts {
         self.status.describe(status, now: now, limits: limits, detail: detail, dropped: dropped, facts: self)
     }
 
-    func statuses() -> [ServiceStatus] { core.statuses() }
+    func statuses() -> [ServiceStatus] { fleet.statuses() }
 
-    func status(of name: ServiceName) -> ServiceStatus? { core.status(of: name) }
+    func status(of name: ServiceName) -> ServiceStatus? { fleet.status(of: name) }
 
     func supervisorReport(now: Int64) -> HealthReport.Supervisor {
         var supervisor = HealthReport.Supervisor(
             version: WhisperdVersion.current, pid: Int(getpid()), uptimeSeconds: Double(now - startedAt) / 1e9,
-            cgroupBackend: cgroups.backend.name, cgroups: cgroups.report, shuttingDown: core.isShuttingDown, summary: core.summary,
+            cgroupBackend: cgroups.backend.name, cgroups: cgroups.report, shuttingDown: fleet.isShuttingDown, summary: fleet.summary,
             reexecs: completedReexecs)
         supervisor.reexecError = lastReexecError
         return supervisor
@@ -37,11 +37,9 @@ extension Daemon: FleetFacts {
 
     func droppedLines() -> [String: Int] { logWriter.droppedLines() }
 
-    func schedule(of status: ServiceStatus) -> CharacterStatus.Schedule? { scheduleDescription(status) }
+    func schedule(of status: ServiceStatus) -> CharacterStatus.Schedule? { fleet.scheduleDescription(status) }
 
-    func jobTimes(of name: ServiceName) -> (next: Int64?, lastRun: Int64?)? {
-        timetable.entry(name).map { entry in (entry.nextDue, jobRunStartedAt[name]) }
-    }
+    func jobTimes(of name: ServiceName) -> (next: Int64?, lastRun: Int64?)? { fleet.jobTimes(of: name) }
 
     func replica(of name: ServiceName) -> CharacterStatus.Replica? {
         guard let environment = loaded.roster[name]?.launch.environment, let of = environment["WHISPERD_CHARACTER"],

@@ -7,46 +7,21 @@ import WhisperCore
 import WhisperConcurrency
 import WhisperSystem
 
-/// One running process of a service.
-final class LiveRun {
-    let pid: Int32
-    /// -1 once reaped (the number may then belong to another descriptor).
-    var pidFD: Int32
-    var outputs: [Int32: OutputPipe] = [:]
-    /// The spawn's, to learn whether a step before exec failed (nil: an adopted process).
-    let child: ProcessSpawner.Child?
-    /// A step before exec failed (learnt from the exec pipe, before the reap).
-    var startFailure: ProcessSpawner.Failure?
-
-    init(pid: Int32, pidFD: Int32) {
-        self.pid = pid
-        self.pidFD = pidFD
-        self.child = nil
-    }
-
-    init(_ child: ProcessSpawner.Child) {
-        self.pid = child.pid
-        self.pidFD = child.pidFD
-        self.child = child
-    }
-}
-
-struct OutputPipe {
-    var assembler: LineAssembler
-}
-
-/// The imperative shell: turns OS events into ``SupervisorEvent``s, feeds the pure
-/// ``Supervisor``, and carries out the actions it returns. Everything runs on one thread, in
-/// one epoll loop; there is no polling anywhere (exits via pidfd, health via datagrams,
-/// time via one timerfd set to the core's next deadline).
+/// The imperative shell's wiring: the configuration, signals, the status HTTP server, reload
+/// (the roster read again, its difference applied by the ``Fleet``), re-exec, and the loop's
+/// one timer. The fleet's lifecycle is ``Fleet``'s; the cgroups ``CgroupKeeper``'s, the
+/// control socket ``ControlService``'s, the status endpoints ``StatusPublisher``'s. Everything
+/// runs on one thread, in one epoll loop; there is no polling anywhere (exits via pidfd,
+/// health via datagrams, time via one timerfd set to the earliest deadline any component has).
 public final class Daemon {
     let configuration: DaemonConfiguration
     let log: DaemonLog
     let loop: EventLoop
     var loader: RosterLoader
-    var loaded: LoadedRoster
-    var core: Supervisor
-    var spawner: ProcessSpawner
+    /// The roster being run (the fleet's).
+    var loaded: LoadedRoster { fleet.loaded }
+    /// The fleet's lifecycle: the core, its runs, probes, notify sockets, output and schedules.
+    let fleet: Fleet
     let logWriter: LogWriter
     let stateStore: StateStore
     /// Who each service runs as and what it may reach.
@@ -60,19 +35,6 @@ public final class Daemon {
     let dashboard = DashboardState()
     let incidents: IncidentStore
 
-    /// Per service: its notify socket (kept across restarts) and the live run, if any.
-    var notifySockets: [ServiceName: NotifySocket] = [:]
-    /// Every read of a child's output lands here first (the loop is one thread): not a zeroed
-    /// 64 KiB array per read, of which a child writing as fast as it can makes thousands a
-    /// second (docs/reliability.md, "slow and silent children").
-    var outputBuffer = [UInt8](repeating: 0, count: 65536)
-    var runs: [ServiceName: LiveRun] = [:]
-    /// Rolling restarts: the new process before it takes over, and the old one draining after.
-    var sideRuns: [ServiceName: [Int32: LiveRun]] = [:]
-    /// Scheduled jobs: when each runs next (wall clock).
-    var timetable = JobTimetable()
-    /// When each job's current or last run started (wall-clock seconds), for status.
-    var jobRunStartedAt: [ServiceName: Int64] = [:]
     /// What the previous whisperd handed over (this one was started by a re-exec), until adopted.
     var handover: Handover?
     /// A re-exec was asked for: it happens on the loop's next turn, after the answer is sent.
@@ -81,20 +43,13 @@ public final class Daemon {
     var reexecs = 0
     /// Re-execs as `/health` and `whisperctl reexec` count them: this process's own counts once
     /// it has announced its start-up (systemd has its READY=1, `systemctl` shows it active again).
-    var completedReexecs: Int { reexecs > 0 && !core.isStartupAnnounced ? reexecs - 1 : reexecs }
+    var completedReexecs: Int { reexecs > 0 && !fleet.isStartupAnnounced ? reexecs - 1 : reexecs }
     var lastReexecError: String?
-    var probes: [ServiceName: any RunningProbe] = [:]
-    /// What the last failed health check said (an exec probe's output tail), for the incident.
-    var lastProbeFailure: [ServiceName: String] = [:]
-    /// `ready: log`: the pattern each starting service's output is matched against, until it matches.
-    var readyLogMatchers: [ServiceName: Regex<AnyRegexOutput>] = [:]
     /// Every cgroup of every character, OOM watches and drains (the fleet asks; it tells through events).
     let cgroups: CgroupKeeper
     /// `/health`, `/v1/characters`, `/metrics`: their renderings, caches and counters.
     let status: StatusPublisher
 
-    private var queue: [SupervisorEvent] = []
-    private var isDraining = false
     private var lastSystemdStatus = ""
     private var nextSystemdPing: Int64?
     let startedAt = Clock.monotonicNanoseconds()
@@ -107,7 +62,6 @@ public final class Daemon {
         self.handover = handover
         self.reexecs = handover?.reexecs ?? 0
         self.configuration = configuration
-        self.loaded = loaded
         self.log = log
         self.loop = try EventLoop()
         self.cgroups = CgroupKeeper(backend: cgroups, loop: loop, log: log)
@@ -119,7 +73,7 @@ public final class Daemon {
             profiles: configuration.profiles)
         self.loader.replicaOverrides = configuration.replicaOverrides
         self.loader.oneService = configuration.oneService
-        self.spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
+        var spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         // The loop thread runs a little above the characters (when allowed), so a burst of
         // children starting on both cores does not keep it waiting for a CPU between spawns;
         // each child is set back to the nice value whisperd was started with.
@@ -134,17 +88,27 @@ public final class Daemon {
             stateDirectory: configuration.stateDirectory, runtimeDirectory: configuration.runtimeDirectory,
             executable: configuration.selfExecutable, stateStore: stateStore)
         self.incidents = IncidentStore(stateDirectory: configuration.stateDirectory)
-        let stopped = Set(stateStore.stoppedServices().compactMap(ServiceName.init))
-        var jobs: [ServiceName: String] = [:]
-        for (name, revision) in stateStore.completedJobs() { if let name = ServiceName(name) { jobs[name] = revision } }
-        let seed = UInt64(truncatingIfNeeded: Clock.realtimeNanoseconds()) ^ UInt64(getpid())
-        let inRoster = Set(loaded.roster.names)
-        self.core = Supervisor(
-            persistedDown: stopped, completedJobs: jobs, adopted: (handover?.adoptedRuns() ?? [:]).filter { inRoster.contains($0.key) },
-            seed: seed)
-        self.cgroups.events = CgroupKeeper.Events(
-            oomKilled: { [unowned self] name, kills in for _ in 0..<min(kills, 1000) { self.post(.oomKilled(name)) } },
-            drained: { [unowned self] name, run, termination in self.finishRun(name, run, termination) })
+        self.fleet = Fleet(
+            configuration: configuration, loaded: loaded, log: log, loop: loop, spawner: spawner, cgroups: self.cgroups,
+            tenants: tenants, logWriter: logWriter, stateStore: stateStore, handover: handover)
+        fleet.events = Fleet.Events(
+            batchHandled: { [unowned self] in
+                self.status.fleetChanged()
+                self.armTimer()
+                self.publishSystemdStatus()
+            },
+            becameReady: { [unowned self] name, seconds in self.status.recordTimeToReady(name, seconds: seconds) },
+            forgotten: { [unowned self] name in self.status.forget(name) },
+            datagramRejected: { [unowned self] name in self.status.countRejectedDatagram(name) },
+            datagramMalformed: { [unowned self] name in self.status.countMalformedDatagram(name) },
+            output: { [unowned self] name, bytes in
+                self.control.forward(name, bytes)
+                self.forwardToDashboards(name, bytes)
+            },
+            incident: { [unowned self] status, healthCheck in self.recordIncident(status, healthCheck: healthCheck) },
+            startupCompleted: { [unowned self] in self.startupCompleted() },
+            oneServiceDone: { [unowned self] name, state in self.endWithTheOneService(name, state) },
+            shutdownCompleted: { [unowned self] in self.loop.stop() })
     }
 
     /// How many nice steps the loop thread runs above the characters (`setpriority` on that
@@ -166,9 +130,12 @@ public final class Daemon {
             log.log(.info, "whisperd", "status endpoint on http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/health")
         }
         tenants.controlGroupID = try control.start(inheritedFD: handover?.controlFD, fleet: self)
-        adoptHandedOverRuns()
+        if let handover {
+            self.handover = nil
+            fleet.adopt(handover)
+        }
         startDashboard()
-        let stopped = core.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
+        let stopped = fleet.statuses().filter { $0.desired == .down }.map(\.name.rawValue)
         log.log(
             .info, "whisperd",
             "starting \(loaded.roster.services.count) services from \(loaded.path) (state \(configuration.stateDirectory), "
@@ -176,10 +143,10 @@ public final class Daemon {
         if !stopped.isEmpty { log.log(.info, "whisperd", "kept stopped by operator intent: \(stopped.joined(separator: ", "))") }
         warnAboutLimits(loaded.roster)
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
-        apply(loaded.roster)
+        fleet.apply(loaded)
         loop.run()
-        cgroups.removeAll(offThread: core.isShuttingDown)
-        for socket in notifySockets.values { socket.close() }
+        cgroups.removeAll(offThread: fleet.isShuttingDown)
+        fleet.closeNotifySockets()
         statusServer?.close()
         control.close()
         logWriter.close()
@@ -187,49 +154,48 @@ public final class Daemon {
         return exitCode
     }
 
-    // MARK: - Events into the core
+    // MARK: - What the fleet tells
 
-    /// Queues an event; events raised while actions run are handled after them, in order.
-    func post(_ event: SupervisorEvent) {
-        queue.append(event)
-        guard !isDraining else { return }
-        isDraining = true
-        while !queue.isEmpty {
-            let next = queue.removeFirst()
-            let actions = core.handle(next, now: Instant(nanoseconds: Clock.monotonicNanoseconds()))
-            for action in actions { execute(action) }
-        }
-        isDraining = false
-        saveDynamicIDs()
-        status.fleetChanged()
-        armTimer()
-        publishSystemdStatus()
+    /// Every service wanted up is ready: systemd hears READY=1.
+    private func startupCompleted() {
+        systemd.ready(status: fleet.summary)
+        // Parsing the roster and the start-up burst leave freed heap and code pages that
+        // are not needed again behind: give them back, since whisperd then lives for
+        // months at its idle size.
+        // The start-up burst's uids are saved first: encoding them after the release would
+        // bring back the pages just released (docs/performance.md, the PSS row).
+        fleet.saveDynamicIDs()
+        releaseFreedMemory()
+        releaseStartupCodePages()
     }
 
-    /// The dynamic uids given since the last batch, written once per batch of events.
-    func saveDynamicIDs() {
-        do { try tenants.saveAllocations() } catch {
-            log.log(.error, "whisperd", "cannot save the characters' dynamic uids: \(error)")
-        }
+    /// `whisperd run-one NAME` (a pod's entrypoint): whisperd supervises one service as it would
+    /// on one host — restarts, backoff, readiness, watchdog — and exits once that service is done
+    /// for good, so the container engine sees the end (0: completed; 1: failed).
+    private func endWithTheOneService(_ name: ServiceName, _ state: ServiceState) {
+        exitCode = state == .exited ? 0 : 1
+        log.log(.info, character: name, "\(state.rawValue) and not restarted by its policy: whisperd run-one exits (\(exitCode))")
+        fleet.post(.shutdownRequested)
     }
+
+    // MARK: - The timer
 
     /// Wakes the loop on its next turn (a re-exec runs after the request's answer is written).
     func armTimerSoon() { armTimer() }
 
+    /// The loop's one timer, set to the earliest deadline any component has.
     private func armTimer() {
-        var deadline = core.nextDeadline?.nanoseconds
-        for probe in probes.values where !probe.isDone { deadline = min(deadline ?? probe.deadline, probe.deadline) }
+        var deadline = fleet.nextDeadline
         if let drain = cgroups.nextDrainDeadline { deadline = min(deadline ?? drain, drain) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
         if pendingReexec != nil { deadline = Clock.monotonicNanoseconds() }
-        if let schedule = nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
+        if let schedule = fleet.nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
         loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
     }
 
     private func timerFired() {
         let now = Clock.monotonicNanoseconds()
-        // A probe leaves `probes` with its verdict (an exec probe's comes when it is reaped).
-        for probe in probes.values where probe.deadline <= now && !probe.isDone { probe.expire() }
+        fleet.expireProbes(now: now)
         cgroups.expireDrains(now: now)
         if let ping = nextSystemdPing, ping <= now, let interval = systemd.watchdogPingInterval {
             systemd.watchdog()
@@ -239,8 +205,8 @@ public final class Daemon {
             pendingReexec = nil
             reexec(requestedBy: requester)
         }
-        runDueSchedules()
-        post(.timerFired)
+        fleet.runDueSchedules()
+        fleet.post(.timerFired)
     }
 
     private func received(signal: Int32) {
@@ -250,12 +216,12 @@ public final class Daemon {
         case SIGUSR2:
             if let refusal = requestReexec(by: "SIGUSR2") { log.log(.warning, "whisperd", "re-exec refused: \(refusal)") }
         case SIGTERM, SIGINT, SIGQUIT:
-            let again = core.isShuttingDown
+            let again = fleet.isShuttingDown
             log.log(
                 .info, "whisperd",
                 again ? "second stop signal: killing everything now" : "signal \(Signal(rawValue: signal)): stopping every service")
             systemd.stopping()
-            post(.shutdownRequested)
+            fleet.post(.shutdownRequested)
         default:
             break
         }
@@ -270,7 +236,7 @@ public final class Daemon {
     /// nothing at all. A dry run only reports what would happen.
     @discardableResult
     func reload(dryRun: Bool = false) -> ReloadOutcome {
-        guard !core.isShuttingDown else { return .rejected(["whisperd is shutting down"]) }
+        guard !fleet.isShuttingDown else { return .rejected(["whisperd is shutting down"]) }
         if !dryRun { systemd.reloading(monotonicMicroseconds: Clock.monotonicNanoseconds() / 1000) }
         defer { if !dryRun { systemd.send("READY=1") } }
         switch loader.load(path: configuration.rosterPath) {
@@ -283,14 +249,13 @@ public final class Daemon {
         case .success(let newRoster):
             let diff = RosterDiff(old: loaded.roster, new: newRoster.roster)
             guard !dryRun else { return .planned(diff.plan) }
-            loaded = newRoster
             if diff.isEmpty {
                 log.log(.info, "reload", "roster unchanged")
             } else {
                 for line in diff.plan { log.log(.info, "reload", line) }
             }
             warnAboutLimits(newRoster.roster)
-            apply(newRoster.roster)
+            fleet.apply(newRoster)
             return .planned(diff.plan)
         }
     }
@@ -323,9 +288,9 @@ public final class Daemon {
 
     private func publishSystemdStatus() {
         guard systemd.isUnderSystemd else { return }
-        let summary = core.summary
+        let summary = fleet.summary
         guard summary != lastSystemdStatus else { return }
         lastSystemdStatus = summary
-        if core.isStartupAnnounced { systemd.status(summary) }
+        if fleet.isStartupAnnounced { systemd.status(summary) }
     }
 }

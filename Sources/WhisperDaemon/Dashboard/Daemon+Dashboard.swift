@@ -90,7 +90,7 @@ extension Daemon {
     /// Every character's open cgroup files and restart count, handed to the sampler thread.
     private func sampleFleet() {
         guard let sampler = dashboard.sampler else { return }
-        let statuses = core.statuses()
+        let statuses = fleet.statuses()
         let targets = statuses.map { status in
             FleetSampler.Target(
                 name: status.name.rawValue, probe: cgroups.usageProbe(of: status.name), restarts: status.restarts)
@@ -168,7 +168,7 @@ extension Daemon {
         if request.method == "GET" || request.method == "HEAD", parts == ["session"] {
             return Self.jsonBody(200, DashboardSession(loggedIn: session != nil, csrf: session?.csrf, session: session?.label))
         }
-        guard parts.count >= 3, parts[0] == "characters", let name = ServiceName(parts[1]), core.status(of: name) != nil else {
+        guard parts.count >= 3, parts[0] == "characters", let name = ServiceName(parts[1]), fleet.status(of: name) != nil else {
             return Self.jsonError(404, "not found: \(path.prefix(200))")
         }
         let operation = parts[2]
@@ -213,9 +213,9 @@ extension Daemon {
         else {
             return Self.jsonError(404, "unknown operation \(operation.prefix(40)) (\(DashboardAction.commands.joined(separator: ", ")))")
         }
-        guard !core.isShuttingDown else { return Self.jsonError(409, "whisperd is shutting down") }
+        guard !fleet.isShuttingDown else { return Self.jsonError(409, "whisperd is shutting down") }
         log.log(.info, "dashboard", "\(session.label): \(command.rawValue) \(name)")
-        post(.operatorRequested(command, name))
+        fleet.post(.operatorRequested(command, name))
         return Self.jsonBody(202, DashboardAction(name: name.rawValue, command: command.rawValue))
     }
 
@@ -374,12 +374,12 @@ extension Daemon {
         // Every running instance of the character reads the folder at start.
         let instances = loaded.roster.services.filter { spec in
             !spec.isJob && (spec.launch.environment["WHISPERD_CHARACTER"] ?? spec.name.rawValue) == folder
-                && core.status(of: spec.name)?.desired == .up
+                && fleet.status(of: spec.name)?.desired == .up
         }.map(\.name)
         log.log(
             .info, "dashboard",
             "\(session.label): saved \(path)/\(file) (\(body.count) bytes); restarting \(instances.map(\.rawValue).joined(separator: ", "))")
-        for instance in instances { post(.operatorRequested(.restart, instance)) }
+        for instance in instances { fleet.post(.operatorRequested(.restart, instance)) }
         return Self.jsonBody(200, SavedCharacterFile(saved: file, restarted: instances.map(\.rawValue)))
     }
 
