@@ -29,7 +29,7 @@ final class CgroupDrain {
 /// Owns every cgroup of every character (the backend, each character's ``CharacterCgroup``,
 /// its OOM watch, a drain of what outlived the main process, the figures read for status) and
 /// gives the rest of whisperd small calls. It knows nothing of the fleet: what it learns (OOM
-/// kills, a drain that ended) goes out through ``Events``, which ``Daemon`` sets once.
+/// kills, a drain that ended) goes out through ``Events``, which ``Fleet`` sets once.
 ///
 /// Not `Sendable`: runs on the loop thread (the metrics thread only gets ``usageProbes(for:)``).
 final class CgroupKeeper {

@@ -4,7 +4,7 @@ import WhisperSystem
 
 /// Who each service runs as and what it may reach (DESIGN §10): the ids it takes on, its own
 /// state and runtime directories, its Landlock ruleset and its notify socket's owner. Owned by
-/// the ``Daemon``, used on its loop thread only.
+/// the ``Daemon`` (which makes it) and used by the ``Fleet``, on the loop thread only.
 final class Tenants {
     /// What one spawn needs from the tenant side.
     struct Prepared {

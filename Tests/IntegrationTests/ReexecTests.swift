@@ -111,6 +111,4 @@ import Testing
 }
 
 /// Copies a file with its mode.
-func copyfile(_ source: String, _ destination: String) -> Bool {
-    (try? FileManager.default.copyItem(atPath: source, toPath: destination)) != nil
-}
+func copyfile(_ source: String, _ destination: String) -> Bool { copyExecutable(source, to: destination) }

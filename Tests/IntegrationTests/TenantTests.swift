@@ -21,8 +21,7 @@ import Testing
         // A setuid-root program the hostile character may run: no_new_privs must keep it uid-less.
         let setuidID = scratch.path + "/bin/id"
         try FileManager.default.createDirectory(atPath: scratch.path + "/bin", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: "/usr/bin/id", toPath: setuidID)
-        chmod(setuidID, 0o4755)
+        #expect(copyExecutable("/usr/bin/id", to: setuidID, mode: 0o4755))
         scratch.write(
             "roster.yaml",
             """

@@ -47,10 +47,37 @@ private func reachableCopy(of binary: String) -> String {
     try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     let temporary = copy + ".\(getpid())"
     try? FileManager.default.removeItem(atPath: temporary)
-    try? FileManager.default.copyItem(atPath: binary, toPath: temporary)
-    chmod(temporary, 0o755)
+    _ = copyExecutable(binary, to: temporary)
     rename(temporary, copy)
     return copy
+}
+
+/// Copies a program through a close-on-exec descriptor. The test process starts children from
+/// many threads at once: a child forked while a plain descriptor writing the copy is open keeps
+/// it, and exec of the copy then fails with "Text file busy" (Foundation's copy opens without
+/// O_CLOEXEC).
+func copyExecutable(_ source: String, to destination: String, mode: mode_t = 0o755) -> Bool {
+    guard let contents = FileManager.default.contents(atPath: source) else { return false }
+    return writeExecutable(destination, contents, mode: mode)
+}
+
+/// Writes a file that will be executed, through a close-on-exec descriptor (see ``copyExecutable``).
+@discardableResult
+func writeExecutable(_ path: String, _ contents: Data, mode: mode_t = 0o755) -> Bool {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o700)
+    guard fd >= 0 else { return false }
+    var written = 0
+    let ok = contents.withUnsafeBytes { bytes -> Bool in
+        while written < bytes.count {
+            let count = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
+            if count < 0, errno == EINTR { continue }
+            if count <= 0 { return false }
+            written += count
+        }
+        return true
+    }
+    close(fd)
+    return ok && chmod(path, mode) == 0
 }
 
 private func builtWhisperdBinary() -> String {
@@ -115,8 +142,11 @@ final class Scratch {
             attributes: [.posixPermissions: 0o755])
         let name = (relative as NSString).lastPathComponent
         let isEnvFile = name.hasPrefix(".env") || name.hasSuffix(".env")
-        _ = FileManager.default.createFile(
-            atPath: full, contents: Data(text.utf8), attributes: [.posixPermissions: executable ? 0o755 : isEnvFile ? 0o600 : 0o644])
+        if executable {
+            writeExecutable(full, Data(text.utf8))
+        } else {
+            _ = FileManager.default.createFile(atPath: full, contents: Data(text.utf8), attributes: [.posixPermissions: isEnvFile ? 0o600 : 0o644])
+        }
         return full
     }
 
