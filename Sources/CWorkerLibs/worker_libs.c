@@ -97,8 +97,8 @@ int whisper_worker_libs_load(unsigned which, char *error, size_t size)
     unsigned wanted = which & ~loaded;
     if (wanted & WL_LIBRARY_CURL) {
         /* libcurl's own dependencies (librtmp, libldap) bring GnuTLS, whose constructor
-         * initialises itself and p11-kit's modules at load: ~0.75 MiB resident in every
-         * worker, for TLS that only OpenSSL does here. GnuTLS skips that implicit start while
+         * initialises itself and p11-kit's modules at load: resident memory in every worker
+         * (docs/worker.md, "Libraries"), for TLS that only OpenSSL does here. GnuTLS skips that implicit start while
          * this is set (a user of GnuTLS calls gnutls_global_init itself). Set for the dlopen
          * only; the worker loads its libraries at start, before any thread reads the
          * environment. */

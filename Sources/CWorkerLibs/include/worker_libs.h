@@ -3,8 +3,8 @@
 
 /* libcurl, libsqlite3 and libpq, loaded with dlopen when the character worker (or
  * `whisperd migrate`) first needs them. The supervisor is the same binary and never does:
- * linked normally, these libraries and the ~40 they pull in (TLS, Kerberos, LDAP, …) cost
- * it ~5.7 MiB of PSS at N = 300, for code it never runs. Types and constants come from the
+ * linked normally, these libraries and the ~40 they pull in (TLS, Kerberos, LDAP, …) would
+ * cost it PSS for code it never runs (docs/worker.md, "Libraries"). Types and constants come from the
  * libraries' headers; every call goes through the wl_ wrappers below. */
 
 #include <stddef.h>
