@@ -16,6 +16,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -229,6 +230,13 @@ def main():
         worker.terminate()
         worker.wait(timeout=10)
         llm.kill()
+    try:
+        report(args, records, samples, wrk_out if wrk else "", perf_data, client_tid, worker_threads, llm_threads)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, records, samples, wrk_out, perf_data, client_tid, worker_threads, llm_threads):
     totals = [r[3] for r in records if r[4] == "200"]
     failures = [r for r in records if r[4] != "200"]
     print(f"chats {len(records)}, failed {len(failures)} {collections.Counter(r[4] for r in failures)}; "
@@ -240,7 +248,7 @@ def main():
     for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
         rates = {k.replace("whisperd_worker_", ""): round((c1.get(k, 0) - c0.get(k, 0)) / (t1 - t0)) for k in c1 if k.endswith("total")}
         print(f"  per second: {rates}, connections {c1.get('http_connections')}")
-    if wrk:
+    if wrk_out:
         print("wrk:", " ".join(line.strip() for line in wrk_out.splitlines() if "requests in" in line or "Non-2xx" in line or "Socket" in line))
     switches, wakeups = parse_sched(perf_data)
     tids = {client_tid: "client", **{t: f"worker {n} {t}" for t, n in worker_threads.items()}, **llm_threads}
