@@ -170,6 +170,26 @@ extension HTTPLimitsTests {
         #expect(HTTPLimits.from(["API_MAX_CONNECTIONS_PER_PEER": "-3"]) == .failure(.init(description: "API_MAX_CONNECTIONS_PER_PEER=-3 is not a positive number")))
     }
 
+    /// Held refusals go a hundredth of the delay apart, a hundredth of those held at a time (at
+    /// least one): every one held can go within a delay.
+    @Test func heldRefusals_goAFewAtATime_aTickApart_allWithinADelay() {
+        var limits = HTTPLimits()
+        #expect(limits.refusalTick == HTTPLimits.second / 100)
+        limits.refusalDelay = HTTPLimits.second / 4
+        #expect(limits.refusalTick == HTTPLimits.second / 400)
+        limits.refusalDelay = 1
+        #expect(limits.refusalTick == 1, "never a tick of 0")
+        #expect(HTTPLimits.refusalsPerTick(held: 0) == 1)
+        #expect(HTTPLimits.refusalsPerTick(held: 1) == 1)
+        #expect(HTTPLimits.refusalsPerTick(held: 100) == 1)
+        #expect(HTTPLimits.refusalsPerTick(held: 101) == 2)
+        #expect(HTTPLimits.refusalsPerTick(held: 448) == 5)
+        for held in [1, 37, 100, 448, 512, 5000] {
+            // A hundred ticks make a delay.
+            #expect(100 * HTTPLimits.refusalsPerTick(held: held) >= held)
+        }
+    }
+
     @Test func thePerAddressRequestRate_fromTheEnvironment_aBurstASecondsWorthUnlessSet_zeroTurnsItOff() throws {
         #expect(try HTTPLimits.from(["API_PEER_REQUESTS_PER_SECOND": "0"]).get().peerRequestRate == nil)
         // The per-address limits off (a proxy in front): the rate too, unless it is set.

@@ -480,6 +480,33 @@ import WhisperSystem
         }
     }
 
+    /// Connections refused for their address's limit together are not let go together: their
+    /// 503s go out a few at a time, a tick apart, so a flood that reconnects the moment it is
+    /// refused comes back spread out, not in a burst; every one is told 503 and closed.
+    @Test func refusedTogether_theHeldConnectionsAreLetGoAFewAtATime_eachTold503() throws {
+        var limits = Self.limits(connections: 64, perPeer: 1)
+        limits.refusalDelay = Self.seconds(1)
+        try withServer(limits: limits) { port in
+            var pending: [UInt8] = []
+            let held = connectTo(port)
+            defer { close(held) }
+            send(held, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(readResponse(held, &pending)?.body == Array("ok".utf8))
+            let over = (0..<30).map { _ in connectTo(port) }
+            defer { over.forEach { close($0) } }
+            for fd in over { send(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            // When the first is told, the others are not all told with it (one per tick here: the
+            // thirty over about a third of a second).
+            #expect(waitFor(over[0], Int32(POLLIN), timeout: 5) != 0)
+            let toldWithTheFirst = over.filter { waitFor($0, Int32(POLLIN), timeout: 0) != 0 }.count
+            #expect(toldWithTheFirst < over.count, "all \(toldWithTheFirst) let go at once")
+            for fd in over {
+                let end = readToEnd(fd)
+                #expect(end.closed && end.text.hasPrefix("HTTP/1.1 503") && end.text.contains("Retry-After: 1"), "\(end.text.prefix(80))")
+            }
+        }
+    }
+
     /// Peers take turns: twenty connections of one address and one of another all waiting to be
     /// read at once, the other address's request is read first or second, not after the twenty.
     @Test func peersTakeTurns_oneAddressWithManyConnections_doesNotGoFirstWithAllOfThem() throws {

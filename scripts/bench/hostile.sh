@@ -5,7 +5,8 @@
 # table (recorded in docs/reliability.md). Arguments go to hostile.py (--seconds, --ramp, --diagnose,
 # --also-bin LABEL=PATH for another build in the same run,
 # --connections, --memory 256M to run the worker under whisperd with that limit, --only,
-# --placement shared,apart,unpinned, --variant LABEL:NAME=VALUE for the same build with a setting).
+# --placement shared,apart,unpinned, --variant LABEL:NAME=VALUE for the same build with a setting,
+# --rounds K --window S for each flood interleaved with quiet windows, p99s pooled: both figures printed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v slowhttptest >/dev/null || ! command -v wrk >/dev/null; then

@@ -29,10 +29,23 @@ public struct HTTPLimits: Sendable, Equatable {
     /// How long a connection refused for its address's limit is held, unread, before its 503
     /// (HAProxy's tarpit): a client that reconnects at once when refused would otherwise make the
     /// server spend its time accepting and closing. At most ``maxDelayedRefusals`` at a time;
-    /// past that, refused at once. 0: refused at once.
+    /// past that, refused at once. Let go a few at a time (``refusalTick``), so a connection may be
+    /// held a little longer. 0: refused at once.
     public var refusalDelay: Int64 = second
     /// Refused connections held at once at most: twice the connection cap.
     public var maxDelayedRefusals: Int { 2 * maxConnections }
+
+    /// How often held refusals are let go (``refusalsPerTick(held:)`` at a time): a hundredth of
+    /// ``refusalDelay``. Let go all at once when due, a flood's connections refused together
+    /// reconnect together and are refused together again a delay later, each time a burst of
+    /// closes and accepts on the loop and in the kernel; let go a few at a time, those bursts
+    /// spread out within a few rounds.
+    public var refusalTick: Int64 { max(1, refusalDelay / 100) }
+
+    /// Held refusals that are due let go at one ``refusalTick``, at most: a hundredth of those
+    /// held (at least one), so that all of them can go within a delay and a connection is held
+    /// little past it.
+    public static func refusalsPerTick(held: Int) -> Int { max(1, (held + 99) / 100) }
     /// Requests one peer address may send, on average and in a burst (a token bucket per
     /// address, nginx's `limit_req` keyed on the address but without refusing): an address whose
     /// bucket is empty is not read until it has a token again, so its requests wait in the

@@ -51,6 +51,8 @@ public final class HTTPServer {
     /// Refused connections held until their 503 is due (``HTTPLimits/refusalDelay``), oldest first.
     var delayedRefusals = FIFO<(fd: Int32, due: Int64)>()
     var delayedRefusalCount = 0
+    /// When held refusals may be let go again (``HTTPLimits/refusalTick``).
+    var nextRefusalTick: Int64 = 0
     var sliceWorkID: Int?
 
     /// Connections read per slice (then the loop looks at its other descriptors: new
@@ -573,14 +575,20 @@ public final class HTTPServer {
                 abort(fd)
             }
         }
-        while let first = delayedRefusals.first, first.due <= now {
-            _ = delayedRefusals.popFirst()
-            delayedRefusalCount -= 1
-            refuse(first.fd, Self.tooManyFromPeer)
+        if let first = delayedRefusals.first, first.due <= now, now >= nextRefusalTick {
+            // A few at a time, a tick apart (``HTTPLimits/refusalTick``): a batch refused together
+            // would reconnect together.
+            var quota = HTTPLimits.refusalsPerTick(held: delayedRefusalCount)
+            while quota > 0, let first = delayedRefusals.first, first.due <= now {
+                _ = delayedRefusals.popFirst()
+                delayedRefusalCount -= 1
+                quota -= 1
+                refuse(first.fd, Self.tooManyFromPeer)
+            }
+            nextRefusalTick = now + limits.refusalTick
         }
         if let first = delayedRefusals.first {
-            // In batches a tenth of the delay apart, not a wake-up for every refused connection.
-            earliest = min(earliest ?? .max, max(first.due, now + limits.refusalDelay / 10))
+            earliest = min(earliest ?? .max, max(first.due, nextRefusalTick))
         }
         if let earliest { scheduleSweep(at: earliest) }
     }
