@@ -274,20 +274,44 @@ struct ComposeServiceTranslation {
     func readEnvironment() -> [(String, String?)] {
         guard let value = node["environment"] else { return [] }
         var result: [(String, String?)] = []
-        var skipped: [String] = []
         if let entries = value.entries {
             for entry in entries {
-                if entry.value.isNull { skipped.append(entry.key) } else if let text = entry.value.scalar { result.append((entry.key, text)) }
+                if entry.value.isNull { result.append((entry.key, nil)) } else if let text = entry.value.scalar { result.append((entry.key, text)) }
             }
         } else if let items = value.items {
             for item in items {
                 guard let text = item.scalar else { continue }
                 if let equals = text.firstIndex(of: "=") {
                     result.append((String(text[..<equals]), String(text[text.index(after: equals)...])))
-                } else { skipped.append(text) }
+                } else { result.append((text, nil)) }
             }
         }
-        return result + skipped.map { ($0, nil) }
+        return Self.lastOfEach(result).values
+    }
+
+    /// A name given twice (`- KEY=a` then `- KEY=b`): the last is kept, as Compose keeps it, in
+    /// the place of the first; the names given more than once, for the report.
+    static func lastOfEach(_ pairs: [(String, String?)]) -> (values: [(String, String?)], repeated: [String]) {
+        var position: [String: Int] = [:]
+        var values: [(String, String?)] = []
+        var repeated: [String] = []
+        for (key, value) in pairs {
+            if let index = position[key] {
+                values[index].1 = value
+                if !repeated.contains(key) { repeated.append(key) }
+            } else {
+                position[key] = values.count
+                values.append((key, value))
+            }
+        }
+        return (values, repeated)
+    }
+
+    /// The names `environment:` gives more than once (a list may; a map cannot).
+    private func repeatedEnvironmentNames() -> [String] {
+        guard let items = node["environment"]?.items else { return [] }
+        let names = items.compactMap { item in item.scalar.map { text in String(text.prefix { $0 != "=" }) } }
+        return Self.lastOfEach(names.map { ($0, nil) }).repeated
     }
 
     mutating func readEnvironmentKeys(_ values: [(String, String?)]) {
@@ -305,6 +329,10 @@ struct ComposeServiceTranslation {
             if !env.isEmpty { set("env", .map(env)) }
             note("environment", value, .mapped("env: \(env.count) variable\(env.count == 1 ? "" : "s") (values not shown)"))
             if !bad.isEmpty { note("environment", value, .notMappable("invalid names left out: \(bad.joined(separator: ", "))")) }
+            let repeated = repeatedEnvironmentNames()
+            if !repeated.isEmpty {
+                note("environment", value, .warning("\(repeated.joined(separator: ", ")) given more than once: the last is kept, as Compose keeps it"))
+            }
             if !passed.isEmpty {
                 note("environment", value, .warning("\(passed.joined(separator: ", ")) without a value: Compose passes the shell's; whisperd passes only PATH LANG TZ HOME from its own, so set them in env_file"))
             }

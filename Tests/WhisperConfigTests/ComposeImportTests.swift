@@ -195,6 +195,26 @@ import WhisperCore
         #expect(report.contains("BARE without a value"))
     }
 
+    /// Found by the `compose` fuzzer: a list may name a variable twice, and the roster written
+    /// had the name twice in one mapping (not valid YAML). The last is kept, as Compose keeps it.
+    @Test func environment_aNameListedTwice_theLastIsKept_andSaid() throws {
+        let yaml = """
+            services:
+              list:
+                command: [/bin/true]
+                environment: [GREETING=hi, OTHER=1, GREETING=hello, BARE, BARE=set]
+            """
+        let (loaded, result) = try roster(yaml)
+        let environment = try service(loaded, "list").launch.environment
+        #expect(environment["GREETING"] == "hello")
+        #expect(environment["OTHER"] == "1")
+        #expect(environment["BARE"] == "set")
+        let report = result.findings.map(\.description).joined(separator: "\n")
+        #expect(report.contains("GREETING, BARE given more than once: the last is kept"))
+        #expect(!report.contains("BARE without a value"))
+        #expect(!report.contains("hello"))
+    }
+
     @Test func envFile_stringListAndPathRequired_resolvedFromTheComposeFile() throws {
         directory.write("a.env", "A=1\n")
         directory.write("b.env", "B=2\n")
