@@ -51,7 +51,9 @@ public final class Worker {
     /// What whisperd last heard of `inflight`, and when. A busy API changes the count twice a
     /// request; whisperd hears it at most once a second (the latest value, at the end of that
     /// second), so neither it nor this loop pays a datagram per request.
-    var reportedInflight = 0
+    /// The count moved since the last report, even if back to what was reported: chats ended
+    /// meanwhile and the LLM spending that rides along changed.
+    var inflightMovedSinceReport = false
     var lastInflightReport: Int64?
     var nextInflightReport: Int64?
     static let inflightReportInterval: Int64 = 1_000_000_000
@@ -222,12 +224,11 @@ public final class Worker {
             if let due = self.nextDiscordCheck, now >= due { self.checkDiscord(now: now) }
             if let due = self.nextInflightReport, now >= due {
                 self.nextInflightReport = nil
-                if self.inflight != self.reportedInflight { self.reportInflight(now: now) }
+                if self.inflightMovedSinceReport { self.reportInflight(now: now) }
             }
             if let due = self.nextWatchdog, now >= due, let interval = self.supervisor.watchdogPingInterval {
                 // Not waiting on a full queue: a ping that cannot go now is made up for by the next.
                 self.notify("WATCHDOG=1\nX_WHISPERD_INFLIGHT=\(self.inflight)", waiting: false)
-                self.reportedInflight = self.inflight
                 self.nextWatchdog = now + interval
             }
             self.armDeadline()
@@ -318,7 +319,8 @@ public final class Worker {
     /// Reports the in-flight count now if the last report is a second old, else once that
     /// second is over.
     private func inflightChanged() {
-        guard inflight != reportedInflight, nextInflightReport == nil else { return }
+        inflightMovedSinceReport = true
+        guard nextInflightReport == nil else { return }
         let now = Clock.monotonicNanoseconds()
         if let last = lastInflightReport, now - last < Self.inflightReportInterval {
             nextInflightReport = last + Self.inflightReportInterval
@@ -336,7 +338,7 @@ public final class Worker {
             if let remaining = admission.remainingTokens() { message += "X_WHISPERD_LLM_BUDGET_REMAINING=\(remaining)\n" }
         }
         notify(message + "X_WHISPERD_INFLIGHT=\(inflight)", waiting: false)
-        reportedInflight = inflight
+        inflightMovedSinceReport = false
         lastInflightReport = now
     }
 

@@ -225,6 +225,24 @@ extension IntegrationTests {
             #expect(reports.last?.contains("X_WHISPERD_LLM_TOKENS=\(160 * 18)\n") == true, "\(reports.last ?? "")")
         }
 
+        /// A chat that starts and ends between two reports leaves the in-flight count where it
+        /// was reported, but its LLM spending is new: the next report still goes out with it.
+        /// (It did not: whisperd's token count stayed behind until the count next differed.)
+        @Test func aChatBetweenTwoReports_itsSpendingIsStillReported() throws {
+            let scratch = Scratch()
+            let llm = try TestLLM()
+            let listener = try DatagramListener(path: scratch.path + "/notify.sock")
+            let (worker, port) = try Self.startWorker(scratch, llm: llm, environment: ["NOTIFY_SOCKET": listener.path])
+            defer { withExtendedLifetime(worker) {} }
+            #expect(listener.receive(containing: "READY=1") != nil)
+            #expect(postJSON(port: port, path: "/api/chat", ["user_id": "u", "message": "first"]).status == 200)
+            // The report after the first chat: 0 in flight, its 18 tokens.
+            #expect(listener.receive(containing: "X_WHISPERD_LLM_TOKENS=18\nX_WHISPERD_INFLIGHT=0") != nil)
+            // Within the next second: 0 → 1 → 0, back to the count just reported.
+            #expect(postJSON(port: port, path: "/api/chat", ["user_id": "u", "message": "second"]).status == 200)
+            #expect(listener.receive(containing: "X_WHISPERD_LLM_TOKENS=36\n") != nil)
+        }
+
         @Test func fiftyConcurrentChats_storeAHundredRows() throws {
             let scratch = Scratch()
             let llm = try TestLLM()
