@@ -121,6 +121,12 @@ final class CgroupKeeper {
         return peak
     }
 
+    /// Opens every character's peak file now (once start-up is done), instead of at the end
+    /// of its first run, between the exit and the restart.
+    func openPeakFiles() {
+        for group in groups.values { group.openPeak() }
+    }
+
     /// The main process ended: when other processes of the character remain in its grouping
     /// cgroup they are killed and awaited (like a container whose first process ended), and the
     /// run ends with ``Events/drained``; false when nothing remains (the run is over now).

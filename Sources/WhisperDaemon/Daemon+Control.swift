@@ -35,6 +35,7 @@ extension Daemon: ControlledFleet {
         case .logs(let name, let lines, let follow):
             return logs(name, lines: lines, follow: follow)
         case .incidents(let name):
+            writePendingIncidents()
             return jsonResponse(200, IncidentList(name: name.rawValue, incidents: incidents.load(name.rawValue)))
         case .environment(let name):
             return environment(name)
@@ -162,12 +163,12 @@ extension Daemon: ControlledFleet {
 
     /// Up to `lines` whole lines from the end of a file (reads about 1 KiB per line wanted, at
     /// most 1 MiB: an incident must not read a whole log file).
-    static func tail(of path: String, lines: Int) -> String {
+    static func tail(of path: String, lines: Int, endingAt end: off_t? = nil) -> String {
         guard lines > 0 else { return "" }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return "" }
         defer { close(fd) }
-        let size = lseek(fd, 0, SEEK_END)
+        let size = min(lseek(fd, 0, SEEK_END), end ?? .max)
         let length = Int(min(size, off_t(min(1 << 20, max(4096, lines * 1024)))))
         guard length > 0 else { return "" }
         var buffer = [UInt8](repeating: 0, count: length)
@@ -190,24 +191,59 @@ extension Daemon: ControlledFleet {
     // MARK: - Incidents
 
     /// After an abnormal exit (the restart, if any, is already under way): what happened,
-    /// with the run's peak memory, its last log lines and its last health report.
+    /// with the run's peak memory, its last log lines and its last health report. Noted now
+    /// (with how long the character's log is, so the tail is the ended run's), written a moment
+    /// later (``pendingIncidentDeadline``): the restarted program is then past its start
+    /// instead of waiting for the loop's CPU while the file is written. Asking for incidents
+    /// writes the pending ones first; so do a stop and a re-exec.
     func recordIncident(_ status: ServiceStatus, healthCheck: String?) {
         guard let exit = status.lastExit else { return }
-        let name = status.name
         let now = Clock.monotonicNanoseconds()
-        let realtime = Clock.realtimeNanoseconds() - (now - exit.at.nanoseconds)
-        let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10)
-        var incident = Incident(
-            reason: exit.reason.description, kind: exit.reason.kind, at: Clock.iso8601(realtimeNanoseconds: realtime),
-            uptimeSeconds: exit.uptime.seconds, restarts: status.restarts, stateAfter: status.state.rawValue,
-            lastLogLines: lines.split(separator: "\n").map(String.init))
-        incident.peakMemoryBytes = exit.peakMemoryBytes
-        incident.healthCheck = healthCheck
-        var health = StatusPublisher.facetLevels(status.facets)
-        if let text = status.statusText { health["status_text"] = text }
-        if !health.isEmpty { incident.health = health }
-        do { try incidents.append(name.rawValue, incident) } catch {
-            log.log(.warning, character: name, "cannot record incident: \(error)")
+        var info = stat()
+        let logPath = "\(configuration.logDirectory)/\(status.name.rawValue).log"
+        let logLength: off_t = stat(logPath, &info) == 0 ? info.st_size : 0
+        pendingIncidents.append(
+            PendingIncident(
+                status: status, healthCheck: healthCheck, realtime: Clock.realtimeNanoseconds() - (now - exit.at.nanoseconds),
+                logLength: logLength))
+        if pendingIncidentDeadline == nil { pendingIncidentDeadline = now + Self.incidentWriteDelayNanoseconds }
+    }
+
+    /// An incident noted at the exit, written by ``writePendingIncidents()``.
+    struct PendingIncident {
+        let status: ServiceStatus
+        let healthCheck: String?
+        /// When the run ended, on the wall clock.
+        let realtime: Int64
+        /// The character's log file's length at the exit: its tail is the ended run's.
+        let logLength: off_t
+    }
+
+    /// How long an incident waits to be written (see ``recordIncident(_:healthCheck:)``).
+    static let incidentWriteDelayNanoseconds: Int64 = 20_000_000
+
+    /// Writes the incidents noted since the last call.
+    func writePendingIncidents() {
+        pendingIncidentDeadline = nil
+        let pending = pendingIncidents
+        pendingIncidents = []
+        for noted in pending {
+            let status = noted.status
+            guard let exit = status.lastExit else { continue }
+            let name = status.name
+            let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10, endingAt: noted.logLength)
+            var incident = Incident(
+                reason: exit.reason.description, kind: exit.reason.kind, at: Clock.iso8601(realtimeNanoseconds: noted.realtime),
+                uptimeSeconds: exit.uptime.seconds, restarts: status.restarts, stateAfter: status.state.rawValue,
+                lastLogLines: lines.split(separator: "\n").map(String.init))
+            incident.peakMemoryBytes = exit.peakMemoryBytes
+            incident.healthCheck = noted.healthCheck
+            var health = StatusPublisher.facetLevels(status.facets)
+            if let text = status.statusText { health["status_text"] = text }
+            if !health.isEmpty { incident.health = health }
+            do { try incidents.append(name.rawValue, incident) } catch {
+                log.log(.warning, character: name, "cannot record incident: \(error)")
+            }
         }
     }
 

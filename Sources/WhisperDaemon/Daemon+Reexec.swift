@@ -32,6 +32,7 @@ extension Daemon {
             return
         }
         guard let control = control.server else { return }
+        writePendingIncidents()
         let services = fleet.handOverRuns()
         var handover = Handover(
             controlFD: control.listeningDescriptor, statusFD: statusServer?.listeningDescriptor, reexecs: reexecs + 1,

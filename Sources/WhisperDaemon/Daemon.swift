@@ -34,6 +34,9 @@ public final class Daemon {
     /// The web dashboard's sessions, samples and live log tails (Dashboard/).
     let dashboard = DashboardState()
     let incidents: IncidentStore
+    /// Incidents noted and not yet written, and when they will be (see `recordIncident`).
+    var pendingIncidents: [PendingIncident] = []
+    var pendingIncidentDeadline: Int64?
 
     /// What the previous whisperd handed over (this one was started by a re-exec), until adopted.
     var handover: Handover?
@@ -145,6 +148,7 @@ public final class Daemon {
         if let interval = systemd.watchdogPingInterval { nextSystemdPing = Clock.monotonicNanoseconds() + interval }
         fleet.apply(loaded)
         loop.run()
+        writePendingIncidents()
         cgroups.removeAll(offThread: fleet.isShuttingDown)
         fleet.closeNotifySockets()
         statusServer?.close()
@@ -165,6 +169,7 @@ public final class Daemon {
         // The start-up burst's uids are saved first: encoding them after the release would
         // bring back the pages just released (docs/performance.md, the PSS row).
         fleet.saveDynamicIDs()
+        cgroups.openPeakFiles()
         releaseFreedMemory()
         releaseStartupCodePages()
     }
@@ -188,6 +193,7 @@ public final class Daemon {
         var deadline = fleet.nextDeadline
         if let drain = cgroups.nextDrainDeadline { deadline = min(deadline ?? drain, drain) }
         if let ping = nextSystemdPing { deadline = min(deadline ?? ping, ping) }
+        if let incidents = pendingIncidentDeadline { deadline = min(deadline ?? incidents, incidents) }
         if pendingReexec != nil { deadline = Clock.monotonicNanoseconds() }
         if let schedule = fleet.nextScheduleWakeUp(monotonicNow: Clock.monotonicNanoseconds()) { deadline = min(deadline ?? schedule, schedule) }
         loop.setDeadline(deadline) { [unowned self] in self.timerFired() }
@@ -201,6 +207,7 @@ public final class Daemon {
             systemd.watchdog()
             nextSystemdPing = now + interval
         }
+        if let incidents = pendingIncidentDeadline, incidents <= now { writePendingIncidents() }
         if let requester = pendingReexec {
             pendingReexec = nil
             reexec(requestedBy: requester)

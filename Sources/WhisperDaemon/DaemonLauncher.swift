@@ -104,8 +104,8 @@ public enum DaemonLauncher {
         return try daemon.run(signals: signals)
     }
 
-    /// A character's descriptors in whisperd: its notify socket, pidfd, output pipes, cgroup
-    /// directory and event files, OOM eventfd, peak file and log file, with room to spare.
+    /// A character's descriptors in whisperd: its notify socket, pidfd, output pipes (both ends
+    /// while it runs), cgroup directory and event files, OOM eventfd, peak file and log file.
     static let descriptorsPerService = 16
 
     private static func report(_ cgroups: CgroupBackend, log: DaemonLog) {

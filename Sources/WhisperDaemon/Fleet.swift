@@ -15,6 +15,10 @@ final class LiveRun {
     let child: ProcessSpawner.Child?
     /// A step before exec failed (learnt from the exec pipe, before the reap).
     var startFailure: ProcessSpawner.Failure?
+    /// whisperd's copies of the output pipes' write ends, closed at the reap (see
+    /// ``ProcessSpawner/Request/holdsOutputOpen``); a grandchild still holding the pipes keeps
+    /// them open after that.
+    var heldWriteFDs: [Int32] = []
 
     init(pid: Int32, pidFD: Int32) {
         self.pid = pid
@@ -26,6 +30,12 @@ final class LiveRun {
         self.pid = child.pid
         self.pidFD = child.pidFD
         self.child = child
+        self.heldWriteFDs = child.heldWriteFDs
+    }
+
+    func closeHeldWriteEnds() {
+        for fd in heldWriteFDs { close(fd) }
+        heldWriteFDs = []
     }
 }
 
@@ -368,6 +378,7 @@ final class Fleet {
             landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: settings.oomScoreAdjust.map { Int32($0) },
             resourceLimits: settings.resourceLimits.map(ResourceLimitSetting.init))
         request.reportsExec = true
+        request.holdsOutputOpen = true
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, character: name, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
@@ -456,6 +467,8 @@ final class Fleet {
         loop.remove(run.pidFD)
         close(run.pidFD)
         run.pidFD = -1
+        // After the restart this reap may start: the pipes hang up once what is left is read.
+        defer { run.closeHeldWriteEnds() }
         let termination: ProcessTermination =
             if let signal = result.signal { .signaled(Signal(rawValue: signal)) } else {
                 .exited(code: result.code ?? -1)

@@ -49,6 +49,11 @@ public struct ProcessSpawner: Sendable {
         /// Hand back ``Child/execFD``, a pipe that hangs up when the child's program starts or
         /// the child ends before it.
         public var reportsExec = false
+        /// Keep a copy of the output pipes' write ends (``Child/heldWriteFDs``) until the caller
+        /// closes them, at the reap: the child's exit then hangs up no pipe, so its end is seen
+        /// once, through the pidfd, instead of waking the parent first while the child is still
+        /// exiting (and taking the CPU from it).
+        public var holdsOutputOpen = false
 
         public init(
             arguments: [String], environment: [String: String], workingDirectory: String,
@@ -86,6 +91,9 @@ public struct ProcessSpawner: Sendable {
         /// With ``Request/reportsExec``: readable (hung up) once the exec succeeded or the child
         /// ended before it (then ``ProcessSpawner/startFailure(of:)`` says why); else -1.
         public let execFD: Int32
+        /// With ``Request/holdsOutputOpen``: the write ends of stdout's and stderr's pipes, the
+        /// caller's to close once the child is reaped; else empty.
+        public let heldWriteFDs: [Int32]
         /// Set when `spawn` returned before the child's exec: a step that then fails is known
         /// once the child has exited (``ProcessSpawner/startFailure(of:)``).
         /// The program's path, as resolved.
@@ -225,8 +233,11 @@ public struct ProcessSpawner: Sendable {
             }
         }
         // The child has its own copy of the descriptor table: ours can go at once.
-        close(stdoutPipe[1])
-        close(stderrPipe[1])
+        let holdsOutput = request.holdsOutputOpen && result.pid > 0
+        if !holdsOutput {
+            close(stdoutPipe[1])
+            close(stderrPipe[1])
+        }
         if execPipe[1] >= 0 { close(execPipe[1]) }
         let user: String = request.identity.map { "uid \($0.uid) gid \($0.gid)" } ?? "own user"
         guard result.pid > 0 else {
@@ -237,7 +248,8 @@ public struct ProcessSpawner: Sendable {
         }
         let pending = result.exec_pending != 0
             ? PendingStart(serial: result.serial, path: path, workingDirectory: request.workingDirectory, user: user) : nil
-        return .success(Child(pid: result.pid, pidFD: result.pidfd, stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], execFD: execPipe[0], program: path, pendingStart: pending))
+        return .success(Child(pid: result.pid, pidFD: result.pidfd, stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], execFD: execPipe[0],
+            heldWriteFDs: holdsOutput ? [stdoutPipe[1], stderrPipe[1]] : [], program: path, pendingStart: pending))
     }
 
     /// For a child that has exited: the step that failed before its program ran, if one did (it

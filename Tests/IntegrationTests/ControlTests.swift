@@ -192,6 +192,34 @@ extension IntegrationTests {
             #expect(!env.stdout.contains("hunter2-secret"))
         }
 
+        @Test func anIncidentsLastLines_areTheEndedRunsOnly_thoughItIsWrittenAfterTheRestart() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      flaky:
+                        command: [sh, -c, 'echo "run $$ begins"; sleep 0.3; echo "run $$ ends"; exit 3']
+                        restart_delay: 0s
+
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            // The next run starts at once and says so before the incident is written.
+            _ = whisperd.waitFor("flaky: starting -> running", occurrence: 3)
+            let why = try whisperd.ctl("why", "flaky", "--json")
+            #expect(why.code == 0, "\(why.stderr)")
+            let incidents = try #require(try JSONSerialization.jsonObject(with: Data(why.stdout.utf8)) as? [[String: Any]])
+            #expect(incidents.count >= 2)
+            for incident in incidents {
+                let lines = try #require(incident["last_log_lines"] as? [String] ?? incident["lastLogLines"] as? [String])
+                let last = try #require(lines.last)
+                #expect(last.contains(" ends"), "the incident's tail ends with the ended run's last line: \(lines)")
+                let run = last.split(separator: " ").drop { $0 != "run" }.dropFirst().first
+                #expect(lines.filter { $0.contains("run ") }.suffix(2).allSatisfy { $0.contains("run \(run ?? "")") })
+            }
+        }
+
         @Test func metrics_passPromtool_andMatchStatus() throws {
             let scratch = Scratch()
             let whisperd = try Self.fleetWithOneCrash(scratch)

@@ -26,6 +26,53 @@ import WhisperSystem
         #expect(output == "hello \(child.pid) \(child.pid)\n")
     }
 
+    @Test func heldOutput_theExitHangsUpNoPipe_untilTheHeldEndsClose() throws {
+        let spawner = try ProcessSpawner()
+        var request = ProcessSpawner.Request(
+            arguments: ["sh", "-c", "printf last"], environment: ["PATH": "/usr/bin:/bin"], workingDirectory: "/")
+        request.holdsOutputOpen = true
+        let child = try spawner.spawn(request).get()
+        defer {
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+        #expect(child.heldWriteFDs.count == 2)
+        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0)
+        // Reaped, and what it wrote is there, but neither pipe hangs up: whisperd's copies of
+        // the write ends are still open.
+        var pipes = [pollfd(fd: child.stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: child.stderrFD, events: Int16(POLLIN), revents: 0)]
+        #expect(Glibc.poll(&pipes, 2, 0) == 1)
+        #expect(pipes[0].revents & Int16(POLLHUP) == 0 && pipes[0].revents & Int16(POLLIN) != 0)
+        #expect(pipes[1].revents == 0)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        #expect(read(child.stdoutFD, &buffer, buffer.count) == 4)
+        #expect(String(decoding: buffer[0..<4], as: UTF8.self) == "last")
+        for fd in child.heldWriteFDs { close(fd) }
+        // Closed: both hang up, and the end of the output reads as such.
+        #expect(Glibc.poll(&pipes, 2, 1000) == 2)
+        #expect(pipes.allSatisfy { $0.revents & Int16(POLLHUP) != 0 })
+        #expect(read(child.stdoutFD, &buffer, buffer.count) == 0)
+    }
+
+    @Test func outputNotHeld_byDefault() throws {
+        let child = try ProcessSpawner().spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/")).get()
+        defer {
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+        #expect(child.heldWriteFDs.isEmpty)
+        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        _ = ChildReaper.reap(pidFD: child.pidFD)
+        var pipe = pollfd(fd: child.stdoutFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&pipe, 1, 1000) == 1)
+        #expect(pipe.revents & Int16(POLLHUP) != 0)
+    }
+
     @Test func missingProgramAndBadDirectoryAreReportedWithoutAZombie() throws {
         let spawner = try ProcessSpawner()
         guard case .failure(.notFound) = spawner.spawn(.init(arguments: ["no-such-binary-xyz"], environment: [:], workingDirectory: "/")) else {

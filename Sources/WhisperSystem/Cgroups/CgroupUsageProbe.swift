@@ -94,6 +94,12 @@ public final class CgroupUsageProbe: Sendable {
         state.withLock { state in Self.read(.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) } }
     }
 
+    /// Opens the peak file now, so that the end of a run (which reads it before the restart)
+    /// does not.
+    public func openPeak() {
+        state.withLock { state in _ = Self.descriptor(.memoryPeak, &state) }
+    }
+
     /// Starts a new peak (v1 always; v2 on kernels that reset per open file).
     public func resetPeak() {
         state.withLock { state in

@@ -272,6 +272,9 @@ public final class CharacterCgroup {
     /// The highest memory use since the last ``resetPeak()`` (or since the cgroup was made).
     public func peakMemory() -> UInt64? { usageProbe.peak() }
 
+    /// Opens the peak file ahead of the run's end (see ``CgroupUsageProbe/openPeak()``).
+    public func openPeak() { usageProbe.openPeak() }
+
     /// Starts a new peak for the next run.
     public func resetPeak() { usageProbe.resetPeak() }
 
