@@ -480,7 +480,8 @@ final class Fleet {
             startFailure = failure
             log.log(.error, character: name, "cannot start \(child.program): \(failure)")
         }
-        if sideRuns[name]?.removeValue(forKey: run.pid) != nil {
+        // Looked up before it is changed: a change through the optional chain costs a copy.
+        if sideRuns[name]?[run.pid] != nil, sideRuns[name]?.removeValue(forKey: run.pid) != nil {
             // A side process of a rolling restart: the other one still runs in the cgroup.
             if sideRuns[name]?.isEmpty == true { sideRuns[name] = nil }
             post(.childExited(name, pid: run.pid, termination))

@@ -6,6 +6,19 @@ import WhisperSystem
 import WhisperFiles
 
 @Suite struct CgroupLayoutTests {
+    @Test func field_readsOneCountOutOfAKeyedFile() {
+        let oomControl = "oom_kill_disable 0\nunder_oom 0\noom_kill 12\n"
+        #expect(CgroupFS.field("oom_kill", in: oomControl) == 12)
+        #expect(CgroupFS.field("oom_kill_disable", in: oomControl) == 0)
+        #expect(CgroupFS.field("oom", in: oomControl) == nil, "a key is the whole first word")
+        #expect(CgroupFS.field("usage_usec", in: "usage_usec 18446744073709551615\nuser_usec 5") == UInt64.max)
+        #expect(CgroupFS.field("usage_usec", in: "usage_usec 18446744073709551616") == nil, "too large")
+        #expect(CgroupFS.field("user_usec", in: "usage_usec 1\nuser_usec 5") == 5, "the last line needs no newline")
+        #expect(CgroupFS.field("populated", in: "populated x1\n") == nil)
+        #expect(CgroupFS.field("populated", in: "populated \n") == nil)
+        #expect(CgroupFS.field("populated", in: "") == nil)
+    }
+
     @Test func parsesAHybridHost_likeThisOne() {
         let mountinfo = """
             31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -28,6 +28,7 @@ and whisperd's PSS, with the ratios the issue sets (≤ 1.3× cold, ≤ 1.15× r
 then the storm with tenants against the floor's storm mode (each worker respawned on exit).
 
 Usage: scripts/bench/floors.py --bin .build-release/release/whisperd [-n 300] [--rounds 5] [--kills 25] [--storms 5]
+                               [--restart-rounds 3]
                                [--section all|backends|isolation]
 Needs the harness's worker: scripts/bench/prepare-harness.sh builds it.
 """
@@ -218,13 +219,17 @@ def isolation_section(args, build):
             cold["floor"].append((max(wait_for(log, args.n, proc)) - launched) / 1e6)
         with runit_fleet(args.worker, args.n) as (proc, log, launched):
             cold["runit"].append((max(wait_for(log, args.n, proc)) - launched) / 1e6)
-    restarts = {"tenants": restart_whisperd(args.bin, args.worker, "auto", args.kills, tenants=True)}
-    with isolated_floor(floor, args.worker, ["restart"]) as (proc, log, _):
-        wait_for(log, 1, proc)
-        restarts["floor"] = restart_samples(log, args.kills, proc, distinct=False)
-    with runit_fleet(args.worker, args.kills) as (proc, log, _):
-        wait_for(log, args.kills, proc)
-        restarts["runit"] = restart_samples(log, args.kills, proc, distinct=True)
+    # Restarts alternate too (--restart-rounds rounds of --kills each, pooled): one sitting of
+    # 25 kills moves the p50 by a tenth of a millisecond from run to run on this machine.
+    restarts = {"tenants": [], "floor": [], "runit": []}
+    for _ in range(args.restart_rounds):
+        restarts["tenants"] += restart_whisperd(args.bin, args.worker, "auto", args.kills, tenants=True)
+        with isolated_floor(floor, args.worker, ["restart"]) as (proc, log, _):
+            wait_for(log, 1, proc)
+            restarts["floor"] += restart_samples(log, args.kills, proc, distinct=False)
+        with runit_fleet(args.worker, args.kills) as (proc, log, _):
+            wait_for(log, args.kills, proc)
+            restarts["runit"] += restart_samples(log, args.kills, proc, distinct=True)
     # The storm: a tenth of N killed at once, until all are back, with tenants vs the floor.
     storms = {}
     with whisperd_fleet(args.bin, args.worker, args.n, "auto", tenants=True) as (proc, log, _):
@@ -235,7 +240,7 @@ def isolation_section(args, build):
 
 
 def print_isolation(args, cold, restarts, pss, storms):
-    print(f"Isolation: N = {args.n}, {args.rounds} rounds (cold start, medians, ms), {args.kills} kills (restart); "
+    print(f"Isolation: N = {args.n}, {args.rounds} rounds (cold start, medians, ms), {args.restart_rounds} × {args.kills} kills (restart, alternating); "
           f"{os.cpu_count()} cores, kernel {os.uname().release}")
     labels = (("tenants", "whisperd, auto, every character a tenant (own uid and dirs, Landlock, cgroups)"),
               ("floor", "same-work floor (isolated_floor.c)"), ("runit", "runit (root, no cgroups, no sandbox)"))
@@ -428,6 +433,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kills", type=int, default=25)
     parser.add_argument("--storms", type=int, default=5)
+    parser.add_argument("--restart-rounds", type=int, default=3, help="isolation section: rounds of --kills restarts, alternating")
     parser.add_argument("--worker", default="/tmp/whisperd-bench/build/worker")
     parser.add_argument("--section", choices=("all", "backends", "isolation"), default="all")
     args = parser.parse_args()

@@ -91,9 +91,26 @@ public enum CgroupFS {
 
     /// `key value` lines (memory.events, cpu.stat, memory.oom_control) → the value of `key`.
     public static func field(_ key: String, in text: String) -> UInt64? {
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, parts[0] == key { return UInt64(parts[1]) }
+        // Byte by byte, with no substring made: read at the end of every run, before its restart.
+        let key = Array(key.utf8)
+        let bytes = Array(text.utf8)
+        var lineStart = 0
+        while lineStart < bytes.count {
+            var lineEnd = lineStart
+            while lineEnd < bytes.count, bytes[lineEnd] != 0x0A { lineEnd += 1 }
+            let valueStart = lineStart + key.count + 1
+            if valueStart < lineEnd, bytes[valueStart - 1] == 0x20, bytes[lineStart..<valueStart - 1].elementsEqual(key) {
+                var value: UInt64 = 0
+                for byte in bytes[valueStart..<lineEnd] {
+                    guard byte >= 0x30, byte <= 0x39 else { return nil }
+                    let (times10, overflowed) = value.multipliedReportingOverflow(by: 10)
+                    let (sum, overflowedToo) = times10.addingReportingOverflow(UInt64(byte - 0x30))
+                    guard !overflowed, !overflowedToo else { return nil }
+                    value = sum
+                }
+                return value
+            }
+            lineStart = lineEnd + 1
         }
         return nil
     }
