@@ -192,21 +192,24 @@ extension Daemon: ControlledFleet {
 
     /// After an abnormal exit (the restart, if any, is already under way): what happened,
     /// with the run's peak memory, its last log lines and its last health report. Noted now
-    /// (with how long the character's log is, so the tail is the ended run's), written a moment
+    /// (with a mark in the character's log, so the tail is the ended run's), written a moment
     /// later (``pendingIncidentDeadline``): the restarted program is then past its start
     /// instead of waiting for the loop's CPU while the file is written. Asking for incidents
     /// writes the pending ones first; so do a stop and a re-exec.
     func recordIncident(_ status: ServiceStatus, healthCheck: String?) {
         guard let exit = status.lastExit else { return }
         let now = Clock.monotonicNanoseconds()
-        var info = stat()
-        let logPath = "\(configuration.logDirectory)/\(status.name.rawValue).log"
-        let logLength: off_t = stat(logPath, &info) == 0 ? info.st_size : 0
+        // The log's lines are written on the log writer's thread: its mark says where the ended
+        // run's lines end, once they are on disk.
+        let logMark = logWriter.mark(path: "\(configuration.logDirectory)/\(status.name.rawValue).log")
         pendingIncidents.append(
             PendingIncident(
                 status: status, healthCheck: healthCheck, realtime: Clock.realtimeNanoseconds() - (now - exit.at.nanoseconds),
-                logLength: logLength))
-        if pendingIncidentDeadline == nil { pendingIncidentDeadline = now + Self.incidentWriteDelayNanoseconds }
+                logMark: logMark))
+        guard pendingIncidentDeadline == nil else { return }
+        pendingIncidentDeadline = now + Self.incidentWriteDelayNanoseconds
+        // A reap notes its incident after its batch of events set the timer: set it again.
+        armTimerSoon()
     }
 
     /// An incident noted at the exit, written by ``writePendingIncidents()``.
@@ -215,8 +218,8 @@ extension Daemon: ControlledFleet {
         let healthCheck: String?
         /// When the run ended, on the wall clock.
         let realtime: Int64
-        /// The character's log file's length at the exit: its tail is the ended run's.
-        let logLength: off_t
+        /// The log writer's mark at the exit (``LogWriter/mark(path:)``): the tail is the ended run's.
+        let logMark: Int
     }
 
     /// How long an incident waits to be written (see ``recordIncident(_:healthCheck:)``).
@@ -231,7 +234,10 @@ extension Daemon: ControlledFleet {
             let status = noted.status
             guard let exit = status.lastExit else { continue }
             let name = status.name
-            let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10, endingAt: noted.logLength)
+            // A writer more than 20 ms behind (a stalled disk) has not reached the mark: the tail
+            // is then the file's end.
+            let end = logWriter.takeMarkedLength(noted.logMark).map { off_t($0) }
+            let lines = Self.tail(of: "\(configuration.logDirectory)/\(name.rawValue).log", lines: 10, endingAt: end)
             var incident = Incident(
                 reason: exit.reason.description, kind: exit.reason.kind, at: Clock.iso8601(realtimeNanoseconds: noted.realtime),
                 uptimeSeconds: exit.uptime.seconds, restarts: status.restarts, stateAfter: status.state.rawValue,

@@ -29,6 +29,8 @@ public final class LogWriter: Sendable {
         var lines: Int
         var stream: String
         var pid: Int32
+        /// A mark, not lines (see `mark(path:)`): its number.
+        var mark: Int? = nil
     }
 
     private struct Queue: Sendable {
@@ -38,6 +40,9 @@ public final class LogWriter: Sendable {
         var isClosed = false
         /// `flush` callers waiting for the queue to be written.
         var flushWaiters = 0
+        var nextMark = 0
+        /// Each mark the writer reached: the file's length there.
+        var markedLengths: [Int: Int64] = [:]
     }
 
     private let queue = Locked(Queue())
@@ -93,6 +98,31 @@ public final class LogWriter: Sendable {
         }
     }
 
+    /// Marks the file at `path` where every line queued so far for it ends: once the writer has
+    /// got there (in order, after those lines), ``takeMarkedLength(_:)`` answers the file's
+    /// length at that point. Never blocks.
+    public func mark(path: String) -> Int {
+        let (mark, wake): (Int, Bool) = queue.withLock { state in
+            state.nextMark += 1
+            let wasEmpty = state.pending.isEmpty
+            state.pending.append(
+                Entry(
+                    name: "", policy: FilePolicy(path: path, maxSizeBytes: 0, maxFiles: 1), bytes: [], lines: 0, stream: "", pid: 0,
+                    mark: state.nextMark))
+            return (state.nextMark, wasEmpty)
+        }
+        if wake {
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+        }
+        return mark
+    }
+
+    /// The length ``mark(path:)`` noted, once the writer has reached the mark (nil before); asked once.
+    public func takeMarkedLength(_ mark: Int) -> Int64? {
+        queue.withLock { $0.markedLengths.removeValue(forKey: mark) }
+    }
+
     /// Waits (at most `timeout`) until every line queued so far is written, and keeps going:
     /// before whisperd re-executes itself, so no line waits in memory across the exec.
     @discardableResult
@@ -125,6 +155,12 @@ public final class LogWriter: Sendable {
                 return (batch, state.isClosed)
             }
             for entry in batch {
+                if let mark = entry.mark {
+                    var info = stat()
+                    let length = stat(entry.policy.path, &info) == 0 ? Int64(info.st_size) : 0
+                    queue.withLock { $0.markedLengths[mark] = length }
+                    continue
+                }
                 let file: OpenLogFile
                 if let existing = files[entry.name], existing.policy == entry.policy {
                     file = existing

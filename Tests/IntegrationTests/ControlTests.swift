@@ -220,6 +220,22 @@ extension IntegrationTests {
             }
         }
 
+        @Test func anIncident_isWrittenWithoutBeingAskedFor_evenWhenNothingFollowsTheExit() throws {
+            let scratch = Scratch()
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + """
+                    characters:
+                      once: {command: [sh, -c, 'echo bye; exit 4'], restart: "no"}
+
+                    """)
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            _ = whisperd.waitFor("-> failed")
+            // No restart, no other event: the incident's own deadline writes it.
+            #expect(eventually(timeout: 5) { scratch.read("state/incidents/once.jsonl")?.contains("bye") == true })
+        }
+
         @Test func metrics_passPromtool_andMatchStatus() throws {
             let scratch = Scratch()
             let whisperd = try Self.fleetWithOneCrash(scratch)

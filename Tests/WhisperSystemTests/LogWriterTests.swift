@@ -37,4 +37,38 @@ import WhisperSystem
             #expect(size <= 400 << 10, "\(file): \(size) bytes")
         }
     }
+
+    /// A mark is reached after the lines queued before it, and says the file's length there,
+    /// whatever is queued after it.
+    @Test func aMark_saysWhereTheLinesQueuedBeforeItEnd() throws {
+        let directory = "/tmp/whisperd-logmark-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try #require(mkdir(directory, 0o700) == 0)
+        defer {
+            unlink(directory + "/c.log")
+            rmdir(directory)
+        }
+        let writer = try LogWriter()
+        let policy = LogWriter.FilePolicy(path: directory + "/c.log", maxSizeBytes: 1 << 20, maxFiles: 2)
+        let before = Array(String(repeating: "a line before the mark\n", count: 500).utf8)
+        writer.append("c", policy: policy, bytes: before, lines: 500, stream: "stdout", pid: 1)
+        let mark = writer.mark(path: policy.path)
+        writer.append("c", policy: policy, bytes: Array("a line after it\n".utf8), lines: 1, stream: "stdout", pid: 1)
+        var length: Int64?
+        #expect(eventuallyTrue { length = writer.takeMarkedLength(mark); return length != nil })
+        #expect(length == Int64(before.count))
+        #expect(writer.takeMarkedLength(mark) == nil, "asked once")
+        let empty = writer.mark(path: directory + "/none.log")
+        var none: Int64?
+        #expect(eventuallyTrue { none = writer.takeMarkedLength(empty); return none != nil })
+        #expect(none == 0, "a file not written yet is empty")
+        writer.close()
+    }
+
+    private func eventuallyTrue(_ body: () -> Bool) -> Bool {
+        for _ in 0..<500 {
+            if body() { return true }
+            usleep(10_000)
+        }
+        return false
+    }
 }
