@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <linux/futex.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -19,6 +20,9 @@
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
 #endif
 
 /* ThreadSanitizer's runtime cannot follow a child that runs on our memory (it aborts in its
@@ -89,7 +93,10 @@ struct child_context {
     int joined_at_clone;   /* clone3 put the child into the v2 cgroup already */
     struct child_report *report;
     int report_fd;         /* fork mode only: where the child writes its report (else -1) */
+    unsigned table_cut;    /* > 0: started on whisperd's table (CLONE_FILES); copy just below this */
+    int *table_copied;     /* set to TABLE_COPIED (and woken) once the child has its own table */
 };
+enum { TABLE_COPYING = 1, TABLE_COPIED = 2 };
 
 /* Signals whose disposition is not SIG_DFL in whisperd (ignored or handled), noted in the
    parent so the child resets just those instead of making 64 sigaction calls per spawn. */
@@ -190,6 +197,14 @@ CHILD_CODE static int child_main(void *argument)
     const whisper_spawn_request *request = context->request;
     long result;
 
+    if (context->table_cut > 0) {
+        /* First thing, on whisperd's own table: a copy of the descriptors below the cut (the
+           slots with what this child needs, and the few whisperd opened before them). The
+           parent waits for this before it touches a slot or closes what the child needs. */
+        if ((result = sys3(SYS_close_range, context->table_cut, ~0U, CLOSE_RANGE_UNSHARE)) != 0) child_fail(context, 1, result);
+        __atomic_store_n(context->table_copied, TABLE_COPIED, __ATOMIC_RELEASE);
+        sys3(SYS_futex, context->table_copied, FUTEX_WAKE, 1);
+    }
     reset_signals();
     if (request->reset_nice) sys3(SYS_setpriority, PRIO_PROCESS, 0, request->nice);
     /* Own session: it cannot join another character's process group, nor reach whisperd's. */
@@ -363,6 +378,84 @@ static struct spawn_record *acquire_record(void)
     return record;
 }
 
+/*
+ * Slots. A child copies whisperd's whole descriptor table at clone and closes every copy at
+ * exec: with hundreds of characters that is thousands of descriptors per spawn, most of a cold
+ * start's kernel time. So a few low numbers are set aside once (each a copy of /dev/null,
+ * never closed, so no other thread's open can take one). A spawn copies what its child needs
+ * into them and clones with CLONE_FILES; the child's first call, close_range(cut, ~0,
+ * CLOSE_RANGE_UNSHARE), gives it a table of just the numbers below the cut (the kernel copies
+ * at least the first 64). The parent waits for that call (the child's first), then puts the
+ * placeholder back into the slots it used, so no pipe stays open through a slot.
+ */
+enum { SLOT_COUNT = 16 };
+static int slots[SLOT_COUNT];
+static int slot_placeholder = -1;
+static unsigned slot_cut;          /* 0: slots unused (not reserved, or no close_range here) */
+static int slots_tried;
+
+static int reserve_slots_locked(void)
+{
+    if (slots_tried) return slot_cut ? SLOT_COUNT : 0;
+    slots_tried = 1;
+    /* close_range and CLOSE_RANGE_UNSHARE came together (Linux 5.9); closing nothing tells. */
+    if (syscall(SYS_close_range, ~0U, ~0U, 0) != 0) return 0;
+    int placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (placeholder < 0) return 0;
+    int highest = placeholder;
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        slots[i] = fcntl(placeholder, F_DUPFD_CLOEXEC, 3);
+        if (slots[i] < 0) {
+            for (int j = 0; j < i; j++) close(slots[j]);
+            close(placeholder);
+            return 0;
+        }
+        if (slots[i] > highest) highest = slots[i];
+    }
+    slot_placeholder = placeholder;
+    slot_cut = (unsigned)highest + 1;
+    return SLOT_COUNT;
+}
+
+int whisper_spawn_reserve_slots(void)
+{
+    pthread_mutex_lock(&spawn_lock);
+    int count = reserve_slots_locked();
+    pthread_mutex_unlock(&spawn_lock);
+    return count;
+}
+
+/* Moves the descriptors the child uses into slots, rewriting the record's request to name them.
+   Returns how many slots hold something (release_slots puts the placeholder back), or -1 when
+   the child should copy the whole table instead (no slots, too many descriptors, a failed dup). */
+static int fill_slots(whisper_spawn_request *request, int *task_fds)
+{
+    if (!slot_cut) return -1;
+    int needed = request->cgroup_task_count + 6;
+    if (needed > SLOT_COUNT) return -1;
+    int *fields[] = { &request->stdin_fd, &request->stdout_fd, &request->stderr_fd, &request->cgroup_dir_fd,
+                      &request->landlock_ruleset_fd, &request->exec_report_fd };
+    int used = 0;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (*fields[i] < 0) continue;
+        if (dup3(*fields[i], slots[used], O_CLOEXEC) < 0) goto failed;
+        *fields[i] = slots[used++];
+    }
+    for (int i = 0; i < request->cgroup_task_count; i++) {
+        if (dup3(task_fds[i], slots[used], O_CLOEXEC) < 0) goto failed;
+        task_fds[i] = slots[used++];
+    }
+    return used;
+failed:
+    for (int i = 0; i < used; i++) dup3(slot_placeholder, slots[i], O_CLOEXEC);
+    return -1;
+}
+
+static void release_slots(int used)
+{
+    for (int i = 0; i < used; i++) dup3(slot_placeholder, slots[i], O_CLOEXEC);
+}
+
 static size_t align8(size_t size) { return (size + 7) & ~(size_t)7; }
 
 static size_t string_list_size(char *const *list, size_t *count)
@@ -451,7 +544,15 @@ static whisper_spawn_result spawn_not_waiting(const whisper_spawn_request *reque
     record->report.error = 0;
     record->report.step = 0;
     record->context = (struct child_context){ .request = &record->request, .report = &record->report, .report_fd = -1 };
-    __atomic_store_n(&record->tid, 1, __ATOMIC_RELEASE);
+    reserve_slots_locked();
+    int slots_used = fill_slots(&record->request, (int *)record->request.cgroup_task_fds);
+    unsigned long shares_table = 0;
+    if (slots_used >= 0) {
+        shares_table = CLONE_FILES;
+        record->context.table_cut = slot_cut;
+        record->context.table_copied = &record->tid;
+    }
+    __atomic_store_n(&record->tid, TABLE_COPYING, __ATOMIC_RELEASE);
 
     /* Block every signal across the clone so no handler runs in the child on shared memory. */
     sigset_t all, saved;
@@ -462,7 +563,7 @@ static whisper_spawn_result spawn_not_waiting(const whisper_spawn_request *reque
     if (request->cgroup_dir_fd >= 0 && !request->cgroup_dir_by_write && !__atomic_load_n(&clone3_unsupported, __ATOMIC_RELAXED)) {
         struct whisper_clone_args args;
         memset(&args, 0, sizeof args);
-        args.flags = CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PIDFD | WHISPER_CLONE_INTO_CGROUP;
+        args.flags = CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PIDFD | WHISPER_CLONE_INTO_CGROUP | shares_table;
         args.pidfd = (uint64_t)(uintptr_t)&pidfd;
         args.child_tid = (uint64_t)(uintptr_t)&record->tid;
         args.exit_signal = SIGCHLD;
@@ -482,12 +583,21 @@ static whisper_spawn_result spawn_not_waiting(const whisper_spawn_request *reque
         }
     }
     if (pid < 0) {
-        pid = clone(child_main, record->stack + RECORD_STACK_SIZE, CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, &record->context,
-                    NULL, NULL, &record->tid);
+        pid = clone(child_main, record->stack + RECORD_STACK_SIZE, (int)(CLONE_VM | CLONE_CHILD_CLEARTID | shares_table | SIGCHLD),
+                    &record->context, NULL, NULL, &record->tid);
         clone_errno = errno;
         if (pid > 0) pidfd = whisper_pidfd_open(pid);
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (slots_used >= 0) {
+        /* Until the child has its own table, the slots and what it needs must stay as they are.
+           Its exit (before or after) also ends the wait: the kernel zeroes the word then. */
+        if (pid > 0) {
+            while (__atomic_load_n(&record->tid, __ATOMIC_ACQUIRE) == TABLE_COPYING)
+                syscall(SYS_futex, &record->tid, FUTEX_WAIT, TABLE_COPYING, NULL);
+        }
+        release_slots(slots_used);
+    }
     if (pid < 0) {
         free(record->arena);
         record->arena = NULL;
@@ -521,6 +631,11 @@ int whisper_spawn_take_failure(uint64_t serial, int *error, int *failed_step)
     return found;
 }
 #else
+int whisper_spawn_reserve_slots(void)
+{
+    return 0;
+}
+
 int whisper_spawn_take_failure(uint64_t serial, int *error, int *failed_step)
 {
     (void)serial;

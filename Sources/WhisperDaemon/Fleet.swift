@@ -193,7 +193,13 @@ final class Fleet {
         while !queue.isEmpty {
             let next = queue.removeFirst()
             let actions = core.handle(next, now: Instant(nanoseconds: Clock.monotonicNanoseconds()))
-            for action in actions { execute(action) }
+            // A (re)start's line "… -> starting" is written after its spawn: the child need not
+            // wait for the formatting and the log writer's wake-up (the line says the same).
+            var startLines: [SupervisorAction] = []
+            for action in actions {
+                if case .transitioned(_, _, .starting, _) = action { startLines.append(action) } else { execute(action) }
+            }
+            for line in startLines { execute(line) }
         }
         isDraining = false
         saveDynamicIDs()

@@ -137,6 +137,8 @@ public struct ProcessSpawner: Sendable {
     public init(nofileSoftLimit: Int64 = -1) throws {
         devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard devNull >= 0 else { throw SystemError("open /dev/null") }
+        // Early, while whisperd holds few descriptors: children then copy only the low ones.
+        whisper_spawn_reserve_slots()
         self.nofileSoftLimit = nofileSoftLimit
     }
 
@@ -226,13 +228,14 @@ public struct ProcessSpawner: Sendable {
                             spawnRequest.cap_last = Self.lastCapability
                             spawnRequest.no_new_privs = request.noNewPrivileges ? 1 : 0
                             spawnRequest.landlock_ruleset_fd = request.landlockRulesetFD
+                            spawnRequest.exec_report_fd = execPipe[1]
                             return whisper_spawn(&spawnRequest)
                         }
                     }
                 }
             }
         }
-        // The child has its own copy of the descriptor table: ours can go at once.
+        // The child has its own descriptor table by now (spawn.c waits for that): ours can go.
         let holdsOutput = request.holdsOutputOpen && result.pid > 0
         if !holdsOutput {
             close(stdoutPipe[1])

@@ -192,6 +192,47 @@ import WhisperSystem
         }
     }
 
+    @Test func aChildCopiesOnlyTheLowDescriptors_notWhisperdsWholeTable() throws {
+        let spawner = try ProcessSpawner()
+        // Many descriptors of ours, all above the slots (set aside when the first spawner was made).
+        var extra: [Int32] = []
+        defer { for fd in extra { close(fd) } }
+        for _ in 0..<500 {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { break }
+            extra.append(fd)
+        }
+        try #require(extra.count == 500, "needs 500 spare descriptors")
+        // A child held before its exec (writing into a full pipe given as a v1 `tasks` file).
+        var ends: [Int32] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
+        var byte: UInt8 = 0
+        while write(ends[1], &byte, 1) == 1 {}
+        _ = fcntl(ends[1], F_SETFL, 0)
+        let child = try spawner.spawn(.init(
+            arguments: ["/bin/true"], environment: [:], workingDirectory: "/", placement: CgroupPlacement(taskFDs: [ends[1]]))).get()
+        close(ends[1])
+        defer {
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+        let ours = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
+        let its = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").count
+        #expect(ours > 500)
+        // The kernel copies at least the first 64 numbers; nothing near our 500 more.
+        #expect(its < 200, "the child holds \(its) descriptors before its exec, whisperd \(ours)")
+        // It still has what it needs: once the pipe drains, its write gets through and it execs.
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        _ = read(ends[0], &buffer, buffer.count)
+        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0)
+        #expect(spawner.startFailure(of: child) == nil)
+    }
+
     @Test func childrenDoNotInheritWhisperdsDescriptors() throws {
         let spawner = try ProcessSpawner()
         let leaked = open("/dev/null", O_RDONLY)  // deliberately without O_CLOEXEC

@@ -59,6 +59,7 @@ typedef struct whisper_spawn_request {
     int cap_last;
     int no_new_privs;            /* PR_SET_NO_NEW_PRIVS: no setuid/file-capability gain at exec */
     int landlock_ruleset_fd;     /* >= 0: landlock_restrict_self(fd) (needs no_new_privs) */
+    int exec_report_fd;          /* >= 0: a close-on-exec descriptor the child holds until its exec */
 } whisper_spawn_request;
 
 typedef struct whisper_spawn_result {
@@ -94,6 +95,11 @@ long whisper_find_blank_line(const uint8_t *bytes, size_t count);
 /// once, with exec_pending (see whisper_spawn_take_failure). Elsewhere: vfork, waited. Never runs
 /// Swift code in the child.
 whisper_spawn_result whisper_spawn(const whisper_spawn_request *request);
+
+/// Sets aside a few low descriptor numbers (once; later calls do nothing) so a child can start
+/// with a copy of just those instead of whisperd's whole table (see spawn.c, "Slots"). Call it
+/// early, while whisperd holds few descriptors. Returns how many slots there are (0: not used).
+int whisper_spawn_reserve_slots(void);
 
 int whisper_pidfd_open(pid_t pid);
 int whisper_pidfd_send_signal(int pidfd, int sig);
