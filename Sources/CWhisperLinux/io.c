@@ -374,7 +374,12 @@ int whisper_pipe(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) < 0) return -1;
     /* A new read end's status flags are O_RDONLY alone: no F_GETFL needed. */
-    return fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0) return 0;
+    int saved = errno;
+    close(fds[0]);
+    close(fds[1]);
+    errno = saved;
+    return -1;
 }
 
 int whisper_set_nonblocking(int fd, int on)

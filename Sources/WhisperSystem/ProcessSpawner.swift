@@ -182,7 +182,7 @@ public struct ProcessSpawner: Sendable {
         }
 
         let argv = CStringArray(request.arguments)
-        let envp = CStringArray(request.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+        let envp = CStringArray(environment: request.environment)
         let identity = request.identity
         let groups: [UInt32] = identity?.supplementaryGroups ?? []
         let limits: [whisper_rlimit] = request.resourceLimits.map { whisper_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
@@ -316,22 +316,55 @@ extension ResourceLimitSetting {
     }
 }
 
-/// A NULL-terminated `char *[]` that lives as long as this value.
+/// A NULL-terminated `char *[]` that lives as long as this value; its strings share one block.
 final class CStringArray {
     private let storage: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-    private let count: Int
+    private let block: UnsafeMutablePointer<CChar>
 
     init(_ strings: [String]) {
-        count = strings.count
-        storage = .allocate(capacity: count + 1)
-        for (index, string) in strings.enumerated() { storage[index] = strdup(string) }
-        storage[count] = nil
+        storage = .allocate(capacity: strings.count + 1)
+        block = .allocate(capacity: max(1, strings.reduce(0) { $0 + $1.utf8.count + 1 }))
+        var cursor = block
+        for (index, string) in strings.enumerated() {
+            storage[index] = cursor
+            cursor = Self.copy(string, to: cursor)
+            cursor.pointee = 0
+            cursor += 1
+        }
+        storage[strings.count] = nil
+    }
+
+    /// An environment block: `KEY=value`, sorted by key, with no string built per entry.
+    init(environment: [String: String]) {
+        let entries = environment.sorted { $0.key < $1.key }
+        storage = .allocate(capacity: entries.count + 1)
+        block = .allocate(capacity: max(1, entries.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 2 }))
+        var cursor = block
+        for (index, entry) in entries.enumerated() {
+            storage[index] = cursor
+            cursor = Self.copy(entry.key, to: cursor)
+            cursor.pointee = 0x3D  // "="
+            cursor = Self.copy(entry.value, to: cursor + 1)
+            cursor.pointee = 0
+            cursor += 1
+        }
+        storage[entries.count] = nil
+    }
+
+    /// Copies the string's UTF-8 bytes; returns the position after them.
+    private static func copy(_ string: String, to cursor: UnsafeMutablePointer<CChar>) -> UnsafeMutablePointer<CChar> {
+        var string = string
+        return string.withUTF8 { bytes in
+            guard let base = bytes.baseAddress else { return cursor }
+            UnsafeMutableRawPointer(cursor).copyMemory(from: base, byteCount: bytes.count)
+            return cursor + bytes.count
+        }
     }
 
     var pointer: UnsafePointer<UnsafeMutablePointer<CChar>?> { UnsafePointer(storage) }
 
     deinit {
-        for index in 0..<count { free(storage[index]) }
+        block.deallocate()
         storage.deallocate()
     }
 }

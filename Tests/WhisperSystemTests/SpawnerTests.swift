@@ -233,6 +233,29 @@ import WhisperSystem
         #expect(spawner.startFailure(of: child) == nil)
     }
 
+    @Test func theEnvironmentBlock_isExactlyTheGivenPairs_sortedByKey() throws {
+        let environment = ["B": "2", "A": "1=x", "EMPTY": "", "UNICODE": "café ☕"]
+        let child = try ProcessSpawner().spawn(.init(arguments: ["/usr/bin/env"], environment: environment, workingDirectory: "/")).get()
+        defer {
+            close(child.pidFD)
+            close(child.stdoutFD)
+            close(child.stderrFD)
+        }
+        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0)
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(child.stdoutFD, &buffer, buffer.count)
+            if count > 0 { output += buffer[0..<count] } else if count < 0, errno == EAGAIN {
+                var readable = pollfd(fd: child.stdoutFD, events: Int16(POLLIN), revents: 0)
+                _ = Glibc.poll(&readable, 1, 1000)
+            } else { break }
+        }
+        #expect(String(decoding: output, as: UTF8.self) == "A=1=x\nB=2\nEMPTY=\nUNICODE=café ☕\n")
+    }
+
     @Test func childrenDoNotInheritWhisperdsDescriptors() throws {
         let spawner = try ProcessSpawner()
         let leaked = open("/dev/null", O_RDONLY)  // deliberately without O_CLOEXEC
