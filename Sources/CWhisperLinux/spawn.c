@@ -386,7 +386,11 @@ static struct spawn_record *acquire_record(void)
  * into them and clones with CLONE_FILES; the child's first call, close_range(cut, ~0,
  * CLOSE_RANGE_UNSHARE), gives it a table of just the numbers below the cut (the kernel copies
  * at least the first 64). The parent waits for that call (the child's first), then puts the
- * placeholder back into the slots it used, so no pipe stays open through a slot.
+ * placeholder back into the slots it used, so no pipe stays open through a slot. That wait is
+ * only as long as the child takes to be scheduled, unless its cgroup can hold it (a v2 CPU
+ * quota, weight or cpuset, memory.high, joined at clone): then the request says
+ * copy_whole_table and the child copies the whole table as before, so no character's limits
+ * can stall whisperd's loop.
  */
 enum { SLOT_COUNT = 16 };
 static int slots[SLOT_COUNT];
@@ -430,7 +434,7 @@ int whisper_spawn_reserve_slots(void)
    the child should copy the whole table instead (no slots, too many descriptors, a failed dup). */
 static int fill_slots(whisper_spawn_request *request, int *task_fds)
 {
-    if (!slot_cut) return -1;
+    if (!slot_cut || request->copy_whole_table) return -1;
     int needed = request->cgroup_task_count + 6;
     if (needed > SLOT_COUNT) return -1;
     int *fields[] = { &request->stdin_fd, &request->stdout_fd, &request->stderr_fd, &request->cgroup_dir_fd,

@@ -10,11 +10,16 @@ public struct CgroupPlacement: Sendable {
     /// at clone time.
     public var joinsDirectoryByWrite: Bool
     public var taskFDs: [Int32]
+    /// The v2 cgroup joined at clone has limits that can keep the new child from running for a
+    /// while (a CPU quota, weight or cpuset, `memory.high`): the spawn then does not wait for the
+    /// child's first step (it copies whisperd's whole descriptor table instead; spawn.c, "Slots").
+    public var mayHoldTheChildAtClone: Bool
 
-    public init(directoryFD: Int32 = -1, joinsDirectoryByWrite: Bool = false, taskFDs: [Int32] = []) {
+    public init(directoryFD: Int32 = -1, joinsDirectoryByWrite: Bool = false, taskFDs: [Int32] = [], mayHoldTheChildAtClone: Bool = false) {
         self.directoryFD = directoryFD
         self.joinsDirectoryByWrite = joinsDirectoryByWrite
         self.taskFDs = taskFDs
+        self.mayHoldTheChildAtClone = mayHoldTheChildAtClone
     }
 }
 
@@ -229,6 +234,7 @@ public struct ProcessSpawner: Sendable {
                             spawnRequest.no_new_privs = request.noNewPrivileges ? 1 : 0
                             spawnRequest.landlock_ruleset_fd = request.landlockRulesetFD
                             spawnRequest.exec_report_fd = execPipe[1]
+                            spawnRequest.copy_whole_table = request.placement.mayHoldTheChildAtClone ? 1 : 0
                             return whisper_spawn(&spawnRequest)
                         }
                     }

@@ -181,6 +181,7 @@ import WhisperFiles
         let elena = backend.makeCharacterCgroup("elena")
         let placement = try elena.prepare(limits: Limits(memoryBytes: 512 << 20, memoryHighBytes: 448 << 20, cpus: 1.5, pids: 256))
         #expect(placement.directoryFD >= 0 && placement.taskFDs.isEmpty, "one v2 cgroup holds every controller")
+        #expect(placement.mayHoldTheChildAtClone, "a CPU quota joined at clone can hold the child: the spawn must not wait for it")
         #expect(fake.elena("memory.max") == "536870912")
         #expect(fake.elena("memory.high") == "469762048")
         #expect(fake.elena("memory.swap.max") == "0")
@@ -206,7 +207,11 @@ import WhisperFiles
         let backend = try CgroupBackend.detect(mode: .v2, basePath: nil, layout: fake.layout)
         defer { backend.finish() }
         let elena = backend.makeCharacterCgroup("elena")
-        _ = try elena.prepare(limits: Limits(memoryBytes: 64 << 20, pids: 16))
+        let placement = try elena.prepare(limits: Limits(memoryBytes: 64 << 20, pids: 16))
+        #expect(!placement.mayHoldTheChildAtClone, "memory.max and pids.max do not hold a child before its first step")
+        for holding in [Limits(cpuWeight: 50), Limits(cpuset: CPUSet(cpus: [0])), Limits(memoryHighBytes: 32 << 20)] {
+            #expect(try elena.prepare(limits: holding).mayHoldTheChildAtClone, "\(holding)")
+        }
 
         #expect(elena.isEmpty())
         fake.write(fake.service + "/char-elena/cgroup.events", "populated 1\nfrozen 0\n")

@@ -60,6 +60,8 @@ typedef struct whisper_spawn_request {
     int no_new_privs;            /* PR_SET_NO_NEW_PRIVS: no setuid/file-capability gain at exec */
     int landlock_ruleset_fd;     /* >= 0: landlock_restrict_self(fd) (needs no_new_privs) */
     int exec_report_fd;          /* >= 0: a close-on-exec descriptor the child holds until its exec */
+    int copy_whole_table;        /* the child may be held before its first step (its cgroup's CPU or
+                                    memory.high limits): no slots, so the spawn does not wait for it */
 } whisper_spawn_request;
 
 typedef struct whisper_spawn_result {

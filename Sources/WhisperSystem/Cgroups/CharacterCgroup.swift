@@ -89,6 +89,14 @@ public final class CharacterCgroup {
                 placement.taskFDs.append(fd)
             }
         }
+        // Joined at clone, a v2 CPU quota, weight or cpuset, or memory.high, can hold the child
+        // before its first instruction: the spawn must not wait for it then (see spawn.c, "Slots").
+        if placement.directoryFD >= 0, !placement.joinsDirectoryByWrite {
+            let cpu = backend.cpu?.version == .v2 && (limits.cpus != nil || limits.cpuWeight != nil)
+            let cpuset = backend.cpuset?.version == .v2 && limits.cpuset != nil
+            let memoryHigh = backend.memory?.version == .v2 && limits.memoryHighBytes != nil
+            placement.mayHoldTheChildAtClone = cpu || cpuset || memoryHigh
+        }
         cachedPlacement = (limits, placement)
         return placement
     }
