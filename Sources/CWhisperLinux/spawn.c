@@ -429,6 +429,11 @@ int whisper_spawn_reserve_slots(void)
     return count;
 }
 
+static void release_slots(int used)
+{
+    for (int i = 0; i < used; i++) dup3(slot_placeholder, slots[i], O_CLOEXEC);
+}
+
 /* Moves the descriptors the child uses into slots, rewriting the record's request to name them.
    Returns how many slots hold something (release_slots puts the placeholder back), or -1 when
    the child should copy the whole table instead (no slots, too many descriptors, a failed dup). */
@@ -437,27 +442,25 @@ static int fill_slots(whisper_spawn_request *request, int *task_fds)
     if (!slot_cut || request->copy_whole_table) return -1;
     int needed = request->cgroup_task_count + 6;
     if (needed > SLOT_COUNT) return -1;
-    int *fields[] = { &request->stdin_fd, &request->stdout_fd, &request->stderr_fd, &request->cgroup_dir_fd,
-                      &request->landlock_ruleset_fd, &request->exec_report_fd };
+    int *fields[6 + SLOT_COUNT] = { &request->stdin_fd, &request->stdout_fd, &request->stderr_fd, &request->cgroup_dir_fd,
+                                    &request->landlock_ruleset_fd, &request->exec_report_fd };
+    int field_count = 6;
+    for (int i = 0; i < request->cgroup_task_count; i++) fields[field_count++] = &task_fds[i];
+    /* Every descriptor into its slot first; the request names the slots only once all are there
+       (a failed dup leaves it naming whisperd's own descriptors, for the whole-table copy). */
+    int renamed[6 + SLOT_COUNT];
     int used = 0;
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    for (int i = 0; i < field_count; i++) {
+        renamed[i] = *fields[i];
         if (*fields[i] < 0) continue;
-        if (dup3(*fields[i], slots[used], O_CLOEXEC) < 0) goto failed;
-        *fields[i] = slots[used++];
+        if (dup3(*fields[i], slots[used], O_CLOEXEC) < 0) {
+            release_slots(used);
+            return -1;
+        }
+        renamed[i] = slots[used++];
     }
-    for (int i = 0; i < request->cgroup_task_count; i++) {
-        if (dup3(task_fds[i], slots[used], O_CLOEXEC) < 0) goto failed;
-        task_fds[i] = slots[used++];
-    }
+    for (int i = 0; i < field_count; i++) *fields[i] = renamed[i];
     return used;
-failed:
-    for (int i = 0; i < used; i++) dup3(slot_placeholder, slots[i], O_CLOEXEC);
-    return -1;
-}
-
-static void release_slots(int used)
-{
-    for (int i = 0; i < used; i++) dup3(slot_placeholder, slots[i], O_CLOEXEC);
 }
 
 static size_t align8(size_t size) { return (size + 7) & ~(size_t)7; }

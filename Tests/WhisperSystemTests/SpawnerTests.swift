@@ -192,7 +192,8 @@ import WhisperSystem
         }
     }
 
-    @Test func aChildCopiesOnlyTheLowDescriptors_notWhisperdsWholeTable() throws {
+    @Test(.enabled(if: !ProcessSpawner.waitsForExec, "the spawn waits for each child's exec here, and copies the whole table"))
+    func aChildCopiesOnlyTheLowDescriptors_notWhisperdsWholeTable() throws {
         let spawner = try ProcessSpawner()
         // Many descriptors of ours, all above the slots (set aside when the first spawner was made).
         var extra: [Int32] = []
