@@ -26,6 +26,18 @@ import WhisperSystem
         #expect(output == "hello \(child.pid) \(child.pid)\n")
     }
 
+    /// A pipe whose buffer is full: a child given its write end as a `tasks` file blocks there,
+    /// before its exec, until the test reads.
+    static func fullPipe() throws -> [Int32] {
+        var ends: [Int32] = [-1, -1]
+        try #require(pipe(&ends) == 0)
+        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
+        var byte: UInt8 = 0
+        while write(ends[1], &byte, 1) == 1 {}
+        _ = fcntl(ends[1], F_SETFL, 0)
+        return ends
+    }
+
     @Test func heldOutput_theExitHangsUpNoPipe_untilTheHeldEndsClose() throws {
         let spawner = try ProcessSpawner()
         var request = ProcessSpawner.Request(
@@ -151,13 +163,8 @@ import WhisperSystem
     @Test(.enabled(if: !ProcessSpawner.waitsForExec, "the spawn waits for each child's exec here"))
     func childrenStuckBeforeExec_doNotHoldUpTheNextSpawn() throws {
         let spawner = try ProcessSpawner()
-        var ends: [Int32] = [-1, -1]
-        #expect(pipe(&ends) == 0)
+        let ends = try Self.fullPipe()
         defer { close(ends[0]) }
-        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
-        var byte: UInt8 = 0
-        while write(ends[1], &byte, 1) == 1 {}
-        _ = fcntl(ends[1], F_SETFL, 0)
         var stuck: [ProcessSpawner.Child] = []
         for _ in 0..<24 {
             let request = ProcessSpawner.Request(
@@ -205,13 +212,8 @@ import WhisperSystem
         }
         try #require(extra.count == 500, "needs 500 spare descriptors")
         // A child held before its exec (writing into a full pipe given as a v1 `tasks` file).
-        var ends: [Int32] = [-1, -1]
-        #expect(pipe(&ends) == 0)
+        let ends = try Self.fullPipe()
         defer { close(ends[0]) }
-        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
-        var byte: UInt8 = 0
-        while write(ends[1], &byte, 1) == 1 {}
-        _ = fcntl(ends[1], F_SETFL, 0)
         let child = try spawner.spawn(.init(
             arguments: ["/bin/true"], environment: [:], workingDirectory: "/", placement: CgroupPlacement(taskFDs: [ends[1]]))).get()
         // One whose cgroup could hold it before its first step: the spawn does not wait, so it
