@@ -206,7 +206,6 @@ CHILD_CODE static int child_main(void *argument)
         sys3(SYS_futex, context->table_copied, FUTEX_WAKE, 1);
     }
     reset_signals();
-    if (request->reset_nice) sys3(SYS_setpriority, PRIO_PROCESS, 0, request->nice);
     /* Own session: it cannot join another character's process group, nor reach whisperd's. */
     if (request->new_session && (result = sys0(SYS_setsid)) < 0) child_fail(context, 6, result);
     if (request->nofile_soft >= 0) {
@@ -742,13 +741,13 @@ int whisper_pidfd_send_signal(int pidfd, int sig)
 #define P_PIDFD 3
 #endif
 
-int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal)
+int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal, int keep_zombie)
 {
     siginfo_t info;
     memset(&info, 0, sizeof info);
     int rc;
     do {
-        rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG);
+        rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG | (keep_zombie ? WNOWAIT : 0));
     } while (rc < 0 && errno == EINTR);
     if (rc < 0) return -1;
     if (info.si_pid == 0) return 0;

@@ -76,15 +76,7 @@ public final class Daemon {
             profiles: configuration.profiles)
         self.loader.replicaOverrides = configuration.replicaOverrides
         self.loader.oneService = configuration.oneService
-        var spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
-        // The loop thread runs a little above the characters (when allowed), so a burst of
-        // children starting on both cores does not keep it waiting for a CPU between spawns;
-        // each child is set back to the nice value whisperd was started with.
-        errno = 0
-        let inherited = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
-        if errno == 0, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, inherited - Self.loopPriorityBoost) == 0 {
-            spawner.childNice = inherited
-        }
+        let spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
         self.logWriter = try LogWriter(journal: configuration.journal, mirror: configuration.oneService == nil ? nil : STDOUT_FILENO)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
         self.tenants = Tenants(
@@ -113,10 +105,6 @@ public final class Daemon {
             oneServiceDone: { [unowned self] name, state in self.endWithTheOneService(name, state) },
             shutdownCompleted: { [unowned self] in self.loop.stop() })
     }
-
-    /// How many nice steps the loop thread runs above the characters (`setpriority` on that
-    /// thread only; needs CAP_SYS_NICE, else nothing changes).
-    static let loopPriorityBoost: Int32 = 5
 
     /// Runs until shutdown completes; returns the process exit code.
     public func run(signals: SignalSource) throws -> Int32 {

@@ -127,10 +127,23 @@ final class Fleet {
     private var readyLogMatchers: [ServiceName: Regex<AnyRegexOutput>] = [:]
     private var queue: [SupervisorEvent] = []
     private var isDraining = false
+    /// Each service's launch as its last start made it, which its restarts reuse. Everything in
+    /// one comes from the roster, so applying a roster drops them all (and forgetting a
+    /// service, its own).
+    private var launches: [ServiceName: Launch] = [:]
+    /// The batch of actions being carried out starts one process, no more.
+    private var lonelySpawn = false
+
+    /// What a start of a service needs beyond its cgroup: its command (program found, argv and
+    /// environment laid out) and its tenant's ids and sandbox.
+    private struct Launch {
+        var command: ProcessSpawner.Command
+        var tenant: Tenants.Prepared
+    }
     /// `whisperd run-one NAME`: whisperd ends when that service is done.
     private let runsOneService: Bool
 
-    /// `spawner`'s nice value for children is already set; `handover` is what a previous
+    /// `handover` is what a previous
     /// whisperd handed over (its runs are adopted by ``adopt(_:)``).
     init(
         configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, loop: EventLoop, spawner: ProcessSpawner,
@@ -196,6 +209,8 @@ final class Fleet {
             // A (re)start's line "… -> starting" is written after its spawn: the child need not
             // wait for the formatting and the log writer's wake-up (the line says the same).
             var startLines: [SupervisorAction] = []
+            // Only a batch's one spawn waits for its exec: a burst would wait for each.
+            lonelySpawn = actions.reduce(0) { count, action in if case .spawn = action { count + 1 } else { count } } == 1
             for action in actions {
                 if case .transitioned(_, _, .starting, _) = action { startLines.append(action) } else { execute(action) }
             }
@@ -249,6 +264,7 @@ final class Fleet {
                 $0.close()
             }
             tenants.forget(name)
+            launches[name] = nil
             removeCgroup(of: name)
             events.forgotten(name)
             log.log(.info, character: name, "removed")
@@ -362,23 +378,24 @@ final class Fleet {
             failed(error.errno)
             return
         }
-        let tenant: Tenants.Prepared
-        do {
-            tenant = try tenants.prepare(
-                spec, charactersDirectory: loaded.charactersDirectory,
-                homeIsInherited: loaded.environmentOrigins[name]?["HOME"] == "base", notifySocket: socket.path)
-        } catch {
-            log.log(.error, character: name, "refused to start: \(error)")
-            failed((error as? SystemError)?.errno ?? EPERM)
-            return
+        let launch: Launch
+        if !asSuccessor, let last = launches[name] {
+            launch = last
+        } else {
+            do {
+                launch = try prepareLaunch(spec, notifySocket: socket.path, asSuccessor: asSuccessor)
+            } catch {
+                log.log(.error, character: name, "refused to start: \(error)")
+                failed((error as? SystemError)?.errno ?? EPERM)
+                return
+            }
+            // A program not found is looked for again at the next start.
+            if !asSuccessor, launch.command.path != nil { launches[name] = launch }
         }
-        var environment = childEnvironment(spec, notifySocket: socket.path)
-        environment.merge(tenant.environment) { _, own in own }
-        // The new process of a rolling restart (the worker then waits for its Discord session).
-        if asSuccessor { environment["WHISPERD_SUCCESSOR"] = "1" }
+        let tenant = launch.tenant
         let settings = spec.launch.tenant
         var request = ProcessSpawner.Request(
-            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory,
+            command: launch.command, workingDirectory: spec.launch.workingDirectory,
             placement: placement, dataLimitBytes: cgroups.backend.memory == nil ? spec.limits.memoryBytes : nil,
             identity: tenant.identity, dropsCapabilities: tenant.identity != nil, noNewPrivileges: true,
             landlockRulesetFD: tenant.rulesetFD, oomScoreAdjust: settings.oomScoreAdjust.map { Int32($0) },
@@ -391,6 +408,9 @@ final class Fleet {
             failed(failure.errno)
             if !asSuccessor { recordIncident(name) }
         case .success(let child):
+            // The child usually shares the loop's CPU: the loop steps aside until its exec (as
+            // a supervisor asleep in waitpid would), unless other events wait or 2 ms pass.
+            if lonelySpawn { _ = loop.waitBriefly(for: child.execFD, milliseconds: 2) }
             let run = LiveRun(child)
             if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
             let policy = logPolicy(for: spec)
@@ -412,6 +432,19 @@ final class Fleet {
                 log.log(.error, character: name, "cannot watch pid \(child.pid)'s exec: \(error)")
             }
         }
+    }
+
+    private func prepareLaunch(_ spec: ServiceSpec, notifySocket: String, asSuccessor: Bool) throws -> Launch {
+        let tenant = try tenants.prepare(
+            spec, charactersDirectory: loaded.charactersDirectory,
+            homeIsInherited: loaded.environmentOrigins[spec.name]?["HOME"] == "base", notifySocket: notifySocket)
+        var environment = childEnvironment(spec, notifySocket: notifySocket)
+        environment.merge(tenant.environment) { _, own in own }
+        // The new process of a rolling restart (the worker then waits for its Discord session).
+        if asSuccessor { environment["WHISPERD_SUCCESSOR"] = "1" }
+        let command = ProcessSpawner.Command(
+            arguments: spec.launch.arguments, environment: environment, workingDirectory: spec.launch.workingDirectory)
+        return Launch(command: command, tenant: tenant)
     }
 
     /// The child's exec pipe hung up: its program runs, or a step before it failed (the spawn
@@ -469,12 +502,18 @@ final class Fleet {
     // MARK: - The end of a run
 
     private func reap(_ name: ServiceName, _ run: LiveRun) {
-        guard let result = ChildReaper.reap(pidFD: run.pidFD) else { return }
-        loop.remove(run.pidFD)
-        close(run.pidFD)
+        let pidFD = run.pidFD
+        guard let result = ChildReaper.exitStatus(pidFD: pidFD) else { return }
+        loop.remove(pidFD)
         run.pidFD = -1
-        // After the restart this reap may start: the pipes hang up once what is left is read.
-        defer { run.closeHeldWriteEnds() }
+        // After the restart this reap may start: the zombie is released then (the kernel's
+        // release takes about as long as the spawn), and the pipes hang up once what is left
+        // is read.
+        defer {
+            _ = ChildReaper.reap(pidFD: pidFD)
+            close(pidFD)
+            run.closeHeldWriteEnds()
+        }
         let termination: ProcessTermination =
             if let signal = result.signal { .signaled(Signal(rawValue: signal)) } else {
                 .exited(code: result.code ?? -1)
@@ -733,6 +772,7 @@ final class Fleet {
     /// schedule, so a step of the wall clock (NTP, a suspended VM) delays a run by a minute at most.
     func apply(_ loaded: LoadedRoster) {
         self.loaded = loaded
+        launches.removeAll()
         let roster = loaded.roster
         let schedules = roster.services.compactMap { spec in spec.schedule.map { (spec.name, $0) } }
         var stored: [ServiceName: UnixSeconds] = [:]

@@ -10,7 +10,10 @@ final class Tenants {
     struct Prepared {
         /// `nil`: the child keeps whisperd's own ids (whisperd is not root, or `user: root`).
         var identity: ProcessIdentity?
-        var rulesetFD: Int32
+        /// Held here as well, so its descriptor stays open (and its number never another's)
+        /// while anyone keeps this preparation.
+        var ruleset: LandlockRuleset?
+        var rulesetFD: Int32 { ruleset?.fd ?? -1 }
         /// STATE_DIRECTORY, RUNTIME_DIRECTORY, TMPDIR and, for a tenant of its own, HOME.
         var environment: [String: String]
     }
@@ -118,25 +121,25 @@ final class Tenants {
         let plan = SandboxPlan(
             sandbox: sandbox, port: spec.port, executable: executable, libraryPaths: libraryDirectories,
             ownDirectories: writePaths, characterDirectory: characterDirectory)
-        var rulesetFD: Int32 = -1
+        var ruleset: LandlockRuleset?
         if LandlockRuleset.abi >= 1 {
             if let cached = rulesets[name], cached.plan == plan {
-                rulesetFD = cached.ruleset.fd
+                ruleset = cached.ruleset
             } else {
                 if batchSharedPaths == nil {
                     batchSharedPaths = LandlockRuleset.SharedPaths(
                         ["/", executable] + SandboxPlan.systemReadPaths + SandboxPlan.devices + libraryDirectories)
                 }
-                let ruleset = try LandlockRuleset(plan: plan, shared: batchSharedPaths)
-                rulesets[name] = (plan, ruleset)
-                rulesetFD = ruleset.fd
+                let made = try LandlockRuleset(plan: plan, shared: batchSharedPaths)
+                rulesets[name] = (plan, made)
+                ruleset = made
             }
         }
         reports[name] = Report(uid: uid, gid: gid, coverage: SandboxCoverage(abi: LandlockRuleset.abi, filesystem: plan.filesystem))
 
         var environment = ["STATE_DIRECTORY": ownState, "RUNTIME_DIRECTORY": ownRuntime, "TMPDIR": ownRuntime]
         if identity != nil, homeIsInherited { environment["HOME"] = ownState }
-        let prepared = Prepared(identity: identity, rulesetFD: rulesetFD, environment: environment)
+        let prepared = Prepared(identity: identity, ruleset: ruleset, environment: environment)
         if let key { lastPrepared[name] = (key, prepared) }
         return prepared
     }

@@ -25,6 +25,14 @@ public final class EventLoop {
     public typealias Handler = (_ events: UInt32) -> Void
 
     private let epollFD: Int32
+
+    /// Sleeps until `fd` polls ready, another event of the loop is pending, or `milliseconds`
+    /// pass; returns whether `fd` is ready.
+    public func waitBriefly(for fd: Int32, milliseconds: Int32) -> Bool {
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: epollFD, events: Int16(POLLIN), revents: 0)]
+        guard poll(&fds, 2, milliseconds) > 0 else { return false }
+        return fds[0].revents != 0
+    }
     private let timerFD: Int32
     private struct Registration {
         let id: UInt32

@@ -33,9 +33,35 @@ public struct ProcessSpawner: Sendable {
     /// architectures than x86-64); a failed set-up step is then reported by `spawn` itself.
     public static let waitsForExec = whisper_spawn_waits_for_exec() != 0
 
+    /// What a child runs: its program, found on PATH the way execvp would (so "not found" is
+    /// said before spawning), and its argv and environment laid out as execve takes them. Made
+    /// once, it serves every start with the same command (a restart redoes none of it).
+    ///
+    /// `@unchecked Sendable`: every stored property is a `let`, and the C arrays are written
+    /// only in `init` and then only read, so sharing one between threads is safe.
+    public final class Command: @unchecked Sendable {
+        /// As given; the program is the first.
+        public let arguments: [String]
+        /// The program as found; `nil`: not found (or no arguments), so a spawn fails with
+        /// ``Failure/notFound(_:)`` without starting anything.
+        public let path: String?
+        let argv: CStringArray
+        let envp: CStringArray
+
+        public init(arguments: [String], environment: [String: String], workingDirectory: String) {
+            self.arguments = arguments
+            path = arguments.first.flatMap {
+                ProcessSpawner.resolve($0, path: environment["PATH"], workingDirectory: workingDirectory)
+            }
+            argv = CStringArray(arguments)
+            envp = CStringArray(environment: environment)
+        }
+    }
+
     public struct Request: Sendable {
-        public var arguments: [String]
-        public var environment: [String: String]
+        public var command: Command
+        /// The child's current directory (a relative program is found from it too: give the
+        /// ``Command`` the same one).
         public var workingDirectory: String
         /// Where the child is before its program's first instruction (see `whisper_spawn`).
         public var placement: CgroupPlacement
@@ -61,13 +87,12 @@ public struct ProcessSpawner: Sendable {
         public var holdsOutputOpen = false
 
         public init(
-            arguments: [String], environment: [String: String], workingDirectory: String,
+            command: Command, workingDirectory: String,
             placement: CgroupPlacement = CgroupPlacement(), dataLimitBytes: UInt64? = nil, identity: ProcessIdentity? = nil,
             dropsCapabilities: Bool = false, noNewPrivileges: Bool = false, landlockRulesetFD: Int32 = -1,
             oomScoreAdjust: Int32? = nil, resourceLimits: [ResourceLimitSetting] = []
         ) {
-            self.arguments = arguments
-            self.environment = environment
+            self.command = command
             self.workingDirectory = workingDirectory
             self.placement = placement
             self.dataLimitBytes = dataLimitBytes
@@ -77,6 +102,20 @@ public struct ProcessSpawner: Sendable {
             self.landlockRulesetFD = landlockRulesetFD
             self.oomScoreAdjust = oomScoreAdjust
             self.resourceLimits = resourceLimits
+        }
+
+        /// A request with a command of its own, found from `workingDirectory`.
+        public init(
+            arguments: [String], environment: [String: String], workingDirectory: String,
+            placement: CgroupPlacement = CgroupPlacement(), dataLimitBytes: UInt64? = nil, identity: ProcessIdentity? = nil,
+            dropsCapabilities: Bool = false, noNewPrivileges: Bool = false, landlockRulesetFD: Int32 = -1,
+            oomScoreAdjust: Int32? = nil, resourceLimits: [ResourceLimitSetting] = []
+        ) {
+            self.init(
+                command: Command(arguments: arguments, environment: environment, workingDirectory: workingDirectory),
+                workingDirectory: workingDirectory, placement: placement, dataLimitBytes: dataLimitBytes, identity: identity,
+                dropsCapabilities: dropsCapabilities, noNewPrivileges: noNewPrivileges, landlockRulesetFD: landlockRulesetFD,
+                oomScoreAdjust: oomScoreAdjust, resourceLimits: resourceLimits)
         }
     }
 
@@ -135,8 +174,6 @@ public struct ProcessSpawner: Sendable {
 
     private let devNull: Int32
     private let nofileSoftLimit: Int64
-    /// The nice value children start with, when the spawning thread runs at another one.
-    public var childNice: Int32?
 
     /// - Parameter nofileSoftLimit: the RLIMIT_NOFILE soft limit children get back (whisperd raises its own).
     public init(nofileSoftLimit: Int64 = -1) throws {
@@ -164,9 +201,9 @@ public struct ProcessSpawner: Sendable {
     }
 
     public func spawn(_ request: Request) -> Result<Child, Failure> {
-        guard let program = request.arguments.first else { return .failure(.notFound("(empty command)")) }
-        guard let path = Self.resolve(program, path: request.environment["PATH"], workingDirectory: request.workingDirectory)
-        else { return .failure(.notFound(program)) }
+        let command = request.command
+        guard let program = command.arguments.first else { return .failure(.notFound("(empty command)")) }
+        guard let path = command.path else { return .failure(.notFound(program)) }
 
         var stdoutPipe: [Int32] = [-1, -1]
         var stderrPipe: [Int32] = [-1, -1]
@@ -186,8 +223,6 @@ public struct ProcessSpawner: Sendable {
             return .failure(.failed(step: "pipe", errno: saved))
         }
 
-        let argv = CStringArray(request.arguments)
-        let envp = CStringArray(environment: request.environment)
         let identity = request.identity
         let groups: [UInt32] = identity?.supplementaryGroups ?? []
         let limits: [whisper_rlimit] = request.resourceLimits.map { whisper_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
@@ -199,8 +234,8 @@ public struct ProcessSpawner: Sendable {
                             // Field by field: the type checker is slow on one call with every field.
                             var spawnRequest = whisper_spawn_request()
                             spawnRequest.path = cPath
-                            spawnRequest.argv = argv.pointer
-                            spawnRequest.envp = envp.pointer
+                            spawnRequest.argv = command.argv.pointer
+                            spawnRequest.envp = command.envp.pointer
                             spawnRequest.working_directory = cwd
                             spawnRequest.stdin_fd = devNull
                             spawnRequest.stdout_fd = stdoutPipe[1]
@@ -212,10 +247,6 @@ public struct ProcessSpawner: Sendable {
                             spawnRequest.new_session = 1
                             spawnRequest.nofile_soft = nofileSoftLimit
                             spawnRequest.data_limit = request.dataLimitBytes.map { Int64(clamping: $0) } ?? -1
-                            if let childNice {
-                                spawnRequest.reset_nice = 1
-                                spawnRequest.nice = childNice
-                            }
                             if let adjust = request.oomScoreAdjust {
                                 spawnRequest.set_oom_score_adj = 1
                                 spawnRequest.oom_score_adj = adjust
@@ -241,6 +272,8 @@ public struct ProcessSpawner: Sendable {
                 }
             }
         }
+        // The arrays the child read stay allocated until here (the child has copied or exec'd).
+        withExtendedLifetime(command) {}
         // The child has its own descriptor table by now (spawn.c waits for that): ours can go.
         let holdsOutput = request.holdsOutputOpen && result.pid > 0
         if !holdsOutput {
@@ -378,10 +411,17 @@ final class CStringArray {
 /// Watches a child through its pidfd and reaps it; never `waitpid(-1)`.
 public enum ChildReaper {
     /// `nil` while the child still runs.
-    public static func reap(pidFD: Int32) -> (code: Int32?, signal: Int32?)? {
+    public static func reap(pidFD: Int32) -> (code: Int32?, signal: Int32?)? { wait(pidFD, keepZombie: false) }
+
+    /// How the child ended, leaving it a zombie (`WNOWAIT`) for a later ``reap(pidFD:)``: the
+    /// kernel's release of the task (about as long as a spawn) can then wait until its successor
+    /// is started. `nil` while the child still runs.
+    public static func exitStatus(pidFD: Int32) -> (code: Int32?, signal: Int32?)? { wait(pidFD, keepZombie: true) }
+
+    private static func wait(_ pidFD: Int32, keepZombie: Bool) -> (code: Int32?, signal: Int32?)? {
         var code: Int32 = -1
         var signal: Int32 = 0
-        guard whisper_pidfd_reap(pidFD, &code, &signal) == 1 else { return nil }
+        guard whisper_pidfd_reap(pidFD, &code, &signal, keepZombie ? 1 : 0) == 1 else { return nil }
         return signal != 0 ? (nil, signal) : (code, nil)
     }
 

@@ -19,6 +19,33 @@ import WhisperFiles
         #expect(CgroupFS.field("populated", in: "") == nil)
     }
 
+    /// Read from an open descriptor, from its start each time, as the end of every run does.
+    @Test func fieldAndNumber_readFromAnOpenFile_atItsStartEachTime() throws {
+        let directory = NSTemporaryDirectory() + "cgroupfs-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func opened(_ name: String, _ text: String) throws -> Int32 {
+            try text.write(toFile: "\(directory)/\(name)", atomically: false, encoding: .utf8)
+            return open("\(directory)/\(name)", O_RDWR | O_CLOEXEC)
+        }
+        let events = try opened("cgroup.events", "populated 1\nfrozen 0\n")
+        let peak = try opened("memory.peak", "123456\n")
+        let long = try opened("long", String(repeating: "x 1\n", count: 400) + "oom_kill 3\n")
+        let junk = try opened("junk", "12a\n")
+        defer { for fd in [events, peak, long, junk] { close(fd) } }
+        #expect(CgroupFS.field("populated", fd: events) == 1)
+        #expect(CgroupFS.field("frozen", fd: events) == 0)
+        #expect(CgroupFS.field("missing", fd: events) == nil)
+        #expect(CgroupFS.number(fd: peak) == 123456)
+        #expect(CgroupFS.number(fd: peak) == 123456, "again, from the start")
+        #expect(CgroupFS.field("oom_kill", fd: long) == nil, "longer than these files are: not read")
+        #expect(CgroupFS.number(fd: junk) == nil)
+        #expect(CgroupFS.number(fd: -1) == nil)
+        // The kernel rewrites the file in place; the next read sees the new value.
+        #expect(pwrite(events, "populated 0\nfrozen 0\n", 22, 0) == 22)
+        #expect(CgroupFS.field("populated", fd: events) == 0)
+    }
+
     @Test func parsesAHybridHost_likeThisOne() {
         let mountinfo = """
             31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -91,4 +91,27 @@ import WhisperSystem
         loop.run()
         #expect(calls == 1)
     }
+
+    /// A brief wait ends when its descriptor is ready, when the loop has another event waiting,
+    /// or at its bound.
+    @Test func waitBriefly_endsAtItsDescriptor_atAnotherEvent_orAtItsBound() throws {
+        let loop = try EventLoop()
+        var watched: [Int32] = [-1, -1]
+        var other: [Int32] = [-1, -1]
+        try #require(pipe(&watched) == 0 && pipe(&other) == 0)
+        defer { for fd in watched + other { close(fd) } }
+        try loop.add(other[0], .readable) { _ in }
+        #expect(!loop.waitBriefly(for: watched[0], milliseconds: 20), "nothing ready: the bound")
+        #expect(write(other[1], "x", 1) == 1)
+        var started = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &started)
+        #expect(!loop.waitBriefly(for: watched[0], milliseconds: 10_000), "another event waits: at once")
+        var ended = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ended)
+        #expect(ended.tv_sec - started.tv_sec < 5, "not the 10 s bound")
+        close(watched[1])
+        watched[1] = -1
+        #expect(loop.waitBriefly(for: watched[0], milliseconds: 10_000), "hung up: ready")
+        loop.remove(other[0])
+    }
 }

@@ -10,13 +10,8 @@ import WhisperSystem
             arguments: ["sh", "-c", "echo \"$GREETING $(ps -o pgid= -p $$ | tr -d ' ') $$\"; exit 7"],
             environment: ["GREETING": "hello", "PATH": "/usr/bin:/bin"], workingDirectory: "/")
         let child = try spawner.spawn(request).get()
-        defer {
-            close(child.pidFD)
-            close(child.stdoutFD)
-            close(child.stderrFD)
-        }
-        var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
-        #expect(Glibc.poll(&poll, 1, 5000) == 1)
+        defer { child.closeDescriptors() }
+        #expect(awaitExit(child))
         let status = ChildReaper.reap(pidFD: child.pidFD)
         #expect(status?.code == 7)
         #expect(whisper_set_blocking(child.stdoutFD))
@@ -44,14 +39,9 @@ import WhisperSystem
             arguments: ["sh", "-c", "printf last"], environment: ["PATH": "/usr/bin:/bin"], workingDirectory: "/")
         request.holdsOutputOpen = true
         let child = try spawner.spawn(request).get()
-        defer {
-            close(child.pidFD)
-            close(child.stdoutFD)
-            close(child.stderrFD)
-        }
+        defer { child.closeDescriptors() }
         #expect(child.heldWriteFDs.count == 2)
-        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
-        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        #expect(awaitExit(child))
         #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0)
         // Reaped, and what it wrote is there, but neither pipe hangs up: whisperd's copies of
         // the write ends are still open.
@@ -71,14 +61,9 @@ import WhisperSystem
 
     @Test func outputNotHeld_byDefault() throws {
         let child = try ProcessSpawner().spawn(.init(arguments: ["/bin/true"], environment: [:], workingDirectory: "/")).get()
-        defer {
-            close(child.pidFD)
-            close(child.stdoutFD)
-            close(child.stderrFD)
-        }
+        defer { child.closeDescriptors() }
         #expect(child.heldWriteFDs.isEmpty)
-        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
-        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        #expect(awaitExit(child))
         _ = ChildReaper.reap(pidFD: child.pidFD)
         var pipe = pollfd(fd: child.stdoutFD, events: Int16(POLLIN), revents: 0)
         #expect(Glibc.poll(&pipe, 1, 1000) == 1)
@@ -98,13 +83,8 @@ import WhisperSystem
         case .failure(let early):
             failure = early
         case .success(let child):
-            defer {
-                close(child.pidFD)
-                close(child.stdoutFD)
-                close(child.stderrFD)
-            }
-            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
-            #expect(Glibc.poll(&poll, 1, 5000) == 1)
+            defer { child.closeDescriptors() }
+            #expect(awaitExit(child))
             #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 127)
             failure = try #require(spawner.startFailure(of: child))
             #expect(spawner.startFailure(of: child) == nil, "a failure is reported once")
@@ -135,8 +115,7 @@ import WhisperSystem
             }
         }
         for (index, (child, failing)) in children.enumerated() {
-            var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
-            #expect(Glibc.poll(&poll, 1, 5000) == 1)
+            #expect(awaitExit(child))
             let status = ChildReaper.reap(pidFD: child.pidFD)
             let failure = spawner.startFailure(of: child)
             if failing {
@@ -173,8 +152,7 @@ import WhisperSystem
         }
         close(ends[1])
         let free = try spawner.spawn(.init(arguments: ["/bin/sh", "-c", "exit 3"], environment: [:], workingDirectory: "/")).get()
-        var poll = pollfd(fd: free.pidFD, events: Int16(POLLIN), revents: 0)
-        #expect(Glibc.poll(&poll, 1, 5000) == 1)
+        #expect(awaitExit(free))
         #expect(ChildReaper.reap(pidFD: free.pidFD)?.code == 3)
         for child in stuck {
             var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
@@ -250,13 +228,8 @@ import WhisperSystem
     @Test func theEnvironmentBlock_isExactlyTheGivenPairs_sortedByKey() throws {
         let environment = ["B": "2", "A": "1=x", "EMPTY": "", "UNICODE": "café ☕"]
         let child = try ProcessSpawner().spawn(.init(arguments: ["/usr/bin/env"], environment: environment, workingDirectory: "/")).get()
-        defer {
-            close(child.pidFD)
-            close(child.stdoutFD)
-            close(child.stderrFD)
-        }
-        var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
-        #expect(Glibc.poll(&exit, 1, 5000) == 1)
+        defer { child.closeDescriptors() }
+        #expect(awaitExit(child))
         #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0)
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -270,16 +243,51 @@ import WhisperSystem
         #expect(String(decoding: output, as: UTF8.self) == "A=1=x\nB=2\nEMPTY=\nUNICODE=café ☕\n")
     }
 
+    /// The exit is read without reaping: the zombie (and its pid) stays until the reap, which
+    /// then sees the same status.
+    @Test func exitStatus_leavesTheZombieForTheReap() throws {
+        let child = try ProcessSpawner().spawn(.init(arguments: ["/bin/sh", "-c", "exit 5"], environment: [:], workingDirectory: "/")).get()
+        defer { child.closeDescriptors() }
+        #expect(awaitExit(child))
+        #expect(ChildReaper.exitStatus(pidFD: child.pidFD)?.code == 5)
+        let stat = try String(contentsOfFile: "/proc/\(child.pid)/stat", encoding: .utf8)
+        #expect(stat.split(separator: ")").last?.split(separator: " ").first == "Z", "still a zombie: \(stat)")
+        #expect(ChildReaper.exitStatus(pidFD: child.pidFD)?.code == 5, "asked twice, the same")
+        #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 5)
+        #expect(access("/proc/\(child.pid)", F_OK) != 0, "reaped: gone")
+    }
+
+    /// One command serves several starts (a restart reuses its service's); one whose program is
+    /// not found starts nothing and says so.
+    @Test func aCommand_servesEveryStart_andOneNotFoundStartsNothing() throws {
+        let spawner = try ProcessSpawner()
+        let command = ProcessSpawner.Command(arguments: ["sh", "-c", "echo \"$WORD\""], environment: ["WORD": "again", "PATH": "/usr/bin:/bin"], workingDirectory: "/")
+        #expect(command.path == "/usr/bin/sh")
+        for _ in 0..<2 {
+            let child = try spawner.spawn(.init(command: command, workingDirectory: "/")).get()
+            defer { child.closeDescriptors() }
+            #expect(awaitExit(child))
+            #expect(ChildReaper.reap(pidFD: child.pidFD)?.code == 0)
+            #expect(whisper_set_blocking(child.stdoutFD))
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let count = read(child.stdoutFD, &buffer, buffer.count)
+            #expect(String(decoding: buffer[0..<max(0, count)], as: UTF8.self) == "again\n")
+        }
+        let missing = ProcessSpawner.Command(arguments: ["no-such-program-xyz"], environment: ["PATH": "/usr/bin:/bin"], workingDirectory: "/")
+        #expect(missing.path == nil)
+        guard case .failure(.notFound("no-such-program-xyz")) = spawner.spawn(.init(command: missing, workingDirectory: "/")) else {
+            Issue.record("a program not found must not start")
+            return
+        }
+        #expect(ProcessSpawner.Command(arguments: [], environment: [:], workingDirectory: "/").path == nil)
+    }
+
     @Test func childrenDoNotInheritWhisperdsDescriptors() throws {
         let spawner = try ProcessSpawner()
         let leaked = open("/dev/null", O_RDONLY)  // deliberately without O_CLOEXEC
         defer { close(leaked) }
         let child = try spawner.spawn(.init(arguments: ["sh", "-c", "ls /proc/self/fd | wc -l"], environment: ["PATH": "/usr/bin:/bin"], workingDirectory: "/")).get()
-        defer {
-            close(child.pidFD)
-            close(child.stdoutFD)
-            close(child.stderrFD)
-        }
+        defer { child.closeDescriptors() }
         var poll = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
         _ = Glibc.poll(&poll, 1, 5000)
         _ = ChildReaper.reap(pidFD: child.pidFD)
@@ -288,6 +296,21 @@ import WhisperSystem
         let count = read(child.stdoutFD, &buffer, buffer.count)
         // 0, 1, 2 and the one `ls` opens for /proc/self/fd.
         #expect(String(decoding: buffer[0..<max(0, count)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "4")
+    }
+}
+
+/// Waits up to 5 s for the child's exit (its pidfd polls readable).
+func awaitExit(_ child: ProcessSpawner.Child) -> Bool {
+    var exit = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+    return Glibc.poll(&exit, 1, 5000) == 1
+}
+
+extension ProcessSpawner.Child {
+    /// The test's ends: the pidfd and the output pipes.
+    func closeDescriptors() {
+        close(pidFD)
+        close(stdoutFD)
+        close(stderrFD)
     }
 }
 

@@ -41,8 +41,6 @@ typedef struct whisper_spawn_request {
     int new_session;             /* setsid(): own session and process group (pgid = pid) */
     long long nofile_soft;       /* >= 0: RLIMIT_NOFILE soft limit to restore (whisperd raises its own) */
     long long data_limit;        /* >= 0: RLIMIT_DATA in bytes (the memory bound when no memory cgroup) */
-    int reset_nice;              /* set the child's nice value to `nice` (the loop thread runs above it) */
-    int nice;
     /* Resource settings applied while still privileged (raising needs root). */
     int set_oom_score_adj;       /* write oom_score_adj below to /proc/self/oom_score_adj */
     int oom_score_adj;
@@ -105,8 +103,9 @@ int whisper_spawn_reserve_slots(void);
 
 int whisper_pidfd_open(pid_t pid);
 int whisper_pidfd_send_signal(int pidfd, int sig);
-/// waitid(P_PIDFD, …, WEXITED|WNOHANG): 1 reaped (code/status set), 0 still running, -1 error.
-int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal);
+/// waitid(P_PIDFD, …, WEXITED|WNOHANG), with WNOWAIT when `keep_zombie` (the status read, the
+/// zombie left to reap): 1 exited (code/status set), 0 still running, -1 error.
+int whisper_pidfd_reap(int pidfd, int *exited_code, int *killed_signal, int keep_zombie);
 
 /* Landlock (landlock(7)), spelled out so that no kernel header newer than the build host's is
    needed. whisper_landlock_abi: the kernel's ABI version, 0 when it has none (or disabled). */

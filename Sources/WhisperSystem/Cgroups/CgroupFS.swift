@@ -91,27 +91,63 @@ public enum CgroupFS {
 
     /// `key value` lines (memory.events, cpu.stat, memory.oom_control) → the value of `key`.
     public static func field(_ key: String, in text: String) -> UInt64? {
-        // Byte by byte, with no substring made: read at the end of every run, before its restart.
-        let key = Array(key.utf8)
-        let bytes = Array(text.utf8)
+        var text = text
+        return text.withUTF8 { field(key, in: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// The value of `key` in an open flat-keyed file, read from its start into a stack buffer:
+    /// no string is made (the end of every run reads such files before its restart).
+    public static func field(_ key: String, fd: Int32) -> UInt64? {
+        withSmallRead(fd) { bytes in bytes.flatMap { field(key, in: $0) } }
+    }
+
+    /// The number an open single-value file holds (`memory.peak`, `memory.max_usage_in_bytes`).
+    public static func number(fd: Int32) -> UInt64? {
+        withSmallRead(fd) { bytes in
+            guard let bytes else { return nil }
+            var end = bytes.count
+            while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x20 { end -= 1 }
+            return decimal(UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
+        }
+    }
+
+    /// One pread of up to 1 KiB from offset 0; `nil` to `body` when it fails or the file is
+    /// longer (such a file is not one of these).
+    private static func withSmallRead<T>(_ fd: Int32, _ body: (UnsafeRawBufferPointer?) -> T) -> T {
+        withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 1) { buffer in
+            var count: Int
+            repeat { count = pread(fd, buffer.baseAddress, buffer.count, 0) } while count < 0 && errno == EINTR
+            guard count >= 0, count < buffer.count else { return body(nil) }
+            return body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
+    }
+
+    private static func field(_ key: String, in bytes: UnsafeRawBufferPointer) -> UInt64? {
+        let key = key.utf8
         var lineStart = 0
         while lineStart < bytes.count {
             var lineEnd = lineStart
             while lineEnd < bytes.count, bytes[lineEnd] != 0x0A { lineEnd += 1 }
             let valueStart = lineStart + key.count + 1
             if valueStart < lineEnd, bytes[valueStart - 1] == 0x20, bytes[lineStart..<valueStart - 1].elementsEqual(key) {
-                var value: UInt64 = 0
-                for byte in bytes[valueStart..<lineEnd] {
-                    guard byte >= 0x30, byte <= 0x39 else { return nil }
-                    let (times10, overflowed) = value.multipliedReportingOverflow(by: 10)
-                    let (sum, overflowedToo) = times10.addingReportingOverflow(UInt64(byte - 0x30))
-                    guard !overflowed, !overflowedToo else { return nil }
-                    value = sum
-                }
-                return value
+                return decimal(UnsafeRawBufferPointer(rebasing: bytes[valueStart..<lineEnd]))
             }
             lineStart = lineEnd + 1
         }
         return nil
+    }
+
+    /// Digits only, no overflow; else `nil`.
+    private static func decimal(_ digits: UnsafeRawBufferPointer) -> UInt64? {
+        guard !digits.isEmpty else { return nil }
+        var value: UInt64 = 0
+        for byte in digits {
+            guard byte >= 0x30, byte <= 0x39 else { return nil }
+            let (times10, overflowed) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflowedToo) = times10.addingReportingOverflow(UInt64(byte - 0x30))
+            guard !overflowed, !overflowedToo else { return nil }
+            value = sum
+        }
+        return value
     }
 }

@@ -73,16 +73,16 @@ public final class CgroupUsageProbe: Sendable {
     public func read() -> CgroupUsage {
         state.withLock { state in
             var usage = CgroupUsage()
-            usage.memoryBytes = Self.read(.memoryCurrent, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
-            usage.memoryPeakBytes = Self.read(.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) }
-            usage.oomKills = Self.read(.oomCounter, &state).flatMap { CgroupFS.field("oom_kill", in: $0) }
-            if let text = Self.read(.cpu, &state) {
+            usage.memoryBytes = Self.descriptor(.memoryCurrent, &state).flatMap(CgroupFS.number(fd:))
+            usage.memoryPeakBytes = Self.descriptor(.memoryPeak, &state).flatMap(CgroupFS.number(fd:))
+            usage.oomKills = Self.descriptor(.oomCounter, &state).flatMap { CgroupFS.field("oom_kill", fd: $0) }
+            if let fd = Self.descriptor(.cpu, &state) {
                 usage.cpuMicroseconds =
                     state.trees.cpuAccounting?.version == .v2
-                    ? CgroupFS.field("usage_usec", in: text) : UInt64(text.trimmingTrailingNewline).map { $0 / 1000 }
+                    ? CgroupFS.field("usage_usec", fd: fd) : CgroupFS.number(fd: fd).map { $0 / 1000 }
             }
-            if let text = Self.read(.pidsCurrent, &state) {
-                usage.pids = Int(text.trimmingTrailingNewline)
+            if let fd = Self.descriptor(.pidsCurrent, &state) {
+                usage.pids = CgroupFS.number(fd: fd).map { Int(clamping: $0) }
             } else if let text = Self.read(.groupProcs, &state) {
                 usage.pids = text.split(separator: "\n").count
             }
@@ -91,7 +91,7 @@ public final class CgroupUsageProbe: Sendable {
     }
 
     public func peak() -> UInt64? {
-        state.withLock { state in Self.read(.memoryPeak, &state).flatMap { UInt64($0.trimmingTrailingNewline) } }
+        state.withLock { state in Self.descriptor(.memoryPeak, &state).flatMap(CgroupFS.number(fd:)) }
     }
 
     /// Opens the peak file now, so that the end of a run (which reads it before the restart)

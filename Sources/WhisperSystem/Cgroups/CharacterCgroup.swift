@@ -48,11 +48,13 @@ public final class CharacterCgroup {
     init(name: String, backend: CgroupBackend) {
         self.name = name
         self.backend = backend
+        hasGrouping = backend.grouping != nil
     }
 
     deinit { closeDescriptors() }
 
-    public var hasGrouping: Bool { backend.grouping != nil }
+    /// Kept, not computed: asked at the end of every run (a look at the backend copies a tree).
+    public let hasGrouping: Bool
 
     /// The trees `limits` needs: grouping, memory and cpu accounting always (kill scope,
     /// accounting, OOM events); cpu and pids only when limited, so an unlimited character costs
@@ -209,10 +211,9 @@ public final class CharacterCgroup {
     }
 
     public func isEmpty() -> Bool {
-        guard let grouping = backend.grouping else { return true }
-        if grouping.version == .v2, populatedEventFD >= 0, let events = CgroupFS.read(fd: populatedEventFD) {
-            return CgroupFS.field("populated", in: events) == 0
-        }
+        guard hasGrouping else { return true }
+        // Open only for a v2 grouping cgroup.
+        if populatedEventFD >= 0, let populated = CgroupFS.field("populated", fd: populatedEventFD) { return populated == 0 }
         return processIDs().isEmpty
     }
 
@@ -273,8 +274,8 @@ public final class CharacterCgroup {
     }
 
     private func readOOMKills() -> UInt64? {
-        guard oomCounterFD >= 0, let text = CgroupFS.read(fd: oomCounterFD) else { return nil }
-        return CgroupFS.field("oom_kill", in: text)
+        guard oomCounterFD >= 0 else { return nil }
+        return CgroupFS.field("oom_kill", fd: oomCounterFD)
     }
 
     /// The highest memory use since the last ``resetPeak()`` (or since the cgroup was made).

@@ -500,3 +500,15 @@ enum TestCgroups {
         }
     }
 }
+
+/// A live process's environment (`/proc/PID/environ`); `nil` when it cannot be read.
+func environment(of pid: Int32) -> [String: String]? {
+    guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+    var pairs: [String: String] = [:]
+    for entry in data.split(separator: 0) {
+        let text = String(decoding: entry, as: UTF8.self)
+        guard let equals = text.firstIndex(of: "=") else { continue }
+        pairs[String(text[..<equals])] = String(text[text.index(after: equals)...])
+    }
+    return pairs
+}
