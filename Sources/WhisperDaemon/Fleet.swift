@@ -133,6 +133,9 @@ final class Fleet {
     private var launches: [ServiceName: Launch] = [:]
     /// The batch of actions being carried out starts one process, no more.
     private var lonelySpawn = false
+    /// The loop thread's wake-ups; off from a lone spawn to the end of its batch.
+    private let wakeUps = WakeUpPreemption()
+    private var wakeUpsDeferToTheChild = false
 
     /// What a start of a service needs beyond its cgroup: its command (program found, argv and
     /// environment laid out) and its tenant's ids and sandbox.
@@ -219,6 +222,7 @@ final class Fleet {
         isDraining = false
         saveDynamicIDs()
         events.batchHandled()
+        wakeUpsPreemptAgain()
     }
 
     /// The dynamic uids given since the last batch, written once per batch of events.
@@ -326,10 +330,18 @@ final class Fleet {
         if !probe.isDone { probes[name] = probe }
     }
 
+    /// Before any clone (a child inherits the policy) and at the end of the batch.
+    private func wakeUpsPreemptAgain() {
+        guard wakeUpsDeferToTheChild else { return }
+        wakeUps.set(preempting: true)
+        wakeUpsDeferToTheChild = false
+    }
+
     /// The exec probe's process: as the service runs (user, cgroup, environment, sandbox), but
     /// without its notify socket (a probe does not speak for the service).
     private func spawnProbe(_ spec: ServiceSpec, _ arguments: [String]) -> ProcessSpawner.Child? {
         let name = spec.name
+        wakeUpsPreemptAgain()
         do {
             let placement = try cgroups.prepare(for: spec)
             let tenant = try tenants.prepare(
@@ -360,6 +372,7 @@ final class Fleet {
 
     private func spawn(_ spec: ServiceSpec, asSuccessor: Bool = false) {
         let name = spec.name
+        wakeUpsPreemptAgain()
         func failed(_ errno: Int32) { post(asSuccessor ? .successorSpawnFailed(name, errno: errno) : .spawnFailed(name, errno: errno)) }
         if spec.isJob { jobRunStartedAt[name] = Self.wallClockSeconds() }
         let socket: NotifySocket
@@ -409,8 +422,14 @@ final class Fleet {
             if !asSuccessor { recordIncident(name) }
         case .success(let child):
             // The child usually shares the loop's CPU: the loop steps aside until its exec (as
-            // a supervisor asleep in waitpid would), unless other events wait or 2 ms pass.
-            if lonelySpawn { _ = loop.waitBriefly(for: child.execFD, milliseconds: 2) }
+            // a supervisor asleep in waitpid would), unless other events wait or 2 ms pass; and,
+            // woken by the exec, it leaves the new program its CPU (no preemption) until the
+            // batch ends.
+            if lonelySpawn {
+                wakeUps.set(preempting: false)
+                wakeUpsDeferToTheChild = true
+                if !loop.waitBriefly(for: child.execFD, milliseconds: 2) { wakeUpsPreemptAgain() }
+            }
             let run = LiveRun(child)
             if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
             let policy = logPolicy(for: spec)

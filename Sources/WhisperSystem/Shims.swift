@@ -31,3 +31,24 @@ public func lowerCurrentThreadPriority() {
         _ = setpriority(Int32(PRIO_PROCESS.rawValue), id_t(whisper_gettid()), 19)
     }
 }
+
+/// Whether the calling thread's wake-ups take the CPU from the task running on it. Under
+/// `SCHED_OTHER` a woken thread preempts it; under `SCHED_BATCH` it does not (it runs once that
+/// task blocks, at the next tick, or on another CPU). Made for the thread that created it, and
+/// only when that thread runs under `SCHED_OTHER`: an operator's real-time, batch or idle
+/// setting is left alone.
+public struct WakeUpPreemption {
+    private let thread = whisper_gettid()
+    /// False where the thread does not run under `SCHED_OTHER`: nothing is changed.
+    public let isAdjustable = sched_getscheduler(0) == SCHED_OTHER
+
+    public init() {}
+
+    /// `false`: the next wake-ups leave the running task its CPU; `true`: back to normal.
+    public func set(preempting: Bool) {
+        guard isAdjustable else { return }
+        var parameters = sched_param(sched_priority: 0)
+        let schedBatch: Int32 = 3  // SCHED_BATCH (linux/sched.h; glibc shows it only with _GNU_SOURCE)
+        _ = sched_setscheduler(thread, preempting ? SCHED_OTHER : schedBatch, &parameters)
+    }
+}

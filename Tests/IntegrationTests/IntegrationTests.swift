@@ -31,6 +31,10 @@ extension IntegrationTests {
             #expect(second != first)
             #expect(!isAlive(first), "killed and reaped, not left a zombie")
             #expect(isAlive(second))
+            // The loop left the new program its CPU through the restart (SCHED_BATCH), and
+            // neither the program nor, once the restart is done, the loop keeps that policy.
+            #expect(schedulingPolicy(of: second) == 0)
+            #expect(eventually { schedulingPolicy(of: whisperd.pid) == 0 })
             // A restart reuses the launch its service's last start made: the same environment.
             #expect(environment(of: second) == firstEnvironment)
             #expect(firstEnvironment["NOTIFY_SOCKET"]?.hasSuffix("/elena.sock") == true)

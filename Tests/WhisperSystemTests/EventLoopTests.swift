@@ -114,4 +114,22 @@ import WhisperSystem
         #expect(loop.waitBriefly(for: watched[0], milliseconds: 10_000), "hung up: ready")
         loop.remove(other[0])
     }
+
+    /// The thread's wake-ups stop taking the CPU (`SCHED_BATCH`) and take it again
+    /// (`SCHED_OTHER`); a thread under another policy is left alone.
+    @Test func wakeUpPreemption_switchesBetweenOtherAndBatch_only() throws {
+        let wakeUps = WakeUpPreemption()
+        try #require(wakeUps.isAdjustable, "the test thread runs under SCHED_OTHER")
+        wakeUps.set(preempting: false)
+        #expect(sched_getscheduler(0) == 3)  // SCHED_BATCH
+        wakeUps.set(preempting: true)
+        #expect(sched_getscheduler(0) == SCHED_OTHER)
+        var parameters = sched_param(sched_priority: 0)
+        try #require(sched_setscheduler(0, 3, &parameters) == 0)
+        defer { _ = sched_setscheduler(0, SCHED_OTHER, &parameters) }
+        let underBatch = WakeUpPreemption()
+        #expect(!underBatch.isAdjustable)
+        underBatch.set(preempting: true)
+        #expect(sched_getscheduler(0) == 3, "an operator's policy stays")
+    }
 }

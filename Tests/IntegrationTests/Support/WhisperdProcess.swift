@@ -512,3 +512,11 @@ func environment(of pid: Int32) -> [String: String]? {
     }
     return pairs
 }
+
+/// A process's (its main thread's) scheduling policy: field 41 of `/proc/PID/stat` (0 is
+/// `SCHED_OTHER`, 3 `SCHED_BATCH`).
+func schedulingPolicy(of pid: Int32) -> Int? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 38 ? Int(fields[38]) : nil
+}
