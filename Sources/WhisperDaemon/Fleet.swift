@@ -146,8 +146,7 @@ final class Fleet {
     /// `whisperd run-one NAME`: whisperd ends when that service is done.
     private let runsOneService: Bool
 
-    /// `handover` is what a previous
-    /// whisperd handed over (its runs are adopted by ``adopt(_:)``).
+    /// `handover` is what a previous whisperd handed over (its runs are adopted by ``adopt(_:)``).
     init(
         configuration: DaemonConfiguration, loaded: LoadedRoster, log: DaemonLog, loop: EventLoop, spawner: ProcessSpawner,
         cgroups: CgroupKeeper, tenants: Tenants, logWriter: LogWriter, stateStore: StateStore, handover: Handover?
