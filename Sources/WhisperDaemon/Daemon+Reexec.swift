@@ -38,6 +38,7 @@ extension Daemon {
             controlFD: control.listeningDescriptor, statusFD: statusServer?.listeningDescriptor, reexecs: reexecs + 1,
             services: services)
         handover.createdCgroupBases = cgroups.backend.createdBases
+        handover.loopAtStartedNice = true
         let path = Handover.path(runtimeDirectory: configuration.runtimeDirectory)
         do { try handover.write(to: path) } catch {
             lastReexecError = "\(error)"

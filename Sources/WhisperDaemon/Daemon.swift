@@ -77,6 +77,13 @@ public final class Daemon {
         self.loader.replicaOverrides = configuration.replicaOverrides
         self.loader.oneService = configuration.oneService
         let spawner = try ProcessSpawner(nofileSoftLimit: nofileSoftLimit)
+        // Re-executed by an older whisperd, whose loop ran 5 nice steps above the characters:
+        // back to theirs, which a child now inherits.
+        errno = 0
+        let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        if errno == 0, let restored = handover?.loopNiceToRestore(current: nice, hasCapSysNice: hasEffectiveCapability(23)) {
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, restored)
+        }
         self.logWriter = try LogWriter(journal: configuration.journal, mirror: configuration.oneService == nil ? nil : STDOUT_FILENO)
         self.stateStore = try StateStore(directory: configuration.stateDirectory)
         self.tenants = Tenants(

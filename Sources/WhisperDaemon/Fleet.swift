@@ -19,6 +19,9 @@ final class LiveRun {
     /// ``ProcessSpawner/Request/holdsOutputOpen``); a grandchild still holding the pipes keeps
     /// them open after that.
     var heldWriteFDs: [Int32] = []
+    /// The service counts its processes (`pids:`, or a `nproc` ulimit): a zombie still counts
+    /// until reaped, so it is reaped before the restart (else after: `Fleet.reap`).
+    var countsProcesses = false
 
     init(pid: Int32, pidFD: Int32) {
         self.pid = pid
@@ -332,7 +335,7 @@ final class Fleet {
     /// Before any clone (a child inherits the policy) and at the end of the batch.
     private func wakeUpsPreemptAgain() {
         guard wakeUpsDeferToTheChild else { return }
-        wakeUps.set(preempting: true)
+        wakeUps.preemptAgain()
         wakeUpsDeferToTheChild = false
     }
 
@@ -417,6 +420,8 @@ final class Fleet {
         switch spawner.spawn(request) {
         case .failure(let failure):
             log.log(.error, character: name, "cannot start \(spec.launch.arguments.first ?? ""): \(failure)")
+            // The next start makes its launch anew (the program may have moved on PATH).
+            if !asSuccessor { launches[name] = nil }
             failed(failure.errno)
             if !asSuccessor { recordIncident(name) }
         case .success(let child):
@@ -425,11 +430,11 @@ final class Fleet {
             // woken by the exec, it leaves the new program its CPU (no preemption) until the
             // batch ends.
             if lonelySpawn {
-                wakeUps.set(preempting: false)
-                wakeUpsDeferToTheChild = true
+                wakeUpsDeferToTheChild = wakeUps.stopPreempting()
                 if !loop.waitBriefly(for: child.execFD, milliseconds: 2) { wakeUpsPreemptAgain() }
             }
             let run = LiveRun(child)
+            run.countsProcesses = spec.limits.pids != nil || settings.resourceLimits.contains { $0.resource == .nproc }
             if asSuccessor { sideRuns[name, default: [:]][child.pid] = run } else { runs[name] = run }
             let policy = logPolicy(for: spec)
             readyLogMatchers[name] = spec.health.ready == .log ? spec.health.readyLogPattern.flatMap { try? Regex($0) } : nil
@@ -475,6 +480,7 @@ final class Fleet {
         guard run.pidFD >= 0 else { return }
         if let failure = spawner.startFailure(of: child) {
             run.startFailure = failure
+            if !asSuccessor { launches[name] = nil }
             log.log(.error, character: name, "cannot start \(child.program): \(failure)")
             return  // the reap that follows reports it
         }
@@ -521,14 +527,15 @@ final class Fleet {
 
     private func reap(_ name: ServiceName, _ run: LiveRun) {
         let pidFD = run.pidFD
-        guard let result = ChildReaper.exitStatus(pidFD: pidFD) else { return }
+        // The zombie is released after the restart this reap may start (the kernel's release
+        // takes about as long as the spawn), unless its process still counts against a limit
+        // the next run shares.
+        guard let result = run.countsProcesses ? ChildReaper.reap(pidFD: pidFD) : ChildReaper.exitStatus(pidFD: pidFD) else { return }
         loop.remove(pidFD)
         run.pidFD = -1
-        // After the restart this reap may start: the zombie is released then (the kernel's
-        // release takes about as long as the spawn), and the pipes hang up once what is left
-        // is read.
+        // The pipes hang up once what is left is read.
         defer {
-            _ = ChildReaper.reap(pidFD: pidFD)
+            if !run.countsProcesses { _ = ChildReaper.reap(pidFD: pidFD) }
             close(pidFD)
             run.closeHeldWriteEnds()
         }
@@ -541,6 +548,7 @@ final class Fleet {
         var startFailure = run.startFailure
         if startFailure == nil, let child = run.child, let failure = spawner.startFailure(of: child) {
             startFailure = failure
+            launches[name] = nil
             log.log(.error, character: name, "cannot start \(child.program): \(failure)")
         }
         // Looked up before it is changed: a change through the optional chain costs a copy.

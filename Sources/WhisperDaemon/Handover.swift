@@ -17,6 +17,10 @@ public struct Handover: Codable, Sendable {
     public var reexecs: Int
     /// Cgroup bases the first whisperd made: the last one removes them at exit.
     public var createdCgroupBases: [String]? = nil
+    /// Set by a whisperd whose loop runs at the nice value it was started with. Absent from an
+    /// older whisperd's file: that one ran its loop 5 steps lower when it had CAP_SYS_NICE, and
+    /// the exec kept that value (``loopNiceToRestore(current:hasCapSysNice:)``).
+    public var loopAtStartedNice: Bool? = nil
     public var services: [Service]
 
     public struct Service: Codable, Sendable {
@@ -47,6 +51,14 @@ public struct Handover: Codable, Sendable {
         public var name: String
         public var level: String
         public var detail: String?
+    }
+
+    /// The nice value the loop thread goes back to after the exec, if it must: an older whisperd
+    /// lowered its loop's by 5 when it could (with CAP_SYS_NICE, which the exec keeps), and its
+    /// characters ran at the value it was started with.
+    public func loopNiceToRestore(current: Int32, hasCapSysNice: Bool) -> Int32? {
+        guard loopAtStartedNice != true, hasCapSysNice else { return nil }
+        return min(19, current + 5)
     }
 
     /// Every descriptor that must survive the exec.

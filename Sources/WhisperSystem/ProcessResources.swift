@@ -52,3 +52,12 @@ public func releaseFreedMemory() {
 public func releaseStartupCodePages() -> Int {
     Int(whisper_page_out_file_mappings())
 }
+
+/// Whether capability `number` is in this process's effective set (`CapEff`, /proc/self/status).
+public func hasEffectiveCapability(_ number: Int) -> Bool {
+    guard let status = readSmallFile("/proc/self/status"),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+        let mask = UInt64(line.dropFirst("CapEff:".count).filter { !$0.isWhitespace }, radix: 16)
+    else { return false }
+    return mask & (1 << UInt64(number)) != 0
+}

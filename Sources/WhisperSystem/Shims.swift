@@ -34,21 +34,25 @@ public func lowerCurrentThreadPriority() {
 
 /// Whether the calling thread's wake-ups take the CPU from the task running on it. Under
 /// `SCHED_OTHER` a woken thread preempts it; under `SCHED_BATCH` it does not (it runs once that
-/// task blocks, at the next tick, or on another CPU). Made for the thread that created it, and
-/// only when that thread runs under `SCHED_OTHER`: an operator's real-time, batch or idle
-/// setting is left alone.
+/// task blocks, at the next tick, or on another CPU). For the thread that made it; only ever
+/// between those two, and only from `SCHED_OTHER`: a policy an operator set (real-time, batch,
+/// idle; at start or later with `chrt`) is left alone.
 public struct WakeUpPreemption {
     private let thread = whisper_gettid()
-    /// False where the thread does not run under `SCHED_OTHER`: nothing is changed.
-    public let isAdjustable = sched_getscheduler(0) == SCHED_OTHER
+    private static let batch: Int32 = 3  // SCHED_BATCH (linux/sched.h; glibc shows it only with _GNU_SOURCE)
 
     public init() {}
 
-    /// `false`: the next wake-ups leave the running task its CPU; `true`: back to normal.
-    public func set(preempting: Bool) {
-        guard isAdjustable else { return }
+    /// The next wake-ups leave the running task its CPU. Returns whether the policy changed
+    /// (false: the thread was not under `SCHED_OTHER`, or the kernel refused).
+    public func stopPreempting() -> Bool { change(from: SCHED_OTHER, to: Self.batch) }
+
+    /// Back to `SCHED_OTHER`, after ``stopPreempting()`` changed it.
+    public func preemptAgain() { _ = change(from: Self.batch, to: SCHED_OTHER) }
+
+    private func change(from: Int32, to: Int32) -> Bool {
+        guard sched_getscheduler(thread) == from else { return false }
         var parameters = sched_param(sched_priority: 0)
-        let schedBatch: Int32 = 3  // SCHED_BATCH (linux/sched.h; glibc shows it only with _GNU_SOURCE)
-        _ = sched_setscheduler(thread, preempting ? SCHED_OTHER : schedBatch, &parameters)
+        return sched_setscheduler(thread, to, &parameters) == 0
     }
 }

@@ -43,6 +43,25 @@ extension IntegrationTests {
             #expect((elena["last_exit"] as? [String: Any])?["reason"] as? String == "Signaled(SIGKILL)")
         }
 
+        /// A restart reuses the program its service's last start found on PATH; once that fails
+        /// (the program moved), the next start looks for it again.
+        @Test func aProgramThatMovedOnPATH_isFoundAgain_afterTheRestartThatMissedIt() throws {
+            let scratch = Scratch()
+            let first = scratch.write("a/wanderer", "#!/bin/sh\nexec sleep 300\n", executable: true)
+            scratch.write("b/.keep", "")
+            scratch.write(
+                "roster.yaml",
+                fastDefaults + "characters:\n  wanderer: {command: [wanderer], env: {PATH: '\(scratch.path)/a:\(scratch.path)/b:/usr/bin:/bin'}}\n")
+            let whisperd = try WhisperdProcess(scratch: scratch)
+            defer { whisperd.terminate() }
+            let pid = try #require(WhisperdProcess.pid(in: whisperd.waitFor("wanderer: starting -> running")))
+            #expect(rename(first, scratch.path + "/b/wanderer") == 0)
+            kill(pid, SIGKILL)
+            #expect(whisperd.waitFor("wanderer:", "cannot start", "\(scratch.path)/a/wanderer") != nil)
+            let again = WhisperdProcess.pid(in: whisperd.waitFor("wanderer: starting -> running", occurrence: 2))
+            #expect(again != nil && again != pid)
+        }
+
         @Test func childThatExitsAtOnce_backsOffWithGrowingDelays_thenCrashLoops() throws {
             let scratch = Scratch()
             scratch.write(

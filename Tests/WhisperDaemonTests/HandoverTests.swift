@@ -51,6 +51,22 @@ import WhisperCore
         #expect(throws: HandoverError.self) { try Handover.take(from: path) }
     }
 
+    /// An older whisperd ran its loop 5 nice steps lower when it had CAP_SYS_NICE (which the exec
+    /// keeps); the loop goes back up, and a file from a whisperd that no longer does says so.
+    @Test func theLoopsNice_isRestoredAfterAnOlderWhisperd_only() throws {
+        var legacy = Self.sample()
+        #expect(legacy.loopAtStartedNice == nil)
+        #expect(legacy.loopNiceToRestore(current: -5, hasCapSysNice: true) == 0)
+        #expect(legacy.loopNiceToRestore(current: 17, hasCapSysNice: true) == 19)
+        #expect(legacy.loopNiceToRestore(current: 0, hasCapSysNice: false) == nil, "without the capability it was never lowered")
+        legacy.loopAtStartedNice = true
+        #expect(legacy.loopNiceToRestore(current: -5, hasCapSysNice: true) == nil)
+        let scratch = Scratch()
+        let path = Handover.path(runtimeDirectory: scratch.path)
+        try legacy.write(to: path)
+        #expect(try Handover.take(from: path).loopAtStartedNice == true)
+    }
+
     @Test func everyDescriptorThatMustSurviveTheExec() {
         #expect(Self.sample().descriptors == [3, 4, 10, 11, 12, 13, 14, 15])
         var noStatusPort = Self.sample()

@@ -119,17 +119,20 @@ import WhisperSystem
     /// (`SCHED_OTHER`); a thread under another policy is left alone.
     @Test func wakeUpPreemption_switchesBetweenOtherAndBatch_only() throws {
         let wakeUps = WakeUpPreemption()
-        try #require(wakeUps.isAdjustable, "the test thread runs under SCHED_OTHER")
-        wakeUps.set(preempting: false)
+        try #require(sched_getscheduler(0) == SCHED_OTHER, "the test thread runs under SCHED_OTHER")
+        #expect(wakeUps.stopPreempting())
         #expect(sched_getscheduler(0) == 3)  // SCHED_BATCH
-        wakeUps.set(preempting: true)
+        wakeUps.preemptAgain()
         #expect(sched_getscheduler(0) == SCHED_OTHER)
+        // An operator's batch (or any other) policy: neither switch touches it.
         var parameters = sched_param(sched_priority: 0)
         try #require(sched_setscheduler(0, 3, &parameters) == 0)
         defer { _ = sched_setscheduler(0, SCHED_OTHER, &parameters) }
-        let underBatch = WakeUpPreemption()
-        #expect(!underBatch.isAdjustable)
-        underBatch.set(preempting: true)
-        #expect(sched_getscheduler(0) == 3, "an operator's policy stays")
+        #expect(!wakeUps.stopPreempting())
+        try #require(sched_setscheduler(0, 5, &parameters) == 0)  // SCHED_IDLE
+        wakeUps.preemptAgain()
+        #expect(sched_getscheduler(0) == 5, "an operator's policy stays")
+        #expect(!wakeUps.stopPreempting())
+        #expect(sched_getscheduler(0) == 5)
     }
 }
